@@ -1,0 +1,219 @@
+/*
+ * px.h - the pyparallel engine's public API.
+ *
+ * The engine is a completion-oriented I/O runtime with no Python dependency:
+ * a pool of workers, each owning one I/O backend instance (an io_uring ring,
+ * or an epoll set where io_uring is unavailable), runs connection callbacks,
+ * work items and timers on every core. It follows Windows IOCP's rule of "one
+ * active thread per core": a worker is a slot that one OS thread holds at a
+ * time, and when the thread holding it stays inside one callback for longer
+ * than the hand-off threshold (it blocked), a monitor hands the slot to a
+ * spare thread so the worker's other connections keep being served.
+ *
+ * Conventions:
+ *  - Every function that can fail returns 0 (or a count) on success and a
+ *    negative errno-style code (PX_E*) on failure; none sets errno.
+ *  - Callbacks of one connection never run concurrently; callbacks of
+ *    different connections run in parallel on different workers.
+ *  - Handles (loop, listener, connection, timer) are reference counted where
+ *    they may outlive the caller's interest; closing is asynchronous.
+ */
+#ifndef PX_H
+#define PX_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Error codes: the engine's own, after the negated errno values. */
+#define PX_ERRNO_MAP(X)                                                        \
+    X(ECLOSED, -10001, "the connection is closed")                             \
+    X(ESTOPPED, -10002, "the loop is stopped or stopping")                     \
+    X(ESENDBUF, -10003, "the connection's send buffer is full")                \
+    X(ENOBACKEND, -10004, "no usable I/O backend")                             \
+    X(EBADSTATE, -10005, "the operation is not valid in this state")
+
+enum {
+#define PX_ERRNO_ENUM(name, value, message) PX_##name = (value),
+    PX_ERRNO_MAP(PX_ERRNO_ENUM)
+#undef PX_ERRNO_ENUM
+};
+
+/* A message for any code these functions return (negated errno included). */
+const char *px_strerror(int code);
+
+typedef struct px_loop_s px_loop_t;
+typedef struct px_listener_s px_listener_t;
+typedef struct px_conn_s px_conn_t;
+typedef struct px_timer_s px_timer_t;
+
+typedef enum {
+    PX_BACKEND_AUTO = 0,
+    PX_BACKEND_URING = 1,
+    PX_BACKEND_EPOLL = 2,
+} px_backend_kind_t;
+
+/* Called on a thread the engine starts, before and after it runs anything
+ * (worker_index: the worker it first holds, -1 for a spare): a binding
+ * creates its runtime's per-thread state here. */
+typedef void (*px_thread_hook_t)(void *hook_data, int worker_index);
+
+/* Brackets every batch of callbacks a thread runs for a worker: the binding
+ * acquires its runtime (a thread state, a GIL) in enter and releases it in
+ * leave, so a thread waiting for I/O holds nothing. */
+typedef void (*px_dispatch_hook_t)(void *hook_data, int worker_index);
+
+typedef struct {
+    int workers;                 /* 0: PYPARALLEL_WORKERS or online CPUs */
+    px_backend_kind_t backend;   /* AUTO: PYPARALLEL_IO, then uring, epoll */
+    size_t max_send_buffer;      /* bytes queued per connection; 0: 16 MiB */
+    size_t hog_threshold;        /* queued bytes that mark an I/O hog; 0: 1 MiB */
+    unsigned handoff_ms;         /* callback time that counts as blocked; 0: 10 */
+    unsigned max_threads;        /* threads incl. spares; 0: 256 */
+    px_thread_hook_t on_thread_start;
+    px_thread_hook_t on_thread_stop;
+    px_dispatch_hook_t on_dispatch_enter;
+    px_dispatch_hook_t on_dispatch_leave;
+    void *hook_data;
+} px_loop_options_t;
+
+/* Reads the environment and fills in defaults for every zero field. */
+void px_loop_options_init(px_loop_options_t *opts);
+
+int px_loop_new(px_loop_t **loop, const px_loop_options_t *opts);
+/* Starts the worker threads. */
+int px_loop_start(px_loop_t *loop);
+/* Clean shutdown: stops accepting, closes every connection (their
+ * on_close callbacks run), cancels pending work and timers (their cancel
+ * callbacks run), and joins every thread. Safe to call from any thread that
+ * is not one of the loop's own. */
+int px_loop_stop(px_loop_t *loop);
+/* Frees a stopped (or never started) loop. */
+void px_loop_free(px_loop_t *loop);
+
+int px_loop_worker_count(const px_loop_t *loop);
+const char *px_loop_backend_name(const px_loop_t *loop);
+/* The index of the worker the calling thread runs for, or -1 when the
+ * calling thread is not one of the loop's. */
+int px_current_worker(void);
+
+/* ---- connections ------------------------------------------------------ */
+
+typedef struct {
+    /* Accepted or connected. */
+    void (*on_open)(px_conn_t *conn);
+    /* Received bytes; data is valid until the callback returns. */
+    void (*on_data)(px_conn_t *conn, const char *data, size_t len);
+    /* The send numbered send_id has been handed to the kernel in full.
+     * Only called for connections that asked with px_conn_notify_sends. */
+    void (*on_send_complete)(px_conn_t *conn, uint64_t send_id);
+    /* Always the last callback: the peer closed (error 0), the connection
+     * failed (a negative code), or it was closed locally (PX_ECLOSED).
+     * For an outgoing connection that failed to connect, on_open never ran
+     * and this callback carries the connect error. */
+    void (*on_close)(px_conn_t *conn, int error);
+} px_conn_callbacks_t;
+
+/* Listens on host:port (host NULL or "" for all IPv4 addresses; a name is
+ * resolved). Connections accepted on it use cbs, and start with user data
+ * conn_data. */
+int px_listen(px_loop_t *loop, const char *host, int port, int backlog,
+              const px_conn_callbacks_t *cbs, void *conn_data,
+              px_listener_t **listener);
+/* The bound port (useful after listening on port 0). */
+int px_listener_port(const px_listener_t *listener);
+/* Stops accepting; established connections are not affected. */
+void px_listener_close(px_listener_t *listener);
+
+/* Connects asynchronously; the connection's callbacks report the outcome. */
+int px_connect(px_loop_t *loop, const char *host, int port,
+               const px_conn_callbacks_t *cbs, void *conn_data,
+               px_conn_t **conn);
+
+void px_conn_ref(px_conn_t *conn);
+void px_conn_unref(px_conn_t *conn);
+void *px_conn_data(const px_conn_t *conn);
+void px_conn_set_data(px_conn_t *conn, void *data);
+int px_conn_fd(const px_conn_t *conn);
+int px_conn_worker(const px_conn_t *conn);
+/* Ask for on_send_complete after every send. */
+void px_conn_notify_sends(px_conn_t *conn, int enable);
+
+/* Queues buffers for sending, in call order, from any thread. The data is
+ * copied unless it is written at once. *send_id (if not NULL) receives the
+ * send's number: sends are numbered from 1 per connection. Fails with
+ * PX_ESENDBUF when the connection already queues max_send_buffer bytes. */
+int px_conn_send(px_conn_t *conn, const struct iovec *iov, int iovcnt,
+                 uint64_t *send_id);
+/* Sends head, then nbytes of file fd from offset (with sendfile, no copy
+ * through user space), then tail, as one send. The engine dups fd. */
+int px_conn_sendfile(px_conn_t *conn, const struct iovec *head, int fd,
+                     off_t offset, size_t nbytes, const struct iovec *tail,
+                     uint64_t *send_id);
+/* Closes after the queued data is sent (abort: drop it and reset). */
+void px_conn_close(px_conn_t *conn, int abort);
+int px_conn_pause_reading(px_conn_t *conn);
+int px_conn_resume_reading(px_conn_t *conn);
+/* Peer and local addresses as "host", port. */
+int px_conn_peername(const px_conn_t *conn, char *host, size_t hostlen,
+                     int *port);
+int px_conn_sockname(const px_conn_t *conn, char *host, size_t hostlen,
+                     int *port);
+/* Bytes accepted by px_conn_send but not yet written. */
+size_t px_conn_queued_bytes(const px_conn_t *conn);
+
+/* ---- work and timers -------------------------------------------------- */
+
+/* A work item runs fn(arg) once on a worker; when the loop stops first,
+ * cancel(arg) runs instead, on a worker thread inside the dispatch bracket
+ * (so a binding may touch its runtime there). */
+typedef void (*px_work_fn)(void *arg);
+int px_submit(px_loop_t *loop, px_work_fn fn, px_work_fn cancel, void *arg);
+
+/* Runs fn(arg) on a worker after delay_ns, then every period_ns if that is
+ * not zero. cancel(arg) runs exactly once when the timer is done: after a
+ * one-shot fired, or after px_timer_cancel, or at loop stop. */
+int px_timer_start(px_loop_t *loop, uint64_t delay_ns, uint64_t period_ns,
+                   px_work_fn fn, px_work_fn done, void *arg,
+                   px_timer_t **timer);
+/* Cancels (idempotent); a run already under way completes. */
+void px_timer_cancel(px_timer_t *timer);
+void px_timer_ref(px_timer_t *timer);
+void px_timer_unref(px_timer_t *timer);
+
+/* ---- statistics ------------------------------------------------------- */
+
+#define PX_MAX_WORKERS 256
+
+typedef struct {
+    uint64_t callbacks;      /* callbacks and work items run */
+    uint64_t queue_depth;    /* events and work waiting for this worker */
+    uint64_t handoffs;       /* times its thread blocked and was replaced */
+} px_worker_stats_t;
+
+typedef struct {
+    int workers;
+    int threads;             /* OS threads, spares included */
+    uint64_t connections;    /* open now */
+    uint64_t accepted;       /* in total */
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    uint64_t io_hogs;        /* connections over hog_threshold now */
+    uint64_t pending_work;
+    px_worker_stats_t worker[PX_MAX_WORKERS];
+} px_stats_t;
+
+void px_loop_stats(px_loop_t *loop, px_stats_t *stats);
+
+/* Monotonic nanoseconds. */
+uint64_t px_now_ns(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PX_H */

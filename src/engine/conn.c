@@ -1,0 +1,553 @@
+/*
+ * conn.c - a connection's life: adoption by a worker, event collection,
+ * dispatch of its callbacks, pausing, closing and release.
+ *
+ * Lifecycle. A connection is created by an accept (px__on_accept) or by
+ * px_connect, and adopted by one worker through its inbox; the worker's list
+ * of live connections holds one reference. Backends report bytes, the end of
+ * reading, writability and connect results; these only change the
+ * connection's state under its mutex and put it on the worker's ready list.
+ * px__conn_dispatch then runs the callbacks: on_open, on_data for buffered
+ * bytes, on_send_complete per finished send, and on_close last. Closing
+ * (peer EOF once its bytes are delivered, a local px_conn_close, an error,
+ * loop stop) drains or drops the send queue, asks the backend to release the
+ * connection, closes the fd when the backend is done with it, delivers
+ * on_close, and finally drops the worker's reference.
+ *
+ * One thread at a time runs a connection's callbacks ("busy"). When its
+ * thread is replaced while blocked in a callback, events keep being
+ * collected by the worker's new holder; the blocked thread reschedules the
+ * connection through the inbox when its callback returns.
+ */
+#include "px_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Received bytes buffered per connection before reading is throttled, and
+ * the level at which it resumes. */
+#define INPUT_HIGH_WATER (1u << 20)
+#define INPUT_LOW_WATER (256u << 10)
+/* Callbacks one connection runs before others get their turn. */
+#define CONN_BUDGET 8
+
+px_conn_t *px__conn_new(px_loop_t *loop, px__worker_t *w, int fd,
+                        const px_conn_callbacks_t *cbs, void *data)
+{
+    px_conn_t *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->loop = loop;
+    c->worker = w;
+    c->fd = fd;
+    atomic_init(&c->refs, 1);
+    c->cbs = *cbs;
+    c->data = data;
+    c->next_send_id = 1;
+    pthread_mutex_init(&c->lock, NULL);
+    px__q_init(&c->ready_node);
+    px__q_init(&c->all_node);
+    return c;
+}
+
+void px_conn_ref(px_conn_t *c) { atomic_fetch_add(&c->refs, 1); }
+
+void px_conn_unref(px_conn_t *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) != 1)
+        return;
+    px__conn_free_sendq_locked(c);
+    px__buf_free(&c->in);
+    px__buf_free(&c->in_spare);
+    if (c->fd >= 0)
+        close(c->fd);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+void *px_conn_data(const px_conn_t *c) { return c->data; }
+void px_conn_set_data(px_conn_t *c, void *data) { c->data = data; }
+int px_conn_fd(const px_conn_t *c) { return c->fd; }
+int px_conn_worker(const px_conn_t *c) { return c->worker->index; }
+
+void px_conn_notify_sends(px_conn_t *c, int enable)
+{
+    atomic_store(&c->notify_sends, enable != 0);
+}
+
+static int conn_name(const px_conn_t *c, bool peer, char *host,
+                     size_t hostlen, int *port)
+{
+    struct sockaddr_storage addr;
+    socklen_t len = sizeof(addr);
+    px_conn_t *mc = (px_conn_t *)c;
+    pthread_mutex_lock(&mc->lock);
+    int rc = c->fd < 0                 ? PX_ECLOSED
+             : peer ? getpeername(c->fd, (struct sockaddr *)&addr, &len)
+                    : getsockname(c->fd, (struct sockaddr *)&addr, &len);
+    if (rc < 0 && rc != PX_ECLOSED)
+        rc = -errno;
+    pthread_mutex_unlock(&mc->lock);
+    return rc < 0 ? rc : px__format_addr(&addr, host, hostlen, port);
+}
+
+int px_conn_peername(const px_conn_t *c, char *host, size_t hostlen, int *port)
+{
+    return conn_name(c, true, host, hostlen, port);
+}
+
+int px_conn_sockname(const px_conn_t *c, char *host, size_t hostlen, int *port)
+{
+    return conn_name(c, false, host, hostlen, port);
+}
+
+/* ---- scheduling ------------------------------------------------------- */
+
+/* Puts c on w's ready list; holder only, c->lock held. */
+void px__conn_ready_locked(px__worker_t *w, px_conn_t *c)
+{
+    if (c->queued_ready || c->busy)
+        return; /* a busy connection is rescheduled by its thread */
+    c->queued_ready = true;
+    px__q_push(&w->ready, &c->ready_node);
+}
+
+void px__conn_schedule(px_conn_t *c)
+{
+    px__worker_t *w = c->worker;
+    if (px__held_worker() == w) {
+        pthread_mutex_lock(&c->lock);
+        px__conn_ready_locked(w, c);
+        pthread_mutex_unlock(&c->lock);
+        return;
+    }
+    px__worker_post(w, PX__MSG_CONN_READY, c);
+}
+
+static bool has_events_locked(px_conn_t *c)
+{
+    unsigned f = atomic_load(&c->flags);
+    return c->open_pending || c->close_pending ||
+           (c->in.len && !(f & (PX__CONN_PAUSED | PX__CONN_CLOSING))) ||
+           (atomic_load(&c->notify_sends) &&
+            c->notified_send_id < c->completed_send_id) ||
+           ((f & PX__CONN_CLOSED) && !(f & PX__CONN_FINALIZED)) ||
+           ((f & PX__CONN_READ_ENDED) && !(f & PX__CONN_CLOSING) &&
+            c->in.len == 0) ||
+           (c->write_error && !(f & PX__CONN_CLOSING)) ||
+           c->rearm_write ||
+           ((f & PX__CONN_CLOSING) && !(f & PX__CONN_RELEASING) &&
+            c->sendq_head == NULL);
+}
+
+/* ---- closing and release (holder only, c->lock not held) --------------- */
+
+static void start_release(px__worker_t *w, px_conn_t *c)
+{
+    pthread_mutex_lock(&c->lock);
+    unsigned f = atomic_load(&c->flags);
+    bool go = !(f & PX__CONN_RELEASING);
+    if (go)
+        atomic_fetch_or(&c->flags, PX__CONN_RELEASING);
+    pthread_mutex_unlock(&c->lock);
+    if (go)
+        w->backend_ops->conn_release(w, c);
+}
+
+/* Begins closing: with abort (or nothing queued) the connection is released
+ * now, else once the send queue drains. error is what on_close reports. */
+void px__conn_begin_close(px__worker_t *w, px_conn_t *c, int error, bool abort)
+{
+    pthread_mutex_lock(&c->lock);
+    unsigned f = atomic_load(&c->flags);
+    if (!(f & PX__CONN_CLOSING)) {
+        atomic_fetch_or(&c->flags, PX__CONN_CLOSING);
+        c->close_error = error;
+    }
+    if (abort)
+        px__conn_free_sendq_locked(c);
+    bool release_now = c->sendq_head == NULL || (f & PX__CONN_CONNECTING);
+    bool stop_reading = (f & PX__CONN_READING) && !release_now;
+    if (stop_reading)
+        atomic_fetch_and(&c->flags, ~(unsigned)PX__CONN_READING);
+    pthread_mutex_unlock(&c->lock);
+    if (stop_reading)
+        w->backend_ops->conn_read_stop(w, c);
+    if (release_now)
+        start_release(w, c);
+}
+
+void px__on_conn_released(px__worker_t *w, px_conn_t *c)
+{
+    (void)w;
+    pthread_mutex_lock(&c->lock);
+    atomic_fetch_or(&c->flags, PX__CONN_RELEASED);
+    int fd = c->fd;
+    c->fd = -1;
+    px__conn_free_sendq_locked(c);
+    c->close_pending = true;
+    px__conn_ready_locked(w, c);
+    pthread_mutex_unlock(&c->lock);
+    if (fd >= 0)
+        close(fd);
+}
+
+/* Drops the worker's reference once on_close has run; holder only. */
+static void finalize(px__worker_t *w, px_conn_t *c)
+{
+    (void)w;
+    px__q_remove(&c->all_node);
+    atomic_fetch_sub(&c->loop->stat_connections, 1);
+    px_conn_unref(c);
+}
+
+void px__conn_close_all(px__worker_t *w)
+{
+    /* begin_close may release synchronously, which never removes from the
+     * list (finalize does, from dispatch), so plain iteration is safe. */
+    for (px__qnode_t *n = w->conns.next; n != &w->conns; n = n->next) {
+        px_conn_t *c = px__container_of(n, px_conn_t, all_node);
+        px__conn_begin_close(w, c, PX_ECLOSED, true);
+    }
+}
+
+void px_conn_close(px_conn_t *c, int abort)
+{
+    pthread_mutex_lock(&c->lock);
+    unsigned f = atomic_load(&c->flags);
+    bool already = (f & PX__CONN_CLOSING) && !abort;
+    if (!already) {
+        c->close_requested = true;
+        c->close_abort = c->close_abort || abort;
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (already)
+        return;
+    px__worker_t *w = c->worker;
+    if (px__held_worker() == w)
+        px__conn_begin_close(w, c, PX_ECLOSED, abort);
+    else
+        px__worker_post(w, PX__MSG_CONN_CLOSE, c);
+}
+
+/* ---- events from backends (holder, inside poll: no backend calls) ------ */
+
+void px__on_data(px__worker_t *w, px_conn_t *c, const char *data, size_t len)
+{
+    atomic_fetch_add_explicit(&c->loop->stat_bytes_in, len,
+                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&w->stat_events, 1, memory_order_relaxed);
+    pthread_mutex_lock(&c->lock);
+    unsigned f = atomic_load(&c->flags);
+    if (!(f & (PX__CONN_CLOSING | PX__CONN_RELEASING))) {
+        if (px__buf_append(&c->in, data, len) < 0) {
+            /* Out of memory for input: fail the connection rather than
+             * lose bytes silently. */
+            atomic_fetch_or(&c->flags, PX__CONN_READ_ENDED);
+            c->read_error = -ENOMEM;
+        }
+        px__conn_ready_locked(w, c);
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+void px__on_read_end(px__worker_t *w, px_conn_t *c, int error)
+{
+    pthread_mutex_lock(&c->lock);
+    unsigned f = atomic_load(&c->flags);
+    if (!(f & PX__CONN_READ_ENDED)) {
+        atomic_fetch_or(&c->flags, PX__CONN_READ_ENDED);
+        atomic_fetch_and(&c->flags, ~(unsigned)PX__CONN_READING);
+        c->read_error = error;
+    }
+    px__conn_ready_locked(w, c);
+    pthread_mutex_unlock(&c->lock);
+}
+
+void px__on_connected(px__worker_t *w, px_conn_t *c, int error)
+{
+    pthread_mutex_lock(&c->lock);
+    atomic_fetch_and(&c->flags, ~(unsigned)PX__CONN_CONNECTING);
+    if (error) {
+        atomic_fetch_or(&c->flags, PX__CONN_READ_ENDED);
+        c->read_error = error;
+    } else {
+        atomic_fetch_or(&c->flags, PX__CONN_OPEN | PX__CONN_START_READ);
+        c->open_pending = true;
+        if (c->sendq_head)
+            c->rearm_write = true;
+    }
+    px__conn_ready_locked(w, c);
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* ---- adoption and inbox messages (holder, outside poll) ---------------- */
+
+static void adopt(px__worker_t *w, px_conn_t *c)
+{
+    px_conn_ref(c); /* the list's reference */
+    px__q_push(&w->conns, &c->all_node);
+    atomic_fetch_add(&c->loop->stat_connections, 1);
+    if (w->stopping) {
+        px__conn_begin_close(w, c, PX_ECLOSED, true);
+        return;
+    }
+    unsigned f = atomic_load(&c->flags);
+    if (f & PX__CONN_CONNECTING) {
+        int rc = w->backend_ops->conn_connect(w, c);
+        if (rc < 0)
+            px__on_connected(w, c, rc);
+        return;
+    }
+    pthread_mutex_lock(&c->lock);
+    atomic_fetch_or(&c->flags, PX__CONN_OPEN | PX__CONN_START_READ);
+    c->open_pending = true;
+    px__conn_ready_locked(w, c);
+    pthread_mutex_unlock(&c->lock);
+}
+
+void px__on_accept(px__worker_t *w, px_listener_t *l, int fd)
+{
+    atomic_fetch_add(&w->loop->stat_accepted, 1);
+    int rc = px__set_nonblocking(fd);
+    px_conn_t *c = rc < 0 ? NULL : px__conn_new(w->loop, w, fd, &l->cbs,
+                                                l->conn_data);
+    if (c == NULL) {
+        close(fd); /* refuse the connection rather than half-serve it */
+        return;
+    }
+    /* Adopted from the inbox, right after this poll: backends must not be
+     * called from inside their own event reports. */
+    px__worker_post(w, PX__MSG_CONN_ADOPT, c);
+    px_conn_unref(c);
+}
+
+void px__conn_handle_msg(px__worker_t *w, px__msg_t *m)
+{
+    px_conn_t *c = m->u.conn;
+    unsigned f = atomic_load(&c->flags);
+    switch (m->kind) {
+    case PX__MSG_CONN_ADOPT:
+        adopt(w, c);
+        return;
+    case PX__MSG_CONN_READY:
+        pthread_mutex_lock(&c->lock);
+        px__conn_ready_locked(w, c);
+        pthread_mutex_unlock(&c->lock);
+        return;
+    case PX__MSG_CONN_WANT_WRITE:
+        if (!(f & (PX__CONN_RELEASING | PX__CONN_CONNECTING)))
+            w->backend_ops->conn_want_write(w, c);
+        return;
+    case PX__MSG_CONN_PAUSE:
+    case PX__MSG_CONN_RESUME:
+        /* The flags were set by the caller; reconcile reading. */
+        pthread_mutex_lock(&c->lock);
+        px__conn_ready_locked(w, c);
+        pthread_mutex_unlock(&c->lock);
+        return;
+    case PX__MSG_CONN_CLOSE: {
+        pthread_mutex_lock(&c->lock);
+        bool abort = c->close_abort;
+        pthread_mutex_unlock(&c->lock);
+        px__conn_begin_close(w, c, PX_ECLOSED, abort);
+        return;
+    }
+    default:
+        return;
+    }
+}
+
+int px_conn_pause_reading(px_conn_t *c)
+{
+    unsigned f = atomic_fetch_or(&c->flags, PX__CONN_PAUSED);
+    if (f & (PX__CONN_CLOSING | PX__CONN_RELEASING))
+        return PX_ECLOSED;
+    if (!(f & PX__CONN_PAUSED))
+        px__worker_post(c->worker, PX__MSG_CONN_PAUSE, c);
+    return 0;
+}
+
+int px_conn_resume_reading(px_conn_t *c)
+{
+    unsigned f = atomic_fetch_and(&c->flags, ~(unsigned)PX__CONN_PAUSED);
+    if (f & (PX__CONN_CLOSING | PX__CONN_RELEASING))
+        return PX_ECLOSED;
+    if (f & PX__CONN_PAUSED)
+        px__worker_post(c->worker, PX__MSG_CONN_RESUME, c);
+    return 0;
+}
+
+/* ---- dispatch --------------------------------------------------------- */
+
+static bool closing_released(unsigned f)
+{
+    return (f & PX__CONN_RELEASING) != 0;
+}
+
+/* Brings reading and closing in line with the connection's state: the
+ * holder's part of dispatch, run before and after the callbacks. */
+static void reconcile(px__worker_t *w, px_conn_t *c)
+{
+    pthread_mutex_lock(&c->lock);
+    unsigned f = atomic_load(&c->flags);
+    bool closing = f & (PX__CONN_CLOSING | PX__CONN_RELEASING);
+    bool want_read = !closing && (f & PX__CONN_OPEN) &&
+                     !(f & (PX__CONN_PAUSED | PX__CONN_READ_ENDED)) &&
+                     c->in.len < (c->throttled ? INPUT_LOW_WATER
+                                               : INPUT_HIGH_WATER);
+    c->throttled = !closing && c->in.len >= INPUT_LOW_WATER &&
+                   (c->throttled || c->in.len >= INPUT_HIGH_WATER);
+    bool reading = f & PX__CONN_READING;
+    bool start = want_read && !reading;
+    bool stop = !want_read && reading && !(f & PX__CONN_READ_ENDED);
+    if (start)
+        atomic_fetch_or(&c->flags, PX__CONN_READING);
+    if (stop)
+        atomic_fetch_and(&c->flags, ~(unsigned)PX__CONN_READING);
+    atomic_fetch_and(&c->flags, ~(unsigned)PX__CONN_START_READ);
+    bool flush = c->rearm_write && !closing_released(f);
+    c->rearm_write = false;
+    bool drained = (f & PX__CONN_CLOSING) && !(f & PX__CONN_RELEASING) &&
+                   c->sendq_head == NULL;
+    int write_error = closing ? 0 : c->write_error;
+    bool eof_close = (f & PX__CONN_READ_ENDED) && !closing &&
+                     !c->open_pending && c->in.len == 0;
+    bool req_close = c->close_requested && !closing;
+    bool req_abort = c->close_abort;
+    int read_error = c->read_error;
+    pthread_mutex_unlock(&c->lock);
+
+    if (start && w->backend_ops->conn_read_start(w, c) < 0)
+        px__on_read_end(w, c, -EIO);
+    if (stop)
+        w->backend_ops->conn_read_stop(w, c);
+    if (flush)
+        w->backend_ops->conn_want_write(w, c);
+    if (write_error)
+        px__conn_begin_close(w, c, write_error, true);
+    else if (req_close)
+        px__conn_begin_close(w, c, PX_ECLOSED, req_abort);
+    else if (eof_close)
+        px__conn_begin_close(w, c, read_error, read_error != 0);
+    else if (drained)
+        start_release(w, c);
+}
+
+typedef enum { EV_NONE, EV_OPEN, EV_DATA, EV_SENT, EV_CLOSE } conn_event_t;
+
+/* Picks the next callback to run; c->lock held. */
+static conn_event_t next_event_locked(px_conn_t *c, px__buf_t *data,
+                                      uint64_t *send_id, int *error)
+{
+    unsigned f = atomic_load(&c->flags);
+    if (f & PX__CONN_CLOSED)
+        return EV_NONE;
+    if (c->open_pending) {
+        c->open_pending = false;
+        return EV_OPEN;
+    }
+    if (c->close_pending) {
+        c->close_pending = false;
+        *error = c->close_error;
+        atomic_fetch_or(&c->flags, PX__CONN_CLOSED);
+        return EV_CLOSE;
+    }
+    if (c->in.len && !(f & (PX__CONN_PAUSED | PX__CONN_CLOSING))) {
+        /* Hand the bytes over and collect new ones in the spare buffer,
+         * so the callback runs without the lock. */
+        *data = c->in;
+        c->in = c->in_spare;
+        c->in_spare = (px__buf_t){0};
+        return EV_DATA;
+    }
+    if (atomic_load(&c->notify_sends) &&
+        c->notified_send_id < c->completed_send_id) {
+        *send_id = ++c->notified_send_id;
+        return EV_SENT;
+    }
+    return EV_NONE;
+}
+
+bool px__conn_dispatch(px__worker_t *w, px_conn_t *c)
+{
+    pthread_mutex_lock(&c->lock);
+    c->queued_ready = false;
+    unsigned f = atomic_load(&c->flags);
+    if (c->busy) {
+        pthread_mutex_unlock(&c->lock);
+        return true;
+    }
+    if ((f & PX__CONN_CLOSED) && !(f & PX__CONN_FINALIZED)) {
+        atomic_fetch_or(&c->flags, PX__CONN_FINALIZED);
+        pthread_mutex_unlock(&c->lock);
+        finalize(w, c);
+        return true;
+    }
+    pthread_mutex_unlock(&c->lock);
+    reconcile(w, c);
+
+    pthread_mutex_lock(&c->lock);
+    c->busy = true;
+    for (int budget = CONN_BUDGET; budget > 0; budget--) {
+        px__buf_t data = {0};
+        uint64_t send_id = 0;
+        int error = 0;
+        conn_event_t ev = next_event_locked(c, &data, &send_id, &error);
+        if (ev == EV_NONE)
+            break;
+        pthread_mutex_unlock(&c->lock);
+
+        px__callback_enter(w);
+        switch (ev) {
+        case EV_OPEN:
+            if (c->cbs.on_open)
+                c->cbs.on_open(c);
+            break;
+        case EV_DATA:
+            if (c->cbs.on_data)
+                c->cbs.on_data(c, data.data, data.len);
+            break;
+        case EV_SENT:
+            if (c->cbs.on_send_complete)
+                c->cbs.on_send_complete(c, send_id);
+            break;
+        case EV_CLOSE:
+            if (c->cbs.on_close)
+                c->cbs.on_close(c, error);
+            break;
+        case EV_NONE:
+            break;
+        }
+        bool held = px__callback_leave(w);
+
+        pthread_mutex_lock(&c->lock);
+        if (ev == EV_DATA) {
+            data.len = 0;
+            if (c->in_spare.data == NULL)
+                c->in_spare = data;
+            else
+                px__buf_free(&data);
+        }
+        if (!held) {
+            c->busy = false;
+            pthread_mutex_unlock(&c->lock);
+            /* Another thread holds the worker now: let it carry on. */
+            px__worker_post(c->worker, PX__MSG_CONN_READY, c);
+            return false;
+        }
+    }
+    c->busy = false;
+    bool more = has_events_locked(c);
+    pthread_mutex_unlock(&c->lock);
+    reconcile(w, c);
+    if (more) {
+        pthread_mutex_lock(&c->lock);
+        px__conn_ready_locked(w, c);
+        pthread_mutex_unlock(&c->lock);
+    }
+    return true;
+}

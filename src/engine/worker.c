@@ -1,0 +1,567 @@
+/*
+ * worker.c - the thread pool, the worker loop, the inbox and the hand-off
+ * monitor.
+ *
+ * A worker is a slot (backend instance, ready list, timers, inbox); a thread
+ * holds at most one worker and runs its loop. The monitor takes a worker away
+ * from a thread that has been inside one user callback for longer than
+ * handoff_ms and gives it to a spare thread (creating one if none waits and
+ * max_threads allows), so a blocking callback stalls only its own connection.
+ * The thread that blocked learns it lost the worker when its callback
+ * returns (px__callback_leave fails), finishes what it was doing through
+ * thread-safe paths and waits as a spare. See px_internal.h for the state
+ * word protocol that guarantees exactly one holder.
+ */
+#include "px_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The engine thread the calling OS thread is, if any. Thread-local, not
+ * shared: each thread sees only its own. */
+static _Thread_local px__thread_t *current_thread;
+
+/* Callbacks and work items one worker runs before it polls again, so that
+ * I/O keeps flowing while work is queued. */
+#define DISPATCH_BUDGET 64
+
+uint64_t px_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int px_current_worker(void)
+{
+    px__thread_t *t = current_thread;
+    if (t == NULL)
+        return -1;
+    px__worker_t *w = atomic_load(&t->worker);
+    return w ? w->index : t->last_worker;
+}
+
+px__worker_t *px__held_worker(void)
+{
+    px__thread_t *t = current_thread;
+    if (t == NULL)
+        return NULL;
+    px__worker_t *w = atomic_load(&t->worker);
+    if (w == NULL)
+        return NULL;
+    uint64_t s = atomic_load(&w->state);
+    if ((s & PX__IN_CALLBACK) || (s & ~(uint64_t)PX__IN_CALLBACK) != t->epoch)
+        return NULL;
+    return w;
+}
+
+/* ---- callback bracketing ---------------------------------------------- */
+
+void px__callback_enter(px__worker_t *w)
+{
+    px__thread_t *t = current_thread;
+    atomic_store_explicit(&w->callback_since, px_now_ns(), memory_order_relaxed);
+    atomic_store(&w->state, t->epoch | PX__IN_CALLBACK);
+    atomic_fetch_add_explicit(&w->stat_callbacks, 1, memory_order_relaxed);
+}
+
+bool px__callback_leave(px__worker_t *w)
+{
+    px__thread_t *t = current_thread;
+    uint64_t expected = t->epoch | PX__IN_CALLBACK;
+    if (atomic_compare_exchange_strong(&w->state, &expected, t->epoch))
+        return true;
+    /* The monitor gave the worker to another thread while we were inside
+     * the callback: we no longer hold it. */
+    atomic_store(&t->worker, NULL);
+    return false;
+}
+
+/* ---- inbox ------------------------------------------------------------ */
+
+void px__worker_wake(px__worker_t *w)
+{
+    if (!atomic_exchange(&w->sleeping, false))
+        return;
+    uint64_t one = 1;
+    /* EAGAIN means the counter is already non-zero: a wake is pending. */
+    ssize_t n = write(w->wake_fd, &one, sizeof(one));
+    (void)n;
+}
+
+static void inbox_push_locked(px__worker_t *w, px__msg_t *m)
+{
+    m->next = NULL;
+    if (w->inbox_tail)
+        w->inbox_tail->next = m;
+    else
+        w->inbox_head = m;
+    w->inbox_tail = m;
+    atomic_fetch_add(&w->inbox_count, 1);
+}
+
+int px__worker_post(px__worker_t *w, px__msg_kind_t kind, void *object)
+{
+    px__msg_t *m = malloc(sizeof(*m));
+    if (m == NULL)
+        return -ENOMEM;
+    m->kind = kind;
+    m->u.object = object;
+    switch (kind) {
+    case PX__MSG_CONN_READY:
+    case PX__MSG_CONN_WANT_WRITE:
+    case PX__MSG_CONN_PAUSE:
+    case PX__MSG_CONN_RESUME:
+    case PX__MSG_CONN_CLOSE:
+    case PX__MSG_CONN_ADOPT:
+        px_conn_ref(m->u.conn);
+        break;
+    case PX__MSG_TIMER:
+    case PX__MSG_TIMER_CANCEL:
+        px_timer_ref(m->u.timer);
+        break;
+    case PX__MSG_LISTEN:
+    case PX__MSG_UNLISTEN:
+    case PX__MSG_STOP:
+        break;
+    }
+    pthread_mutex_lock(&w->inbox_lock);
+    inbox_push_locked(w, m);
+    pthread_mutex_unlock(&w->inbox_lock);
+    px__worker_wake(w);
+    return 0;
+}
+
+static void handle_msg(px__worker_t *w, px__msg_t *m)
+{
+    switch (m->kind) {
+    case PX__MSG_TIMER:
+        px__timers_add(w, m->u.timer);
+        px_timer_unref(m->u.timer);
+        break;
+    case PX__MSG_TIMER_CANCEL:
+        px__timers_remove(w, m->u.timer);
+        px_timer_unref(m->u.timer);
+        break;
+    case PX__MSG_LISTEN:
+        px__listener_start(w, m->u.listener);
+        break;
+    case PX__MSG_UNLISTEN:
+        px__listener_stop(w, m->u.listener);
+        break;
+    case PX__MSG_STOP:
+        w->stopping = true;
+        px__listeners_stop_all(w);
+        px__conn_close_all(w);
+        break;
+    default:
+        px__conn_handle_msg(w, m);
+        px_conn_unref(m->u.conn);
+        break;
+    }
+    free(m);
+}
+
+static void drain_inbox(px__worker_t *w)
+{
+    if (atomic_load(&w->inbox_count) == 0)
+        return;
+    pthread_mutex_lock(&w->inbox_lock);
+    px__msg_t *m = w->inbox_head;
+    w->inbox_head = w->inbox_tail = NULL;
+    atomic_store(&w->inbox_count, 0);
+    pthread_mutex_unlock(&w->inbox_lock);
+    while (m) {
+        px__msg_t *next = m->next;
+        handle_msg(w, m);
+        m = next;
+    }
+}
+
+/* ---- work items ------------------------------------------------------- */
+
+int px__worker_submit(px__worker_t *w, px__work_t *work)
+{
+    pthread_mutex_lock(&w->inbox_lock);
+    px__q_push(&w->work, &work->node);
+    atomic_fetch_add(&w->work_count, 1);
+    pthread_mutex_unlock(&w->inbox_lock);
+    px__worker_wake(w);
+    return 0;
+}
+
+static px__work_t *pop_work(px__worker_t *w)
+{
+    if (atomic_load(&w->work_count) == 0)
+        return NULL;
+    pthread_mutex_lock(&w->inbox_lock);
+    px__qnode_t *n = px__q_pop(&w->work);
+    if (n)
+        atomic_fetch_sub(&w->work_count, 1);
+    pthread_mutex_unlock(&w->inbox_lock);
+    return n ? px__container_of(n, px__work_t, node) : NULL;
+}
+
+/* Runs the work items still queued at shutdown through their cancel
+ * function, inside the dispatch bracket so a binding can touch its
+ * runtime. */
+static void cancel_work(px__worker_t *w)
+{
+    px__work_t *work;
+    while ((work = pop_work(w)) != NULL) {
+        if (work->cancel)
+            work->cancel(work->arg);
+        free(work);
+    }
+}
+
+/* ---- the worker loop -------------------------------------------------- */
+
+void px__dispatch_enter(px__worker_t *w)
+{
+    const px_loop_options_t *o = &w->loop->opts;
+    if (o->on_dispatch_enter)
+        o->on_dispatch_enter(o->hook_data, w->index);
+}
+
+void px__dispatch_leave(px__worker_t *w)
+{
+    const px_loop_options_t *o = &w->loop->opts;
+    if (o->on_dispatch_leave)
+        o->on_dispatch_leave(o->hook_data, w->index);
+}
+
+/* Runs ready connections and work items, within a budget. Returns false
+ * when the thread lost the worker. */
+static bool dispatch(px__worker_t *w, bool *entered)
+{
+    int budget = DISPATCH_BUDGET;
+    while (budget > 0) {
+        bool progressed = false;
+        px__qnode_t *n = px__q_pop(&w->ready);
+        if (n) {
+            px_conn_t *c = px__container_of(n, px_conn_t, ready_node);
+            if (!*entered) {
+                px__dispatch_enter(w);
+                *entered = true;
+            }
+            budget--;
+            progressed = true;
+            if (!px__conn_dispatch(w, c))
+                return false;
+        }
+        px__work_t *work = pop_work(w);
+        if (work) {
+            if (!*entered) {
+                px__dispatch_enter(w);
+                *entered = true;
+            }
+            budget--;
+            progressed = true;
+            px__callback_enter(w);
+            work->fn(work->arg);
+            free(work);
+            if (!px__callback_leave(w))
+                return false;
+        }
+        if (!progressed)
+            break;
+    }
+    return true;
+}
+
+static bool has_pending(px__worker_t *w)
+{
+    return !px__q_empty(&w->ready) || atomic_load(&w->work_count) > 0 ||
+           atomic_load(&w->inbox_count) > 0;
+}
+
+/* The worker is finished when it was told to stop and nothing of it is
+ * left: no connection, no listener armed on it. */
+static bool worker_done(px__worker_t *w)
+{
+    return w->stopping && px__q_empty(&w->conns) && w->listeners_armed == 0 &&
+           px__q_empty(&w->ready) && atomic_load(&w->inbox_count) == 0;
+}
+
+/* Runs w until the thread loses it (returns false) or w is finished (true). */
+static bool run_worker(px__thread_t *t, px__worker_t *w)
+{
+    for (;;) {
+        drain_inbox(w);
+        bool lost = false, entered = false;
+        if (w->stopping && (atomic_load(&w->work_count) > 0 || w->timer_count)) {
+            /* Shutdown cancels what has not started (their cancel
+             * callbacks run here, inside the dispatch bracket). */
+            px__dispatch_enter(w);
+            entered = true;
+            px__timers_cancel_all(w);
+            cancel_work(w);
+        }
+        int timer_ms = px__timers_run(w, &entered, &lost);
+        if (!lost)
+            lost = !dispatch(w, &entered);
+        if (entered)
+            px__dispatch_leave(w);
+        if (lost)
+            return false;
+        if (worker_done(w))
+            return true;
+
+        int timeout = timer_ms;
+        atomic_store(&w->sleeping, true);
+        if (has_pending(w))
+            timeout = 0;
+        int rc = w->backend_ops->poll(w, timeout);
+        atomic_store(&w->sleeping, false);
+        if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EAGAIN) {
+            /* A broken backend cannot recover; make the loop wind down
+             * instead of spinning. */
+            w->stopping = true;
+            px__conn_close_all(w);
+        }
+        (void)t;
+    }
+}
+
+static void spare_wait(px_loop_t *loop, px__thread_t *t)
+{
+    pthread_mutex_lock(&loop->threads_lock);
+    t->next_spare = loop->spares;
+    loop->spares = t;
+    while (atomic_load(&t->worker) == NULL && !loop->threads_exit)
+        pthread_cond_wait(&t->wake, &loop->threads_lock);
+    /* Whoever gave us a worker took us off the spare list. */
+    if (atomic_load(&t->worker) == NULL) {
+        px__thread_t **p = &loop->spares;
+        while (*p && *p != t)
+            p = &(*p)->next_spare;
+        if (*p)
+            *p = t->next_spare;
+    }
+    pthread_mutex_unlock(&loop->threads_lock);
+}
+
+static void *thread_main(void *arg)
+{
+    px__thread_t *t = arg;
+    px_loop_t *loop = t->loop;
+    current_thread = t;
+    const px_loop_options_t *o = &loop->opts;
+    if (o->on_thread_start)
+        o->on_thread_start(o->hook_data, t->last_worker);
+    for (;;) {
+        px__worker_t *w = atomic_load(&t->worker);
+        if (w == NULL) {
+            spare_wait(loop, t);
+            if (atomic_load(&t->worker) == NULL)
+                break; /* the loop is exiting */
+            continue;
+        }
+        t->last_worker = w->index;
+        t->epoch = atomic_load(&w->state) & ~(uint64_t)PX__IN_CALLBACK;
+        atomic_store(&w->holder, t);
+        if (run_worker(t, w)) {
+            atomic_store(&t->worker, NULL);
+            px__loop_worker_finished(loop, w);
+        }
+    }
+    if (o->on_thread_stop)
+        o->on_thread_stop(o->hook_data, t->last_worker);
+    current_thread = NULL;
+    return NULL;
+}
+
+/* Starts a thread holding w (or a spare when w is NULL); threads_lock held. */
+static int spawn_thread_locked(px_loop_t *loop, px__worker_t *w)
+{
+    px__thread_t *t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return -ENOMEM;
+    t->loop = loop;
+    t->last_worker = w ? w->index : -1;
+    atomic_store(&t->worker, w);
+    pthread_cond_init(&t->wake, NULL);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    /* Python code runs on these threads: give them the main thread's usual
+     * stack size rather than a small default. */
+    pthread_attr_setstacksize(&attr, 8u << 20);
+    int rc = pthread_create(&t->tid, &attr, thread_main, t);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        pthread_cond_destroy(&t->wake);
+        free(t);
+        return -rc;
+    }
+    t->next_all = loop->threads;
+    loop->threads = t;
+    loop->nthreads++;
+    return 0;
+}
+
+int px__threads_start(px_loop_t *loop)
+{
+    int rc = 0;
+    pthread_mutex_lock(&loop->threads_lock);
+    for (int i = 0; i < loop->nworkers && rc == 0; i++)
+        rc = spawn_thread_locked(loop, &loop->workers[i]);
+    pthread_mutex_unlock(&loop->threads_lock);
+    return rc;
+}
+
+/* Gives w, just taken from its blocked holder, to a spare; threads_lock
+ * held and a spare known to wait. */
+static void hand_off_locked(px_loop_t *loop, px__worker_t *w)
+{
+    px__thread_t *t = loop->spares;
+    loop->spares = t->next_spare;
+    atomic_store(&t->worker, w);
+    pthread_cond_signal(&t->wake);
+}
+
+static void *monitor_main(void *arg)
+{
+    px_loop_t *loop = arg;
+    uint64_t threshold = (uint64_t)loop->opts.handoff_ms * 1000000u;
+    uint64_t tick_ns = threshold / 4 ? threshold / 4 : 1000000u;
+    pthread_mutex_lock(&loop->threads_lock);
+    while (!loop->monitor_exit) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        uint64_t ns = (uint64_t)until.tv_nsec + tick_ns;
+        until.tv_sec += (time_t)(ns / 1000000000u);
+        until.tv_nsec = (long)(ns % 1000000000u);
+        pthread_cond_timedwait(&loop->monitor_wake, &loop->threads_lock,
+                               &until);
+        if (loop->monitor_exit)
+            break;
+        uint64_t now = px_now_ns();
+        for (int i = 0; i < loop->nworkers; i++) {
+            px__worker_t *w = &loop->workers[i];
+            uint64_t s = atomic_load(&w->state);
+            if (!(s & PX__IN_CALLBACK))
+                continue;
+            uint64_t since = atomic_load_explicit(&w->callback_since,
+                                                  memory_order_relaxed);
+            if (now < since + threshold)
+                continue;
+            if (loop->spares == NULL) {
+                /* Take the worker only once a spare waits for it, so that it
+                 * is never left without a holder; the new thread is a spare
+                 * by the next tick. */
+                if (loop->nthreads < (int)loop->opts.max_threads)
+                    spawn_thread_locked(loop, NULL);
+                continue;
+            }
+            uint64_t next = (s & ~(uint64_t)PX__IN_CALLBACK) + PX__EPOCH_ONE;
+            if (!atomic_compare_exchange_strong(&w->state, &s, next))
+                continue; /* the callback just returned */
+            atomic_fetch_add_explicit(&w->stat_handoffs, 1,
+                                      memory_order_relaxed);
+            hand_off_locked(loop, w);
+        }
+    }
+    pthread_mutex_unlock(&loop->threads_lock);
+    return NULL;
+}
+
+int px__monitor_start(px_loop_t *loop)
+{
+    int rc = pthread_create(&loop->monitor, NULL, monitor_main, loop);
+    if (rc != 0)
+        return -rc;
+    loop->monitor_running = true;
+    return 0;
+}
+
+/* Joins every thread; called once all workers are finished. */
+void px__threads_join(px_loop_t *loop)
+{
+    pthread_mutex_lock(&loop->threads_lock);
+    loop->monitor_exit = true;
+    loop->threads_exit = true;
+    pthread_cond_signal(&loop->monitor_wake);
+    for (px__thread_t *t = loop->spares; t; t = t->next_spare)
+        pthread_cond_signal(&t->wake);
+    pthread_mutex_unlock(&loop->threads_lock);
+    if (loop->monitor_running) {
+        pthread_join(loop->monitor, NULL);
+        loop->monitor_running = false;
+    }
+    for (;;) {
+        pthread_mutex_lock(&loop->threads_lock);
+        px__thread_t *t = loop->threads;
+        if (t) {
+            loop->threads = t->next_all;
+            loop->nthreads--;
+        }
+        /* Threads that became spares after the broadcast above. */
+        for (px__thread_t *s = loop->spares; s; s = s->next_spare)
+            pthread_cond_signal(&s->wake);
+        pthread_mutex_unlock(&loop->threads_lock);
+        if (t == NULL)
+            break;
+        pthread_join(t->tid, NULL);
+        pthread_cond_destroy(&t->wake);
+        free(t);
+    }
+}
+
+int px__worker_init(px_loop_t *loop, px__worker_t *w, int index)
+{
+    memset(w, 0, sizeof(*w));
+    w->loop = loop;
+    w->index = index;
+    w->backend_ops = loop->backend_ops;
+    pthread_mutex_init(&w->inbox_lock, NULL);
+    px__q_init(&w->work);
+    px__q_init(&w->ready);
+    px__q_init(&w->conns);
+    w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->wake_fd < 0)
+        return -errno;
+    int rc = w->backend_ops->init(w);
+    if (rc < 0) {
+        close(w->wake_fd);
+        w->wake_fd = -1;
+    }
+    return rc;
+}
+
+void px__worker_destroy(px__worker_t *w)
+{
+    if (w->backend)
+        w->backend_ops->destroy(w);
+    w->backend = NULL;
+    if (w->wake_fd >= 0)
+        close(w->wake_fd);
+    w->wake_fd = -1;
+    /* Messages posted after the worker finished (late sends, cancels). */
+    px__msg_t *m = w->inbox_head;
+    w->inbox_head = w->inbox_tail = NULL;
+    while (m) {
+        px__msg_t *next = m->next;
+        if (m->kind == PX__MSG_TIMER || m->kind == PX__MSG_TIMER_CANCEL)
+            px_timer_unref(m->u.timer);
+        else if (m->kind != PX__MSG_LISTEN && m->kind != PX__MSG_UNLISTEN &&
+                 m->kind != PX__MSG_STOP)
+            px_conn_unref(m->u.conn);
+        free(m);
+        m = next;
+    }
+    free(w->timers);
+    w->timers = NULL;
+    pthread_mutex_destroy(&w->inbox_lock);
+}
+
+void px__on_wake(px__worker_t *w)
+{
+    uint64_t value;
+    ssize_t n = read(w->wake_fd, &value, sizeof(value));
+    (void)n; /* EAGAIN: the backend drained it already */
+}
