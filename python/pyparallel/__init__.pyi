@@ -1,0 +1,309 @@
+"""Type stubs for pyparallel: the whole public API of ``import pyparallel as px``.
+
+docs/api.md describes every name with an example. Names that start with an
+underscore exist only here, for type checkers: the protocol classes that
+document what ``px.register`` looks up on a protocol class, the ``stats()``
+dictionary, and the aliases for sendable data. Import them under
+``typing.TYPE_CHECKING`` to annotate code of your own.
+
+``dict`` and ``list`` are pyparallel's protected containers; the built-ins are
+spelled ``builtins.dict`` and ``builtins.list`` throughout.
+"""
+
+import builtins
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from types import TracebackType
+from typing import (
+    Any,
+    ClassVar,
+    Generic,
+    Literal,
+    ParamSpec,
+    Protocol,
+    TypeAlias,
+    TypedDict,
+    TypeVar,
+    TypeVarTuple,
+    final,
+    type_check_only,
+)
+
+_T = TypeVar("_T", default=Any)
+_R = TypeVar("_R")
+_KT = TypeVar("_KT")
+_VT = TypeVar("_VT")
+_P = ParamSpec("_P")
+_Ts = TypeVarTuple("_Ts")
+
+# ---- data a callback may return or a transport may send ------------------
+
+_Chunk: TypeAlias = bytes | bytearray | memoryview | str
+# A tuple is sent as one vectored write.
+_Sendable: TypeAlias = _Chunk | tuple[_Chunk, ...]
+# What a protocol callback may return: None sends nothing.
+_Reply: TypeAlias = _Sendable | None
+_StrPath: TypeAlias = str | os.PathLike[str]
+
+# ---- servers and clients -------------------------------------------------
+
+@final
+class Transport:
+    """A connection, or a listener (from ``server``).
+
+    Created by ``server`` and ``client`` and passed to protocol callbacks;
+    not instantiable directly. Every method may be called from any thread.
+    """
+
+    def send(self, data: _Sendable, /) -> int:
+        """Queue data for sending, in call order; return its send id (from 1)."""
+
+    def close(self) -> None:
+        """Close once queued data is sent (a listener stops accepting)."""
+
+    def sendfile(self, before: _Sendable, path: _StrPath, after: _Sendable, /) -> int:
+        """Send before, the whole file, and after as one send; return its id."""
+
+    def sendfile_ranged(
+        self,
+        before: _Sendable,
+        path: _StrPath,
+        after: _Sendable,
+        offset: int,
+        nbytes: int,
+        /,
+    ) -> int:
+        """Send before, nbytes of the file from offset, and after; return its id."""
+
+    def pause_reading(self) -> None:
+        """Stop delivering received bytes to the protocol."""
+
+    def resume_reading(self) -> None:
+        """Resume delivering received bytes."""
+
+    @property
+    def peername(self) -> tuple[str, int]:
+        """The remote address as (host, port)."""
+
+    @property
+    def sockname(self) -> tuple[str, int]:
+        """The local address as (host, port)."""
+
+def server(host: str, port: int, *, backlog: int = 1024) -> Transport:
+    """Listen on host:port; connections are accepted once registered."""
+
+def client(host: str, port: int) -> Transport:
+    """Connect to host:port; the connection starts once registered."""
+
+def register(transport: Transport, protocol: type[object]) -> None:
+    """Serve transport with protocol, a class (one instance per connection).
+
+    Every member of the class is optional; ``_ProtocolClass`` lists them.
+    """
+
+def run() -> None:
+    """Run until stop(), SIGINT/SIGTERM, or nothing is registered or pending."""
+
+def run_once(timeout: float | None = None) -> int:
+    """Run the main thread's queued calls once; return how many ran."""
+
+def stop() -> None:
+    """Ask run() to return (from any thread); shutdown is clean."""
+
+# ---- protocol classes ----------------------------------------------------
+
+@type_check_only
+class _ProtocolClass(Protocol):
+    """Every member a protocol class may define; all of them are optional.
+
+    Callbacks of one connection never run concurrently; callbacks of
+    different connections run in parallel on the workers.
+    """
+
+    # Sent as soon as the connection is made (or a callable returning it).
+    initial_bytes_to_send: ClassVar[_Sendable | Callable[[], _Sendable]]
+    # Sent in reply to every receive, instead of calling data_received.
+    next_bytes_to_send: ClassVar[_Sendable | Callable[[], _Sendable]]
+    # Deliver complete lines to lines_received instead of data_received.
+    lines_mode: ClassVar[bool]
+
+    def connection_made(self, transport: Transport) -> _Reply: ...
+    def data_received(self, transport: Transport, data: bytes) -> _Reply: ...
+    def lines_received(self, transport: Transport, line: bytes) -> _Reply: ...
+    def send_complete(self, transport: Transport, send_id: int) -> _Reply: ...
+    def connection_lost(self, transport: Transport, exc: BaseException | None) -> object: ...
+    def exception_handler(self, transport: Transport, exc: BaseException) -> object: ...
+
+# One protocol per member, for annotating a class that defines only some.
+@type_check_only
+class _HasConnectionMade(Protocol):
+    def connection_made(self, transport: Transport) -> _Reply: ...
+
+@type_check_only
+class _HasDataReceived(Protocol):
+    def data_received(self, transport: Transport, data: bytes) -> _Reply: ...
+
+@type_check_only
+class _HasLinesReceived(Protocol):
+    lines_mode: ClassVar[bool]
+    def lines_received(self, transport: Transport, line: bytes) -> _Reply: ...
+
+@type_check_only
+class _HasSendComplete(Protocol):
+    def send_complete(self, transport: Transport, send_id: int) -> _Reply: ...
+
+@type_check_only
+class _HasConnectionLost(Protocol):
+    def connection_lost(self, transport: Transport, exc: BaseException | None) -> object: ...
+
+@type_check_only
+class _HasExceptionHandler(Protocol):
+    def exception_handler(self, transport: Transport, exc: BaseException) -> object: ...
+
+# ---- work ----------------------------------------------------------------
+
+def submit_work(
+    func: Callable[..., _R],
+    /,
+    *args: Any,
+    callback: Callable[[_R], object] | None = None,
+    errback: Callable[[BaseException], object] | None = None,
+    **kwargs: Any,
+) -> Future[_R]:
+    """Run func(*args, **kwargs) on a worker; the future gets the outcome."""
+
+def map(
+    func: Callable[[_T], _R],
+    iterable: Iterable[_T],
+    /,
+    *,
+    chunksize: int | None = None,
+) -> builtins.list[_R]:
+    """Apply func to every item on all workers; results in input order."""
+
+def call_from_main_thread(
+    func: Callable[_P, object], /, *args: _P.args, **kwargs: _P.kwargs
+) -> None:
+    """Run func on the main thread from run()/run_once(); don't wait."""
+
+def call_from_main_thread_and_wait(
+    func: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs
+) -> _R:
+    """Run func on the main thread and return its result (or raise)."""
+
+@final
+class Timer:
+    """A timer from ``timer``; not instantiable directly."""
+
+    def cancel(self) -> None:
+        """Stop the timer; a run under way completes. Idempotent."""
+
+def timer(
+    delay: float,
+    func: Callable[[*_Ts], object],
+    /,
+    *args: *_Ts,
+    period: float | None = None,
+) -> Timer:
+    """Run func(*args) on a worker after delay seconds, every period if given."""
+
+# ---- shared state --------------------------------------------------------
+
+def protect(obj: _R, /) -> _R:
+    """Attach a readers-writer lock to obj; return obj."""
+
+def unprotect(obj: _R, /) -> _R:
+    """Remove obj's lock; return obj."""
+
+def protected(obj: object, /) -> bool:
+    """Whether obj has a lock (protect, px.dict, px.list)."""
+
+@final
+@type_check_only
+class _LockGuard:
+    def __enter__(self) -> None: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> None: ...
+
+def read_lock(obj: object, /) -> _LockGuard:
+    """``with read_lock(obj):`` shares obj's lock with other readers."""
+
+def write_lock(obj: object, /) -> _LockGuard:
+    """``with write_lock(obj):`` holds obj's lock alone."""
+
+class dict(builtins.dict[_KT, _VT]):
+    """A dict that is protected from the start; each method takes its lock."""
+
+class list(builtins.list[_T]):
+    """A list that is protected from the start; each method takes its lock."""
+
+@final
+class xlist(Generic[_T]):
+    """Interlocked list: push from any thread, pop, or flush all at once."""
+
+    def push(self, obj: _T, /) -> None: ...
+    def pop(self) -> _T:
+        """The most recently pushed object; IndexError when empty."""
+
+    def flush(self) -> builtins.list[_T]:
+        """Everything pushed so far, in push order; atomically empties."""
+
+    def __len__(self) -> int: ...
+
+def eternalize(obj: _R, /) -> _R:
+    """Make obj's graph immortal (never freed; treat it as read-only)."""
+
+# ---- introspection -------------------------------------------------------
+
+def rdtsc() -> int:
+    """The CPU's time-stamp counter."""
+
+def gmtime() -> str:
+    """Now as an RFC 9110 date, e.g. 'Sun, 22 Nov 2026 04:05:19 GMT' (cached)."""
+
+def cpu_count() -> int:
+    """Logical CPUs online."""
+
+def thread_seq_id() -> int:
+    """A small integer identifying the calling thread (main thread: 0)."""
+
+def is_parallel_thread() -> bool:
+    """True on the engine's worker threads."""
+
+@type_check_only
+class _WorkerStats(TypedDict):
+    callbacks: int
+    queue_depth: int
+    handoffs: int
+
+@type_check_only
+class _Stats(TypedDict):
+    mode: Literal["threads", "gil", "interpreters"]
+    io: Literal["io_uring", "epoll"]
+    workers: int
+    threads: int
+    worker: builtins.list[_WorkerStats]
+    connections: int
+    accepted: int
+    bytes_in: int
+    bytes_out: int
+    io_hogs: int
+    pending_work: int
+    errors: int
+
+def stats() -> _Stats:
+    """A snapshot of the runtime's counters."""
+
+# ---- errors --------------------------------------------------------------
+
+class AsyncError(Exception):
+    """The root of pyparallel's own exceptions."""
+
+class ProtectionError(AsyncError):
+    """read_lock/write_lock on an object that is not protected."""
