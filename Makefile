@@ -1,0 +1,248 @@
+# Makefile - set-up, build and test entry points of pyparallel.
+#
+#   make test        set up everything, then run every test suite (what CI runs)
+#   make serve       set up .venv-ft, then run the HTTP server on port $(PORT)
+#   make fuzz        libFuzzer on every fuzz/fuzz_*.c, $(FUZZ_SECONDS) s each
+#   make bench       bench/run.py on .venv-ft (bench-quick: a short run)
+#   make examples-c  the C examples against the engine alone
+#   make format      clang-format the C sources (format-check: only report)
+#   make clean       build artefacts (distclean: the venvs too)
+#
+# Set-up happens through file targets, so a second run does none of it:
+# Debian packages (tools/setup-apt.sh, only what is missing), the interpreters
+# (PYTHON_FT / PYTHON_GIL if given, else python3.13t/3.14t and python3.13/3.14
+# on PATH, else built into ~/.cache/pyparallel by tools/build-python.sh), the
+# venvs .venv-ft and .venv-gil with tools/requirements-dev.txt, and an
+# editable install of pyparallel that is redone when a C source, header,
+# setup.py or pyproject.toml changes.
+#
+# Sources are found by glob, so files added later are built without edits
+# here. The C tests and fuzz targets are linked with every engine and HTTP
+# parser source, built with clang under ASan+UBSan, TSan, or libFuzzer.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+.DELETE_ON_ERROR:
+.SUFFIXES:
+# Objects are made by chained pattern rules; keep them for incremental builds.
+.SECONDARY:
+
+PYTHON_FT ?=
+PYTHON_GIL ?=
+SKIP_APT ?=
+PORT ?= 8080
+FUZZ_SECONDS ?= 600
+FUZZ_QUICK_SECONDS ?= 20
+PYTEST_TIMEOUT ?= 120
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+SAN_CC ?= clang
+
+BUILD := build
+VENV_FT := .venv-ft
+VENV_GIL := .venv-gil
+NPROC := $(shell nproc 2>/dev/null || echo 2)
+
+# ---- sources ------------------------------------------------------------
+
+ENGINE_SRC := $(sort $(wildcard src/engine/*.c src/http/*.c))
+BINDING_SRC := $(sort $(wildcard src/binding/*.c))
+C_HEADERS := $(sort $(wildcard include/*.h src/*/*.h))
+C_TESTS := $(sort $(wildcard tests/c/test_*.c))
+C_TEST_HELPERS := $(filter-out $(C_TESTS),$(sort $(wildcard tests/c/*.c)))
+FUZZ_SRC := $(sort $(wildcard fuzz/fuzz_*.c))
+EXAMPLES_C := $(sort $(wildcard examples/c/*.c))
+FORMAT_FILES := $(sort $(wildcard include/*.h src/*/*.[ch] tests/c/*.[ch] \
+                                  fuzz/*.[ch] examples/c/*.[ch]))
+
+C_STD := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror
+C_INCLUDES := -Iinclude -Isrc/engine -Isrc/http
+C_LIBS := -luring -lpthread
+
+ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+              -fno-sanitize-recover=undefined
+TSAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=thread
+# Engine objects get coverage instrumentation; only the link adds main().
+FUZZ_FLAGS := -O1 -g -fno-omit-frame-pointer \
+              -fsanitize=fuzzer-no-link,address,undefined \
+              -fno-sanitize-recover=undefined
+RELEASE_FLAGS := -O2 -g
+
+# Sanitizer options for the C tests and fuzzers, unless the caller set them.
+ASAN_OPTIONS ?= detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1
+UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
+TSAN_OPTIONS ?= halt_on_error=1:second_deadlock_stack=1
+export ASAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS
+
+# ---- C builds: one object tree per flavour ------------------------------
+#
+# $(call c_flavour,NAME,CC,FLAGS) defines build/NAME/obj/%.o from %.c with
+# header dependencies (-MMD), so a changed header rebuilds what includes it.
+
+define c_flavour
+$(BUILD)/$(1)/obj/%.o: %.c
+	@mkdir -p $$(@D)
+	$(2) $(C_STD) $(C_INCLUDES) $(3) -MMD -MP -c $$< -o $$@
+$(1)_ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/$(1)/obj/%.o)
+endef
+
+$(eval $(call c_flavour,asan,$(SAN_CC),$(ASAN_FLAGS)))
+$(eval $(call c_flavour,tsan,$(SAN_CC),$(TSAN_FLAGS)))
+$(eval $(call c_flavour,fuzz,$(SAN_CC),$(FUZZ_FLAGS)))
+$(eval $(call c_flavour,release,$(CC),$(RELEASE_FLAGS)))
+
+ASAN_TESTS := $(C_TESTS:tests/c/%.c=$(BUILD)/asan/tests/%)
+TSAN_TESTS := $(C_TESTS:tests/c/%.c=$(BUILD)/tsan/tests/%)
+FUZZERS := $(FUZZ_SRC:fuzz/%.c=$(BUILD)/fuzz/bin/%)
+EXAMPLES := $(EXAMPLES_C:examples/c/%.c=$(BUILD)/examples/%)
+
+$(BUILD)/asan/tests/%: $(BUILD)/asan/obj/tests/c/%.o $(asan_ENGINE_OBJ) \
+                       $(C_TEST_HELPERS:%.c=$(BUILD)/asan/obj/%.o)
+	@mkdir -p $(@D)
+	$(SAN_CC) $(ASAN_FLAGS) $^ $(C_LIBS) -o $@
+
+$(BUILD)/tsan/tests/%: $(BUILD)/tsan/obj/tests/c/%.o $(tsan_ENGINE_OBJ) \
+                       $(C_TEST_HELPERS:%.c=$(BUILD)/tsan/obj/%.o)
+	@mkdir -p $(@D)
+	$(SAN_CC) $(TSAN_FLAGS) $^ $(C_LIBS) -o $@
+
+$(BUILD)/fuzz/bin/%: $(BUILD)/fuzz/obj/fuzz/%.o $(fuzz_ENGINE_OBJ)
+	@mkdir -p $(@D)
+	$(SAN_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer $^ $(C_LIBS) -o $@
+
+$(BUILD)/examples/%: $(BUILD)/release/obj/examples/c/%.o $(release_ENGINE_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(RELEASE_FLAGS) $^ $(C_LIBS) -o $@
+
+ALL_OBJ := $(foreach f,asan tsan fuzz release,$($(f)_ENGINE_OBJ)) \
+           $(foreach f,asan tsan,$(C_TESTS:%.c=$(BUILD)/$(f)/obj/%.o) \
+                                 $(C_TEST_HELPERS:%.c=$(BUILD)/$(f)/obj/%.o)) \
+           $(FUZZ_SRC:%.c=$(BUILD)/fuzz/obj/%.o) \
+           $(EXAMPLES_C:%.c=$(BUILD)/release/obj/%.o)
+-include $(ALL_OBJ:.o=.d)
+
+# ---- set-up: packages, interpreters, venvs, editable install ------------
+
+APT_STAMP := $(BUILD)/stamps/apt
+
+$(APT_STAMP): tools/setup-apt.sh
+	@mkdir -p $(@D)
+	@if [ -z "$(SKIP_APT)" ]; then tools/setup-apt.sh; fi
+	@touch $@
+
+# $(call venv_rules,DIR,FLAVOUR,PYTHON) - the venv, its PyPI packages, and
+# pyparallel installed editable (rebuilt when the extension's inputs change).
+define venv_rules
+$(1)/pyvenv.cfg: | $(APT_STAMP)
+	@python=$$$$(tools/find-python.sh $(2) "$(3)") && \
+	  echo "venv $(1): $$$$python" && \
+	  "$$$$python" -m venv --clear $(1)
+
+$(1)/.deps-stamp: $(1)/pyvenv.cfg tools/requirements-dev.txt
+	$(1)/bin/python -m pip install -q -r tools/requirements-dev.txt
+	@touch $$@
+
+$(1)/.pyparallel-stamp: $(1)/.deps-stamp pyproject.toml setup.py \
+                        $(ENGINE_SRC) $(BINDING_SRC) $(C_HEADERS)
+	$(1)/bin/python -m pip install -q --no-build-isolation -e .
+	@touch $$@
+endef
+
+$(eval $(call venv_rules,$(VENV_FT),ft,$(PYTHON_FT)))
+$(eval $(call venv_rules,$(VENV_GIL),gil,$(PYTHON_GIL)))
+
+.PHONY: setup setup-ft setup-gil
+setup-ft: $(VENV_FT)/.pyparallel-stamp
+setup-gil: $(VENV_GIL)/.pyparallel-stamp
+setup: setup-ft setup-gil
+
+# ---- tests --------------------------------------------------------------
+#
+# `make test` sets up, then tools/test.sh runs each step below as a make
+# target of its own (so one failure does not hide the rest), and prints a
+# summary; it fails when any step failed. Every step can also be run alone.
+
+TEST_STEPS := test-c-asan test-c-tsan test-fuzz-quick \
+              test-py-ft-uring test-py-ft-epoll \
+              test-py-gil-uring test-py-gil-epoll
+# The C examples are documentation: build them (with gcc) so they cannot rot.
+ifneq ($(EXAMPLES_C),)
+TEST_STEPS += examples-c
+endif
+
+.PHONY: test $(TEST_STEPS) check-c-tests check-fuzzers
+test: setup
+	@tools/test.sh "$(MAKE)" -j$(NPROC) -- $(TEST_STEPS)
+
+check-c-tests:
+	@if [ -z "$(C_TESTS)" ]; then \
+	  echo "no C tests: tests/c/test_*.c matched nothing" >&2; exit 1; fi
+	@if [ ! -x tests/c/run-tests.sh ]; then \
+	  echo "tests/c/run-tests.sh is missing (or not executable)" >&2; exit 1; fi
+
+check-fuzzers:
+	@if [ -z "$(FUZZ_SRC)" ]; then \
+	  echo "no fuzz targets: fuzz/fuzz_*.c matched nothing" >&2; exit 1; fi
+
+# Every test runs with two workers.
+test-c-asan test-c-tsan test-fuzz-quick fuzz: export PYPARALLEL_WORKERS := 2
+
+test-c-asan: check-c-tests $(ASAN_TESTS)
+	tests/c/run-tests.sh $(ASAN_TESTS)
+
+test-c-tsan: check-c-tests $(TSAN_TESTS)
+	tests/c/run-tests.sh $(TSAN_TESTS)
+
+test-fuzz-quick: check-fuzzers $(FUZZERS)
+	tools/fuzz.sh $(FUZZ_QUICK_SECONDS) $(FUZZERS)
+
+# $(call pytest_rule,NAME,VENV,IO,MODE) - MODE "default": PYPARALLEL_MODE unset.
+define pytest_rule
+test-py-$(1): $(2)/.pyparallel-stamp
+	@tools/run-pytest.sh $(2) $(3) $(4) --timeout=$(PYTEST_TIMEOUT) \
+	  $(PYTEST_ARGS)
+endef
+
+$(eval $(call pytest_rule,ft-uring,$(VENV_FT),uring,default))
+$(eval $(call pytest_rule,ft-epoll,$(VENV_FT),epoll,default))
+$(eval $(call pytest_rule,gil-uring,$(VENV_GIL),uring,gil))
+$(eval $(call pytest_rule,gil-epoll,$(VENV_GIL),epoll,gil))
+
+# ---- other entry points -------------------------------------------------
+
+.PHONY: serve fuzz bench bench-quick examples-c format format-check \
+        clean distclean
+
+serve: $(VENV_FT)/.pyparallel-stamp
+	$(VENV_FT)/bin/python -m pyparallel.http.server --port $(PORT)
+
+fuzz: check-fuzzers $(FUZZERS)
+	tools/fuzz.sh $(FUZZ_SECONDS) $(FUZZERS)
+
+bench: $(VENV_FT)/.pyparallel-stamp
+	@test -f bench/run.py || { echo "bench/run.py does not exist yet" >&2; exit 1; }
+	$(VENV_FT)/bin/python bench/run.py $(BENCH_ARGS)
+
+bench-quick: $(VENV_FT)/.pyparallel-stamp
+	@test -f bench/run.py || { echo "bench/run.py does not exist yet" >&2; exit 1; }
+	$(VENV_FT)/bin/python bench/run.py --quick $(BENCH_ARGS)
+
+examples-c: $(EXAMPLES)
+	@if [ -z "$(EXAMPLES_C)" ]; then \
+	  echo "no C examples: examples/c/*.c matched nothing" >&2; exit 1; fi
+
+format:
+	clang-format -i $(FORMAT_FILES)
+
+format-check:
+	clang-format --dry-run -Werror $(FORMAT_FILES)
+
+clean:
+	rm -rf $(BUILD) *.egg-info python/*.egg-info .hypothesis
+	find python -name '*.so' -delete 2>/dev/null || true
+	find . -name __pycache__ -type d -not -path './.venv-*' -prune \
+	  -exec rm -rf {} + 2>/dev/null || true
+	rm -f $(VENV_FT)/.pyparallel-stamp $(VENV_GIL)/.pyparallel-stamp
+
+distclean: clean
+	rm -rf $(VENV_FT) $(VENV_GIL)

@@ -1,0 +1,36 @@
+"""The C extension pyparallel._core, built by setuptools (see pyproject.toml).
+
+Everything else about the package is declared in pyproject.toml; only the
+extension needs code, because its sources are globbed: the engine
+(src/engine), the HTTP parser (src/http) and the CPython binding
+(src/binding) are compiled into one shared object. The engine's symbols are
+hidden so that only PyInit__core is exported.
+"""
+
+from glob import glob
+
+from setuptools import Extension, setup
+
+C_DIRS = ["src/engine", "src/http", "src/binding"]
+
+sources = sorted(path for d in C_DIRS for path in glob(f"{d}/*.c"))
+headers = sorted(glob("include/*.h") + [h for d in C_DIRS for h in glob(f"{d}/*.h")])
+
+core = Extension(
+    "pyparallel._core",
+    sources=sources,
+    depends=headers,
+    include_dirs=["include"] + C_DIRS,
+    libraries=["uring", "pthread"],
+    extra_compile_args=[
+        "-std=c11",
+        "-D_GNU_SOURCE",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-O2",
+        "-fvisibility=hidden",
+    ],
+)
+
+setup(ext_modules=[core])
