@@ -1,0 +1,216 @@
+"""Fixtures and helpers shared by the pytest suite of pyparallel's runtime API.
+
+Every test runs against the real runtime: real sockets on 127.0.0.1 (port 0,
+so the kernel picks a free port), real files under tmp_path, no mocks.
+
+The central fixture is `rt`, a Runtime harness. A test registers its servers
+with `rt.serve(Protocol)` and then hands a *driver* function to
+`rt.run(driver)`: the main thread runs `px.run()` (the documented way to run
+pyparallel, and where `call_from_main_thread` work executes) while the driver
+plays the client side on a plain thread. Whatever happens, the harness ends
+with `px.stop()` and a bounded join: the driver's own exit stops the run, and
+a watchdog stops it when the driver hangs. The driver's return value is
+returned, and its exception re-raised, on the main thread.
+
+The environment defaults to two workers (what the Makefile uses); a caller's
+PYPARALLEL_WORKERS, PYPARALLEL_IO and PYPARALLEL_MODE win.
+"""
+
+import os
+
+os.environ.setdefault("PYPARALLEL_WORKERS", "2")
+
+import socket
+import sys
+import threading
+import time
+
+import pytest
+
+import pyparallel as px
+
+# A test without a timeout marker of its own gets this one (pytest-timeout);
+# the Makefile's --timeout is the outer bound for the whole session.
+DEFAULT_TEST_TIMEOUT = 60
+# How long a client waits for any single answer before the test fails.
+SOCKET_TIMEOUT = 10.0
+LOCALHOST = "127.0.0.1"
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.pluginmanager.hasplugin("timeout"):
+        return
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(DEFAULT_TEST_TIMEOUT))
+
+
+def gil_enabled():
+    """True when Python code cannot run on two cores at once."""
+    is_enabled = getattr(sys, "_is_gil_enabled", None)
+    return True if is_enabled is None else is_enabled()
+
+
+def expected_mode():
+    return os.environ.get("PYPARALLEL_MODE") or ("gil" if gil_enabled() else "threads")
+
+
+# ---- client-side socket helpers -------------------------------------------
+
+
+def connect(port, host=LOCALHOST, timeout=SOCKET_TIMEOUT):
+    sock = socket.create_connection((host, port), timeout=timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def recv_exactly(sock, n):
+    """Reads exactly n bytes; fails the test on EOF or timeout."""
+    chunks = []
+    remaining = n
+    while remaining:
+        chunk = sock.recv(min(remaining, 1 << 20))
+        if not chunk:
+            got = b"".join(chunks)
+            raise AssertionError(f"EOF after {len(got)} of {n} bytes: {got[-200:]!r}")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def recv_until(sock, terminator):
+    """Reads until the received bytes end with terminator."""
+    data = b""
+    while not data.endswith(terminator):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError(f"EOF before {terminator!r}; got {data[-200:]!r}")
+        data += chunk
+    return data
+
+
+def recv_to_eof(sock, limit=64 << 20):
+    """Reads until the peer closes; fails on timeout (the peer did not close)."""
+    chunks = []
+    total = 0
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            raise AssertionError(f"more than {limit} bytes before EOF")
+
+
+def wait_for(predicate, timeout=SOCKET_TIMEOUT, interval=0.005, message=None):
+    """Polls predicate until it is true; fails the test after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(message or f"timed out after {timeout} s waiting for {predicate}")
+        time.sleep(interval)
+
+
+def bound_port(listening_transport):
+    return listening_transport.sockname[1]
+
+
+# ---- the Runtime harness ----------------------------------------------------
+
+
+class KeepAlive:
+    """A protocol for the listener that keeps px.run() running in tests that
+    register nothing else (run() ends when nothing is registered)."""
+
+
+class Runtime:
+    """See the module docstring."""
+
+    def __init__(self):
+        self.servers = []
+
+    def serve(self, protocol, host=LOCALHOST, port=0, **kwargs):
+        """Listens on host:port with protocol registered; returns the bound port."""
+        server = px.server(host, port, **kwargs)
+        px.register(server, protocol)
+        self.servers.append(server)
+        return bound_port(server)
+
+    def run(self, driver, timeout=30.0, keepalive=True):
+        """Runs px.run() on this (main) thread while driver() runs on another.
+
+        The run ends when the driver returns or raises (it calls px.stop())
+        or when timeout passes (a watchdog calls px.stop() and the test fails).
+        """
+        if keepalive:
+            self.serve(KeepAlive)
+        outcome = {}
+        run_returned = threading.Event()
+        expired = threading.Event()
+
+        def stop_until_run_returns():
+            # px.stop() may race with run() starting on the main thread, so
+            # it is repeated until run() has really returned.
+            while not run_returned.is_set():
+                px.stop()
+                run_returned.wait(0.1)
+
+        def drive():
+            try:
+                outcome["value"] = driver()
+            except BaseException as exc:  # re-raised on the main thread
+                outcome["error"] = exc
+            finally:
+                stop_until_run_returns()
+
+        def expire():
+            expired.set()
+            stop_until_run_returns()
+
+        driver_thread = threading.Thread(target=drive, name="test-driver", daemon=True)
+        watchdog = threading.Timer(timeout, expire)
+        watchdog.daemon = True
+        driver_thread.start()
+        watchdog.start()
+        started = time.monotonic()
+        try:
+            px.run()
+        finally:
+            self.elapsed = time.monotonic() - started
+            run_returned.set()
+            watchdog.cancel()
+            driver_thread.join(10)
+        if expired.is_set():
+            # The driver's own error (often an EOF caused by the watchdog's
+            # stop) is secondary: the test overran its time.
+            raise AssertionError(f"the test driver did not finish within {timeout} s") from outcome.get("error")
+        if driver_thread.is_alive():
+            raise AssertionError("the test driver is still running after px.run() returned")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome.get("value")
+
+    # Helpers, reachable through the fixture.
+    connect = staticmethod(connect)
+    recv_exactly = staticmethod(recv_exactly)
+    recv_until = staticmethod(recv_until)
+    recv_to_eof = staticmethod(recv_to_eof)
+    wait_for = staticmethod(wait_for)
+
+
+@pytest.fixture
+def rt():
+    return Runtime()
+
+
+@pytest.fixture
+def pxlog(caplog):
+    """caplog capturing everything the "pyparallel" logger emits."""
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="pyparallel")
+    return caplog

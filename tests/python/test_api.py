@@ -1,0 +1,624 @@
+"""Servers, clients, register, run/run_once/stop, misuse, stats() and shutdown.
+
+The runtime's entry points and what they promise about their arguments and
+their life cycle: misuse raises TypeError/ValueError/OSError with a clear
+message, run() ends on stop(), on a signal, or when nothing is left to do,
+and a shutdown closes every connection before run() returns.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import pyparallel as px
+from conftest import LOCALHOST, connect, expected_mode, gil_enabled, recv_exactly, recv_to_eof, wait_for
+
+
+class Echo:
+    def data_received(self, transport, data):
+        return data
+
+
+# ---- register ------------------------------------------------------------------
+
+
+def test_register_rejects_an_instance():
+    server = px.server(LOCALHOST, 0)
+    try:
+        with pytest.raises(TypeError):
+            px.register(server, Echo())
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("protocol", [None, "Echo", 42, lambda: Echo, print])
+def test_register_rejects_a_non_class(protocol):
+    server = px.server(LOCALHOST, 0)
+    try:
+        with pytest.raises(TypeError):
+            px.register(server, protocol)
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("transport", [None, "127.0.0.1:80", object()])
+def test_register_rejects_a_non_transport(transport):
+    with pytest.raises(TypeError):
+        px.register(transport, Echo)
+
+
+def test_register_twice_raises_value_error():
+    server = px.server(LOCALHOST, 0)
+    try:
+        px.register(server, Echo)
+        with pytest.raises(ValueError):
+            px.register(server, Echo)
+    finally:
+        server.close()
+
+
+def test_register_accepts_keyword_arguments(rt):
+    """The README's example passes transport= and protocol= by name."""
+    server = px.server(LOCALHOST, 0)
+    px.register(transport=server, protocol=Echo)
+    port = server.sockname[1]
+
+    def driver():
+        with connect(port) as sock:
+            sock.sendall(b"by name")
+            return recv_exactly(sock, 7)
+
+    assert rt.run(driver) == b"by name"
+
+
+# ---- server and client arguments ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, kwargs",
+    [
+        ((None, 0), {}),
+        ((b"127.0.0.1", 0), {}),
+        ((LOCALHOST, "80"), {}),
+        ((LOCALHOST, 1.5), {}),
+        ((LOCALHOST, 0, 10), {}),  # backlog is keyword-only
+        ((LOCALHOST, 0), {"backlog": "10"}),
+        ((LOCALHOST,), {}),
+        ((LOCALHOST, 0), {"nonsense": 1}),
+    ],
+)
+def test_server_bad_argument_types(args, kwargs):
+    with pytest.raises(TypeError):
+        px.server(*args, **kwargs)
+
+
+@pytest.mark.parametrize("port", [-1, 65536, 1 << 40])
+def test_server_port_out_of_range(port):
+    with pytest.raises(ValueError):
+        px.server(LOCALHOST, port)
+
+
+@pytest.mark.parametrize("port", [-1, 65536])
+def test_client_port_out_of_range(port):
+    with pytest.raises(ValueError):
+        px.client(LOCALHOST, port)
+
+
+@pytest.mark.parametrize("args", [(None, 80), (LOCALHOST, "80"), (LOCALHOST,)])
+def test_client_bad_argument_types(args):
+    with pytest.raises(TypeError):
+        px.client(*args)
+
+
+def test_port_in_use_names_the_address():
+    with socket.socket() as other:
+        other.bind((LOCALHOST, 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with pytest.raises(OSError) as info:
+            px.server(LOCALHOST, port)
+    message = str(info.value)
+    assert LOCALHOST in message and str(port) in message, message
+
+
+def test_second_server_on_the_same_port_is_refused():
+    """Two px.server calls on one address must not silently share it (as
+    SO_REUSEPORT would): a user expects the second to fail like any bind."""
+    first = px.server(LOCALHOST, 0)
+    try:
+        port = first.sockname[1]
+        with pytest.raises(OSError) as info:
+            px.server(LOCALHOST, port)
+        assert str(port) in str(info.value)
+    finally:
+        first.close()
+
+
+def test_unresolvable_host_raises_oserror():
+    with pytest.raises(OSError):
+        px.server("no-such-host.invalid", 0)
+
+
+def test_server_sockname_reports_the_bound_port():
+    server = px.server(LOCALHOST, 0)
+    try:
+        host, port = server.sockname
+        assert host == LOCALHOST
+        assert 0 < port < 65536
+    finally:
+        server.close()
+
+
+def test_server_on_all_addresses(rt):
+    """host "" listens on every IPv4 address, 127.0.0.1 included."""
+    port = rt.serve(Echo, host="")
+
+    def driver():
+        with connect(port) as sock:
+            sock.sendall(b"any")
+            return recv_exactly(sock, 3)
+
+    assert rt.run(driver) == b"any"
+
+
+def test_server_resolves_a_name(rt):
+    port = rt.serve(Echo, host="localhost")
+
+    def driver():
+        family = socket.AF_INET6 if ":" in rt.servers[0].sockname[0] else socket.AF_INET
+        host = rt.servers[0].sockname[0]
+        with socket.socket(family) as sock:
+            sock.settimeout(10)
+            sock.connect((host, port))
+            sock.sendall(b"named")
+            return recv_exactly(sock, 5)
+
+    assert rt.run(driver) == b"named"
+
+
+def test_nothing_is_accepted_before_register(rt):
+    """A server that is not registered yet leaves connections in the backlog;
+    they are served once a protocol is registered."""
+    server = px.server(LOCALHOST, 0)
+    port = server.sockname[1]
+    sock = connect(port)  # completes in the kernel's backlog
+    try:
+        sock.sendall(b"early")
+        px.register(server, Echo)
+
+        def driver():
+            return recv_exactly(sock, 5)
+
+        assert rt.run(driver) == b"early"
+    finally:
+        sock.close()
+
+
+def test_listener_close_stops_accepting_but_keeps_connections(rt):
+    server = px.server(LOCALHOST, 0)
+    px.register(server, Echo)
+    port = server.sockname[1]
+
+    def driver():
+        with connect(port) as kept:
+            kept.sendall(b"a")
+            assert recv_exactly(kept, 1) == b"a"
+            server.close()
+            server.close()  # harmless twice
+            wait_for(lambda: _connect_is_refused(port), message="the closed listener still accepts")
+            kept.sendall(b"still here")
+            assert recv_exactly(kept, 10) == b"still here"
+
+    rt.run(driver)
+
+
+def _connect_is_refused(port):
+    try:
+        with socket.create_connection((LOCALHOST, port), timeout=2):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+# ---- clients ---------------------------------------------------------------------
+
+
+def test_client_connects_and_exchanges_data(rt):
+    port = rt.serve(Echo)
+    received = []
+    lost = threading.Event()
+
+    class Client:
+        initial_bytes_to_send = b"round trip"
+
+        def data_received(self, transport, data):
+            received.append(data)
+            if b"".join(received) == b"round trip":
+                transport.close()
+
+        def connection_lost(self, transport, exc):
+            received.append(("lost", exc))
+            lost.set()
+
+    px.register(px.client(LOCALHOST, port), Client)
+
+    def driver():
+        assert lost.wait(10), "the client connection did not finish"
+
+    rt.run(driver)
+    assert b"".join(r for r in received if isinstance(r, bytes)) == b"round trip"
+    assert received[-1] == ("lost", None)
+
+
+def test_client_connection_refused():
+    """A failed connect ends in connection_lost(ConnectionRefusedError);
+    connection_made never runs, and run() then ends by itself."""
+    with socket.socket() as probe:
+        probe.bind((LOCALHOST, 0))
+        port = probe.getsockname()[1]  # bound, not listening: refused
+        events = []
+
+        class Client:
+            def connection_made(self, transport):
+                events.append("made")
+
+            def connection_lost(self, transport, exc):
+                events.append(exc)
+
+        px.register(px.client(LOCALHOST, port), Client)
+        _run_bounded(10)
+    assert len(events) == 1 and isinstance(events[0], ConnectionRefusedError), events
+
+
+def test_client_of_a_plain_socket_server():
+    """px.client against a server that is not pyparallel: greeting, EOF."""
+    with socket.socket() as listener:
+        listener.bind((LOCALHOST, 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def serve_one():
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(b"hello from a plain server")
+
+        thread = threading.Thread(target=serve_one, daemon=True)
+        thread.start()
+        events = []
+
+        class Client:
+            def connection_made(self, transport):
+                events.append(("made", transport.peername))
+
+            def data_received(self, transport, data):
+                events.append(data)
+
+            def connection_lost(self, transport, exc):
+                events.append(("lost", exc))
+
+        px.register(px.client(LOCALHOST, port), Client)
+        _run_bounded(10)
+        thread.join(5)
+    assert events[0] == ("made", (LOCALHOST, port))
+    assert b"".join(e for e in events if isinstance(e, bytes)) == b"hello from a plain server"
+    assert events[-1] == ("lost", None)
+
+
+# ---- run, run_once, stop ---------------------------------------------------------
+
+
+def _run_bounded(limit):
+    """px.run() with a watchdog: fails (after stopping it) if it lasts longer
+    than limit seconds. Returns the elapsed time."""
+    timed_out = threading.Event()
+
+    def expire():
+        timed_out.set()
+        px.stop()
+
+    watchdog = threading.Timer(limit, expire)
+    watchdog.daemon = True
+    watchdog.start()
+    started = time.monotonic()
+    try:
+        px.run()
+    finally:
+        watchdog.cancel()
+    assert not timed_out.is_set(), f"px.run() did not return within {limit} s"
+    return time.monotonic() - started
+
+
+def test_run_returns_when_nothing_is_registered():
+    assert _run_bounded(5) < 2
+
+
+def test_run_waits_for_pending_work_then_returns():
+    future = px.submit_work(time.sleep, 0.3)
+    elapsed = _run_bounded(10)
+    assert future.done() and future.exception() is None
+    assert elapsed < 5
+
+
+def test_run_returns_when_the_last_client_connection_closes():
+    with socket.socket() as listener:
+        listener.bind((LOCALHOST, 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def serve_one():
+            conn, _ = listener.accept()
+            with conn:
+                time.sleep(0.2)
+
+        thread = threading.Thread(target=serve_one, daemon=True)
+        thread.start()
+        px.register(px.client(LOCALHOST, port), type("Quiet", (), {}))
+        elapsed = _run_bounded(10)
+        thread.join(5)
+    assert 0.15 < elapsed < 5
+
+
+def test_stop_from_another_thread_ends_run_promptly(rt):
+    port = rt.serve(Echo)
+    stopped_at = []
+
+    def driver():
+        with connect(port) as sock:
+            sock.sendall(b"x")
+            recv_exactly(sock, 1)
+            stopped_at.append(time.monotonic())
+            px.stop()
+            # The shutdown closes this connection.
+            assert recv_to_eof(sock) == b""
+
+    rt.run(driver)
+    assert time.monotonic() - stopped_at[0] < 3
+
+
+def test_stop_when_nothing_runs_is_harmless():
+    px.stop()
+    px.stop()
+    # A later run still works and is not ended by the earlier stops.
+    future = px.submit_work(time.sleep, 0.2)
+    assert _run_bounded(10) >= 0.15
+    assert future.done()
+
+
+def test_shutdown_closes_every_connection_before_run_returns(rt):
+    """run() returns only after every connection's connection_lost ran."""
+    made, lost = [], []
+
+    class Tracked:
+        def connection_made(self, transport):
+            made.append(transport)
+
+        def connection_lost(self, transport, exc):
+            lost.append(exc)
+
+    port = rt.serve(Tracked)
+    socks = []
+
+    def driver():
+        for _ in range(5):
+            socks.append(connect(port))
+        wait_for(lambda: len(made) == 5)
+
+    try:
+        rt.run(driver)
+        assert len(lost) == 5, lost
+        for sock in socks:
+            assert recv_to_eof(sock) == b""
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_run_once_runs_queued_main_thread_calls():
+    ran_on = []
+    px.submit_work(px.call_from_main_thread, lambda: ran_on.append(threading.current_thread()))
+    started = time.monotonic()
+    count = 0
+    while count == 0 and time.monotonic() - started < 10:
+        count = px.run_once(timeout=5)
+    assert count == 1
+    assert ran_on == [threading.main_thread()]
+    assert time.monotonic() - started < 4, "run_once waited for its timeout after the call ran"
+
+
+def test_run_once_with_a_timeout_returns_when_nothing_comes():
+    started = time.monotonic()
+    assert px.run_once(timeout=0.2) == 0
+    assert 0.15 < time.monotonic() - started < 3
+    started = time.monotonic()
+    assert px.run_once(timeout=0) == 0
+    assert time.monotonic() - started < 1
+
+
+@pytest.mark.parametrize("timeout, error", [("1", TypeError), (-1, ValueError)])
+def test_run_once_bad_timeout(timeout, error):
+    """A negative timeout is a mistake, not "forever" (as for queue.get)."""
+    with pytest.raises(error):
+        px.run_once(timeout=timeout)
+
+
+# ---- signals -----------------------------------------------------------------------
+
+SIGNAL_CHILD = textwrap.dedent(
+    """
+    import sys
+    import pyparallel as px
+
+    class Echo:
+        def data_received(self, transport, data):
+            return data
+        def connection_lost(self, transport, exc):
+            print("connection_lost", exc, flush=True)
+
+    server = px.server("127.0.0.1", 0)
+    px.register(server, Echo)
+    print("port", server.sockname[1], flush=True)
+    px.run()
+    print("run returned", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_run_shuts_down_cleanly(signum):
+    """SIGINT/SIGTERM end run() with a clean shutdown: the open connection is
+    closed (its connection_lost runs), run() returns normally (no
+    KeyboardInterrupt, as docs/api.md says), and the process exits 0."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", SIGNAL_CHILD],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = child.stdout.readline()
+        assert line.startswith("port "), (line, child.stderr.read() if child.poll() is not None else "")
+        port = int(line.split()[1])
+        with connect(port) as sock:
+            sock.sendall(b"ping")
+            assert recv_exactly(sock, 4) == b"ping"
+            started = time.monotonic()
+            child.send_signal(signum)
+            assert recv_to_eof(sock) == b""
+        out, err = child.communicate(timeout=10)
+        assert time.monotonic() - started < 5
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, (child.returncode, out, err)
+    assert "connection_lost None" in out, out
+    assert out.rstrip().endswith("run returned"), out
+    assert "Traceback" not in err, err
+
+
+# ---- stats, mode, backend ------------------------------------------------------------
+
+STATS_KEYS = {
+    "mode",
+    "io",
+    "workers",
+    "threads",
+    "worker",
+    "connections",
+    "accepted",
+    "bytes_in",
+    "bytes_out",
+    "io_hogs",
+    "pending_work",
+    "errors",
+}
+
+
+def test_stats_keys_and_types():
+    px.submit_work(int).result(timeout=10)
+    stats = px.stats()
+    assert STATS_KEYS <= set(stats), STATS_KEYS - set(stats)
+    for key in STATS_KEYS - {"mode", "io", "worker"}:
+        assert isinstance(stats[key], int) and stats[key] >= 0, (key, stats[key])
+    assert len(stats["worker"]) == stats["workers"]
+    for worker in stats["worker"]:
+        assert {"callbacks", "queue_depth", "handoffs"} <= set(worker)
+    assert stats["threads"] >= stats["workers"]
+    assert sum(w["callbacks"] for w in stats["worker"]) >= 1
+
+
+def test_stats_workers_follow_the_environment():
+    wanted = os.environ.get("PYPARALLEL_WORKERS")
+    px.submit_work(int).result(timeout=10)
+    if wanted:
+        assert px.stats()["workers"] == int(wanted)
+    else:
+        assert px.stats()["workers"] == px.cpu_count()
+
+
+def test_stats_io_backend_matches_the_environment():
+    px.submit_work(int).result(timeout=10)
+    io = px.stats()["io"]
+    wanted = os.environ.get("PYPARALLEL_IO")
+    names = {"uring": "io_uring", "io_uring": "io_uring", "epoll": "epoll"}
+    if wanted:
+        assert io == names[wanted]
+    else:
+        assert io in ("io_uring", "epoll")
+
+
+def test_stats_mode_matches_the_build():
+    assert px.stats()["mode"] == expected_mode()
+
+
+@pytest.mark.skipif(gil_enabled(), reason="only a free-threaded build can keep the GIL off")
+def test_import_keeps_the_gil_disabled():
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, pyparallel; print(sys._is_gil_enabled())"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False", out.stderr
+    assert "GIL" not in out.stderr, out.stderr
+
+
+def test_stats_count_connections_and_bytes(rt):
+    port = rt.serve(Echo)
+    payload = b"x" * 100_000
+
+    def driver():
+        before = px.stats()
+        socks = [connect(port) for _ in range(3)]
+        try:
+            wait_for(lambda: px.stats()["connections"] >= before["connections"] + 3)
+            during = px.stats()
+            for sock in socks:
+                sock.sendall(payload)
+                assert recv_exactly(sock, len(payload)) == payload
+            after = px.stats()
+        finally:
+            for sock in socks:
+                sock.close()
+        assert during["accepted"] >= before["accepted"] + 3
+        assert after["bytes_in"] - before["bytes_in"] >= 3 * len(payload)
+        assert after["bytes_out"] - before["bytes_out"] >= 3 * len(payload)
+        wait_for(lambda: px.stats()["connections"] <= before["connections"])
+
+    rt.run(driver)
+
+
+def test_stats_is_callable_from_any_thread(rt):
+    results = []
+
+    def driver():
+        results.append(px.stats())
+        results.append(px.submit_work(px.stats).result(timeout=10))
+
+    rt.run(driver)
+    assert all(STATS_KEYS <= set(r) for r in results)
+
+
+# ---- threads and errors ----------------------------------------------------------------
+
+
+def test_is_parallel_thread_outside_the_workers():
+    assert px.is_parallel_thread() is False
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(px.is_parallel_thread()))
+    thread.start()
+    thread.join()
+    assert seen == [False]
+
+
+def test_exception_hierarchy():
+    assert issubclass(px.AsyncError, Exception)
+    assert issubclass(px.ProtectionError, px.AsyncError)
