@@ -1,0 +1,81 @@
+/*
+ * engine_util.h - what the engine's C tests share: starting a loop on a
+ * chosen backend (skipping when io_uring is unavailable), blocking client
+ * sockets on 127.0.0.1 with bounded waits, byte patterns that make any lost,
+ * duplicated or reordered byte visible, and an echo callback.
+ *
+ * Every engine case is listed twice, once per backend, with ENGINE_CASE.
+ */
+#ifndef PX_TEST_ENGINE_UTIL_H
+#define PX_TEST_ENGINE_UTIL_H
+
+#include "harness.h"
+#include "px.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#define ENGINE_CASE(fn)                                                        \
+    {#fn "/epoll", fn, PX_BACKEND_EPOLL}, { #fn "/uring", fn, PX_BACKEND_URING }
+
+/* Fails the test with the engine's message when rc is not 0. */
+#define ASSERT_PX_OK(rc)                                                       \
+    do {                                                                       \
+        int rc_ = (rc);                                                        \
+        if (rc_ != 0)                                                          \
+            TEST_FAIL("%s: %d (%s)", #rc, rc_, px_strerror(rc_));              \
+    } while (0)
+
+/* Waits, polling every millisecond, until cond holds; fails after ms. */
+#define WAIT_FOR(cond, ms)                                                     \
+    do {                                                                       \
+        uint64_t until_ = px_now_ns() + (uint64_t)(ms)*1000000u;               \
+        while (!(cond)) {                                                      \
+            if (px_now_ns() > until_)                                          \
+                TEST_FAIL("timed out after %d ms waiting for %s", (int)(ms),   \
+                          #cond);                                              \
+            sleep_ms(1);                                                       \
+        }                                                                      \
+    } while (0)
+
+/* How long WAIT_FOR waits for things that should happen at once: generous,
+ * since the sanitizers slow everything down. */
+#define WAIT_MS 10000
+
+/* Options for a test loop: two workers on the given backend. */
+void test_loop_options(px_loop_options_t *opts, int backend);
+/* Creates and starts a loop (opts NULL: test_loop_options); exits with
+ * TEST_EXIT_SKIP when the backend is io_uring and it is unavailable. */
+px_loop_t *start_loop(int backend, const px_loop_options_t *opts);
+/* Stops and frees the loop. */
+void finish_loop(px_loop_t *loop);
+
+/* Listens on 127.0.0.1, an ephemeral port; returns the port. */
+int listen_local(px_loop_t *loop, const px_conn_callbacks_t *cbs,
+                 void *conn_data, px_listener_t **listener);
+/* A port nothing listens on. */
+int closed_port(void);
+
+/* A blocking client socket connected to 127.0.0.1:port (TCP_NODELAY,
+ * bounded send and receive waits). */
+int client_connect(int port);
+void client_send_all(int fd, const void *data, size_t len);
+/* Receives exactly len bytes; fails on EOF, error or timeout. */
+void client_recv_exact(int fd, void *buf, size_t len);
+/* Receives until EOF; fails past cap bytes. Returns the byte count. */
+size_t client_recv_to_eof(int fd, void *buf, size_t cap);
+/* Whether a byte arrives within ms (it is consumed). */
+bool client_readable_within(int fd, int ms);
+
+void sleep_ms(unsigned ms);
+pthread_t start_thread(void *(*fn)(void *), void *arg);
+void join_thread(pthread_t tid);
+
+/* A stream whose every byte depends on its offset and a seed. */
+void fill_pattern(void *buf, size_t len, uint64_t offset, unsigned seed);
+void check_pattern(const void *buf, size_t len, uint64_t offset, unsigned seed);
+
+/* Sends the same bytes back; on_data of an echo server. */
+void echo_on_data(px_conn_t *conn, const char *data, size_t len);
+
+#endif /* PX_TEST_ENGINE_UTIL_H */
