@@ -16,10 +16,12 @@ The environment defaults to two workers (what the Makefile uses); a caller's
 PYPARALLEL_WORKERS, PYPARALLEL_IO and PYPARALLEL_MODE win.
 """
 
+import contextlib
 import os
 
 os.environ.setdefault("PYPARALLEL_WORKERS", "2")
 
+import signal
 import socket
 import sys
 import threading
@@ -115,8 +117,72 @@ def wait_for(predicate, timeout=SOCKET_TIMEOUT, interval=0.005, message=None):
         time.sleep(interval)
 
 
+@contextlib.contextmanager
+def plain_server(handle):
+    """A one-connection TCP server that is not pyparallel: handle(conn) runs
+    on a thread for the first connection. Yields the port."""
+    with socket.socket() as listener:
+        listener.bind((LOCALHOST, 0))
+        listener.listen()
+
+        def serve_one():
+            conn, _ = listener.accept()
+            with conn:
+                handle(conn)
+
+        thread = threading.Thread(target=serve_one, daemon=True)
+        thread.start()
+        yield listener.getsockname()[1]
+        thread.join(SOCKET_TIMEOUT)
+
+
+def interrupt_and_expect_clean_exit(child, sock, signum=signal.SIGINT, limit=5.0):
+    """Sends signum to a child serving sock's peer; the child must close the
+    connection and exit 0 within limit seconds. Returns its stdout, stderr."""
+    started = time.monotonic()
+    child.send_signal(signum)
+    assert recv_to_eof(sock) == b""
+    out, err = child.communicate(timeout=limit + 5)
+    assert time.monotonic() - started < limit, f"shutdown took {time.monotonic() - started:.1f} s"
+    assert child.returncode == 0, (child.returncode, out, err)
+    assert "Traceback" not in err, err
+    return out, err
+
+
 def bound_port(listening_transport):
     return listening_transport.sockname[1]
+
+
+# ---- CPU-bound work for the parallelism tests ----------------------------
+
+
+def burn(n):
+    total = 0
+    for i in range(n):
+        total += i % 7
+    return total
+
+
+def calibrate_burn(seconds):
+    """The n for which burn(n) takes about seconds on this machine, and the
+    best measured time of burn(n) on the calling thread."""
+    n = 100_000
+    while True:
+        started = time.perf_counter()
+        burn(n)
+        took = time.perf_counter() - started
+        if took > seconds / 4:
+            break
+        n *= 2
+    n = int(n * seconds / took)
+    best = min(_timed(burn, n) for _ in range(2))
+    return n, best
+
+
+def _timed(func, *args):
+    started = time.perf_counter()
+    func(*args)
+    return time.perf_counter() - started
 
 
 # ---- the Runtime harness ----------------------------------------------------

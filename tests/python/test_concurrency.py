@@ -1,0 +1,361 @@
+"""The runtime's concurrency properties.
+
+- Callbacks of one connection never overlap, even under heavy pipelined
+  input with sends from other threads completing meanwhile.
+- Callbacks of different connections run in parallel, on parallel threads
+  (sleeping callbacks in every mode; CPU-bound ones on free-threaded builds).
+- A callback that blocks (time.sleep) does not stall the other connections,
+  not even those that share its worker (IOCP-style hand-off).
+- An I/O hog (a client that never reads from a server that keeps sending)
+  cannot grow the server's memory without bound nor starve other clients.
+"""
+
+import os
+import queue
+import socket
+import threading
+import time
+
+import pytest
+
+import pyparallel as px
+from conftest import LOCALHOST, burn, calibrate_burn, connect, gil_enabled, recv_exactly, wait_for
+
+
+class Echo:
+    def data_received(self, transport, data):
+        return data
+
+
+# ---- callbacks of one connection never overlap ------------------------------------------
+
+
+def test_callbacks_of_one_connection_never_overlap(rt):
+    """Each connection's callbacks hold a per-connection lock taken without
+    blocking: failing to take it means another callback of the same
+    connection is running. Input is pipelined hard and a plain thread sends
+    on every connection meanwhile, so send_complete competes with
+    data_received."""
+    overlaps = []
+    transports = queue.Queue()
+    clients, messages = 4, 3000
+
+    class Guarded:
+        def __init__(self):
+            self.lock = threading.Lock()
+            self.received = 0
+
+        def _enter(self, where):
+            if not self.lock.acquire(blocking=False):
+                overlaps.append(where)
+                self.lock.acquire()
+            for _ in range(50):  # stay inside long enough for overlaps to show
+                pass
+
+        def connection_made(self, transport):
+            self._enter("connection_made")
+            try:
+                transports.put(transport)
+            finally:
+                self.lock.release()
+
+        def data_received(self, transport, data):
+            self._enter("data_received")
+            try:
+                self.received += len(data)
+                return data
+            finally:
+                self.lock.release()
+
+        def send_complete(self, transport, send_id):
+            self._enter("send_complete")
+            self.lock.release()
+
+        def connection_lost(self, transport, exc):
+            self._enter("connection_lost")
+            self.lock.release()
+
+    port = rt.serve(Guarded)
+    message = b"0123456789"
+
+    def driver():
+        socks = [connect(port) for _ in range(clients)]
+        server_side = [transports.get(timeout=10) for _ in range(clients)]
+        extra = 500
+
+        def pusher():
+            for _ in range(extra):
+                for transport in server_side:
+                    transport.send(b"#")
+
+        def client(sock):
+            writer = threading.Thread(target=sock.sendall, args=(message * messages,))
+            writer.start()
+            data = recv_exactly(sock, len(message) * messages + extra)
+            writer.join(10)
+            return data
+
+        results = [None] * clients
+
+        def run_client(i):
+            results[i] = client(socks[i])
+
+        push = threading.Thread(target=pusher)
+        readers = [threading.Thread(target=run_client, args=(i,)) for i in range(clients)]
+        push.start()
+        for thread in readers:
+            thread.start()
+        for thread in readers + [push]:
+            thread.join(60)
+        for sock in socks:
+            sock.close()
+        return results
+
+    results = rt.run(driver, timeout=60)
+    for data in results:
+        assert data is not None
+        assert data.replace(b"#", b"") == message * messages
+        assert data.count(b"#") == 500
+    assert overlaps == [], f"{len(overlaps)} overlapping callbacks, e.g. {overlaps[:5]}"
+
+
+# ---- callbacks of different connections run in parallel -----------------------------------
+
+
+class Concurrency:
+    """Counts callbacks in flight and remembers the most seen at once."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+
+    def __enter__(self):
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+
+    def __exit__(self, *exc):
+        with self.lock:
+            self.now -= 1
+
+
+def round_trips_at_once(port, clients, message):
+    """Connects clients, sends message on all at once, waits for every echo;
+    returns the seconds from the first send to the last echo."""
+    socks = [connect(port) for _ in range(clients)]
+    try:
+        started = time.perf_counter()
+        for sock in socks:
+            sock.sendall(message)
+        for sock in socks:
+            assert recv_exactly(sock, len(message)) == message
+        return time.perf_counter() - started
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_sleeping_callbacks_of_different_connections_run_in_parallel(rt):
+    """Four connections each sleep 0.5 s in data_received: together they take
+    about 0.5 s, not 2 s; and they run on parallel threads."""
+    inflight = Concurrency()
+    parallel_flags = []
+
+    class Sleeper:
+        def data_received(self, transport, data):
+            parallel_flags.append(px.is_parallel_thread())
+            with inflight:
+                time.sleep(0.5)
+            return data
+
+    port = rt.serve(Sleeper)
+
+    elapsed = rt.run(lambda: round_trips_at_once(port, 4, b"z"))
+    assert elapsed < 1.3, f"4 x 0.5 s sleeps took {elapsed:.2f} s"
+    assert inflight.most >= 2
+    assert parallel_flags == [True] * 4
+
+
+@pytest.mark.skipif(gil_enabled(), reason="a GIL build runs Python code on one core at a time (gil mode)")
+def test_cpu_bound_callbacks_of_different_connections_use_two_cores(rt):
+    """Two connections each run the same CPU-bound loop (calibrated to about
+    0.4 s on the main thread). On two cores they finish in well under the
+    serial 0.8 s; the bound (1.5x one run) is wide for a noisy machine."""
+    n, single = calibrate_burn(0.4)
+    inflight = Concurrency()
+
+    class Burner:
+        def data_received(self, transport, data):
+            with inflight:
+                burn(n)
+            return data
+
+    port = rt.serve(Burner)
+
+    elapsed = rt.run(lambda: round_trips_at_once(port, 2, b"go"))
+    assert inflight.most == 2
+    assert elapsed < 1.5 * single, f"two runs took {elapsed:.3f} s, one run {single:.3f} s"
+
+
+# ---- a blocking callback does not stall the others --------------------------------------------
+
+
+def test_blocking_callback_does_not_stall_other_connections(rt):
+    """Four connections block in time.sleep(1) at once; meanwhile six other
+    connections, some of which share a worker with a blocked one (two
+    workers, accepts spread by the kernel), keep being answered quickly."""
+    blockers, pingers = 4, 6
+    sleeping = Concurrency()
+    made = []
+
+    class Blocky:
+        def connection_made(self, transport):
+            made.append(transport)
+
+        def data_received(self, transport, data):
+            if data == b"block":
+                with sleeping:
+                    time.sleep(1.0)
+                return b"woke"
+            return data
+
+    port = rt.serve(Blocky)
+
+    def driver():
+        socks = [connect(port) for _ in range(blockers + pingers)]
+        wait_for(lambda: len(made) == blockers + pingers)
+        blocking_started = time.monotonic()
+        for sock in socks[:blockers]:
+            sock.sendall(b"block")
+        wait_for(lambda: sleeping.now == blockers, timeout=5, message="the blockers did not all start sleeping")
+        latencies = []
+        for round_ in range(2):
+            for sock in socks[blockers:]:
+                started = time.monotonic()
+                sock.sendall(b"ping")
+                assert recv_exactly(sock, 4) == b"ping"
+                latencies.append(time.monotonic() - started)
+        pings_done = time.monotonic() - blocking_started
+        for sock in socks[:blockers]:
+            assert recv_exactly(sock, 4) == b"woke"
+        for sock in socks:
+            sock.close()
+        return latencies, pings_done
+
+    latencies, pings_done = rt.run(driver)
+    assert pings_done < 0.95, f"pings finished {pings_done:.2f} s after the blocking began"
+    assert max(latencies) < 0.3, f"slowest ping {max(latencies):.3f} s"
+
+
+# ---- the I/O hog --------------------------------------------------------------------------------
+
+
+def rss_bytes():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+CHUNK = bytes(range(256)) * 256  # 64 KiB, a recognisable pattern
+
+
+class Chargen:
+    """Sends CHUNK forever: each completed send queues the next one."""
+
+    initial_bytes_to_send = CHUNK
+
+    def send_complete(self, transport, send_id):
+        return CHUNK
+
+
+def hog_socket(port):
+    """A client with a small receive buffer that will never read."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+    sock.settimeout(10)
+    sock.connect((LOCALHOST, port))
+    return sock
+
+
+def ping_latencies(port, duration):
+    """Echo round trips on a fresh connection for duration seconds."""
+    latencies = []
+    with connect(port) as sock:
+        deadline = time.monotonic() + duration
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            sock.sendall(b"ping")
+            assert recv_exactly(sock, 4) == b"ping"
+            latencies.append(time.monotonic() - started)
+            time.sleep(0.02)
+    return latencies
+
+
+def test_chargen_hogs_neither_grow_memory_nor_starve_others(rt):
+    """Four clients connect to a chargen that sends the next 64 KiB chunk
+    from send_complete, and never read. Once the kernel's buffers are full
+    the server stops producing (send_complete waits for the kernel), so its
+    memory stays flat; an echo client is served quickly all along."""
+    chargen_port = rt.serve(Chargen)
+    echo_port = rt.serve(Echo)
+
+    def driver():
+        rss_before = rss_bytes()
+        hogs = [hog_socket(chargen_port) for _ in range(4)]
+        try:
+            latencies = ping_latencies(echo_port, 1.0)
+            out_a = px.stats()["bytes_out"]
+            latencies += ping_latencies(echo_port, 0.5)
+            out_b = px.stats()["bytes_out"]
+            rss_after = rss_bytes()
+            # The hogs did get chargen data: it is all there, in order.
+            for hog in hogs:
+                data = recv_exactly(hog, 4 * len(CHUNK))
+                assert data == CHUNK * 4
+        finally:
+            for hog in hogs:
+                hog.close()
+        return latencies, out_b - out_a, rss_after - rss_before
+
+    latencies, produced_late, rss_growth = rt.run(driver)
+    assert max(latencies) < 0.5, f"slowest echo {max(latencies):.3f} s"
+    assert produced_late < 16 * len(CHUNK), f"{produced_late} bytes still sent to clients that never read"
+    assert rss_growth < 64 << 20, f"RSS grew by {rss_growth >> 20} MiB"
+
+
+def test_send_flood_to_a_hog_is_bounded(rt):
+    """A plain thread pushes 1 MiB sends at a client that never reads. The
+    connection's send queue is bounded: send raises AsyncError once the
+    limit is queued, stats()["io_hogs"] counts the connection meanwhile, the
+    process RSS stays bounded, other clients are served, and the hog count
+    drops when the hog goes away."""
+    transports = queue.Queue()
+    hog_port = rt.serve(type("Keep", (), {"connection_made": lambda self, t: transports.put(t)}))
+    echo_port = rt.serve(Echo)
+    megabyte = b"m" * (1 << 20)
+
+    def driver():
+        rss_before = rss_bytes()
+        hog = hog_socket(hog_port)
+        transport = transports.get(timeout=10)
+        sent, refused = 0, None
+        while sent < 512 << 20:
+            try:
+                transport.send(megabyte)
+            except px.AsyncError as exc:
+                refused = exc
+                break
+            sent += len(megabyte)
+        hogs_during = wait_for(lambda: px.stats()["io_hogs"], timeout=5, message="io_hogs stayed 0")
+        latencies = ping_latencies(echo_port, 0.5)
+        rss_growth = rss_bytes() - rss_before
+        hog.close()
+        wait_for(lambda: px.stats()["io_hogs"] == 0, timeout=10, message="io_hogs did not drop")
+        return sent, refused, hogs_during, latencies, rss_growth
+
+    sent, refused, hogs_during, latencies, rss_growth = rt.run(driver)
+    assert refused is not None, f"{sent >> 20} MiB accepted for a client that never reads"
+    assert sent <= 64 << 20, f"{sent >> 20} MiB accepted before the limit"
+    assert hogs_during >= 1
+    assert max(latencies) < 0.5, f"slowest echo {max(latencies):.3f} s"
+    assert rss_growth < 128 << 20, f"RSS grew by {rss_growth >> 20} MiB"
