@@ -87,6 +87,9 @@ def import_pyparallel(args):
     """pyparallel, or None with --peers-only when it cannot be imported."""
     try:
         import pyparallel
+        if not hasattr(pyparallel, "submit_work"):
+            # A directory without its __init__ imports as a namespace package.
+            raise ImportError(f"{list(pyparallel.__path__)} holds no pyparallel API")
     except ImportError as exc:
         if not args.peers_only:
             raise SystemExit(

@@ -56,14 +56,14 @@ def async_result(result):
 def main(argv=None):
     p = _common.parser(__doc__.split("\n\n")[0])
     p.add_argument("--items", type=int, default=None, metavar="N",
-                   help="items per round trip measurement (default 100000, "
+                   help="items per round trip measurement (default 50000, "
                         "20000 with --quick)")
     p.add_argument("--lone", type=int, default=None, metavar="N",
-                   help="items per latency measurement (default 5000, 1000 "
+                   help="items per latency measurement (default 2000, 500 "
                         "with --quick)")
     args = _common.parse(p, argv)
-    items = args.items or (20_000 if args.quick else 100_000)
-    lone = args.lone or (1_000 if args.quick else 5_000)
+    items = args.items or (20_000 if args.quick else 50_000)
+    lone = args.lone or (500 if args.quick else 2_000)
     px = _common.import_pyparallel(args)
     workloads, _ = _common.load_workloads()
     func = workloads.return_none
