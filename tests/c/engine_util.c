@@ -69,10 +69,15 @@ int closed_port(void)
     return ntohs(sin.sin_port);
 }
 
-int client_connect(int port)
+int client_connect(int port) { return client_connect_rcvbuf(port, 0); }
+
+int client_connect_rcvbuf(int port, int rcvbuf)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     ASSERT_INT_CMP(fd, >=, 0);
+    if (rcvbuf > 0)
+        ASSERT_INT_EQ(
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)), 0);
     struct sockaddr_in sin = {.sin_family = AF_INET,
                               .sin_port = htons((uint16_t)port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -203,4 +208,39 @@ void echo_on_data(px_conn_t *conn, const char *data, size_t len)
 {
     struct iovec iov = {(void *)data, len};
     ASSERT_PX_OK(px_conn_send(conn, &iov, 1, NULL));
+}
+
+void conn_log_open(px_conn_t *conn)
+{
+    conn_log_t *log = px_conn_data(conn);
+    int index = atomic_fetch_add(&log->opened, 1);
+    if (index < CONN_LOG_KEEP) {
+        px_conn_ref(conn);
+        atomic_store(&log->conns[index], conn);
+    }
+}
+
+void conn_log_close(px_conn_t *conn, int error)
+{
+    conn_log_t *log = px_conn_data(conn);
+    atomic_store(&log->close_error, error);
+    if (error != 0)
+        atomic_fetch_add(&log->close_errors, 1);
+    atomic_fetch_add(&log->closed, 1);
+}
+
+px_conn_t *conn_log_wait(conn_log_t *log, int index)
+{
+    ASSERT_INT_CMP(index, <, CONN_LOG_KEEP);
+    WAIT_FOR(atomic_load(&log->conns[index]) != NULL, WAIT_MS);
+    return atomic_load(&log->conns[index]);
+}
+
+void conn_log_release(conn_log_t *log)
+{
+    for (int i = 0; i < CONN_LOG_KEEP; i++) {
+        px_conn_t *conn = atomic_exchange(&log->conns[i], NULL);
+        if (conn)
+            px_conn_unref(conn);
+    }
 }

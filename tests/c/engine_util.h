@@ -13,6 +13,7 @@
 #include "px.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #define ENGINE_CASE(fn)                                                        \
@@ -77,5 +78,35 @@ void check_pattern(const void *buf, size_t len, uint64_t offset, unsigned seed);
 
 /* Sends the same bytes back; on_data of an echo server. */
 void echo_on_data(px_conn_t *conn, const char *data, size_t len);
+
+/* What a test server saw: its connections' conn_data points at one (or at a
+ * struct that starts with one). conn_log_open and conn_log_close serve as
+ * on_open and on_close (or are called from them); the log keeps a reference
+ * to each of the first CONN_LOG_KEEP connections opened, so that the test
+ * can act on them from its own threads. */
+#define CONN_LOG_KEEP 16
+typedef struct {
+    px_conn_t *_Atomic conns[CONN_LOG_KEEP];
+    atomic_int opened;
+    atomic_int closed;
+    atomic_int close_error;  /* of the last on_close */
+    atomic_int close_errors; /* on_close calls with an error other than 0 */
+} conn_log_t;
+#define CONN_LOG_INIT                                                          \
+    {                                                                          \
+        .opened = 0                                                            \
+    }
+
+void conn_log_open(px_conn_t *conn);
+void conn_log_close(px_conn_t *conn, int error);
+/* Waits for the index-th connection opened (from 0). */
+px_conn_t *conn_log_wait(conn_log_t *log, int index);
+/* Drops the log's references: before the loop is freed. */
+void conn_log_release(conn_log_t *log);
+
+/* Like client_connect, with the receive buffer set to rcvbuf bytes before
+ * connecting (a small window makes a peer that does not read visible to the
+ * sender at once). */
+int client_connect_rcvbuf(int port, int rcvbuf);
 
 #endif /* PX_TEST_ENGINE_UTIL_H */

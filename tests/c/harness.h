@@ -59,25 +59,20 @@ typedef struct {
             TEST_FAIL("assertion failed: %s", #cond);                          \
     } while (0)
 
-/* Signed and unsigned comparisons that print both values. */
-#define ASSERT_INT_CMP(a, op, b)                                               \
+/* Comparisons that print both values; the names are stringified here, at
+ * the outermost macro, so that the message shows the test's own words. */
+#define TEST_CMP_(type, fmt, a, op, b, a_name, b_name)                         \
     do {                                                                       \
-        intmax_t a_ = (intmax_t)(a), b_ = (intmax_t)(b);                       \
+        type a_ = (type)(a), b_ = (type)(b);                                   \
         if (!(a_ op b_))                                                       \
-            TEST_FAIL("%s %s %s: %jd %s %jd is false", #a, #op, #b, a_, #op,   \
-                      b_);                                                     \
+            TEST_FAIL("%s %s %s: " fmt " %s " fmt " is false", a_name, #op,    \
+                      b_name, a_, #op, b_);                                    \
     } while (0)
 
-#define ASSERT_UINT_CMP(a, op, b)                                              \
-    do {                                                                       \
-        uintmax_t a_ = (uintmax_t)(a), b_ = (uintmax_t)(b);                    \
-        if (!(a_ op b_))                                                       \
-            TEST_FAIL("%s %s %s: %ju %s %ju is false", #a, #op, #b, a_, #op,   \
-                      b_);                                                     \
-    } while (0)
-
-#define ASSERT_INT_EQ(a, b) ASSERT_INT_CMP(a, ==, b)
-#define ASSERT_UINT_EQ(a, b) ASSERT_UINT_CMP(a, ==, b)
+#define ASSERT_INT_CMP(a, op, b) TEST_CMP_(intmax_t, "%jd", a, op, b, #a, #b)
+#define ASSERT_UINT_CMP(a, op, b) TEST_CMP_(uintmax_t, "%ju", a, op, b, #a, #b)
+#define ASSERT_INT_EQ(a, b) TEST_CMP_(intmax_t, "%jd", a, ==, b, #a, #b)
+#define ASSERT_UINT_EQ(a, b) TEST_CMP_(uintmax_t, "%ju", a, ==, b, #a, #b)
 
 #define ASSERT_STR_EQ(a, b)                                                    \
     do {                                                                       \

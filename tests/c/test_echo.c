@@ -9,39 +9,17 @@
 #include <stdatomic.h>
 #include <sys/socket.h>
 
-typedef struct {
-    atomic_int opened;
-    atomic_int closed;
-    atomic_int close_error;  /* the last on_close error */
-    atomic_int close_errors; /* on_close calls with an error other than 0 */
-} counters_t;
-
-static void count_open(px_conn_t *conn)
-{
-    counters_t *n = px_conn_data(conn);
-    atomic_fetch_add(&n->opened, 1);
-}
-
-static void count_close(px_conn_t *conn, int error)
-{
-    counters_t *n = px_conn_data(conn);
-    atomic_store(&n->close_error, error);
-    if (error != 0)
-        atomic_fetch_add(&n->close_errors, 1);
-    atomic_fetch_add(&n->closed, 1);
-}
-
 static const px_conn_callbacks_t echo_callbacks = {
-    .on_open = count_open,
+    .on_open = conn_log_open,
     .on_data = echo_on_data,
-    .on_close = count_close,
+    .on_close = conn_log_close,
 };
 
 static void test_echo_round_trip(int backend)
 {
-    counters_t counters = {0};
+    conn_log_t log = CONN_LOG_INIT;
     px_loop_t *loop = start_loop(backend, NULL);
-    int port = listen_local(loop, &echo_callbacks, &counters, NULL);
+    int port = listen_local(loop, &echo_callbacks, &log, NULL);
 
     int fd = client_connect(port);
     static const size_t sizes[] = {1, 5, 100, 4096, 65536 + 7, 300000};
@@ -54,10 +32,10 @@ static void test_echo_round_trip(int backend)
         check_pattern(in, sizes[i], offset, 1);
         offset += sizes[i];
     }
-    ASSERT_INT_EQ(atomic_load(&counters.opened), 1);
+    ASSERT_INT_EQ(atomic_load(&log.opened), 1);
     close(fd);
-    WAIT_FOR(atomic_load(&counters.closed) == 1, WAIT_MS);
-    ASSERT_INT_EQ(atomic_load(&counters.close_error), 0);
+    WAIT_FOR(atomic_load(&log.closed) == 1, WAIT_MS);
+    ASSERT_INT_EQ(atomic_load(&log.close_error), 0);
 
     px_stats_t st;
     /* The worker drops the connection right after on_close returns. */
@@ -66,6 +44,7 @@ static void test_echo_round_trip(int backend)
     ASSERT_UINT_EQ(st.bytes_in, offset);
     ASSERT_UINT_EQ(st.bytes_out, offset);
     ASSERT_INT_EQ(st.workers, 2);
+    conn_log_release(&log);
     finish_loop(loop);
 }
 
@@ -111,9 +90,9 @@ static void *many_round_trips(void *arg)
 
 static void test_many_connections(int backend)
 {
-    counters_t counters = {0};
+    conn_log_t log = CONN_LOG_INIT;
     px_loop_t *loop = start_loop(backend, NULL);
-    int port = listen_local(loop, &echo_callbacks, &counters, NULL);
+    int port = listen_local(loop, &echo_callbacks, &log, NULL);
 
     client_job_t jobs[CLIENT_THREADS];
     pthread_t tids[CLIENT_THREADS];
@@ -125,12 +104,13 @@ static void test_many_connections(int backend)
         join_thread(tids[i]);
 
     int total = CLIENT_THREADS * CONNS_PER_THREAD;
-    WAIT_FOR(atomic_load(&counters.closed) == total, WAIT_MS);
-    ASSERT_INT_EQ(atomic_load(&counters.opened), total);
-    ASSERT_INT_EQ(atomic_load(&counters.close_errors), 0);
+    WAIT_FOR(atomic_load(&log.closed) == total, WAIT_MS);
+    ASSERT_INT_EQ(atomic_load(&log.opened), total);
+    ASSERT_INT_EQ(atomic_load(&log.close_errors), 0);
     px_stats_t st;
     px_loop_stats(loop, &st);
     ASSERT_UINT_EQ(st.accepted, (unsigned)total);
+    conn_log_release(&log);
     finish_loop(loop);
 }
 
@@ -175,9 +155,9 @@ static void *recv_large(void *arg)
 
 static void test_large_transfers(int backend)
 {
-    counters_t counters = {0};
+    conn_log_t log = CONN_LOG_INIT;
     px_loop_t *loop = start_loop(backend, NULL);
-    int port = listen_local(loop, &echo_callbacks, &counters, NULL);
+    int port = listen_local(loop, &echo_callbacks, &log, NULL);
 
     stream_t streams[LARGE_CONNS];
     pthread_t senders[LARGE_CONNS], receivers[LARGE_CONNS];
@@ -191,12 +171,13 @@ static void test_large_transfers(int backend)
         join_thread(receivers[i]);
         close(streams[i].fd);
     }
-    WAIT_FOR(atomic_load(&counters.closed) == LARGE_CONNS, WAIT_MS);
-    ASSERT_INT_EQ(atomic_load(&counters.close_errors), 0);
+    WAIT_FOR(atomic_load(&log.closed) == LARGE_CONNS, WAIT_MS);
+    ASSERT_INT_EQ(atomic_load(&log.close_errors), 0);
     px_stats_t st;
     px_loop_stats(loop, &st);
     ASSERT_UINT_EQ(st.bytes_in, (uint64_t)LARGE_BYTES * LARGE_CONNS);
     ASSERT_UINT_EQ(st.bytes_out, (uint64_t)LARGE_BYTES * LARGE_CONNS);
+    conn_log_release(&log);
     finish_loop(loop);
 }
 
