@@ -450,12 +450,6 @@ static conn_event_t next_event_locked(px_conn_t *c, px__buf_t *data,
         c->open_pending = false;
         return EV_OPEN;
     }
-    if (c->close_pending) {
-        c->close_pending = false;
-        *error = c->close_error;
-        atomic_fetch_or(&c->flags, PX__CONN_CLOSED);
-        return EV_CLOSE;
-    }
     if (c->in.len && !(f & (PX__CONN_PAUSED | PX__CONN_CLOSING))) {
         /* Hand the bytes over and collect new ones in the spare buffer,
          * so the callback runs without the lock. */
@@ -464,10 +458,18 @@ static conn_event_t next_event_locked(px_conn_t *c, px__buf_t *data,
         c->in_spare = (px__buf_t){0};
         return EV_DATA;
     }
+    /* Sends that finished before the connection closed are reported
+     * before on_close, which is always last. */
     if (atomic_load(&c->notify_sends) &&
         c->notified_send_id < c->completed_send_id) {
         *send_id = ++c->notified_send_id;
         return EV_SENT;
+    }
+    if (c->close_pending) {
+        c->close_pending = false;
+        *error = c->close_error;
+        atomic_fetch_or(&c->flags, PX__CONN_CLOSED);
+        return EV_CLOSE;
     }
     return EV_NONE;
 }
