@@ -1,0 +1,139 @@
+/*
+ * shared.h - shared-state primitives of pyparallel._core, and what their
+ * files share with each other and with the rest of the binding.
+ *
+ * Files:
+ *   shared.c    the sub-state below, its exec/traverse/free, and the small
+ *               introspection functions (rdtsc, gmtime, cpu_count,
+ *               thread_seq_id)
+ *   ptrmap.c    a pointer-keyed hash map (the protect registry, eternalize's
+ *               visited set)
+ *   rwlock.c    the RWLock type (many readers or one writer, reentrant per
+ *               thread) and the LockGuard context manager it hands out
+ *   protect.c   protect/unprotect/protected/read_lock/write_lock
+ *   xlist.c     the interlocked list type
+ *   eternal.c   eternalize() and pxpy_immortalize_code()
+ *
+ * Everything here is per module object (per interpreter): the registry of
+ * protected objects, the thread numbering and the date cache live in
+ * pxpy_shared_t, reached as st->shared.
+ */
+#ifndef PXPY_SHARED_H
+#define PXPY_SHARED_H
+
+#include "binding.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+/* ---- pointer-keyed hash map (ptrmap.c) -------------------------------- */
+
+/* Open addressing with linear probing; keys are addresses (never NULL or
+ * 1, which marks a removed slot). Memory comes from PyMem_Raw*, so the map
+ * may be used without an attached thread state; it does no locking. */
+typedef struct {
+    void *key;
+    void *value;
+} pxpy_ptrmap_slot_t;
+
+typedef struct {
+    pxpy_ptrmap_slot_t *slots;
+    size_t capacity;    /* a power of two, or 0 before the first insert */
+    size_t live;        /* keys present */
+    size_t used;        /* keys present plus removed slots */
+} pxpy_ptrmap_t;
+
+/* The value stored under key, or NULL. */
+void *pxpy_ptrmap_get(const pxpy_ptrmap_t *map, const void *key);
+/* Inserts key → value unless key is present. Returns 1 when inserted, 0
+ * when key was already present (its value is left alone), -1 when out of
+ * memory. */
+int pxpy_ptrmap_put(pxpy_ptrmap_t *map, void *key, void *value);
+/* Removes key; returns its value, or NULL when it was absent. */
+void *pxpy_ptrmap_remove(pxpy_ptrmap_t *map, const void *key);
+/* Iteration: start with *pos = 0; returns 0 after the last entry. */
+int pxpy_ptrmap_next(const pxpy_ptrmap_t *map, size_t *pos, void **key,
+                     void **value);
+/* Releases the table (not what keys and values point to) and empties it. */
+void pxpy_ptrmap_clear(pxpy_ptrmap_t *map);
+
+/* ---- the sub-state --------------------------------------------------- */
+
+/* The cached IMF-fixdate of gmtime(): a sequence lock, because an HTTP
+ * server reads it on every request from every worker and it changes once a
+ * second. The text lives in atomic words so that readers racing with the
+ * writer stay within C11's rules; they retry when the sequence moved. */
+#define PXPY_HTTP_DATE_LEN 29   /* "Sun, 06 Nov 1994 08:49:37 GMT" */
+#define PXPY_HTTP_DATE_WORDS 4  /* 32 bytes of text */
+
+struct pxpy_shared_s {
+    PyTypeObject *rwlock_type;
+    PyObject *str_rwlock_attr;          /* interned "__px_rwlock__" */
+
+    /* protect(): object → RWLock, both strong references. The mutex is
+     * held only for table operations: never across a Python call, a
+     * deallocation or an allocation that could run the GC. */
+    PyMutex registry_mutex;
+    pxpy_ptrmap_t registry;
+
+    /* thread_seq_id(): the next number, and a key whose per-thread value
+     * is the thread's number plus one (0: not numbered yet). */
+    atomic_ulong next_thread_seq;
+    pthread_key_t thread_seq_key;
+    int thread_seq_key_valid;
+
+    /* gmtime(): see PXPY_HTTP_DATE_LEN. date_seq is odd while written. */
+    atomic_bool date_writing;           /* one writer; others format locally */
+    atomic_ulong date_seq;
+    atomic_llong date_second;           /* -1: nothing cached yet */
+    atomic_ullong date_words[PXPY_HTTP_DATE_WORDS];
+};
+
+/* The module's state if its shared part is still there; NULL with
+ * RuntimeError after pxpy_shared_free() (a finalizer running during the
+ * module's teardown may still call its functions). */
+pxpy_state *pxpy_shared_state(PyObject *module);
+
+/* ---- per-file parts of pxpy_shared_exec/traverse/free ------------------- */
+
+int pxpy_rwlock_exec(PyObject *module, pxpy_state *st);
+int pxpy_protect_exec(PyObject *module, pxpy_state *st);
+int pxpy_protect_traverse(pxpy_state *st, visitproc visit, void *arg);
+void pxpy_protect_free(pxpy_state *st);
+int pxpy_xlist_exec(PyObject *module, pxpy_state *st);
+int pxpy_eternal_exec(PyObject *module, pxpy_state *st);
+
+/* ---- RWLock (rwlock.c) ------------------------------------------------ */
+
+/* Whether obj is an instance of this module's RWLock type. */
+int pxpy_rwlock_check(pxpy_state *st, PyObject *obj);
+/* A new RWLock; NULL with an exception set. */
+PyObject *pxpy_rwlock_new(pxpy_state *st);
+/* A new LockGuard that takes lock (an RWLock) in __enter__, shared or
+ * exclusive, and returns target from __enter__. */
+PyObject *pxpy_lock_guard_new(pxpy_state *st, PyObject *lock,
+                              PyObject *target, int exclusive);
+
+/* ---- immortal objects (eternal.c) -------------------------------------- */
+
+/* Makes the constants of the code a callable runs immortal, so threads
+ * running it on several cores don't contend on their reference counts:
+ * co_consts of a function's code object, recursively through nested code
+ * objects, tuples and frozensets, and the function's immutable defaults.
+ * callable may be a function, a bound method, a code object or a class (its
+ * functions, static and class methods, through the MRO); anything else is
+ * left alone. Only immutable constants (str, bytes, int, float, complex,
+ * tuple, frozenset, slice, code) are touched; others are skipped silently.
+ * Best called before the callable first runs on another thread. Returns 0,
+ * or -1 with an exception set (out of memory). */
+int pxpy_immortalize_code(PyObject *callable);
+
+/* ---- introspection (shared.c) ----------------------------------------- */
+
+/* Writes the current RFC 9110 IMF-fixdate ("Sun, 06 Nov 1994 08:49:37
+ * GMT", PXPY_HTTP_DATE_LEN bytes, no terminator) from the per-second
+ * cache. Safe from any thread; does not need an attached thread state. */
+void pxpy_http_date(pxpy_shared_t *shared, char out[PXPY_HTTP_DATE_LEN]);
+
+#endif /* PXPY_SHARED_H */
