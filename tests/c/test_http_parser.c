@@ -76,7 +76,8 @@ static outcome_t parse_byte_by_byte(const char *input, size_t len,
     memset(&o, 0, sizeof(o));
     o.rc = PX_HTTP_INCOMPLETE;
     for (size_t n = 1; n <= len; n++) {
-        o = parse_guarded(input, n, use_last_len ? n - 1 : 0, opts, max_headers);
+        o = parse_guarded(input, n, use_last_len ? n - 1 : 0, opts,
+                          max_headers);
         if (o.rc != PX_HTTP_INCOMPLETE)
             break;
     }
@@ -87,7 +88,7 @@ static void assert_same_outcome(const outcome_t *a, const outcome_t *b,
                                 const char *what)
 {
     if (memcmp(a, b, sizeof(*a)) != 0)
-        FAIL("%s: outcome differs (rc %ld vs %ld)", what, a->rc, b->rc);
+        TEST_FAIL("%s: outcome differs (rc %ld vs %ld)", what, a->rc, b->rc);
 }
 
 /* Parses input all at once and byte by byte in both modes; all must give
@@ -102,7 +103,7 @@ static outcome_t check_parse(const char *name, const char *input, size_t len,
         expected = (long)len;
     outcome_t whole = parse_guarded(input, len, 0, opts, max_headers);
     if (whole.rc != expected)
-        FAIL("%s: parse gave %ld (%s), expected %ld (%s)", name, whole.rc,
+        TEST_FAIL("%s: parse gave %ld (%s), expected %ld (%s)", name, whole.rc,
              px_http_strerror(whole.rc), expected, px_http_strerror(expected));
     outcome_t bytes = parse_byte_by_byte(input, len, false, opts, max_headers);
     assert_same_outcome(&bytes, &whole, name);
@@ -123,7 +124,8 @@ static const request_case_t valid_requests[] = {
     {"get", "GET / HTTP/1.1\r\n" HOST "\r\n", 0},
     {"post_with_length",
      "POST /submit?x=1 HTTP/1.1\r\n" HOST "Content-Length: 5\r\n"
-     "Content-Type: text/plain\r\n\r\n", 0},
+     "Content-Type: text/plain\r\n\r\n",
+     0},
     {"http10_without_host", "GET /index.html HTTP/1.0\r\n\r\n", 0},
     {"http10_with_headers", "HEAD / HTTP/1.0\r\nUser-Agent: t\r\n\r\n", 0},
     {"empty_lines_before", "\r\n\r\nGET / HTTP/1.1\r\n" HOST "\r\n", 0},
@@ -134,13 +136,18 @@ static const request_case_t valid_requests[] = {
     {"ipv6_host", "GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", 0},
     {"value_tab_and_obs_text",
      "GET / HTTP/1.1\r\n" HOST "X-V: a\tb \x80\xff z\r\n\r\n", 0},
-    {"value_whitespace_trimmed", "GET / HTTP/1.1\r\n" HOST "X:  \t v \t \r\n\r\n", 0},
+    {"value_whitespace_trimmed",
+     "GET / HTTP/1.1\r\n" HOST "X:  \t v \t \r\n\r\n", 0},
     {"long_values",
-     "GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\n"
-     HOST "User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101\r\n"
-     "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n"
-     "\r\n", 0},
-    {"token_chars_in_name", "GET / HTTP/1.1\r\n" HOST "!#$%&'*+-.^_`|~09aZ: v\r\n\r\n", 0},
+     "GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa "
+     "HTTP/1.1\r\n" HOST
+     "User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101\r\n"
+     "Accept: "
+     "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n"
+     "\r\n",
+     0},
+    {"token_chars_in_name",
+     "GET / HTTP/1.1\r\n" HOST "!#$%&'*+-.^_`|~09aZ: v\r\n\r\n", 0},
     {"pipelined_rest_ignored",
      "GET /1 HTTP/1.1\r\n" HOST "\r\nGET /2 HTTP/1.1\r\n" HOST "\r\n",
      (long)sizeof("GET /1 HTTP/1.1\r\n" HOST "\r\n") - 1},
@@ -162,62 +169,86 @@ static const request_case_t invalid_requests[] = {
     {"http09", "GET /\r\n\r\n", PX_HTTP_E_REQUEST_LINE},
     {"target_control", "GET /\x01 HTTP/1.1\r\n" HOST "\r\n", PX_HTTP_E_TARGET},
     {"target_del", "GET /\x7f HTTP/1.1\r\n" HOST "\r\n", PX_HTTP_E_TARGET},
-    {"target_non_ascii", "GET /\xc3\xa9 HTTP/1.1\r\n" HOST "\r\n", PX_HTTP_E_TARGET},
+    {"target_non_ascii", "GET /\xc3\xa9 HTTP/1.1\r\n" HOST "\r\n",
+     PX_HTTP_E_TARGET},
     {"target_tab", "GET /a\tb HTTP/1.1\r\n" HOST "\r\n", PX_HTTP_E_TARGET},
     {"target_relative", "GET a/b HTTP/1.1\r\n" HOST "\r\n", PX_HTTP_E_TARGET},
-    {"target_asterisk_not_options", "GET * HTTP/1.1\r\n" HOST "\r\n", PX_HTTP_E_TARGET},
-    {"version_2", "GET / HTTP/2.0\r\n" HOST "\r\n", PX_HTTP_E_VERSION_NOT_SUPPORTED},
-    {"version_1_2", "GET / HTTP/1.2\r\n" HOST "\r\n", PX_HTTP_E_VERSION_NOT_SUPPORTED},
-    {"version_0_9", "GET / HTTP/0.9\r\n" HOST "\r\n", PX_HTTP_E_VERSION_NOT_SUPPORTED},
+    {"target_asterisk_not_options", "GET * HTTP/1.1\r\n" HOST "\r\n",
+     PX_HTTP_E_TARGET},
+    {"version_2", "GET / HTTP/2.0\r\n" HOST "\r\n",
+     PX_HTTP_E_VERSION_NOT_SUPPORTED},
+    {"version_1_2", "GET / HTTP/1.2\r\n" HOST "\r\n",
+     PX_HTTP_E_VERSION_NOT_SUPPORTED},
+    {"version_0_9", "GET / HTTP/0.9\r\n" HOST "\r\n",
+     PX_HTTP_E_VERSION_NOT_SUPPORTED},
     {"version_lower_case", "GET / http/1.1\r\n" HOST "\r\n", PX_HTTP_E_VERSION},
     {"version_https", "GET / HTTPS/1.1\r\n" HOST "\r\n", PX_HTTP_E_VERSION},
-    {"version_two_digits", "GET / HTTP/1.10\r\n" HOST "\r\n", PX_HTTP_E_VERSION},
+    {"version_two_digits", "GET / HTTP/1.10\r\n" HOST "\r\n",
+     PX_HTTP_E_VERSION},
     {"version_no_dot", "GET / HTTP/11\r\n" HOST "\r\n", PX_HTTP_E_VERSION},
-    {"version_trailing_space", "GET / HTTP/1.1 \r\n" HOST "\r\n", PX_HTTP_E_VERSION},
+    {"version_trailing_space", "GET / HTTP/1.1 \r\n" HOST "\r\n",
+     PX_HTTP_E_VERSION},
     {"request_line_bare_lf", "GET / HTTP/1.1\n" HOST "\r\n", PX_HTTP_E_BARE_LF},
-    {"request_line_bare_cr", "GET / HTTP/1.1\rHost: a\r\n\r\n", PX_HTTP_E_BARE_CR},
+    {"request_line_bare_cr", "GET / HTTP/1.1\rHost: a\r\n\r\n",
+     PX_HTTP_E_BARE_CR},
     {"leading_bare_lf", "\nGET / HTTP/1.1\r\n" HOST "\r\n", PX_HTTP_E_BARE_LF},
     {"leading_bare_cr", "\rGET / HTTP/1.1\r\n" HOST "\r\n", PX_HTTP_E_BARE_CR},
-    {"obs_fold", "GET / HTTP/1.1\r\n" HOST "X: a\r\n b\r\n\r\n", PX_HTTP_E_OBS_FOLD},
-    {"obs_fold_tab", "GET / HTTP/1.1\r\n" HOST "X: a\r\n\tb\r\n\r\n", PX_HTTP_E_OBS_FOLD},
-    {"space_before_first_field", "GET / HTTP/1.1\r\n " HOST "\r\n", PX_HTTP_E_OBS_FOLD},
+    {"obs_fold", "GET / HTTP/1.1\r\n" HOST "X: a\r\n b\r\n\r\n",
+     PX_HTTP_E_OBS_FOLD},
+    {"obs_fold_tab", "GET / HTTP/1.1\r\n" HOST "X: a\r\n\tb\r\n\r\n",
+     PX_HTTP_E_OBS_FOLD},
+    {"space_before_first_field", "GET / HTTP/1.1\r\n " HOST "\r\n",
+     PX_HTTP_E_OBS_FOLD},
     {"space_before_colon", "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
      PX_HTTP_E_SPACE_BEFORE_COLON},
-    {"tab_before_colon", "GET / HTTP/1.1\r\n" HOST "Content-Length\t: 5\r\n\r\n",
+    {"tab_before_colon",
+     "GET / HTTP/1.1\r\n" HOST "Content-Length\t: 5\r\n\r\n",
      PX_HTTP_E_SPACE_BEFORE_COLON},
-    {"empty_field_name", "GET / HTTP/1.1\r\n" HOST ": v\r\n\r\n", PX_HTTP_E_HEADER_NAME},
-    {"bad_field_name", "GET / HTTP/1.1\r\n" HOST "X(y): v\r\n\r\n", PX_HTTP_E_HEADER_NAME},
-    {"field_without_colon", "GET / HTTP/1.1\r\n" HOST "Xyz\r\n\r\n", PX_HTTP_E_HEADER_NAME},
-    {"value_control", "GET / HTTP/1.1\r\n" HOST "X: a\x01z\r\n\r\n", PX_HTTP_E_HEADER_VALUE},
-    {"value_escape", "GET / HTTP/1.1\r\n" HOST "X: \x1b[0m\r\n\r\n", PX_HTTP_E_HEADER_VALUE},
-    {"value_del", "GET / HTTP/1.1\r\n" HOST "X: abcdefgh\x7fz\r\n\r\n", PX_HTTP_E_HEADER_VALUE},
-    {"value_bare_cr", "GET / HTTP/1.1\r\n" HOST "X: a\rb\r\n\r\n", PX_HTTP_E_BARE_CR},
-    {"value_bare_lf", "GET / HTTP/1.1\r\n" HOST "X: a\nY: b\r\n\r\n", PX_HTTP_E_BARE_LF},
+    {"empty_field_name", "GET / HTTP/1.1\r\n" HOST ": v\r\n\r\n",
+     PX_HTTP_E_HEADER_NAME},
+    {"bad_field_name", "GET / HTTP/1.1\r\n" HOST "X(y): v\r\n\r\n",
+     PX_HTTP_E_HEADER_NAME},
+    {"field_without_colon", "GET / HTTP/1.1\r\n" HOST "Xyz\r\n\r\n",
+     PX_HTTP_E_HEADER_NAME},
+    {"value_control", "GET / HTTP/1.1\r\n" HOST "X: a\x01z\r\n\r\n",
+     PX_HTTP_E_HEADER_VALUE},
+    {"value_escape", "GET / HTTP/1.1\r\n" HOST "X: \x1b[0m\r\n\r\n",
+     PX_HTTP_E_HEADER_VALUE},
+    {"value_del", "GET / HTTP/1.1\r\n" HOST "X: abcdefgh\x7fz\r\n\r\n",
+     PX_HTTP_E_HEADER_VALUE},
+    {"value_bare_cr", "GET / HTTP/1.1\r\n" HOST "X: a\rb\r\n\r\n",
+     PX_HTTP_E_BARE_CR},
+    {"value_bare_lf", "GET / HTTP/1.1\r\n" HOST "X: a\nY: b\r\n\r\n",
+     PX_HTTP_E_BARE_LF},
     {"end_bare_lf", "GET / HTTP/1.1\r\n" HOST "\n", PX_HTTP_E_BARE_LF},
     {"end_bare_cr", "GET / HTTP/1.1\r\n" HOST "\rX", PX_HTTP_E_BARE_CR},
-    {"missing_host", "GET / HTTP/1.1\r\nAccept: */*\r\n\r\n", PX_HTTP_E_MISSING_HOST},
-    {"repeated_host", "GET / HTTP/1.1\r\n" HOST "host: other\r\n\r\n", PX_HTTP_E_HOST},
-    {"repeated_host_http10", "GET / HTTP/1.0\r\n" HOST HOST "\r\n", PX_HTTP_E_HOST},
+    {"missing_host", "GET / HTTP/1.1\r\nAccept: */*\r\n\r\n",
+     PX_HTTP_E_MISSING_HOST},
+    {"repeated_host", "GET / HTTP/1.1\r\n" HOST "host: other\r\n\r\n",
+     PX_HTTP_E_HOST},
+    {"repeated_host_http10", "GET / HTTP/1.0\r\n" HOST HOST "\r\n",
+     PX_HTTP_E_HOST},
     {"host_with_space", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", PX_HTTP_E_HOST},
     {"host_with_slash", "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", PX_HTTP_E_HOST},
-    {"host_with_userinfo", "GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", PX_HTTP_E_HOST},
+    {"host_with_userinfo", "GET / HTTP/1.1\r\nHost: u@a\r\n\r\n",
+     PX_HTTP_E_HOST},
     {"truncated", "GET / HTTP/1.1\r\n" HOST, PX_HTTP_INCOMPLETE},
     {"truncated_version", "GET / HTTP/1.", PX_HTTP_INCOMPLETE},
     {"only_empty_lines", "\r\n\r\n\r\n", PX_HTTP_INCOMPLETE},
 };
 
-static void test_valid_requests(void)
+HTTP_TEST(test_valid_requests)
 {
-    for (size_t i = 0; i < TEST_COUNT(valid_requests); i++) {
+    for (size_t i = 0; i < COUNT_OF(valid_requests); i++) {
         const request_case_t *c = &valid_requests[i];
         check_parse(c->name, c->input, strlen(c->input), c->expected, NULL,
                     MAX_TEST_HEADERS);
     }
 }
 
-static void test_invalid_requests(void)
+HTTP_TEST(test_invalid_requests)
 {
-    for (size_t i = 0; i < TEST_COUNT(invalid_requests); i++) {
+    for (size_t i = 0; i < COUNT_OF(invalid_requests); i++) {
         const request_case_t *c = &invalid_requests[i];
         check_parse(c->name, c->input, strlen(c->input), c->expected, NULL,
                     MAX_TEST_HEADERS);
@@ -233,7 +264,7 @@ static void parse_plain(const char *input, px_http_request_t *req,
     ASSERT_INT_EQ(rc, (long)strlen(input));
 }
 
-static void test_request_fields(void)
+HTTP_TEST(test_request_fields)
 {
     px_http_request_t req;
     px_http_header_t h[8];
@@ -262,19 +293,20 @@ static void test_request_fields(void)
         const char *name;
         px_http_method_t id;
     } methods[] = {
-        {"GET", PX_HTTP_METHOD_GET},         {"HEAD", PX_HTTP_METHOD_HEAD},
-        {"PUT", PX_HTTP_METHOD_PUT},         {"OPTIONS", PX_HTTP_METHOD_OPTIONS},
-        {"TRACE", PX_HTTP_METHOD_TRACE},     {"PATCH", PX_HTTP_METHOD_PATCH},
+        {"GET", PX_HTTP_METHOD_GET},     {"HEAD", PX_HTTP_METHOD_HEAD},
+        {"PUT", PX_HTTP_METHOD_PUT},     {"OPTIONS", PX_HTTP_METHOD_OPTIONS},
+        {"TRACE", PX_HTTP_METHOD_TRACE}, {"PATCH", PX_HTTP_METHOD_PATCH},
     };
-    for (size_t i = 0; i < TEST_COUNT(methods); i++) {
+    for (size_t i = 0; i < COUNT_OF(methods); i++) {
         char input[64];
-        snprintf(input, sizeof(input), "%s / HTTP/1.0\r\n\r\n", methods[i].name);
+        snprintf(input, sizeof(input), "%s / HTTP/1.0\r\n\r\n",
+                 methods[i].name);
         parse_plain(input, &req, h, 8);
         ASSERT_INT_EQ(req.method_id, methods[i].id);
     }
 }
 
-static void test_unknown_methods_allowed(void)
+HTTP_TEST(test_unknown_methods_allowed)
 {
     px_http_options_t opts = {0};
     opts.allow_unknown_methods = 1;
@@ -284,8 +316,8 @@ static void test_unknown_methods_allowed(void)
     ASSERT_INT_EQ(o.method_id, PX_HTTP_METHOD_OTHER);
     ASSERT_INT_EQ(o.method_len, 8);
     input = "CONNECT example.com:443 HTTP/1.1\r\n" HOST "\r\n";
-    check_parse("connect", input, strlen(input), PX_HTTP_E_METHOD_NOT_IMPLEMENTED,
-                &opts, MAX_TEST_HEADERS);
+    check_parse("connect", input, strlen(input),
+                PX_HTTP_E_METHOD_NOT_IMPLEMENTED, &opts, MAX_TEST_HEADERS);
 }
 
 /* Builds "GET /<target_len - 1 a's> HTTP/1.1\r\nHost: x\r\n<pad>\r\n" with
@@ -308,7 +340,7 @@ static size_t build_request(char *out, size_t target_len, size_t head_len)
     return n;
 }
 
-static void test_uri_limit(void)
+HTTP_TEST(test_uri_limit)
 {
     px_http_options_t opts = {0};
     opts.max_uri_size = 64;
@@ -322,11 +354,11 @@ static void test_uri_limit(void)
     opts.max_uri_size = 1000;
     opts.max_header_size = 100;
     len = build_request(buf, 200, 0);
-    check_parse("uri_over_head_limit", buf, len, PX_HTTP_E_HEAD_TOO_LARGE, &opts,
-                MAX_TEST_HEADERS);
+    check_parse("uri_over_head_limit", buf, len, PX_HTTP_E_HEAD_TOO_LARGE,
+                &opts, MAX_TEST_HEADERS);
 }
 
-static void test_head_size_limit(void)
+HTTP_TEST(test_head_size_limit)
 {
     px_http_options_t opts = {0};
     opts.max_header_size = 200;
@@ -345,35 +377,39 @@ static void test_head_size_limit(void)
     /* The default limit: 16 KiB. */
     static char big[17 * 1024];
     len = build_request(big, 8, 16 * 1024);
-    ASSERT_INT_EQ(px_http_parse_request(big, len, 0, NULL, &(px_http_request_t){0},
+    ASSERT_RESULT_EQ(px_http_parse_request(big, len, 0, NULL,
+                                        &(px_http_request_t){0},
                                         (px_http_header_t[4]){{0}}, 4),
                   (long)len);
     len = build_request(big, 8, 16 * 1024 + 1);
-    ASSERT_INT_EQ(px_http_parse_request(big, len, 0, NULL, &(px_http_request_t){0},
+    ASSERT_RESULT_EQ(px_http_parse_request(big, len, 0, NULL,
+                                        &(px_http_request_t){0},
                                         (px_http_header_t[4]){{0}}, 4),
                   PX_HTTP_E_HEAD_TOO_LARGE);
 }
 
-static void test_header_count_limit(void)
+HTTP_TEST(test_header_count_limit)
 {
     const char *three = "GET / HTTP/1.1\r\n" HOST "A: 1\r\nB: 2\r\n\r\n";
     const char *four = "GET / HTTP/1.1\r\n" HOST "A: 1\r\nB: 2\r\nC: 3\r\n\r\n";
     px_http_options_t opts = {0};
     opts.max_headers = 3;
-    check_parse("three_of_three", three, strlen(three), 0, &opts, MAX_TEST_HEADERS);
+    check_parse("three_of_three", three, strlen(three), 0, &opts,
+                MAX_TEST_HEADERS);
     check_parse("four_of_three", four, strlen(four), PX_HTTP_E_TOO_MANY_HEADERS,
                 &opts, MAX_TEST_HEADERS);
     /* The caller's array is a limit too. */
     check_parse("array_of_three", three, strlen(three), 0, NULL, 3);
-    check_parse("array_too_small", four, strlen(four), PX_HTTP_E_TOO_MANY_HEADERS,
-                NULL, 3);
+    check_parse("array_too_small", four, strlen(four),
+                PX_HTTP_E_TOO_MANY_HEADERS, NULL, 3);
 }
 
-static void test_pipelined(void)
+HTTP_TEST(test_pipelined)
 {
-    const char *input = "POST /a HTTP/1.1\r\n" HOST "Content-Length: 3\r\n\r\nabc"
-                        "GET /b HTTP/1.1\r\n" HOST "\r\n"
-                        "\r\nGET /c HTTP/1.0\r\n\r\n";
+    const char *input =
+        "POST /a HTTP/1.1\r\n" HOST "Content-Length: 3\r\n\r\nabc"
+        "GET /b HTTP/1.1\r\n" HOST "\r\n"
+        "\r\nGET /c HTTP/1.0\r\n\r\n";
     size_t len = strlen(input);
     guarded_t g = guarded_copy(input, len);
     const char *p = g.data, *end = g.data + len;
@@ -381,10 +417,11 @@ static void test_pipelined(void)
     px_http_header_t h[8];
     px_http_framing_t framing;
 
-    ssize_t n = px_http_parse_request(p, (size_t)(end - p), 0, NULL, &req, h, 8);
+    ssize_t n =
+        px_http_parse_request(p, (size_t)(end - p), 0, NULL, &req, h, 8);
     ASSERT_TRUE(n > 0);
     ASSERT_SPAN_EQ(req.target, req.target_len, "/a");
-    ASSERT_INT_EQ(px_http_request_framing(&req, NULL, &framing), 0);
+    ASSERT_RESULT_EQ(px_http_request_framing(&req, NULL, &framing), 0);
     ASSERT_INT_EQ(framing.body, PX_HTTP_BODY_LENGTH);
     ASSERT_INT_EQ(framing.content_length, 3);
     p += n;
@@ -394,7 +431,7 @@ static void test_pipelined(void)
     n = px_http_parse_request(p, (size_t)(end - p), 0, NULL, &req, h, 8);
     ASSERT_TRUE(n > 0);
     ASSERT_SPAN_EQ(req.target, req.target_len, "/b");
-    ASSERT_INT_EQ(px_http_request_framing(&req, NULL, &framing), 0);
+    ASSERT_RESULT_EQ(px_http_request_framing(&req, NULL, &framing), 0);
     ASSERT_INT_EQ(framing.body, PX_HTTP_BODY_NONE);
     ASSERT_INT_EQ(framing.keep_alive, 1);
     p += n;
@@ -402,7 +439,7 @@ static void test_pipelined(void)
     n = px_http_parse_request(p, (size_t)(end - p), 0, NULL, &req, h, 8);
     ASSERT_INT_EQ(n, (long)(end - p));
     ASSERT_SPAN_EQ(req.target, req.target_len, "/c");
-    ASSERT_INT_EQ(px_http_request_framing(&req, NULL, &framing), 0);
+    ASSERT_RESULT_EQ(px_http_request_framing(&req, NULL, &framing), 0);
     ASSERT_INT_EQ(framing.keep_alive, 0);
     guarded_free(&g);
 }
@@ -428,25 +465,31 @@ static const framing_case_t framing_cases[] = {
     {"close_lookalike", HOST "Connection: closed, xclose\r\n", 1, 0,
      PX_HTTP_BODY_NONE, 0, 1, 0},
     {"http10_default", "", 0, 0, PX_HTTP_BODY_NONE, 0, 0, 0},
-    {"http10_keep_alive", "Connection: keep-alive\r\n", 0, 0, PX_HTTP_BODY_NONE, 0, 1, 0},
+    {"http10_keep_alive", "Connection: keep-alive\r\n", 0, 0, PX_HTTP_BODY_NONE,
+     0, 1, 0},
     {"http10_keep_alive_list", "Connection: foo ,\tKeep-Alive\r\n", 0, 0,
      PX_HTTP_BODY_NONE, 0, 1, 0},
     {"http10_keep_alive_and_close", "Connection: keep-alive, close\r\n", 0, 0,
      PX_HTTP_BODY_NONE, 0, 0, 0},
-    {"content_length", HOST "Content-Length: 5\r\n", 1, 0, PX_HTTP_BODY_LENGTH, 5, 1, 0},
-    {"content_length_zero", HOST "Content-Length: 0\r\n", 1, 0, PX_HTTP_BODY_LENGTH, 0, 1, 0},
+    {"content_length", HOST "Content-Length: 5\r\n", 1, 0, PX_HTTP_BODY_LENGTH,
+     5, 1, 0},
+    {"content_length_zero", HOST "Content-Length: 0\r\n", 1, 0,
+     PX_HTTP_BODY_LENGTH, 0, 1, 0},
     {"content_length_leading_zeros", HOST "content-length: 007\r\n", 1, 0,
      PX_HTTP_BODY_LENGTH, 7, 1, 0},
-    {"content_length_http10", "Content-Length: 12\r\n", 0, 0, PX_HTTP_BODY_LENGTH, 12, 0, 0},
+    {"content_length_http10", "Content-Length: 12\r\n", 0, 0,
+     PX_HTTP_BODY_LENGTH, 12, 0, 0},
     {"content_length_at_limit", HOST "Content-Length: 1048576\r\n", 1, 0,
      PX_HTTP_BODY_LENGTH, 1048576, 1, 0},
     {"content_length_over_limit", HOST "Content-Length: 1048577\r\n", 1,
      PX_HTTP_E_BODY_TOO_LARGE, PX_HTTP_BODY_NONE, 0, 0, 0},
     /* Equal duplicates are allowed by RFC 9112 §6.3; we choose to reject. */
-    {"content_length_repeated_equal", HOST "Content-Length: 5\r\nContent-Length: 5\r\n",
-     1, PX_HTTP_E_REPEATED_CONTENT_LENGTH, PX_HTTP_BODY_NONE, 0, 0, 0},
-    {"content_length_repeated", HOST "Content-Length: 5\r\nContent-Length: 6\r\n",
-     1, PX_HTTP_E_REPEATED_CONTENT_LENGTH, PX_HTTP_BODY_NONE, 0, 0, 0},
+    {"content_length_repeated_equal",
+     HOST "Content-Length: 5\r\nContent-Length: 5\r\n", 1,
+     PX_HTTP_E_REPEATED_CONTENT_LENGTH, PX_HTTP_BODY_NONE, 0, 0, 0},
+    {"content_length_repeated",
+     HOST "Content-Length: 5\r\nContent-Length: 6\r\n", 1,
+     PX_HTTP_E_REPEATED_CONTENT_LENGTH, PX_HTTP_BODY_NONE, 0, 0, 0},
     {"content_length_list", HOST "Content-Length: 5, 5\r\n", 1,
      PX_HTTP_E_CONTENT_LENGTH, PX_HTTP_BODY_NONE, 0, 0, 0},
     {"content_length_plus", HOST "Content-Length: +5\r\n", 1,
@@ -459,11 +502,12 @@ static const framing_case_t framing_cases[] = {
      PX_HTTP_E_CONTENT_LENGTH, PX_HTTP_BODY_NONE, 0, 0, 0},
     {"content_length_hex", HOST "Content-Length: 0x10\r\n", 1,
      PX_HTTP_E_CONTENT_LENGTH, PX_HTTP_BODY_NONE, 0, 0, 0},
-    {"content_length_overflow", HOST "Content-Length: 18446744073709551616\r\n", 1,
-     PX_HTTP_E_CONTENT_LENGTH, PX_HTTP_BODY_NONE, 0, 0, 0},
-    {"content_length_max_u64", HOST "Content-Length: 18446744073709551615\r\n", 1,
-     PX_HTTP_E_BODY_TOO_LARGE, PX_HTTP_BODY_NONE, 0, 0, 0},
-    {"chunked", HOST "Transfer-Encoding: chunked\r\n", 1, 0, PX_HTTP_BODY_CHUNKED, 0, 1, 0},
+    {"content_length_overflow", HOST "Content-Length: 18446744073709551616\r\n",
+     1, PX_HTTP_E_CONTENT_LENGTH, PX_HTTP_BODY_NONE, 0, 0, 0},
+    {"content_length_max_u64", HOST "Content-Length: 18446744073709551615\r\n",
+     1, PX_HTTP_E_BODY_TOO_LARGE, PX_HTTP_BODY_NONE, 0, 0, 0},
+    {"chunked", HOST "Transfer-Encoding: chunked\r\n", 1, 0,
+     PX_HTTP_BODY_CHUNKED, 0, 1, 0},
     {"chunked_case", HOST "transfer-encoding: ChUnKeD\r\n", 1, 0,
      PX_HTTP_BODY_CHUNKED, 0, 1, 0},
     {"chunked_empty_elements", HOST "Transfer-Encoding: ,chunked,\r\n", 1, 0,
@@ -476,20 +520,21 @@ static const framing_case_t framing_cases[] = {
      PX_HTTP_E_TE_NOT_CHUNKED, PX_HTTP_BODY_NONE, 0, 0, 0},
     {"te_identity", HOST "Transfer-Encoding: identity\r\n", 1,
      PX_HTTP_E_TE_NOT_CHUNKED, PX_HTTP_BODY_NONE, 0, 0, 0},
-    {"te_empty", HOST "Transfer-Encoding:\r\n", 1,
-     PX_HTTP_E_TE_NOT_CHUNKED, PX_HTTP_BODY_NONE, 0, 0, 0},
+    {"te_empty", HOST "Transfer-Encoding:\r\n", 1, PX_HTTP_E_TE_NOT_CHUNKED,
+     PX_HTTP_BODY_NONE, 0, 0, 0},
     {"te_with_parameter", HOST "Transfer-Encoding: chunked;q=1\r\n", 1,
      PX_HTTP_E_TE_NOT_CHUNKED, PX_HTTP_BODY_NONE, 0, 0, 0},
-    {"te_unknown_before_chunked", HOST "Transfer-Encoding: gzip, chunked\r\n", 1,
-     PX_HTTP_E_TRANSFER_ENCODING, PX_HTTP_BODY_NONE, 0, 0, 0},
-    {"te_unknown_on_first_line", HOST "Transfer-Encoding: x\r\nTransfer-Encoding: chunked\r\n",
+    {"te_unknown_before_chunked", HOST "Transfer-Encoding: gzip, chunked\r\n",
      1, PX_HTTP_E_TRANSFER_ENCODING, PX_HTTP_BODY_NONE, 0, 0, 0},
+    {"te_unknown_on_first_line",
+     HOST "Transfer-Encoding: x\r\nTransfer-Encoding: chunked\r\n", 1,
+     PX_HTTP_E_TRANSFER_ENCODING, PX_HTTP_BODY_NONE, 0, 0, 0},
     {"te_chunked_twice", HOST "Transfer-Encoding: chunked, chunked\r\n", 1,
      PX_HTTP_E_TRANSFER_ENCODING, PX_HTTP_BODY_NONE, 0, 0, 0},
-    {"te_http10", "Transfer-Encoding: chunked\r\n", 0,
-     PX_HTTP_E_TE_HTTP10, PX_HTTP_BODY_NONE, 0, 0, 0},
-    {"expect_continue", HOST "Expect: 100-continue\r\nContent-Length: 5\r\n", 1, 0,
-     PX_HTTP_BODY_LENGTH, 5, 1, 1},
+    {"te_http10", "Transfer-Encoding: chunked\r\n", 0, PX_HTTP_E_TE_HTTP10,
+     PX_HTTP_BODY_NONE, 0, 0, 0},
+    {"expect_continue", HOST "Expect: 100-continue\r\nContent-Length: 5\r\n", 1,
+     0, PX_HTTP_BODY_LENGTH, 5, 1, 1},
     {"expect_continue_case", HOST "Expect: 100-Continue\r\n", 1, 0,
      PX_HTTP_BODY_NONE, 0, 1, 1},
     {"expect_continue_http10", "Expect: 100-continue\r\n", 0, 0,
@@ -502,9 +547,9 @@ static const framing_case_t framing_cases[] = {
      PX_HTTP_E_BODY_TOO_LARGE, PX_HTTP_BODY_NONE, 0, 0, 1},
 };
 
-static void test_framing(void)
+HTTP_TEST(test_framing)
 {
-    for (size_t i = 0; i < TEST_COUNT(framing_cases); i++) {
+    for (size_t i = 0; i < COUNT_OF(framing_cases); i++) {
         const framing_case_t *c = &framing_cases[i];
         char input[512];
         int len = snprintf(input, sizeof(input), "POST / HTTP/1.%d\r\n%s\r\n",
@@ -513,39 +558,44 @@ static void test_framing(void)
         px_http_request_t req;
         px_http_header_t h[MAX_TEST_HEADERS];
         px_http_framing_t framing;
-        ASSERT_INT_EQ(px_http_parse_request(input, (size_t)len, 0, NULL, &req, h,
-                                            MAX_TEST_HEADERS),
+        ASSERT_RESULT_EQ(px_http_parse_request(input, (size_t)len, 0, NULL, &req,
+                                            h, MAX_TEST_HEADERS),
                       len);
         long rc = px_http_request_framing(&req, NULL, &framing);
         if (rc != c->expected)
-            FAIL("%s: framing gave %ld (%s), expected %ld (%s)", c->name, rc,
-                 px_http_strerror(rc), c->expected, px_http_strerror(c->expected));
-        if (framing.body != c->body || framing.content_length != c->content_length ||
+            TEST_FAIL("%s: framing gave %ld (%s), expected %ld (%s)", c->name, rc,
+                 px_http_strerror(rc), c->expected,
+                 px_http_strerror(c->expected));
+        if (framing.body != c->body ||
+            framing.content_length != c->content_length ||
             framing.keep_alive != c->keep_alive ||
             framing.expect_continue != c->expect_continue)
-            FAIL("%s: framing body %d length %llu keep-alive %d expect %d", c->name,
-                 framing.body, (unsigned long long)framing.content_length,
-                 framing.keep_alive, framing.expect_continue);
+            TEST_FAIL("%s: framing body %d length %llu keep-alive %d expect %d",
+                 c->name, framing.body,
+                 (unsigned long long)framing.content_length, framing.keep_alive,
+                 framing.expect_continue);
     }
 }
 
-static void test_max_body_size_option(void)
+HTTP_TEST(test_max_body_size_option)
 {
-    const char *input = "POST / HTTP/1.1\r\n" HOST "Content-Length: 101\r\n\r\n";
+    const char *input =
+        "POST / HTTP/1.1\r\n" HOST "Content-Length: 101\r\n\r\n";
     px_http_request_t req;
     px_http_header_t h[4];
     px_http_framing_t framing;
     parse_plain(input, &req, h, 4);
     px_http_options_t opts = {0};
     opts.max_body_size = 100;
-    ASSERT_INT_EQ(px_http_request_framing(&req, &opts, &framing),
+    ASSERT_RESULT_EQ(px_http_request_framing(&req, &opts, &framing),
                   PX_HTTP_E_BODY_TOO_LARGE);
     opts.max_body_size = 101;
-    ASSERT_INT_EQ(px_http_request_framing(&req, &opts, &framing), 0);
+    ASSERT_RESULT_EQ(px_http_request_framing(&req, &opts, &framing), 0);
     opts.max_body_size = UINT64_MAX;
-    input = "POST / HTTP/1.1\r\n" HOST "Content-Length: 18446744073709551615\r\n\r\n";
+    input = "POST / HTTP/1.1\r\n" HOST
+            "Content-Length: 18446744073709551615\r\n\r\n";
     parse_plain(input, &req, h, 4);
-    ASSERT_INT_EQ(px_http_request_framing(&req, &opts, &framing), 0);
+    ASSERT_RESULT_EQ(px_http_request_framing(&req, &opts, &framing), 0);
     ASSERT_TRUE(framing.content_length == UINT64_MAX);
 }
 
@@ -555,31 +605,33 @@ static bool rfc_tchar(int c)
            (c >= 'A' && c <= 'Z') || (c != 0 && strchr("!#$%&'*+-.^_`|~", c));
 }
 
-static void test_char_classes(void)
+HTTP_TEST(test_char_classes)
 {
     for (int c = 0; c < 256; c++) {
         bool alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
                      (c >= 'A' && c <= 'Z');
         bool token = rfc_tchar(c);
-        bool value = c == '\t' || c == ' ' || (c >= 0x21 && c <= 0x7e) || c >= 0x80;
+        bool value =
+            c == '\t' || c == ' ' || (c >= 0x21 && c <= 0x7e) || c >= 0x80;
         bool target = c >= 0x21 && c <= 0x7e;
         bool host = alnum || (c != 0 && strchr("-._~%!$&'()*+,;=:[]", c));
         bool hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
                    (c >= 'A' && c <= 'F');
-        unsigned char expected = (unsigned char)((token ? PX__HTTP_TOKEN : 0) |
-                                                 (value ? PX__HTTP_VALUE : 0) |
-                                                 (target ? PX__HTTP_TARGET : 0) |
-                                                 (host ? PX__HTTP_HOST : 0) |
-                                                 (hex ? PX__HTTP_HEX : 0));
+        unsigned char expected =
+            (unsigned char)((token ? PX__HTTP_TOKEN : 0) |
+                            (value ? PX__HTTP_VALUE : 0) |
+                            (target ? PX__HTTP_TARGET : 0) |
+                            (host ? PX__HTTP_HOST : 0) |
+                            (hex ? PX__HTTP_HEX : 0));
         if (px__http_char_class[c] != expected)
-            FAIL("class of 0x%02x is %d, expected %d", c, px__http_char_class[c],
-                 expected);
+            TEST_FAIL("class of 0x%02x is %d, expected %d", c,
+                 px__http_char_class[c], expected);
     }
 }
 
 /* Every control byte, at every offset modulo 8 in a long value, is found:
  * this covers the word-at-a-time scan's edges. */
-static void test_value_scan_every_position(void)
+HTTP_TEST(test_value_scan_every_position)
 {
     for (int bad = 0; bad < 0x80; bad++) {
         if (bad >= 0x20 && bad != 0x7f)
@@ -592,20 +644,23 @@ static void test_value_scan_every_position(void)
             memset(input + n, 'v', 24);
             input[n + (int)pos] = (char)bad;
             n += 24;
-            n += snprintf(input + n, sizeof(input) - (size_t)n, "\r\n" HOST "\r\n");
-            outcome_t o = parse_guarded(input, (size_t)n, 0, NULL, MAX_TEST_HEADERS);
-            long expected = bad == '\r' ? PX_HTTP_E_BARE_CR
+            n += snprintf(input + n, sizeof(input) - (size_t)n,
+                          "\r\n" HOST "\r\n");
+            outcome_t o =
+                parse_guarded(input, (size_t)n, 0, NULL, MAX_TEST_HEADERS);
+            long expected = bad == '\r'   ? PX_HTTP_E_BARE_CR
                             : bad == '\n' ? PX_HTTP_E_BARE_LF
                                           : PX_HTTP_E_HEADER_VALUE;
             if (o.rc != expected)
-                FAIL("byte 0x%02x at %zu: %ld", bad, pos, o.rc);
+                TEST_FAIL("byte 0x%02x at %zu: %ld", bad, pos, o.rc);
         }
     }
 }
 
-static void test_target_scan_every_position(void)
+HTTP_TEST(test_target_scan_every_position)
 {
-    static const unsigned char bad_bytes[] = {0x00, 0x09, 0x1f, 0x7f, 0x80, 0xff};
+    static const unsigned char bad_bytes[] = {0x00, 0x09, 0x1f,
+                                              0x7f, 0x80, 0xff};
     for (size_t b = 0; b < sizeof(bad_bytes); b++) {
         for (size_t pos = 1; pos < 24; pos++) {
             char input[128];
@@ -614,29 +669,32 @@ static void test_target_scan_every_position(void)
             input[n] = '/';
             input[n + (int)pos] = (char)bad_bytes[b];
             n += 24;
-            n += snprintf(input + n, sizeof(input) - (size_t)n, " HTTP/1.1\r\n" HOST "\r\n");
-            outcome_t o = parse_guarded(input, (size_t)n, 0, NULL, MAX_TEST_HEADERS);
+            n += snprintf(input + n, sizeof(input) - (size_t)n,
+                          " HTTP/1.1\r\n" HOST "\r\n");
+            outcome_t o =
+                parse_guarded(input, (size_t)n, 0, NULL, MAX_TEST_HEADERS);
             if (o.rc != PX_HTTP_E_TARGET)
-                FAIL("byte 0x%02x at %zu: %ld", bad_bytes[b], pos, o.rc);
+                TEST_FAIL("byte 0x%02x at %zu: %ld", bad_bytes[b], pos, o.rc);
         }
     }
 }
 
-static void test_error_statuses(void)
+HTTP_TEST(test_error_statuses)
 {
-    ASSERT_INT_EQ(px_http_error_status(PX_HTTP_INCOMPLETE), 0);
-    ASSERT_INT_EQ(px_http_error_status(PX_HTTP_E_METHOD), 400);
-    ASSERT_INT_EQ(px_http_error_status(PX_HTTP_E_METHOD_NOT_IMPLEMENTED), 501);
-    ASSERT_INT_EQ(px_http_error_status(PX_HTTP_E_URI_TOO_LONG), 414);
-    ASSERT_INT_EQ(px_http_error_status(PX_HTTP_E_HEAD_TOO_LARGE), 431);
-    ASSERT_INT_EQ(px_http_error_status(PX_HTTP_E_TOO_MANY_HEADERS), 431);
-    ASSERT_INT_EQ(px_http_error_status(PX_HTTP_E_VERSION), 400);
-    ASSERT_INT_EQ(px_http_error_status(PX_HTTP_E_VERSION_NOT_SUPPORTED), 505);
-    ASSERT_INT_EQ(px_http_error_status(PX_HTTP_E_BODY_TOO_LARGE), 413);
-    ASSERT_INT_EQ(px_http_error_status(PX_HTTP_E_EXPECTATION), 417);
-    ASSERT_INT_EQ(px_http_error_status(PX_HTTP_E_CL_AND_TE), 400);
-    ASSERT_INT_EQ(px_http_error_status(-1), 0);
-    ASSERT_TRUE(strcmp(px_http_strerror(PX_HTTP_E_OBS_FOLD), "obsolete line folding") == 0);
+    ASSERT_RESULT_EQ(px_http_error_status(PX_HTTP_INCOMPLETE), 0);
+    ASSERT_RESULT_EQ(px_http_error_status(PX_HTTP_E_METHOD), 400);
+    ASSERT_RESULT_EQ(px_http_error_status(PX_HTTP_E_METHOD_NOT_IMPLEMENTED), 501);
+    ASSERT_RESULT_EQ(px_http_error_status(PX_HTTP_E_URI_TOO_LONG), 414);
+    ASSERT_RESULT_EQ(px_http_error_status(PX_HTTP_E_HEAD_TOO_LARGE), 431);
+    ASSERT_RESULT_EQ(px_http_error_status(PX_HTTP_E_TOO_MANY_HEADERS), 431);
+    ASSERT_RESULT_EQ(px_http_error_status(PX_HTTP_E_VERSION), 400);
+    ASSERT_RESULT_EQ(px_http_error_status(PX_HTTP_E_VERSION_NOT_SUPPORTED), 505);
+    ASSERT_RESULT_EQ(px_http_error_status(PX_HTTP_E_BODY_TOO_LARGE), 413);
+    ASSERT_RESULT_EQ(px_http_error_status(PX_HTTP_E_EXPECTATION), 417);
+    ASSERT_RESULT_EQ(px_http_error_status(PX_HTTP_E_CL_AND_TE), 400);
+    ASSERT_RESULT_EQ(px_http_error_status(-1), 0);
+    ASSERT_TRUE(strcmp(px_http_strerror(PX_HTTP_E_OBS_FOLD),
+                       "obsolete line folding") == 0);
     /* Every error a request can cause answers with a 4xx or 5xx status. */
     for (long code = PX_HTTP_E_METHOD; code >= PX_HTTP_E_NOSPACE; code--) {
         int status = px_http_error_status(code);
@@ -645,23 +703,20 @@ static void test_error_statuses(void)
 }
 
 static const test_case_t tests[] = {
-    {"valid_requests", test_valid_requests},
-    {"invalid_requests", test_invalid_requests},
-    {"request_fields", test_request_fields},
-    {"unknown_methods_allowed", test_unknown_methods_allowed},
-    {"uri_limit", test_uri_limit},
-    {"head_size_limit", test_head_size_limit},
-    {"header_count_limit", test_header_count_limit},
-    {"pipelined", test_pipelined},
-    {"framing", test_framing},
-    {"max_body_size_option", test_max_body_size_option},
-    {"char_classes", test_char_classes},
-    {"value_scan_every_position", test_value_scan_every_position},
-    {"target_scan_every_position", test_target_scan_every_position},
-    {"error_statuses", test_error_statuses},
+    HTTP_CASE(valid_requests),
+    HTTP_CASE(invalid_requests),
+    HTTP_CASE(request_fields),
+    HTTP_CASE(unknown_methods_allowed),
+    HTTP_CASE(uri_limit),
+    HTTP_CASE(head_size_limit),
+    HTTP_CASE(header_count_limit),
+    HTTP_CASE(pipelined),
+    HTTP_CASE(framing),
+    HTTP_CASE(max_body_size_option),
+    HTTP_CASE(char_classes),
+    HTTP_CASE(value_scan_every_position),
+    HTTP_CASE(target_scan_every_position),
+    HTTP_CASE(error_statuses),
 };
 
-int main(int argc, char **argv)
-{
-    return test_main(argc, argv, tests, TEST_COUNT(tests));
-}
+TEST_MAIN(tests)
