@@ -171,14 +171,16 @@ TEST_STEPS += examples-c
 endif
 
 .PHONY: test $(TEST_STEPS) check-c-tests check-fuzzers
-test: setup
+# The editable installs are made by the pytest steps themselves, so a binding
+# that does not compile fails those steps without hiding the C results.
+test: $(VENV_FT)/.deps-stamp $(VENV_GIL)/.deps-stamp
 	@tools/test.sh "$(MAKE)" -j$(NPROC) -- $(TEST_STEPS)
 
 check-c-tests:
 	@if [ -z "$(C_TESTS)" ]; then \
 	  echo "no C tests: tests/c/test_*.c matched nothing" >&2; exit 1; fi
-	@if [ ! -x tests/c/run-tests.sh ]; then \
-	  echo "tests/c/run-tests.sh is missing (or not executable)" >&2; exit 1; fi
+	@if [ ! -f tests/c/run-tests.sh ]; then \
+	  echo "tests/c/run-tests.sh is missing" >&2; exit 1; fi
 
 check-fuzzers:
 	@if [ -z "$(FUZZ_SRC)" ]; then \
@@ -188,10 +190,10 @@ check-fuzzers:
 test-c-asan test-c-tsan test-fuzz-quick fuzz: export PYPARALLEL_WORKERS := 2
 
 test-c-asan: check-c-tests $(ASAN_TESTS)
-	tests/c/run-tests.sh $(ASAN_TESTS)
+	bash tests/c/run-tests.sh $(ASAN_TESTS)
 
 test-c-tsan: check-c-tests $(TSAN_TESTS)
-	tests/c/run-tests.sh $(TSAN_TESTS)
+	bash tests/c/run-tests.sh $(TSAN_TESTS)
 
 test-fuzz-quick: check-fuzzers $(FUZZERS)
 	tools/fuzz.sh $(FUZZ_QUICK_SECONDS) $(FUZZERS)

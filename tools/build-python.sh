@@ -40,6 +40,9 @@ LIST
 apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list"
           -o "Dir::Etc::SourceParts=$apt_dir/parts"
           -o "Dir::State::Lists=$apt_dir/lists")
+# As root, apt would hand the download to the _apt user, who cannot write
+# into our cache; download as ourselves instead.
+[ "$(id -u)" -ne 0 ] || apt_opts+=(-o "APT::Sandbox::User=root")
 
 cd "$cache/src"
 if ! ls python3.13_*.orig.tar.xz >/dev/null 2>&1; then
