@@ -187,6 +187,12 @@ ssize_t px_http_decode_chunked(px_http_chunked_t *decoder,
 /* The length of an IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT". */
 #define PX_HTTP_DATE_LEN 29
 
+/* Formats a time (seconds since the epoch) as an IMF-fixdate (RFC 9110
+ * §5.6.7) into out, NUL-terminated; locale-independent. Returns 0, or
+ * PX_HTTP_E_RESPONSE_HEADER for a time whose year is not 4 digits. Callers
+ * cache the result once a second. */
+int px_http_format_date(int64_t unix_seconds, char out[PX_HTTP_DATE_LEN + 1]);
+
 typedef struct {
     int status;                /* 100..599 */
     const char *reason;        /* NULL: px_http_reason_phrase(status) */
@@ -196,7 +202,8 @@ typedef struct {
     px_http_body_t body;       /* NONE: no framing header (1xx, 204, 304, or
                                   a body delimited by closing); CHUNKED
                                   needs HTTP/1.1 */
-    uint64_t content_length;   /* for PX_HTTP_BODY_LENGTH */
+    uint64_t content_length;   /* for PX_HTTP_BODY_LENGTH; a HEAD response
+                                  states the length a GET would have */
     const px_http_header_t *headers; /* the caller's other fields */
     size_t num_headers;
 } px_http_response_t;

@@ -214,9 +214,9 @@ static int parse_target(const char **cursor, const char *end,
 {
     const char *target = *cursor;
     /* Scanning one byte past the limit tells "too long" from "just fits". */
-    size_t available = (size_t)(end - target);
-    size_t scan_len = available < opts->max_uri_size + 1 ? available
-                                                         : opts->max_uri_size + 1;
+    size_t scan_len = (size_t)(end - target);
+    if (opts->max_uri_size < scan_len)
+        scan_len = opts->max_uri_size + 1;
     const char *p = scan_class(target, target + scan_len, PX__HTTP_TARGET);
     if (p == target + scan_len)
         return (size_t)(p - target) > opts->max_uri_size ? PX_HTTP_E_URI_TOO_LONG

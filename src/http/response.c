@@ -14,6 +14,8 @@
  */
 #include "http_internal.h"
 
+#include <time.h>
+
 
 const char *px_http_reason_phrase(int status)
 {
@@ -69,6 +71,36 @@ const char *px_http_reason_phrase(int status)
     case 511: return "Network Authentication Required";
     default: return "";
     }
+}
+
+static void put_two_digits(char *p, int n)
+{
+    p[0] = (char)('0' + n / 10);
+    p[1] = (char)('0' + n % 10);
+}
+
+int px_http_format_date(int64_t unix_seconds, char out[PX_HTTP_DATE_LEN + 1])
+{
+    /* Names by hand: strftime's %a and %b follow the locale. */
+    static const char days[] = "SunMonTueWedThuFriSat";
+    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    time_t t = (time_t)unix_seconds;
+    struct tm tm;
+    if ((int64_t)t != unix_seconds || gmtime_r(&t, &tm) == NULL)
+        return PX_HTTP_E_RESPONSE_HEADER;
+    int year = tm.tm_year + 1900;
+    if (year < 1000 || year > 9999)
+        return PX_HTTP_E_RESPONSE_HEADER;
+    memcpy(out, "Sun, 00 Jan 0000 00:00:00 GMT", PX_HTTP_DATE_LEN + 1);
+    memcpy(out, days + 3 * tm.tm_wday, 3);
+    put_two_digits(out + 5, tm.tm_mday);
+    memcpy(out + 8, months + 3 * tm.tm_mon, 3);
+    put_two_digits(out + 12, year / 100);
+    put_two_digits(out + 14, year % 100);
+    put_two_digits(out + 17, tm.tm_hour);
+    put_two_digits(out + 20, tm.tm_min);
+    put_two_digits(out + 23, tm.tm_sec);
+    return 0;
 }
 
 /* reason-phrase and field values: HTAB, SP, VCHAR, obs-text. */

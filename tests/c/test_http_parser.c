@@ -358,6 +358,24 @@ HTTP_TEST(test_uri_limit)
                 &opts, MAX_TEST_HEADERS);
 }
 
+/* The largest limits must not overflow any bound computed from them. */
+HTTP_TEST(test_largest_limits)
+{
+    px_http_options_t opts;
+    memset(&opts, 0, sizeof(opts));
+    opts.max_header_size = SIZE_MAX;
+    opts.max_uri_size = SIZE_MAX;
+    opts.max_headers = SIZE_MAX;
+    opts.max_body_size = UINT64_MAX;
+    opts.max_chunk_line = SIZE_MAX;
+    opts.max_trailer_size = SIZE_MAX;
+    const char *input = "GET /a HTTP/1.1\r\n" HOST "\r\n";
+    check_parse("largest_limits", input, strlen(input), 0, &opts, MAX_TEST_HEADERS);
+    input = "GET /a HTTP/1.1\r\n" HOST;
+    check_parse("largest_limits_incomplete", input, strlen(input),
+                PX_HTTP_INCOMPLETE, &opts, MAX_TEST_HEADERS);
+}
+
 HTTP_TEST(test_head_size_limit)
 {
     px_http_options_t opts = {0};
@@ -708,6 +726,7 @@ static const test_case_t tests[] = {
     HTTP_CASE(request_fields),
     HTTP_CASE(unknown_methods_allowed),
     HTTP_CASE(uri_limit),
+    HTTP_CASE(largest_limits),
     HTTP_CASE(head_size_limit),
     HTTP_CASE(header_count_limit),
     HTTP_CASE(pipelined),

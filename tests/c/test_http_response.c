@@ -186,6 +186,33 @@ HTTP_TEST(test_bad_date)
                   PX_HTTP_E_RESPONSE_HEADER);
 }
 
+HTTP_TEST(test_format_date)
+{
+    static const struct {
+        int64_t seconds;
+        const char *expected;
+    } cases[] = {
+        {784111777, "Sun, 06 Nov 1994 08:49:37 GMT"},
+        {0, "Thu, 01 Jan 1970 00:00:00 GMT"},
+        {951782400, "Tue, 29 Feb 2000 00:00:00 GMT"},
+        {1735689599, "Tue, 31 Dec 2024 23:59:59 GMT"},
+        {253402300799, "Fri, 31 Dec 9999 23:59:59 GMT"},
+    };
+    for (size_t i = 0; i < COUNT_OF(cases); i++) {
+        char out[PX_HTTP_DATE_LEN + 1];
+        ASSERT_RESULT_EQ(px_http_format_date(cases[i].seconds, out), 0);
+        ASSERT_STR_EQ(out, cases[i].expected);
+    }
+    char out[PX_HTTP_DATE_LEN + 1];
+    ASSERT_RESULT_EQ(px_http_format_date(253402300800, out), PX_HTTP_E_RESPONSE_HEADER);
+    ASSERT_RESULT_EQ(px_http_format_date(-62135596801, out), PX_HTTP_E_RESPONSE_HEADER);
+    /* A formatted date is what the writer accepts. */
+    ASSERT_RESULT_EQ(px_http_format_date(784111777, out), 0);
+    px_http_response_t r = response(200);
+    r.date = out;
+    check_head(&r, "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n");
+}
+
 static const test_case_t tests[] = {
     HTTP_CASE(content_length),
     HTTP_CASE(persistence),
@@ -193,6 +220,7 @@ static const test_case_t tests[] = {
     HTTP_CASE(status_and_reason),
     HTTP_CASE(refused_fields),
     HTTP_CASE(bad_date),
+    HTTP_CASE(format_date),
 };
 
 TEST_MAIN(tests)
