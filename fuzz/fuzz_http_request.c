@@ -73,6 +73,22 @@ static outcome_t parse(const char *buf, size_t len, size_t last_len,
     CHECK(req->method_len > 0 && req->target_len > 0);
     CHECK(req->minor_version == 0 || req->minor_version == 1);
     CHECK(req->headers == headers && req->num_headers <= MAX_FUZZ_HEADERS);
+    /* What an accepted head may hold: it ends with an empty line, its
+     * target is visible ASCII, its names are free of separators, and no
+     * value can smuggle a line break or another control character. */
+    CHECK(consumed >= 4 && memcmp(buf + consumed - 4, "\r\n\r\n", 4) == 0);
+    for (size_t i = 0; i < req->target_len; i++)
+        CHECK(req->target[i] > 0x20 && req->target[i] < 0x7f);
+    for (size_t i = 0; i < req->num_headers; i++) {
+        const px_http_header_t *h = &headers[i];
+        for (size_t j = 0; j < h->name_len; j++)
+            CHECK(strchr(" \t:\r\n\"(),/;<=>?@[\\]{}", h->name[j]) == NULL &&
+                  h->name[j] > 0x20 && h->name[j] < 0x7f);
+        for (size_t j = 0; j < h->value_len; j++) {
+            unsigned char c = (unsigned char)h->value[j];
+            CHECK(c == '\t' || (c >= 0x20 && c != 0x7f));
+        }
+    }
     o.fields[o.count++] = (size_t)(req->method - buf);
     o.fields[o.count++] = (size_t)(req->target - buf);
     o.fields[o.count++] = req->target_len;
@@ -152,8 +168,12 @@ static void check_chunked(const char *in, size_t len,
     CHECK(rc == PX_HTTP_INCOMPLETE || is_result_code(rc) ||
           (rc >= 0 && (size_t)rc <= len));
     CHECK(decoded <= len && (rc < 0 || decoded <= (size_t)rc));
-    if (rc >= 0)
+    CHECK(decoder.body_size >= decoded);
+    if (rc >= 0) {
         CHECK(memcmp(whole + rc, in + rc, len - (size_t)rc) == 0);
+        CHECK(decoder.body_size == decoded &&
+              decoded <= (opts->max_body_size ? opts->max_body_size : 1024 * 1024));
+    }
 
     memset(&decoder, 0, sizeof(decoder));
     size_t body_len = 0, consumed = 0;
