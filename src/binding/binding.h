@@ -2,22 +2,38 @@
  * binding.h - what the files of the CPython binding (pyparallel._core) share.
  *
  * The binding turns engine callbacks into Python calls. Files:
- *   module.c     module definition, per-module state, exec slot, mode
+ *   module.c     module definition, per-module state, exec slot, mode,
+ *                error conversion and callback-error reporting
  *   runtime.c    loop lifecycle, thread hooks, run/run_once/stop, the
- *                main-thread queue, submit_work, timers, stats
- *   transport.c  Transport type, server/client/register, protocol dispatch
+ *                main-thread queue, stats, is_parallel_thread
+ *   work.c       submit_work and the Timer type
+ *   transport.c  Transport type, server/client/register, sends
+ *   protocol.c   protocol classes: the per-class cache and the dispatch of
+ *                engine connection events to protocol callbacks
  *   shared.c     xlist, protect/read_lock/write_lock, eternalize, misc
  *                introspection (rdtsc, gmtime, cpu_count, thread_seq_id)
  *
  * State: one pxpy_state per module object (per interpreter). The engine loop
  * belongs to the main interpreter's module; it is created on first use and
  * stopped when run() ends or the module is freed.
+ *
+ * Threads. The engine's threads run Python through the thread hooks of
+ * runtime.c: each engine thread owns one PyThreadState, attached for each
+ * batch of callbacks and detached while the thread waits for I/O, so a
+ * waiting thread holds neither a thread state nor the GIL. Every blocking
+ * wait of a Python thread (run(), stop(), waiting for the main thread)
+ * detaches too (pxpy_blocking_begin/end), or the GIL (GIL builds) and the
+ * garbage collector's stop-the-world (free-threaded builds) would deadlock.
+ * Engine callbacks that may arrive outside a batch (cancellations, timer
+ * completions) bracket their Python work with pxpy_attach/pxpy_detach.
  */
 #ifndef PXPY_BINDING_H
 #define PXPY_BINDING_H
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+#include <stdbool.h>
 
 #include "px.h"
 
@@ -26,6 +42,47 @@ typedef enum {
     PXPY_MODE_GIL = 1,           /* GIL build: workers share the main GIL */
     PXPY_MODE_INTERPRETERS = 2,  /* one own-GIL subinterpreter per worker */
 } pxpy_mode_t;
+
+/* Interned names kept in pxpy_state.str_cache. The protocol callbacks come
+ * first, in the order of the protocol cache's callback table. */
+#define PXPY_STR_MAP(X)                                                        \
+    X(CONNECTION_MADE, "connection_made")                                      \
+    X(DATA_RECEIVED, "data_received")                                          \
+    X(SEND_COMPLETE, "send_complete")                                          \
+    X(LINES_RECEIVED, "lines_received")                                        \
+    X(CONNECTION_LOST, "connection_lost")                                      \
+    X(EXCEPTION_HANDLER, "exception_handler")                                  \
+    X(INITIAL_BYTES_TO_SEND, "initial_bytes_to_send")                          \
+    X(NEXT_BYTES_TO_SEND, "next_bytes_to_send")                                \
+    X(LINES_MODE, "lines_mode")                                                \
+    X(MAX_LINE_LENGTH, "max_line_length")                                      \
+    X(SET_RUNNING_OR_NOTIFY_CANCEL, "set_running_or_notify_cancel")            \
+    X(SET_RESULT, "set_result")                                                \
+    X(SET_EXCEPTION, "set_exception")                                          \
+    X(CANCEL, "cancel")                                                        \
+    X(ERROR, "error")                                                          \
+    X(EXC_INFO, "exc_info")                                                    \
+    X(CALLBACK, "callback")                                                    \
+    X(ERRBACK, "errback")
+
+enum {
+#define PXPY_STR_ENUM(name, text) PXPY_STR_##name,
+    PXPY_STR_MAP(PXPY_STR_ENUM)
+#undef PXPY_STR_ENUM
+    PXPY_STR_COUNT
+};
+
+/* The protocol callbacks, indexes into the cache's table (same values as
+ * their PXPY_STR_* names). */
+enum {
+    PXPY_CB_CONNECTION_MADE = PXPY_STR_CONNECTION_MADE,
+    PXPY_CB_DATA_RECEIVED = PXPY_STR_DATA_RECEIVED,
+    PXPY_CB_SEND_COMPLETE = PXPY_STR_SEND_COMPLETE,
+    PXPY_CB_LINES_RECEIVED = PXPY_STR_LINES_RECEIVED,
+    PXPY_CB_CONNECTION_LOST = PXPY_STR_CONNECTION_LOST,
+    PXPY_CB_EXCEPTION_HANDLER = PXPY_STR_EXCEPTION_HANDLER,
+    PXPY_CB_COUNT
+};
 
 typedef struct pxpy_runtime_s pxpy_runtime_t;   /* runtime.c */
 typedef struct pxpy_shared_s pxpy_shared_t;     /* shared.c */
@@ -36,13 +93,14 @@ typedef struct {
     PyTypeObject *timer_type;
     PyTypeObject *xlist_type;
     PyTypeObject *lock_guard_type;
+    PyTypeObject *protocol_type;  /* protocol.c's per-class cache */
     /* Exceptions: AsyncError is the root of the binding's own errors. */
     PyObject *async_error;
     PyObject *protection_error;
     /* Cached objects. */
     PyObject *logger;            /* logging.getLogger("pyparallel") */
     PyObject *future_type;       /* concurrent.futures.Future */
-    PyObject *str_cache[32];     /* interned attribute names, see module.c */
+    PyObject *str_cache[32];     /* interned names, PXPY_STR_* */
     /* Sub-states owned by their files. */
     pxpy_runtime_t *runtime;
     pxpy_shared_t *shared;
@@ -53,32 +111,159 @@ typedef struct {
  * from the current interpreter's imported module. */
 pxpy_state *pxpy_get_state(PyObject *module);
 pxpy_state *pxpy_state_from_type(PyTypeObject *type);
-/* The state of the module the engine loop belongs to (valid while the loop
- * runs; used from engine callbacks, whose thread has attached to the
- * interpreter). */
+
+#define PXPY_STR(st, name) ((st)->str_cache[PXPY_STR_##name])
 
 /* Each file's part of the exec slot, traverse and clear. */
 int pxpy_runtime_exec(PyObject *module, pxpy_state *st);
 int pxpy_runtime_traverse(pxpy_state *st, visitproc visit, void *arg);
 void pxpy_runtime_free(pxpy_state *st);
+int pxpy_work_exec(PyObject *module, pxpy_state *st);
 int pxpy_transport_exec(PyObject *module, pxpy_state *st);
+int pxpy_protocol_exec(PyObject *module, pxpy_state *st);
 int pxpy_shared_exec(PyObject *module, pxpy_state *st);
 int pxpy_shared_traverse(pxpy_state *st, visitproc visit, void *arg);
 void pxpy_shared_free(pxpy_state *st);
+
+/* ---- modes (module.c) ------------------------------------------------- */
+
+/* Parses a mode name (a str, or NULL for PYPARALLEL_MODE or the build's
+ * default) and checks the build supports it; ValueError otherwise. */
+int pxpy_parse_mode(PyObject *name, pxpy_mode_t *mode);
+const char *pxpy_mode_name(pxpy_mode_t mode);
+
+/* ---- the loop and its bookkeeping (runtime.c) ------------------------- */
 
 /* The engine loop, started on first use; NULL with an exception set. */
 px_loop_t *pxpy_loop(pxpy_state *st);
 /* Registration bookkeeping: run() ends when nothing is registered and no
  * work is pending. */
 void pxpy_registered_add(pxpy_state *st, Py_ssize_t delta);
+void pxpy_pending_add(pxpy_state *st, Py_ssize_t delta);
+/* Keeps a listening transport alive until the loop stops: accepted
+ * connections refer to it as their initial user data. */
+int pxpy_keep_listener(pxpy_state *st, PyObject *transport);
+
+/* Registration handshake between register() and the engine threads that
+ * receive a connection before its protocol is known. publish stores the
+ * protocol cache in t->protocol (taking a reference) and wakes the waiters;
+ * it returns false, setting nothing, when t already has one. await waits,
+ * detached, until t has a protocol, t is closing or the loop stops, and
+ * returns the protocol borrowed (or NULL). wake wakes the waiters after t
+ * was closed. */
+struct pxpy_transport_s;
+bool pxpy_publish_protocol(pxpy_state *st, struct pxpy_transport_s *t,
+                           PyObject *protocol);
+PyObject *pxpy_await_protocol(pxpy_state *st, struct pxpy_transport_s *t);
+void pxpy_wake_protocol_waiters(pxpy_state *st);
+
+/* Attaches the calling thread's thread state when it is detached (an
+ * engine thread outside a batch, or a thread inside pxpy_blocking_begin).
+ * Returns whether it attached; pass that to pxpy_detach. */
+bool pxpy_attach(void);
+void pxpy_detach(bool attached);
+
+/* Detaches the calling Python thread for a blocking wait; engine callbacks
+ * that run on this thread meanwhile can re-attach it with pxpy_attach. */
+typedef struct {
+    PyThreadState *tstate;
+    PyThreadState *previous;
+} pxpy_blocking_t;
+pxpy_blocking_t pxpy_blocking_begin(void);
+void pxpy_blocking_end(pxpy_blocking_t saved);
+
+/* ---- errors (module.c) ------------------------------------------------ */
+
 /* Reports an exception raised by a callback that nobody handled: logs it
  * with its traceback on the "pyparallel" logger and counts it in
  * stats()["errors"]. Called with the exception set; clears it. */
 void pxpy_report_callback_error(pxpy_state *st, const char *where);
+/* Counts an error in stats()["errors"] (runtime.c). */
+void pxpy_count_error(pxpy_state *st);
 
 /* Converts an engine error code to a Python exception (OSError for errno
- * values, AsyncError otherwise) and returns NULL. */
+ * values, with context as its filename; AsyncError otherwise, prefixed by
+ * context) and returns NULL. context may be NULL. */
 PyObject *pxpy_raise_engine_error(pxpy_state *st, int code,
                                   const char *context);
+
+/* ---- work (work.c) ---------------------------------------------------- */
+
+/* Makes the constants of a function (or bound method) that will run on the
+ * workers immortal, once: a function compiled from source keeps mortal
+ * constants, and threads running it on several cores would contend on
+ * their reference counts. Cheap when already done (one immortality test);
+ * other callables are left alone. 0, or -1 with an exception. */
+int pxpy_immortalize_func(PyObject *func);
+
+/* ---- transports (transport.c) ----------------------------------------- */
+
+/* A Transport: a listening server, or one connection (accepted or
+ * outgoing). A connection's Transport is the engine connection's user data;
+ * the engine's reference to it is dropped after connection_lost. Fields
+ * marked "callbacks" are touched only by the connection's callbacks, which
+ * never run concurrently (though not always on the same OS thread). */
+typedef enum {
+    PXPY_TRANSPORT_LISTENER = 0,
+    PXPY_TRANSPORT_CONNECTION = 1,
+} pxpy_transport_kind_t;
+
+enum {
+    PXPY_T_CLOSING = 1u << 0,   /* close() was called */
+    PXPY_T_CLOSED = 1u << 1,    /* connection_lost ran, or the loop stopped */
+    PXPY_T_FAILED = 1u << 2,    /* a callback failed: deliver no more data */
+    PXPY_T_COUNTED = 1u << 3,   /* counts as registered for run() */
+    PXPY_T_STARTED = 1u << 4,   /* on_open ran (the instance may exist) */
+    PXPY_T_ACCEPTED = 1u << 5,  /* a server's connection */
+};
+
+#define PXPY_HOST_MAX 64
+
+typedef struct pxpy_transport_s {
+    PyObject_HEAD
+    pxpy_state *st;
+    pxpy_transport_kind_t kind;
+    px_conn_t *_Atomic conn;      /* connection: our reference, or NULL
+                                     until a client connects */
+    px_listener_t *listener;      /* listener: until the loop stops */
+    PyObject *protocol;           /* protocol cache; set once, see publish */
+    PyObject *instance;           /* protocol instance (callbacks) */
+    _Atomic unsigned flags;       /* PXPY_T_* */
+    char *line_buf;               /* partial line in lines mode (callbacks) */
+    size_t line_len, line_cap;
+    /* Addresses, captured when the connection opens so that they remain
+     * known in connection_lost (listener: sockname only; a client that is
+     * not registered yet: the peer to connect to). */
+    _Atomic bool have_addrs;
+    int peer_port, sock_port;
+    char peer_host[PXPY_HOST_MAX], sock_host[PXPY_HOST_MAX];
+} pxpy_transport_t;
+
+/* A new connection Transport (not yet tracked by the GC); conn is
+ * referenced. NULL with an exception set. */
+pxpy_transport_t *pxpy_transport_new_connection(pxpy_state *st,
+                                                px_conn_t *conn);
+/* Records the connection's addresses (callbacks, at open). */
+void pxpy_transport_capture_addrs(pxpy_transport_t *t);
+/* Marks a transport closed when its connection or the loop ends. */
+void pxpy_transport_mark_closed(pxpy_transport_t *t);
+
+/* The protocol cache (protocol.c): what register() learns about a protocol
+ * class, looked up once. NULL with TypeError/ValueError for a bad class. */
+PyObject *pxpy_protocol_new(pxpy_state *st, PyObject *cls);
+/* Whether the class asked for send_complete notifications. */
+bool pxpy_protocol_wants_sends(PyObject *protocol);
+
+/* Gathers data (bytes-like, str as UTF-8, or a tuple of those) and sends it
+ * as one px_conn_send; returns the send id, or -1 with an exception set.
+ * who names the sender in a TypeError ("send()", "data_received()
+ * returned"). With skip_empty, empty data sends nothing and returns 0. */
+int64_t pxpy_transport_send(pxpy_transport_t *t, PyObject *data,
+                            const char *who, bool skip_empty);
+/* The bytes of sendable data (joined when a tuple); TypeError naming who
+ * otherwise. */
+PyObject *pxpy_sendable_to_bytes(PyObject *data, const char *who);
+/* The engine connection callbacks of protocol.c. */
+extern const px_conn_callbacks_t pxpy_conn_callbacks;
 
 #endif /* PXPY_BINDING_H */
