@@ -77,6 +77,9 @@ def parse(p, argv):
         args.workers = int(os.environ.get("PYPARALLEL_WORKERS") or DEFAULT_WORKERS)
     if args.workers < 1:
         p.error("--workers must be at least 1")
+    # Other processes on the machine skew every figure: record how busy it
+    # was before this run started.
+    args.load_before = os.getloadavg()[0]
     # Set before pyparallel is imported (its runtime reads it when it starts)
     # and inherited by the servers the echo benchmark starts.
     os.environ["PYPARALLEL_WORKERS"] = str(args.workers)
@@ -212,7 +215,7 @@ def proc_cpu_seconds(pid):
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
-def environment(px=None):
+def environment(args, px=None):
     """The header of a report: machine, interpreter, and pyparallel's runtime."""
     cpu = platform.processor() or "unknown"
     try:
@@ -234,6 +237,8 @@ def environment(px=None):
         "executable": sys.executable,
         "PYPARALLEL_WORKERS": os.environ.get("PYPARALLEL_WORKERS"),
         "PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE"),
+        "load_average_before": args.load_before,
+        "load_average_after": os.getloadavg()[0],
     }
     if px is not None:
         stats = px.stats()
@@ -361,7 +366,9 @@ def print_document(doc, out=None):
     print(f"{env['cpu']}, {env['cores']} cores, Linux {env['kernel']}, "
           f"Python {env['python']} ({build}){runtime}; "
           f"{doc['workers']} workers; median of {doc['repeat']} rounds"
-          f"{' (quick)' if doc['quick'] else ''}", file=out)
+          f"{' (quick)' if doc['quick'] else ''}; load average "
+          f"{env['load_average_before']:.2f} before, "
+          f"{env['load_average_after']:.2f} after", file=out)
     header = ("metric", "contender", "median", "unit", "min..max",
               "ratio to ours", "target")
     lines = []

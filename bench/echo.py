@@ -204,7 +204,7 @@ def main(argv=None):
                     f"the load generator {client_busy:.2f}")
         if server.stop_note:
             report.note(f"{server.name}: server {server.stop_note}")
-    return report.finish(args, _common.environment(px))
+    return report.finish(args, _common.environment(args, px))
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def main(argv=None):
     report.note("function compiled from source (as imported with "
                 "PYTHONDONTWRITEBYTECODE=1); '.pyc' rows: the same function "
                 "loaded from bytecode")
-    return report.finish(args, _common.environment(px))
+    return report.finish(args, _common.environment(args, px))
 
 
 if __name__ == "__main__":

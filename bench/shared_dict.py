@@ -104,7 +104,7 @@ def main(argv=None):
         report.note("no eternalized phase: it needs pyparallel")
     report.note("lookup_block compiled from source (as imported with "
                 "PYTHONDONTWRITEBYTECODE=1); '.pyc' rows: loaded from bytecode")
-    return report.finish(args, _common.environment(px))
+    return report.finish(args, _common.environment(args, px))
 
 
 if __name__ == "__main__":

@@ -101,7 +101,7 @@ def main(argv=None):
         report.add("latency of a lone item", name, single[name], "µs", "lower")
     report.note(f"round trip: submit {items} items, then wait for all; "
                 f"latency: submit one and wait for it, {lone} times")
-    return report.finish(args, _common.environment(px))
+    return report.finish(args, _common.environment(args, px))
 
 
 if __name__ == "__main__":
