@@ -89,7 +89,9 @@ def main(argv=None):
     host, port = server.sockname
     if args.selftest:
         return run_selftest("chargen", lambda: drive(port))
-    print(f"chargen on {host}:{port}; try: nc {host} {port} | head; Ctrl-C stops it")
+    # Printed by run() on the main thread once it serves (and Ctrl-C works).
+    banner = f"chargen on {host}:{port}; try: nc {host} {port} | head; Ctrl-C stops it"
+    px.call_from_main_thread(print, banner, flush=True)
     px.run()
     return 0
 

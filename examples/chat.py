@@ -119,7 +119,9 @@ def main(argv=None):
     host, port = server.sockname
     if args.selftest:
         return run_selftest("chat", lambda: drive(port))
-    print(f"chat server on {host}:{port}; connect with: nc {host} {port}")
+    # Printed by run() on the main thread once it serves (and Ctrl-C works).
+    banner = f"chat server on {host}:{port}; connect with: nc {host} {port}"
+    px.call_from_main_thread(print, banner, flush=True)
     px.run()
     return 0
 

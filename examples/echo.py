@@ -65,7 +65,9 @@ def main(argv=None):
     host, port = server.sockname
     if args.selftest:
         return run_selftest("echo", lambda: drive(port))
-    print(f"echo server on {host}:{port} ({px.stats()['mode']} mode); Ctrl-C stops it")
+    # Printed by run() on the main thread once it serves (and Ctrl-C works).
+    banner = f"echo server on {host}:{port} ({px.stats()['mode']} mode); Ctrl-C stops it"
+    px.call_from_main_thread(print, banner, flush=True)
     px.run()
     return 0
 

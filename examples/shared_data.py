@@ -109,7 +109,9 @@ def main(argv=None):
         return run_selftest("shared_data", lambda: drive(port, Lookup.table, args.entries))
     count, total, threads = scan_on_all_workers(Lookup.table)
     print(f"{count} records eternalized and scanned by worker threads {threads}")
-    print(f"lookup server on {host}:{port}; try: echo user000042 | nc {host} {port}")
+    # Printed by run() on the main thread once it serves (and Ctrl-C works).
+    banner = f"lookup server on {host}:{port}; try: echo user000042 | nc {host} {port}"
+    px.call_from_main_thread(print, banner, flush=True)
     px.run()
     return 0
 

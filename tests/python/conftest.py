@@ -105,6 +105,21 @@ def recv_to_eof(sock, limit=64 << 20):
             raise AssertionError(f"more than {limit} bytes before EOF")
 
 
+def recv_until_closed(sock):
+    """Like recv_to_eof, but a reset also counts as closed: a server that
+    closes a connection with unread input makes the kernel send RST."""
+    chunks = []
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except ConnectionResetError:
+        pass
+    return b"".join(chunks)
+
+
 def wait_for(predicate, timeout=SOCKET_TIMEOUT, interval=0.005, message=None):
     """Polls predicate until it is true; fails the test after timeout."""
     deadline = time.monotonic() + timeout
@@ -163,19 +178,31 @@ def burn(n):
     return total
 
 
-def calibrate_burn(seconds):
+def burn_with_constants(n):
+    """Like burn, with integer constants above the small-int cache. In a
+    module imported from source (PYTHONDONTWRITEBYTECODE=1) such constants
+    are mortal, and threads running this code contend on their reference
+    counts unless the runtime makes them immortal (the issue's pitfall)."""
+    total = 0
+    for i in range(n):
+        total = (total + i * 40503) % 1000003
+    return total
+
+
+def calibrate_burn(seconds, func=None):
     """The n for which burn(n) takes about seconds on this machine, and the
     best measured time of burn(n) on the calling thread."""
+    func = func or burn
     n = 100_000
     while True:
         started = time.perf_counter()
-        burn(n)
+        func(n)
         took = time.perf_counter() - started
         if took > seconds / 4:
             break
         n *= 2
     n = int(n * seconds / took)
-    best = min(_timed(burn, n) for _ in range(2))
+    best = min(_timed(func, n) for _ in range(2))
     return n, best
 
 
@@ -265,6 +292,7 @@ class Runtime:
     recv_exactly = staticmethod(recv_exactly)
     recv_until = staticmethod(recv_until)
     recv_to_eof = staticmethod(recv_to_eof)
+    recv_until_closed = staticmethod(recv_until_closed)
     wait_for = staticmethod(wait_for)
 
 

@@ -18,7 +18,7 @@ import time
 import pytest
 
 import pyparallel as px
-from conftest import connect, recv_exactly, recv_to_eof, recv_until, wait_for
+from conftest import connect, recv_exactly, recv_to_eof, recv_until, recv_until_closed, wait_for
 
 
 class Echo:
@@ -145,7 +145,7 @@ def test_non_sendable_return_names_the_callback(rt, pxlog, callback):
         errors_before = px.stats()["errors"]
         with connect(port) as sock:
             sock.sendall(b"line\n")
-            recv_to_eof(sock)
+            recv_until_closed(sock)
         wait_for(lambda: px.stats()["errors"] == errors_before + 1)
 
     rt.run(driver)
@@ -546,7 +546,7 @@ def test_exception_in_connection_made_closes_the_connection(rt, pxlog):
 
     def driver():
         with connect(port) as sock:
-            assert recv_to_eof(sock) == b""
+            assert recv_until_closed(sock) == b""
 
     rt.run(driver)
     assert "KeyError" in pxlog.text and "no session" in pxlog.text
@@ -700,7 +700,7 @@ def test_protocol_constructor_failure_is_handled(rt, pxlog):
     def driver():
         with connect(port) as sock:
             sock.sendall(b"x")
-            assert recv_to_eof(sock) == b""
+            assert recv_until_closed(sock) == b""
         with connect(port) as sock:
             sock.sendall(b"y")
             return recv_exactly(sock, 1)

@@ -390,7 +390,7 @@ def test_sendfile_interleaves_in_call_order_with_sends(rt, tmp_path):
             transport.send(b"4")
             transport.sendfile_ranged(b"5", str(path), b"6", 1, 2)
             transport.send(b"7")
-            return recv_exactly(sock, 14)
+            return recv_exactly(sock, 13)
 
     assert rt.run(driver) == b"12FILE345IL67"
 
