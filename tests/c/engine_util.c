@@ -71,7 +71,7 @@ int closed_port(void)
 
 int client_connect(int port) { return client_connect_rcvbuf(port, 0); }
 
-int client_connect_rcvbuf(int port, int rcvbuf)
+static int connect_socket(int port, int rcvbuf)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     ASSERT_INT_CMP(fd, >=, 0);
@@ -81,13 +81,26 @@ int client_connect_rcvbuf(int port, int rcvbuf)
     struct sockaddr_in sin = {.sin_family = AF_INET,
                               .sin_port = htons((uint16_t)port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0)
-        TEST_FAIL("connect to port %d: %s", port, strerror(errno));
+    if (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     struct timeval tv = {.tv_sec = 20};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    return fd;
+}
+
+int client_try_connect(int port) { return connect_socket(port, 0); }
+
+int client_connect_rcvbuf(int port, int rcvbuf)
+{
+    int fd = connect_socket(port, rcvbuf);
+    if (fd < 0)
+        TEST_FAIL("connect to port %d: %s", port, strerror(-fd));
     return fd;
 }
 

@@ -60,6 +60,8 @@ int closed_port(void);
 /* A blocking client socket connected to 127.0.0.1:port (TCP_NODELAY,
  * bounded send and receive waits). */
 int client_connect(int port);
+/* A connect that may fail: the socket, or -errno. */
+int client_try_connect(int port);
 void client_send_all(int fd, const void *data, size_t len);
 /* Receives exactly len bytes; fails on EOF, error or timeout. */
 void client_recv_exact(int fd, void *buf, size_t len);

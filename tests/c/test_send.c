@@ -299,18 +299,26 @@ static void test_sendfile(int backend)
 #define DRAIN_BYTES (8u << 20)
 #define DRAIN_CHUNK (64u << 10)
 
+/* The data to send, made once, before the loop starts: generating it in
+ * the callback would be slow under the sanitizers. */
+static char drain_data[DRAIN_BYTES];
+
 static void send_then_close(px_conn_t *conn, int abort)
 {
-    conn_log_open(conn);
-    static char chunk[DRAIN_CHUNK];
+    /* A small kernel send buffer, so that most of the data has to wait in
+     * the engine's queue whatever the system's TCP buffer sizes. */
+    int sndbuf = 64 << 10;
+    ASSERT_INT_EQ(setsockopt(px_conn_fd(conn), SOL_SOCKET, SO_SNDBUF, &sndbuf,
+                             sizeof(sndbuf)),
+                  0);
     for (size_t off = 0; off < DRAIN_BYTES; off += DRAIN_CHUNK) {
-        fill_pattern(chunk, DRAIN_CHUNK, off, 3);
-        struct iovec iov = {chunk, DRAIN_CHUNK};
+        struct iovec iov = {drain_data + off, DRAIN_CHUNK};
         ASSERT_PX_OK(px_conn_send(conn, &iov, 1, NULL));
     }
     /* The peer reads nothing yet: most of it waits in the queue. */
-    ASSERT_UINT_CMP(px_conn_queued_bytes(conn), >, 0);
+    ASSERT_UINT_CMP(px_conn_queued_bytes(conn), >, DRAIN_BYTES / 2);
     px_conn_close(conn, abort);
+    conn_log_open(conn); /* last: the client starts reading when it sees it */
 }
 
 static void send_then_close_gently(px_conn_t *conn)
@@ -325,6 +333,7 @@ static void test_close_after_drain(int backend)
     conn_log_t log = CONN_LOG_INIT;
     px_conn_callbacks_t cbs = {.on_open = send_then_close_gently,
                                .on_close = conn_log_close};
+    fill_pattern(drain_data, DRAIN_BYTES, 0, 3);
     px_loop_t *loop = start_loop(backend, NULL);
     int port = listen_local(loop, &cbs, &log, NULL);
     int fd = client_connect_rcvbuf(port, 32 << 10);
@@ -348,6 +357,7 @@ static void test_abort_drops_queue(int backend)
     conn_log_t log = CONN_LOG_INIT;
     px_conn_callbacks_t cbs = {.on_open = send_then_abort,
                                .on_close = conn_log_close};
+    fill_pattern(drain_data, DRAIN_BYTES, 0, 3);
     px_loop_t *loop = start_loop(backend, NULL);
     int port = listen_local(loop, &cbs, &log, NULL);
     int fd = client_connect_rcvbuf(port, 32 << 10);

@@ -1,0 +1,266 @@
+/*
+ * test_handoff.c - IOCP's "one active thread per core": a callback that
+ * blocks (sleeps 300 ms) must not stall the other connections of its
+ * worker, nor any other worker; the monitor hands the blocked thread's
+ * worker to a spare thread. Also: callbacks of one connection never run
+ * concurrently, even across a hand-off, and blocking work items and timers
+ * are handed off the same way. Each case runs under both backends.
+ *
+ * The server speaks a one-byte protocol: 'w' answers the connection's
+ * worker index as a digit, 'b' sleeps BLOCK_MS then answers 'B', and any
+ * other byte is echoed.
+ */
+#include "engine_util.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#define BLOCK_MS 300
+#define CONNS 16
+/* A round trip on a connection that is not blocked must take well under
+ * BLOCK_MS; the sanitizers slow things down, so this is generous. */
+#define FAST_MS 150
+
+typedef struct {
+    conn_log_t log;
+    atomic_int overlaps; /* a connection's callbacks ran concurrently */
+} handoff_server_t;
+
+/* Per connection, its conn_data once open. */
+typedef struct {
+    handoff_server_t *server;
+    atomic_bool in_callback; /* one of its callbacks runs */
+} handoff_conn_t;
+
+static void handoff_open(px_conn_t *conn)
+{
+    conn_log_open(conn); /* while conn_data is still the server */
+    handoff_conn_t *hc = calloc(1, sizeof(*hc));
+    ASSERT_TRUE(hc != NULL);
+    hc->server = px_conn_data(conn);
+    px_conn_set_data(conn, hc);
+}
+
+static void handoff_close(px_conn_t *conn, int error)
+{
+    handoff_conn_t *hc = px_conn_data(conn);
+    px_conn_set_data(conn, hc->server);
+    free(hc);
+    conn_log_close(conn, error);
+}
+
+static void reply(px_conn_t *conn, char byte)
+{
+    struct iovec iov = {&byte, 1};
+    ASSERT_PX_OK(px_conn_send(conn, &iov, 1, NULL));
+}
+
+static void handoff_data(px_conn_t *conn, const char *data, size_t len)
+{
+    handoff_conn_t *hc = px_conn_data(conn);
+    if (atomic_exchange(&hc->in_callback, true))
+        atomic_fetch_add(&hc->server->overlaps, 1);
+    for (size_t i = 0; i < len; i++) {
+        if (data[i] == 'w') {
+            reply(conn, (char)('0' + px_current_worker()));
+        } else if (data[i] == 'b') {
+            sleep_ms(BLOCK_MS);
+            reply(conn, 'B');
+        } else {
+            reply(conn, data[i]);
+        }
+    }
+    atomic_store(&hc->in_callback, false);
+}
+
+static const px_conn_callbacks_t handoff_callbacks = {
+    .on_open = handoff_open,
+    .on_data = handoff_data,
+    .on_close = handoff_close,
+};
+
+static uint64_t ms_since(uint64_t start_ns)
+{
+    return (px_now_ns() - start_ns) / 1000000u;
+}
+
+/* One-byte round trip; returns its duration in ms. */
+static uint64_t round_trip(int fd, char byte, char *answer)
+{
+    uint64_t start = px_now_ns();
+    client_send_all(fd, &byte, 1);
+    client_recv_exact(fd, answer, 1);
+    return ms_since(start);
+}
+
+static int worker_of(int fd)
+{
+    char answer;
+    round_trip(fd, 'w', &answer);
+    ASSERT_TRUE(answer == '0' || answer == '1');
+    return answer - '0';
+}
+
+static bool has_answer(int fd)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    return poll(&pfd, 1, 0) == 1;
+}
+
+/* Echo round trips on every connection but the blocked ones; each must be
+ * fast, and all of them must be done while the blocked ones still block. */
+static void check_others_served(const int *fds, const bool *blocked, int n,
+                                uint64_t blocked_since)
+{
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < n; i++) {
+            if (blocked[i])
+                continue;
+            char answer;
+            uint64_t ms = round_trip(fds[i], 'e', &answer);
+            ASSERT_INT_EQ(answer, 'e');
+            ASSERT_UINT_CMP(ms, <, FAST_MS);
+        }
+    }
+    ASSERT_UINT_CMP(ms_since(blocked_since), <, BLOCK_MS);
+    for (int i = 0; i < n; i++)
+        if (blocked[i])
+            ASSERT_TRUE(!has_answer(fds[i]));
+}
+
+static void wait_blocked_answers(const int *fds, const bool *blocked, int n,
+                                 uint64_t blocked_since)
+{
+    for (int i = 0; i < n; i++) {
+        if (!blocked[i])
+            continue;
+        char answer[2];
+        client_recv_exact(fds[i], answer, 2);
+        /* The connection's later byte waited for its blocked callback. */
+        ASSERT_MEM_EQ(answer, "Be", 2);
+    }
+    ASSERT_UINT_CMP(ms_since(blocked_since), >=, BLOCK_MS);
+}
+
+static int open_connections(int port, int *fds, int *workers, int *per_worker)
+{
+    per_worker[0] = per_worker[1] = 0;
+    for (int i = 0; i < CONNS; i++) {
+        fds[i] = client_connect(port);
+        workers[i] = worker_of(fds[i]);
+        per_worker[workers[i]]++;
+    }
+    return per_worker[0] >= per_worker[1] ? 0 : 1;
+}
+
+static void finish(px_loop_t *loop, handoff_server_t *s, int *fds)
+{
+    for (int i = 0; i < CONNS; i++)
+        close(fds[i]);
+    WAIT_FOR(atomic_load(&s->log.closed) == CONNS, WAIT_MS);
+    ASSERT_INT_EQ(atomic_load(&s->overlaps), 0);
+    conn_log_release(&s->log);
+    finish_loop(loop);
+}
+
+/* One connection blocks; the others of its worker (and of the other
+ * worker) keep being served. */
+static void test_blocking_callback(int backend)
+{
+    static handoff_server_t s;
+    px_loop_t *loop = start_loop(backend, NULL);
+    int port = listen_local(loop, &handoff_callbacks, &s, NULL);
+    int fds[CONNS], workers[CONNS], per_worker[2];
+    int busiest = open_connections(port, fds, workers, per_worker);
+    ASSERT_INT_CMP(per_worker[busiest], >=, 3);
+
+    bool blocked[CONNS] = {false};
+    int victim = -1;
+    for (int i = 0; i < CONNS && victim < 0; i++)
+        if (workers[i] == busiest)
+            victim = i;
+    blocked[victim] = true;
+    uint64_t since = px_now_ns();
+    /* 'b' blocks; the 'e' behind it must wait for it. */
+    client_send_all(fds[victim], "b", 1);
+    sleep_ms(20);
+    client_send_all(fds[victim], "e", 1);
+    check_others_served(fds, blocked, CONNS, since);
+    wait_blocked_answers(fds, blocked, CONNS, since);
+
+    px_stats_t st;
+    px_loop_stats(loop, &st);
+    ASSERT_UINT_CMP(st.worker[busiest].handoffs, >=, 1);
+    ASSERT_INT_CMP(st.threads, >, 2); /* a spare took over */
+    finish(loop, &s, fds);
+}
+
+/* One connection per worker blocks (or two on one worker, when the kernel
+ * put every connection there): everything else is still served. */
+static void test_all_workers_blocked(int backend)
+{
+    static handoff_server_t s;
+    px_loop_t *loop = start_loop(backend, NULL);
+    int port = listen_local(loop, &handoff_callbacks, &s, NULL);
+    int fds[CONNS], workers[CONNS], per_worker[2];
+    open_connections(port, fds, workers, per_worker);
+
+    bool blocked[CONNS] = {false};
+    int first = 0, second = -1;
+    for (int i = 1; i < CONNS && second < 0; i++)
+        if (workers[i] != workers[first] || per_worker[workers[first]] == CONNS)
+            second = i;
+    blocked[first] = blocked[second] = true;
+    uint64_t since = px_now_ns();
+    client_send_all(fds[first], "b", 1);
+    client_send_all(fds[second], "b", 1);
+    sleep_ms(20);
+    client_send_all(fds[first], "e", 1);
+    client_send_all(fds[second], "e", 1);
+    check_others_served(fds, blocked, CONNS, since);
+    wait_blocked_answers(fds, blocked, CONNS, since);
+    finish(loop, &s, fds);
+}
+
+/* ---- blocking work items and timers ----------------------------------- */
+
+static atomic_int blockers_done;
+
+static void block_a_while(void *arg)
+{
+    (void)arg;
+    sleep_ms(BLOCK_MS);
+    atomic_fetch_add(&blockers_done, 1);
+}
+
+static void test_blocking_work_and_timers(int backend)
+{
+    static handoff_server_t s;
+    px_loop_t *loop = start_loop(backend, NULL);
+    int port = listen_local(loop, &handoff_callbacks, &s, NULL);
+    int fds[CONNS], workers[CONNS], per_worker[2];
+    open_connections(port, fds, workers, per_worker);
+
+    /* Enough blockers for every worker, whatever the distribution. */
+    uint64_t since = px_now_ns();
+    for (int i = 0; i < 2; i++) {
+        ASSERT_PX_OK(px_submit(loop, block_a_while, NULL, NULL));
+        ASSERT_PX_OK(
+            px_timer_start(loop, 0, 0, block_a_while, NULL, NULL, NULL));
+    }
+    sleep_ms(20);
+    bool blocked[CONNS] = {false};
+    check_others_served(fds, blocked, CONNS, since);
+    ASSERT_INT_EQ(atomic_load(&blockers_done), 0);
+    WAIT_FOR(atomic_load(&blockers_done) == 4, WAIT_MS);
+    finish(loop, &s, fds);
+}
+
+static const test_case_t cases[] = {
+    ENGINE_CASE(test_blocking_callback),
+    ENGINE_CASE(test_all_workers_blocked),
+    ENGINE_CASE(test_blocking_work_and_timers),
+};
+
+TEST_MAIN(cases)
