@@ -19,7 +19,7 @@ void test_loop_options(px_loop_options_t *opts, int backend)
     opts->backend = (px_backend_kind_t)backend;
 }
 
-px_loop_t *start_loop(int backend, const px_loop_options_t *opts)
+px_loop_t *new_loop(int backend, const px_loop_options_t *opts)
 {
     px_loop_options_t defaults;
     if (opts == NULL) {
@@ -34,6 +34,12 @@ px_loop_t *start_loop(int backend, const px_loop_options_t *opts)
     ASSERT_INT_EQ(px_loop_worker_count(loop), opts->workers);
     ASSERT_STR_EQ(px_loop_backend_name(loop),
                   backend == PX_BACKEND_URING ? "io_uring" : "epoll");
+    return loop;
+}
+
+px_loop_t *start_loop(int backend, const px_loop_options_t *opts)
+{
+    px_loop_t *loop = new_loop(backend, opts);
     ASSERT_PX_OK(px_loop_start(loop));
     return loop;
 }

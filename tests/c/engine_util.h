@@ -45,8 +45,11 @@
 
 /* Options for a test loop: two workers on the given backend. */
 void test_loop_options(px_loop_options_t *opts, int backend);
-/* Creates and starts a loop (opts NULL: test_loop_options); exits with
- * TEST_EXIT_SKIP when the backend is io_uring and it is unavailable. */
+/* Creates a loop (opts NULL: test_loop_options) without starting it;
+ * exits with TEST_EXIT_SKIP when the backend is io_uring and it is
+ * unavailable. */
+px_loop_t *new_loop(int backend, const px_loop_options_t *opts);
+/* new_loop, then px_loop_start. */
 px_loop_t *start_loop(int backend, const px_loop_options_t *opts);
 /* Stops and frees the loop. */
 void finish_loop(px_loop_t *loop);

@@ -251,15 +251,9 @@ static void test_stop_from_loop_thread(int backend)
 
 static void test_never_started(int backend)
 {
-    px_loop_options_t opts;
-    test_loop_options(&opts, backend);
-    px_loop_t *loop = NULL;
-    int rc = px_loop_new(&loop, &opts);
-    if (rc == PX_ENOBACKEND && backend == PX_BACKEND_URING)
-        TEST_SKIP("io_uring is not available here");
-    ASSERT_PX_OK(rc);
+    px_loop_t *loop = new_loop(backend, NULL);
     px_loop_free(loop);
-    ASSERT_PX_OK(px_loop_new(&loop, &opts));
+    loop = new_loop(backend, NULL);
     ASSERT_PX_OK(px_loop_stop(loop));
     px_loop_free(loop);
 }

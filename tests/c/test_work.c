@@ -136,13 +136,7 @@ static void never(void *arg)
 
 static void test_submit_errors(int backend)
 {
-    px_loop_options_t opts;
-    test_loop_options(&opts, backend);
-    px_loop_t *loop = NULL;
-    int rc = px_loop_new(&loop, &opts);
-    if (rc == PX_ENOBACKEND && backend == PX_BACKEND_URING)
-        TEST_SKIP("io_uring is not available here");
-    ASSERT_PX_OK(rc);
+    px_loop_t *loop = new_loop(backend, NULL);
     /* Not started yet. */
     ASSERT_INT_EQ(px_submit(loop, never, NULL, NULL), PX_ESTOPPED);
     ASSERT_PX_OK(px_loop_start(loop));
