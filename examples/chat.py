@@ -11,8 +11,9 @@ order of the calls, so every member sees each speaker's lines in order.
 
 The member table is shared by callbacks running in parallel, so it is guarded
 by a lock; the broadcast itself runs outside the lock. A member that left
-while a line was being sent to it makes send raise px.AsyncError, which only
-means that member is gone.
+while a line was being sent to it makes send raise px.AsyncError (the
+connection is closed) or an OSError such as BrokenPipeError (its peer went
+away first), which only means that member is gone.
 
 --selftest connects four members, has each say five lines at once, and checks
 that every member heard the other three, each in order.
@@ -49,8 +50,8 @@ class Room:
         for member in others:
             try:
                 member.send(line)
-            except px.AsyncError:
-                pass  # that member has just left
+            except (px.AsyncError, OSError):
+                pass  # that member has just left (closed, or its peer went away)
 
 
 room = Room()

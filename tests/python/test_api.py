@@ -607,3 +607,134 @@ def test_is_parallel_thread_outside_the_workers():
 def test_exception_hierarchy():
     assert issubclass(px.AsyncError, Exception)
     assert issubclass(px.ProtectionError, px.AsyncError)
+
+
+def test_transport_and_timer_types():
+    server = px.server(LOCALHOST, 0)
+    try:
+        assert isinstance(server, px.Transport)
+    finally:
+        server.close()
+    timer = px.timer(10, int)
+    try:
+        assert isinstance(timer, px.Timer)
+    finally:
+        timer.cancel()
+    with pytest.raises(TypeError):
+        px.Transport()
+    with pytest.raises(TypeError):
+        px.Timer()
+
+
+# ---- shutdown leaves nothing behind ----------------------------------------------------
+
+
+def engine_thread_count():
+    return len(os.listdir("/proc/self/task"))
+
+
+def test_shutdown_joins_every_thread(rt):
+    """After run() returns, the engine's threads (spares for blocked
+    callbacks included) are gone."""
+    _run_bounded(5)  # ends any loop an earlier test left running
+    baseline = engine_thread_count()
+    port = rt.serve(Echo)
+
+    def driver():
+        with connect(port) as sock:
+            sock.sendall(b"x")
+            recv_exactly(sock, 1)
+        # Blocking work makes the engine start spare threads.
+        futures = [px.submit_work(time.sleep, 0.2) for _ in range(6)]
+        for future in futures:
+            future.result(timeout=10)
+        assert engine_thread_count() > baseline
+
+    rt.run(driver)
+    wait_for(lambda: engine_thread_count() <= baseline, timeout=5,
+             message=f"{engine_thread_count()} threads after shutdown, {baseline} before")
+
+
+def test_shutdown_settles_every_future(rt):
+    """Work still queued at shutdown is cancelled: every future is done
+    (with a result, or cancelled) once run() returns, none hangs."""
+    futures = []
+
+    def driver():
+        futures.extend(px.submit_work(time.sleep, 0.3) for _ in range(40))
+        time.sleep(0.05)
+
+    rt.run(driver)
+    assert rt.elapsed < 5
+    assert all(f.done() for f in futures), sum(not f.done() for f in futures)
+    for future in futures:
+        assert future.cancelled() or future.exception() is None
+
+
+def test_transport_of_a_finished_run_raises_on_send(rt):
+    kept = []
+
+    class Keep:
+        def connection_made(self, transport):
+            kept.append(transport)
+
+    port = rt.serve(Keep)
+
+    def driver():
+        sock = connect(port)
+        wait_for(lambda: kept)
+        return sock
+
+    sock = rt.run(driver)
+    try:
+        with pytest.raises(px.AsyncError):
+            kept[0].send(b"after the run")
+        kept[0].close()  # harmless
+    finally:
+        sock.close()
+
+
+# ---- environment variables ---------------------------------------------------------------
+
+
+def run_with_env(code, **env):
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **env},
+    )
+
+
+@pytest.mark.parametrize("value", ["abc", "-3", "2x"])
+def test_bad_workers_variable_is_a_clear_error(value):
+    """A malformed PYPARALLEL_WORKERS is a ValueError naming the variable at
+    the first use of the runtime, not silently replaced by a default: a
+    production deployment that sets it wants to know it was not applied."""
+    result = run_with_env("import pyparallel as px; px.submit_work(int).result(timeout=10)", PYPARALLEL_WORKERS=value)
+    assert result.returncode != 0, "the bad value was ignored"
+    assert "ValueError" in result.stderr and "PYPARALLEL_WORKERS" in result.stderr, result.stderr
+
+
+def test_bad_io_variable_is_a_clear_error():
+    """Like PYPARALLEL_WORKERS: PYPARALLEL_IO=bogus must not quietly mean auto."""
+    result = run_with_env("import pyparallel as px; px.submit_work(int).result(timeout=10)", PYPARALLEL_IO="bogus")
+    assert result.returncode != 0, "the bad value was ignored"
+    assert "ValueError" in result.stderr and "PYPARALLEL_IO" in result.stderr, result.stderr
+
+
+def test_bad_mode_variable_is_a_clear_error():
+    result = run_with_env("import pyparallel as px; px.submit_work(int).result(timeout=10)", PYPARALLEL_MODE="bogus")
+    assert result.returncode != 0
+    assert "ValueError" in result.stderr and "PYPARALLEL_MODE" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("io", ["uring", "epoll"])
+def test_io_variable_selects_the_backend(io):
+    result = run_with_env("import pyparallel as px; px.submit_work(int).result(timeout=10); print(px.stats()['io'])",
+                          PYPARALLEL_IO=io)
+    if io == "uring" and result.returncode != 0 and "io_uring" in result.stderr:
+        pytest.skip(f"io_uring is unavailable here: {result.stderr.strip().splitlines()[-1]}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == {"uring": "io_uring", "epoll": "epoll"}[io]
