@@ -126,10 +126,18 @@ is_supported(PyObject *obj)
 static int
 walk_add(walk_t *w, PyObject *obj, Py_ssize_t parent)
 {
-    if (!w->strict && !is_constant(obj))
-        return 0;            /* immortalize_code(): leave it alone */
-    if (_Py_IsImmortal(obj) && !is_supported(obj))
+    if (!w->strict) {
+        /* immortalize_code(): only constants, and not again: an immortal
+         * tuple or frozenset has immortal items (we mark a container's items
+         * in the same pass, CPython only interns it when they are). A code
+         * object may be immortal (3.13t immortalizes them once threads
+         * start) with mortal constants, so it is always looked into. */
+        if (!is_constant(obj) || (_Py_IsImmortal(obj) && !PyCode_Check(obj)))
+            return 0;
+    }
+    else if (_Py_IsImmortal(obj) && !is_supported(obj)) {
         return 0;            /* None, True, static types...: nothing to do */
+    }
     int added = pxpy_ptrmap_put(&w->seen, obj, obj);
     if (added <= 0)
         return added;
@@ -303,8 +311,14 @@ walk_collect(walk_t *w)
 static void
 walk_mark(walk_t *w)
 {
-    for (Py_ssize_t i = 0; i < w->len; i++)
-        set_immortal(w->nodes[i].obj);
+    for (Py_ssize_t i = 0; i < w->len; i++) {
+        PyObject *obj = w->nodes[i].obj;
+        /* immortalize_code() leaves code objects mortal: they are not
+         * reference-counted per instruction, and code built at run time
+         * (exec) must stay collectable. */
+        if (w->strict || !PyCode_Check(obj))
+            set_immortal(obj);
+    }
 }
 
 /* ---- what callables the runtime runs reach ----------------------------- */

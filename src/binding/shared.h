@@ -124,9 +124,11 @@ PyObject *pxpy_lock_guard_new(pxpy_state *st, PyObject *lock,
  * callable may be a function, a bound method, a code object or a class (its
  * functions, static and class methods, through the MRO); anything else is
  * left alone. Only immutable constants (str, bytes, int, float, complex,
- * tuple, frozenset, slice, code) are touched; others are skipped silently.
- * Best called before the callable first runs on another thread. Returns 0,
- * or -1 with an exception set (out of memory). */
+ * tuple, frozenset, slice) are made immortal; others are skipped silently,
+ * and code objects themselves stay mortal. Each co_consts tuple ends up
+ * immortal with its contents, so a caller may test that to skip repeated
+ * work. Best called before the callable first runs on another thread.
+ * Returns 0, or -1 with an exception set (out of memory). */
 int pxpy_immortalize_code(PyObject *callable);
 
 /* ---- introspection (shared.c) ----------------------------------------- */

@@ -779,7 +779,11 @@ def test_immortalize_code_of_a_function_from_source(source_module):
     assert consts
     assert _core.immortalize_code(work) is work
     assert all(_core.is_immortal(c) for c in consts)
+    assert _core.is_immortal(work.__code__.co_consts)     # the "done" mark
     assert _core.is_immortal(work.__defaults__[0])
+    if not FREE_THREADED:      # (3.13t makes code objects immortal by itself)
+        assert not _core.is_immortal(work.__code__)
+    assert _core.immortalize_code(work) is work           # again: no change
     assert work(10) == sum(i * 1000003 for i in range(10)) % 2147483647
 
 
