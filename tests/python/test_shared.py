@@ -361,6 +361,57 @@ def test_blocked_main_thread_can_be_interrupted():
         pass
 
 
+def test_readers_never_see_a_half_done_write():
+    pair = px.protect({"a": 0, "b": 0})
+    stop = threading.Event()
+    reads = []
+
+    def writer(_):
+        for i in range(300):
+            with px.write_lock(pair):
+                pair["a"] = i
+                time.sleep(0)          # a reader slipping in here would see a != b
+                pair["b"] = i
+
+    def reader(_):
+        count = 0
+        while not stop.is_set():
+            with px.read_lock(pair):
+                assert pair["a"] == pair["b"]
+            count += 1
+        reads.append(count)
+
+    readers = threading.Thread(target=run_threads, args=(reader, 3))
+    readers.start()
+    try:
+        run_threads(writer, 3)
+    finally:
+        stop.set()
+        readers.join(JOIN_TIMEOUT)
+        px.unprotect(pair)
+    assert len(reads) == 3 and all(reads)
+
+
+def test_locks_and_xlist_work_on_engine_workers():
+    counts = px.protect({"n": 0})
+    results = px.xlist()
+
+    def work(i):
+        with px.write_lock(counts):
+            counts["n"] += 1
+        with px.read_lock(counts):
+            results.push(i)
+        return px.thread_seq_id()
+
+    try:
+        ids = px.map(work, range(500))
+    finally:
+        px.unprotect(counts)
+    assert counts["n"] == 500
+    assert sorted(results.flush()) == list(range(500))
+    assert 0 not in ids      # workers are not the importing thread
+
+
 def test_one_guard_entered_from_many_threads():
     obj = px.protect({"n": 0})
     guard = px.write_lock(obj)
