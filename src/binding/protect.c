@@ -214,17 +214,24 @@ void
 pxpy_protect_free(pxpy_state *st)
 {
     pxpy_shared_t *sh = st->shared;
-    PyMutex_Lock(&sh->registry_mutex);
-    pxpy_ptrmap_t taken = sh->registry;
-    sh->registry = (pxpy_ptrmap_t){0};
-    PyMutex_Unlock(&sh->registry_mutex);
-    /* Released outside the mutex: deallocations run arbitrary code. */
-    size_t pos = 0;
-    void *key, *value;
-    while (pxpy_ptrmap_next(&taken, &pos, &key, &value)) {
-        Py_DECREF((PyObject *)value);
-        Py_DECREF((PyObject *)key);
+    for (;;) {
+        PyMutex_Lock(&sh->registry_mutex);
+        pxpy_ptrmap_t taken = sh->registry;
+        sh->registry = (pxpy_ptrmap_t){0};
+        PyMutex_Unlock(&sh->registry_mutex);
+        if (taken.live == 0) {
+            pxpy_ptrmap_clear(&taken);
+            break;
+        }
+        /* Released outside the mutex: deallocations run arbitrary code,
+         * which may even protect() something again (hence the loop). */
+        size_t pos = 0;
+        void *key, *value;
+        while (pxpy_ptrmap_next(&taken, &pos, &key, &value)) {
+            Py_DECREF((PyObject *)value);
+            Py_DECREF((PyObject *)key);
+        }
+        pxpy_ptrmap_clear(&taken);
     }
-    pxpy_ptrmap_clear(&taken);
     Py_CLEAR(sh->str_rwlock_attr);
 }
