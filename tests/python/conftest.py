@@ -189,27 +189,31 @@ def burn_with_constants(n):
     return total
 
 
-def calibrate_burn(seconds, func=None):
-    """The n for which burn(n) takes about seconds on this machine, and the
-    best measured time of burn(n) on the calling thread."""
-    func = func or burn
-    n = 100_000
+def calibrate_burn(seconds, func=burn):
+    """The n for which func(n) takes about seconds on this machine."""
+    n = 50_000
     while True:
-        started = time.perf_counter()
-        func(n)
-        took = time.perf_counter() - started
+        took = min(timed(func, n) for _ in range(2))
         if took > seconds / 4:
-            break
+            return max(1, int(n * seconds / took))
         n *= 2
-    n = int(n * seconds / took)
-    best = min(_timed(func, n) for _ in range(2))
-    return n, best
 
 
-def _timed(func, *args):
+def timed(func, *args):
     started = time.perf_counter()
     func(*args)
     return time.perf_counter() - started
+
+
+def speedup(serial, parallel, repeats=2):
+    """How many times faster parallel() runs than serial() (both doing the
+    same work), each timed best of repeats, interleaved so that a change in
+    the machine's load affects both alike."""
+    serial_times, parallel_times = [], []
+    for _ in range(repeats):
+        serial_times.append(timed(serial))
+        parallel_times.append(timed(parallel))
+    return min(serial_times) / min(parallel_times)
 
 
 # ---- the Runtime harness ----------------------------------------------------

@@ -129,6 +129,9 @@ def test_echo_any_chunking_is_byte_exact(rt):
     rt.run(check, timeout=90)
 
 
+LINE_CONTENTS = st.binary(max_size=200).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b""))
+
+
 class Framed:
     """Replies to each line with the line's pieces as one vectored write of
     mixed buffer kinds: the tuple must arrive whole and in order."""
@@ -145,7 +148,7 @@ def test_vectored_replies_arrive_whole(rt):
     port = rt.serve(Framed)
 
     @SETTINGS
-    @given(lines=st.lists(st.binary(max_size=200).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b"")), max_size=20))
+    @given(lines=st.lists(LINE_CONTENTS, max_size=20))
     def check(lines):
         stream = b"".join(line + b"\n" for line in lines) + SENTINEL + b"\n"
         with connect(port) as sock:

@@ -43,6 +43,10 @@ def exchange(rt, protocol, message, nbytes):
     return rt.run(driver)
 
 
+# 200 pieces of 1000 bytes, A to Z over and over.
+LETTER_BLOCKS = tuple(bytes([65 + i % 26]) * 1000 for i in range(200))
+
+
 # ---- return values ---------------------------------------------------------------
 
 
@@ -56,7 +60,7 @@ def exchange(rt, protocol, message, nbytes):
         ("str h\u00e9 \u2603", "str h\u00e9 \u2603".encode()),
         ((b"ab", bytearray(b"cd"), memoryview(b"ef"), "gh"), b"abcdefgh"),
         ((b"single",), b"single"),
-        (tuple(bytes([65 + i % 26]) * 1000 for i in range(200)), b"".join(bytes([65 + i % 26]) * 1000 for i in range(200))),
+        (LETTER_BLOCKS, b"".join(LETTER_BLOCKS)),
         (b"x" * (4 << 20), b"x" * (4 << 20)),
     ],
     ids=["bytes", "bytearray", "memoryview", "memoryview-slice", "str-utf8", "tuple-mixed", "tuple-one",
@@ -238,7 +242,11 @@ def test_initial_bytes_go_before_connection_made_reply(rt):
 
 @pytest.mark.parametrize(
     "value, expected",
-    [(b"OK\n", b"OK\n"), ("\u00fcberall\n", "\u00fcberall\n".encode()), (staticmethod(lambda: b"called\n"), b"called\n")],
+    [
+        (b"OK\n", b"OK\n"),
+        ("\u00fcberall\n", "\u00fcberall\n".encode()),
+        (staticmethod(lambda: b"called\n"), b"called\n"),
+    ],
     ids=["bytes", "str", "callable"],
 )
 def test_next_bytes_to_send_replies_to_every_receive(rt, value, expected):
@@ -707,3 +715,100 @@ def test_protocol_constructor_failure_is_handled(rt, pxlog):
 
     assert rt.run(driver) == b"y"
     assert "first constructor fails" in pxlog.text
+
+
+# ---- edge cases of return values and streams ----------------------------------------------
+
+
+def test_vectored_reply_longer_than_iov_max(rt):
+    """A tuple of 5000 pieces (more than the kernel's IOV_MAX of 1024) still
+    goes out whole and in order."""
+    pieces = tuple(b"%05d" % i for i in range(5000))
+    assert exchange(rt, returning(pieces), b"?", 25_000) == b"".join(pieces)
+
+
+@pytest.mark.parametrize(
+    "value, error",
+    [(memoryview(b"abcdefgh")[::2], "BufferError"), ("\ud800", "UnicodeEncodeError")],
+    ids=["non-contiguous-memoryview", "lone-surrogate"],
+)
+def test_unsendable_buffer_contents_are_callback_errors(rt, pxlog, value, error):
+    """A buffer that cannot be sent as it is, or a str that is not valid
+    UTF-8 text, fails like a callback exception: logged, counted, closed."""
+    port = rt.serve(returning(value))
+
+    def driver():
+        errors_before = px.stats()["errors"]
+        with connect(port) as sock:
+            sock.sendall(b"x")
+            assert recv_until_closed(sock) == b""
+        wait_for(lambda: px.stats()["errors"] == errors_before + 1)
+
+    rt.run(driver)
+    assert error in pxlog.text, pxlog.text
+
+
+def test_reply_goes_out_before_the_close_that_follows_a_half_close(rt):
+    """A client that sends and then shuts down its side (SHUT_WR) still gets
+    the reply to what it sent, then EOF."""
+    lost = queue.Queue()
+
+    class EchoTracked(Echo):
+        def connection_lost(self, transport, exc):
+            lost.put(exc)
+
+    port = rt.serve(EchoTracked)
+
+    def driver():
+        with connect(port) as sock:
+            sock.sendall(b"last request")
+            sock.shutdown(socket.SHUT_WR)
+            return recv_to_eof(sock), lost.get(timeout=10)
+
+    assert rt.run(driver) == (b"last request", None)
+
+
+def test_lines_longer_than_max_line_length_close_the_connection(rt, pxlog):
+    """lines_mode buffers at most max_line_length bytes of one line (64 KiB
+    by default): a longer line is a ValueError (logged, connection closed),
+    so a client cannot make the server buffer without bound."""
+    port = rt.serve(Bracket)
+
+    def driver():
+        with connect(port) as sock:
+            sock.sendall(b"short\n")
+            assert recv_exactly(sock, 8) == b"<short>\n"
+            try:
+                sock.sendall(b"y" * (1 << 20))
+            except (ConnectionResetError, BrokenPipeError):
+                pass
+            assert recv_until_closed(sock) == b""
+
+    rt.run(driver)
+    assert "max_line_length" in pxlog.text, pxlog.text
+
+
+def test_max_line_length_can_be_raised(rt):
+    class LongLines(Bracket):
+        max_line_length = 1 << 20
+
+    port = rt.serve(LongLines)
+    line = b"z" * 500_000
+
+    def driver():
+        with connect(port) as sock:
+            sock.sendall(line + b"\n")
+            return recv_exactly(sock, len(line) + 3)
+
+    assert rt.run(driver) == b"<" + line + b">\n"
+
+
+@pytest.mark.parametrize("value, error", [("big", TypeError), (0, ValueError), (-5, ValueError)])
+def test_bad_max_line_length_is_refused_at_register(value, error):
+    protocol = type("BadLimit", (Bracket,), {"max_line_length": value})
+    server = px.server("127.0.0.1", 0)
+    try:
+        with pytest.raises(error):
+            px.register(server, protocol)
+    finally:
+        server.close()

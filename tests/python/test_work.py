@@ -9,7 +9,7 @@ import time
 import pytest
 
 import pyparallel as px
-from conftest import burn, burn_with_constants, calibrate_burn, gil_enabled, wait_for
+from conftest import burn, burn_with_constants, calibrate_burn, gil_enabled, speedup, wait_for
 
 
 def multiply(a, b, *, scale=1):
@@ -94,7 +94,8 @@ def test_submit_work_future_api():
     futures = [px.submit_work(multiply, i, i) for i in range(50)]
     done, not_done = concurrent.futures.wait(futures, timeout=10)
     assert not not_done
-    assert sorted(f.result() for f in concurrent.futures.as_completed(futures, timeout=10)) == [i * i for i in range(50)]
+    completed = concurrent.futures.as_completed(futures, timeout=10)
+    assert sorted(f.result() for f in completed) == [i * i for i in range(50)]
     called = threading.Event()
     futures[0].add_done_callback(lambda f: called.set())
     assert called.wait(5)
@@ -246,16 +247,15 @@ def test_map_during_run(rt):
 @pytest.mark.skipif(gil_enabled(), reason="a GIL build runs Python code on one core at a time (gil mode)")
 @pytest.mark.parametrize("func", [burn, burn_with_constants], ids=["small-constants", "mortal-constants"])
 def test_map_of_cpu_bound_work_uses_two_cores(func):
-    """px.map of a CPU-bound function over 8 items on two workers beats the
-    serial time by a wide margin (the bench checks the real target). With
+    """px.map of a CPU-bound function over 8 items on two workers is at
+    least 1.4x faster than the builtin map (the bench checks the real
+    target, 1.95x; the margin is for a noisy machine). With
     mortal constants in the function (this module is imported from source),
     plain threads scale about 0.8x here; the runtime must not pay for that."""
-    n, single = calibrate_burn(0.1, func)
-    started = time.perf_counter()
-    results = px.map(func, [n] * 8, chunksize=1)
-    elapsed = time.perf_counter() - started
-    assert results == [func(n)] * 8
-    assert elapsed < 8 * single / 1.4, f"8 items took {elapsed:.3f} s, one item {single:.3f} s"
+    n = calibrate_burn(0.1, func)
+    assert px.map(func, [n] * 8, chunksize=1) == [func(n)] * 8
+    ratio = speedup(lambda: [func(n) for _ in range(8)], lambda: px.map(func, [n] * 8, chunksize=1))
+    assert ratio >= 1.4, f"px.map ran only {ratio:.2f}x faster than the builtin map"
 
 
 # ---- call_from_main_thread ------------------------------------------------------------------
