@@ -174,7 +174,8 @@ endif
 # The editable installs are made by the pytest steps themselves, so a binding
 # that does not compile fails those steps without hiding the C results.
 test: $(VENV_FT)/.deps-stamp $(VENV_GIL)/.deps-stamp
-	@tools/test.sh "$(MAKE)" -j$(NPROC) -- $(TEST_STEPS)
+	@case "$$MAKEFLAGS" in *jobserver*) jobs= ;; *) jobs=-j$(NPROC) ;; esac; \
+	  tools/test.sh "$(MAKE)" $$jobs -- $(TEST_STEPS)
 
 check-c-tests:
 	@if [ -z "$(C_TESTS)" ]; then \
