@@ -109,6 +109,11 @@ int px_conn_sockname(const px_conn_t *c, char *host, size_t hostlen, int *port)
 /* Puts c on w's ready list; holder only, c->lock held. */
 void px__conn_ready_locked(px__worker_t *w, px_conn_t *c)
 {
+    /* A finalized connection is off the worker's books: the ready list
+     * holds no reference, so a late message (e.g. the READY posted by a
+     * thread that lost the worker) must not bring it back. */
+    if (atomic_load(&c->flags) & PX__CONN_FINALIZED)
+        return;
     if (c->queued_ready || c->busy)
         return; /* a busy connection is rescheduled by its thread */
     c->queued_ready = true;
@@ -535,10 +540,14 @@ bool px__conn_dispatch(px__worker_t *w, px_conn_t *c)
                 px__buf_free(&data);
         }
         if (!held) {
+            /* Another thread holds the worker now: let it carry on. Our
+             * reference keeps c alive between unlocking, when the new
+             * holder may close and finalize it, and posting. */
+            px_conn_ref(c);
             c->busy = false;
             pthread_mutex_unlock(&c->lock);
-            /* Another thread holds the worker now: let it carry on. */
             px__worker_post(c->worker, PX__MSG_CONN_READY, c);
+            px_conn_unref(c);
             return false;
         }
     }
