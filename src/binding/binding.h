@@ -56,10 +56,6 @@ typedef enum {
     X(NEXT_BYTES_TO_SEND, "next_bytes_to_send")                                \
     X(LINES_MODE, "lines_mode")                                                \
     X(MAX_LINE_LENGTH, "max_line_length")                                      \
-    X(SET_RUNNING_OR_NOTIFY_CANCEL, "set_running_or_notify_cancel")            \
-    X(SET_RESULT, "set_result")                                                \
-    X(SET_EXCEPTION, "set_exception")                                          \
-    X(CANCEL, "cancel")                                                        \
     X(ERROR, "error")                                                          \
     X(EXC_INFO, "exc_info")                                                    \
     X(CALLBACK, "callback")                                                    \
@@ -85,6 +81,7 @@ enum {
 };
 
 typedef struct pxpy_runtime_s pxpy_runtime_t;   /* runtime.c */
+typedef struct pxpy_futures_s pxpy_futures_t;   /* future.c */
 typedef struct pxpy_shared_s pxpy_shared_t;     /* shared.c */
 
 typedef struct {
@@ -94,15 +91,17 @@ typedef struct {
     PyTypeObject *xlist_type;
     PyTypeObject *lock_guard_type;
     PyTypeObject *protocol_type;  /* protocol.c's per-class cache */
+    PyTypeObject *future_core_type; /* future.c's C layer of Future */
     /* Exceptions: AsyncError is the root of the binding's own errors. */
     PyObject *async_error;
     PyObject *protection_error;
     /* Cached objects. */
     PyObject *logger;            /* logging.getLogger("pyparallel") */
-    PyObject *future_type;       /* concurrent.futures.Future */
+    PyObject *future_type;       /* pyparallel.Future (future.c) */
     PyObject *str_cache[32];     /* interned names, PXPY_STR_* */
     /* Sub-states owned by their files. */
     pxpy_runtime_t *runtime;
+    pxpy_futures_t *futures;
     pxpy_shared_t *shared;
     pxpy_mode_t mode;
 } pxpy_state;
@@ -111,6 +110,8 @@ typedef struct {
  * from the current interpreter's imported module. */
 pxpy_state *pxpy_get_state(PyObject *module);
 pxpy_state *pxpy_state_from_type(PyTypeObject *type);
+/* From an instance of a type defined by the module or of a subclass. */
+pxpy_state *pxpy_state_from_object(PyObject *obj);
 
 #define PXPY_STR(st, name) ((st)->str_cache[PXPY_STR_##name])
 
@@ -119,6 +120,9 @@ int pxpy_runtime_exec(PyObject *module, pxpy_state *st);
 int pxpy_runtime_traverse(pxpy_state *st, visitproc visit, void *arg);
 void pxpy_runtime_free(pxpy_state *st);
 int pxpy_work_exec(PyObject *module, pxpy_state *st);
+int pxpy_future_exec(PyObject *module, pxpy_state *st);
+int pxpy_future_traverse(pxpy_state *st, visitproc visit, void *arg);
+void pxpy_future_free(pxpy_state *st);
 int pxpy_transport_exec(PyObject *module, pxpy_state *st);
 int pxpy_protocol_exec(PyObject *module, pxpy_state *st);
 int pxpy_shared_exec(PyObject *module, pxpy_state *st);
@@ -140,6 +144,8 @@ px_loop_t *pxpy_loop(pxpy_state *st);
  * work is pending. */
 void pxpy_registered_add(pxpy_state *st, Py_ssize_t delta);
 void pxpy_pending_add(pxpy_state *st, Py_ssize_t delta);
+/* Whether the calling thread is the interpreter's main thread. */
+bool pxpy_is_main_thread(pxpy_state *st);
 /* Keeps a listening transport alive until the loop stops: accepted
  * connections refer to it as their initial user data. */
 int pxpy_keep_listener(pxpy_state *st, PyObject *transport);
@@ -172,6 +178,9 @@ typedef struct {
 pxpy_blocking_t pxpy_blocking_begin(void);
 void pxpy_blocking_end(pxpy_blocking_t saved);
 
+/* module.attr, imported. */
+PyObject *pxpy_import_attr(const char *module, const char *attr);
+
 /* ---- errors (module.c) ------------------------------------------------ */
 
 /* Reports an exception raised by a callback that nobody handled: logs it
@@ -195,6 +204,18 @@ PyObject *pxpy_raise_engine_error(pxpy_state *st, int code,
  * their reference counts. Cheap when already done (one immortality test);
  * other callables are left alone. 0, or -1 with an exception. */
 int pxpy_immortalize_func(PyObject *func);
+
+/* ---- futures (future.c) ------------------------------------------------ */
+
+/* A new pending pyparallel.Future. */
+PyObject *pxpy_future_new(pxpy_state *st);
+/* set_running_or_notify_cancel(): 1 running, 0 cancelled, -1 error. */
+int pxpy_future_set_running(PyObject *future);
+/* set_result()/set_exception(): 0, or -1 with InvalidStateError. */
+int pxpy_future_set_result(PyObject *future, PyObject *result);
+int pxpy_future_set_exception(PyObject *future, PyObject *exc);
+/* cancel(): 1 when the future is (now) cancelled. */
+int pxpy_future_cancel(PyObject *future);
 
 /* ---- transports (transport.c) ----------------------------------------- */
 

@@ -35,6 +35,14 @@ pxpy_state *pxpy_state_from_type(PyTypeObject *type)
     return (pxpy_state *)PyType_GetModuleState(type);
 }
 
+static struct PyModuleDef module_def;
+
+pxpy_state *pxpy_state_from_object(PyObject *obj)
+{
+    PyObject *module = PyType_GetModuleByDef(Py_TYPE(obj), &module_def);
+    return module ? pxpy_get_state(module) : NULL;
+}
+
 /* ---- modes ------------------------------------------------------------- */
 
 static const char *const mode_names[] = {
@@ -206,7 +214,7 @@ void pxpy_report_callback_error(pxpy_state *st, const char *where)
 
 /* ---- module lifecycle -------------------------------------------------- */
 
-static PyObject *import_attr(const char *module, const char *attr)
+PyObject *pxpy_import_attr(const char *module, const char *attr)
 {
     PyObject *m = PyImport_ImportModule(module);
     if (m == NULL)
@@ -248,17 +256,15 @@ static int module_exec(PyObject *module)
     }
     if (add_exceptions(module, st) < 0)
         return -1;
-    PyObject *get_logger = import_attr("logging", "getLogger");
+    PyObject *get_logger = pxpy_import_attr("logging", "getLogger");
     if (get_logger == NULL)
         return -1;
     st->logger = PyObject_CallFunction(get_logger, "s", "pyparallel");
     Py_DECREF(get_logger);
     if (st->logger == NULL)
         return -1;
-    st->future_type = import_attr("concurrent.futures", "Future");
-    if (st->future_type == NULL)
-        return -1;
-    if (pxpy_runtime_exec(module, st) < 0 || pxpy_work_exec(module, st) < 0 ||
+    if (pxpy_runtime_exec(module, st) < 0 || pxpy_future_exec(module, st) < 0 ||
+        pxpy_work_exec(module, st) < 0 ||
         pxpy_protocol_exec(module, st) < 0 ||
         pxpy_transport_exec(module, st) < 0 ||
         pxpy_shared_exec(module, st) < 0)
@@ -283,6 +289,8 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     for (int i = 0; i < PXPY_STR_COUNT; i++)
         Py_VISIT(st->str_cache[i]);
     int rc = pxpy_runtime_traverse(st, visit, arg);
+    if (rc == 0)
+        rc = pxpy_future_traverse(st, visit, arg);
     if (rc)
         return rc;
     return pxpy_shared_traverse(st, visit, arg);
@@ -296,6 +304,7 @@ static int module_clear(PyObject *module)
     /* The loop's threads use the state: stop them before anything goes.
      * Normally the atexit hook of the package has done so already. */
     pxpy_runtime_free(st);
+    pxpy_future_free(st);
     pxpy_shared_free(st);
     Py_CLEAR(st->transport_type);
     Py_CLEAR(st->timer_type);

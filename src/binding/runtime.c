@@ -235,11 +235,49 @@ void pxpy_wake_protocol_waiters(pxpy_state *st)
 
 /* ---- the loop ------------------------------------------------------------- */
 
+/* PYPARALLEL_WORKERS and PYPARALLEL_IO, checked here rather than quietly
+ * replaced by defaults: a deployment that sets them wants to know they
+ * apply. */
+static int options_from_environment(px_loop_options_t *opts)
+{
+    const char *v = getenv("PYPARALLEL_WORKERS");
+    if (v != NULL && v[0] != '\0') {
+        char *end;
+        errno = 0;
+        long n = strtol(v, &end, 10);
+        if (errno || *end != '\0' || n < 1 || n > PX_MAX_WORKERS) {
+            PyErr_Format(PyExc_ValueError,
+                         "PYPARALLEL_WORKERS must be a number of workers "
+                         "from 1 to %d, not '%.50s'",
+                         PX_MAX_WORKERS, v);
+            return -1;
+        }
+        opts->workers = (int)n;
+    }
+    v = getenv("PYPARALLEL_IO");
+    if (v != NULL && v[0] != '\0') {
+        if (strcmp(v, "uring") == 0 || strcmp(v, "io_uring") == 0) {
+            opts->backend = PX_BACKEND_URING;
+        } else if (strcmp(v, "epoll") == 0) {
+            opts->backend = PX_BACKEND_EPOLL;
+        } else if (strcmp(v, "auto") != 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "PYPARALLEL_IO must be uring, epoll or auto, not "
+                         "'%.50s'",
+                         v);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static px_loop_t *start_loop(pxpy_state *st, pxpy_mode_t mode)
 {
     pxpy_runtime_t *rt = st->runtime;
     px_loop_options_t opts;
     px_loop_options_init(&opts);
+    if (options_from_environment(&opts) < 0)
+        return NULL;
     opts.on_thread_start = on_thread_start;
     opts.on_thread_stop = on_thread_stop;
     opts.on_dispatch_enter = on_dispatch_enter;
@@ -247,6 +285,14 @@ static px_loop_t *start_loop(pxpy_state *st, pxpy_mode_t mode)
     opts.hook_data = rt;
     px_loop_t *loop = NULL;
     int rc = px_loop_new(&loop, &opts);
+    if (rc == PX_ENOBACKEND && opts.backend == PX_BACKEND_URING) {
+        PyErr_SetString(st->async_error,
+                        "PYPARALLEL_IO=uring, but io_uring is unavailable "
+                        "here (kernel, seccomp profile or the "
+                        "kernel.io_uring_disabled sysctl): use "
+                        "PYPARALLEL_IO=epoll");
+        return NULL;
+    }
     if (rc < 0) {
         pxpy_raise_engine_error(st, rc, "starting the engine");
         return NULL;
@@ -433,6 +479,11 @@ static Py_ssize_t run_queued_calls(pxpy_state *st)
 static bool is_main_thread(pxpy_runtime_t *rt)
 {
     return PyThread_get_thread_ident() == rt->main_ident;
+}
+
+bool pxpy_is_main_thread(pxpy_state *st)
+{
+    return is_main_thread(st->runtime);
 }
 
 /* Splits (func, *args) of a vectorcall into the call's fields. */

@@ -58,18 +58,6 @@ static void work_item_free(work_item_t *w)
     PyMem_Free(w);
 }
 
-/* Calls method(future, arg) and reports a failure (a Future is not expected
- * to fail, but a subclass or a done-callback might). */
-static void settle(pxpy_state *st, PyObject *future, PyObject *method,
-                   PyObject *arg)
-{
-    PyObject *args[] = {future, arg};
-    PyObject *r = PyObject_VectorcallMethod(
-        method, args, (arg ? 2 : 1) | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-    if (r == NULL)
-        pxpy_report_callback_error(st, "submit_work (settling the future)");
-    Py_XDECREF(r);
-}
 
 static void call_hook(pxpy_state *st, PyObject *hook, PyObject *arg,
                       const char *where)
@@ -85,13 +73,10 @@ static void work_run(void *arg)
     work_item_t *w = arg;
     pxpy_state *st = w->st;
     bool attached = pxpy_attach();
-    PyObject *fargs[] = {w->future};
-    PyObject *running = PyObject_VectorcallMethod(
-        PXPY_STR(st, SET_RUNNING_OR_NOTIFY_CANCEL), fargs,
-        1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-    if (running == NULL) {
+    int running = pxpy_future_set_running(w->future);
+    if (running < 0) {
         pxpy_report_callback_error(st, "submit_work (starting the future)");
-    } else if (running == Py_True) {
+    } else if (running) {
         /* argv[0] is func: the slot before the arguments, which the offset
          * flag lets the callee borrow. */
         PyObject *result = PyObject_Vectorcall(
@@ -100,17 +85,18 @@ static void work_run(void *arg)
         if (result != NULL) {
             if (w->callback)
                 call_hook(st, w->callback, result, "submit_work callback");
-            settle(st, w->future, PXPY_STR(st, SET_RESULT), result);
+            if (pxpy_future_set_result(w->future, result) < 0)
+                pxpy_report_callback_error(st, "submit_work (the future)");
             Py_DECREF(result);
         } else {
             PyObject *exc = PyErr_GetRaisedException();
             if (w->errback)
                 call_hook(st, w->errback, exc, "submit_work errback");
-            settle(st, w->future, PXPY_STR(st, SET_EXCEPTION), exc);
+            if (pxpy_future_set_exception(w->future, exc) < 0)
+                pxpy_report_callback_error(st, "submit_work (the future)");
             Py_DECREF(exc);
         }
     }
-    Py_XDECREF(running);
     work_item_free(w);
     pxpy_pending_add(st, -1);
     pxpy_detach(attached);
@@ -121,7 +107,11 @@ static void work_cancel(void *arg)
     work_item_t *w = arg;
     pxpy_state *st = w->st;
     bool attached = pxpy_attach();
-    settle(st, w->future, PXPY_STR(st, CANCEL), NULL);
+    /* Cancelled, then "notified" as an executor would, so that wait() and
+     * as_completed() learn it too. */
+    pxpy_future_cancel(w->future);
+    if (pxpy_future_set_running(w->future) < 0)
+        pxpy_report_callback_error(st, "submit_work (cancelling the future)");
     work_item_free(w);
     pxpy_pending_add(st, -1);
     pxpy_detach(attached);
@@ -185,7 +175,7 @@ static PyObject *submit_work(PyObject *module, PyObject *const *args,
     w->callback = callback == Py_None ? NULL : Py_NewRef(callback);
     w->errback = errback == Py_None ? NULL : Py_NewRef(errback);
     w->kwnames = NULL;
-    w->future = PyObject_CallNoArgs(st->future_type);
+    w->future = pxpy_future_new(st);
     if (w->future == NULL) {
         Py_XDECREF(w->callback);
         Py_XDECREF(w->errback);
