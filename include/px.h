@@ -75,6 +75,9 @@ typedef struct {
     size_t hog_threshold;        /* queued bytes that mark an I/O hog; 0: 1 MiB */
     unsigned handoff_ms;         /* callback time that counts as blocked; 0: 10 */
     unsigned max_threads;        /* threads incl. spares; 0: 256 */
+    unsigned close_linger_ms;    /* a closing connection's queue may take
+                                  * this long to drain, then it is reset;
+                                  * 0: 30000 */
     px_thread_hook_t on_thread_start;
     px_thread_hook_t on_thread_stop;
     px_dispatch_hook_t on_dispatch_enter;

@@ -162,6 +162,40 @@ static void start_release(px__worker_t *w, px_conn_t *c)
         w->backend_ops->conn_release(w, c);
 }
 
+/* A closing connection waits for its queue to drain, but not for ever: a
+ * peer that stopped reading would otherwise hold the socket and up to
+ * max_send_buffer bytes until the loop stops. */
+static void linger_expired(void *arg)
+{
+    px_conn_close(arg, 1);
+}
+
+static void linger_done(void *arg)
+{
+    px_conn_unref(arg);
+}
+
+static void arm_linger(px_conn_t *c)
+{
+    uint64_t ns = (uint64_t)c->loop->opts.close_linger_ms * 1000000u;
+    px_conn_ref(c); /* the timer's, dropped by linger_done */
+    px_timer_t *timer = NULL;
+    if (px_timer_start(c->loop, ns, 0, linger_expired, linger_done, c,
+                       &timer) < 0) {
+        px_conn_unref(c); /* stopping: the loop aborts every connection */
+        return;
+    }
+    pthread_mutex_lock(&c->lock);
+    if (atomic_load(&c->flags) & PX__CONN_RELEASED) {
+        pthread_mutex_unlock(&c->lock);
+        px_timer_cancel(timer);
+        px_timer_unref(timer);
+        return;
+    }
+    c->linger_timer = timer;
+    pthread_mutex_unlock(&c->lock);
+}
+
 /* Begins closing: with abort (or nothing queued) the connection is released
  * now, else once the send queue drains. error is what on_close reports. */
 void px__conn_begin_close(px__worker_t *w, px_conn_t *c, int error, bool abort)
@@ -178,11 +212,15 @@ void px__conn_begin_close(px__worker_t *w, px_conn_t *c, int error, bool abort)
     bool stop_reading = (f & PX__CONN_READING) && !release_now;
     if (stop_reading)
         atomic_fetch_and(&c->flags, ~(unsigned)PX__CONN_READING);
+    bool linger = !release_now && !c->linger_armed;
+    c->linger_armed = c->linger_armed || linger;
     pthread_mutex_unlock(&c->lock);
     if (stop_reading)
         w->backend_ops->conn_read_stop(w, c);
     if (release_now)
         start_release(w, c);
+    else if (linger)
+        arm_linger(c);
 }
 
 void px__on_conn_released(px__worker_t *w, px_conn_t *c)
@@ -195,9 +233,15 @@ void px__on_conn_released(px__worker_t *w, px_conn_t *c)
     px__conn_free_sendq_locked(c);
     c->close_pending = true;
     px__conn_ready_locked(w, c);
+    px_timer_t *linger = c->linger_timer;
+    c->linger_timer = NULL;
     pthread_mutex_unlock(&c->lock);
     if (fd >= 0)
         close(fd);
+    if (linger) {
+        px_timer_cancel(linger);
+        px_timer_unref(linger);
+    }
 }
 
 /* Drops the worker's reference once on_close has run; holder only. */

@@ -53,6 +53,8 @@ static void fill_defaults(px_loop_options_t *o)
         o->hog_threshold = 1u << 20;
     if (o->handoff_ms == 0)
         o->handoff_ms = 10;
+    if (o->close_linger_ms == 0)
+        o->close_linger_ms = 30000;
     if (o->max_threads == 0)
         o->max_threads = 256;
     if (o->max_threads < (unsigned)o->workers + 1)
@@ -175,8 +177,9 @@ void px_loop_free(px_loop_t *loop)
     px__qnode_t *n;
     while ((n = px__q_pop(&loop->listeners)) != NULL) {
         px_listener_t *l = px__container_of(n, px_listener_t, node);
-        if (l->fd >= 0)
-            close(l->fd);
+        int fd = atomic_load(&l->fd);
+        if (fd >= 0)
+            close(fd);
         free(l);
     }
     pthread_mutex_destroy(&loop->listeners_lock);
@@ -229,7 +232,7 @@ int px_listen(px_loop_t *loop, const char *host, int port, int backlog,
         return -ENOMEM;
     }
     l->loop = loop;
-    l->fd = fd;
+    atomic_init(&l->fd, fd);
     px__format_addr(&addr, name, sizeof(name), &l->port);
     l->cbs = *cbs;
     l->conn_data = conn_data;
@@ -257,10 +260,9 @@ void px_listener_close(px_listener_t *l)
 static void listener_maybe_close(px_listener_t *l)
 {
     if (atomic_load(&l->closing) && atomic_load(&l->workers_armed) == 0) {
-        pthread_mutex_lock(&l->loop->listeners_lock);
-        int fd = l->fd;
-        l->fd = -1;
-        pthread_mutex_unlock(&l->loop->listeners_lock);
+        /* No lock: this runs from backends while px__listeners_stop_all
+         * holds listeners_lock. */
+        int fd = atomic_exchange(&l->fd, -1);
         if (fd >= 0)
             close(fd);
     }

@@ -146,7 +146,7 @@ void px__on_wake(px__worker_t *w);
 struct px_listener_s {
     px_loop_t *loop;
     px__qnode_t node;          /* loop->listeners */
-    int fd;
+    atomic_int fd;             /* -1 once closed */
     int port;
     px_conn_callbacks_t cbs;
     void *conn_data;
@@ -213,6 +213,8 @@ struct px_conn_s {
     bool rearm_write;                /* arm writability from dispatch */
     bool throttled;                  /* reading stopped: input backlog */
     bool hog;                        /* counted in stat_hogs */
+    bool linger_armed;               /* the close linger timer was armed */
+    px_timer_t *linger_timer;        /* cancelled on release */
     bool busy;                       /* a thread is running its callbacks */
     bool queued_ready;               /* on the worker's ready list */
     bool open_pending;               /* on_open still to deliver */
@@ -314,6 +316,7 @@ typedef struct px__thread_s {
     px__worker_t *_Atomic worker;    /* the worker it holds, or NULL */
     uint64_t epoch;                  /* state epoch when it took it */
     int last_worker;                 /* index of the last worker held */
+    bool starting_spare;             /* counted in spares_starting */
     pthread_cond_t wake;             /* spare waiting for a worker */
     struct px__thread_s *next_spare;
     struct px__thread_s *next_all;
@@ -332,6 +335,7 @@ struct px_loop_s {
     px__thread_t *threads;           /* all threads */
     px__thread_t *spares;            /* threads waiting for a worker */
     int nthreads;
+    int spares_starting;             /* spawned, not yet waiting */
     int workers_finished;
     pthread_cond_t finished_cond;
     bool threads_exit;               /* spares exit instead of waiting */
