@@ -132,6 +132,33 @@ def wait_for(predicate, timeout=SOCKET_TIMEOUT, interval=0.005, message=None):
         time.sleep(interval)
 
 
+def run_threads(*calls, timeout=30.0):
+    """Runs every call (a function, or a (function, *args) tuple) on its own
+    thread, all at once; waits for all, re-raises the first failure, and
+    fails if one is still running after timeout seconds."""
+    failures = []
+
+    def guarded(func, *args):
+        try:
+            func(*args)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = []
+    for call in calls:
+        func, *args = call if isinstance(call, tuple) else (call,)
+        threads.append(threading.Thread(target=guarded, args=(func, *args), daemon=True))
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if failures:
+        raise failures[0]
+    if any(thread.is_alive() for thread in threads):
+        raise AssertionError(f"a thread was still running after {timeout} s")
+
+
 @contextlib.contextmanager
 def plain_server(handle):
     """A one-connection TCP server that is not pyparallel: handle(conn) runs

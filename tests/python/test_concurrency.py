@@ -19,7 +19,17 @@ import time
 import pytest
 
 import pyparallel as px
-from conftest import LOCALHOST, burn, calibrate_burn, connect, gil_enabled, recv_exactly, speedup, wait_for
+from conftest import (
+    LOCALHOST,
+    burn,
+    calibrate_burn,
+    connect,
+    gil_enabled,
+    recv_exactly,
+    run_threads,
+    speedup,
+    wait_for,
+)
 
 
 class Echo:
@@ -100,13 +110,7 @@ def test_callbacks_of_one_connection_never_overlap(rt):
         def run_client(i):
             results[i] = client(socks[i])
 
-        push = threading.Thread(target=pusher)
-        readers = [threading.Thread(target=run_client, args=(i,)) for i in range(clients)]
-        push.start()
-        for thread in readers:
-            thread.start()
-        for thread in readers + [push]:
-            thread.join(60)
+        run_threads(pusher, *[(run_client, i) for i in range(clients)], timeout=50)
         for sock in socks:
             sock.close()
         return results
@@ -376,29 +380,19 @@ def test_many_concurrent_connections(rt):
 
     def driver():
         accepted_before = px.stats()["accepted"]
-        failures = []
 
         def client(tag):
-            try:
-                socks = [connect(port) for _ in range(per_thread)]
-                for round_ in range(3):
-                    for i, sock in enumerate(socks):
-                        sock.sendall(b"%d-%d-%d;" % (tag, i, round_))
-                    for i, sock in enumerate(socks):
-                        expected = b"%d-%d-%d;" % (tag, i, round_)
-                        assert recv_exactly(sock, len(expected)) == expected
-                for sock in socks:
-                    sock.close()
-            except BaseException as exc:
-                failures.append(exc)
+            socks = [connect(port) for _ in range(per_thread)]
+            for round_ in range(3):
+                for i, sock in enumerate(socks):
+                    sock.sendall(b"%d-%d-%d;" % (tag, i, round_))
+                for i, sock in enumerate(socks):
+                    expected = b"%d-%d-%d;" % (tag, i, round_)
+                    assert recv_exactly(sock, len(expected)) == expected
+            for sock in socks:
+                sock.close()
 
-        workers = [threading.Thread(target=client, args=(t,)) for t in range(threads)]
-        for thread in workers:
-            thread.start()
-        for thread in workers:
-            thread.join(30)
-        if failures:
-            raise failures[0]
+        run_threads(*[(client, tag) for tag in range(threads)])
         return px.stats()["accepted"] - accepted_before
 
     assert rt.run(driver) >= per_thread * threads

@@ -13,7 +13,7 @@ import time
 import pytest
 
 import pyparallel as px
-from conftest import LOCALHOST, connect, recv_exactly, recv_to_eof, recv_until, wait_for
+from conftest import LOCALHOST, connect, recv_exactly, recv_to_eof, recv_until, run_threads, wait_for
 
 
 class Keep:
@@ -62,11 +62,7 @@ def test_send_from_many_threads_keeps_each_threads_order(rt):
                 for i in range(per_thread):
                     transport.send(b"%d:%05d\n" % (tag, i))
 
-            senders = [threading.Thread(target=sender, args=(t,)) for t in range(threads)]
-            for thread in senders:
-                thread.start()
-            for thread in senders:
-                thread.join(30)
+            run_threads(*[(sender, tag) for tag in range(threads)])
             return recv_exactly(sock, threads * per_thread * 8)
 
     lines = rt.run(driver).split(b"\n")[:-1]
@@ -201,12 +197,7 @@ def test_chat_fan_out_reaches_everyone_in_order(rt):
                 if i % 10 == 0:
                     time.sleep(0.001)
 
-        threads = [threading.Thread(target=reader, args=(i,)) for i in range(clients)]
-        threads += [threading.Thread(target=talker, args=(i,)) for i in range(clients)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+        run_threads(*[(reader, i) for i in range(clients)], *[(talker, i) for i in range(clients)])
         for sock in socks:
             sock.close()
         return received

@@ -9,7 +9,7 @@ import time
 import pytest
 
 import pyparallel as px
-from conftest import burn, burn_with_constants, calibrate_burn, gil_enabled, speedup, wait_for
+from conftest import burn, burn_with_constants, calibrate_burn, gil_enabled, run_threads, speedup, wait_for
 
 
 def multiply(a, b, *, scale=1):
@@ -108,11 +108,7 @@ def test_submit_work_many_items_from_many_threads():
         futures = [px.submit_work(multiply, base + i, 2) for i in range(500)]
         results[base] = [f.result(timeout=30) for f in futures]
 
-    threads = [threading.Thread(target=submitter, args=(base,)) for base in (0, 1000, 2000, 3000)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    run_threads(*[(submitter, base) for base in (0, 1000, 2000, 3000)], timeout=50)
     for base in (0, 1000, 2000, 3000):
         assert results[base] == [(base + i) * 2 for i in range(500)]
 
