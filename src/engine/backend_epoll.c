@@ -219,16 +219,21 @@ static void handle_accept(px__worker_t *w, px_listener_t *l)
 
 /* ---- connections ------------------------------------------------------ */
 
-static ep_conn_t *conn_state(px_conn_t *c)
+/* Finds or makes the backend's struct for c; 0 or -errno. There is none
+ * once c was released (its fd is gone then): nothing would free it. */
+static int conn_state(px_conn_t *c, ep_conn_t **out)
 {
     if (c->backend_state == NULL) {
+        if (c->fd < 0)
+            return -EBADF;
         ep_conn_t *s = calloc(1, sizeof(*s));
         if (s == NULL)
-            return NULL;
+            return -ENOMEM;
         s->handle = (ep_handle_t){EP_CONN, c};
         c->backend_state = s;
     }
-    return c->backend_state;
+    *out = c->backend_state;
+    return 0;
 }
 
 /* Brings the registration of c in line with what it waits for. */
@@ -251,14 +256,15 @@ static int conn_update(px__worker_t *w, px_conn_t *c, ep_conn_t *s)
 
 static int conn_watch(px__worker_t *w, px_conn_t *c, unsigned interest)
 {
-    ep_conn_t *s = conn_state(c);
-    if (s == NULL)
-        return -ENOMEM;
+    ep_conn_t *s;
+    int rc = conn_state(c, &s);
+    if (rc < 0)
+        return rc;
     if ((interest & WANT_READ) && s->read_ended)
         return 0;
     unsigned before = s->interest;
     s->interest |= interest;
-    int rc = conn_update(w, c, s);
+    rc = conn_update(w, c, s);
     if (rc < 0)
         s->interest = before;
     return rc;

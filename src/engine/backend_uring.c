@@ -474,12 +474,16 @@ static void handle_listen_op(px__worker_t *w, uring_op_t *op)
 
 /* ---- connections ------------------------------------------------------ */
 
-static uring_conn_t *conn_state(px_conn_t *c)
+/* Finds or makes the backend's struct for c; 0 or -errno. There is none
+ * once c was released (its fd is gone then): nothing would free it. */
+static int conn_state(px_conn_t *c, uring_conn_t **out)
 {
     if (c->backend_state == NULL) {
+        if (c->fd < 0)
+            return -EBADF;
         uring_conn_t *s = calloc(1, sizeof(*s));
         if (s == NULL)
-            return NULL;
+            return -ENOMEM;
         op_init(&s->recv, OP_RECV, c, &s->outstanding);
         op_init(&s->poll_out, OP_POLL_OUT, c, &s->outstanding);
         op_init(&s->connect, OP_CONNECT, c, &s->outstanding);
@@ -488,14 +492,16 @@ static uring_conn_t *conn_state(px_conn_t *c)
         s->recv_cancel.target = &s->recv;
         c->backend_state = s;
     }
-    return c->backend_state;
+    *out = c->backend_state;
+    return 0;
 }
 
 static int uring_conn_read_start(px__worker_t *w, px_conn_t *c)
 {
-    uring_conn_t *s = conn_state(c);
-    if (s == NULL)
-        return -ENOMEM;
+    uring_conn_t *s;
+    int rc = conn_state(c, &s);
+    if (rc < 0)
+        return rc;
     if (s->read_ended || s->releasing)
         return 0;
     s->want_read = true;
@@ -519,9 +525,10 @@ static int uring_conn_read_stop(px__worker_t *w, px_conn_t *c)
 
 static int uring_conn_want_write(px__worker_t *w, px_conn_t *c)
 {
-    uring_conn_t *s = conn_state(c);
-    if (s == NULL)
-        return -ENOMEM;
+    uring_conn_t *s;
+    int rc = conn_state(c, &s);
+    if (rc < 0)
+        return rc;
     if (!s->releasing)
         op_submit(w, &s->poll_out);
     return 0;
@@ -529,9 +536,10 @@ static int uring_conn_want_write(px__worker_t *w, px_conn_t *c)
 
 static int uring_conn_connect(px__worker_t *w, px_conn_t *c)
 {
-    uring_conn_t *s = conn_state(c);
-    if (s == NULL)
-        return -ENOMEM;
+    uring_conn_t *s;
+    int rc = conn_state(c, &s);
+    if (rc < 0)
+        return rc;
     op_submit(w, &s->connect);
     return 0;
 }

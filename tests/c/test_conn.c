@@ -7,7 +7,11 @@
  */
 #include "engine_util.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 /* A server that keeps every byte it receives. */
@@ -214,6 +218,92 @@ static void test_listener_close(int backend)
     finish_loop(loop);
 }
 
+/* ---- accepting with no file descriptors left --------------------------- */
+
+#define STARVED_CLIENTS 4
+
+static uint64_t cpu_ms(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000u +
+           (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000u;
+}
+
+/* While accept fails for lack of descriptors (EMFILE), the pending
+ * connections keep the listening socket readable: the backend must back off
+ * rather than spin, and accept them once descriptors are available again.
+ * io_uring reads the limit when an accept is armed, so the listener starts
+ * after the limit dropped, on the one descriptor left free for it. */
+static void test_accept_out_of_fds(int backend)
+{
+    conn_log_t log = CONN_LOG_INIT;
+    px_conn_callbacks_t cbs = {.on_open = conn_log_open,
+                               .on_data = echo_on_data,
+                               .on_close = conn_log_close};
+    px_loop_t *loop = start_loop(backend, NULL);
+
+    /* The clients' sockets exist before the limit drops: connecting needs
+     * no new descriptor, accepting does. */
+    int fds[STARVED_CLIENTS];
+    for (int i = 0; i < STARVED_CLIENTS; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        ASSERT_INT_CMP(fds[i], >=, 0);
+    }
+    int highest = 0;
+    for (int fd = 0; fd < 4096; fd++)
+        if (fcntl(fd, F_GETFD) >= 0)
+            highest = fd;
+    struct rlimit saved, starved;
+    ASSERT_INT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
+    starved = saved;
+    starved.rlim_cur = (rlim_t)highest + 2;
+    ASSERT_INT_EQ(setrlimit(RLIMIT_NOFILE, &starved), 0);
+    /* Lower descriptors closed earlier are free too: take them all, then
+     * give one back for the listening socket. */
+    int fillers[4096], nfillers = 0;
+    for (;;) {
+        int fd = dup(0);
+        if (fd < 0) {
+            ASSERT_INT_EQ(errno, EMFILE);
+            break;
+        }
+        ASSERT_INT_CMP(nfillers, <, 4096);
+        fillers[nfillers++] = fd;
+    }
+    ASSERT_INT_CMP(nfillers, >, 0);
+    close(fillers[--nfillers]);
+    int port = listen_local(loop, &cbs, &log, NULL);
+    sleep_ms(50); /* every worker armed its accept */
+
+    struct sockaddr_in sin = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)port),
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    for (int i = 0; i < STARVED_CLIENTS; i++)
+        ASSERT_INT_EQ(connect(fds[i], (struct sockaddr *)&sin, sizeof(sin)), 0);
+    uint64_t cpu_before = cpu_ms();
+    sleep_ms(400);
+    uint64_t cpu_used = cpu_ms() - cpu_before;
+    ASSERT_INT_EQ(atomic_load(&log.opened), 0);
+    /* A spinning worker would burn about 400 ms of CPU here. */
+    ASSERT_UINT_CMP(cpu_used, <, 150);
+
+    ASSERT_INT_EQ(setrlimit(RLIMIT_NOFILE, &saved), 0);
+    for (int i = 0; i < nfillers; i++)
+        close(fillers[i]);
+    WAIT_FOR(atomic_load(&log.opened) == STARVED_CLIENTS, WAIT_MS);
+    for (int i = 0; i < STARVED_CLIENTS; i++) {
+        char back[3];
+        client_send_all(fds[i], "abc", 3);
+        client_recv_exact(fds[i], back, 3);
+        ASSERT_MEM_EQ(back, "abc", 3);
+        close(fds[i]);
+    }
+    WAIT_FOR(atomic_load(&log.closed) == STARVED_CLIENTS, WAIT_MS);
+    conn_log_release(&log);
+    finish_loop(loop);
+}
+
 /* ---- outgoing connections --------------------------------------------- */
 
 typedef struct {
@@ -271,15 +361,45 @@ static void record_peer_open(px_conn_t *conn)
     conn_log_open(conn);
 }
 
+/* Holds a worker in a callback until the gate opens. */
+typedef struct {
+    atomic_int held[2]; /* per worker: a callback waits at the gate */
+    atomic_bool open;
+} gate_t;
+
+static void wait_at_gate(void *arg)
+{
+    gate_t *g = arg;
+    atomic_fetch_add(&g->held[px_current_worker()], 1);
+    uint64_t until = px_now_ns() + (uint64_t)WAIT_MS * 1000000u;
+    while (!atomic_load(&g->open) && px_now_ns() < until)
+        sleep_ms(1);
+}
+
 static void test_connect(int backend)
 {
     conn_log_t server_log = CONN_LOG_INIT;
     px_conn_callbacks_t echo = {.on_open = record_peer_open,
                                 .on_data = echo_on_data,
                                 .on_close = conn_log_close};
-    px_loop_t *loop = start_loop(backend, NULL);
+    /* No hand-off here: the gate below must hold both workers. */
+    px_loop_options_t opts;
+    test_loop_options(&opts, backend);
+    opts.handoff_ms = 60000;
+    px_loop_t *loop = start_loop(backend, &opts);
     int port = listen_local(loop, &echo, &server_log, NULL);
 
+    /* While every worker waits at the gate, the new connection cannot be
+     * adopted, so a send right after px_connect is surely made while it
+     * is connecting. */
+    static gate_t gate;
+    for (int i = 0; i < 2; i++)
+        ASSERT_PX_OK(
+            px_timer_start(loop, 0, 0, wait_at_gate, NULL, &gate, NULL));
+    WAIT_FOR(atomic_load(&gate.held[0]) + atomic_load(&gate.held[1]) == 2,
+             WAIT_MS);
+    ASSERT_TRUE(atomic_load(&gate.held[0]) == 1 &&
+                atomic_load(&gate.held[1]) == 1);
     static dialer_t d;
     pthread_mutex_init(&d.lock, NULL);
     atomic_store(&d.worker, -1);
@@ -291,6 +411,7 @@ static void test_connect(int backend)
     /* Sent before the connection is established: goes out first. */
     struct iovec iov = {(void *)early, sizeof(early) - 1};
     ASSERT_PX_OK(px_conn_send(conn, &iov, 1, NULL));
+    atomic_store(&gate.open, true);
 
     WAIT_FOR(atomic_load(&d.log.closed) == 1, WAIT_MS);
     ASSERT_INT_EQ(atomic_load(&d.log.opened), 1);
@@ -339,9 +460,10 @@ static void test_connect_refused(int backend)
 }
 
 static const test_case_t cases[] = {
-    ENGINE_CASE(test_pause_resume), ENGINE_CASE(test_peer_close),
-    ENGINE_CASE(test_peer_reset),   ENGINE_CASE(test_listener_close),
-    ENGINE_CASE(test_connect),      ENGINE_CASE(test_connect_refused),
+    ENGINE_CASE(test_pause_resume),      ENGINE_CASE(test_peer_close),
+    ENGINE_CASE(test_peer_reset),        ENGINE_CASE(test_listener_close),
+    ENGINE_CASE(test_connect),           ENGINE_CASE(test_connect_refused),
+    ENGINE_CASE(test_accept_out_of_fds),
 };
 
 TEST_MAIN(cases)
