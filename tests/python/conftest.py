@@ -17,6 +17,7 @@ PYPARALLEL_WORKERS, PYPARALLEL_IO and PYPARALLEL_MODE win.
 """
 
 import contextlib
+import ctypes
 import os
 
 os.environ.setdefault("PYPARALLEL_WORKERS", "2")
@@ -37,9 +38,31 @@ DEFAULT_TEST_TIMEOUT = 60
 # How long a client waits for any single answer before the test fails.
 SOCKET_TIMEOUT = 10.0
 LOCALHOST = "127.0.0.1"
+# The io_uring_setup system call's number (the same on every architecture).
+IO_URING_SETUP = 425
+
+
+def io_uring_unavailable():
+    """Why the kernel refuses io_uring here (a container's seccomp profile,
+    kernel.io_uring_disabled, an old kernel), or None when it works. Asked
+    of the kernel directly, so that a broken backend is never mistaken for
+    a missing one."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    params = ctypes.create_string_buffer(120)  # struct io_uring_params
+    fd = libc.syscall(IO_URING_SETUP, 4, params)
+    if fd >= 0:
+        os.close(fd)
+        return None
+    return f"io_uring_setup failed: {os.strerror(ctypes.get_errno())}"
 
 
 def pytest_collection_modifyitems(config, items):
+    if os.environ.get("PYPARALLEL_IO") == "uring":
+        reason = io_uring_unavailable()
+        if reason:
+            skip = pytest.mark.skip(reason=f"PYPARALLEL_IO=uring, but io_uring is unavailable here ({reason})")
+            for item in items:
+                item.add_marker(skip)
     if not config.pluginmanager.hasplugin("timeout"):
         return
     for item in items:
