@@ -4,8 +4,10 @@
  * The binding turns engine callbacks into Python calls. Files:
  *   module.c     module definition, per-module state, exec slot, mode,
  *                error conversion and callback-error reporting
- *   runtime.c    loop lifecycle, thread hooks, run/run_once/stop, the
- *                main-thread queue, stats, is_parallel_thread
+ *   runtime.c    loop lifecycle, thread hooks, bookkeeping for run(),
+ *                stats, is_parallel_thread (runtime.h: its state)
+ *   mainthread.c run/run_once/stop and the main-thread queue
+ *   future.c     pyparallel.Future, a concurrent.futures.Future in C
  *   work.c       submit_work and the Timer type
  *   transport.c  Transport type, server/client/register, sends
  *   protocol.c   protocol classes: the per-class cache and the dispatch of
