@@ -1,0 +1,123 @@
+"""HttpServer: the protocol class that HTTP applications subclass.
+
+The C base class pyparallel._core.HttpProtocol does the HTTP work: parsing,
+framing, keep-alive, pipelining, limits and timeouts, HEAD, 100-continue,
+error statuses, and sending files. For every request it calls
+_px_handle(raw) on the connection's instance (one instance per connection,
+made without arguments; one request at a time per connection, different
+connections in parallel on the workers). _px_handle routes the request and
+turns the handler's return value into what C sends.
+
+Order of resolution for a request:
+  1. an exact route for the decoded path (a dict lookup), else
+  2. the pattern routes, in order of definition, else
+  3. a static file under `root` when the class has one (GET and HEAD), else
+  4. 404.
+A path that a route serves, asked for with another method, is answered 405
+with Allow. A handler that raises is answered 500 with a generic body; the
+traceback goes to the "pyparallel" logger only.
+"""
+
+import logging
+
+from .. import _core
+from . import _static
+from ._request import Request
+from ._response import (
+    HTML_FIELDS,
+    INTERNAL_ERROR,
+    NOT_FOUND,
+    Response,
+    method_not_allowed,
+    to_wire,
+)
+from ._routing import RouteTable, collect_routes
+
+_log = logging.getLogger("pyparallel")
+
+_STATIC_METHODS = frozenset({"GET", "HEAD"})
+_STATIC_ALLOW = "GET, HEAD"
+
+
+class HttpServer(_core.HttpProtocol):
+    """Subclass it, add handlers, and register it:
+
+        class App(HttpServer):
+            def hello(self, request):          # GET /hello
+                return "Hello, World!"
+
+        px.register(transport=px.server("127.0.0.1", 8080), protocol=App)
+        px.run()
+
+    Class attributes (read when the class is registered):
+        root               directory to serve static files from (None: none)
+        max_header_size    bytes of request line and header fields (431)
+        max_uri_size       bytes of request target (414)
+        max_body_size      bytes of body (413)
+        header_timeout     seconds to receive a head (408)
+        body_timeout       seconds between two reads of a body (408)
+        keepalive_timeout  seconds an idle connection is kept open
+    """
+
+    root = None
+
+    # Compiled per class by __init_subclass__; HttpServer itself routes nothing.
+    _px_routes = RouteTable(())
+    _px_static_root = (None, None)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._px_routes = collect_routes(cls, HttpServer)
+        root = cls.__dict__.get("root")
+        if root is not None:
+            cls._px_static_root = (root, _static.real_root(root))
+
+    def _px_handle(self, raw):
+        try:
+            request = Request(raw)
+            routes = self._px_routes
+            methods = routes.exact.get(request.path)
+            if methods is not None:
+                handler = methods.get(request.method)
+                if handler is None:
+                    return method_not_allowed(routes.allow[request.path])
+                return to_wire(handler(self, request))
+            if routes.patterns:
+                handler, found = routes.match(request.path, request.method)
+                if handler is not None:
+                    return to_wire(handler(self, request, **found))
+                if found:
+                    return method_not_allowed(found)
+            if self.root is not None:
+                return self._px_static(request)
+            return NOT_FOUND
+        except Exception:
+            _log.exception("HTTP handler of %s failed on %s %s", type(self).__qualname__, raw.method, raw.target)
+            return INTERNAL_ERROR
+
+    def _px_static_real_root(self):
+        cls = type(self)
+        root = self.root
+        cached_root, real = cls._px_static_root
+        if cached_root is not root:
+            real = _static.real_root(root)
+            cls._px_static_root = (root, real)
+        return real
+
+    def _px_static(self, request):
+        found = _static.resolve(self._px_static_real_root(), request.raw_path)
+        if found is None:
+            return NOT_FOUND
+        if request.method not in _STATIC_METHODS:
+            return method_not_allowed(_STATIC_ALLOW)
+        kind, where = found
+        if kind is _static.FILE:
+            return Response.file(where)
+        if kind is _static.REDIRECT:
+            query = request.query_string
+            location = where + "?" + query if query else where
+            return (301, [("Location", location)], b"")
+        page = _static.listing(where, request.path)
+        if page is None:
+            return NOT_FOUND
+        return (200, HTML_FIELDS, page)

@@ -1,0 +1,146 @@
+"""The request object a handler receives, and its case-insensitive headers.
+
+The C layer parses each request into a pyparallel._core.HttpRequest (raw
+strings: the target as received, the path not percent-decoded, the header
+fields as a list of (name, value) pairs). Request wraps it for handlers. It
+is built once per request on the hot path, so it holds only what routing
+needs at once (the method and the decoded path); everything else is read
+from the raw request when asked for, and the query dict and the header
+mapping are built on first use only.
+"""
+
+from collections.abc import Mapping
+from urllib.parse import parse_qs, unquote
+
+
+def decode_path(raw_path):
+    """The percent-decoded form of a raw request path (UTF-8; an invalid
+    sequence becomes U+FFFD, as urllib.parse.unquote does)."""
+    return unquote(raw_path) if "%" in raw_path else raw_path
+
+
+class Headers(Mapping):
+    """The request's header fields as a read-only, case-insensitive mapping.
+
+    headers["content-type"] and headers["Content-Type"] are the same field.
+    A field received several times reads as its values joined with ", "
+    (RFC 9110's rule for combining field lines); get_all() gives them apart.
+    Iteration yields each name once, lower-cased, in order of arrival.
+    """
+
+    __slots__ = ("_fields", "_index")
+
+    def __init__(self, fields):
+        self._fields = fields
+        self._index = None
+
+    def _lookup(self):
+        index = self._index
+        if index is None:
+            index = {}
+            for name, value in self._fields:
+                index.setdefault(name.lower(), []).append(value)
+            self._index = index
+        return index
+
+    def __getitem__(self, name):
+        values = self._lookup()[name.lower()]
+        return values[0] if len(values) == 1 else ", ".join(values)
+
+    def __contains__(self, name):
+        return isinstance(name, str) and name.lower() in self._lookup()
+
+    def get(self, name, default=None):
+        values = self._lookup().get(name.lower())
+        if values is None:
+            return default
+        return values[0] if len(values) == 1 else ", ".join(values)
+
+    def get_all(self, name):
+        """Every value of the field name, in order of arrival ([] if absent)."""
+        return list(self._lookup().get(name.lower(), ()))
+
+    def __iter__(self):
+        return iter(self._lookup())
+
+    def __len__(self):
+        return len(self._lookup())
+
+    @property
+    def fields(self):
+        """The fields as received: a list of (name, value) pairs."""
+        return list(self._fields)
+
+    def __repr__(self):
+        return f"Headers({self._fields!r})"
+
+
+class Request:
+    """One HTTP request, as a handler sees it.
+
+    method      "GET", "POST", ... (as received: methods are case-sensitive)
+    path        the path, percent-decoded ("/a b" for "/a%20b")
+    raw_path    the path as received, not decoded
+    target      the request target as received (path and query)
+    query_string  what follows "?" in the target, raw ("" when none)
+    query       dict of str -> list of str, parsed from query_string
+    headers     Headers: a case-insensitive mapping
+    body        bytes (a chunked body arrives decoded)
+    version     "HTTP/1.1" or "HTTP/1.0"
+    keep_alive  True when the connection stays open after the response
+    client      the client's (host, port)
+    """
+
+    __slots__ = ("_raw", "method", "path", "_query", "_headers")
+
+    def __init__(self, raw):
+        self._raw = raw
+        self.method = raw.method
+        self.path = decode_path(raw.path)
+        self._query = None
+        self._headers = None
+
+    @property
+    def raw_path(self):
+        return self._raw.path
+
+    @property
+    def target(self):
+        return self._raw.target
+
+    @property
+    def query_string(self):
+        return self._raw.query_string
+
+    @property
+    def query(self):
+        query = self._query
+        if query is None:
+            query = self._query = parse_qs(self._raw.query_string, keep_blank_values=True)
+        return query
+
+    @property
+    def headers(self):
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = Headers(self._raw.headers)
+        return headers
+
+    @property
+    def body(self):
+        return self._raw.body
+
+    @property
+    def version(self):
+        return self._raw.version
+
+    @property
+    def keep_alive(self):
+        return self._raw.keep_alive
+
+    @property
+    def client(self):
+        return self._raw.client
+
+    def __repr__(self):
+        return f"<Request {self.method} {self._raw.target}>"

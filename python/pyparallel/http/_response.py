@@ -1,0 +1,152 @@
+"""What a handler returns, and its conversion to what the C layer sends.
+
+The C layer takes either a tuple (status, header fields, body) — it adds
+Date, Content-Length and Connection itself — or a _core.FileResponse, which
+it answers from the file (sendfile, ETag, ranges, 304, 416). A handler may
+return:
+    str                 200, text/plain; charset=utf-8
+    bytes-like          200, text/plain (PyParallel's and TechEmpower's
+                        convention for plaintext)
+    dict or list        200, application/json (compact, UTF-8)
+    Response            its status, fields and body (body converted as above
+                        when no Content-Type field is given)
+    Response.file(...)  a file
+Anything else is a TypeError, answered like any failing handler (500).
+
+The fixed answers (404, 405, 500) and the header lists shared by every
+response are built once and made immortal (px.eternalize), so that workers
+answering at once do not contend on their reference counts.
+"""
+
+import json
+import os
+
+from .. import _core
+from . import _static
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+
+TEXT_UTF8 = "text/plain; charset=utf-8"
+TEXT = "text/plain"
+JSON = "application/json"
+
+TEXT_UTF8_FIELDS = _core.eternalize([("Content-Type", TEXT_UTF8)])
+TEXT_FIELDS = _core.eternalize([("Content-Type", TEXT)])
+JSON_FIELDS = _core.eternalize([("Content-Type", JSON)])
+HTML_FIELDS = _core.eternalize([("Content-Type", "text/html; charset=utf-8")])
+
+NOT_FOUND = _core.eternalize((404, TEXT_UTF8_FIELDS, b"Not Found\n"))
+INTERNAL_ERROR = _core.eternalize((500, TEXT_UTF8_FIELDS, b"Internal Server Error\n"))
+
+# The C layer writes these itself; a handler giving one is a mistake.
+FRAMING_FIELDS = frozenset({"content-length", "transfer-encoding", "connection", "date"})
+
+
+def method_not_allowed(allow):
+    """The 405 answer, with Allow listing the methods the path serves."""
+    return (405, [("Allow", allow), ("Content-Type", TEXT_UTF8)], b"Method Not Allowed\n")
+
+
+def _check_field(name, value):
+    if not isinstance(name, str) or not isinstance(value, str):
+        raise TypeError(f"header fields are (str, str) pairs, not ({type(name).__name__}, {type(value).__name__})")
+    if not name or any(c in name for c in " \t\r\n:\0"):
+        raise ValueError(f"invalid header field name {name!r}")
+    if any(c in value for c in "\r\n\0"):
+        raise ValueError(f"header field {name} has a line break or NUL in its value")
+    if name.lower() in FRAMING_FIELDS:
+        raise ValueError(f"header field {name} is written by the server; do not give it")
+
+
+def normalise_fields(headers):
+    """A list of (name, value) pairs from None, a mapping, or pairs; checked
+    so that a bad field fails in the handler that gave it."""
+    if headers is None:
+        return []
+    items = headers.items() if hasattr(headers, "items") else headers
+    fields = []
+    for item in items:
+        name, value = item
+        _check_field(name, value)
+        fields.append((name, value))
+    return fields
+
+
+def _body_and_type(body):
+    """(body to send, its default Content-Type) for a handler's value."""
+    kind = type(body)
+    if kind is bytes:
+        return body, TEXT
+    if kind is str:
+        return body, TEXT_UTF8
+    if kind is dict or kind is list:
+        return _dumps(body), JSON
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return body, TEXT
+    if isinstance(body, str):
+        return str(body), TEXT_UTF8
+    if isinstance(body, (dict, list)):
+        return _dumps(body), JSON
+    raise TypeError(f"cannot send {kind.__name__}: return str, bytes, dict, list, Response or Response.file()")
+
+
+class Response:
+    """A response with full control: body (str, bytes-like, dict or list,
+    converted like a handler's return value), status (200..599) and extra
+    header fields (a mapping or (name, value) pairs). A Content-Type field
+    given here replaces the one derived from the body."""
+
+    __slots__ = ("body", "status", "headers")
+
+    def __init__(self, body=b"", status=200, headers=None):
+        if type(status) is not int:
+            raise TypeError(f"status must be an int, not {type(status).__name__}")
+        if not 200 <= status <= 599:
+            raise ValueError(f"status must be within 200..599, not {status}")
+        _body_and_type(body)  # a body that cannot be sent fails here
+        self.body = body
+        self.status = status
+        self.headers = normalise_fields(headers)
+
+    @staticmethod
+    def file(path, content_type=None, status=200, headers=None):
+        """The file at path as the response, sent by the C layer with
+        sendfile; it answers ETag/If-None-Match/If-Modified-Since (304) and
+        a byte range (206, 416) itself. content_type defaults to the guess
+        of mimetypes from the name. A missing file is answered 404."""
+        path = os.fspath(path)
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        if content_type is None:
+            content_type = _static.content_type(path)
+        return _core.FileResponse(path, content_type, status=status, headers=normalise_fields(headers) or None)
+
+    def wire(self):
+        """The (status, fields, body) tuple for the C layer."""
+        body, default_type = _body_and_type(self.body)
+        fields = self.headers
+        if any(name.lower() == "content-type" for name, _ in fields):
+            return (self.status, fields, body)
+        if not len(body):
+            return (self.status, fields, body)
+        return (self.status, [("Content-Type", default_type), *fields], body)
+
+    def __repr__(self):
+        return f"<Response {self.status} {self.headers!r}>"
+
+
+def to_wire(result):
+    """What the C layer sends for a handler's return value."""
+    kind = type(result)
+    if kind is bytes:
+        return (200, TEXT_FIELDS, result)
+    if kind is str:
+        return (200, TEXT_UTF8_FIELDS, result)
+    if kind is dict or kind is list:
+        return (200, JSON_FIELDS, _dumps(result))
+    if isinstance(result, Response):
+        return result.wire()
+    if isinstance(result, _core.FileResponse):
+        return result
+    body, content_type = _body_and_type(result)
+    return (200, [("Content-Type", content_type)], body)

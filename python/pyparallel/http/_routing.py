@@ -1,0 +1,180 @@
+"""Routing: which handler serves a request's path and method.
+
+Two ways to declare a route on an HttpServer subclass:
+  - by method name: a public method `def plaintext(self, request)` serves
+    GET and HEAD on /plaintext (PyParallel's convention);
+  - by decorator: @route("/users/{uid}", methods=("GET", "POST")) serves the
+    given methods on a path pattern; each {name} matches one path segment
+    (no "/") and is passed to the handler as a keyword argument (str).
+A route that serves GET also serves HEAD (the C layer sends only the head).
+
+Routes are compiled once per class, when the class is created: exact paths
+go into a dict, patterns into precompiled regular expressions tried in order
+of definition. Serving a request is then a dict lookup, plus a regex match
+per pattern only when no exact path matched.
+"""
+
+import re
+import types
+
+# Members a protocol class may define for the runtime itself: never routes.
+PROTOCOL_MEMBERS = frozenset(
+    {
+        "connection_made",
+        "data_received",
+        "lines_received",
+        "send_complete",
+        "connection_lost",
+        "exception_handler",
+        "initial_bytes_to_send",
+        "next_bytes_to_send",
+        "lines_mode",
+    }
+)
+
+_PARAMETER = re.compile(r"\{([^{}]*)\}")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def route(path, methods=("GET",)):
+    """Declares the decorated method a handler of path for methods.
+
+    path is a literal path ("/about") or a pattern with {name} parameters
+    ("/users/{uid}/posts/{pid}"); methods is a sequence of method names.
+    Decorators may be stacked to serve several paths with one method.
+    """
+    _compile_path(path)  # a bad pattern fails where it is written
+    methods = _normalise_methods(methods)
+
+    def decorate(func):
+        if not isinstance(func, types.FunctionType):
+            raise TypeError(f"@route() decorates a function, not {type(func).__name__}")
+        func.__dict__.setdefault("_px_routes", []).append((path, methods))
+        return func
+
+    return decorate
+
+
+def _normalise_methods(methods):
+    if isinstance(methods, str):
+        raise TypeError("route() methods must be a sequence of names, like ('GET',), not a str")
+    normalised = []
+    for method in methods:
+        if not isinstance(method, str) or not _TOKEN.fullmatch(method):
+            raise ValueError(f"route() method {method!r} is not an HTTP method name")
+        normalised.append(method.upper())
+    if not normalised:
+        raise ValueError("route() needs at least one method")
+    if "GET" in normalised and "HEAD" not in normalised:
+        normalised.append("HEAD")
+    return tuple(normalised)
+
+
+def _compile_path(path):
+    """None for a literal path, else the pattern's compiled regex."""
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ValueError(f"route path must be a str starting with '/', not {path!r}")
+    if "{" not in path and "}" not in path:
+        return None
+    parts = []
+    names = set()
+    position = 0
+    for match in _PARAMETER.finditer(path):
+        literal = path[position : match.start()]
+        if "{" in literal or "}" in literal:
+            raise ValueError(f"route path {path!r} has an unbalanced brace")
+        name = match.group(1)
+        if not name.isidentifier():
+            raise ValueError(f"route path {path!r}: parameter {{{name}}} is not a Python identifier")
+        if name in names:
+            raise ValueError(f"route path {path!r} repeats parameter {{{name}}}")
+        names.add(name)
+        parts.append(re.escape(literal))
+        parts.append(f"(?P<{name}>[^/]+)")
+        position = match.end()
+    rest = path[position:]
+    if "{" in rest or "}" in rest:
+        raise ValueError(f"route path {path!r} has an unbalanced brace")
+    parts.append(re.escape(rest))
+    return re.compile("".join(parts))
+
+
+def _allow(methods):
+    return ", ".join(sorted(methods))
+
+
+class RouteTable:
+    """A class's compiled routes.
+
+    exact:    {path: {method: function}}
+    allow:    {path: "GET, HEAD, ..."} for the 405 answer on exact paths
+    patterns: [(regex, {method: function}, allow)] in order of definition
+    The functions are the class's plain functions, called as
+    function(server, request, **parameters).
+    """
+
+    __slots__ = ("exact", "allow", "patterns")
+
+    def __init__(self, declarations):
+        """declarations: (path, methods, function, name) in order."""
+        self.exact = {}
+        self.allow = {}
+        self.patterns = []
+        pattern_index = {}
+        owners = {}
+        for path, methods, func, name in declarations:
+            regex = _compile_path(path)
+            if regex is None:
+                table = self.exact.setdefault(path, {})
+            else:
+                if path not in pattern_index:
+                    pattern_index[path] = len(self.patterns)
+                    self.patterns.append((regex, {}, ""))
+                table = self.patterns[pattern_index[path]][1]
+            for method in methods:
+                previous = owners.get((path, method))
+                if previous is not None and previous != name:
+                    raise TypeError(f"{method} {path} is routed to both {previous}() and {name}()")
+                owners[path, method] = name
+                table[method] = func
+        for path, table in self.exact.items():
+            self.allow[path] = _allow(table)
+        self.patterns = [(regex, table, _allow(table)) for regex, table, _ in self.patterns]
+
+    def match(self, path, method):
+        """For a path with no exact route: (function, parameters) for the
+        first pattern that serves method, else (None, allow) where allow
+        lists the methods that the patterns matching path serve ("" when
+        none matches: the path is unknown)."""
+        allowed = set()
+        for regex, table, allow in self.patterns:
+            found = regex.fullmatch(path)
+            if found is None:
+                continue
+            func = table.get(method)
+            if func is not None:
+                return func, found.groupdict()
+            allowed.update(table)
+        return None, _allow(allowed)
+
+
+def collect_routes(cls, base):
+    """The RouteTable of cls, a subclass of base: the routes declared by
+    every class between cls and base in the MRO, a subclass's member
+    replacing a base class's member of the same name."""
+    namespace = {}
+    for klass in reversed(cls.__mro__):
+        if klass is base or not issubclass(klass, base):
+            continue
+        namespace.update(klass.__dict__)
+    declarations = []
+    for name, value in namespace.items():
+        if not isinstance(value, types.FunctionType):
+            continue
+        declared = value.__dict__.get("_px_routes")
+        if declared is not None:
+            for path, methods in declared:
+                declarations.append((path, methods, value, name))
+        elif not name.startswith("_") and name not in PROTOCOL_MEMBERS:
+            declarations.append(("/" + name, ("GET", "HEAD"), value, name))
+    return RouteTable(declarations)

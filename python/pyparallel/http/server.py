@@ -1,0 +1,177 @@
+"""pyparallel.http.server: the HTTP server's public names and its command line.
+
+    python -m pyparallel.http.server [--bind ADDR] [--port 8080] [--root DIR]
+        [--app module:Class] [--workers N] [--io uring|epoll]
+        [--max-header-size N] [--max-uri-size N] [--max-body-size N]
+        [--header-timeout S] [--body-timeout S] [--keepalive-timeout S]
+
+Without --app it serves the current directory (or --root) the way
+`python -m http.server` does, plus two built-in routes: /plaintext and
+/json. With --app it serves that HttpServer subclass (with --root, its
+static files come from there). One line on stdout says where it listens
+and with how many workers, which mode and which I/O backend; Ctrl-C or
+SIGTERM shut it down cleanly (px.run() turns both into px.stop()).
+
+The engine starts on first use and reads PYPARALLEL_WORKERS and
+PYPARALLEL_IO then, so --workers and --io are put into os.environ before
+anything (the application's module included) can touch it.
+
+The implementation lives in the sibling modules, so that running this file
+with -m does not import it twice under two names.
+"""
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+import pyparallel as px
+
+from .. import _core
+from ._app import HttpServer
+from ._request import Headers, Request
+from ._response import Response
+from ._routing import route
+
+__all__ = ["FileServer", "Headers", "HttpServer", "Request", "Response", "main", "route"]
+
+
+class FileServer(HttpServer):
+    """The command line's default application: static files under root,
+    and the two TechEmpower-style routes."""
+
+    def plaintext(self, request):
+        return b"Hello, World!"
+
+    def json(self, request):
+        return {"message": "Hello, World!"}
+
+
+# Command-line flags for the class attributes that the C layer reads.
+LIMIT_FLAGS = (
+    ("max_header_size", int, "bytes of request line and header fields before 431"),
+    ("max_uri_size", int, "bytes of request target before 414"),
+    ("max_body_size", int, "bytes of request body before 413"),
+    ("header_timeout", float, "seconds to receive a request head before 408"),
+    ("body_timeout", float, "seconds between two reads of a request body before 408"),
+    ("keepalive_timeout", float, "seconds an idle keep-alive connection stays open"),
+)
+
+
+def _positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0, not {text}")
+        return value
+
+    return parse
+
+
+def _port(text):
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be within 0..65535 (0: any free port), not {port}")
+    return port
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m pyparallel.http.server",
+        description="Serve a directory over HTTP/1.1 (plus /plaintext and /json), or an HttpServer application, "
+        "with Python handlers on every core.",
+    )
+    parser.add_argument("--bind", metavar="ADDR", default="", help="address to listen on (default: every IPv4 address)")
+    parser.add_argument("--port", type=_port, default=8080, help="port to listen on (default: 8080; 0: any free port)")
+    parser.add_argument("--root", metavar="DIR", help="directory of the static files (default: the current directory)")
+    parser.add_argument("--app", metavar="MODULE:CLASS", help="serve this HttpServer subclass instead of the files")
+    parser.add_argument("--workers", type=_positive(int), metavar="N", help="number of workers (default: one per CPU)")
+    parser.add_argument("--io", choices=("uring", "epoll"), help="I/O backend (default: io_uring when available)")
+    for name, kind, help_text in LIMIT_FLAGS:
+        parser.add_argument("--" + name.replace("_", "-"), type=_positive(kind), dest=name, help=help_text)
+    return parser
+
+
+def load_app(spec):
+    """The protocol class named by "module:Class" (Class may be dotted)."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"--app wants MODULE:CLASS, not {spec!r}")
+    try:
+        target = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"--app {spec}: cannot import {module_name}: {exc}") from None
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ValueError(f"--app {spec}: {module_name} has no {attribute}") from None
+    if not isinstance(target, type) or not issubclass(target, _core.HttpProtocol):
+        raise ValueError(f"--app {spec}: {attribute} is not an HttpServer subclass")
+    return target
+
+
+def configure(args):
+    """The protocol class to serve: the application (or FileServer) with the
+    command line's root and limits as class attributes of a subclass."""
+    app = load_app(args.app) if args.app else FileServer
+    overrides = {name: getattr(args, name) for name, _, _ in LIMIT_FLAGS if getattr(args, name) is not None}
+    root = args.root if args.root is not None else (None if args.app else os.getcwd())
+    if root is not None:
+        if not os.path.isdir(root):
+            raise ValueError(f"--root {root}: not a directory")
+        overrides["root"] = os.path.realpath(root)
+    if not overrides:
+        return app
+    return type(app.__name__, (app,), {"__module__": app.__module__, "__qualname__": app.__qualname__, **overrides})
+
+
+def _url_host(host):
+    return f"[{host}]" if ":" in host else host
+
+
+def startup_line(listener, app):
+    host, port = listener.sockname[:2]
+    stats = px.stats()
+    root = getattr(app, "root", None)
+    serving = f"root {root}" if root is not None else "no static files"
+    return (
+        f"Serving HTTP on {host} port {port} (http://{_url_host(host)}:{port}/): "
+        f"app {app.__module__}.{app.__qualname__}, {serving}, "
+        f"{stats['workers']} workers, mode {stats['mode']}, io {stats['io']}"
+    )
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # Before the engine's first use, which reads them once.
+    if args.workers is not None:
+        os.environ["PYPARALLEL_WORKERS"] = str(args.workers)
+    if args.io is not None:
+        os.environ["PYPARALLEL_IO"] = args.io
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    try:
+        app = configure(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    try:
+        listener = px.server(args.bind, args.port)
+    except OSError as exc:
+        print(f"{parser.prog}: cannot listen on {args.bind or '*'} port {args.port}: {exc}", file=sys.stderr)
+        return 1
+    px.register(listener, app)
+    print(startup_line(listener, app), flush=True)
+    px.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
