@@ -248,6 +248,9 @@ static void prep_op(px__worker_t *w, uring_op_t *op, struct io_uring_sqe *sqe)
 {
     switch (op->kind) {
     case OP_WAKE:
+        /* A multishot poll rather than a read: one submission serves every
+         * wake-up (a read would be re-armed after each), and px__on_wake
+         * reads the counter, as the backend contract allows. */
         io_uring_prep_poll_multishot(sqe, w->wake_fd, POLLIN);
         break;
     case OP_ACCEPT: {
