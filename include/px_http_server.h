@@ -1,0 +1,206 @@
+/*
+ * px_http_server.h - the HTTP/1.1 server layer: engine connections served
+ * with the px_http parser, requests handed to one callback, responses framed
+ * and queued in order.
+ *
+ * A server (px_http_server_t) holds the limits, the timeouts and the request
+ * callback; it serves connections accepted by px_http_listen, or connections
+ * whose engine callbacks belong to someone else (a language binding), who
+ * hands their events over with px_http_conn_start/_input/_closed.
+ *
+ * Per connection, one request at a time: the head is parsed, the body
+ * framing decided before any body byte is read (a Content-Length over
+ * max_body_size is answered 413 at once; "Expect: 100-continue" gets its
+ * "100 Continue" when the body is wanted), the body read (Content-Length or
+ * chunked), then the callback gets the request and an exchange handle. The
+ * next pipelined request is parsed only after the response was given, so
+ * responses leave in request order. The response may be given inside the
+ * callback (the fast path: responses of pipelined requests are gathered and
+ * written with one send) or later from any thread.
+ *
+ * The server writes Date (cached per second), Content-Length and Connection
+ * on every response; HEAD gets the head a GET would get. A request that
+ * cannot be parsed or framed is answered with its status (400, 413, 414,
+ * 417, 431, 501, 505), a short body and "Connection: close"; the server then
+ * discards further input for a short while (so that the client reads the
+ * answer rather than a reset) and closes. Timeouts: header_timeout (from the
+ * first byte of a head to its end; a client trickling its head gets 408),
+ * body_timeout (between two reads of a body; 408), keepalive_timeout (idle
+ * between requests; closed silently). A new connection that sends nothing
+ * is closed silently after header_timeout.
+ *
+ * Every function returns 0 or a negative code: a PX_E* or negated errno
+ * (px.h), or a PX_HTTP_E* code (px_http.h).
+ */
+#ifndef PX_HTTP_SERVER_H
+#define PX_HTTP_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "px.h"
+#include "px_http.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct px_http_server_s px_http_server_t;
+/* One connection served by a server. */
+typedef struct px_http_conn_s px_http_conn_t;
+/* One request awaiting its response. */
+typedef struct px_http_exchange_s px_http_exchange_t;
+
+/* What the request callback sees. Every pointer points into the server's
+ * input buffer and is valid until the callback returns: a response given
+ * later must copy what it needs first. */
+typedef struct {
+    px_http_request_t head;   /* method, target, version, header fields */
+    const char *path;         /* the target's path, raw (not decoded); "/"
+                                 for an absolute-form target without one,
+                                 "*" for OPTIONS * */
+    size_t path_len;
+    const char *query;        /* after the '?', raw; "" when there is none */
+    size_t query_len;
+    const char *body;         /* the whole body (chunked: decoded) */
+    size_t body_len;
+    int keep_alive;           /* the connection stays open after this one,
+                                 unless the response closes it */
+    const char *raw_head;     /* the head as received, request line through
+                                 the blank line */
+    size_t raw_head_len;
+} px_http_server_request_t;
+
+/* Called on an engine thread for each request, never concurrently for one
+ * connection. It must answer every exchange exactly once (px_http_respond,
+ * px_http_respond_file or px_http_abort), now or later. */
+typedef void (*px_http_request_cb)(px_http_exchange_t *exchange,
+                                   const px_http_server_request_t *request);
+
+/* No timeout, for the *_timeout_ns fields. */
+#define PX_HTTP_NO_TIMEOUT UINT64_MAX
+
+typedef struct {
+    px_http_options_t limits;      /* the parser's limits (px_http.h);
+                                      max_headers is capped at
+                                      PX_HTTP_SERVER_MAX_HEADERS */
+    uint64_t header_timeout_ns;    /* 0: 10 s */
+    uint64_t body_timeout_ns;      /* 0: 30 s */
+    uint64_t keepalive_timeout_ns; /* 0: 5 s */
+    px_http_request_cb on_request; /* required */
+    void *data;                    /* px_http_server_data() */
+} px_http_server_options_t;
+
+#define PX_HTTP_SERVER_MAX_HEADERS 256
+
+/* A server on loop; its timeouts run on a timer of that loop. -EINVAL when
+ * on_request is missing, PX_ESTOPPED when the loop does not run. */
+int px_http_server_new(px_loop_t *loop, const px_http_server_options_t *opts,
+                       px_http_server_t **server);
+void *px_http_server_data(const px_http_server_t *server);
+/* Drops the caller's reference and stops the timeout timer; connections
+ * still open keep the server alive until they close. Close its listeners
+ * first; call it before the loop is freed. */
+void px_http_server_free(px_http_server_t *server);
+
+/* Listens on host:port (as px_listen) and serves every accepted connection;
+ * equivalent to px_listen with px_http_conn_callbacks and the server as
+ * conn_data. */
+int px_http_listen(px_http_server_t *server, const char *host, int port,
+                   int backlog, px_listener_t **listener);
+extern const px_conn_callbacks_t px_http_conn_callbacks;
+
+/* ---- serving a connection whose callbacks are someone else's ----------- */
+
+/* Starts serving conn (open, its on_open running): call from on_open. data
+ * is px_http_exchange_conn_data()'s. Then pass every on_data to
+ * px_http_conn_input and on_close to px_http_conn_closed, which ends the
+ * caller's use of hc. A request callback runs inside px_http_conn_input,
+ * or, after a response given outside the callback while more requests
+ * waited, in a work item of the loop: such a callback may still run when
+ * px_http_conn_closed returns, so an embedder that answers late keeps data
+ * valid until its exchanges are answered. */
+int px_http_conn_start(px_http_server_t *server, px_conn_t *conn, void *data,
+                       px_http_conn_t **hc);
+void px_http_conn_input(px_http_conn_t *hc, const char *data, size_t len);
+void px_http_conn_closed(px_http_conn_t *hc);
+
+/* ---- exchanges ----------------------------------------------------------- */
+
+px_http_server_t *px_http_exchange_server(const px_http_exchange_t *ex);
+px_conn_t *px_http_exchange_conn(const px_http_exchange_t *ex);
+void *px_http_exchange_conn_data(const px_http_exchange_t *ex);
+
+/*
+ * Answers the exchange with status, the caller's header fields and body
+ * (copied or written before the call returns), from any thread. The server
+ * owns the framing: Content-Length, Transfer-Encoding and Date fields in
+ * headers are dropped (it writes its own), and so is Connection, except
+ * that a "close" in it closes the connection after this response. A HEAD
+ * request gets the head only, with the body's length.
+ *
+ * Returns 0 once the response is queued. Returns a PX_HTTP_E_RESPONSE_*
+ * code, having sent nothing and leaving the exchange open (answer it
+ * again, say with a 500), for a status outside 200..599, a body given with
+ * 204 or 304, or a field that could inject a line. Returns PX_ECLOSED when
+ * the connection closed meanwhile, or another code when the response could
+ * not be queued (the connection is then closed); either way the exchange
+ * is done. PX_EBADSTATE: the exchange was already answered.
+ */
+int px_http_respond(px_http_exchange_t *ex, int status,
+                    const px_http_header_t *headers, size_t num_headers,
+                    const void *body, size_t body_len);
+
+/* Like px_http_respond, with length bytes of file fd from offset as the
+ * body, sent with sendfile (the server dups fd; the caller keeps its own).
+ * 304 sends no body; give length 0 with 416. */
+int px_http_respond_file(px_http_exchange_t *ex, int status,
+                         const px_http_header_t *headers, size_t num_headers,
+                         int fd, off_t offset, uint64_t length);
+
+/* Answers nothing and resets the connection; the exchange is done. */
+void px_http_abort(px_http_exchange_t *ex);
+
+/* ---- static files ----------------------------------------------------------- */
+
+/* How to answer a request for a regular file, from its stat and the
+ * request's conditional and range fields: */
+typedef struct {
+    int status;                   /* the status to answer with */
+    off_t offset;                 /* the file's bytes to send */
+    uint64_t length;
+    px_http_header_t headers[4];  /* ETag, Last-Modified, and Accept-Ranges
+                                     or Content-Range; they point into the
+                                     arrays below */
+    size_t num_headers;
+    char etag[64];
+    char last_modified[PX_HTTP_DATE_LEN + 1];
+    char content_range[64];
+} px_http_file_plan_t;
+
+/*
+ * Plans the response to request for a file with stat st, meant to be
+ * answered with status (usually 200). With 200 and a GET or HEAD:
+ *  - If-None-Match (weak comparison) listing the file's ETag, or "*" → 304;
+ *    without If-None-Match, If-Modified-Since not before Last-Modified → 304.
+ *  - one byte range ("bytes=a-b", "bytes=a-", suffix "bytes=-n"), when
+ *    If-Range (if any) matches → 206 with Content-Range "bytes a-b/N"; a
+ *    range starting past the end → 416 with "bytes * /N" (no space), length
+ *    0. Several ranges, a unit other than bytes, or a malformed Range → the
+ *    whole file (200): answering multipart/byteranges is not worth its
+ *    complexity here.
+ * For other methods, If-None-Match listing the ETag (or "*") → 412. Any
+ * other status is planned as the whole file, with no conditionals.
+ * The ETag is strong, made of the file's size, modification time and inode.
+ */
+void px_http_file_plan(const px_http_server_request_t *request,
+                       const struct stat *st, int status,
+                       px_http_file_plan_t *plan);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PX_HTTP_SERVER_H */

@@ -1,0 +1,826 @@
+/*
+ * server.c - the HTTP server's connections: input buffering, the drive
+ * loop that parses heads, reads bodies and runs the request callback, the
+ * continuation after a late response, and the timeout sweep.
+ *
+ * The fast path copies nothing: when a connection has no buffered input,
+ * the drive loop parses the engine's bytes where they are, runs the
+ * callbacks of every complete request in them, and copies only an
+ * unfinished request into the connection's buffer. Responses given inside
+ * the callbacks are gathered in hc->out and handed to the engine with one
+ * send when the pass ends, so a pipelined batch costs one write.
+ *
+ * Timeouts cost nothing per request beyond storing a deadline: one
+ * periodic timer per server sweeps its connections and acts on those whose
+ * deadline passed (see arm_wait for what each deadline means). Its period is
+ * a quarter of the shortest timeout, between 5 and 250 ms.
+ *
+ * The connection's lifecycle and its locking are described in
+ * server_internal.h.
+ */
+#include "server_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NS_PER_MS UINT64_C(1000000)
+#define NS_PER_S UINT64_C(1000000000)
+#define DEFAULT_HEADER_TIMEOUT_NS (10 * NS_PER_S)
+#define DEFAULT_BODY_TIMEOUT_NS (30 * NS_PER_S)
+#define DEFAULT_KEEPALIVE_TIMEOUT_NS (5 * NS_PER_S)
+/* How long input is discarded after an error response before closing:
+ * long enough for the answer to reach a client still sending, short
+ * enough that a bad client costs little. */
+#define LINGER_NS (2 * NS_PER_S)
+#define SWEEP_MIN_NS (5 * NS_PER_MS)
+#define SWEEP_MAX_NS (250 * NS_PER_MS)
+/* Input buffered beyond a request that waits for a late response, before
+ * reading pauses (pipelined requests queue in the kernel instead). */
+#define PIPELINE_PAUSE_BYTES (256u << 10)
+/* Buffer capacity kept across requests; larger buffers are freed. */
+#define KEEP_IN_BYTES (16u << 10)
+
+/* conn_data of an accepted connection is the server until on_open replaces
+ * it with the connection: the first field tells them apart. */
+#define SERVER_MAGIC 0x48545053u /* "HTPS" */
+#define CONN_MAGIC 0x48545043u   /* "HTPC" */
+
+/* ---- buffers ------------------------------------------------------------ */
+
+int px__hbuf_reserve(px__hbuf_t *b, size_t extra)
+{
+    if (b->cap - b->len >= extra)
+        return 0;
+    if (extra > SIZE_MAX / 2 - b->len)
+        return -ENOMEM;
+    size_t cap = b->cap ? b->cap : 1024;
+    while (cap - b->len < extra)
+        cap *= 2;
+    char *grown = realloc(b->data, cap);
+    if (grown == NULL)
+        return -ENOMEM;
+    b->data = grown;
+    b->cap = cap;
+    return 0;
+}
+
+int px__hbuf_append(px__hbuf_t *b, const void *data, size_t len)
+{
+    if (len == 0)
+        return 0;
+    int rc = px__hbuf_reserve(b, len);
+    if (rc < 0)
+        return rc;
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+    return 0;
+}
+
+void px__hbuf_consume(px__hbuf_t *b, size_t len)
+{
+    if (len >= b->len) {
+        b->len = 0;
+        return;
+    }
+    memmove(b->data, b->data + len, b->len - len);
+    b->len -= len;
+}
+
+void px__hbuf_reset(px__hbuf_t *b, size_t keep)
+{
+    b->len = 0;
+    if (b->cap > keep)
+        px__hbuf_free(b);
+}
+
+void px__hbuf_free(px__hbuf_t *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+/* ---- the server ---------------------------------------------------------- */
+
+typedef struct {
+    uint32_t magic;
+    px_http_server_t server;
+} server_box_t;
+
+typedef struct {
+    uint32_t magic;
+    px_http_conn_t conn;
+} conn_box_t;
+
+#define SERVER_BOX(s) px__container_of_http(s, server_box_t, server)
+#define CONN_BOX(hc) px__container_of_http(hc, conn_box_t, conn)
+#define px__container_of_http(ptr, type, member)                               \
+    ((type *)((char *)(ptr) - offsetof(type, member)))
+
+static void server_unref(px_http_server_t *s)
+{
+    if (atomic_fetch_sub(&s->refs, 1) != 1)
+        return;
+    pthread_mutex_destroy(&s->lock);
+    free(SERVER_BOX(s));
+}
+
+static uint64_t timeout_or(uint64_t ns, uint64_t fallback)
+{
+    return ns == 0 ? fallback : ns;
+}
+
+static uint64_t sweep_period(const px_http_server_t *s)
+{
+    uint64_t shortest = LINGER_NS;
+    const uint64_t timeouts[] = {s->header_timeout_ns, s->body_timeout_ns,
+                                 s->keepalive_timeout_ns};
+    for (size_t i = 0; i < sizeof(timeouts) / sizeof(timeouts[0]); i++)
+        if (timeouts[i] < shortest)
+            shortest = timeouts[i];
+    uint64_t period = shortest / 4;
+    if (period < SWEEP_MIN_NS)
+        return SWEEP_MIN_NS;
+    return period > SWEEP_MAX_NS ? SWEEP_MAX_NS : period;
+}
+
+static void expire(px_http_conn_t *hc, uint64_t now);
+
+static void sweep(void *arg)
+{
+    px_http_server_t *s = arg;
+    uint64_t now = px_now_ns();
+    pthread_mutex_lock(&s->lock);
+    for (px_http_conn_t *hc = s->conns; hc != NULL; hc = hc->next) {
+        uint64_t deadline =
+            atomic_load_explicit(&hc->deadline_ns, memory_order_relaxed);
+        if (deadline != 0 && deadline <= now)
+            expire(hc, now);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void sweep_done(void *arg)
+{
+    px_http_server_t *s = arg;
+    pthread_mutex_lock(&s->lock);
+    px_timer_t *t = s->sweep;
+    s->sweep = NULL;
+    pthread_mutex_unlock(&s->lock);
+    if (t != NULL)
+        px_timer_unref(t);
+    server_unref(s); /* the timer's */
+}
+
+int px_http_server_new(px_loop_t *loop, const px_http_server_options_t *opts,
+                       px_http_server_t **out)
+{
+    if (loop == NULL || opts == NULL || opts->on_request == NULL ||
+        out == NULL)
+        return -EINVAL;
+    server_box_t *box = calloc(1, sizeof(*box));
+    if (box == NULL)
+        return -ENOMEM;
+    box->magic = SERVER_MAGIC;
+    px_http_server_t *s = &box->server;
+    s->loop = loop;
+    px__http_resolve_options(&opts->limits, &s->limits);
+    if (s->limits.max_headers > PX_HTTP_SERVER_MAX_HEADERS)
+        s->limits.max_headers = PX_HTTP_SERVER_MAX_HEADERS;
+    s->header_timeout_ns =
+        timeout_or(opts->header_timeout_ns, DEFAULT_HEADER_TIMEOUT_NS);
+    s->body_timeout_ns =
+        timeout_or(opts->body_timeout_ns, DEFAULT_BODY_TIMEOUT_NS);
+    s->keepalive_timeout_ns =
+        timeout_or(opts->keepalive_timeout_ns, DEFAULT_KEEPALIVE_TIMEOUT_NS);
+    s->on_request = opts->on_request;
+    s->data = opts->data;
+    atomic_init(&s->refs, 2); /* the caller's and the timer's */
+    atomic_init(&s->closed, false);
+    pthread_mutex_init(&s->lock, NULL);
+    uint64_t period = sweep_period(s);
+    int rc = px_timer_start(loop, period, period, sweep, sweep_done, s,
+                            &s->sweep);
+    if (rc < 0) {
+        pthread_mutex_destroy(&s->lock);
+        free(box);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void *px_http_server_data(const px_http_server_t *s) { return s->data; }
+
+void px_http_server_free(px_http_server_t *s)
+{
+    atomic_store(&s->closed, true);
+    pthread_mutex_lock(&s->lock);
+    /* Set until the done callback ran, which the loop's stop guarantees
+     * before the loop can be freed: the timer is still valid here. */
+    if (s->sweep != NULL)
+        px_timer_cancel(s->sweep);
+    pthread_mutex_unlock(&s->lock);
+    server_unref(s);
+}
+
+/* ---- connection references and deadlines ----------------------------------- */
+
+void px__http_conn_ref(px_http_conn_t *hc) { atomic_fetch_add(&hc->refs, 1); }
+
+void px__http_conn_unref(px_http_conn_t *hc)
+{
+    if (atomic_fetch_sub(&hc->refs, 1) != 1)
+        return;
+    px__hbuf_free(&hc->in);
+    px__hbuf_free(&hc->pending);
+    px__hbuf_free(&hc->out);
+    pthread_mutex_destroy(&hc->lock);
+    px_conn_unref(hc->conn);
+    server_unref(hc->server);
+    free(CONN_BOX(hc));
+}
+
+/*
+ * Sets the deadline for what the connection waits for; hc->lock held.
+ *  IDLE   no byte of a request yet: keepalive_timeout after a response,
+ *         header_timeout on a new connection; then closed silently.
+ *  HEAD   from the first byte of a head: header_timeout, then 408. Not
+ *         pushed back by later bytes, which is what stops slowloris.
+ *  BODY   between two reads of a body: body_timeout, then 408.
+ *  LINGER after an error response: closed after LINGER_NS.
+ */
+static void arm_wait(px_http_conn_t *hc)
+{
+    px_http_server_t *s = hc->server;
+    px__wait_t want = PX__WAIT_NONE;
+    uint64_t timeout = PX_HTTP_NO_TIMEOUT;
+    switch (hc->state) {
+    case PX__HC_HEAD:
+        if (hc->in.len == 0 && hc->pending.len == 0) {
+            want = PX__WAIT_IDLE;
+            timeout = hc->served ? s->keepalive_timeout_ns
+                                 : s->header_timeout_ns;
+        } else {
+            want = PX__WAIT_HEAD;
+            timeout = s->header_timeout_ns;
+        }
+        break;
+    case PX__HC_BODY:
+        want = PX__WAIT_BODY;
+        timeout = s->body_timeout_ns;
+        break;
+    case PX__HC_LINGER:
+        want = PX__WAIT_LINGER;
+        timeout = LINGER_NS;
+        break;
+    case PX__HC_HANDLING:
+    case PX__HC_CLOSING:
+        break;
+    }
+    if (want == hc->wait && want != PX__WAIT_BODY)
+        return;
+    hc->wait = want;
+    uint64_t deadline = 0;
+    if (want != PX__WAIT_NONE && timeout != PX_HTTP_NO_TIMEOUT)
+        deadline = px_now_ns() + timeout;
+    atomic_store_explicit(&hc->deadline_ns, deadline, memory_order_relaxed);
+}
+
+static void set_no_wait(px_http_conn_t *hc)
+{
+    hc->wait = PX__WAIT_NONE;
+    atomic_store_explicit(&hc->deadline_ns, 0, memory_order_relaxed);
+}
+
+/* Closes after what is queued was sent; hc->lock held. */
+static void close_gracefully(px_http_conn_t *hc)
+{
+    hc->state = PX__HC_CLOSING;
+    set_no_wait(hc);
+    px_conn_close(hc->conn, 0);
+}
+
+/* A deadline passed (the sweep, server lock held). */
+static void expire(px_http_conn_t *hc, uint64_t now)
+{
+    pthread_mutex_lock(&hc->lock);
+    uint64_t deadline = atomic_load(&hc->deadline_ns);
+    /* A driving thread will set a new deadline when its pass ends. */
+    if (hc->closed || hc->driving || deadline == 0 || deadline > now) {
+        pthread_mutex_unlock(&hc->lock);
+        return;
+    }
+    if (hc->wait == PX__WAIT_HEAD || hc->wait == PX__WAIT_BODY) {
+        px__http_put_error(hc, 408);
+        px__http_flush(hc);
+    }
+    close_gracefully(hc);
+    pthread_mutex_unlock(&hc->lock);
+}
+
+/* Pauses reading while a late response keeps much input waiting; hc->lock
+ * held. */
+static void update_reading(px_http_conn_t *hc)
+{
+    bool pause = hc->state == PX__HC_HANDLING && !hc->closed &&
+                 hc->in.len + hc->pending.len > PIPELINE_PAUSE_BYTES;
+    if (pause && !hc->paused) {
+        hc->paused = true;
+        px_conn_pause_reading(hc->conn);
+    } else if (!pause && hc->paused) {
+        hc->paused = false;
+        px_conn_resume_reading(hc->conn);
+    }
+}
+
+/* ---- the drive loop ---------------------------------------------------------- */
+
+/* The input one pass of the drive loop works on: the engine's bytes, valid
+ * for the on_data callback only, or hc->in. */
+typedef struct {
+    const char *base;
+    size_t len;
+    bool owned;          /* base is hc->in.data */
+    size_t pos;          /* the current request's first byte */
+    bool head_valid;     /* head and headers were parsed from base */
+    px_http_request_t head;
+    px_http_header_t headers[PX_HTTP_SERVER_MAX_HEADERS];
+} pass_t;
+
+static void fail(px_http_conn_t *hc, int status)
+{
+    px__http_put_error(hc, status);
+    hc->state = PX__HC_LINGER;
+}
+
+/* Points the pass at hc->in, with what arrived meanwhile appended. */
+static void sync_owned(px_http_conn_t *hc, pass_t *p)
+{
+    if (hc->pending.len > 0) {
+        if (px__hbuf_append(&hc->in, hc->pending.data, hc->pending.len) < 0)
+            fail(hc, 500);
+        px__hbuf_reset(&hc->pending, KEEP_IN_BYTES);
+    }
+    p->base = hc->in.data;
+    p->len = hc->in.len;
+}
+
+/* Moves the engine's unparsed bytes into hc->in and switches the pass to
+ * it (the chunked decoder writes in place; a body may span callbacks). */
+static int take_input(px_http_conn_t *hc, pass_t *p)
+{
+    if (p->owned)
+        return 0;
+    int rc = px__hbuf_append(&hc->in, p->base + p->pos, p->len - p->pos);
+    if (rc < 0)
+        return rc;
+    p->owned = true;
+    p->pos = 0;
+    p->head_valid = false;
+    p->base = hc->in.data;
+    p->len = hc->in.len;
+    return 0;
+}
+
+/* Parses the next head; false when there is none yet or it is bad. */
+static bool read_head(px_http_conn_t *hc, pass_t *p)
+{
+    const px_http_options_t *limits = &hc->server->limits;
+    size_t avail = p->len - p->pos;
+    if (avail == 0)
+        return false;
+    ssize_t rc = px_http_parse_request(p->base + p->pos, avail, hc->last_len,
+                                       limits, &p->head, p->headers,
+                                       limits->max_headers);
+    if (rc == PX_HTTP_INCOMPLETE) {
+        hc->last_len = avail;
+        return false;
+    }
+    if (rc < 0) {
+        fail(hc, px_http_error_status(rc));
+        return false;
+    }
+    hc->last_len = 0;
+    p->head_valid = true;
+    int frc = px_http_request_framing(&p->head, limits, &hc->framing);
+    if (frc < 0) {
+        fail(hc, px_http_error_status(frc));
+        return false;
+    }
+    hc->head_len = (size_t)rc;
+    hc->raw_len = (size_t)rc;
+    hc->body_len = 0;
+    memset(&hc->chunked, 0, sizeof(hc->chunked));
+    hc->continue_sent = false;
+    hc->state = PX__HC_BODY;
+    return true;
+}
+
+/* RFC 9110 §10.1.1: a client that expects 100-continue waits for it before
+ * sending the body; send it when the body is wanted and none came yet. */
+static void send_continue(px_http_conn_t *hc, bool body_started)
+{
+    if (hc->framing.expect_continue && !hc->continue_sent && !body_started) {
+        px__http_put_continue(hc);
+        hc->continue_sent = true;
+    }
+}
+
+/* Reads the body: 1 when complete, 0 when more is needed, -1 after an
+ * error was answered. */
+static int read_body(px_http_conn_t *hc, pass_t *p)
+{
+    switch (hc->framing.body) {
+    case PX_HTTP_BODY_NONE:
+        return 1;
+    case PX_HTTP_BODY_LENGTH: {
+        /* The framing refused lengths over max_body_size (a size_t). */
+        size_t need = hc->head_len + (size_t)hc->framing.content_length;
+        size_t avail = p->len - p->pos;
+        if (avail >= need) {
+            hc->body_len = (size_t)hc->framing.content_length;
+            hc->raw_len = need;
+            return 1;
+        }
+        send_continue(hc, avail > hc->head_len);
+        return 0;
+    }
+    case PX_HTTP_BODY_CHUNKED:
+    default:
+        break;
+    }
+    if (take_input(hc, p) < 0) {
+        fail(hc, 500);
+        return -1;
+    }
+    size_t avail = p->len - p->pos;
+    bool started = avail > hc->head_len;
+    if (avail > hc->raw_len) {
+        char *request = hc->in.data + p->pos;
+        size_t decoded = 0;
+        ssize_t rc = px_http_decode_chunked(
+            &hc->chunked, &hc->server->limits, request + hc->raw_len,
+            avail - hc->raw_len, &decoded);
+        if (rc < 0 && rc != PX_HTTP_INCOMPLETE) {
+            fail(hc, px_http_error_status(rc));
+            return -1;
+        }
+        /* Decoded data lands where its input began: move it down to
+         * extend the body that follows the head. */
+        memmove(request + hc->head_len + hc->body_len,
+                request + hc->raw_len, decoded);
+        hc->body_len += decoded;
+        if (rc >= 0) {
+            hc->raw_len += (size_t)rc;
+            return 1;
+        }
+        hc->raw_len = avail;
+    }
+    send_continue(hc, started);
+    return 0;
+}
+
+/* Splits the target into path and query (RFC 9112 §3.2). */
+static void split_target(px_http_server_request_t *req)
+{
+    const char *t = req->head.target, *end = t + req->head.target_len;
+    const char *path = t;
+    if (t[0] != '/' && !(req->head.target_len == 1 && t[0] == '*')) {
+        /* absolute-form: scheme "://" authority [path] ["?" query] */
+        const char *p = memchr(t, ':', req->head.target_len);
+        p = p ? p + 1 : t;
+        if (end - p >= 2 && p[0] == '/' && p[1] == '/')
+            p += 2;
+        while (p < end && *p != '/' && *p != '?')
+            p++;
+        path = p;
+    }
+    const char *q = memchr(path, '?', (size_t)(end - path));
+    const char *path_end = q ? q : end;
+    if (path_end == path) {
+        req->path = "/";
+        req->path_len = 1;
+    } else {
+        req->path = path;
+        req->path_len = (size_t)(path_end - path);
+    }
+    req->query = q ? q + 1 : "";
+    req->query_len = q ? (size_t)(end - q - 1) : 0;
+}
+
+/* Runs the request callback for the complete request at p->pos, without
+ * hc->lock, and moves the pass past the request. */
+static void dispatch(px_http_conn_t *hc, pass_t *p)
+{
+    px_http_server_t *s = hc->server;
+    const char *start = p->base + p->pos;
+    if (!p->head_valid) {
+        /* The head was parsed in an earlier pass or another buffer; the
+         * same bytes parse the same way. */
+        ssize_t rc = px_http_parse_request(start, hc->head_len, 0, &s->limits,
+                                           &p->head, p->headers,
+                                           s->limits.max_headers);
+        if (rc != (ssize_t)hc->head_len) {
+            fail(hc, 500);
+            return;
+        }
+    }
+    px_http_server_request_t req;
+    req.head = p->head;
+    split_target(&req);
+    req.body = start + hc->head_len;
+    req.body_len = hc->body_len;
+    req.keep_alive = hc->framing.keep_alive;
+    req.raw_head = p->head.method;
+    req.raw_head_len = (size_t)(start + hc->head_len - p->head.method);
+
+    px_http_exchange_t *ex = &hc->exchange;
+    ex->hc = hc;
+    ex->head_only = p->head.method_id == PX_HTTP_METHOD_HEAD;
+    ex->keep_alive = hc->framing.keep_alive;
+    ex->minor_version = p->head.minor_version;
+    size_t request_len = hc->raw_len;
+    hc->state = PX__HC_HANDLING;
+    hc->unanswered = true;
+    set_no_wait(hc);
+    px__http_conn_ref(hc); /* the exchange's */
+
+    pthread_mutex_unlock(&hc->lock);
+    s->on_request(ex, &req);
+    pthread_mutex_lock(&hc->lock);
+
+    p->pos += request_len;
+    p->head_valid = false;
+}
+
+/* Parses and serves requests while complete ones are at hand; hc->lock
+ * held, hc->driving set. */
+static void drive(px_http_conn_t *hc, pass_t *p)
+{
+    for (;;) {
+        if (p->owned)
+            sync_owned(hc, p);
+        if (hc->closed)
+            return;
+        if (hc->state == PX__HC_HEAD && !read_head(hc, p))
+            return;
+        if (hc->state != PX__HC_BODY || read_body(hc, p) <= 0)
+            return;
+        dispatch(hc, p);
+    }
+}
+
+/* Ends a pass: keeps unparsed input, sends what the pass produced, and
+ * sets the next deadline; hc->lock held. */
+static void finish_pass(px_http_conn_t *hc, pass_t *p)
+{
+    bool discard = hc->closed || hc->state == PX__HC_LINGER ||
+                   hc->state == PX__HC_CLOSING;
+    if (discard) {
+        px__hbuf_reset(&hc->in, KEEP_IN_BYTES);
+        px__hbuf_reset(&hc->pending, KEEP_IN_BYTES);
+    } else if (p->owned) {
+        px__hbuf_consume(&hc->in, p->pos);
+        if (hc->in.len == 0)
+            px__hbuf_reset(&hc->in, KEEP_IN_BYTES);
+    } else if (px__hbuf_append(&hc->in, p->base + p->pos, p->len - p->pos) <
+               0) {
+        fail(hc, 500);
+    }
+    px__http_flush(hc);
+    if (hc->closed)
+        return;
+    if (hc->state == PX__HC_CLOSING)
+        close_gracefully(hc);
+    update_reading(hc);
+    arm_wait(hc);
+}
+
+static void continue_work(void *arg)
+{
+    px_http_conn_t *hc = arg;
+    pass_t p;
+    pthread_mutex_lock(&hc->lock);
+    hc->continuation_queued = false;
+    if (!hc->closed && !hc->driving && hc->state == PX__HC_HEAD) {
+        hc->driving = true;
+        p.owned = true;
+        p.pos = 0;
+        p.head_valid = false;
+        drive(hc, &p);
+        finish_pass(hc, &p);
+        hc->driving = false;
+    }
+    pthread_mutex_unlock(&hc->lock);
+    px__http_conn_unref(hc);
+}
+
+static void continue_cancel(void *arg)
+{
+    px_http_conn_t *hc = arg;
+    pthread_mutex_lock(&hc->lock);
+    hc->continuation_queued = false;
+    pthread_mutex_unlock(&hc->lock);
+    px__http_conn_unref(hc);
+}
+
+void px__http_after_response(px_http_conn_t *hc)
+{
+    hc->served = true;
+    if (hc->driving)
+        return; /* the driving thread continues when the callback returns */
+    px__http_flush(hc);
+    if (hc->closed)
+        return;
+    if (hc->state == PX__HC_CLOSING) {
+        close_gracefully(hc);
+        return;
+    }
+    update_reading(hc);
+    /* Pipelined requests wait: parse them on a worker, not on the thread
+     * that answered, which may be anyone's. */
+    if (hc->in.len > 0 && !hc->continuation_queued) {
+        hc->continuation_queued = true;
+        px__http_conn_ref(hc);
+        if (px_submit(hc->server->loop, continue_work, continue_cancel, hc) <
+            0) {
+            /* The loop is stopping; it closes the connection. The caller
+             * holds the exchange's reference, so this is not the last. */
+            hc->continuation_queued = false;
+            px__http_conn_unref(hc);
+        }
+    }
+    arm_wait(hc);
+}
+
+/* ---- connections ----------------------------------------------------------- */
+
+int px_http_conn_start(px_http_server_t *s, px_conn_t *conn, void *data,
+                       px_http_conn_t **out)
+{
+    if (atomic_load(&s->closed))
+        return PX_ECLOSED;
+    conn_box_t *box = calloc(1, sizeof(*box));
+    if (box == NULL)
+        return -ENOMEM;
+    box->magic = CONN_MAGIC;
+    px_http_conn_t *hc = &box->conn;
+    hc->server = s;
+    atomic_fetch_add(&s->refs, 1);
+    hc->conn = conn;
+    px_conn_ref(conn);
+    hc->data = data;
+    atomic_init(&hc->refs, 1); /* the connection's */
+    atomic_init(&hc->deadline_ns, 0);
+    pthread_mutex_init(&hc->lock, NULL);
+    hc->state = PX__HC_HEAD;
+    pthread_mutex_lock(&hc->lock);
+    arm_wait(hc);
+    pthread_mutex_unlock(&hc->lock);
+
+    pthread_mutex_lock(&s->lock);
+    hc->next = s->conns;
+    if (s->conns != NULL)
+        s->conns->prev = hc;
+    s->conns = hc;
+    pthread_mutex_unlock(&s->lock);
+    *out = hc;
+    return 0;
+}
+
+void px_http_conn_input(px_http_conn_t *hc, const char *data, size_t len)
+{
+    pthread_mutex_lock(&hc->lock);
+    if (hc->closed || hc->state == PX__HC_LINGER ||
+        hc->state == PX__HC_CLOSING) {
+        pthread_mutex_unlock(&hc->lock);
+        return;
+    }
+    if (hc->driving || hc->state == PX__HC_HANDLING) {
+        /* A callback runs (its request points into hc->in) or a late
+         * response is awaited: keep the bytes for later. */
+        px__hbuf_t *b = hc->driving ? &hc->pending : &hc->in;
+        if (px__hbuf_append(b, data, len) < 0) {
+            hc->state = PX__HC_CLOSING;
+            px_conn_close(hc->conn, 1);
+        }
+        update_reading(hc);
+        pthread_mutex_unlock(&hc->lock);
+        return;
+    }
+    pass_t p;
+    hc->driving = true;
+    p.pos = 0;
+    p.head_valid = false;
+    if (hc->in.len == 0) {
+        p.owned = false;
+        p.base = data;
+        p.len = len;
+    } else {
+        p.owned = true;
+        if (px__hbuf_append(&hc->in, data, len) < 0)
+            fail(hc, 500);
+    }
+    drive(hc, &p);
+    finish_pass(hc, &p);
+    hc->driving = false;
+    pthread_mutex_unlock(&hc->lock);
+}
+
+void px_http_conn_closed(px_http_conn_t *hc)
+{
+    px_http_server_t *s = hc->server;
+    pthread_mutex_lock(&hc->lock);
+    hc->closed = true;
+    hc->state = PX__HC_CLOSING;
+    set_no_wait(hc);
+    if (!hc->driving) {
+        px__hbuf_free(&hc->in);
+        px__hbuf_free(&hc->pending);
+        px__hbuf_free(&hc->out);
+    }
+    pthread_mutex_unlock(&hc->lock);
+
+    pthread_mutex_lock(&s->lock);
+    if (hc->prev != NULL)
+        hc->prev->next = hc->next;
+    else
+        s->conns = hc->next;
+    if (hc->next != NULL)
+        hc->next->prev = hc->prev;
+    hc->prev = hc->next = NULL;
+    pthread_mutex_unlock(&s->lock);
+    px__http_conn_unref(hc);
+}
+
+/* ---- listening ------------------------------------------------------------- */
+
+static px_http_conn_t *conn_of(px_conn_t *conn)
+{
+    uint32_t *magic = px_conn_data(conn);
+    if (magic == NULL || *magic != CONN_MAGIC)
+        return NULL;
+    return &((conn_box_t *)magic)->conn;
+}
+
+static void listener_on_open(px_conn_t *conn)
+{
+    uint32_t *magic = px_conn_data(conn);
+    px_http_conn_t *hc = NULL;
+    if (magic != NULL && *magic == SERVER_MAGIC &&
+        px_http_conn_start(&((server_box_t *)magic)->server, conn, NULL,
+                           &hc) == 0) {
+        px_conn_set_data(conn, &CONN_BOX(hc)->magic);
+        return;
+    }
+    px_conn_set_data(conn, NULL);
+    px_conn_close(conn, 1);
+}
+
+static void listener_on_data(px_conn_t *conn, const char *data, size_t len)
+{
+    px_http_conn_t *hc = conn_of(conn);
+    if (hc != NULL)
+        px_http_conn_input(hc, data, len);
+}
+
+static void listener_on_close(px_conn_t *conn, int error)
+{
+    (void)error;
+    px_http_conn_t *hc = conn_of(conn);
+    px_conn_set_data(conn, NULL);
+    if (hc != NULL)
+        px_http_conn_closed(hc);
+}
+
+const px_conn_callbacks_t px_http_conn_callbacks = {
+    .on_open = listener_on_open,
+    .on_data = listener_on_data,
+    .on_close = listener_on_close,
+};
+
+int px_http_listen(px_http_server_t *s, const char *host, int port,
+                   int backlog, px_listener_t **listener)
+{
+    return px_listen(s->loop, host, port, backlog, &px_http_conn_callbacks,
+                     &SERVER_BOX(s)->magic, listener);
+}
+
+/* ---- exchanges ------------------------------------------------------------- */
+
+px_http_server_t *px_http_exchange_server(const px_http_exchange_t *ex)
+{
+    return ex->hc->server;
+}
+
+px_conn_t *px_http_exchange_conn(const px_http_exchange_t *ex)
+{
+    return ex->hc->conn;
+}
+
+void *px_http_exchange_conn_data(const px_http_exchange_t *ex)
+{
+    return ex->hc->data;
+}
