@@ -199,7 +199,7 @@ def test_cpu_bound_callbacks_of_different_connections_use_two_cores(rt):
     port = rt.serve(Burner)
 
     def driver():
-        return speedup(lambda: (burn(n), burn(n)), lambda: round_trips_at_once(port, 2, b"go"))
+        return speedup(lambda: (burn(n), burn(n)), lambda: round_trips_at_once(port, 2, b"go"), target=1.4)
 
     ratio = rt.run(driver)
     assert inflight.most == 2
