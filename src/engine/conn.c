@@ -247,8 +247,8 @@ void px__on_conn_released(px__worker_t *w, px_conn_t *c)
 /* Drops the worker's reference once on_close has run; holder only. */
 static void finalize(px__worker_t *w, px_conn_t *c)
 {
-    (void)w;
     px__q_remove(&c->all_node);
+    atomic_fetch_sub(&w->nconns, 1);
     atomic_fetch_sub(&c->loop->stat_connections, 1);
     px_conn_unref(c);
 }
@@ -337,8 +337,11 @@ void px__on_connected(px__worker_t *w, px_conn_t *c, int error)
 
 static void adopt(px__worker_t *w, px_conn_t *c)
 {
+    if (!(atomic_load(&c->flags) & PX__CONN_CONNECTING))
+        atomic_fetch_sub(&w->adopting, 1); /* counted by px__on_accept */
     px_conn_ref(c); /* the list's reference */
     px__q_push(&w->conns, &c->all_node);
+    atomic_fetch_add(&w->nconns, 1);
     atomic_fetch_add(&c->loop->stat_connections, 1);
     if (w->stopping) {
         px__conn_begin_close(w, c, PX_ECLOSED, true);
@@ -358,11 +361,34 @@ static void adopt(px__worker_t *w, px_conn_t *c)
     pthread_mutex_unlock(&c->lock);
 }
 
+/* The worker a new connection goes to: the one with the fewest live
+ * connections, the accepting worker on a tie. The kernel tends to wake the
+ * same ring or epoll set for every accept, so without this most
+ * connections would land on one worker and one core. Adoption counts
+ * connections when the ADOPT message is handled, so a burst of accepts in
+ * one poll is spread by the pending count as well. */
+static px__worker_t *balance(px__worker_t *w)
+{
+    px_loop_t *loop = w->loop;
+    px__worker_t *best = w;
+    int best_load = atomic_load(&w->nconns) + atomic_load(&w->adopting);
+    for (int i = 0; i < loop->nworkers; i++) {
+        px__worker_t *o = &loop->workers[i];
+        int load = atomic_load(&o->nconns) + atomic_load(&o->adopting);
+        if (load < best_load) {
+            best = o;
+            best_load = load;
+        }
+    }
+    return best;
+}
+
 void px__on_accept(px__worker_t *w, px_listener_t *l, int fd)
 {
     atomic_fetch_add(&w->loop->stat_accepted, 1);
     int rc = px__set_nonblocking(fd);
-    px_conn_t *c = rc < 0 ? NULL : px__conn_new(w->loop, w, fd, &l->cbs,
+    px__worker_t *target = balance(w);
+    px_conn_t *c = rc < 0 ? NULL : px__conn_new(w->loop, target, fd, &l->cbs,
                                                 l->conn_data);
     if (c == NULL) {
         close(fd); /* refuse the connection rather than half-serve it */
@@ -370,7 +396,8 @@ void px__on_accept(px__worker_t *w, px_listener_t *l, int fd)
     }
     /* Adopted from the inbox, right after this poll: backends must not be
      * called from inside their own event reports. */
-    px__worker_post(w, PX__MSG_CONN_ADOPT, c);
+    atomic_fetch_add(&target->adopting, 1);
+    px__worker_post(target, PX__MSG_CONN_ADOPT, c);
     px_conn_unref(c);
 }
 

@@ -304,6 +304,9 @@ struct px__worker_s {
     px_timer_t **timers;             /* binary min-heap by due_ns */
     size_t timer_count, timer_cap;
 
+    atomic_int nconns;               /* live connections it owns */
+    atomic_int adopting;             /* accepted, ADOPT not yet handled */
+
     /* Statistics (relaxed atomics). */
     atomic_uint_fast64_t stat_callbacks;
     atomic_uint_fast64_t stat_handoffs;

@@ -331,6 +331,10 @@ static bool run_worker(px__thread_t *t, px__worker_t *w)
 static void spare_wait(px_loop_t *loop, px__thread_t *t)
 {
     pthread_mutex_lock(&loop->threads_lock);
+    if (t->starting_spare) {
+        t->starting_spare = false;
+        loop->spares_starting--;
+    }
     t->next_spare = loop->spares;
     loop->spares = t;
     while (atomic_load(&t->worker) == NULL && !loop->threads_exit)
@@ -384,6 +388,7 @@ static int spawn_thread_locked(px_loop_t *loop, px__worker_t *w)
         return -ENOMEM;
     t->loop = loop;
     t->last_worker = w ? w->index : -1;
+    t->starting_spare = w == NULL;
     atomic_store(&t->worker, w);
     pthread_cond_init(&t->wake, NULL);
     pthread_attr_t attr;
@@ -454,8 +459,10 @@ static void *monitor_main(void *arg)
                 /* Take the worker only once a spare waits for it, so that it
                  * is never left without a holder; the new thread is a spare
                  * by the next tick. */
-                if (loop->nthreads < (int)loop->opts.max_threads)
-                    spawn_thread_locked(loop, NULL);
+                if (loop->spares_starting == 0 &&
+                    loop->nthreads < (int)loop->opts.max_threads &&
+                    spawn_thread_locked(loop, NULL) == 0)
+                    loop->spares_starting++;
                 continue;
             }
             uint64_t next = (s & ~(uint64_t)PX__IN_CALLBACK) + PX__EPOCH_ONE;
