@@ -32,13 +32,14 @@ import pytest
 
 import pyparallel as px
 
-# A test without a timeout marker of its own gets this one (pytest-timeout);
-# the Makefile's --timeout is the outer bound for the whole session.
+# pytest-timeout's limit for a test without a timeout marker of its own; it
+# takes precedence over the command line's --timeout (the Makefile's 120).
 DEFAULT_TEST_TIMEOUT = 60
 # How long a client waits for any single answer before the test fails.
 SOCKET_TIMEOUT = 10.0
 LOCALHOST = "127.0.0.1"
-# The io_uring_setup system call's number (the same on every architecture).
+# The io_uring_setup system call's number in Linux's common system call
+# table (x86-64, arm64, riscv and the others that use it).
 IO_URING_SETUP = 425
 
 
