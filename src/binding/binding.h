@@ -248,7 +248,7 @@ typedef struct pxpy_transport_s {
     pxpy_transport_kind_t kind;
     px_conn_t *_Atomic conn;      /* connection: our reference, or NULL
                                      until a client connects */
-    px_listener_t *listener;      /* listener: until the loop stops */
+    px_listener_t *_Atomic listener; /* listener: until the loop stops */
     PyObject *protocol;           /* protocol cache; set once, see publish */
     PyObject *instance;           /* protocol instance (callbacks) */
     _Atomic unsigned flags;       /* PXPY_T_* */
@@ -280,9 +280,11 @@ bool pxpy_protocol_wants_sends(PyObject *protocol);
 /* Gathers data (bytes-like, str as UTF-8, or a tuple of those) and sends it
  * as one px_conn_send; returns the send id, or -1 with an exception set.
  * who names the sender in a TypeError ("send()", "data_received()
- * returned"). With skip_empty, empty data sends nothing and returns 0. */
+ * returned"). from_callback is for what a callback returned: empty data
+ * sends nothing, and a connection that is closed or failed (its
+ * connection_lost tells why) drops the data quietly; both return 0. */
 int64_t pxpy_transport_send(pxpy_transport_t *t, PyObject *data,
-                            const char *who, bool skip_empty);
+                            const char *who, bool from_callback);
 /* The bytes of sendable data (joined when a tuple); TypeError naming who
  * otherwise. */
 PyObject *pxpy_sendable_to_bytes(PyObject *data, const char *who);

@@ -308,8 +308,8 @@ px_loop_t *pxpy_runtime_ensure_loop(pxpy_state *st, PyObject *mode_name)
         PyErr_Format(PyExc_ValueError,
                      "the loop already runs in mode '%s' (it starts with the "
                      "first server(), client(), submit_work(), timer() or "
-                     "stats()); pass the mode before that, through "
-                     "PYPARALLEL_MODE, or stop() the loop first",
+                     "stats()): set PYPARALLEL_MODE, or call run(mode=...) "
+                     "before any of those",
                      pxpy_mode_name(st->mode));
         loop = NULL;
     }

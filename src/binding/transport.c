@@ -171,6 +171,13 @@ static px_conn_t *connection_of(pxpy_transport_t *t)
     return conn;
 }
 
+/* Whether an engine send error means the connection is closed or failed
+ * (rather than a full send buffer or a lack of memory). */
+static bool is_closed_error(int rc)
+{
+    return rc == PX_ECLOSED || (rc < 0 && rc > -4096 && rc != -ENOMEM);
+}
+
 static int64_t send_result(pxpy_transport_t *t, int rc, uint64_t id)
 {
     if (rc == 0)
@@ -179,7 +186,7 @@ static int64_t send_result(pxpy_transport_t *t, int rc, uint64_t id)
         PyErr_SetString(t->st->async_error,
                         "send on a closed transport (close() was called or "
                         "the connection ended)");
-    else if (rc < 0 && rc > -4096 && rc != -ENOMEM)
+    else if (is_closed_error(rc))
         /* The write failed (the peer went away: EPIPE, ECONNRESET): the
          * connection is closing, and connection_lost will carry the error.
          * For the sender it is simply closed, as the docs promise. */
@@ -193,11 +200,8 @@ static int64_t send_result(pxpy_transport_t *t, int rc, uint64_t id)
 }
 
 int64_t pxpy_transport_send(pxpy_transport_t *t, PyObject *data,
-                            const char *who, bool skip_empty)
+                            const char *who, bool from_callback)
 {
-    px_conn_t *conn = connection_of(t);
-    if (conn == NULL)
-        return -1;
     struct iovec iov_stack[STACK_IOVS];
     held_t held_stack[STACK_IOVS];
     struct iovec *iov = iov_stack;
@@ -214,17 +218,23 @@ int64_t pxpy_transport_send(pxpy_transport_t *t, PyObject *data,
         }
     }
     int64_t result = -1;
+    /* Data that cannot be sent is an error even on a closed connection. */
     Py_ssize_t n = gather(data, who, iov, held);
     if (n >= 0) {
         size_t total = 0;
         for (Py_ssize_t i = 0; i < n; i++)
             total += iov[i].iov_len;
-        if (skip_empty && total == 0) {
+        px_conn_t *conn = NULL;
+        if (from_callback && total == 0)
             result = 0;
-        } else {
+        else
+            conn = connection_of(t);
+        if (conn != NULL) {
             uint64_t id = 0;
             int rc = px_conn_send(conn, iov, (int)n, &id);
-            result = send_result(t, rc, id);
+            result = from_callback && is_closed_error(rc)
+                         ? 0 /* connection_lost reports it */
+                         : send_result(t, rc, id);
         }
         release_held(held, n);
     }
@@ -342,7 +352,7 @@ static pxpy_transport_t *transport_alloc(pxpy_state *st,
     t->st = st;
     t->kind = kind;
     atomic_init(&t->conn, NULL);
-    t->listener = NULL;
+    atomic_init(&t->listener, NULL);
     t->protocol = NULL;
     t->instance = NULL;
     atomic_init(&t->flags, 0);
@@ -378,7 +388,7 @@ void pxpy_transport_mark_closed(pxpy_transport_t *t)
 {
     atomic_fetch_or(&t->flags, PXPY_T_CLOSED);
     uncount(t);
-    t->listener = NULL; /* freed with its loop */
+    atomic_store(&t->listener, NULL); /* freed with its loop */
 }
 
 static int transport_traverse(PyObject *op, visitproc visit, void *arg)
@@ -447,8 +457,9 @@ static PyObject *transport_close(PyObject *op, PyObject *Py_UNUSED(ignored))
     if (before & (PXPY_T_CLOSING | PXPY_T_CLOSED))
         Py_RETURN_NONE;
     if (t->kind == PXPY_TRANSPORT_LISTENER) {
-        if (t->listener != NULL)
-            px_listener_close(t->listener);
+        px_listener_t *listener = atomic_load(&t->listener);
+        if (listener != NULL)
+            px_listener_close(listener);
         atomic_fetch_or(&t->flags, PXPY_T_CLOSED);
         uncount(t);
         /* Connections accepted before register() stop waiting. */
@@ -705,7 +716,7 @@ static PyObject *server(PyObject *module, PyObject *args, PyObject *kwargs)
                  port);
         return pxpy_raise_engine_error(st, rc, where);
     }
-    t->listener = listener;
+    atomic_store(&t->listener, listener);
     snprintf(t->sock_host, sizeof(t->sock_host), "%s",
              numeric[0] ? numeric : "0.0.0.0");
     t->sock_port = px_listener_port(listener);
