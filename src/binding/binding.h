@@ -279,8 +279,8 @@ bool pxpy_protocol_wants_sends(PyObject *protocol);
 
 /* Gathers data (bytes-like, str as UTF-8, or a tuple of those) and sends it
  * as one px_conn_send; returns the send id, or -1 with an exception set.
- * who names the sender in a TypeError ("send()", "data_received()
- * returned"). from_callback is for what a callback returned: empty data
+ * who names the sender in a TypeError ("send() got"). from_callback is for
+ * what a callback returned (who is then the callback's name): empty data
  * sends nothing, and a connection that is closed or failed (its
  * connection_lost tells why) drops the data quietly; both return 0. */
 int64_t pxpy_transport_send(pxpy_transport_t *t, PyObject *data,

@@ -340,9 +340,7 @@ static void deliver(pxpy_transport_t *t, const char *what, PyObject *r)
         return;
     }
     if (r != Py_None) {
-        char who[96];
-        snprintf(who, sizeof(who), "%s() returned", what);
-        if (pxpy_transport_send(t, r, who, true) < 0)
+        if (pxpy_transport_send(t, r, what, true) < 0)
             member_failed(t, what);
     }
     Py_DECREF(r);

@@ -86,22 +86,26 @@ static void release_held(held_t *h, Py_ssize_t n)
     }
 }
 
-static void not_sendable(const char *who, PyObject *o, bool in_tuple)
+/* who: "send() got" style, or the name of a callback whose return value
+ * this is (returned). */
+static void not_sendable(const char *who, bool returned, PyObject *o,
+                         bool in_tuple)
 {
-    PyErr_Format(PyExc_TypeError, "%s %.100s%s; expected %s%s", who,
-                 Py_TYPE(o)->tp_name, in_tuple ? " inside a tuple" : "",
-                 sendable_kinds, in_tuple ? "" : " (or None from a callback)");
+    PyErr_Format(PyExc_TypeError, "%s%s %.100s%s; expected %s%s", who,
+                 returned ? "() returned" : "", Py_TYPE(o)->tp_name,
+                 in_tuple ? " inside a tuple" : "", sendable_kinds,
+                 returned ? ", or None" : "");
 }
 
 /* Gathers data into iov (n entries); h parallels iov. Returns the count or
  * -1 with an exception; on success the caller releases h. */
-static Py_ssize_t gather(PyObject *data, const char *who, struct iovec *iov,
-                         held_t *h)
+static Py_ssize_t gather(PyObject *data, const char *who, bool returned,
+                         struct iovec *iov, held_t *h)
 {
     if (!PyTuple_Check(data)) {
         int rc = gather_one(data, iov, h);
         if (rc > 0)
-            not_sendable(who, data, false);
+            not_sendable(who, returned, data, false);
         return rc == 0 ? 1 : -1;
     }
     Py_ssize_t n = PyTuple_GET_SIZE(data);
@@ -110,7 +114,7 @@ static Py_ssize_t gather(PyObject *data, const char *who, struct iovec *iov,
         int rc = gather_one(item, &iov[i], &h[i]);
         if (rc != 0) {
             if (rc > 0)
-                not_sendable(who, item, true);
+                not_sendable(who, returned, item, true);
             release_held(h, i);
             return -1;
         }
@@ -126,7 +130,7 @@ PyObject *pxpy_sendable_to_bytes(PyObject *data, const char *who)
     struct iovec *iov = PyMem_Malloc((size_t)(cap ? cap : 1) * sizeof(*iov));
     held_t *held = PyMem_Malloc((size_t)(cap ? cap : 1) * sizeof(*held));
     PyObject *result = NULL;
-    Py_ssize_t n = iov && held ? gather(data, who, iov, held) : -1;
+    Py_ssize_t n = iov && held ? gather(data, who, false, iov, held) : -1;
     if (iov == NULL || held == NULL)
         PyErr_NoMemory();
     if (n >= 0) {
@@ -219,7 +223,7 @@ int64_t pxpy_transport_send(pxpy_transport_t *t, PyObject *data,
     }
     int64_t result = -1;
     /* Data that cannot be sent is an error even on a closed connection. */
-    Py_ssize_t n = gather(data, who, iov, held);
+    Py_ssize_t n = gather(data, who, from_callback, iov, held);
     if (n >= 0) {
         size_t total = 0;
         for (Py_ssize_t i = 0; i < n; i++)
