@@ -30,6 +30,39 @@ from typing import (
     type_check_only,
 )
 
+__all__ = [
+    "AsyncError",
+    "ProtectionError",
+    "Timer",
+    "Transport",
+    "call_from_main_thread",
+    "call_from_main_thread_and_wait",
+    "client",
+    "cpu_count",
+    "dict",
+    "eternalize",
+    "gmtime",
+    "is_parallel_thread",
+    "list",
+    "map",
+    "protect",
+    "protected",
+    "rdtsc",
+    "read_lock",
+    "register",
+    "run",
+    "run_once",
+    "server",
+    "stats",
+    "stop",
+    "submit_work",
+    "thread_seq_id",
+    "timer",
+    "unprotect",
+    "write_lock",
+    "xlist",
+]
+
 _T = TypeVar("_T", default=Any)
 _R = TypeVar("_R")
 _KT = TypeVar("_KT")
@@ -44,16 +77,16 @@ _Chunk: TypeAlias = bytes | bytearray | memoryview | str
 _Sendable: TypeAlias = _Chunk | tuple[_Chunk, ...]
 # What a protocol callback may return: None sends nothing.
 _Reply: TypeAlias = _Sendable | None
-_StrPath: TypeAlias = str | os.PathLike[str]
+_StrOrBytesPath: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 # ---- servers and clients -------------------------------------------------
 
-@final
 class Transport:
     """A connection, or a listener (from ``server``).
 
     Created by ``server`` and ``client`` and passed to protocol callbacks;
-    not instantiable directly. Every method may be called from any thread.
+    not instantiable directly, nor subclassable. Every method may be called
+    from any thread.
     """
 
     def send(self, data: _Sendable, /) -> int:
@@ -62,14 +95,17 @@ class Transport:
     def close(self) -> None:
         """Close once queued data is sent (a listener stops accepting)."""
 
-    def sendfile(self, before: _Sendable, path: _StrPath, after: _Sendable, /) -> int:
+    def is_closing(self) -> bool:
+        """True once close() was called or the connection ended."""
+
+    def sendfile(self, before: _Chunk, path: _StrOrBytesPath, after: _Chunk, /) -> int:
         """Send before, the whole file, and after as one send; return its id."""
 
     def sendfile_ranged(
         self,
-        before: _Sendable,
-        path: _StrPath,
-        after: _Sendable,
+        before: _Chunk,
+        path: _StrOrBytesPath,
+        after: _Chunk,
         offset: int,
         nbytes: int,
         /,
@@ -83,14 +119,29 @@ class Transport:
         """Resume delivering received bytes."""
 
     @property
-    def peername(self) -> tuple[str, int]:
-        """The remote address as (host, port)."""
+    def peername(self) -> tuple[str, int] | None:
+        """The remote address as (host, port); None for a listener or a
+        client that is not connected yet."""
+
+    @property
+    def sockname(self) -> tuple[str, int] | None:
+        """The local address as (host, port); None before a client's
+        connection exists."""
+
+@final
+@type_check_only
+class _Listener(Transport):
+    """What ``server`` returns: a Transport whose address is always known."""
+
+    @property
+    def peername(self) -> None:
+        """A listener has no peer."""
 
     @property
     def sockname(self) -> tuple[str, int]:
-        """The local address as (host, port)."""
+        """The bound address as (host, port): the port chosen for port 0."""
 
-def server(host: str, port: int, *, backlog: int = 1024) -> Transport:
+def server(host: str, port: int, *, backlog: int = 1024) -> _Listener:
     """Listen on host:port; connections are accepted once registered."""
 
 def client(host: str, port: int) -> Transport:
@@ -102,8 +153,12 @@ def register(transport: Transport, protocol: type[object]) -> None:
     Every member of the class is optional; ``_ProtocolClass`` lists them.
     """
 
-def run() -> None:
-    """Run until stop(), SIGINT/SIGTERM, or nothing is registered or pending."""
+def run(*, mode: Literal["threads", "gil"] | None = None) -> None:
+    """Run until stop(), SIGINT/SIGTERM, or nothing is registered or pending.
+
+    Main thread only. mode (default: PYPARALLEL_MODE, else the build's own)
+    applies when run() starts the loop.
+    """
 
 def run_once(timeout: float | None = None) -> int:
     """Run the main thread's queued calls once; return how many ran."""
@@ -121,18 +176,21 @@ class _ProtocolClass(Protocol):
     different connections run in parallel on the workers.
     """
 
-    # Sent as soon as the connection is made (or a callable returning it).
-    initial_bytes_to_send: ClassVar[_Sendable | Callable[[], _Sendable]]
+    # Sent as soon as the connection is made; or a callable returning it
+    # (taking no arguments, or a method taking only self).
+    initial_bytes_to_send: ClassVar[_Sendable | Callable[..., _Sendable]]
     # Sent in reply to every receive, instead of calling data_received.
-    next_bytes_to_send: ClassVar[_Sendable | Callable[[], _Sendable]]
+    next_bytes_to_send: ClassVar[_Sendable | Callable[..., _Sendable]]
     # Deliver complete lines to lines_received instead of data_received.
     lines_mode: ClassVar[bool]
+    # Longest line accepted in lines mode (default 65536 bytes).
+    max_line_length: ClassVar[int]
 
     def connection_made(self, transport: Transport) -> _Reply: ...
     def data_received(self, transport: Transport, data: bytes) -> _Reply: ...
     def lines_received(self, transport: Transport, line: bytes) -> _Reply: ...
     def send_complete(self, transport: Transport, send_id: int) -> _Reply: ...
-    def connection_lost(self, transport: Transport, exc: BaseException | None) -> object: ...
+    def connection_lost(self, transport: Transport, exc: OSError | AsyncError | None) -> object: ...
     def exception_handler(self, transport: Transport, exc: BaseException) -> object: ...
 
 # One protocol per member, for annotating a class that defines only some.
@@ -155,7 +213,7 @@ class _HasSendComplete(Protocol):
 
 @type_check_only
 class _HasConnectionLost(Protocol):
-    def connection_lost(self, transport: Transport, exc: BaseException | None) -> object: ...
+    def connection_lost(self, transport: Transport, exc: OSError | AsyncError | None) -> object: ...
 
 @type_check_only
 class _HasExceptionHandler(Protocol):
@@ -176,7 +234,6 @@ def submit_work(
 def map(
     func: Callable[[_T], _R],
     iterable: Iterable[_T],
-    /,
     *,
     chunksize: int | None = None,
 ) -> builtins.list[_R]:
@@ -214,40 +271,54 @@ def protect(obj: _R, /) -> _R:
     """Attach a readers-writer lock to obj; return obj."""
 
 def unprotect(obj: _R, /) -> _R:
-    """Remove obj's lock; return obj."""
+    """Remove the lock protect() gave obj; return obj (ProtectionError for
+    px.dict and px.list, whose lock is their own)."""
 
 def protected(obj: object, /) -> bool:
     """Whether obj has a lock (protect, px.dict, px.list)."""
 
 @final
 @type_check_only
-class _LockGuard:
-    def __enter__(self) -> None: ...
+class _LockGuard(Generic[_R]):
+    """What read_lock/write_lock return (pyparallel._core.LockGuard)."""
+
+    @property
+    def exclusive(self) -> bool:
+        """True for a write lock, False for a read lock."""
+
+    def __enter__(self) -> _R:
+        """Take the lock for the calling thread; return the locked object."""
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
         /,
-    ) -> None: ...
+    ) -> Literal[False]: ...
 
-def read_lock(obj: object, /) -> _LockGuard:
+def read_lock(obj: _R, /) -> _LockGuard[_R]:
     """``with read_lock(obj):`` shares obj's lock with other readers."""
 
-def write_lock(obj: object, /) -> _LockGuard:
-    """``with write_lock(obj):`` holds obj's lock alone."""
+def write_lock(obj: _R, /) -> _LockGuard[_R]:
+    """``with write_lock(obj):`` holds obj's lock alone (no upgrade from a
+    read hold: RuntimeError)."""
 
 class dict(builtins.dict[_KT, _VT]):
-    """A dict that is protected from the start; each method takes its lock."""
+    """A dict protected from creation: mutations take its write lock,
+    whole-container reads its read lock."""
 
 class list(builtins.list[_T]):
-    """A list that is protected from the start; each method takes its lock."""
+    """A list protected from creation: mutations take its write lock,
+    whole-container reads its read lock."""
 
 @final
 class xlist(Generic[_T]):
-    """Interlocked list: push from any thread, pop, or flush all at once."""
+    """Interlocked list: push from any thread, pop (LIFO), or flush all."""
 
-    def push(self, obj: _T, /) -> None: ...
+    def push(self, obj: _T, /) -> None:
+        """Add obj; safe from any thread."""
+
     def pop(self) -> _T:
         """The most recently pushed object; IndexError when empty."""
 
@@ -262,7 +333,7 @@ def eternalize(obj: _R, /) -> _R:
 # ---- introspection -------------------------------------------------------
 
 def rdtsc() -> int:
-    """The CPU's time-stamp counter."""
+    """The CPU's time-stamp counter (x86); elsewhere monotonic nanoseconds."""
 
 def gmtime() -> str:
     """Now as an RFC 9110 date, e.g. 'Sun, 22 Nov 2026 04:05:19 GMT' (cached)."""
@@ -271,7 +342,8 @@ def cpu_count() -> int:
     """Logical CPUs online."""
 
 def thread_seq_id() -> int:
-    """A small integer identifying the calling thread (main thread: 0)."""
+    """A small integer for the calling thread: 0 for the one that imported
+    pyparallel, then 1, 2... in order of first call; never reused."""
 
 def is_parallel_thread() -> bool:
     """True on the engine's worker threads."""
@@ -284,7 +356,7 @@ class _WorkerStats(TypedDict):
 
 @type_check_only
 class _Stats(TypedDict):
-    mode: Literal["threads", "gil", "interpreters"]
+    mode: Literal["threads", "gil"]
     io: Literal["io_uring", "epoll"]
     workers: int
     threads: int
