@@ -180,28 +180,49 @@ def rounds(contenders, repeat):
     return samples
 
 
-def time_rounds(runs, repeat, warm_up=None):
-    """Seconds per round for each callable of runs, which must all agree.
+def time_rounds(runs, repeat, warm_up=None, cpu_clocks=None):
+    """Wall and CPU seconds per round for each callable of runs, which must agree.
 
     runs maps a contender's name to a callable doing the whole job once and
     returning its result; a contender whose result differs from the others'
     fails the benchmark rather than be measured. warm_up maps the same names
     to callables run once beforehand (by default, runs themselves).
+    cpu_clocks maps a name to a callable returning the CPU seconds used so
+    far by everything that does that contender's work (by default
+    cpu_seconds(): this process). Returns (wall, cpu): name -> samples each.
+
+    CPU time is reported beside wall time because the machine is shared: a
+    busy neighbour stretches wall time, but barely changes how much CPU the
+    work itself takes, so the CPU figures show a contender's overhead (and
+    its reference-count contention) even when the scaling figures are noisy.
     """
+    cpu_clocks = cpu_clocks or {}
     for run in (warm_up or runs).values():
         run()
     results = {}
 
     def once(name):
-        start = now()
+        clock = cpu_clocks.get(name, cpu_seconds)
+        cpu, start = clock(), now()
         results[name] = runs[name]()
-        return now() - start
+        return now() - start, clock() - cpu
 
-    seconds = rounds({name: functools.partial(once, name) for name in runs}, repeat)
+    samples = rounds({name: functools.partial(once, name) for name in runs}, repeat)
     first = next(iter(results.values()))
     if any(result != first for result in results.values()):
         raise SystemExit(f"the contenders' results differ: {results}")
-    return seconds
+    return ({name: [wall for wall, _ in s] for name, s in samples.items()},
+            {name: [cpu for _, cpu in s] for name, s in samples.items()})
+
+
+def cpu_seconds(pids=()):
+    """User plus system CPU time of this process (all threads) and of pids."""
+    return time.process_time() + sum(proc_cpu_seconds(pid) for pid in pids)
+
+
+def pool_cpu_clock(context):
+    """A CPU clock for multiprocessing work: this process and its live children."""
+    return lambda: cpu_seconds([child.pid for child in context.active_children()])
 
 
 def proc_cpu_seconds(pid):

@@ -56,7 +56,8 @@ def main(argv=None):
     items = [n] * count
 
     threads = ThreadPoolExecutor(args.workers)
-    processes = _common.mp_context().Pool(args.workers)
+    context = _common.mp_context()
+    processes = context.Pool(args.workers)
     runs = {"serial": lambda: list(map(source.checksum, items))}
     if px is not None:
         runs[_common.OURS] = lambda: px.map(source.checksum, items)
@@ -64,10 +65,11 @@ def main(argv=None):
     tpe = f"ThreadPoolExecutor({args.workers}).map"
     runs[tpe] = lambda: list(threads.map(source.checksum, items))
     runs[tpe + _common.PYC] = lambda: list(threads.map(bytecode.checksum, items))
-    runs[f"multiprocessing.Pool({args.workers}).map"] = (
-        lambda: processes.map(source.checksum, items))
+    pool = f"multiprocessing.Pool({args.workers}).map"
+    runs[pool] = lambda: processes.map(source.checksum, items)
     try:
-        seconds = _common.time_rounds(runs, args.repeat)
+        seconds, cpu = _common.time_rounds(
+            runs, args.repeat, cpu_clocks={pool: _common.pool_cpu_clock(context)})
     finally:
         threads.shutdown()
         processes.terminate()
@@ -81,8 +83,13 @@ def main(argv=None):
     for name in runs:
         report.add("time per item", name,
                    [t / count * 1e6 for t in seconds[name]], "µs", "lower")
+    for name in runs:
+        report.add("CPU time per item", name,
+                   [t / count * 1e6 for t in cpu[name]], "µs", "lower")
     report.note(f"{count} items of checksum({n}), about {args.item_us:g} µs each "
                 f"serially; speedup = the round's serial time / the contender's")
+    report.note("CPU time: all threads of this process (and the pool's "
+                "processes for multiprocessing), whatever else the machine runs")
     report.note("function compiled from source (as imported with "
                 "PYTHONDONTWRITEBYTECODE=1); '.pyc' rows: the same function "
                 "loaded from bytecode")

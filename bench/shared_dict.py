@@ -86,13 +86,16 @@ def main(argv=None):
             runs = phase_contenders(px, threads, args.workers, functions, starts)
             warm_up = phase_contenders(px, threads, args.workers, functions,
                                        starts[:2 * args.workers])
-            seconds = _common.time_rounds(runs, args.repeat, warm_up)
+            seconds, cpu = _common.time_rounds(runs, args.repeat, warm_up)
             target = (">=", TARGET_SCALING) if prepare is not None else None
             report.add_speedups(f"scaling, {label}", seconds, "serial", target)
+            lookups_done = len(starts) * args.block
             for name in runs:
                 report.add(f"time per lookup, {label}", name,
-                           [t / (len(starts) * args.block) * 1e9 for t in seconds[name]],
-                           "ns", "lower")
+                           [t / lookups_done * 1e9 for t in seconds[name]], "ns", "lower")
+            for name in runs:
+                report.add(f"CPU time per lookup, {label}", name,
+                           [t / lookups_done * 1e9 for t in cpu[name]], "ns", "lower")
     finally:
         threads.shutdown()
 
@@ -102,6 +105,8 @@ def main(argv=None):
         report.note(f"px.eternalize of the dict took {eternalize_seconds:.2f} s")
     else:
         report.note("no eternalized phase: it needs pyparallel")
+    report.note("CPU time: all threads of this process, whatever else the "
+                "machine runs; contention shows as CPU time above serial's")
     report.note("lookup_block compiled from source (as imported with "
                 "PYTHONDONTWRITEBYTECODE=1); '.pyc' rows: loaded from bytecode")
     return report.finish(args, _common.environment(args, px))

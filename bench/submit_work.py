@@ -18,6 +18,7 @@ the contenders in rotated order and the median of the rounds is reported.
   python bench/submit_work.py [--quick] [--items N] [--json PATH]
 """
 
+import functools
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,21 +29,17 @@ TPE = "ThreadPoolExecutor"
 MP = "multiprocessing.Pool"
 
 
-def batch_round_trip(submit, wait, func, n):
-    """µs per item to submit n calls of func, then wait for all of them."""
-    start = _common.now()
+def submit_all_then_wait(submit, wait, func, n):
+    """Submits n calls of func, then waits for every one of them."""
     pending = [submit(func) for _ in range(n)]
     for item in pending:
         wait(item)
-    return (_common.now() - start) / n * 1e6
 
 
-def lone_latency(submit, wait, func, n):
-    """µs per item to submit one call and wait for it, n times."""
-    start = _common.now()
+def submit_and_wait_each(submit, wait, func, n):
+    """Submits one call of func and waits for it, n times."""
     for _ in range(n):
         wait(submit(func))
-    return (_common.now() - start) / n * 1e6
 
 
 def future_result(future):
@@ -74,18 +71,22 @@ def main(argv=None):
         contenders.append((_common.OURS, px.submit_work, future_result))
     threads = ThreadPoolExecutor(args.workers)
     contenders.append((f"{TPE}({args.workers})", threads.submit, future_result))
-    processes = _common.mp_context().Pool(args.workers)
-    contenders.append((f"{MP}({args.workers}).apply_async",
-                       processes.apply_async, async_result))
+    context = _common.mp_context()
+    processes = context.Pool(args.workers)
+    pool = f"{MP}({args.workers}).apply_async"
+    contenders.append((pool, processes.apply_async, async_result))
+    clocks = {pool: _common.pool_cpu_clock(context)}
+
+    def jobs(how, n):
+        return {name: functools.partial(how, submit, wait, func, n)
+                for name, submit, wait in contenders}
+
     try:
-        for _, submit, wait in contenders:
-            batch_round_trip(submit, wait, func, min(items, 2_000))
-        batch = _common.rounds(
-            {name: (lambda s=submit, w=wait: batch_round_trip(s, w, func, items))
-             for name, submit, wait in contenders}, args.repeat)
-        single = _common.rounds(
-            {name: (lambda s=submit, w=wait: lone_latency(s, w, func, lone))
-             for name, submit, wait in contenders}, args.repeat)
+        warm_up = jobs(submit_all_then_wait, min(items, 2_000))
+        batch, batch_cpu = _common.time_rounds(
+            jobs(submit_all_then_wait, items), args.repeat, warm_up, clocks)
+        single, _ = _common.time_rounds(
+            jobs(submit_and_wait_each, lone), args.repeat, warm_up, clocks)
     finally:
         threads.shutdown()
         processes.terminate()
@@ -94,13 +95,24 @@ def main(argv=None):
     report = _common.Report(
         "submit_work", "submit_work: cost of one work item",
         {"items": items, "lone_items": lone, "function": "return_none"})
+
+    def per_item(samples, n):
+        return [seconds / n * 1e6 for seconds in samples]
+
     for name, _, _ in contenders:
         target = ("<=", TARGET_US) if name == _common.OURS else None
-        report.add("round trip per item", name, batch[name], "µs", "lower", target)
+        report.add("round trip per item", name, per_item(batch[name], items),
+                   "µs", "lower", target)
     for name, _, _ in contenders:
-        report.add("latency of a lone item", name, single[name], "µs", "lower")
+        report.add("CPU time per item (round trip)", name,
+                   per_item(batch_cpu[name], items), "µs", "lower")
+    for name, _, _ in contenders:
+        report.add("latency of a lone item", name, per_item(single[name], lone),
+                   "µs", "lower")
     report.note(f"round trip: submit {items} items, then wait for all; "
                 f"latency: submit one and wait for it, {lone} times")
+    report.note("CPU time: all threads of this process (and the pool's "
+                "processes for multiprocessing), whatever else the machine runs")
     return report.finish(args, _common.environment(args, px))
 
 
