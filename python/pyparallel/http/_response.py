@@ -38,8 +38,10 @@ HTML_FIELDS = _core.eternalize([("Content-Type", "text/html; charset=utf-8")])
 NOT_FOUND = _core.eternalize((404, TEXT_UTF8_FIELDS, b"Not Found\n"))
 INTERNAL_ERROR = _core.eternalize((500, TEXT_UTF8_FIELDS, b"Internal Server Error\n"))
 
-# The C layer writes these itself; a handler giving one is a mistake.
-FRAMING_FIELDS = frozenset({"content-length", "transfer-encoding", "connection", "date"})
+# The C layer writes these itself; a handler giving one is a mistake (the C
+# layer would drop it silently). Connection is allowed: "close" in it
+# closes the connection after the response.
+FRAMING_FIELDS = frozenset({"content-length", "transfer-encoding", "date"})
 
 
 def method_not_allowed(allow):

@@ -5,7 +5,8 @@ Two ways to declare a route on an HttpServer subclass:
     GET and HEAD on /plaintext (PyParallel's convention);
   - by decorator: @route("/users/{uid}", methods=("GET", "POST")) serves the
     given methods on a path pattern; each {name} matches one path segment
-    (no "/") and is passed to the handler as a keyword argument (str).
+    (no "/"), {name:path} any rest of the path ("/" included, maybe empty),
+    and is passed to the handler as a keyword argument (str).
 A route that serves GET also serves HEAD (the C layer sends only the head).
 
 Routes are compiled once per class, when the class is created: exact paths
@@ -40,7 +41,8 @@ def route(path, methods=("GET",)):
     """Declares the decorated method a handler of path for methods.
 
     path is a literal path ("/about") or a pattern with {name} parameters
-    ("/users/{uid}/posts/{pid}"); methods is a sequence of method names.
+    ("/users/{uid}/posts/{pid}") and {name:path} parameters ("/files/{rest:path}");
+    methods is a sequence of method names.
     Decorators may be stacked to serve several paths with one method.
     """
     _compile_path(path)  # a bad pattern fails where it is written
@@ -83,14 +85,16 @@ def _compile_path(path):
         literal = path[position : match.start()]
         if "{" in literal or "}" in literal:
             raise ValueError(f"route path {path!r} has an unbalanced brace")
-        name = match.group(1)
+        name, colon, kind = match.group(1).partition(":")
         if not name.isidentifier():
             raise ValueError(f"route path {path!r}: parameter {{{name}}} is not a Python identifier")
+        if colon and kind != "path":
+            raise ValueError(f"route path {path!r}: {{{name}:{kind}}} is not a parameter kind (only :path is)")
         if name in names:
             raise ValueError(f"route path {path!r} repeats parameter {{{name}}}")
         names.add(name)
         parts.append(re.escape(literal))
-        parts.append(f"(?P<{name}>[^/]+)")
+        parts.append(f"(?P<{name}>.*)" if colon else f"(?P<{name}>[^/]+)")
         position = match.end()
     rest = path[position:]
     if "{" in rest or "}" in rest:
