@@ -304,6 +304,9 @@ struct px__worker_s {
     px_timer_t **timers;             /* binary min-heap by due_ns */
     size_t timer_count, timer_cap;
 
+    /* The monitor's sample of the callback under way (monitor only). */
+    uint64_t mon_since, mon_wall, mon_cpu;
+
     atomic_int nconns;               /* live connections it owns */
     atomic_int adopting;             /* accepted, ADOPT not yet handled */
 

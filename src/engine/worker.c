@@ -429,6 +429,43 @@ static void hand_off_locked(px_loop_t *loop, px__worker_t *w)
     pthread_cond_signal(&t->wake);
 }
 
+/* CPU time the thread holding w has used, in ns; 0 when unknown. */
+static uint64_t holder_cpu_ns(px__worker_t *w)
+{
+    px__thread_t *t = atomic_load(&w->holder);
+    clockid_t cid;
+    struct timespec ts;
+    if (t == NULL || pthread_getcpuclockid(t->tid, &cid) != 0 ||
+        clock_gettime(cid, &ts) != 0)
+        return 0;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Whether the callback that started at `since` is blocked rather than
+ * computing. IOCP replaces a thread that blocks, not one that works: a
+ * CPU-bound callback handed off would only add a thread competing for the
+ * same cores. Blocked means the holder used less than half of the last
+ * wall time since the monitor first saw the callback (at least half a
+ * threshold) on a CPU, once the callback has run for a threshold. */
+static bool holder_blocked(px__worker_t *w, uint64_t since, uint64_t now,
+                           uint64_t threshold)
+{
+    if (w->mon_since != since) {
+        w->mon_since = since;
+        w->mon_wall = now;
+        w->mon_cpu = holder_cpu_ns(w);
+        return false;
+    }
+    uint64_t wall = now - w->mon_wall;
+    if (now < since + threshold || wall < threshold / 2)
+        return false;
+    uint64_t cpu = holder_cpu_ns(w);
+    uint64_t used = cpu > w->mon_cpu ? cpu - w->mon_cpu : 0;
+    w->mon_wall = now;
+    w->mon_cpu = cpu;
+    return used < wall / 2;
+}
+
 static void *monitor_main(void *arg)
 {
     px_loop_t *loop = arg;
@@ -453,7 +490,7 @@ static void *monitor_main(void *arg)
                 continue;
             uint64_t since = atomic_load_explicit(&w->callback_since,
                                                   memory_order_relaxed);
-            if (now < since + threshold)
+            if (!holder_blocked(w, since, now, threshold))
                 continue;
             if (loop->spares == NULL) {
                 /* Take the worker only once a spare waits for it, so that it
