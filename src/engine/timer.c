@@ -5,7 +5,9 @@
  * robin); from then on only that worker's holder touches it in the heap.
  * Cancelling is a flag plus a message that removes the timer from the heap
  * at once, so its done callback (which a binding uses to drop what the timer
- * holds) runs promptly rather than when the timer would have fired.
+ * holds) runs promptly rather than when the timer would have fired; a timer
+ * whose run is under way is out of the heap, and the run ends it. The done
+ * callback therefore never runs while fn does.
  */
 #include "px_internal.h"
 
@@ -157,21 +159,6 @@ int px__timers_run(px__worker_t *w, bool *entered, bool *lost)
             return ms > 60000 ? 60000 : (int)ms;
         }
         heap_remove(w, 0);
-        bool periodic = t->period_ns > 0 && !atomic_load(&t->cancelled);
-        if (periodic) {
-            /* Re-armed before it runs: a callback that blocks and loses the
-             * worker leaves the heap consistent for the next holder. Due
-             * times advance from the schedule, not from now, so a periodic
-             * timer does not drift; one that fell behind skips ahead. */
-            t->due_ns += t->period_ns;
-            if (t->due_ns <= now)
-                t->due_ns = now + t->period_ns;
-            px_timer_ref(t); /* the run's own reference */
-            if (heap_push(w, t) < 0) {
-                periodic = false;
-                px_timer_unref(t);
-            }
-        }
         if (!*entered) {
             px__dispatch_enter(w);
             *entered = true;
@@ -181,10 +168,24 @@ int px__timers_run(px__worker_t *w, bool *entered, bool *lost)
             t->fn(t->arg);
             *lost = !px__callback_leave(w);
         }
-        if (periodic)
-            px_timer_unref(t);
-        else
+        /* A periodic timer goes back into the heap only after its run, so
+         * two runs never overlap (even when this one blocked and the worker
+         * went to another thread) and a cancel during the run finds it out
+         * of the heap and leaves the done callback to us. Due times advance
+         * by the period, not from now, so it does not drift; one that fell
+         * behind skips ahead. */
+        if (t->period_ns > 0 && !atomic_load(&t->cancelled)) {
+            t->due_ns += t->period_ns;
+            uint64_t after = px_now_ns();
+            if (t->due_ns <= after)
+                t->due_ns = after + t->period_ns;
+            if (*lost)
+                px__worker_post(w, PX__MSG_TIMER, t); /* the holder re-adds */
+            else if (heap_push(w, t) < 0)
+                timer_done(t);
+        } else {
             timer_done(t);
+        }
         if (*lost)
             return 0;
         now = px_now_ns();
