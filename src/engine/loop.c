@@ -208,14 +208,10 @@ int px_listen(px_loop_t *loop, const char *host, int port, int backlog,
         return PX_ESTOPPED;
     struct sockaddr_storage addr;
     socklen_t len;
-    int rc = px__resolve(host, port, &addr, &len);
-    if (rc < 0)
-        return rc;
-    int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    0);
+    int fd = px__open_socket(host, port, &addr, &len);
     if (fd < 0)
-        return -errno;
-    int one = 1;
+        return fd;
+    int rc, one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (bind(fd, (struct sockaddr *)&addr, len) < 0 ||
         listen(fd, backlog ? backlog : SOMAXCONN) < 0) {
@@ -346,14 +342,10 @@ int px_connect(px_loop_t *loop, const char *host, int port,
         return PX_ESTOPPED;
     struct sockaddr_storage addr;
     socklen_t len;
-    int rc = px__resolve(host, port, &addr, &len);
-    if (rc < 0)
-        return rc;
-    int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    0);
+    int fd = px__open_socket(host, port, &addr, &len);
     if (fd < 0)
-        return -errno;
-    int one = 1;
+        return fd;
+    int rc, one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (connect(fd, (struct sockaddr *)&addr, len) < 0 &&
         errno != EINPROGRESS) {

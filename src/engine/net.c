@@ -86,3 +86,14 @@ int px__format_addr(const struct sockaddr_storage *addr, char *host,
         return -errno;
     return 0;
 }
+
+int px__open_socket(const char *host, int port, struct sockaddr_storage *addr,
+                    socklen_t *len)
+{
+    int rc = px__resolve(host, port, addr, len);
+    if (rc < 0)
+        return rc;
+    int fd = socket(addr->ss_family,
+                    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    return fd < 0 ? -errno : fd;
+}

@@ -421,6 +421,10 @@ void px__listeners_stop_all(px__worker_t *w);
 /* Sockets (net.c). */
 int px__resolve(const char *host, int port, struct sockaddr_storage *addr,
                 socklen_t *len);
+/* Resolves host:port and opens a non-blocking TCP socket of its family;
+ * returns the fd or a negative errno. */
+int px__open_socket(const char *host, int port, struct sockaddr_storage *addr,
+                    socklen_t *len);
 int px__set_nonblocking(int fd);
 int px__format_addr(const struct sockaddr_storage *addr, char *host,
                     size_t hostlen, int *port);
