@@ -1,6 +1,6 @@
 """One big read-only dict, loaded once, read by every worker at full speed.
 
-    python examples/shared_data.py [--host 127.0.0.1] [--port 8024] [--entries 500000]
+    python examples/shared_data.py [--host 127.0.0.1] [--port 8024] [--entries 200000]
     python examples/shared_data.py --selftest
 
 The process builds a table of ENTRIES user records once and calls
@@ -95,7 +95,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8024)
-    parser.add_argument("--entries", type=int, default=500_000)
+    parser.add_argument("--entries", type=int, default=200_000)
     parser.add_argument("--selftest", action="store_true", help="serve on a free port, check, exit")
     args = parser.parse_args(argv)
     if args.selftest:
