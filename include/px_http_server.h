@@ -141,13 +141,13 @@ void *px_http_exchange_conn_data(const px_http_exchange_t *ex);
  * that a "close" in it closes the connection after this response. A HEAD
  * request gets the head only, with the body's length.
  *
- * Returns 0 once the response is queued. Returns a PX_HTTP_E_RESPONSE_*
- * code, having sent nothing and leaving the exchange open (answer it
- * again, say with a 500), for a status outside 200..599, a body given with
- * 204 or 304, or a field that could inject a line. Returns PX_ECLOSED when
- * the connection closed meanwhile, or another code when the response could
- * not be queued (the connection is then closed); either way the exchange
- * is done. PX_EBADSTATE: the exchange was already answered.
+ * Returns 0 once the response is queued, or PX_ECLOSED when the
+ * connection closed meanwhile or the response could not be queued (the
+ * connection is then closed): either way the exchange is done. Any other
+ * code means nothing was sent and the exchange is still open (answer it
+ * again, say with a 500): a PX_HTTP_E_RESPONSE_* code for a status outside
+ * 200..599, a body given with 204 or 304, or a field that could inject a
+ * line; -ENOMEM; -EINVAL. PX_EBADSTATE: the exchange was already answered.
  */
 int px_http_respond(px_http_exchange_t *ex, int status,
                     const px_http_header_t *headers, size_t num_headers,

@@ -269,8 +269,10 @@ static int respond(px_http_exchange_t *ex, int status,
         }
         hc->unanswered = false;
         hc->state = keep_alive ? PX__HC_HEAD : PX__HC_CLOSING;
-        if (!ex->head_only && !no_content && body->length > 0)
-            rc = queue_body(hc, body);
+        /* A body that cannot be queued closed the connection. */
+        if (!ex->head_only && !no_content && body->length > 0 &&
+            queue_body(hc, body) < 0)
+            rc = PX_ECLOSED;
         px__http_after_response(hc);
     }
     pthread_mutex_unlock(&hc->lock);
