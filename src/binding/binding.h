@@ -85,6 +85,7 @@ enum {
 typedef struct pxpy_runtime_s pxpy_runtime_t;   /* runtime.c */
 typedef struct pxpy_futures_s pxpy_futures_t;   /* future.c */
 typedef struct pxpy_shared_s pxpy_shared_t;     /* shared.c */
+typedef struct pxpy_http_s pxpy_http_t;         /* http.c */
 
 typedef struct {
     /* Heap types. */
@@ -105,6 +106,7 @@ typedef struct {
     pxpy_runtime_t *runtime;
     pxpy_futures_t *futures;
     pxpy_shared_t *shared;
+    pxpy_http_t *http;
     pxpy_mode_t mode;
 } pxpy_state;
 
@@ -290,5 +292,21 @@ int64_t pxpy_transport_send(pxpy_transport_t *t, PyObject *data,
 PyObject *pxpy_sendable_to_bytes(PyObject *data, const char *who);
 /* The engine connection callbacks of protocol.c. */
 extern const px_conn_callbacks_t pxpy_conn_callbacks;
+
+/* ---- HTTP (http.c, http_types.c) ----------------------------------------- */
+
+int pxpy_http_exec(PyObject *module, pxpy_state *st);
+int pxpy_http_traverse(pxpy_state *st, visitproc visit, void *arg);
+void pxpy_http_free(pxpy_state *st);
+/* For the protocol cache: when cls subclasses HttpProtocol, *config
+ * receives what its connections are served with (its limits, _px_handle,
+ * an engine HTTP server); otherwise NULL. 0, or -1 with an exception. */
+int pxpy_http_config_new(pxpy_state *st, PyObject *cls, PyObject **config);
+/* protocol.c's hand-over of an HTTP protocol's connection: open once its
+ * instance exists (-1 with an exception), then every on_data, then closed
+ * before connection_lost. */
+int pxpy_http_open(pxpy_transport_t *t, px_conn_t *conn, PyObject *config);
+void pxpy_http_data(pxpy_transport_t *t, const char *data, size_t len);
+void pxpy_http_closed(pxpy_transport_t *t);
 
 #endif /* PXPY_BINDING_H */
