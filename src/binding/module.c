@@ -267,7 +267,7 @@ static int module_exec(PyObject *module)
         pxpy_work_exec(module, st) < 0 ||
         pxpy_protocol_exec(module, st) < 0 ||
         pxpy_transport_exec(module, st) < 0 ||
-        pxpy_shared_exec(module, st) < 0)
+        pxpy_shared_exec(module, st) < 0 || pxpy_http_exec(module, st) < 0)
         return -1;
     return 0;
 }
@@ -291,6 +291,8 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     int rc = pxpy_runtime_traverse(st, visit, arg);
     if (rc == 0)
         rc = pxpy_future_traverse(st, visit, arg);
+    if (rc == 0)
+        rc = pxpy_http_traverse(st, visit, arg);
     if (rc)
         return rc;
     return pxpy_shared_traverse(st, visit, arg);
@@ -306,6 +308,7 @@ static int module_clear(PyObject *module)
     pxpy_runtime_free(st);
     pxpy_future_free(st);
     pxpy_shared_free(st);
+    pxpy_http_free(st);
     Py_CLEAR(st->transport_type);
     Py_CLEAR(st->timer_type);
     Py_CLEAR(st->xlist_type);

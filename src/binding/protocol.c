@@ -58,6 +58,7 @@ typedef struct {
     data_attr_t next;                /* next_bytes_to_send */
     bool lines_mode;
     Py_ssize_t max_line_length;
+    PyObject *http;                  /* HttpProtocol subclasses: http.c's */
 } pxpy_protocol_t;
 
 #define PROTOCOL(t) ((pxpy_protocol_t *)(t)->protocol)
@@ -210,13 +211,15 @@ PyObject *pxpy_protocol_new(pxpy_state *st, PyObject *cls)
     p->next = (data_attr_t){NULL, DATA_NONE};
     p->lines_mode = false;
     p->max_line_length = DEFAULT_MAX_LINE_LENGTH;
+    p->http = NULL;
     PyObject_GC_Track(p);
     for (int i = 0; i < PXPY_CB_COUNT; i++)
         if (load_callback(p, st, i) < 0)
             goto error;
     if (load_data(p, PXPY_STR(st, INITIAL_BYTES_TO_SEND), &p->initial) < 0 ||
         load_data(p, PXPY_STR(st, NEXT_BYTES_TO_SEND), &p->next) < 0 ||
-        load_line_options(p, st) < 0)
+        load_line_options(p, st) < 0 ||
+        pxpy_http_config_new(st, cls, &p->http) < 0)
         goto error;
     /* Its methods run on every worker: see pxpy_immortalize_func. */
     if (pxpy_immortalize_code(cls) < 0)
@@ -242,6 +245,7 @@ static int protocol_traverse(PyObject *op, visitproc visit, void *arg)
         Py_VISIT(p->cb[i]);
     Py_VISIT(p->initial.value);
     Py_VISIT(p->next.value);
+    Py_VISIT(p->http);
     return 0;
 }
 
@@ -253,6 +257,7 @@ static int protocol_clear(PyObject *op)
         Py_CLEAR(p->cb[i]);
     Py_CLEAR(p->initial.value);
     Py_CLEAR(p->next.value);
+    Py_CLEAR(p->http);
     return 0;
 }
 
@@ -468,6 +473,11 @@ static void open_protocol(pxpy_transport_t *t, px_conn_t *conn)
         member_failed(t, "__init__");
         return;
     }
+    if (p->http != NULL) {
+        if (pxpy_http_open(t, conn, p->http) < 0)
+            member_failed(t, "__init__");
+        return;
+    }
     if (p->cb_kind[PXPY_CB_SEND_COMPLETE] != CB_ABSENT)
         px_conn_notify_sends(conn, 1);
     send_data_attr(t, &p->initial, "initial_bytes_to_send");
@@ -528,7 +538,9 @@ static void on_data(px_conn_t *conn, const char *data, size_t len)
     pxpy_transport_t *t = px_conn_data(conn);
     if (may_deliver(t)) {
         pxpy_protocol_t *p = PROTOCOL(t);
-        if (p->next.kind != DATA_NONE) {
+        if (p->http != NULL) {
+            pxpy_http_data(t, data, len);
+        } else if (p->next.kind != DATA_NONE) {
             send_data_attr(t, &p->next, "next_bytes_to_send");
         } else if (p->lines_mode) {
             if (p->cb_kind[PXPY_CB_LINES_RECEIVED] != CB_ABSENT)
@@ -587,6 +599,8 @@ static void on_close(px_conn_t *conn, int error)
             member_failed(t, "__init__");
     }
     atomic_fetch_or(&t->flags, PXPY_T_CLOSED);
+    if (t->instance != NULL && PROTOCOL(t)->http != NULL)
+        pxpy_http_closed(t);
     if (t->instance != NULL &&
         PROTOCOL(t)->cb_kind[PXPY_CB_CONNECTION_LOST] != CB_ABSENT) {
         PyObject *exc = close_reason(t->st, error);
