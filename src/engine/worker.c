@@ -471,11 +471,16 @@ static void *monitor_main(void *arg)
     px_loop_t *loop = arg;
     uint64_t threshold = (uint64_t)loop->opts.handoff_ms * 1000000u;
     uint64_t tick_ns = threshold / 4 ? threshold / 4 : 1000000u;
+    /* While no callback runs, look four times less often: an idle server
+     * should not wake up hundreds of times a second for nothing. A callback
+     * that starts meanwhile is still judged within about two thresholds. */
+    bool watching = false;
     pthread_mutex_lock(&loop->threads_lock);
     while (!loop->monitor_exit) {
         struct timespec until;
         clock_gettime(CLOCK_MONOTONIC, &until);
-        uint64_t ns = (uint64_t)until.tv_nsec + tick_ns;
+        uint64_t ns =
+            (uint64_t)until.tv_nsec + (watching ? tick_ns : 4 * tick_ns);
         until.tv_sec += (time_t)(ns / 1000000000u);
         until.tv_nsec = (long)(ns % 1000000000u);
         pthread_cond_timedwait(&loop->monitor_wake, &loop->threads_lock,
@@ -483,11 +488,13 @@ static void *monitor_main(void *arg)
         if (loop->monitor_exit)
             break;
         uint64_t now = px_now_ns();
+        watching = false;
         for (int i = 0; i < loop->nworkers; i++) {
             px__worker_t *w = &loop->workers[i];
             uint64_t s = atomic_load(&w->state);
             if (!(s & PX__IN_CALLBACK))
                 continue;
+            watching = true;
             uint64_t since = atomic_load_explicit(&w->callback_since,
                                                   memory_order_relaxed);
             if (!holder_blocked(w, since, now, threshold))
