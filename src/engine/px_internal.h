@@ -322,6 +322,7 @@ typedef struct px__thread_s {
     px__worker_t *_Atomic worker;    /* the worker it holds, or NULL */
     uint64_t epoch;                  /* state epoch when it took it */
     int last_worker;                 /* index of the last worker held */
+    _Atomic pid_t kernel_tid;        /* for the monitor's /proc look-up */
     bool starting_spare;             /* counted in spares_starting */
     pthread_cond_t wake;             /* spare waiting for a worker */
     struct px__thread_s *next_spare;

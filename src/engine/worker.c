@@ -17,7 +17,10 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -355,6 +358,7 @@ static void *thread_main(void *arg)
     px__thread_t *t = arg;
     px_loop_t *loop = t->loop;
     current_thread = t;
+    atomic_store(&t->kernel_tid, (pid_t)syscall(SYS_gettid));
     const px_loop_options_t *o = &loop->opts;
     if (o->on_thread_start)
         o->on_thread_start(o->hook_data, t->last_worker);
@@ -441,6 +445,31 @@ static uint64_t holder_cpu_ns(px__worker_t *w)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Whether the holder thread sleeps in the kernel ('S' or 'D' in
+ * /proc/self/task/TID/stat). A computing thread is 'R' even while the
+ * scheduler makes it wait for a CPU, which the CPU clock alone cannot tell
+ * from blocking on a loaded machine. */
+static bool holder_sleeping(px__worker_t *w)
+{
+    px__thread_t *t = atomic_load(&w->holder);
+    pid_t tid = t ? atomic_load(&t->kernel_tid) : 0;
+    if (tid <= 0)
+        return true;
+    char path[64], buf[256];
+    snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return true; /* no /proc: rely on the CPU clock alone */
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return true;
+    buf[n] = '\0';
+    /* The state follows the command name, which ends with the last ')'. */
+    const char *p = strrchr(buf, ')');
+    return p == NULL || p[1] != ' ' || p[2] == 'S' || p[2] == 'D';
+}
+
 /* Whether the callback that started at `since` is blocked rather than
  * computing. IOCP replaces a thread that blocks, not one that works: a
  * CPU-bound callback handed off would only add a thread competing for the
@@ -463,7 +492,7 @@ static bool holder_blocked(px__worker_t *w, uint64_t since, uint64_t now,
     uint64_t used = cpu > w->mon_cpu ? cpu - w->mon_cpu : 0;
     w->mon_wall = now;
     w->mon_cpu = cpu;
-    return used < wall / 2;
+    return used < wall / 2 && holder_sleeping(w);
 }
 
 static void *monitor_main(void *arg)
