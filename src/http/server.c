@@ -21,8 +21,11 @@
 #include "server_internal.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #define NS_PER_MS UINT64_C(1000000)
 #define NS_PER_S UINT64_C(1000000000)
@@ -666,6 +669,11 @@ int px_http_conn_start(px_http_server_t *s, px_conn_t *conn, void *data,
     if (box == NULL)
         return -ENOMEM;
     box->magic = CONN_MAGIC;
+    /* Responses are gathered into few writes already; Nagle would only
+     * hold back the file part of a head-then-sendfile response until the
+     * client's delayed ACK (40 ms). */
+    int one = 1;
+    setsockopt(px_conn_fd(conn), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     px_http_conn_t *hc = &box->conn;
     hc->server = s;
     atomic_fetch_add(&s->refs, 1);

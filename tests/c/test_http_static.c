@@ -280,10 +280,36 @@ static void test_file_over_socket(int backend)
     close(file_fd);
 }
 
+/* Head then sendfile is two writes: with Nagle's algorithm on, the second
+ * waits for the client's delayed ACK (40 ms) on every keep-alive response. */
+static void test_file_responses_do_not_stall(int backend)
+{
+    make_file();
+    http_test_server_t ts;
+    px_http_server_options_t opts = {.on_request = on_request};
+    http_test_server_start(&ts, backend, &opts);
+    http_client_t c;
+    http_client_open(&c, ts.port);
+    http_response_t r;
+    uint64_t start_ns = px_now_ns();
+    for (int i = 0; i < 30; i++) {
+        get(&c, "GET", "Range: bytes=0-99\r\n", &r);
+        ASSERT_INT_EQ(r.status, 206);
+        http_response_free(&r);
+    }
+    uint64_t elapsed_ms = (px_now_ns() - start_ns) / 1000000u;
+    if (elapsed_ms >= 600)
+        TEST_FAIL("30 file responses took %ju ms", (uintmax_t)elapsed_ms);
+    http_client_close(&c);
+    http_test_server_stop(&ts);
+    close(file_fd);
+}
+
 static const test_case_t cases[] = {
     {"test_plans", test_plans, 0},
     {"test_empty_file_plan", test_empty_file_plan, 0},
     ENGINE_CASE(test_file_over_socket),
+    ENGINE_CASE(test_file_responses_do_not_stall),
 };
 
 TEST_MAIN(cases)
