@@ -412,6 +412,12 @@ static bool read_head(px_http_conn_t *hc, pass_t *p)
         fail(hc, px_http_error_status(frc));
         return false;
     }
+    /* With max_body_size unlimited, a length may not fit in memory. */
+    if (hc->framing.body == PX_HTTP_BODY_LENGTH &&
+        hc->framing.content_length > SIZE_MAX / 2) {
+        fail(hc, 413);
+        return false;
+    }
     hc->head_len = (size_t)rc;
     hc->raw_len = (size_t)rc;
     hc->body_len = 0;
@@ -439,7 +445,7 @@ static int read_body(px_http_conn_t *hc, pass_t *p)
     case PX_HTTP_BODY_NONE:
         return 1;
     case PX_HTTP_BODY_LENGTH: {
-        /* The framing refused lengths over max_body_size (a size_t). */
+        /* read_head refused lengths that do not fit. */
         size_t need = hc->head_len + (size_t)hc->framing.content_length;
         size_t avail = p->len - p->pos;
         if (avail >= need) {

@@ -480,6 +480,39 @@ static void test_error_statuses(int backend)
     stop(&ts);
 }
 
+static void test_unlimited_body_size(int backend)
+{
+    http_test_server_t ts;
+    px_http_server_options_t opts = {.limits.max_body_size = UINT64_MAX};
+    start(&ts, backend, &opts);
+    /* Larger than the default limit of 1 MiB. */
+    enum { SIZE = 3 << 20 };
+    char *body = malloc(SIZE);
+    ASSERT_TRUE(body != NULL);
+    fill_pattern(body, SIZE, 0, 5);
+    char head[128];
+    snprintf(head, sizeof(head),
+             "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n",
+             SIZE);
+    http_client_t c;
+    http_client_open(&c, ts.port);
+    http_client_send_str(&c, head);
+    http_client_send(&c, body, SIZE);
+    http_response_t r;
+    http_read_response(&c, &r, false);
+    ASSERT_INT_EQ(r.status, 200);
+    ASSERT_UINT_EQ(r.body_len, SIZE);
+    check_pattern(r.body, SIZE, 0, 5);
+    http_response_free(&r);
+    http_client_close(&c);
+    free(body);
+    /* A length that cannot be buffered is still refused. */
+    expect_error(ts.port, "POST /echo HTTP/1.1\r\nHost: t\r\n"
+                          "Content-Length: 18446744073709551615\r\n\r\n",
+                 413);
+    stop(&ts);
+}
+
 static void test_linger_then_close(int backend)
 {
     http_test_server_t ts;
@@ -731,6 +764,7 @@ static const test_case_t cases[] = {
     ENGINE_CASE(test_expect_continue),
     ENGINE_CASE(test_http10),
     ENGINE_CASE(test_error_statuses),
+    ENGINE_CASE(test_unlimited_body_size),
     ENGINE_CASE(test_linger_then_close),
     ENGINE_CASE(test_slowloris),
     ENGINE_CASE(test_body_timeout),
