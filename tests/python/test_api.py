@@ -75,6 +75,32 @@ def test_register_twice_raises_value_error():
         server.close()
 
 
+def test_register_a_closed_server_raises_async_error():
+    server = px.server(LOCALHOST, 0)
+    server.close()
+    with pytest.raises(px.AsyncError):
+        px.register(server, Echo)
+
+
+def test_register_an_accepted_connection_raises_value_error(rt):
+    """An accepted connection's protocol is its server's."""
+    accepted = []
+
+    class Keep:
+        def connection_made(self, transport):
+            accepted.append(transport)
+
+    port = rt.serve(Keep)
+
+    def driver():
+        with connect(port):
+            wait_for(lambda: accepted)
+            with pytest.raises(ValueError):
+                px.register(accepted[0], Echo)
+
+    rt.run(driver)
+
+
 def test_register_accepts_keyword_arguments(rt):
     """The README's example passes transport= and protocol= by name."""
     server = px.server(LOCALHOST, 0)
@@ -408,6 +434,70 @@ def test_shutdown_closes_every_connection_before_run_returns(rt):
     finally:
         for sock in socks:
             sock.close()
+
+
+def test_run_waits_for_a_live_timer():
+    fired = []
+    px.timer(0.3, fired.append, "fired")
+    elapsed = _run_bounded(10)
+    assert fired == ["fired"] and 0.25 < elapsed < 5
+
+
+def test_run_waits_for_a_periodic_timer_until_cancelled():
+    ticks = []
+    timer = px.timer(0.02, lambda: ticks.append(1), period=0.02)
+    px.timer(0.3, timer.cancel)
+    elapsed = _run_bounded(10)
+    assert 0.25 < elapsed < 5 and len(ticks) >= 5
+
+
+def call_on_a_thread(func, *args):
+    """func(*args) on a plain thread; returns the exception it raised."""
+    raised = []
+
+    def target():
+        try:
+            func(*args)
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive()
+    return raised[0] if raised else None
+
+
+def test_run_and_run_once_belong_to_the_main_thread():
+    assert isinstance(call_on_a_thread(px.run), px.AsyncError)
+    assert isinstance(call_on_a_thread(px.run_once, 0), px.AsyncError)
+
+
+def test_run_mode_argument():
+    """run(mode=...) must agree with the running mode; nonsense is refused."""
+    px.submit_work(int).result(timeout=10)  # the workers run
+    other = "gil" if expected_mode() == "threads" else "threads"
+    with pytest.raises(ValueError):
+        px.run(mode=other)
+    with pytest.raises(ValueError):
+        px.run(mode="bogus")
+    with pytest.raises(TypeError):
+        px.run(mode=1)
+    assert _run_bounded_with(mode=expected_mode()) < 5
+
+
+def _run_bounded_with(**kwargs):
+    timed_out = threading.Event()
+    watchdog = threading.Timer(10, lambda: (timed_out.set(), px.stop()))
+    watchdog.daemon = True
+    watchdog.start()
+    started = time.monotonic()
+    try:
+        px.run(**kwargs)
+    finally:
+        watchdog.cancel()
+    assert not timed_out.is_set()
+    return time.monotonic() - started
 
 
 def test_run_once_runs_queued_main_thread_calls():
