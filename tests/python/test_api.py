@@ -339,9 +339,9 @@ def test_client_of_a_plain_socket_server():
 # ---- run, run_once, stop ---------------------------------------------------------
 
 
-def _run_bounded(limit):
-    """px.run() with a watchdog: fails (after stopping it) if it lasts longer
-    than limit seconds. Returns the elapsed time."""
+def _run_bounded(limit, **run_kwargs):
+    """px.run(**run_kwargs) with a watchdog: fails (after stopping it) if it
+    lasts longer than limit seconds. Returns the elapsed time."""
     timed_out = threading.Event()
 
     def expire():
@@ -353,7 +353,7 @@ def _run_bounded(limit):
     watchdog.start()
     started = time.monotonic()
     try:
-        px.run()
+        px.run(**run_kwargs)
     finally:
         watchdog.cancel()
     assert not timed_out.is_set(), f"px.run() did not return within {limit} s"
@@ -483,21 +483,7 @@ def test_run_mode_argument():
         px.run(mode="bogus")
     with pytest.raises(TypeError):
         px.run(mode=1)
-    assert _run_bounded_with(mode=expected_mode()) < 5
-
-
-def _run_bounded_with(**kwargs):
-    timed_out = threading.Event()
-    watchdog = threading.Timer(10, lambda: (timed_out.set(), px.stop()))
-    watchdog.daemon = True
-    watchdog.start()
-    started = time.monotonic()
-    try:
-        px.run(**kwargs)
-    finally:
-        watchdog.cancel()
-    assert not timed_out.is_set()
-    return time.monotonic() - started
+    assert _run_bounded(10, mode=expected_mode()) < 5
 
 
 def test_run_once_runs_queued_main_thread_calls():
