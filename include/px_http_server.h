@@ -100,9 +100,11 @@ typedef struct {
 int px_http_server_new(px_loop_t *loop, const px_http_server_options_t *opts,
                        px_http_server_t **server);
 void *px_http_server_data(const px_http_server_t *server);
-/* Drops the caller's reference and stops the timeout timer; connections
- * still open keep the server alive until they close. Close its listeners
- * first; call it before the loop is freed. */
+/* Drops the caller's reference; new connections are refused. What is
+ * left winds down: idle connections are closed, requests under way finish
+ * (their responses close their connections), and the timeout timer stops
+ * after the last connection. Close the server's listeners first, and call
+ * this before the loop is freed (stopping the loop ends it all at once). */
 void px_http_server_free(px_http_server_t *server);
 
 /* Listens on host:port (as px_listen) and serves every accepted connection;

@@ -148,19 +148,25 @@ static uint64_t sweep_period(const px_http_server_t *s)
     return period > SWEEP_MAX_NS ? SWEEP_MAX_NS : period;
 }
 
-static void expire(px_http_conn_t *hc, uint64_t now);
+static void expire(px_http_conn_t *hc, uint64_t now, bool server_closed);
 
+/* The timer's run. Once the server is freed it also closes idle
+ * connections at once (requests under way finish, their responses say
+ * "Connection: close"), and it stops itself after the last connection. */
 static void sweep(void *arg)
 {
     px_http_server_t *s = arg;
     uint64_t now = px_now_ns();
+    bool closed = atomic_load(&s->closed);
     pthread_mutex_lock(&s->lock);
     for (px_http_conn_t *hc = s->conns; hc != NULL; hc = hc->next) {
         uint64_t deadline =
             atomic_load_explicit(&hc->deadline_ns, memory_order_relaxed);
-        if (deadline != 0 && deadline <= now)
-            expire(hc, now);
+        if ((deadline != 0 && deadline <= now) || closed)
+            expire(hc, now, closed);
     }
+    if (closed && s->conns == NULL && s->sweep != NULL)
+        px_timer_cancel(s->sweep);
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -218,13 +224,8 @@ void *px_http_server_data(const px_http_server_t *s) { return s->data; }
 
 void px_http_server_free(px_http_server_t *s)
 {
+    /* The sweep winds down what is left (see sweep). */
     atomic_store(&s->closed, true);
-    pthread_mutex_lock(&s->lock);
-    /* Set until the done callback ran, which the loop's stop guarantees
-     * before the loop can be freed: the timer is still valid here. */
-    if (s->sweep != NULL)
-        px_timer_cancel(s->sweep);
-    pthread_mutex_unlock(&s->lock);
     server_unref(s);
 }
 
@@ -305,13 +306,16 @@ static void close_gracefully(px_http_conn_t *hc)
     px_conn_close(hc->conn, 0);
 }
 
-/* A deadline passed (the sweep, server lock held). */
-static void expire(px_http_conn_t *hc, uint64_t now)
+/* A deadline passed, or the server is closed and the connection may be
+ * idle (the sweep, server lock held). */
+static void expire(px_http_conn_t *hc, uint64_t now, bool server_closed)
 {
     pthread_mutex_lock(&hc->lock);
     uint64_t deadline = atomic_load(&hc->deadline_ns);
+    bool due = (deadline != 0 && deadline <= now) ||
+               (server_closed && hc->wait == PX__WAIT_IDLE);
     /* A driving thread will set a new deadline when its pass ends. */
-    if (hc->closed || hc->driving || deadline == 0 || deadline > now) {
+    if (hc->closed || hc->driving || !due) {
         pthread_mutex_unlock(&hc->lock);
         return;
     }

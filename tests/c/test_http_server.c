@@ -706,6 +706,38 @@ static void test_late_response_after_close(int backend)
     stop(&ts);
 }
 
+static void test_server_free_winds_down(int backend)
+{
+    http_test_server_t ts;
+    px_http_server_options_t opts = {.keepalive_timeout_ns =
+                                         PX_HTTP_NO_TIMEOUT};
+    start(&ts, backend, &opts);
+    http_client_t idle, busy;
+    http_client_open(&idle, ts.port);
+    http_client_open(&busy, ts.port);
+    http_client_send_str(&idle, GET("/hello"));
+    http_expect(&idle, 200, "hello");
+    http_client_send_str(&busy, GET("/late?300"));
+    WAIT_FOR(atomic_load(&state.late_outstanding) == 1, WAIT_MS);
+    px_listener_close(ts.listener);
+    px_http_server_free(ts.server);
+    /* The idle connection closes although it has no keep-alive timeout;
+     * the request under way is answered, then its connection closes. */
+    http_expect_eof(&idle, WAIT_MS);
+    http_response_t r;
+    http_read_response(&busy, &r, false);
+    ASSERT_STR_EQ(r.body, "late 300");
+    char value[32];
+    ASSERT_TRUE(http_header(&r, "Connection", value, sizeof(value)));
+    ASSERT_STR_EQ(value, "close");
+    http_response_free(&r);
+    http_expect_eof(&busy, WAIT_MS);
+    http_client_close(&idle);
+    http_client_close(&busy);
+    /* What is left of the server goes with the loop. */
+    finish_loop(ts.loop);
+}
+
 /* ---- many clients -------------------------------------------------------------------- */
 
 #define CLIENT_THREADS 6
@@ -773,6 +805,7 @@ static const test_case_t cases[] = {
     ENGINE_CASE(test_response_checks),
     ENGINE_CASE(test_large_body),
     ENGINE_CASE(test_late_response_after_close),
+    ENGINE_CASE(test_server_free_winds_down),
     ENGINE_CASE(test_many_clients),
 };
 
