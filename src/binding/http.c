@@ -477,8 +477,8 @@ static int fields_add(fields_t *f, PyObject *seq)
         if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
             PyErr_Format(PyExc_TypeError,
                          "header fields must be (name, value) tuples, not "
-                         "%.100s",
-                         Py_TYPE(pair)->tp_name);
+                         "%.100R",
+                         pair);
             rc = -1;
             break;
         }
