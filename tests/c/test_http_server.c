@@ -152,6 +152,11 @@ static void stop(http_test_server_t *ts)
 
 #define GET(path) "GET " path " HTTP/1.1\r\nHost: t\r\n\r\n"
 
+static uint64_t ms_since(uint64_t start_ns)
+{
+    return (px_now_ns() - start_ns) / 1000000u;
+}
+
 /* ---- keep-alive, pipelining, bodies -------------------------------------------- */
 
 static void test_keep_alive(int backend)
@@ -525,7 +530,7 @@ static void test_linger_then_close(int backend)
     http_client_send_str(&c, GET("/hello"));
     uint64_t start_ns = px_now_ns();
     http_expect_eof(&c, WAIT_MS);
-    uint64_t waited_ms = (px_now_ns() - start_ns) / 1000000u;
+    uint64_t waited_ms = ms_since(start_ns);
     ASSERT_UINT_CMP(waited_ms, >=, 1000);
     ASSERT_INT_EQ(atomic_load(&state.requests), 0);
     http_client_close(&c);
@@ -556,7 +561,7 @@ static void test_slowloris(int backend)
     http_read_response(&c, &r, false);
     ASSERT_INT_EQ(r.status, 408);
     http_response_free(&r);
-    uint64_t elapsed_ms = (px_now_ns() - start_ns) / 1000000u;
+    uint64_t elapsed_ms = ms_since(start_ns);
     ASSERT_UINT_CMP(elapsed_ms, >=, 290);
     ASSERT_UINT_CMP(elapsed_ms, <, 2000);
     http_expect_eof(&c, WAIT_MS);
@@ -601,7 +606,7 @@ static void test_keepalive_timeout(int backend)
     http_expect(&c, 200, "hello");
     uint64_t start_ns = px_now_ns();
     http_expect_eof(&c, WAIT_MS);
-    uint64_t waited_ms = (px_now_ns() - start_ns) / 1000000u;
+    uint64_t waited_ms = ms_since(start_ns);
     ASSERT_UINT_CMP(waited_ms, >=, 150);
     ASSERT_UINT_CMP(waited_ms, <, 2000);
     http_client_close(&c);

@@ -195,6 +195,23 @@ static void make_file(void)
     ASSERT_INT_EQ(write(file_fd, data, FILE_SIZE), FILE_SIZE);
 }
 
+/* A server of a fresh file and a client connected to it. */
+static void open_file_server(http_test_server_t *ts, int backend,
+                             http_client_t *c)
+{
+    make_file();
+    px_http_server_options_t opts = {.on_request = on_request};
+    http_test_server_start(ts, backend, &opts);
+    http_client_open(c, ts->port);
+}
+
+static void close_file_server(http_test_server_t *ts, http_client_t *c)
+{
+    http_client_close(c);
+    http_test_server_stop(ts);
+    close(file_fd);
+}
+
 static void get(http_client_t *c, const char *method, const char *fields,
                 http_response_t *r)
 {
@@ -207,12 +224,9 @@ static void get(http_client_t *c, const char *method, const char *fields,
 
 static void test_file_over_socket(int backend)
 {
-    make_file();
     http_test_server_t ts;
-    px_http_server_options_t opts = {.on_request = on_request};
-    http_test_server_start(&ts, backend, &opts);
     http_client_t c;
-    http_client_open(&c, ts.port);
+    open_file_server(&ts, backend, &c);
     http_response_t r;
     char etag[64], value[128], fields[256];
 
@@ -275,21 +289,16 @@ static void test_file_over_socket(int backend)
     check_pattern(r.body, 5, 5, 11);
     http_response_free(&r);
 
-    http_client_close(&c);
-    http_test_server_stop(&ts);
-    close(file_fd);
+    close_file_server(&ts, &c);
 }
 
 /* Head then sendfile is two writes: with Nagle's algorithm on, the second
  * waits for the client's delayed ACK (40 ms) on every keep-alive response. */
 static void test_file_responses_do_not_stall(int backend)
 {
-    make_file();
     http_test_server_t ts;
-    px_http_server_options_t opts = {.on_request = on_request};
-    http_test_server_start(&ts, backend, &opts);
     http_client_t c;
-    http_client_open(&c, ts.port);
+    open_file_server(&ts, backend, &c);
     http_response_t r;
     uint64_t start_ns = px_now_ns();
     for (int i = 0; i < 30; i++) {
@@ -300,9 +309,7 @@ static void test_file_responses_do_not_stall(int backend)
     uint64_t elapsed_ms = (px_now_ns() - start_ns) / 1000000u;
     if (elapsed_ms >= 600)
         TEST_FAIL("30 file responses took %ju ms", (uintmax_t)elapsed_ms);
-    http_client_close(&c);
-    http_test_server_stop(&ts);
-    close(file_fd);
+    close_file_server(&ts, &c);
 }
 
 static const test_case_t cases[] = {
