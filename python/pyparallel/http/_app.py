@@ -61,13 +61,23 @@ class HttpServer(_core.HttpProtocol):
 
     root = None
 
-    # Compiled per class by __init_subclass__; HttpServer itself routes nothing.
+    # Compiled per class by __init_subclass__ (see RouteTable): the tables
+    # are copied to class attributes so that a request reaches them in one
+    # attribute load. HttpServer itself routes nothing.
     _px_routes = RouteTable(())
+    _px_exact = _px_routes.exact
+    _px_allow = _px_routes.allow
+    _px_handlers = _px_routes.handlers
+    _px_patterns = _px_routes.patterns
     _px_static_root = (None, None)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        cls._px_routes = collect_routes(cls, HttpServer)
+        routes = cls._px_routes = collect_routes(cls, HttpServer)
+        cls._px_exact = routes.exact
+        cls._px_allow = routes.allow
+        cls._px_handlers = routes.handlers
+        cls._px_patterns = routes.patterns
         root = cls.__dict__.get("root")
         if root is not None:
             cls._px_static_root = (root, _static.real_root(root))
@@ -75,15 +85,14 @@ class HttpServer(_core.HttpProtocol):
     def _px_handle(self, raw):
         try:
             request = Request(raw)
-            routes = self._px_routes
-            methods = routes.exact.get(request.path)
+            methods = self._px_exact.get(request.path)
             if methods is not None:
-                handler = methods.get(request.method)
-                if handler is None:
-                    return method_not_allowed(routes.allow[request.path])
-                return to_wire(handler(self, request))
-            if routes.patterns:
-                handler, found = routes.match(request.path, request.method)
+                index = methods.get(request.method)
+                if index is None:
+                    return method_not_allowed(self._px_allow[request.path])
+                return to_wire(self._px_handlers[index](self, request))
+            if self._px_patterns:
+                handler, found = self._px_routes.match(request.path, request.method)
                 if handler is not None:
                     return to_wire(handler(self, request, **found))
                 if found:

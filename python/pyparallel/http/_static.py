@@ -19,7 +19,9 @@ import mimetypes
 import os
 import posixpath
 import stat
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import quote
+
+from ._request import unquote_to_bytes
 
 # Loaded once, before any worker can race to initialise the tables lazily.
 mimetypes.init()

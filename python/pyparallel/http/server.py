@@ -168,7 +168,9 @@ def main(argv=None):
         print(f"{parser.prog}: cannot listen on {args.bind or '*'} port {args.port}: {exc}", file=sys.stderr)
         return 1
     px.register(listener, app)
-    print(startup_line(listener, app), flush=True)
+    # Printed from run() on the main thread, so that once the line is out,
+    # SIGINT and SIGTERM already stop the server cleanly.
+    px.call_from_main_thread(print, startup_line(listener, app), flush=True)
     px.run()
     return 0
 
