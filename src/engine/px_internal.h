@@ -202,7 +202,8 @@ struct px_conn_s {
     px__buf_t in;                    /* received, not yet dispatched */
     px__buf_t in_spare;              /* reused for the next bytes */
     px__send_t *sendq_head, *sendq_tail;
-    size_t queued;                   /* bytes in the send queue */
+    size_t queued;                   /* bytes copied into the send queue */
+    size_t queued_file;              /* file bytes queued for sendfile */
     uint64_t next_send_id;           /* id of the next px_conn_send */
     uint64_t completed_send_id;      /* all sends up to this are written */
     uint64_t notified_send_id;       /* on_send_complete delivered up to */

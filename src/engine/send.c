@@ -23,12 +23,14 @@
 #include <unistd.h>
 
 /* Writes iov with MSG_NOSIGNAL (a peer that went away must give EPIPE, not
- * kill the process). Returns bytes written or -errno (-EAGAIN included). */
-static ssize_t write_iov(int fd, struct iovec *iov, int iovcnt)
+ * kill the process). more is MSG_MORE when file bytes follow: the head then
+ * leaves in the same segment as the file's first bytes. Returns bytes
+ * written or -errno (-EAGAIN included). */
+static ssize_t write_iov(int fd, struct iovec *iov, int iovcnt, int more)
 {
     struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
     for (;;) {
-        ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT | more);
         if (n >= 0)
             return n;
         if (errno != EINTR)
@@ -48,6 +50,7 @@ void px__conn_free_sendq_locked(px_conn_t *c)
     }
     c->sendq_head = c->sendq_tail = NULL;
     c->queued = 0;
+    c->queued_file = 0;
     if (c->hog) {
         c->hog = false;
         atomic_fetch_sub(&c->loop->stat_hogs, 1);
@@ -57,10 +60,11 @@ void px__conn_free_sendq_locked(px_conn_t *c)
 static void account_queue_locked(px_conn_t *c)
 {
     size_t threshold = c->loop->opts.hog_threshold;
-    if (!c->hog && c->queued > threshold) {
+    size_t unsent = c->queued + c->queued_file;
+    if (!c->hog && unsent > threshold) {
         c->hog = true;
         atomic_fetch_add(&c->loop->stat_hogs, 1);
-    } else if (c->hog && c->queued <= threshold / 2) {
+    } else if (c->hog && unsent <= threshold / 2) {
         c->hog = false;
         atomic_fetch_sub(&c->loop->stat_hogs, 1);
     }
@@ -72,7 +76,7 @@ static int write_entry(px_conn_t *c, px__send_t *s)
 {
     while (s->head_off < s->head_len) {
         struct iovec iov = {s->data + s->head_off, s->head_len - s->head_off};
-        ssize_t n = write_iov(c->fd, &iov, 1);
+        ssize_t n = write_iov(c->fd, &iov, 1, s->file_left ? MSG_MORE : 0);
         if (n < 0)
             return n == -EAGAIN ? 0 : (int)n;
         s->head_off += (size_t)n;
@@ -90,14 +94,14 @@ static int write_entry(px_conn_t *c, px__send_t *s)
         if (n == 0)
             return -EPIPE; /* the file shrank under us: the send cannot finish */
         s->file_left -= (size_t)n;
-        c->queued -= (size_t)n;
+        c->queued_file -= (size_t)n;
         atomic_fetch_add_explicit(&c->loop->stat_bytes_out, (uint64_t)n,
                                   memory_order_relaxed);
     }
     while (s->tail_off < s->tail_len) {
         struct iovec iov = {s->data + s->head_len + s->tail_off,
                             s->tail_len - s->tail_off};
-        ssize_t n = write_iov(c->fd, &iov, 1);
+        ssize_t n = write_iov(c->fd, &iov, 1, 0);
         if (n < 0)
             return n == -EAGAIN ? 0 : (int)n;
         s->tail_off += (size_t)n;
@@ -247,7 +251,7 @@ int px_conn_send(px_conn_t *c, const struct iovec *iov, int iovcnt,
     unsigned f = atomic_load(&c->flags);
     if (c->sendq_head == NULL && !(f & PX__CONN_CONNECTING)) {
         ssize_t n = total ? write_iov(c->fd, (struct iovec *)iov,
-                                      iovcnt > 1024 ? 1024 : iovcnt)
+                                      iovcnt > 1024 ? 1024 : iovcnt, 0)
                           : 0;
         if (n < 0 && n != -EAGAIN) {
             fail_locked(c, (int)n);
@@ -309,7 +313,6 @@ int px_conn_sendfile(px_conn_t *c, const struct iovec *head, int fd,
 
     pthread_mutex_lock(&c->lock);
     int rc = check_open_locked(c);
-    size_t total = head_len + nbytes + tail_len;
     if (rc == 0 && c->queued + head_len + tail_len >
                        c->loop->opts.max_send_buffer)
         rc = PX_ESENDBUF;
@@ -325,9 +328,10 @@ int px_conn_sendfile(px_conn_t *c, const struct iovec *head, int fd,
         *send_id = s->id;
     uint64_t completed_before = c->completed_send_id;
     bool was_empty = c->sendq_head == NULL;
-    /* File bytes do not occupy memory, but they count toward the queue so
-     * that hog accounting sees a peer that does not read them. */
-    enqueue_locked(c, s, total);
+    /* File bytes occupy no memory, so max_send_buffer does not count them,
+     * but hog accounting does: a peer that does not read them is a hog. */
+    c->queued_file += nbytes;
+    enqueue_locked(c, s, head_len + tail_len);
     bool arm = false;
     unsigned f = atomic_load(&c->flags);
     if (was_empty && !(f & PX__CONN_CONNECTING)) {
@@ -373,7 +377,7 @@ size_t px_conn_queued_bytes(const px_conn_t *c)
 {
     px_conn_t *mc = (px_conn_t *)c;
     pthread_mutex_lock(&mc->lock);
-    size_t queued = c->queued;
+    size_t queued = c->queued + c->queued_file;
     pthread_mutex_unlock(&mc->lock);
     return queued;
 }

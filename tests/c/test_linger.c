@@ -1,10 +1,12 @@
 /*
  * test_linger.c - a closing connection whose peer never reads is reset
  * after close_linger_ms instead of holding its socket and queue until the
- * loop stops.
+ * loop stops; and file bytes queued for sendfile, which occupy no memory,
+ * do not count toward max_send_buffer.
  */
 #include "engine_util.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -49,7 +51,44 @@ static void test_close_of_unread_connection_is_bounded(int backend)
     finish_loop(loop);
 }
 
+#define FILE_BYTES (8u << 20)
+static int file_fd = -1;
+
+static void queue_files(px_conn_t *conn)
+{
+    /* Three sends of 8 MiB of file each: 24 MiB unsent, over the 16 MiB
+     * bound, none of it in memory. */
+    for (int i = 0; i < 3; i++)
+        ASSERT_PX_OK(px_conn_sendfile(conn, NULL, file_fd, 0, FILE_BYTES, NULL,
+                                      NULL));
+    ASSERT_UINT_CMP(px_conn_queued_bytes(conn), >, 16u << 20);
+    px_conn_close(conn, 1);
+    conn_log_open(conn);
+}
+
+static void test_file_bytes_do_not_fill_send_buffer(int backend)
+{
+    char path[] = "/tmp/px-test-linger-XXXXXX";
+    file_fd = mkstemp(path);
+    ASSERT_INT_CMP(file_fd, >=, 0);
+    unlink(path);
+    ASSERT_INT_EQ(ftruncate(file_fd, FILE_BYTES), 0);
+    conn_log_t log = CONN_LOG_INIT;
+    px_conn_callbacks_t cbs = {.on_open = queue_files,
+                               .on_close = conn_log_close};
+    px_loop_t *loop = start_loop(backend, NULL);
+    int port = listen_local(loop, &cbs, &log, NULL);
+    int fd = client_connect_rcvbuf(port, 16 << 10);
+    conn_log_wait(&log, 0);
+    WAIT_FOR(atomic_load(&log.closed) == 1, WAIT_MS);
+    close(fd);
+    close(file_fd);
+    conn_log_release(&log);
+    finish_loop(loop);
+}
+
 static const test_case_t cases[] = {
+    ENGINE_CASE(test_file_bytes_do_not_fill_send_buffer),
     ENGINE_CASE(test_close_of_unread_connection_is_bounded),
 };
 
