@@ -80,6 +80,7 @@ def test_serves_the_current_directory_and_the_builtin_routes(cli, tmp_path):
     server = cli("--workers", "2", cwd=tmp_path)
     assert server.info["host"] == LOCALHOST
     assert server.info["workers"] == "2"
+    assert server.info["app"] == "pyparallel.http.server:FileServer"
     assert server.info["root"] == f"root {os.path.realpath(tmp_path)}"
     assert server.info["mode"] == expected_mode()
     assert server.info["io"] in ("io_uring", "epoll")
@@ -143,7 +144,7 @@ def test_app_flag_with_limit_flags(cli, tmp_path):
     (tmp_path / "myapp.py").write_text(APP_MODULE)
     (tmp_path / "file.txt").write_text("static")
     server = cli("--app", "myapp:Api", "--max-body-size", "100", "--keepalive-timeout", "0.5", cwd=tmp_path)
-    assert server.info["app"] == "myapp.Api"
+    assert server.info["app"] == "myapp:Api"
     assert server.info["root"] == "no static files"
     with Client(server.port) as client:
         assert client.request("GET", "/ping").body == b"pong"

@@ -95,7 +95,8 @@ def build_parser():
     parser.add_argument("--workers", type=_positive(int), metavar="N", help="number of workers (default: one per CPU)")
     parser.add_argument("--io", choices=("uring", "epoll"), help="I/O backend (default: io_uring when available)")
     for name, kind, help_text in LIMIT_FLAGS:
-        parser.add_argument("--" + name.replace("_", "-"), type=_positive(kind), dest=name, help=help_text)
+        metavar = "N" if kind is int else "SECONDS"
+        parser.add_argument("--" + name.replace("_", "-"), type=_positive(kind), dest=name, metavar=metavar, help=help_text)
     return parser
 
 
@@ -137,6 +138,14 @@ def _url_host(host):
     return f"[{host}]" if ":" in host else host
 
 
+def app_name(app):
+    """MODULE:CLASS, as --app takes it (this module under -m is __main__,
+    whose spec still knows its real name)."""
+    module = sys.modules.get(app.__module__)
+    spec = getattr(module, "__spec__", None)
+    return f"{spec.name if spec is not None else app.__module__}:{app.__qualname__}"
+
+
 def startup_line(listener, app):
     host, port = listener.sockname[:2]
     stats = px.stats()
@@ -144,7 +153,7 @@ def startup_line(listener, app):
     serving = f"root {root}" if root is not None else "no static files"
     return (
         f"Serving HTTP on {host} port {port} (http://{_url_host(host)}:{port}/): "
-        f"app {app.__module__}.{app.__qualname__}, {serving}, "
+        f"app {app_name(app)}, {serving}, "
         f"{stats['workers']} workers, mode {stats['mode']}, io {stats['io']}"
     )
 
