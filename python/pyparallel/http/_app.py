@@ -35,7 +35,6 @@ from ._routing import RouteTable, collect_routes
 
 _log = logging.getLogger("pyparallel")
 
-_STATIC_METHODS = frozenset({"GET", "HEAD"})
 _STATIC_ALLOW = "GET, HEAD"
 
 
@@ -117,7 +116,7 @@ class HttpServer(_core.HttpProtocol):
         found = _static.resolve(self._px_static_real_root(), request.raw_path)
         if found is None:
             return NOT_FOUND
-        if request.method not in _STATIC_METHODS:
+        if request.method != "GET" and request.method != "HEAD":
             return method_not_allowed(_STATIC_ALLOW)
         kind, where = found
         if kind is _static.FILE:

@@ -20,6 +20,7 @@ answering at once do not contend on their reference counts.
 
 import json
 import os
+import re
 import threading
 from json import encoder as _json_encoder
 
@@ -74,7 +75,10 @@ INTERNAL_ERROR = _core.eternalize((500, TEXT_UTF8_FIELDS, b"Internal Server Erro
 # The C layer writes these itself; a handler giving one is a mistake (the C
 # layer would drop it silently). Connection is allowed: "close" in it
 # closes the connection after the response.
-FRAMING_FIELDS = frozenset({"content-length", "transfer-encoding", "date"})
+FRAMING_FIELDS = ("content-length", "transfer-encoding", "date")
+# A field name is a token (RFC 9110); a value must not break the line.
+_NOT_TOKEN = re.compile(r"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
+_LINE_BREAK = re.compile(r"[\r\n\0]")
 
 
 def method_not_allowed(allow):
@@ -85,9 +89,9 @@ def method_not_allowed(allow):
 def _check_field(name, value):
     if not isinstance(name, str) or not isinstance(value, str):
         raise TypeError(f"header fields are (str, str) pairs, not ({type(name).__name__}, {type(value).__name__})")
-    if not name or any(c in name for c in " \t\r\n:\0"):
+    if not name or _NOT_TOKEN.search(name):
         raise ValueError(f"invalid header field name {name!r}")
-    if any(c in value for c in "\r\n\0"):
+    if _LINE_BREAK.search(value):
         raise ValueError(f"header field {name} has a line break or NUL in its value")
     if name.lower() in FRAMING_FIELDS:
         raise ValueError(f"header field {name} is written by the server; do not give it")
@@ -122,7 +126,16 @@ def _body_and_type(body):
         return str(body), TEXT_UTF8
     if isinstance(body, (dict, list)):
         return _dumps(body), JSON
-    raise TypeError(f"cannot send {kind.__name__}: return str, bytes, dict, list, Response or Response.file()")
+    raise _unsendable(body)
+
+
+_SENDABLE = (str, bytes, bytearray, memoryview, dict, list)
+
+
+def _unsendable(value):
+    return TypeError(
+        f"cannot send {type(value).__name__}: return str, bytes, dict, list, Response or Response.file()"
+    )
 
 
 class Response:
@@ -138,7 +151,8 @@ class Response:
             raise TypeError(f"status must be an int, not {type(status).__name__}")
         if not 200 <= status <= 599:
             raise ValueError(f"status must be within 200..599, not {status}")
-        _body_and_type(body)  # a body that cannot be sent fails here
+        if not isinstance(body, _SENDABLE):
+            raise _unsendable(body)  # here, rather than once the handler has returned
         self.body = body
         self.status = status
         self.headers = normalise_fields(headers)
@@ -160,10 +174,11 @@ class Response:
         """The (status, fields, body) tuple for the C layer."""
         body, default_type = _body_and_type(self.body)
         fields = self.headers
-        if any(name.lower() == "content-type" for name, _ in fields):
-            return (self.status, fields, body)
         if not len(body):
             return (self.status, fields, body)
+        for name, _ in fields:
+            if name.lower() == "content-type":
+                return (self.status, fields, body)
         return (self.status, [("Content-Type", default_type), *fields], body)
 
     def __repr__(self):
