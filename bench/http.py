@@ -37,7 +37,6 @@ shares the two cores with the server) is given in the notes.
                        [--ft-python PY] [--gil-python PY] [--nginx PATH]
 """
 
-import json
 import os
 import re
 import shutil
@@ -426,15 +425,16 @@ def main(argv=None):
     for server, _ in servers:
         if server.stop_note:
             report.note(f"{server.name}: server {server.stop_note}")
-    doc = report.finish(args, _common.environment(args))
-    doc["wrk_runs"] = [{"scenario": scenario, "contender": name, "runs": rows}
-                       for (scenario, name), rows in samples.items()]
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
-    return doc
+    # Every wrk run's figures, for whoever wants more than the medians.
+    report.params["wrk_runs"] = [{"scenario": scenario, "contender": name, "runs": rows}
+                                 for (scenario, name), rows in samples.items()]
+    return report.finish(args, _common.environment(args))
+
+def exit_on_sigterm(signum, frame):
+    # Raised in the main thread, so the servers are still stopped (finally).
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     main(sys.argv[1:])
