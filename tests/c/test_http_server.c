@@ -704,6 +704,9 @@ static void test_late_response_after_close(int backend)
     http_client_send_str(&c, GET("/late?300") GET("/hello"));
     WAIT_FOR(atomic_load(&state.requests) == 1, WAIT_MS);
     http_client_close(&c);
+    /* The request is counted before its late responder is: wait for the
+     * responder's result, not for the count of responders to be 0. */
+    WAIT_FOR(atomic_load(&state.late_result) != 1, WAIT_MS);
     WAIT_FOR(atomic_load(&state.late_outstanding) == 0, WAIT_MS);
     ASSERT_INT_EQ(atomic_load(&state.late_result), PX_ECLOSED);
     /* The pipelined request was never run. */
