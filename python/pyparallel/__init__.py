@@ -17,7 +17,9 @@ import threading as _threading
 from . import _core
 from ._core import (
     AsyncError,
+    Channel,
     ProtectionError,
+    SharedBuffer,
     Timer,
     Transport,
     call_from_main_thread,
@@ -48,7 +50,9 @@ from ._work import map
 
 __all__ = [
     "AsyncError",
+    "Channel",
     "ProtectionError",
+    "SharedBuffer",
     "Timer",
     "Transport",
     "call_from_main_thread",
@@ -89,7 +93,8 @@ def run(*, mode=None):
     is registered and no work is pending; then shut down cleanly (every
     connection closed, pending work cancelled, threads joined).
 
-    mode: "threads" (free-threaded builds) or "gil"; by default
+    mode: "threads" (free-threaded builds), "interpreters" (GIL builds: one
+    subinterpreter with its own GIL per worker) or "gil"; by default
     PYPARALLEL_MODE, else the build's natural mode.
     """
     if _threading.current_thread() is not _threading.main_thread():

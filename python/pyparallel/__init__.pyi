@@ -32,7 +32,9 @@ from typing import (
 
 __all__ = [
     "AsyncError",
+    "Channel",
     "ProtectionError",
+    "SharedBuffer",
     "Timer",
     "Transport",
     "call_from_main_thread",
@@ -153,7 +155,7 @@ def register(transport: Transport, protocol: type[object]) -> None:
     Every member of the class is optional; ``_ProtocolClass`` lists them.
     """
 
-def run(*, mode: Literal["threads", "gil"] | None = None) -> None:
+def run(*, mode: Literal["threads", "interpreters", "gil"] | None = None) -> None:
     """Run until stop(), SIGINT/SIGTERM, or nothing is registered or pending.
 
     Main thread only. mode (default: PYPARALLEL_MODE, else the build's own)
@@ -330,6 +332,44 @@ class xlist(Generic[_T]):
 def eternalize(obj: _R, /) -> _R:
     """Make obj's graph immortal (never freed; treat it as read-only)."""
 
+@final
+class SharedBuffer:
+    """Memory every interpreter and thread sees without copying, through the
+    buffer protocol (``memoryview(buf)``); freed with its last holder. Pass
+    it to workers and through channels (it cannot be pickled)."""
+
+    def __init__(self, size: int) -> None:
+        """size zero-filled, writable bytes."""
+
+    @classmethod
+    def from_file(cls, path: str | bytes | os.PathLike[str] | os.PathLike[bytes], /) -> SharedBuffer:
+        """The file at path, mapped read-only."""
+
+    @property
+    def readonly(self) -> bool: ...
+    def __len__(self) -> int: ...
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+
+@final
+class Channel(Generic[_T]):
+    """A FIFO of shareable values between the main thread and the workers,
+    in every mode; items are copied (or shared: SharedBuffer, Channel)."""
+
+    def __init__(self, maxsize: int = 0, *, name: str | None = None) -> None:
+        """maxsize: the most items it holds (0: no limit); name: for stats()."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def maxsize(self) -> int: ...
+    def put(self, item: _T, timeout: float | None = None) -> None:
+        """Append item, waiting up to timeout seconds for room (queue.Full)."""
+
+    def get(self, timeout: float | None = None) -> _T:
+        """Remove the oldest item, waiting up to timeout seconds (queue.Empty)."""
+
+    def __len__(self) -> int: ...
+
 # ---- introspection -------------------------------------------------------
 
 def rdtsc() -> int:
@@ -349,14 +389,27 @@ def is_parallel_thread() -> bool:
     """True on the engine's worker threads."""
 
 @type_check_only
-class _WorkerStats(TypedDict):
+class _WorkerStats(TypedDict, total=False):
     callbacks: int
     queue_depth: int
     handoffs: int
+    # Mode "interpreters": how much the resident set grew while the worker's
+    # interpreter was created and set up (bytes).
+    memory: int
+
+@type_check_only
+class _ChannelStats(TypedDict):
+    name: str
+    depth: int
+    maxsize: int
+    puts: int
+    gets: int
+    puts_per_second: float
+    gets_per_second: float
 
 @type_check_only
 class _Stats(TypedDict):
-    mode: Literal["threads", "gil"]
+    mode: Literal["threads", "interpreters", "gil"]
     io: Literal["io_uring", "epoll"]
     workers: int
     threads: int
@@ -368,6 +421,7 @@ class _Stats(TypedDict):
     io_hogs: int
     pending_work: int
     errors: int
+    channels: builtins.list[_ChannelStats]
 
 def stats() -> _Stats:
     """A snapshot of the runtime's counters."""

@@ -19,8 +19,11 @@ from . import _core
 CHUNKS_PER_WORKER = 4
 
 
+# Chunks and their results travel as tuples: in mode "interpreters" a tuple
+# crosses to a worker's interpreter by direct copy (and may carry
+# SharedBuffers and Channels), where a list would be pickled.
 def _run_chunk(func, chunk):
-    return [func(item) for item in chunk]
+    return tuple([func(item) for item in chunk])
 
 
 def _chunksize(chunksize, count):
@@ -52,7 +55,7 @@ def map(func, iterable, *, chunksize=None):
     # mortal objects whose reference counts they would fight over.
     _core.immortalize_code(func)
     futures = [
-        _core.submit_work(_run_chunk, func, items[start : start + size])
+        _core.submit_work(_run_chunk, func, tuple(items[start : start + size]))
         for start in range(0, len(items), size)
     ]
     results = []

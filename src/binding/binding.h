@@ -14,6 +14,9 @@
  *                engine connection events to protocol callbacks
  *   shared.c     xlist, protect/read_lock/write_lock, eternalize, misc
  *                introspection (rdtsc, gmtime, cpu_count, thread_seq_id)
+ *   interp.c, xi.c, xwork.c, sharedbuf.c, channel.c
+ *                mode "interpreters" and the objects that cross
+ *                interpreters (interp.h: what they share)
  *
  * State: one pxpy_state per module object (per interpreter). The engine loop
  * belongs to the main interpreter's module; it is created on first use and
@@ -85,6 +88,8 @@ enum {
 typedef struct pxpy_runtime_s pxpy_runtime_t;   /* runtime.c */
 typedef struct pxpy_futures_s pxpy_futures_t;   /* future.c */
 typedef struct pxpy_shared_s pxpy_shared_t;     /* shared.c */
+typedef struct pxpy_xistate_s pxpy_xistate_t;   /* xi.c */
+typedef struct pxpy_interps_s pxpy_interps_t;   /* interp.c */
 typedef struct pxpy_http_s pxpy_http_t;         /* http.c */
 
 typedef struct {
@@ -95,6 +100,8 @@ typedef struct {
     PyTypeObject *lock_guard_type;
     PyTypeObject *protocol_type;  /* protocol.c's per-class cache */
     PyTypeObject *future_core_type; /* future.c's C layer of Future */
+    PyTypeObject *sharedbuf_type;
+    PyTypeObject *channel_type;
     /* Exceptions: AsyncError is the root of the binding's own errors. */
     PyObject *async_error;
     PyObject *protection_error;
@@ -106,8 +113,13 @@ typedef struct {
     pxpy_runtime_t *runtime;
     pxpy_futures_t *futures;
     pxpy_shared_t *shared;
+    pxpy_xistate_t *xi;
     pxpy_http_t *http;
     pxpy_mode_t mode;
+    /* -1: the main interpreter's module; otherwise the worker whose
+     * interpreter this is (mode "interpreters"; the runtime is then the
+     * main state's, shared). */
+    int interp_index;
 } pxpy_state;
 
 /* State lookups: from the module, from a type defined by the module, and
@@ -132,6 +144,9 @@ int pxpy_protocol_exec(PyObject *module, pxpy_state *st);
 int pxpy_shared_exec(PyObject *module, pxpy_state *st);
 int pxpy_shared_traverse(pxpy_state *st, visitproc visit, void *arg);
 void pxpy_shared_free(pxpy_state *st);
+int pxpy_interp_exec(PyObject *module, pxpy_state *st);
+int pxpy_interp_traverse(pxpy_state *st, visitproc visit, void *arg);
+void pxpy_interp_free(pxpy_state *st);
 
 /* ---- modes (module.c) ------------------------------------------------- */
 
@@ -156,14 +171,16 @@ int pxpy_keep_listener(pxpy_state *st, PyObject *transport);
 
 /* Registration handshake between register() and the engine threads that
  * receive a connection before its protocol is known. publish stores the
- * protocol cache in t->protocol (taking a reference) and wakes the waiters;
- * it returns false, setting nothing, when t already has one. await waits,
+ * protocol cache in t->protocol (taking a reference), and xproto (mode
+ * "interpreters", else NULL) in t->xproto, and wakes the waiters; it
+ * returns false, setting nothing, when t already has one. await waits,
  * detached, until t has a protocol, t is closing or the loop stops, and
  * returns the protocol borrowed (or NULL). wake wakes the waiters after t
  * was closed. */
 struct pxpy_transport_s;
+struct pxpy_xproto_s;
 bool pxpy_publish_protocol(pxpy_state *st, struct pxpy_transport_s *t,
-                           PyObject *protocol);
+                           PyObject *protocol, struct pxpy_xproto_s *xproto);
 PyObject *pxpy_await_protocol(pxpy_state *st, struct pxpy_transport_s *t);
 void pxpy_wake_protocol_waiters(pxpy_state *st);
 
@@ -208,6 +225,10 @@ PyObject *pxpy_raise_engine_error(pxpy_state *st, int code,
  * their reference counts. Cheap when already done (one immortality test);
  * other callables are left alone. 0, or -1 with an exception. */
 int pxpy_immortalize_func(PyObject *func);
+/* submit_work's callback(result) or errback(exc): what it raises is
+ * reported as an unhandled callback error named where. */
+void pxpy_call_hook(pxpy_state *st, PyObject *hook, PyObject *arg,
+                    const char *where);
 
 /* ---- futures (future.c) ------------------------------------------------ */
 
@@ -262,6 +283,13 @@ typedef struct pxpy_transport_s {
     _Atomic bool have_addrs;
     int peer_port, sock_port;
     char peer_host[PXPY_HOST_MAX], sock_host[PXPY_HOST_MAX];
+    /* Mode "interpreters": on the main interpreter's listener or client,
+     * register()'s record of the protocol class (interp.h); on a worker
+     * interpreter's Transport for a client connection, the main
+     * interpreter's client Transport it stands for (a reference that
+     * protocol.c drops in the main interpreter after connection_lost). */
+    struct pxpy_xproto_s *xproto;
+    struct pxpy_transport_s *main_peer;
 } pxpy_transport_t;
 
 /* A new connection Transport (not yet tracked by the GC); conn is

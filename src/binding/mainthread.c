@@ -14,7 +14,7 @@
  * of it is setting its state under rt->lock, and a loop stop cancels the
  * waited calls still queued (their waiters get AsyncError).
  */
-#include "runtime.h"
+#include "interp.h"
 
 #include <errno.h>
 #include <string.h>
@@ -30,6 +30,8 @@ static void free_call(pxpy_call_t *c)
     Py_XDECREF(c->func);
     Py_XDECREF(c->args);
     Py_XDECREF(c->kwargs);
+    pxpy_xcall_free(c->xcall);
+    c->xcall = NULL;
 }
 
 static void push_call_locked(pxpy_runtime_t *rt, pxpy_call_t *c)
@@ -42,6 +44,11 @@ static void push_call_locked(pxpy_runtime_t *rt, pxpy_call_t *c)
         rt->head = c;
     rt->tail = c;
     pthread_cond_signal(&rt->main_cond);
+}
+
+void pxpy_mainthread_push_locked(pxpy_runtime_t *rt, pxpy_call_t *c)
+{
+    push_call_locked(rt, c);
 }
 
 void pxpy_mainthread_cancel_waited_locked(pxpy_runtime_t *rt)
@@ -72,10 +79,24 @@ static Py_ssize_t run_queued_calls(pxpy_state *st)
     Py_ssize_t n = 0;
     while (c) {
         pxpy_call_t *next = c->next;
-        PyObject *r = PyObject_Call(c->func, c->args, c->kwargs);
+        /* A call from a worker interpreter is encoded, and so is what
+         * goes back to it. */
+        bool crossing = c->xcall != NULL;
+        PyObject *r = crossing ? pxpy_xcall_invoke(st, c->xcall)
+                               : PyObject_Call(c->func, c->args, c->kwargs);
         free_call(c);
         n++;
-        if (c->waited) {
+        if (c->waited && crossing) {
+            c->xresult = r ? pxpy_xi_encode(st, r, "a result for a worker")
+                           : NULL;
+            if (c->xresult == NULL)
+                c->xresult = pxpy_xi_encode_exception(st);
+            Py_XDECREF(r);
+            pthread_mutex_lock(&rt->lock);
+            c->state = CALL_DONE;
+            pthread_cond_broadcast(&rt->done_cond);
+            pthread_mutex_unlock(&rt->lock);
+        } else if (c->waited) {
             c->result = r;
             c->exc = r ? NULL : PyErr_GetRaisedException();
             pthread_mutex_lock(&rt->lock);
@@ -130,7 +151,10 @@ static int fill_call(pxpy_call_t *c, const char *fname, PyObject *const *args,
 static PyObject *call_from_main_thread(PyObject *module, PyObject *const *args,
                                        Py_ssize_t nargs, PyObject *kwnames)
 {
-    pxpy_runtime_t *rt = pxpy_get_state(module)->runtime;
+    pxpy_state *st = pxpy_get_state(module);
+    if (pxpy_in_worker_interp(st))
+        return pxpy_xwork_call_main(st, args, nargs, kwnames, false);
+    pxpy_runtime_t *rt = st->runtime;
     pxpy_call_t *c = PyMem_RawMalloc(sizeof(*c));
     if (c == NULL)
         return PyErr_NoMemory();
@@ -151,6 +175,8 @@ static PyObject *call_from_main_thread_and_wait(PyObject *module,
                                                 PyObject *kwnames)
 {
     pxpy_state *st = pxpy_get_state(module);
+    if (pxpy_in_worker_interp(st))
+        return pxpy_xwork_call_main(st, args, nargs, kwnames, true);
     pxpy_runtime_t *rt = st->runtime;
     pxpy_call_t c;
     if (fill_call(&c, "call_from_main_thread_and_wait", args, nargs,
@@ -369,7 +395,9 @@ static PyObject *stop(PyObject *module, PyObject *Py_UNUSED(ignored))
 static PyObject *shutdown(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     pxpy_state *st = pxpy_get_state(module);
-    if (!st->runtime->in_run)
+    /* A worker interpreter's module ends with its interpreter, not the
+     * loop. */
+    if (st->runtime != NULL && st->runtime->st == st && !st->runtime->in_run)
         end_run(st);
     Py_RETURN_NONE;
 }

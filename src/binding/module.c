@@ -10,7 +10,7 @@
  * its own *_exec function, called from module_exec below. The only statics
  * are read-only tables (slots, the definition, the name table).
  */
-#include "binding.h"
+#include "interp.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -101,11 +101,22 @@ static int check_mode(pxpy_mode_t mode)
         }
         return 0;
     case PXPY_MODE_INTERPRETERS:
+#ifdef Py_GIL_DISABLED
+        PyErr_SetString(PyExc_ValueError,
+                        "mode 'interpreters' needs a CPython with the GIL "
+                        "(one interpreter with its own GIL per worker); "
+                        "this free-threaded build runs Python in parallel "
+                        "in mode 'threads'");
+        return -1;
+#else
+        return 0;
+#endif
     default:
         break;
     }
     PyErr_SetString(PyExc_ValueError,
-                    "unsupported mode; supported modes: threads, gil");
+                    "unsupported mode; supported modes: threads, "
+                    "interpreters, gil");
     return -1;
 }
 
@@ -130,7 +141,7 @@ int pxpy_parse_mode(PyObject *name, pxpy_mode_t *mode)
                 return -1;
             *mode = gil ? PXPY_MODE_GIL : PXPY_MODE_THREADS;
 #else
-            *mode = PXPY_MODE_GIL;
+            *mode = PXPY_MODE_INTERPRETERS;
 #endif
             return 0;
         }
@@ -139,9 +150,12 @@ int pxpy_parse_mode(PyObject *name, pxpy_mode_t *mode)
         *mode = PXPY_MODE_THREADS;
     else if (strcasecmp(text, "gil") == 0)
         *mode = PXPY_MODE_GIL;
+    else if (strcasecmp(text, "interpreters") == 0)
+        *mode = PXPY_MODE_INTERPRETERS;
     else {
         PyErr_Format(PyExc_ValueError,
-                     "unknown mode '%.100s'%s; supported modes: threads, gil",
+                     "unknown mode '%.100s'%s; supported modes: threads, "
+                     "interpreters, gil",
                      text,
                      name && name != Py_None ? "" : " (from PYPARALLEL_MODE)");
         return -1;
@@ -185,6 +199,11 @@ PyObject *pxpy_raise_engine_error(pxpy_state *st, int code,
 
 void pxpy_report_callback_error(pxpy_state *st, const char *where)
 {
+    if (st->interp_index >= 0) {
+        /* Logged by the main interpreter, where logging is configured. */
+        pxpy_interp_report_error(st, where);
+        return;
+    }
     PyObject *exc = PyErr_GetRaisedException();
     pxpy_count_error(st);
     if (exc == NULL)
@@ -249,6 +268,7 @@ static int add_exceptions(PyObject *module, pxpy_state *st)
 static int module_exec(PyObject *module)
 {
     pxpy_state *st = pxpy_get_state(module);
+    st->interp_index = PXPY_MAIN;
     for (int i = 0; i < PXPY_STR_COUNT; i++) {
         st->str_cache[i] = PyUnicode_InternFromString(interned_names[i]);
         if (st->str_cache[i] == NULL)
@@ -267,7 +287,8 @@ static int module_exec(PyObject *module)
         pxpy_work_exec(module, st) < 0 ||
         pxpy_protocol_exec(module, st) < 0 ||
         pxpy_transport_exec(module, st) < 0 ||
-        pxpy_shared_exec(module, st) < 0 || pxpy_http_exec(module, st) < 0)
+        pxpy_shared_exec(module, st) < 0 || pxpy_http_exec(module, st) < 0 ||
+        pxpy_interp_exec(module, st) < 0)
         return -1;
     return 0;
 }
@@ -293,6 +314,8 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
         rc = pxpy_future_traverse(st, visit, arg);
     if (rc == 0)
         rc = pxpy_http_traverse(st, visit, arg);
+    if (rc == 0)
+        rc = pxpy_interp_traverse(st, visit, arg);
     if (rc)
         return rc;
     return pxpy_shared_traverse(st, visit, arg);
@@ -309,6 +332,7 @@ static int module_clear(PyObject *module)
     pxpy_future_free(st);
     pxpy_shared_free(st);
     pxpy_http_free(st);
+    pxpy_interp_free(st);
     Py_CLEAR(st->transport_type);
     Py_CLEAR(st->timer_type);
     Py_CLEAR(st->xlist_type);

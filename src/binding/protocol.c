@@ -22,7 +22,17 @@
  * Whatever a callback returns is sent. A callback that raises goes to
  * exception_handler, or is logged and counted and closes the connection,
  * after which the connection gets no more data.
+ *
+ * Mode "interpreters". register() records the class's module and
+ * qualified name (pxpy_xproto_t); each worker finds the class again in its
+ * own interpreter and builds its own cache there, on the first connection
+ * it serves. A connection's Transport, protocol instance and callbacks
+ * then live in the interpreter of the worker that serves it. A client
+ * connection's worker Transport stands for the main interpreter's client
+ * Transport, whose reference (held by the connection) it carries until
+ * connection_lost, when it marks that one closed in the main interpreter.
  */
+#include "interp.h"
 #include "shared.h" /* pxpy_immortalize_code */
 
 #include <stdatomic.h>
@@ -486,6 +496,115 @@ static void open_protocol(pxpy_transport_t *t, px_conn_t *conn)
                 call_member(t, PXPY_CB_CONNECTION_MADE, NULL));
 }
 
+/* ---- mode "interpreters" --------------------------------------------- */
+
+pxpy_xproto_t *pxpy_xproto_new(pxpy_state *st, PyObject *cls, int workers)
+{
+    pxpy_xi_t *encoded = pxpy_xi_encode(st, cls, "register() protocol");
+    if (encoded == NULL)
+        return NULL;
+    pxpy_xproto_t *x = PyMem_RawCalloc(
+        1, sizeof(*x) + (size_t)workers * sizeof(PyObject *));
+    if (x == NULL) {
+        pxpy_xi_free(encoded);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    x->cls = encoded;
+    x->count = workers;
+    return x;
+}
+
+void pxpy_xproto_free(pxpy_xproto_t *x)
+{
+    if (x == NULL)
+        return;
+    pxpy_xi_free(x->cls);
+    PyMem_RawFree(x);
+}
+
+void pxpy_xproto_clear_worker(pxpy_xproto_t *x, int index)
+{
+    if (index < x->count)
+        Py_CLEAR(x->per_worker[index]);
+}
+
+/* The class of x found in this worker's interpreter, and its cache there
+ * (new reference); NULL with an exception. */
+static PyObject *resolve_protocol(pxpy_state *wst, pxpy_xproto_t *x)
+{
+    PyObject *cls = pxpy_xi_decode(wst, x->cls);
+    if (cls == NULL)
+        return NULL;
+    PyObject *protocol = NULL;
+    if (!PyType_Check(cls))
+        PyErr_Format(PyExc_TypeError,
+                     "the protocol found in worker interpreter %d is not a "
+                     "class but %R",
+                     wst->interp_index, cls);
+    else
+        protocol = pxpy_protocol_new(wst, cls);
+    Py_DECREF(cls);
+    return protocol;
+}
+
+/* The listener's protocol cache in worker index's interpreter (borrowed),
+ * made on first use; NULL with an exception. */
+static PyObject *worker_protocol(pxpy_state *wst, pxpy_xproto_t *x)
+{
+    int index = wst->interp_index;
+    if (x->per_worker[index] != NULL)
+        return x->per_worker[index];
+    PyObject *protocol = resolve_protocol(wst, x);
+    if (protocol == NULL)
+        return NULL;
+    /* Resolving may have released the GIL to another thread of this
+     * worker that resolved it too. */
+    if (x->per_worker[index] == NULL)
+        x->per_worker[index] = protocol;
+    else
+        Py_DECREF(protocol);
+    return x->per_worker[index];
+}
+
+/* Drops the main interpreter's client Transport that a worker's stood
+ * for: marks it closed and uncounts it, in the main interpreter. */
+static void release_main_peer(pxpy_runtime_t *rt, pxpy_transport_t *peer)
+{
+    pxpy_entered_t e = pxpy_interp_enter(rt, PXPY_MAIN);
+    pxpy_transport_mark_closed(peer);
+    Py_DECREF(peer); /* the connection's reference */
+    pxpy_interp_leave(e);
+}
+
+/* For a client connection served by this worker: a Transport of this
+ * worker's interpreter, with the protocol cache found here, made the
+ * connection's user data. NULL when that fails (reported; the main
+ * interpreter's Transport is then released and the user data cleared). */
+static pxpy_transport_t *client_in_worker(pxpy_transport_t *main_t,
+                                          px_conn_t *conn)
+{
+    pxpy_runtime_t *rt = main_t->st->runtime;
+    pxpy_state *wst = pxpy_interp_state(rt, px_current_worker());
+    PyObject *protocol = resolve_protocol(wst, main_t->xproto);
+    pxpy_transport_t *t = protocol ? pxpy_transport_new_connection(wst, conn)
+                                   : NULL;
+    if (t == NULL) {
+        Py_XDECREF(protocol);
+        pxpy_report_callback_error(wst, "connecting a client");
+        px_conn_set_data(conn, NULL);
+        release_main_peer(rt, main_t);
+        return NULL;
+    }
+    t->protocol = protocol;
+    t->main_peer = main_t; /* the connection's reference moves here */
+    memcpy(t->peer_host, main_t->peer_host, sizeof(t->peer_host));
+    t->peer_port = main_t->peer_port;
+    PyObject_GC_Track(t);
+    px_conn_set_data(conn, t);
+    return t;
+}
+
 /* The connection's Transport, storing conn in it when a client's connect
  * completes before px_connect returned. */
 static pxpy_transport_t *transport_of(px_conn_t *conn)
@@ -509,6 +628,17 @@ static void on_open(px_conn_t *conn)
         pxpy_transport_t *listener = t;
         pxpy_state *st = listener->st;
         PyObject *protocol = pxpy_await_protocol(st, listener);
+        if (protocol != NULL && listener->xproto != NULL) {
+            /* Served in this worker's interpreter. */
+            st = pxpy_interp_state(st->runtime, px_current_worker());
+            protocol = worker_protocol(st, listener->xproto);
+            if (protocol == NULL) {
+                pxpy_report_callback_error(st, "accepting a connection");
+                px_conn_close(conn, 1);
+                pxpy_detach(attached);
+                return;
+            }
+        }
         t = protocol ? pxpy_transport_new_connection(st, conn) : NULL;
         if (t == NULL) {
             /* The listener closed or the loop stops before register(), or
@@ -524,6 +654,13 @@ static void on_open(px_conn_t *conn)
         pxpy_registered_add(st, 1);
         PyObject_GC_Track(t);
         px_conn_set_data(conn, t); /* our reference becomes the engine's */
+    } else if (t != NULL && t->xproto != NULL) {
+        t = client_in_worker(t, conn);
+        if (t == NULL) {
+            px_conn_close(conn, 1);
+            pxpy_detach(attached);
+            return;
+        }
     }
     if (t != NULL) {
         pxpy_transport_capture_addrs(t);
@@ -590,6 +727,15 @@ static void on_close(px_conn_t *conn, int error)
         pxpy_detach(attached);
         return;
     }
+    if (t->xproto != NULL) {
+        /* A client that never opened in mode "interpreters". */
+        pxpy_transport_t *main_t = t;
+        t = client_in_worker(main_t, conn);
+        if (t == NULL) {
+            pxpy_detach(attached);
+            return;
+        }
+    }
     /* A client whose connect failed never ran on_open: it still learns
      * why, through connection_lost. */
     if (!(atomic_load(&t->flags) & PXPY_T_STARTED) && t->protocol != NULL) {
@@ -620,7 +766,11 @@ static void on_close(px_conn_t *conn, int error)
         PXPY_T_COUNTED)
         pxpy_registered_add(t->st, -1);
     px_conn_set_data(conn, NULL);
+    pxpy_transport_t *main_peer = t->main_peer;
+    t->main_peer = NULL;
     Py_DECREF(t); /* the engine's reference */
+    if (main_peer != NULL)
+        release_main_peer(main_peer->st->runtime, main_peer);
     pxpy_detach(attached);
 }
 

@@ -22,10 +22,11 @@
  * when it ends. The calling thread's state is kept in a C11 thread-local,
  * the binding's only static that is not a read-only table: a thread state
  * belongs to one OS thread, so a thread-local is where it naturally lives.
- * For the interpreters mode, on_thread_start is where a worker's thread
- * will instead create its state in that worker's own interpreter.
+ * In mode "interpreters" each thread instead keeps one thread state per
+ * worker interpreter it runs (interp.c), and on_dispatch_enter attaches
+ * the one of the worker it runs for.
  */
-#include "runtime.h"
+#include "interp.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -74,8 +75,12 @@ void pxpy_blocking_end(pxpy_blocking_t b)
 
 static void on_thread_start(void *data, int worker)
 {
-    (void)worker;
     pxpy_runtime_t *rt = data;
+    if (rt->interps != NULL) {
+        thread_tstate = worker >= 0 ? pxpy_interp_thread_tstate(rt, worker)
+                                    : NULL;
+        return;
+    }
     /* Created on the thread itself: on free-threaded builds a thread state
      * binds the creating OS thread's allocator heaps. */
     thread_tstate = PyThreadState_New(rt->interp);
@@ -86,8 +91,13 @@ static void on_thread_start(void *data, int worker)
 
 static void on_thread_stop(void *data, int worker)
 {
-    (void)data;
+    pxpy_runtime_t *rt = data;
     (void)worker;
+    if (rt->interps != NULL) {
+        pxpy_interp_thread_stop(rt);
+        thread_tstate = NULL;
+        return;
+    }
     PyEval_RestoreThread(thread_tstate);
     PyThreadState_Clear(thread_tstate);
     PyThreadState_DeleteCurrent();
@@ -96,8 +106,9 @@ static void on_thread_stop(void *data, int worker)
 
 static void on_dispatch_enter(void *data, int worker)
 {
-    (void)data;
-    (void)worker;
+    pxpy_runtime_t *rt = data;
+    if (rt->interps != NULL)
+        thread_tstate = pxpy_interp_thread_tstate(rt, worker);
     PyEval_RestoreThread(thread_tstate);
 }
 
@@ -159,12 +170,13 @@ int pxpy_keep_listener(pxpy_state *st, PyObject *transport)
 }
 
 bool pxpy_publish_protocol(pxpy_state *st, pxpy_transport_t *t,
-                           PyObject *protocol)
+                           PyObject *protocol, struct pxpy_xproto_s *xproto)
 {
     pxpy_runtime_t *rt = st->runtime;
     pthread_mutex_lock(&rt->lock);
     bool free_slot = t->protocol == NULL;
     if (free_slot) {
+        t->xproto = xproto;
         t->protocol = Py_NewRef(protocol);
         pthread_cond_broadcast(&rt->protocol_cond);
     }
@@ -266,6 +278,11 @@ static px_loop_t *start_loop(pxpy_state *st, pxpy_mode_t mode)
         return NULL;
     }
     st->mode = mode;
+    if (mode == PXPY_MODE_INTERPRETERS &&
+        pxpy_interps_start(st, px_loop_worker_count(loop)) < 0) {
+        px_loop_free(loop);
+        return NULL;
+    }
     /* The threads start attaching to the interpreter at once; let them
      * while this thread waits for nothing but thread creation. */
     pxpy_blocking_t b = pxpy_blocking_begin();
@@ -276,6 +293,7 @@ static px_loop_t *start_loop(pxpy_state *st, pxpy_mode_t mode)
     }
     pxpy_blocking_end(b);
     if (rc < 0) {
+        pxpy_interps_stop(st, true);
         pxpy_raise_engine_error(st, rc, "starting the engine");
         return NULL;
     }
@@ -289,6 +307,14 @@ px_loop_t *pxpy_runtime_ensure_loop(pxpy_state *st, PyObject *mode_name)
     px_loop_t *loop = atomic_load(&rt->loop);
     if (loop != NULL && mode_name == NULL)
         return loop;
+    if (rt->st != st) {
+        /* A worker interpreter uses the main interpreter's loop only. */
+        if (loop == NULL)
+            PyErr_SetString(st->async_error, "the loop is stopping");
+        else if (mode_name != NULL)
+            pxpy_not_in_worker_interp(st, "choosing a mode");
+        return mode_name == NULL ? loop : NULL;
+    }
     pxpy_mode_t mode;
     if (pxpy_parse_mode(mode_name, &mode) < 0)
         return NULL;
@@ -343,6 +369,7 @@ void pxpy_runtime_shutdown_loop(pxpy_state *st)
     pxpy_blocking_t b = pxpy_blocking_begin();
     px_loop_stop(loop);
     pxpy_blocking_end(b);
+    pxpy_interps_stop(st, false);
 
     PyMutex_Lock(&rt->loop_lock);
     PyObject *listeners = rt->listeners;
@@ -419,6 +446,25 @@ static PyObject *worker_stats(const px_stats_t *s)
     return list;
 }
 
+/* Mode "interpreters": each worker's "memory" (interp.c says what it
+ * measures); every mode: the live channels. */
+static int add_mode_stats(pxpy_state *st, PyObject *d)
+{
+    int64_t memory[PX_MAX_WORKERS];
+    int n = pxpy_interps_memory(st, memory, PX_MAX_WORKERS);
+    PyObject *workers = PyDict_GetItemString(d, "worker"); /* borrowed */
+    for (int i = 0; i < n && workers && i < PyList_GET_SIZE(workers); i++)
+        if (set_u64(PyList_GET_ITEM(workers, i), "memory",
+                    (uint64_t)(memory[i] > 0 ? memory[i] : 0)) < 0)
+            return -1;
+    PyObject *channels = pxpy_channel_stats(st);
+    if (channels == NULL)
+        return -1;
+    int rc = PyDict_SetItemString(d, "channels", channels);
+    Py_DECREF(channels);
+    return rc;
+}
+
 static PyObject *stats(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     pxpy_state *st = pxpy_get_state(module);
@@ -453,6 +499,8 @@ static PyObject *stats(PyObject *module, PyObject *Py_UNUSED(ignored))
     }
     Py_DECREF(workers);
     PyMem_Free(s);
+    if (add_mode_stats(st, d) < 0)
+        Py_CLEAR(d);
     return d;
 }
 
@@ -520,7 +568,7 @@ int pxpy_runtime_exec(PyObject *module, pxpy_state *st)
 
 int pxpy_runtime_traverse(pxpy_state *st, visitproc visit, void *arg)
 {
-    if (st->runtime != NULL)
+    if (st->runtime != NULL && st->runtime->st == st)
         Py_VISIT(st->runtime->listeners);
     return 0;
 }
@@ -530,10 +578,15 @@ void pxpy_runtime_free(pxpy_state *st)
     pxpy_runtime_t *rt = st->runtime;
     if (rt == NULL)
         return;
+    if (rt->st != st) {
+        st->runtime = NULL; /* a worker interpreter's: the main state's */
+        return;
+    }
     pxpy_runtime_shutdown_loop(st);
     if (rt->retired != NULL)
         px_loop_free(rt->retired);
     pxpy_mainthread_free_queue(rt);
+    pxpy_channel_free_list(rt);
     Py_CLEAR(rt->listeners);
     pthread_cond_destroy(&rt->protocol_cond);
     pthread_cond_destroy(&rt->done_cond);

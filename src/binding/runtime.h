@@ -27,6 +27,11 @@ typedef struct pxpy_call_s {
     call_state_t state;
     PyObject *result;     /* waited: the result, or NULL with exc */
     PyObject *exc;
+    /* A call from a worker interpreter (func, args and kwargs NULL):
+     * the call encoded (xwork.c); when waited, its result or exception
+     * comes back encoded too. */
+    struct pxpy_xcall_s *xcall;
+    struct pxpy_xi_s *xresult;
 } pxpy_call_t;
 
 struct pxpy_runtime_s {
@@ -37,6 +42,9 @@ struct pxpy_runtime_s {
     PyMutex loop_lock;
     px_loop_t *_Atomic loop;
     px_loop_t *retired;            /* the previous, stopped loop */
+    pxpy_interps_t *interps;       /* mode "interpreters": the workers'
+                                      interpreters while the loop runs */
+    struct pxpy_chanlist_s *channels; /* channel.c: the live channels */
     PyObject *listeners;           /* listening transports of this loop */
 
     _Atomic Py_ssize_t registered;
@@ -63,6 +71,8 @@ bool pxpy_runtime_is_main(pxpy_runtime_t *rt);
 
 /* mainthread.c */
 int pxpy_mainthread_exec(PyObject *module, pxpy_state *st);
+/* Queues c for the main thread; rt->lock held. */
+void pxpy_mainthread_push_locked(pxpy_runtime_t *rt, pxpy_call_t *c);
 /* Marks every waited call cancelled and wakes its waiter; rt->lock held. */
 void pxpy_mainthread_cancel_waited_locked(pxpy_runtime_t *rt);
 /* Drops the calls still queued (module teardown). */

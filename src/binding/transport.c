@@ -16,7 +16,7 @@
  * pointed at, other buffers are exported for the duration of the call, and
  * the engine copies only what the socket does not take at once.
  */
-#include "binding.h"
+#include "interp.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -365,6 +365,8 @@ static pxpy_transport_t *transport_alloc(pxpy_state *st,
     atomic_init(&t->have_addrs, false);
     t->peer_port = t->sock_port = 0;
     t->peer_host[0] = t->sock_host[0] = '\0';
+    t->xproto = NULL;
+    t->main_peer = NULL;
     return t;
 }
 
@@ -422,6 +424,7 @@ static void transport_dealloc(PyObject *op)
     if (conn != NULL)
         px_conn_unref(conn);
     PyMem_RawFree(t->line_buf);
+    pxpy_xproto_free(t->xproto);
     tp->tp_free(op);
     Py_DECREF(tp);
 }
@@ -701,6 +704,8 @@ static PyObject *server(PyObject *module, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     pxpy_state *st = pxpy_get_state(module);
+    if (pxpy_in_worker_interp(st))
+        return pxpy_not_in_worker_interp(st, "server()");
     char numeric[PXPY_HOST_MAX];
     if (resolve_numeric(st, host, numeric, sizeof(numeric)) < 0)
         return NULL;
@@ -752,6 +757,8 @@ static PyObject *client(PyObject *module, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     pxpy_state *st = pxpy_get_state(module);
+    if (pxpy_in_worker_interp(st))
+        return pxpy_not_in_worker_interp(st, "client()");
     pxpy_transport_t *t = transport_alloc(st, PXPY_TRANSPORT_CONNECTION);
     if (t == NULL)
         return NULL;
@@ -795,6 +802,8 @@ static PyObject *register_protocol(PyObject *module, PyObject *args,
                                      &transport, &cls))
         return NULL;
     pxpy_state *st = pxpy_get_state(module);
+    if (pxpy_in_worker_interp(st))
+        return pxpy_not_in_worker_interp(st, "register()");
     if (!PyObject_TypeCheck(transport, st->transport_type)) {
         PyErr_Format(PyExc_TypeError,
                      "register() transport must be a Transport from server() "
@@ -836,10 +845,22 @@ static PyObject *register_protocol(PyObject *module, PyObject *args,
     if (protocol == NULL)
         return NULL;
     px_loop_t *loop = pxpy_loop(st);
-    if (loop == NULL || !pxpy_publish_protocol(st, t, protocol)) {
+    pxpy_xproto_t *xproto = NULL;
+    if (loop != NULL && st->mode == PXPY_MODE_INTERPRETERS) {
+        xproto = pxpy_xproto_new(st, cls,
+                                 t->kind == PXPY_TRANSPORT_LISTENER
+                                     ? px_loop_worker_count(loop)
+                                     : 0);
+        if (xproto == NULL) {
+            Py_DECREF(protocol);
+            return NULL;
+        }
+    }
+    if (loop == NULL || !pxpy_publish_protocol(st, t, protocol, xproto)) {
         if (loop != NULL)
             PyErr_SetString(PyExc_ValueError,
                             "this transport is already registered");
+        pxpy_xproto_free(xproto);
         Py_DECREF(protocol);
         return NULL;
     }

@@ -17,7 +17,11 @@
  * safe at any time; a Timer whose timer is done ignores cancel().
  *
  * Both count as pending work for run() while they live.
+ *
+ * In mode "interpreters" both cross interpreters (xwork.c): the function
+ * and its arguments are encoded here and run in a worker's interpreter.
  */
+#include "interp.h"
 #include "shared.h" /* pxpy_immortalize_code */
 
 #include <math.h>
@@ -59,8 +63,8 @@ static void work_item_free(work_item_t *w)
 }
 
 
-static void call_hook(pxpy_state *st, PyObject *hook, PyObject *arg,
-                      const char *where)
+void pxpy_call_hook(pxpy_state *st, PyObject *hook, PyObject *arg,
+                    const char *where)
 {
     PyObject *r = PyObject_CallOneArg(hook, arg);
     if (r == NULL)
@@ -84,14 +88,15 @@ static void work_run(void *arg)
             (size_t)w->nargs | PY_VECTORCALL_ARGUMENTS_OFFSET, w->kwnames);
         if (result != NULL) {
             if (w->callback)
-                call_hook(st, w->callback, result, "submit_work callback");
+                pxpy_call_hook(st, w->callback, result,
+                               "submit_work callback");
             if (pxpy_future_set_result(w->future, result) < 0)
                 pxpy_report_callback_error(st, "submit_work (the future)");
             Py_DECREF(result);
         } else {
             PyObject *exc = PyErr_GetRaisedException();
             if (w->errback)
-                call_hook(st, w->errback, exc, "submit_work errback");
+                pxpy_call_hook(st, w->errback, exc, "submit_work errback");
             if (pxpy_future_set_exception(w->future, exc) < 0)
                 pxpy_report_callback_error(st, "submit_work (the future)");
             Py_DECREF(exc);
@@ -125,6 +130,41 @@ static int check_hook(PyObject *hook, const char *name)
                  "submit_work() %s must be callable or None, not %.100s", name,
                  Py_TYPE(hook)->tp_name);
     return -1;
+}
+
+/* Mode "interpreters": the keywords other than callback and errback. */
+static PyObject *submit_crossing(pxpy_state *st, px_loop_t *loop,
+                                 PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames, Py_ssize_t own,
+                                 PyObject *callback, PyObject *errback)
+{
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (own == 0)
+        return pxpy_xwork_submit(st, loop, args, nargs, kwnames, args + nargs,
+                                 callback, errback);
+    PyObject *names = PyTuple_New(nkw - own);
+    PyObject **values = PyMem_Malloc((size_t)(nkw - own + 1) *
+                                     sizeof(PyObject *));
+    PyObject *future = NULL;
+    if (names != NULL && values != NULL) {
+        Py_ssize_t k = 0;
+        for (Py_ssize_t i = 0; i < nkw; i++) {
+            PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+            if (PyUnicode_Compare(name, PXPY_STR(st, CALLBACK)) == 0 ||
+                PyUnicode_Compare(name, PXPY_STR(st, ERRBACK)) == 0)
+                continue;
+            PyTuple_SET_ITEM(names, k, Py_NewRef(name));
+            values[k++] = args[nargs + i];
+        }
+        future = pxpy_xwork_submit(st, loop, args, nargs,
+                                   k ? names : NULL, values, callback,
+                                   errback);
+    } else if (values == NULL) {
+        PyErr_NoMemory();
+    }
+    Py_XDECREF(names);
+    PyMem_Free(values);
+    return future;
 }
 
 /* submit_work(func, /, *args, callback=None, errback=None, **kwargs) */
@@ -161,7 +201,12 @@ static PyObject *submit_work(PyObject *module, PyObject *const *args,
         check_hook(errback, "errback") < 0)
         return NULL;
     px_loop_t *loop = pxpy_loop(st);
-    if (loop == NULL || pxpy_immortalize_func(args[0]) < 0)
+    if (loop == NULL)
+        return NULL;
+    if (st->mode == PXPY_MODE_INTERPRETERS)
+        return submit_crossing(st, loop, args, nargs, kwnames, own, callback,
+                               errback);
+    if (pxpy_immortalize_func(args[0]) < 0)
         return NULL;
 
     Py_ssize_t nvalues = nargs + nkw - own;
@@ -226,12 +271,19 @@ typedef struct {
     PyObject *args;              /* tuple */
     px_timer_t *timer;           /* our reference; set before it can fire */
     _Atomic bool done;           /* the engine is finished with it */
+    struct pxpy_xcall_s *xcall;  /* mode "interpreters": what it runs */
 } pxpy_timer_t;
 
 static void timer_fire(void *arg)
 {
     pxpy_timer_t *self = arg;
     bool attached = pxpy_attach();
+    if (self->xcall != NULL) {
+        pxpy_xcall_run_on_worker(self->st->runtime, self->xcall,
+                                 "timer callback");
+        pxpy_detach(attached);
+        return;
+    }
     PyObject *r = PyObject_Vectorcall(self->func,
                                       ((PyTupleObject *)self->args)->ob_item,
                                       (size_t)PyTuple_GET_SIZE(self->args),
@@ -246,6 +298,15 @@ static void timer_done(void *arg)
 {
     pxpy_timer_t *self = arg;
     pxpy_state *st = self->st;
+    if (self->xcall != NULL) {
+        /* The Timer is an object of the interpreter that started it. */
+        pxpy_entered_t e = pxpy_interp_enter(st->runtime, st->interp_index);
+        atomic_store(&self->done, true);
+        Py_DECREF(self);
+        pxpy_pending_add(st, -1);
+        pxpy_interp_leave(e);
+        return;
+    }
     bool attached = pxpy_attach();
     atomic_store(&self->done, true);
     Py_DECREF(self); /* the engine's reference */
@@ -312,11 +373,22 @@ static PyObject *timer_start(PyObject *module, PyObject *const *args,
         return NULL;
     }
     px_loop_t *loop = pxpy_loop(st);
-    if (loop == NULL || pxpy_immortalize_func(args[1]) < 0)
+    if (loop == NULL)
         return NULL;
+    struct pxpy_xcall_s *xcall = NULL;
+    if (st->mode == PXPY_MODE_INTERPRETERS) {
+        xcall = pxpy_xcall_new(st, "timer()", args[1], args + 2, nargs - 2);
+        if (xcall == NULL)
+            return NULL;
+    } else if (pxpy_immortalize_func(args[1]) < 0) {
+        return NULL;
+    }
     pxpy_timer_t *self = PyObject_GC_New(pxpy_timer_t, st->timer_type);
-    if (self == NULL)
+    if (self == NULL) {
+        pxpy_xcall_free(xcall);
         return NULL;
+    }
+    self->xcall = xcall;
     self->st = st;
     self->func = Py_NewRef(args[1]);
     self->args = PyTuple_New(nargs - 2);
@@ -384,6 +456,7 @@ static void timer_dealloc(PyObject *op)
     timer_clear(op);
     if (self->timer != NULL)
         px_timer_unref(self->timer);
+    pxpy_xcall_free(self->xcall);
     tp->tp_free(op);
     Py_DECREF(tp);
 }

@@ -1,0 +1,435 @@
+/*
+ * interp.c - the worker interpreters of mode "interpreters": their creation
+ * when the loop starts and their end when it stops, the engine threads'
+ * thread states in them, switching a thread between interpreters, and the
+ * reporting of a worker interpreter's errors through the main one.
+ *
+ * Life of a worker interpreter. start_loop (runtime.c) creates one per
+ * worker on the calling thread, before the engine's threads start:
+ * Py_NewInterpreterFromConfig with its own GIL and the isolated settings
+ * (own allocator, extensions must support subinterpreters, no fork, exec
+ * nor daemon threads); it gets the main interpreter's sys.path and
+ * sys.argv, imports pyparallel._core (whose state then shares the main
+ * state's runtime) and learns how to import the main script. Then its
+ * first thread state is deleted: from then on it runs only on engine
+ * threads, each with a thread state of its own. After px_loop_stop has
+ * joined those threads (deleting their thread states), the loop's owner
+ * thread enters each interpreter with a fresh thread state, drops what the
+ * main interpreter's structures held in it, and ends it with
+ * Py_EndInterpreter.
+ *
+ * Memory. The "memory" a worker reports is how much the process's resident
+ * set grew while its interpreter was created and set up (/proc/self/statm):
+ * the interpreter's own allocator arenas, its modules and their objects.
+ * It is measured once, at creation; what the application's code allocates
+ * later is not in it.
+ */
+#include "interp.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The thread states of the calling engine thread, one per interpreter it
+ * has run Python in. Thread-local like runtime.c's thread state, for the
+ * same reason: a thread state belongs to one OS thread. */
+typedef struct {
+    PyThreadState *main;
+    int count;
+    PyThreadState *worker[];
+} thread_states_t;
+
+static _Thread_local thread_states_t *thread_states;
+
+/* ---- memory ------------------------------------------------------------- */
+
+static int64_t resident_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f == NULL)
+        return 0;
+    long long size = 0, resident = 0;
+    int n = fscanf(f, "%lld %lld", &size, &resident);
+    fclose(f);
+    return n == 2 ? (int64_t)resident * sysconf(_SC_PAGESIZE) : 0;
+}
+
+/* ---- creating ----------------------------------------------------------- */
+
+/* What every worker interpreter gets from the main one. */
+typedef struct {
+    pxpy_xi_t *path;        /* tuple(sys.path) */
+    pxpy_xi_t *argv;        /* tuple(sys.argv) */
+    pxpy_xi_t *main_source; /* pyparallel._interp.main_source() */
+} setup_t;
+
+static void setup_free(setup_t *s)
+{
+    pxpy_xi_free(s->path);
+    pxpy_xi_free(s->argv);
+    pxpy_xi_free(s->main_source);
+}
+
+static pxpy_xi_t *encode_sys_list(pxpy_state *st, const char *name)
+{
+    PyObject *list = PySys_GetObject(name); /* borrowed */
+    PyObject *t = list ? PySequence_Tuple(list) : PyTuple_New(0);
+    if (t == NULL)
+        return NULL;
+    pxpy_xi_t *xi = pxpy_xi_encode(st, t, name);
+    Py_DECREF(t);
+    return xi;
+}
+
+static int setup_gather(pxpy_state *st, setup_t *s)
+{
+    memset(s, 0, sizeof(*s));
+    PyObject *source = NULL;
+    PyObject *f = pxpy_import_attr("pyparallel._interp", "main_source");
+    if (f != NULL) {
+        source = PyObject_CallNoArgs(f);
+        Py_DECREF(f);
+    }
+    if (source == NULL)
+        return -1;
+    s->main_source = pxpy_xi_encode(st, source, "the main script's name");
+    Py_DECREF(source);
+    s->path = encode_sys_list(st, "path");
+    s->argv = encode_sys_list(st, "argv");
+    return s->main_source && s->path && s->argv ? 0 : -1;
+}
+
+static int set_sys_list(pxpy_state *st, const char *name, pxpy_xi_t *xi)
+{
+    PyObject *t = pxpy_xi_decode(st, xi);
+    PyObject *list = t ? PySequence_List(t) : NULL;
+    int rc = list ? PySys_SetObject(name, list) : -1;
+    Py_XDECREF(list);
+    Py_XDECREF(t);
+    return rc;
+}
+
+/* In the new interpreter (attached): import pyparallel._core, join its
+ * state to the main runtime, then give it the main interpreter's paths and
+ * the main script's name. */
+static int setup_worker(pxpy_state *main_st, int index, setup_t *s,
+                        pxpy_worker_interp_t *w)
+{
+    w->module = PyImport_ImportModule("pyparallel._core");
+    if (w->module == NULL)
+        return -1;
+    pxpy_state *st = pxpy_get_state(w->module);
+    w->st = st;
+    pxpy_runtime_free(st); /* its own, never used: it shares the main one */
+    st->runtime = main_st->runtime;
+    st->interp_index = index;
+    st->mode = PXPY_MODE_INTERPRETERS;
+    if (set_sys_list(st, "path", s->path) < 0 ||
+        set_sys_list(st, "argv", s->argv) < 0)
+        return -1;
+    PyObject *source = pxpy_xi_decode(st, s->main_source);
+    if (source == NULL)
+        return -1;
+    PyObject *f = pxpy_import_attr("pyparallel._interp", "setup_worker");
+    PyObject *r = f ? PyObject_Call(f, source, NULL) : NULL;
+    Py_XDECREF(f);
+    Py_DECREF(source);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+static const PyInterpreterConfig worker_config = {
+    .use_main_obmalloc = 0,
+    .allow_fork = 0,
+    .allow_exec = 0,
+    .allow_threads = 1,
+    .allow_daemon_threads = 0,
+    .check_multi_interp_extensions = 1,
+    .gil = PyInterpreterConfig_OWN_GIL,
+};
+
+/* Ends worker interpreter w from the calling thread (attached to the main
+ * interpreter, which it is again afterwards). */
+static void end_interpreter(pxpy_worker_interp_t *w)
+{
+    PyThreadState *ts = PyThreadState_New(w->interp);
+    if (ts == NULL)
+        Py_FatalError("pyparallel: out of memory ending a worker interpreter");
+    PyThreadState *main_ts = PyThreadState_Swap(ts);
+    Py_CLEAR(w->module);
+    Py_EndInterpreter(ts);
+    PyThreadState_Swap(main_ts);
+    w->interp = NULL;
+    w->st = NULL;
+}
+
+/* Creates worker interpreter index; on failure, raises (in the calling,
+ * main interpreter) what went wrong in the new one. */
+static int create_interpreter(pxpy_state *st, int index, setup_t *s,
+                              pxpy_worker_interp_t *w)
+{
+    int64_t before = resident_bytes();
+    PyThreadState *main_ts = PyThreadState_Get();
+    PyThreadState *ts = NULL;
+    PyStatus status = Py_NewInterpreterFromConfig(&ts, &worker_config);
+    if (PyStatus_Exception(status)) {
+        PyThreadState_Swap(main_ts);
+        PyErr_Format(st->async_error, "cannot create worker interpreter %d: %s",
+                     index, status.err_msg ? status.err_msg : "unknown error");
+        return -1;
+    }
+    w->interp = PyThreadState_GetInterpreter(ts);
+    w->id = PyInterpreterState_GetID(w->interp);
+    if (setup_worker(st, index, s, w) < 0) {
+        /* Carried to the main interpreter as text (its state may not
+         * exist in this one). */
+        PyObject *exc = PyErr_GetRaisedException();
+        PyObject *text = exc ? PyObject_Str(exc) : NULL;
+        const char *u = text ? PyUnicode_AsUTF8(text) : NULL;
+        char message[1024];
+        PyOS_snprintf(message, sizeof(message), "%s: %s",
+                      exc ? Py_TYPE(exc)->tp_name : "error",
+                      u ? u : "(no message)");
+        PyErr_Clear();
+        Py_XDECREF(text);
+        Py_XDECREF(exc);
+        Py_CLEAR(w->module);
+        Py_EndInterpreter(ts);
+        PyThreadState_Swap(main_ts);
+        w->interp = NULL;
+        PyErr_Format(st->async_error,
+                     "cannot set up worker interpreter %d (mode "
+                     "'interpreters'): %s",
+                     index, message);
+        return -1;
+    }
+    /* Engine threads bring their own thread states. */
+    PyThreadState_Clear(ts);
+    PyThreadState_Swap(main_ts);
+    PyThreadState_Delete(ts);
+    w->rss_bytes = resident_bytes() - before;
+    return 0;
+}
+
+int pxpy_interps_start(pxpy_state *st, int workers)
+{
+    pxpy_runtime_t *rt = st->runtime;
+    pxpy_interps_t *interps = PyMem_RawCalloc(
+        1, sizeof(*interps) + (size_t)workers * sizeof(interps->w[0]));
+    if (interps == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    setup_t s;
+    int rc = setup_gather(st, &s);
+    for (int i = 0; i < workers && rc == 0; i++) {
+        rc = create_interpreter(st, i, &s, &interps->w[i]);
+        if (rc == 0)
+            interps->count = i + 1;
+    }
+    setup_free(&s);
+    if (rc < 0) {
+        PyObject *exc = PyErr_GetRaisedException();
+        for (int i = 0; i < interps->count; i++)
+            end_interpreter(&interps->w[i]);
+        PyMem_RawFree(interps);
+        PyErr_SetRaisedException(exc);
+        return -1;
+    }
+    rt->interps = interps;
+    return 0;
+}
+
+void pxpy_interps_stop(pxpy_state *st, bool loop_locked)
+{
+    pxpy_runtime_t *rt = st->runtime;
+    /* The engine's threads are gone; stats() may still be looking. */
+    if (!loop_locked)
+        PyMutex_Lock(&rt->loop_lock);
+    pxpy_interps_t *interps = rt->interps;
+    rt->interps = NULL;
+    if (!loop_locked)
+        PyMutex_Unlock(&rt->loop_lock);
+    if (interps == NULL)
+        return;
+    /* The listeners' protocol caches in the workers' interpreters. */
+    Py_ssize_t nlisteners = rt->listeners ? PyList_GET_SIZE(rt->listeners) : 0;
+    for (int i = 0; i < interps->count; i++) {
+        pxpy_worker_interp_t *w = &interps->w[i];
+        PyThreadState *ts = PyThreadState_New(w->interp);
+        if (ts == NULL)
+            Py_FatalError("pyparallel: out of memory ending a worker "
+                          "interpreter");
+        PyThreadState *main_ts = PyThreadState_Swap(ts);
+        for (Py_ssize_t k = 0; k < nlisteners; k++) {
+            pxpy_transport_t *t =
+                (pxpy_transport_t *)PyList_GET_ITEM(rt->listeners, k);
+            if (t->xproto != NULL)
+                pxpy_xproto_clear_worker(t->xproto, i);
+        }
+        Py_CLEAR(w->module);
+        Py_EndInterpreter(ts);
+        PyThreadState_Swap(main_ts);
+    }
+    PyMem_RawFree(interps);
+}
+
+int pxpy_interps_memory(pxpy_state *st, int64_t *memory, int n)
+{
+    pxpy_runtime_t *rt = st->runtime;
+    PyMutex_Lock(&rt->loop_lock);
+    pxpy_interps_t *interps = rt->interps;
+    int count = interps ? interps->count : 0;
+    for (int i = 0; i < count && i < n; i++)
+        memory[i] = interps->w[i].rss_bytes;
+    PyMutex_Unlock(&rt->loop_lock);
+    return count;
+}
+
+pxpy_state *pxpy_interp_state(pxpy_runtime_t *rt, int index)
+{
+    return index == PXPY_MAIN ? rt->st : rt->interps->w[index].st;
+}
+
+/* ---- thread states --------------------------------------------------------
+ */
+
+static thread_states_t *states_of_thread(pxpy_runtime_t *rt)
+{
+    if (thread_states == NULL) {
+        int n = rt->interps->count;
+        thread_states = PyMem_RawCalloc(
+            1, sizeof(thread_states_t) + (size_t)n * sizeof(PyThreadState *));
+        if (thread_states == NULL)
+            Py_FatalError("pyparallel: out of memory for an engine thread's "
+                          "thread states");
+        thread_states->count = n;
+    }
+    return thread_states;
+}
+
+static PyThreadState *new_tstate(PyInterpreterState *interp)
+{
+    PyThreadState *ts = PyThreadState_New(interp);
+    if (ts == NULL)
+        Py_FatalError("pyparallel: out of memory for an engine thread's "
+                      "Python thread state");
+    return ts;
+}
+
+static PyThreadState *tstate_for(pxpy_runtime_t *rt, int index)
+{
+    thread_states_t *ts = states_of_thread(rt);
+    if (index == PXPY_MAIN) {
+        if (ts->main == NULL)
+            ts->main = new_tstate(rt->interp);
+        return ts->main;
+    }
+    if (ts->worker[index] == NULL)
+        ts->worker[index] = new_tstate(rt->interps->w[index].interp);
+    return ts->worker[index];
+}
+
+PyThreadState *pxpy_interp_thread_tstate(pxpy_runtime_t *rt, int worker)
+{
+    return tstate_for(rt, worker);
+}
+
+static void delete_tstate(PyThreadState *ts)
+{
+    if (ts == NULL)
+        return;
+    PyEval_RestoreThread(ts);
+    PyThreadState_Clear(ts);
+    PyThreadState_DeleteCurrent();
+}
+
+void pxpy_interp_thread_stop(pxpy_runtime_t *rt)
+{
+    (void)rt;
+    thread_states_t *ts = thread_states;
+    if (ts == NULL)
+        return;
+    for (int i = 0; i < ts->count; i++)
+        delete_tstate(ts->worker[i]);
+    delete_tstate(ts->main);
+    thread_states = NULL;
+    PyMem_RawFree(ts);
+}
+
+pxpy_entered_t pxpy_interp_enter(pxpy_runtime_t *rt, int index)
+{
+    PyThreadState *cur = PyThreadState_GetUnchecked();
+    PyInterpreterState *target =
+        index == PXPY_MAIN ? rt->interp : rt->interps->w[index].interp;
+    if (cur != NULL && PyThreadState_GetInterpreter(cur) == target)
+        return (pxpy_entered_t){NULL, false};
+    if (px_current_worker() < 0 && thread_states == NULL)
+        Py_FatalError("pyparallel: a thread that is not the engine's "
+                      "tried to enter a worker interpreter");
+    PyThreadState *want = tstate_for(rt, index);
+    return (pxpy_entered_t){PyThreadState_Swap(want), true};
+}
+
+void pxpy_interp_leave(pxpy_entered_t e)
+{
+    if (e.switched)
+        PyThreadState_Swap(e.previous);
+}
+
+/* ---- errors -----------------------------------------------------------------
+ */
+
+PyObject *pxpy_not_in_worker_interp(pxpy_state *st, const char *what)
+{
+    PyErr_Format(st->async_error,
+                 "%s is not available inside a worker interpreter (mode "
+                 "'interpreters'): do it in the main interpreter, passing "
+                 "what it needs through a Channel or call_from_main_thread()",
+                 what);
+    return NULL;
+}
+
+void pxpy_interp_report_error(pxpy_state *st, const char *where)
+{
+    pxpy_runtime_t *rt = st->runtime;
+    pxpy_xi_t *xi = pxpy_xi_encode_exception(st);
+    pxpy_entered_t e = pxpy_interp_enter(rt, PXPY_MAIN);
+    pxpy_state *main_st = rt->st;
+    PyObject *exc = xi ? pxpy_xi_decode(main_st, xi) : NULL;
+    if (exc != NULL)
+        PyErr_SetRaisedException(exc);
+    /* With nothing decoded, what is set (the failure to) is logged. */
+    if (PyErr_Occurred())
+        pxpy_report_callback_error(main_st, where);
+    else
+        pxpy_count_error(main_st);
+    pxpy_xi_free(xi);
+    pxpy_interp_leave(e);
+    PyErr_Clear();
+}
+
+/* ---- module part ------------------------------------------------------------
+ */
+
+int pxpy_interp_exec(PyObject *module, pxpy_state *st)
+{
+    if (pxpy_xi_exec(module, st) < 0 || pxpy_sharedbuf_exec(module, st) < 0 ||
+        pxpy_xwork_exec(module, st) < 0)
+        return -1;
+    return pxpy_channel_exec(module, st);
+}
+
+int pxpy_interp_traverse(pxpy_state *st, visitproc visit, void *arg)
+{
+    Py_VISIT(st->sharedbuf_type);
+    Py_VISIT(st->channel_type);
+    return pxpy_xi_traverse(st, visit, arg);
+}
+
+void pxpy_interp_free(pxpy_state *st)
+{
+    pxpy_xi_free_state(st);
+    Py_CLEAR(st->sharedbuf_type);
+    Py_CLEAR(st->channel_type);
+}

@@ -1,0 +1,875 @@
+/*
+ * xi.c - cross-interpreter data: values encoded in one interpreter as plain
+ * C memory and decoded into new objects in another, the finding of
+ * functions and classes by name, and the sub-state that caches both.
+ *
+ * The encoding is a tagged byte string. None, bool, int, float, str and
+ * bytes (exact types) and tuples of encodable values are copied directly;
+ * a SharedBuffer or Channel travels as its handle (a referenced pointer);
+ * module-level functions, classes and module functions of extensions
+ * travel as (module, qualified name) and are found again by name; any
+ * other object is pickled (pyparallel._interp, which also maps the main
+ * script's names to its re-import in worker interpreters). An exception
+ * travels pickled when it can be, always with its formatted traceback,
+ * which becomes the decoded exception's __cause__.
+ *
+ * Errors name the rule: what may cross, and that modes "threads" and "gil"
+ * (one interpreter) need no crossing.
+ */
+#include "interp.h"
+
+#include <string.h>
+
+enum {
+    TAG_NONE = 'N',
+    TAG_TRUE = 'T',
+    TAG_FALSE = 'F',
+    TAG_INT = 'i',    /* int64 */
+    TAG_BIGINT = 'I', /* length, little-endian two's complement */
+    TAG_FLOAT = 'f',
+    TAG_STR = 's',       /* kind, length in code points, data */
+    TAG_BYTES = 'b',     /* length, data */
+    TAG_TUPLE = 't',     /* count, items */
+    TAG_PICKLE = 'p',    /* length, pickle */
+    TAG_REF = 'r',       /* module (utf-8), qualname (utf-8) */
+    TAG_BUFFER = 'B',    /* pxpy_region_t *, referenced */
+    TAG_CHANNEL = 'C',   /* pxpy_chan_t *, referenced */
+    TAG_EXCEPTION = 'X', /* has-pickle byte, [pickle], traceback text */
+};
+
+struct pxpy_xi_s {
+    size_t len;
+    unsigned char data[];
+};
+
+struct pxpy_xistate_s {
+    PyObject *dumps, *loads, *resolve; /* pyparallel._interp's */
+    PyObject *encode_exception, *decode_exception, *class_recipe;
+    PyObject *resolved; /* worker interpreters: raw name → object */
+    int importing_main; /* the main script's top level runs here now */
+};
+
+static const char crossing_rule[] =
+    "in mode 'interpreters' values cross to another interpreter only as "
+    "None, bool, int, float, str, bytes, tuples of those, SharedBuffer, "
+    "Channel, module-level functions and classes, or picklable objects; "
+    "use mode 'threads' or 'gil' to share objects";
+
+/* ---- the helper module, imported on first use ------------------------------
+ */
+
+static int load_helper(pxpy_state *st)
+{
+    pxpy_xistate_t *x = st->xi;
+    if (x->dumps != NULL)
+        return 0;
+    PyObject *m = PyImport_ImportModule("pyparallel._interp");
+    if (m == NULL)
+        return -1;
+    x->loads = PyObject_GetAttrString(m, "loads");
+    x->resolve = PyObject_GetAttrString(m, "resolve");
+    x->encode_exception = PyObject_GetAttrString(m, "encode_exception");
+    x->decode_exception = PyObject_GetAttrString(m, "decode_exception");
+    x->class_recipe = PyObject_GetAttrString(m, "class_recipe");
+    PyObject *dumps = PyObject_GetAttrString(m, "dumps");
+    Py_DECREF(m);
+    if (x->loads == NULL || x->resolve == NULL || x->encode_exception == NULL ||
+        x->decode_exception == NULL || x->class_recipe == NULL ||
+        dumps == NULL) {
+        Py_XDECREF(dumps);
+        return -1;
+    }
+    x->dumps = dumps; /* last: it marks the helper as loaded */
+    return 0;
+}
+
+/* ---- writing
+ * ------------------------------------------------------------------- */
+
+typedef struct {
+    pxpy_xi_t *xi;
+    size_t cap;
+} writer_t;
+
+static int grow(writer_t *w, size_t more)
+{
+    size_t need = w->xi->len + more;
+    if (need <= w->cap)
+        return 0;
+    size_t cap = w->cap * 2;
+    while (cap < need)
+        cap *= 2;
+    pxpy_xi_t *bigger = PyMem_RawRealloc(w->xi, sizeof(pxpy_xi_t) + cap);
+    if (bigger == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    w->xi = bigger;
+    w->cap = cap;
+    return 0;
+}
+
+/* Every value is written whole or not at all (grow first, then copy), so
+ * that a failed encoding can be walked to release its handles. */
+static void copy(writer_t *w, const void *p, size_t n)
+{
+    memcpy(w->xi->data + w->xi->len, p, n);
+    w->xi->len += n;
+}
+
+static int put_tag(writer_t *w, unsigned char tag)
+{
+    if (grow(w, 1) < 0)
+        return -1;
+    copy(w, &tag, 1);
+    return 0;
+}
+
+/* tag, then a fixed-size field (an int64, a double, a pointer). */
+static int put_fixed(writer_t *w, unsigned char tag, const void *p, size_t n)
+{
+    if (grow(w, 1 + n) < 0)
+        return -1;
+    copy(w, &tag, 1);
+    copy(w, p, n);
+    return 0;
+}
+
+/* tag, the size, then n bytes. */
+static int put_chunk(writer_t *w, unsigned char tag, const void *p, size_t n)
+{
+    if (grow(w, 1 + sizeof(n) + n) < 0)
+        return -1;
+    copy(w, &tag, 1);
+    copy(w, &n, sizeof(n));
+    copy(w, p, n);
+    return 0;
+}
+
+static int put_ptr(writer_t *w, unsigned char tag, void *p)
+{
+    return put_fixed(w, tag, &p, sizeof(p));
+}
+
+static int writer_init(writer_t *w)
+{
+    w->cap = 64;
+    w->xi = PyMem_RawMalloc(sizeof(pxpy_xi_t) + w->cap);
+    if (w->xi == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    w->xi->len = 0;
+    return 0;
+}
+
+/* ---- reading (data written by this file, so trusted)
+ * ------------------------- */
+
+typedef struct {
+    const unsigned char *p, *end;
+} reader_t;
+
+static unsigned char get_tag(reader_t *r) { return *r->p++; }
+
+static size_t get_size(reader_t *r)
+{
+    size_t n;
+    memcpy(&n, r->p, sizeof(n));
+    r->p += sizeof(n);
+    return n;
+}
+
+static void *get_ptr(reader_t *r)
+{
+    void *p;
+    memcpy(&p, r->p, sizeof(p));
+    r->p += sizeof(p);
+    return p;
+}
+
+static const char *get_bytes(reader_t *r, size_t *n)
+{
+    *n = get_size(r);
+    const char *p = (const char *)r->p;
+    r->p += *n;
+    return p;
+}
+
+/* Steps over one value, releasing the handles in it. */
+static void skip_value(reader_t *r)
+{
+    size_t n;
+    unsigned char tag = get_tag(r);
+    switch (tag) {
+    case TAG_INT:
+    case TAG_FLOAT:
+        r->p += 8;
+        break;
+    case TAG_STR: {
+        size_t kind = *r->p++;
+        n = get_size(r);
+        r->p += n * kind;
+        break;
+    }
+    case TAG_BIGINT:
+    case TAG_BYTES:
+    case TAG_PICKLE:
+        get_bytes(r, &n);
+        break;
+    case TAG_REF:
+        get_bytes(r, &n);
+        get_bytes(r, &n);
+        break;
+    case TAG_TUPLE:
+        /* A failed encoding may have written fewer items. */
+        n = get_size(r);
+        for (size_t i = 0; i < n && r->p < r->end; i++)
+            skip_value(r);
+        break;
+    case TAG_BUFFER:
+        pxpy_region_unref(get_ptr(r));
+        break;
+    case TAG_CHANNEL:
+        pxpy_chan_unref(get_ptr(r));
+        break;
+    case TAG_EXCEPTION:
+        if (get_tag(r))
+            get_bytes(r, &n);
+        get_bytes(r, &n);
+        break;
+    default: /* None, True, False */
+        break;
+    }
+}
+
+void pxpy_xi_free(pxpy_xi_t *xi)
+{
+    if (xi == NULL)
+        return;
+    reader_t r = {xi->data, xi->data + xi->len};
+    while (r.p < r.end)
+        skip_value(&r);
+    PyMem_RawFree(xi);
+}
+
+bool pxpy_xi_is_exception(const pxpy_xi_t *xi)
+{
+    return xi->len > 0 && xi->data[0] == TAG_EXCEPTION;
+}
+
+/* ---- naming functions and classes
+ * --------------------------------------------- */
+
+static PyObject *attr_str(PyObject *obj, const char *name)
+{
+    PyObject *v = PyObject_GetAttrString(obj, name);
+    if (v != NULL && !PyUnicode_Check(v))
+        Py_CLEAR(v);
+    if (v == NULL)
+        PyErr_Clear();
+    return v;
+}
+
+static int name_error(const char *who, PyObject *obj, const char *what)
+{
+    PyErr_Format(PyExc_TypeError,
+                 "%s %R %s; in mode 'interpreters' it runs in another "
+                 "interpreter, where functions and classes are found by "
+                 "module and qualified name, so they must be defined at "
+                 "module level (lambdas, nested functions and classes, and "
+                 "methods bound to an instance cannot be found); or use mode "
+                 "'threads' or 'gil'",
+                 who, obj, what);
+    return -1;
+}
+
+static bool is_lambda(PyObject *qualname)
+{
+    PyObject *suffix = PyUnicode_FromString("<lambda>");
+    Py_ssize_t match =
+        suffix ? PyUnicode_Tailmatch(qualname, suffix, 0, PY_SSIZE_T_MAX, 1)
+               : -1;
+    Py_XDECREF(suffix);
+    if (match < 0)
+        PyErr_Clear();
+    return match > 0;
+}
+
+/* Whether workers can import the main interpreter's __main__: a script
+ * (__file__) or a module run with -m (__spec__), not python -c or an
+ * interactive session. */
+static bool main_importable(void)
+{
+    PyObject *name = PyUnicode_FromString("__main__");
+    PyObject *main = name ? PyImport_GetModule(name) : NULL;
+    Py_XDECREF(name);
+    bool importable = false;
+    if (main != NULL) {
+        PyObject *file = attr_str(main, "__file__");
+        PyObject *spec = PyObject_GetAttrString(main, "__spec__");
+        importable = file != NULL || (spec != NULL && spec != Py_None);
+        Py_XDECREF(file);
+        Py_XDECREF(spec);
+        Py_DECREF(main);
+    }
+    PyErr_Clear();
+    return importable;
+}
+
+int pxpy_xi_name_of(pxpy_state *st, PyObject *obj, const char *who,
+                    PyObject **module, PyObject **qualname)
+{
+    *module = attr_str(obj, "__module__");
+    *qualname = attr_str(obj, "__qualname__");
+    if (*qualname == NULL)
+        *qualname = attr_str(obj, "__name__");
+    const char *rule = NULL;
+    if (*module == NULL || *qualname == NULL)
+        rule = "has no module and qualified name";
+    else if (!pxpy_in_worker_interp(st) &&
+             PyUnicode_CompareWithASCIIString(*module, "__main__") == 0 &&
+             !main_importable())
+        rule = "belongs to a program run with python -c or typed "
+               "interactively, which worker interpreters cannot import (save "
+               "it as a script)";
+    else if (PyUnicode_FindChar(*qualname, '<', 0, PY_SSIZE_T_MAX, 1) >= 0)
+        rule = is_lambda(*qualname) ? "is a lambda"
+                                    : "is defined inside a function";
+    PyObject *found = NULL;
+    if (rule == NULL) {
+        /* Found by the name in this interpreter, it must be obj itself. */
+        PyObject *m = PyImport_GetModule(*module);
+        if (m == NULL && !PyErr_Occurred())
+            rule = "belongs to a module that is not imported";
+        found = m;
+        Py_ssize_t n = PyUnicode_GetLength(*qualname), start = 0;
+        while (found != NULL && start <= n) {
+            Py_ssize_t dot = PyUnicode_FindChar(*qualname, '.', start, n, 1);
+            if (dot == -2)
+                break;
+            Py_ssize_t stop = dot < 0 ? n : dot;
+            PyObject *part = PyUnicode_Substring(*qualname, start, stop);
+            PyObject *next = part ? PyObject_GetAttr(found, part) : NULL;
+            Py_XDECREF(part);
+            Py_SETREF(found, next);
+            start = stop + 1;
+        }
+        if (PyErr_Occurred())
+            PyErr_Clear();
+        if (rule == NULL && found != obj)
+            rule = "is not what its module and qualified name lead to (it "
+                   "was replaced, or created at run time)";
+        Py_XDECREF(found);
+    }
+    if (rule == NULL)
+        return 0;
+    Py_CLEAR(*module);
+    Py_CLEAR(*qualname);
+    return name_error(who, obj, rule);
+}
+
+static int put_ref(writer_t *w, PyObject *module, PyObject *qualname)
+{
+    Py_ssize_t mlen, qlen;
+    const char *m = PyUnicode_AsUTF8AndSize(module, &mlen);
+    const char *q = m ? PyUnicode_AsUTF8AndSize(qualname, &qlen) : NULL;
+    if (q == NULL)
+        return -1;
+    size_t ml = (size_t)mlen, ql = (size_t)qlen;
+    if (grow(w, 1 + 2 * sizeof(size_t) + ml + ql) < 0)
+        return -1;
+    unsigned char tag = TAG_REF;
+    copy(w, &tag, 1);
+    copy(w, &ml, sizeof(ml));
+    copy(w, m, ml);
+    copy(w, &ql, sizeof(ql));
+    copy(w, q, ql);
+    return 0;
+}
+
+/* Whether obj is found by name rather than pickled: functions, classes,
+ * and functions of modules (builtins). */
+static bool by_name(PyObject *obj)
+{
+    if (PyFunction_Check(obj) || PyType_Check(obj))
+        return true;
+    if (PyCFunction_Check(obj)) {
+        PyObject *self = PyCFunction_GET_SELF(obj);
+        return self == NULL || PyModule_Check(self);
+    }
+    return false;
+}
+
+/* ---- encoding
+ * ------------------------------------------------------------------- */
+
+static int encode_value(pxpy_state *st, writer_t *w, PyObject *o,
+                        const char *who);
+
+static int encode_pickled(pxpy_state *st, writer_t *w, PyObject *o,
+                          const char *who)
+{
+    if (load_helper(st) < 0)
+        return -1;
+    PyObject *data = PyObject_CallOneArg(st->xi->dumps, o);
+    if (data == NULL) {
+        PyObject *cause = PyErr_GetRaisedException();
+        PyErr_Format(PyExc_TypeError,
+                     "%s of type %.100s cannot cross to another interpreter "
+                     "(pickling failed: %S): %s",
+                     who, Py_TYPE(o)->tp_name, cause, crossing_rule);
+        PyObject *exc = PyErr_GetRaisedException();
+        PyException_SetCause(exc, cause);
+        PyErr_SetRaisedException(exc);
+        return -1;
+    }
+    int rc = put_chunk(w, TAG_PICKLE, PyBytes_AS_STRING(data),
+                       (size_t)PyBytes_GET_SIZE(data));
+    Py_DECREF(data);
+    return rc;
+}
+
+/* A class that cannot be found by name (the error is set) may still cross
+ * as the recipe that makes it again (pyparallel._interp.class_recipe);
+ * otherwise the error stands. */
+static int encode_class_recipe(pxpy_state *st, writer_t *w, PyObject *cls)
+{
+    PyObject *exc = PyErr_GetRaisedException();
+    PyObject *recipe = load_helper(st) == 0
+                           ? PyObject_CallOneArg(st->xi->class_recipe, cls)
+                           : NULL;
+    if (recipe == NULL || !PyBytes_Check(recipe)) {
+        Py_XDECREF(recipe);
+        PyErr_SetRaisedException(exc);
+        return -1;
+    }
+    Py_DECREF(exc);
+    int rc = put_chunk(w, TAG_PICKLE, PyBytes_AS_STRING(recipe),
+                       (size_t)PyBytes_GET_SIZE(recipe));
+    Py_DECREF(recipe);
+    return rc;
+}
+
+static int encode_str(writer_t *w, PyObject *o)
+{
+    unsigned char kind = (unsigned char)PyUnicode_KIND(o);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(o);
+    size_t len = (size_t)n;
+    if (grow(w, 2 + sizeof(len) + len * kind) < 0)
+        return -1;
+    unsigned char tag = TAG_STR;
+    copy(w, &tag, 1);
+    copy(w, &kind, 1);
+    copy(w, &len, sizeof(len));
+    copy(w, PyUnicode_DATA(o), len * kind);
+    return 0;
+}
+
+static int encode_int(writer_t *w, PyObject *o)
+{
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (!overflow) {
+        int64_t v64 = v;
+        return put_fixed(w, TAG_INT, &v64, sizeof(v64));
+    }
+    Py_ssize_t n =
+        PyLong_AsNativeBytes(o, NULL, 0, Py_ASNATIVEBYTES_LITTLE_ENDIAN);
+    if (n < 0)
+        return -1;
+    size_t len = (size_t)n;
+    if (grow(w, 1 + sizeof(len) + len) < 0)
+        return -1;
+    unsigned char *at = w->xi->data + w->xi->len + 1 + sizeof(len);
+    if (PyLong_AsNativeBytes(o, at, n, Py_ASNATIVEBYTES_LITTLE_ENDIAN) < 0)
+        return -1;
+    unsigned char tag = TAG_BIGINT;
+    copy(w, &tag, 1);
+    copy(w, &len, sizeof(len));
+    w->xi->len += len;
+    return 0;
+}
+
+static int encode_value(pxpy_state *st, writer_t *w, PyObject *o,
+                        const char *who)
+{
+    if (o == Py_None)
+        return put_tag(w, TAG_NONE);
+    if (o == Py_True)
+        return put_tag(w, TAG_TRUE);
+    if (o == Py_False)
+        return put_tag(w, TAG_FALSE);
+    if (PyLong_CheckExact(o))
+        return encode_int(w, o);
+    if (PyFloat_CheckExact(o)) {
+        double d = PyFloat_AS_DOUBLE(o);
+        return put_fixed(w, TAG_FLOAT, &d, sizeof(d));
+    }
+    if (PyUnicode_CheckExact(o))
+        return encode_str(w, o);
+    if (PyBytes_CheckExact(o))
+        return put_chunk(w, TAG_BYTES, PyBytes_AS_STRING(o),
+                         (size_t)PyBytes_GET_SIZE(o));
+    if (PyTuple_CheckExact(o)) {
+        Py_ssize_t n = PyTuple_GET_SIZE(o);
+        size_t count = (size_t)n;
+        if (put_fixed(w, TAG_TUPLE, &count, sizeof(count)) < 0)
+            return -1;
+        if (Py_EnterRecursiveCall(" while encoding a tuple for another "
+                                  "interpreter"))
+            return -1;
+        int rc = 0;
+        for (Py_ssize_t i = 0; i < n && rc == 0; i++)
+            rc = encode_value(st, w, PyTuple_GET_ITEM(o, i), who);
+        Py_LeaveRecursiveCall();
+        return rc;
+    }
+    pxpy_region_t *region = pxpy_sharedbuf_region(st, o);
+    if (region != NULL) {
+        pxpy_region_ref(region);
+        if (put_ptr(w, TAG_BUFFER, region) < 0) {
+            pxpy_region_unref(region);
+            return -1;
+        }
+        return 0;
+    }
+    pxpy_chan_t *chan = pxpy_channel_queue(st, o);
+    if (chan != NULL) {
+        pxpy_chan_ref(chan);
+        if (put_ptr(w, TAG_CHANNEL, chan) < 0) {
+            pxpy_chan_unref(chan);
+            return -1;
+        }
+        return 0;
+    }
+    if (by_name(o)) {
+        PyObject *module, *qualname;
+        if (pxpy_xi_name_of(st, o, who, &module, &qualname) < 0)
+            return PyType_Check(o) ? encode_class_recipe(st, w, o) : -1;
+        int rc = put_ref(w, module, qualname);
+        Py_DECREF(module);
+        Py_DECREF(qualname);
+        return rc;
+    }
+    return encode_pickled(st, w, o, who);
+}
+
+/* A failed encoding still owns the handles written so far. */
+static pxpy_xi_t *finish(writer_t *w, int rc)
+{
+    if (rc < 0) {
+        pxpy_xi_free(w->xi);
+        return NULL;
+    }
+    return w->xi;
+}
+
+pxpy_xi_t *pxpy_xi_encode(pxpy_state *st, PyObject *obj, const char *who)
+{
+    writer_t w;
+    if (writer_init(&w) < 0)
+        return NULL;
+    return finish(&w, encode_value(st, &w, obj, who));
+}
+
+pxpy_xi_t *pxpy_xi_encode_callable(pxpy_state *st, PyObject *func,
+                                   const char *who)
+{
+    writer_t w;
+    if (writer_init(&w) < 0)
+        return NULL;
+    int rc;
+    if (by_name(func)) {
+        rc = encode_value(st, &w, func, who);
+    } else if (PyMethod_Check(func) && !PyType_Check(PyMethod_GET_SELF(func))) {
+        /* Pickling takes the instance along: say so when it cannot. */
+        rc = encode_pickled(st, &w, func, who);
+        if (rc < 0 && PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyObject *cause = PyErr_GetRaisedException();
+            char what[160];
+            PyOS_snprintf(what, sizeof(what),
+                          "is a method bound to a %.100s instance that cannot "
+                          "be pickled",
+                          Py_TYPE(PyMethod_GET_SELF(func))->tp_name);
+            name_error(who, func, what);
+            PyObject *exc = PyErr_GetRaisedException();
+            PyException_SetCause(exc, cause);
+            PyErr_SetRaisedException(exc);
+        }
+    } else {
+        rc = encode_value(st, &w, func, who);
+    }
+    return finish(&w, rc);
+}
+
+pxpy_xi_t *pxpy_xi_encode_exception(pxpy_state *st)
+{
+    PyObject *exc = PyErr_GetRaisedException();
+    PyObject *pair = NULL;
+    if (load_helper(st) == 0)
+        pair = PyObject_CallOneArg(st->xi->encode_exception, exc);
+    PyObject *payload = NULL, *text = NULL;
+    if (pair != NULL && PyTuple_Check(pair) && PyTuple_GET_SIZE(pair) == 2) {
+        payload = PyTuple_GET_ITEM(pair, 0);
+        text = PyTuple_GET_ITEM(pair, 1);
+        if (!PyBytes_Check(payload))
+            payload = NULL;
+        Py_INCREF(text);
+    } else {
+        /* The helper failed (out of memory?): send what we can. */
+        PyErr_Clear();
+        text = PyUnicode_FromFormat("%s: %S\n", Py_TYPE(exc)->tp_name, exc);
+        if (text == NULL) {
+            PyErr_Clear();
+            text = PyUnicode_FromString("an exception\n");
+        }
+    }
+    size_t plen = payload ? (size_t)PyBytes_GET_SIZE(payload) : 0;
+    Py_ssize_t tlen = 0;
+    const char *t = text ? PyUnicode_AsUTF8AndSize(text, &tlen) : NULL;
+    writer_t w = {NULL, 0};
+    int rc = t == NULL ? -1 : writer_init(&w);
+    if (rc == 0)
+        rc = grow(&w, 2 + 2 * sizeof(size_t) + plen + (size_t)tlen);
+    if (rc == 0) {
+        unsigned char tag = TAG_EXCEPTION, has_payload = payload != NULL;
+        size_t tl = (size_t)tlen;
+        copy(&w, &tag, 1);
+        copy(&w, &has_payload, 1);
+        if (has_payload) {
+            copy(&w, &plen, sizeof(plen));
+            copy(&w, PyBytes_AS_STRING(payload), plen);
+        }
+        copy(&w, &tl, sizeof(tl));
+        copy(&w, t, tl);
+    }
+    Py_XDECREF(text);
+    Py_XDECREF(pair);
+    Py_DECREF(exc);
+    if (rc < 0 && w.xi != NULL) {
+        PyMem_RawFree(w.xi);
+        return NULL;
+    }
+    return rc < 0 ? NULL : w.xi;
+}
+
+/* ---- decoding
+ * ------------------------------------------------------------------- */
+
+/* A reference, through the worker interpreter's cache. */
+static PyObject *decode_ref(pxpy_state *st, const char *raw, size_t rawlen,
+                            const char *m, size_t mlen, const char *q,
+                            size_t qlen)
+{
+    pxpy_xistate_t *x = st->xi;
+    PyObject *key = NULL;
+    if (pxpy_in_worker_interp(st)) {
+        key = PyBytes_FromStringAndSize(raw, (Py_ssize_t)rawlen);
+        if (key == NULL)
+            return NULL;
+        PyObject *found;
+        if (PyDict_GetItemRef(x->resolved, key, &found) != 0) {
+            Py_DECREF(key);
+            return found; /* or NULL with an error */
+        }
+    }
+    PyObject *module = PyUnicode_DecodeUTF8(m, (Py_ssize_t)mlen, NULL);
+    PyObject *qualname =
+        module ? PyUnicode_DecodeUTF8(q, (Py_ssize_t)qlen, NULL) : NULL;
+    PyObject *obj = NULL;
+    if (qualname != NULL && load_helper(st) == 0)
+        obj = PyObject_CallFunctionObjArgs(x->resolve, module, qualname, NULL);
+    Py_XDECREF(module);
+    Py_XDECREF(qualname);
+    if (obj != NULL && key != NULL && PyDict_SetItem(x->resolved, key, obj) < 0)
+        Py_CLEAR(obj);
+    Py_XDECREF(key);
+    return obj;
+}
+
+static PyObject *decode_value(pxpy_state *st, reader_t *r)
+{
+    const unsigned char *start = r->p;
+    unsigned char tag = get_tag(r);
+    size_t n;
+    switch (tag) {
+    case TAG_NONE:
+        Py_RETURN_NONE;
+    case TAG_TRUE:
+        Py_RETURN_TRUE;
+    case TAG_FALSE:
+        Py_RETURN_FALSE;
+    case TAG_INT: {
+        int64_t v;
+        memcpy(&v, r->p, sizeof(v));
+        r->p += sizeof(v);
+        return PyLong_FromLongLong(v);
+    }
+    case TAG_BIGINT: {
+        const char *p = get_bytes(r, &n);
+        return PyLong_FromNativeBytes(p, n, Py_ASNATIVEBYTES_LITTLE_ENDIAN);
+    }
+    case TAG_FLOAT: {
+        double d;
+        memcpy(&d, r->p, sizeof(d));
+        r->p += sizeof(d);
+        return PyFloat_FromDouble(d);
+    }
+    case TAG_STR: {
+        int kind = *r->p++;
+        n = get_size(r);
+        const void *p = r->p;
+        r->p += n * (size_t)kind;
+        return PyUnicode_FromKindAndData(kind, p, (Py_ssize_t)n);
+    }
+    case TAG_BYTES: {
+        const char *p = get_bytes(r, &n);
+        return PyBytes_FromStringAndSize(p, (Py_ssize_t)n);
+    }
+    case TAG_TUPLE: {
+        n = get_size(r);
+        PyObject *t = PyTuple_New((Py_ssize_t)n);
+        for (size_t i = 0; i < n; i++) {
+            if (t == NULL) {
+                skip_value(r);
+                continue;
+            }
+            PyObject *item = decode_value(st, r);
+            if (item == NULL)
+                Py_CLEAR(t);
+            else
+                PyTuple_SET_ITEM(t, (Py_ssize_t)i, item);
+        }
+        return t;
+    }
+    case TAG_PICKLE: {
+        const char *p = get_bytes(r, &n);
+        if (load_helper(st) < 0)
+            return NULL;
+        PyObject *view =
+            PyMemoryView_FromMemory((char *)p, (Py_ssize_t)n, PyBUF_READ);
+        PyObject *o = view ? PyObject_CallOneArg(st->xi->loads, view) : NULL;
+        Py_XDECREF(view);
+        return o;
+    }
+    case TAG_REF: {
+        size_t mlen, qlen;
+        const char *m = get_bytes(r, &mlen);
+        const char *q = get_bytes(r, &qlen);
+        return decode_ref(st, (const char *)start, (size_t)(r->p - start), m,
+                          mlen, q, qlen);
+    }
+    case TAG_BUFFER:
+        return pxpy_sharedbuf_wrap(st, get_ptr(r));
+    case TAG_CHANNEL:
+        return pxpy_channel_wrap(st, get_ptr(r));
+    case TAG_EXCEPTION: {
+        PyObject *payload = Py_NewRef(Py_None);
+        if (get_tag(r)) {
+            const char *p = get_bytes(r, &n);
+            Py_SETREF(payload, PyBytes_FromStringAndSize(p, (Py_ssize_t)n));
+        }
+        const char *t = get_bytes(r, &n);
+        PyObject *text = PyUnicode_DecodeUTF8(t, (Py_ssize_t)n, "replace");
+        PyObject *exc = NULL;
+        if (payload != NULL && text != NULL && load_helper(st) == 0)
+            exc = PyObject_CallFunctionObjArgs(
+                st->xi->decode_exception, payload, text, st->async_error, NULL);
+        Py_XDECREF(payload);
+        Py_XDECREF(text);
+        return exc;
+    }
+    default:
+        PyErr_Format(PyExc_SystemError,
+                     "pyparallel: corrupt cross-interpreter data (tag %d)",
+                     (int)tag);
+        return NULL;
+    }
+}
+
+PyObject *pxpy_xi_decode(pxpy_state *st, const pxpy_xi_t *xi)
+{
+    reader_t r = {xi->data, xi->data + xi->len};
+    return decode_value(st, &r);
+}
+
+/* ---- the sub-state
+ * -------------------------------------------------------------- */
+
+int pxpy_xi_check_bootstrapped(pxpy_state *st, const char *fname)
+{
+    if (st->xi == NULL || st->xi->importing_main == 0)
+        return 0;
+    PyErr_Format(PyExc_RuntimeError,
+                 "%s was called while a worker interpreter imported the main "
+                 "script: in mode 'interpreters' each worker imports the "
+                 "main script to find its functions and classes (as "
+                 "multiprocessing's spawn does), so the code that starts the "
+                 "program must be under `if __name__ == \"__main__\":`",
+                 fname);
+    return -1;
+}
+
+static PyObject *importing_main(PyObject *module, PyObject *flag)
+{
+    pxpy_state *st = pxpy_get_state(module);
+    int on = PyObject_IsTrue(flag);
+    if (on < 0)
+        return NULL;
+    st->xi->importing_main += on ? 1 : -1;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef xi_methods[] = {
+    {"_importing_main", importing_main, METH_O,
+     "_importing_main(flag, /)\n--\n\nMark the start (True) or end (False) "
+     "of the main script's import in this interpreter."},
+    {NULL, NULL, 0, NULL},
+};
+
+int pxpy_xi_exec(PyObject *module, pxpy_state *st)
+{
+    st->xi = PyMem_RawCalloc(1, sizeof(*st->xi));
+    if (st->xi == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    st->xi->resolved = PyDict_New();
+    if (st->xi->resolved == NULL)
+        return -1;
+    return PyModule_AddFunctions(module, xi_methods);
+}
+
+int pxpy_xi_traverse(pxpy_state *st, visitproc visit, void *arg)
+{
+    pxpy_xistate_t *x = st->xi;
+    if (x == NULL)
+        return 0;
+    Py_VISIT(x->dumps);
+    Py_VISIT(x->loads);
+    Py_VISIT(x->resolve);
+    Py_VISIT(x->encode_exception);
+    Py_VISIT(x->decode_exception);
+    Py_VISIT(x->class_recipe);
+    Py_VISIT(x->resolved);
+    return 0;
+}
+
+void pxpy_xi_free_state(pxpy_state *st)
+{
+    pxpy_xistate_t *x = st->xi;
+    if (x == NULL)
+        return;
+    Py_CLEAR(x->dumps);
+    Py_CLEAR(x->loads);
+    Py_CLEAR(x->resolve);
+    Py_CLEAR(x->encode_exception);
+    Py_CLEAR(x->decode_exception);
+    Py_CLEAR(x->class_recipe);
+    Py_CLEAR(x->resolved);
+    st->xi = NULL;
+    PyMem_RawFree(x);
+}
