@@ -25,6 +25,7 @@ os.environ.setdefault("PYPARALLEL_WORKERS", "2")
 import signal
 import socket
 import sys
+import sysconfig
 import threading
 import time
 
@@ -57,7 +58,28 @@ def io_uring_unavailable():
     return f"io_uring_setup failed: {os.strerror(ctypes.get_errno())}"
 
 
+# Why a test marked shares_objects is skipped in mode "interpreters".
+SHARES_OBJECTS_REASON = (
+    "the test shares its own objects with its callbacks (a protocol class or function made inside the test, or "
+    "state the callbacks record for the test to check); in mode 'interpreters' callbacks run in the workers' "
+    "interpreters, which find code by module and qualified name and share no objects with the test"
+)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "shares_objects(reason=None): skipped in mode 'interpreters', where callbacks cannot reach the test's objects",
+    )
+
+
 def pytest_collection_modifyitems(config, items):
+    if expected_mode() == "interpreters":
+        for item in items:
+            marker = item.get_closest_marker("shares_objects")
+            if marker is not None:
+                reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else SHARES_OBJECTS_REASON)
+                item.add_marker(pytest.mark.skip(reason=f"mode 'interpreters': {reason}"))
     if os.environ.get("PYPARALLEL_IO") == "uring":
         reason = io_uring_unavailable()
         if reason:
@@ -78,7 +100,20 @@ def gil_enabled():
 
 
 def expected_mode():
-    return os.environ.get("PYPARALLEL_MODE") or ("gil" if gil_enabled() else "threads")
+    """The mode the runtime picks: PYPARALLEL_MODE, else "interpreters" on a
+    GIL build and "threads" on a free-threaded one ("gil" when it runs with
+    PYTHON_GIL=1)."""
+    if os.environ.get("PYPARALLEL_MODE"):
+        return os.environ["PYPARALLEL_MODE"]
+    if not sysconfig.get_config_var("Py_GIL_DISABLED"):
+        return "interpreters"
+    return "gil" if gil_enabled() else "threads"
+
+
+def parallel_python():
+    """True when the workers run Python code on several cores at once
+    (modes "threads" and "interpreters")."""
+    return expected_mode() != "gil"
 
 
 # ---- client-side socket helpers -------------------------------------------

@@ -82,6 +82,7 @@ def test_register_a_closed_server_raises_async_error():
         px.register(server, Echo)
 
 
+@pytest.mark.shares_objects
 def test_register_an_accepted_connection_raises_value_error(rt):
     """An accepted connection's protocol is its server's."""
     accepted = []
@@ -267,6 +268,7 @@ def _connect_is_refused(port):
 # ---- clients ---------------------------------------------------------------------
 
 
+@pytest.mark.shares_objects
 def test_client_connects_and_exchanges_data(rt):
     port = rt.serve(Echo)
     received = []
@@ -294,6 +296,7 @@ def test_client_connects_and_exchanges_data(rt):
     assert received[-1] == ("lost", None)
 
 
+@pytest.mark.shares_objects
 def test_client_connection_refused():
     """A failed connect ends in connection_lost(ConnectionRefusedError);
     connection_made never runs, and run() then ends by itself."""
@@ -314,6 +317,7 @@ def test_client_connection_refused():
     assert len(events) == 1 and isinstance(events[0], ConnectionRefusedError), events
 
 
+@pytest.mark.shares_objects
 def test_client_of_a_plain_socket_server():
     """px.client against a server that is not pyparallel: greeting, EOF."""
     events = []
@@ -360,6 +364,7 @@ def _run_bounded(limit, **run_kwargs):
     return time.monotonic() - started
 
 
+@pytest.mark.shares_objects
 def test_run_returns_when_nothing_is_registered():
     assert _run_bounded(5) < 2
 
@@ -407,6 +412,7 @@ def test_stop_when_nothing_runs_is_harmless():
     assert future.done()
 
 
+@pytest.mark.shares_objects
 def test_shutdown_closes_every_connection_before_run_returns(rt):
     """run() returns only after every connection's connection_lost ran."""
     made, lost = [], []
@@ -436,6 +442,7 @@ def test_shutdown_closes_every_connection_before_run_returns(rt):
             sock.close()
 
 
+@pytest.mark.shares_objects
 def test_run_waits_for_a_live_timer():
     fired = []
     px.timer(0.3, fired.append, "fired")
@@ -443,6 +450,7 @@ def test_run_waits_for_a_live_timer():
     assert fired == ["fired"] and 0.25 < elapsed < 5
 
 
+@pytest.mark.shares_objects
 def test_run_waits_for_a_periodic_timer_until_cancelled():
     ticks = []
     timer = px.timer(0.02, lambda: ticks.append(1), period=0.02)
@@ -486,6 +494,7 @@ def test_run_mode_argument():
     assert _run_bounded(10, mode=expected_mode()) < 5
 
 
+@pytest.mark.shares_objects
 def test_run_once_runs_queued_main_thread_calls():
     ran_on = []
     px.submit_work(px.call_from_main_thread, lambda: ran_on.append(threading.current_thread()))
@@ -537,6 +546,7 @@ SIGNAL_CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.shares_objects("its child program is given with python -c, which worker interpreters cannot import")
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_during_run_shuts_down_cleanly(signum):
     """SIGINT/SIGTERM end run() with a clean shutdown: the open connection is
@@ -748,6 +758,7 @@ def test_shutdown_settles_every_future(rt):
         assert future.cancelled() or future.exception() is None
 
 
+@pytest.mark.shares_objects
 def test_transport_of_a_finished_run_raises_on_send(rt):
     kept = []
 

@@ -40,6 +40,7 @@ class Echo:
 # ---- callbacks of one connection never overlap ------------------------------------------
 
 
+@pytest.mark.shares_objects
 def test_callbacks_of_one_connection_never_overlap(rt):
     """Each connection's callbacks hold a per-connection lock taken without
     blocking: failing to take it means another callback of the same
@@ -160,6 +161,7 @@ def round_trips_at_once(port, clients, message):
             sock.close()
 
 
+@pytest.mark.shares_objects
 def test_sleeping_callbacks_of_different_connections_run_in_parallel(rt):
     """Four connections each sleep 0.5 s in data_received: together they take
     about 0.5 s, not 2 s; and they run on parallel threads."""
@@ -253,6 +255,7 @@ def test_cpu_bound_callbacks_of_different_connections_use_two_cores(rt):
 # ---- a blocking callback does not stall the others --------------------------------------------
 
 
+@pytest.mark.shares_objects
 def test_blocking_callback_does_not_stall_other_connections(rt):
     """Four connections block in time.sleep(1) at once; meanwhile six other
     connections, some of which share a worker with a blocked one (two
@@ -343,6 +346,7 @@ def ping_latencies(port, duration):
     return latencies
 
 
+@pytest.mark.shares_objects
 def test_chargen_hogs_neither_grow_memory_nor_starve_others(rt):
     """Four clients connect to a chargen that sends the next 64 KiB chunk
     from send_complete, and never read. Once the kernel's buffers are full
@@ -375,6 +379,7 @@ def test_chargen_hogs_neither_grow_memory_nor_starve_others(rt):
     assert rss_growth < 64 << 20, f"RSS grew by {rss_growth >> 20} MiB"
 
 
+@pytest.mark.shares_objects
 def test_send_flood_to_a_hog_is_bounded(rt):
     """A plain thread pushes 1 MiB sends at a client that never reads. The
     connection's send queue is bounded: send raises AsyncError once the

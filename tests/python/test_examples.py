@@ -25,6 +25,23 @@ def example_scripts():
     return sorted(p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_"))
 
 
+# Examples that show how connections share objects, which workers in mode
+# "interpreters" cannot (docs/interpreters.md).
+SHARES_OBJECTS = {
+    "chat.py": "its connections send to each other through one list of transports they all share",
+    "shared_data.py": "its workers read one eternalized dict of the main interpreter (mode 'interpreters' shares "
+    "data through px.SharedBuffer instead)",
+    "http_notes.py": "its requests keep the notes in one dict that every connection shares",
+}
+
+
+def selftest_params():
+    return [
+        pytest.param(name, marks=pytest.mark.shares_objects(SHARES_OBJECTS[name])) if name in SHARES_OBJECTS else name
+        for name in example_scripts()
+    ]
+
+
 def test_every_example_has_a_selftest():
     """The runtime's examples are all there, and every example (other
     issues add theirs) offers the --selftest mode that the test below runs."""
@@ -46,7 +63,7 @@ def run_example(name, *args, timeout=SELFTEST_TIMEOUT):
 
 
 @pytest.mark.timeout(SELFTEST_TIMEOUT + 10)
-@pytest.mark.parametrize("name", example_scripts())
+@pytest.mark.parametrize("name", selftest_params())
 def test_example_selftest(name):
     result = run_example(name, "--selftest")
     stem = name[:-3]

@@ -195,6 +195,7 @@ def test_response_objects(rt):
     assert nothing.status == 204 and nothing.body == b"" and nothing.header("Content-Type") is None
 
 
+@pytest.mark.shares_objects
 def test_response_file_from_a_handler(rt, tmp_path):
     (tmp_path / "report.csv").write_text("a,b\n1,2\n")
 
@@ -252,6 +253,7 @@ def test_request_object(rt):
     }
 
 
+@pytest.mark.shares_objects
 def test_request_path_is_percent_decoded_for_routing(rt):
     class Spaces(HttpServer):
         @route("/a b/{name}")
@@ -318,6 +320,7 @@ def test_one_instance_per_connection(rt):
     assert run_app(rt, driver) == [b"1", b"2", b"3", b"1", b"4"]
 
 
+@pytest.mark.shares_objects
 def test_a_blocking_handler_does_not_stall_other_requests(rt):
     """Four handlers block at once (more than the two workers); meanwhile
     other connections keep getting answers quickly."""

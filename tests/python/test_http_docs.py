@@ -36,6 +36,10 @@ def test_the_doc_has_examples():
     assert len(examples()) >= 8
 
 
+@pytest.mark.shares_objects(
+    "the examples run with python -c and start their server at the top level, which worker interpreters cannot "
+    "import (docs/interpreters.md)"
+)
 @pytest.mark.timeout(EXAMPLE_TIMEOUT + 10)
 @pytest.mark.parametrize("code", examples())
 def test_doc_example(code, tmp_path):

@@ -15,11 +15,17 @@ import json
 import time
 from urllib.parse import unquote
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from http_helpers import Client, build_request, chunked, serve_http
 from pyparallel.http import HttpServer, Response, route
+
+# The workers import this module for its protocol classes, and hypothesis's
+# compiled extension does not load in subinterpreters.
+pytestmark = pytest.mark.shares_objects("this module imports hypothesis, whose compiled extension does not load in "
+                                        "subinterpreters, so worker interpreters cannot import its protocol classes")
 
 SETTINGS = settings(
     max_examples=60,

@@ -16,6 +16,11 @@ from hypothesis import strategies as st
 
 from conftest import connect, recv_exactly, recv_until
 
+# The workers import this module for its protocol classes, and hypothesis's
+# compiled extension does not load in subinterpreters.
+pytestmark = pytest.mark.shares_objects("this module imports hypothesis, whose compiled extension does not load in "
+                                        "subinterpreters, so worker interpreters cannot import its protocol classes")
+
 SETTINGS = settings(
     max_examples=60,
     deadline=None,

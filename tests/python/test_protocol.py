@@ -66,11 +66,13 @@ LETTER_BLOCKS = tuple(bytes([65 + i % 26]) * 1000 for i in range(200))
     ids=["bytes", "bytearray", "memoryview", "memoryview-slice", "str-utf8", "tuple-mixed", "tuple-one",
          "tuple-200", "bytes-4MiB"],
 )
+@pytest.mark.shares_objects
 def test_data_received_return_value_is_sent(rt, value, expected):
     reply = exchange(rt, returning(value), b"?", len(expected))
     assert reply == expected
 
 
+@pytest.mark.shares_objects
 def test_none_and_empty_values_send_nothing(rt):
     """None, b"", "" and () send nothing; the connection stays usable."""
     replies = {b"none": None, b"empty-bytes": b"", b"empty-str": "", b"empty-tuple": (), b"ping": b"pong"}
@@ -91,6 +93,7 @@ def test_none_and_empty_values_send_nothing(rt):
     assert rt.run(driver) == b"pong"
 
 
+@pytest.mark.shares_objects
 def test_data_is_bytes(rt):
     kinds = []
 
@@ -106,6 +109,7 @@ def test_data_is_bytes(rt):
 NOT_SENDABLE = [42, 1.5, [b"a list"], {b"a": b"dict"}, object(), (b"ok", 3), (b"ok", [b"nested"]), True]
 
 
+@pytest.mark.shares_objects
 @pytest.mark.parametrize("value", NOT_SENDABLE, ids=lambda v: type(v).__name__)
 def test_non_sendable_return_is_a_logged_type_error(rt, pxlog, value):
     """The connection is closed, a TypeError naming the callback is logged on
@@ -136,6 +140,7 @@ def test_non_sendable_return_is_a_logged_type_error(rt, pxlog, value):
     assert any(r.name == "pyparallel" for r in pxlog.records)
 
 
+@pytest.mark.shares_objects
 @pytest.mark.parametrize("callback", ["connection_made", "send_complete", "lines_received"])
 def test_non_sendable_return_names_the_callback(rt, pxlog, callback):
     members = {callback: lambda self, *args: 12345}
@@ -159,6 +164,7 @@ def test_non_sendable_return_names_the_callback(rt, pxlog, callback):
 # ---- connection_made and initial_bytes_to_send -------------------------------------------
 
 
+@pytest.mark.shares_objects
 def test_connection_made_return_is_sent_first(rt):
     class Greeter:
         def connection_made(self, transport):
@@ -190,6 +196,7 @@ def test_connection_made_return_is_sent_first(rt):
     ],
     ids=["bytes", "str", "bytearray", "tuple", "callable-bytes", "callable-str"],
 )
+@pytest.mark.shares_objects
 def test_initial_bytes_to_send(rt, value, expected):
     protocol = type("Banner", (), {"initial_bytes_to_send": value})
     port = rt.serve(protocol)
@@ -201,6 +208,7 @@ def test_initial_bytes_to_send(rt, value, expected):
     assert rt.run(driver) == expected
 
 
+@pytest.mark.shares_objects
 def test_initial_bytes_callable_runs_once_per_connection(rt):
     calls = []
 
@@ -221,6 +229,7 @@ def test_initial_bytes_callable_runs_once_per_connection(rt):
     assert len(calls) == 4
 
 
+@pytest.mark.shares_objects
 def test_initial_bytes_go_before_connection_made_reply(rt):
     class Both:
         initial_bytes_to_send = b"first;"
@@ -249,6 +258,7 @@ def test_initial_bytes_go_before_connection_made_reply(rt):
     ],
     ids=["bytes", "str", "callable"],
 )
+@pytest.mark.shares_objects
 def test_next_bytes_to_send_replies_to_every_receive(rt, value, expected):
     calls = []
 
@@ -306,6 +316,7 @@ def test_lines_mode_splits_lines_across_packets(rt):
     assert rt.run(driver) == b"<one>\n<two>\n<three>\n<>\n<four>\n<five>\n<six>\n<unterminated>\n"
 
 
+@pytest.mark.shares_objects
 def test_lines_mode_line_is_bytes_and_keeps_inner_carriage_returns(rt):
     lines = []
 
@@ -344,6 +355,7 @@ def test_lines_mode_many_lines_in_one_packet_keep_order(rt):
 # ---- send_complete ---------------------------------------------------------------------------
 
 
+@pytest.mark.shares_objects
 def test_send_ids_count_from_one_in_call_order(rt):
     """initial bytes, returned data and transport.send are all sends,
     numbered per connection from 1; transport.send returns its id."""
@@ -375,6 +387,7 @@ def test_send_ids_count_from_one_in_call_order(rt):
     assert returned_ids == [2, 4]
 
 
+@pytest.mark.shares_objects
 def test_send_complete_return_value_is_sent(rt):
     class Count:
         initial_bytes_to_send = b"0\n"
@@ -393,6 +406,7 @@ def test_send_complete_return_value_is_sent(rt):
     assert rt.run(driver) == b"0\n1\n2\n3\n4\n5\n"
 
 
+@pytest.mark.shares_objects
 def test_send_complete_is_per_connection(rt):
     ids = {}
 
@@ -450,6 +464,7 @@ def _drain(events, until):
             return got
 
 
+@pytest.mark.shares_objects
 def test_connection_lost_none_when_peer_closes(rt):
     events = queue.Queue()
     port = rt.serve(lost_recorder(events))
@@ -464,6 +479,7 @@ def test_connection_lost_none_when_peer_closes(rt):
     assert rt.run(driver) == [("lost", None)]
 
 
+@pytest.mark.shares_objects
 def test_connection_lost_none_after_local_close(rt):
     events = queue.Queue()
     port = rt.serve(lost_recorder(events))
@@ -477,6 +493,7 @@ def test_connection_lost_none_after_local_close(rt):
     assert rt.run(driver) == ["made", b"close", ("lost", None)]
 
 
+@pytest.mark.shares_objects
 def test_connection_lost_reports_a_reset(rt):
     """A peer that resets the connection (SO_LINGER 0) is a failure:
     connection_lost gets an OSError with errno ECONNRESET."""
@@ -496,6 +513,7 @@ def test_connection_lost_reports_a_reset(rt):
     assert isinstance(exc, OSError) and exc.errno == errno.ECONNRESET, repr(exc)
 
 
+@pytest.mark.shares_objects
 def test_connection_lost_runs_once_and_last(rt):
     events = queue.Queue()
     port = rt.serve(lost_recorder(events, send_complete=lambda self, t, i: events.put(("sent", i))))
@@ -545,6 +563,7 @@ def test_unhandled_exception_is_logged_closes_and_counts(rt, pxlog):
     assert "data_received" in pxlog.text
 
 
+@pytest.mark.shares_objects
 def test_exception_in_connection_made_closes_the_connection(rt, pxlog):
     class BadStart:
         def connection_made(self, transport):
@@ -560,6 +579,7 @@ def test_exception_in_connection_made_closes_the_connection(rt, pxlog):
     assert "KeyError" in pxlog.text and "no session" in pxlog.text
 
 
+@pytest.mark.shares_objects
 def test_exception_handler_takes_the_exception(rt, pxlog):
     """With an exception_handler the exception is handled: the handler gets
     the exception object, nothing is logged or counted, and the connection
@@ -588,6 +608,7 @@ def test_exception_handler_takes_the_exception(rt, pxlog):
     assert "boom in data_received" not in pxlog.text
 
 
+@pytest.mark.shares_objects
 def test_exception_handler_gets_the_non_sendable_type_error(rt):
     handled = queue.Queue()
 
@@ -611,6 +632,7 @@ def test_exception_handler_gets_the_non_sendable_type_error(rt):
     assert isinstance(exc, TypeError) and "data_received" in str(exc)
 
 
+@pytest.mark.shares_objects
 def test_exception_in_exception_handler_is_logged_and_closes(rt, pxlog):
     class Doubly(Fragile):
         def exception_handler(self, transport, exc):
@@ -629,6 +651,7 @@ def test_exception_in_exception_handler_is_logged_and_closes(rt, pxlog):
     assert "handler failed too" in pxlog.text
 
 
+@pytest.mark.shares_objects
 def test_exception_in_connection_lost_is_logged(rt, pxlog):
     class BadEnd:
         def connection_lost(self, transport, exc):
@@ -649,6 +672,7 @@ def test_exception_in_connection_lost_is_logged(rt, pxlog):
 # ---- the protocol object ---------------------------------------------------------------------------
 
 
+@pytest.mark.shares_objects
 def test_one_instance_per_connection(rt):
     instances = queue.Queue()
 
@@ -689,6 +713,7 @@ def test_class_without_members_accepts_and_discards(rt):
     rt.run(driver)
 
 
+@pytest.mark.shares_objects
 def test_protocol_constructor_failure_is_handled(rt, pxlog):
     """A class whose __init__ raises: that connection is closed and logged,
     the server keeps serving."""
@@ -720,6 +745,7 @@ def test_protocol_constructor_failure_is_handled(rt, pxlog):
 # ---- edge cases of return values and streams ----------------------------------------------
 
 
+@pytest.mark.shares_objects
 def test_vectored_reply_longer_than_iov_max(rt):
     """A tuple of 5000 pieces (more than the kernel's IOV_MAX of 1024) still
     goes out whole and in order."""
@@ -732,6 +758,7 @@ def test_vectored_reply_longer_than_iov_max(rt):
     [(memoryview(b"abcdefgh")[::2], "BufferError"), ("\ud800", "UnicodeEncodeError")],
     ids=["non-contiguous-memoryview", "lone-surrogate"],
 )
+@pytest.mark.shares_objects
 def test_unsendable_buffer_contents_are_callback_errors(rt, pxlog, value, error):
     """A buffer that cannot be sent as it is, or a str that is not valid
     UTF-8 text, fails like a callback exception: logged, counted, closed."""
@@ -748,6 +775,7 @@ def test_unsendable_buffer_contents_are_callback_errors(rt, pxlog, value, error)
     assert error in pxlog.text, pxlog.text
 
 
+@pytest.mark.shares_objects
 def test_reply_goes_out_before_the_close_that_follows_a_half_close(rt):
     """A client that sends and then shuts down its side (SHUT_WR) still gets
     the reply to what it sent, then EOF."""

@@ -392,6 +392,7 @@ def test_readers_never_see_a_half_done_write():
     assert len(reads) == 3 and all(reads)
 
 
+@pytest.mark.shares_objects
 def test_locks_and_xlist_work_on_engine_workers():
     counts = px.protect({"n": 0})
     results = px.xlist()

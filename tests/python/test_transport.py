@@ -32,6 +32,7 @@ def keeper():
 # ---- send ---------------------------------------------------------------------------
 
 
+@pytest.mark.shares_objects
 def test_send_from_another_thread_keeps_call_order(rt):
     protocol = keeper()
     port = rt.serve(protocol)
@@ -49,6 +50,7 @@ def test_send_from_another_thread_keeps_call_order(rt):
     assert data == b"".join(b"%06d\n" % i for i in range(count))
 
 
+@pytest.mark.shares_objects
 def test_send_from_many_threads_keeps_each_threads_order(rt):
     protocol = keeper()
     port = rt.serve(protocol)
@@ -72,6 +74,7 @@ def test_send_from_many_threads_keeps_each_threads_order(rt):
         assert mine == [b"%d:%05d" % (tag, i) for i in range(per_thread)]
 
 
+@pytest.mark.shares_objects
 def test_send_accepts_every_sendable_kind(rt):
     protocol = keeper()
     port = rt.serve(protocol)
@@ -89,6 +92,7 @@ def test_send_accepts_every_sendable_kind(rt):
     assert rt.run(driver) == b"abc\xc3\xa9defg"
 
 
+@pytest.mark.shares_objects
 @pytest.mark.parametrize("value", [None, 42, [b"x"], (b"x", 1)], ids=["None", "int", "list", "tuple-int"])
 def test_send_rejects_what_cannot_be_sent(rt, value):
     protocol = keeper()
@@ -105,6 +109,7 @@ def test_send_rejects_what_cannot_be_sent(rt, value):
     assert rt.run(driver) == b"fine"
 
 
+@pytest.mark.shares_objects
 def test_send_after_close_raises_async_error(rt):
     protocol = keeper()
     port = rt.serve(protocol)
@@ -129,6 +134,7 @@ def test_send_on_a_listener_raises(rt):
         server.close()
 
 
+@pytest.mark.shares_objects
 def test_large_echo_is_byte_exact(rt):
     """8 MiB through an echo server, with the client reading while it writes
     (the server's sends go asynchronous when the socket is full)."""
@@ -155,6 +161,7 @@ def test_large_echo_is_byte_exact(rt):
 # ---- chat: 1:m fan-out through transport.send ------------------------------------------
 
 
+@pytest.mark.shares_objects
 def test_chat_fan_out_reaches_everyone_in_order(rt):
     """N clients each say M lines; every line is broadcast to every member
     from the sender's callback. Every client gets all N*M lines, and each
@@ -214,6 +221,7 @@ def test_chat_fan_out_reaches_everyone_in_order(rt):
 # ---- close ---------------------------------------------------------------------------------
 
 
+@pytest.mark.shares_objects
 def test_close_sends_queued_data_first(rt):
     payload = os.urandom(3 << 20)
 
@@ -231,6 +239,7 @@ def test_close_sends_queued_data_first(rt):
     assert rt.run(driver) == payload
 
 
+@pytest.mark.shares_objects
 def test_close_twice_is_harmless(rt):
     lost = queue.Queue()
 
@@ -256,6 +265,7 @@ def test_close_twice_is_harmless(rt):
     assert rt.run(driver) is None
 
 
+@pytest.mark.shares_objects
 def test_close_from_another_thread(rt):
     protocol = keeper()
     port = rt.serve(protocol)
@@ -309,6 +319,7 @@ def serve_file_commands(rt, file_path, errors):
     return rt.serve(Files)
 
 
+@pytest.mark.shares_objects
 def test_sendfile_is_byte_exact(rt, big_file):
     errors = queue.Queue()
     port = serve_file_commands(rt, big_file, errors)
@@ -333,6 +344,7 @@ def test_sendfile_is_byte_exact(rt, big_file):
     "offset, nbytes",
     [(0, 1), (0, 100_000), (4095, 4097), (1 << 20, 3 << 20), ((5 << 20) + 12345 - 7, 7), (17, 0)],
 )
+@pytest.mark.shares_objects
 def test_sendfile_ranged_is_byte_exact(rt, big_file, offset, nbytes):
     errors = queue.Queue()
     port = serve_file_commands(rt, big_file, errors)
@@ -348,6 +360,7 @@ def test_sendfile_ranged_is_byte_exact(rt, big_file, offset, nbytes):
     assert got == b"[" + content[offset : offset + nbytes] + b"]"
 
 
+@pytest.mark.shares_objects
 def test_sendfile_errors(rt, big_file):
     """A missing file is FileNotFoundError, a range past the end ValueError,
     both raised by the call before anything is sent."""
@@ -367,6 +380,7 @@ def test_sendfile_errors(rt, big_file):
     assert isinstance(past_end, ValueError), repr(past_end)
 
 
+@pytest.mark.shares_objects
 def test_sendfile_interleaves_in_call_order_with_sends(rt, tmp_path):
     path = tmp_path / "small.txt"
     path.write_bytes(b"FILE")
@@ -389,6 +403,7 @@ def test_sendfile_interleaves_in_call_order_with_sends(rt, tmp_path):
 # ---- pause_reading / resume_reading ------------------------------------------------------------
 
 
+@pytest.mark.shares_objects
 def test_pause_and_resume_reading(rt):
     delivered = queue.Queue()
     protocol_transports = queue.Queue()
@@ -426,6 +441,7 @@ def test_pause_and_resume_reading(rt):
     assert rt.run(driver) == b"again"
 
 
+@pytest.mark.shares_objects
 def test_paused_connection_applies_backpressure(rt):
     """While paused, a fast sender is eventually held back by the kernel's
     window; nothing is lost, and everything arrives after resume."""
@@ -465,6 +481,7 @@ def test_paused_connection_applies_backpressure(rt):
 # ---- addresses -------------------------------------------------------------------------------------
 
 
+@pytest.mark.shares_objects
 def test_peername_and_sockname(rt):
     names = queue.Queue()
 
@@ -484,6 +501,7 @@ def test_peername_and_sockname(rt):
     assert isinstance(peer[0], str) and isinstance(peer[1], int)
 
 
+@pytest.mark.shares_objects
 def test_addresses_of_a_client_transport(rt):
     names = queue.Queue()
     port = rt.serve(type("Quiet", (), {}))

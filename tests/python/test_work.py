@@ -11,7 +11,16 @@ import time
 import pytest
 
 import pyparallel as px
-from conftest import burn, burn_with_constants, calibrate_burn, gil_enabled, run_threads, speedup, wait_for
+from conftest import (
+    burn,
+    burn_with_constants,
+    calibrate_burn,
+    gil_enabled,
+    parallel_python,
+    run_threads,
+    speedup,
+    wait_for,
+)
 
 
 def multiply(a, b, *, scale=1):
@@ -36,6 +45,7 @@ def test_submit_work_passes_keyword_arguments():
     assert px.submit_work(multiply, 2, 3, scale=10).result(timeout=10) == 60
 
 
+@pytest.mark.shares_objects
 def test_submit_work_keyword_names_of_its_own_reach_func():
     """Only callback and errback are submit_work's own keywords; others,
     even func-like names, go to func."""
@@ -115,6 +125,7 @@ def test_submit_work_many_items_from_many_threads():
         assert results[base] == [(base + i) * 2 for i in range(500)]
 
 
+@pytest.mark.shares_objects
 def test_work_items_may_wait_for_other_work_items():
     """A work item that blocks on the result of another does not deadlock
     the pool, even with more waiters than workers (hand-off)."""
@@ -154,6 +165,7 @@ def test_map_returns_results_in_input_order():
     assert px.map(square, range(1000)) == [x * x for x in range(1000)]
 
 
+@pytest.mark.shares_objects
 def test_map_keeps_order_when_items_finish_out_of_order():
     def slow_for_small(x):
         time.sleep(0.002 * (20 - x))
@@ -174,10 +186,12 @@ def test_map_accepts_any_iterable():
     assert px.map(square, iter([3])) == [9]
 
 
+@pytest.mark.shares_objects
 def test_map_runs_on_parallel_threads():
     assert px.map(lambda _: px.is_parallel_thread(), range(16), chunksize=1) == [True] * 16
 
 
+@pytest.mark.shares_objects
 def test_map_raises_the_first_exception_in_input_order():
     """Items 3 and 7 fail; 7 fails first in time (3 sleeps), but 3 comes
     first in the input, so its exception is raised (as the builtin map and
@@ -195,6 +209,7 @@ def test_map_raises_the_first_exception_in_input_order():
         px.map(check, range(10), chunksize=1)
 
 
+@pytest.mark.shares_objects
 def test_map_exception_inside_a_chunk():
     def check(x):
         if x == 55:
@@ -205,6 +220,7 @@ def test_map_exception_inside_a_chunk():
         px.map(check, range(100), chunksize=10)
 
 
+@pytest.mark.shares_objects
 def test_map_waits_for_every_chunk_before_raising():
     finished = []
 
@@ -242,7 +258,7 @@ def test_map_during_run(rt):
     assert rt.run(driver) == [x * x for x in range(100)]
 
 
-@pytest.mark.skipif(gil_enabled(), reason="a GIL build runs Python code on one core at a time (gil mode)")
+@pytest.mark.skipif(not parallel_python(), reason="mode 'gil' runs Python code on one core at a time")
 @pytest.mark.parametrize("func", [burn, burn_with_constants], ids=["small-constants", "mortal-constants"])
 def test_map_of_cpu_bound_work_uses_two_cores(func):
     """px.map of a CPU-bound function over 8 items on two workers is at
@@ -259,6 +275,7 @@ def test_map_of_cpu_bound_work_uses_two_cores(func):
 # ---- call_from_main_thread ------------------------------------------------------------------
 
 
+@pytest.mark.shares_objects
 def test_call_from_main_thread_runs_on_the_main_thread(rt):
     calls = []
 
@@ -275,6 +292,7 @@ def test_call_from_main_thread_runs_on_the_main_thread(rt):
     assert calls[1] == (True, False, ("from", "driver"), {})
 
 
+@pytest.mark.shares_objects
 def test_call_from_main_thread_keeps_order(rt):
     order = []
 
@@ -300,6 +318,7 @@ def test_call_from_main_thread_exception_is_logged(rt, pxlog):
     assert "main-thread failure" in pxlog.text
 
 
+@pytest.mark.shares_objects
 def test_call_from_main_thread_and_wait_returns_the_result(rt):
     def on_main():
         return threading.current_thread() is threading.main_thread(), threading.get_ident()
@@ -315,6 +334,7 @@ def test_call_from_main_thread_and_wait_returns_the_result(rt):
     assert kwargs == 42
 
 
+@pytest.mark.shares_objects
 def test_call_from_main_thread_and_wait_reraises(rt):
     def driver():
         def on_worker():
@@ -351,6 +371,7 @@ def test_call_from_main_thread_bad_arguments():
 # ---- timers -----------------------------------------------------------------------------------
 
 
+@pytest.mark.shares_objects
 def test_one_shot_timer_fires_once_after_its_delay(rt):
     fired = []
     started = time.monotonic()
@@ -370,6 +391,7 @@ def test_one_shot_timer_fires_once_after_its_delay(rt):
     assert 0.19 <= when < 1.5 and parallel and args == ("a", 1)
 
 
+@pytest.mark.shares_objects
 def test_periodic_timer_repeats_until_cancelled(rt):
     ticks = []
 
@@ -386,6 +408,7 @@ def test_periodic_timer_repeats_until_cancelled(rt):
     assert len(ticks) <= count + 1, "the timer went on after cancel"
 
 
+@pytest.mark.shares_objects
 def test_periodic_timer_keeps_its_schedule():
     """A callback that takes 30 ms does not push a 100 ms period back."""
     ticks = []
