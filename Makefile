@@ -164,7 +164,7 @@ setup: setup-ft setup-gil
 
 TEST_STEPS := test-c-asan test-c-tsan test-fuzz-quick \
               test-py-ft-uring test-py-ft-epoll \
-              test-py-gil-uring test-py-gil-epoll
+              test-py-gil-uring test-py-gil-epoll test-py-gil-interp
 # The C examples are documentation: build them (with gcc) so they cannot rot.
 ifneq ($(EXAMPLES_C),)
 TEST_STEPS += examples-c
@@ -210,6 +210,7 @@ $(eval $(call pytest_rule,ft-uring,$(VENV_FT),uring,default))
 $(eval $(call pytest_rule,ft-epoll,$(VENV_FT),epoll,default))
 $(eval $(call pytest_rule,gil-uring,$(VENV_GIL),uring,gil))
 $(eval $(call pytest_rule,gil-epoll,$(VENV_GIL),epoll,gil))
+$(eval $(call pytest_rule,gil-interp,$(VENV_GIL),uring,interpreters))
 
 # ---- other entry points -------------------------------------------------
 
