@@ -252,8 +252,17 @@ void pxpy_interps_stop(pxpy_state *st, bool loop_locked)
         PyMutex_Unlock(&rt->loop_lock);
     if (interps == NULL)
         return;
-    /* The listeners' protocol caches in the workers' interpreters. */
+    /* The listeners' protocol caches in the workers' interpreters, found
+     * now: the list is the main interpreter's, which this thread leaves. */
     Py_ssize_t nlisteners = rt->listeners ? PyList_GET_SIZE(rt->listeners) : 0;
+    pxpy_xproto_t **xprotos = PyMem_RawCalloc(
+        (size_t)(nlisteners ? nlisteners : 1), sizeof(pxpy_xproto_t *));
+    if (xprotos == NULL)
+        Py_FatalError("pyparallel: out of memory ending the worker "
+                      "interpreters");
+    for (Py_ssize_t k = 0; k < nlisteners; k++)
+        xprotos[k] =
+            ((pxpy_transport_t *)PyList_GET_ITEM(rt->listeners, k))->xproto;
     for (int i = 0; i < interps->count; i++) {
         pxpy_worker_interp_t *w = &interps->w[i];
         PyThreadState *ts = PyThreadState_New(w->interp);
@@ -261,16 +270,14 @@ void pxpy_interps_stop(pxpy_state *st, bool loop_locked)
             Py_FatalError("pyparallel: out of memory ending a worker "
                           "interpreter");
         PyThreadState *main_ts = PyThreadState_Swap(ts);
-        for (Py_ssize_t k = 0; k < nlisteners; k++) {
-            pxpy_transport_t *t =
-                (pxpy_transport_t *)PyList_GET_ITEM(rt->listeners, k);
-            if (t->xproto != NULL)
-                pxpy_xproto_clear_worker(t->xproto, i);
-        }
+        for (Py_ssize_t k = 0; k < nlisteners; k++)
+            if (xprotos[k] != NULL)
+                pxpy_xproto_clear_worker(xprotos[k], i);
         Py_CLEAR(w->module);
         Py_EndInterpreter(ts);
         PyThreadState_Swap(main_ts);
     }
+    PyMem_RawFree(xprotos);
     PyMem_RawFree(interps);
 }
 

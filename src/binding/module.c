@@ -199,8 +199,9 @@ PyObject *pxpy_raise_engine_error(pxpy_state *st, int code,
 
 void pxpy_report_callback_error(pxpy_state *st, const char *where)
 {
-    if (st->interp_index >= 0) {
-        /* Logged by the main interpreter, where logging is configured. */
+    if (st->interp_index >= 0 && px_current_worker() >= 0) {
+        /* Logged by the main interpreter, where logging is configured
+         * (from other threads, the worker's logging forwards it). */
         pxpy_interp_report_error(st, where);
         return;
     }
