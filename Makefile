@@ -3,7 +3,7 @@
 #   make test        set up everything, then run every test suite (what CI runs)
 #   make serve       set up .venv-ft, then run the HTTP server on port $(PORT)
 #   make fuzz        libFuzzer on every fuzz/fuzz_*.c, $(FUZZ_SECONDS) s each
-#   make bench       bench/run.py on .venv-ft (bench-quick: a short run)
+#   make bench       every benchmark against its peers (bench-quick: ~2 min)
 #   make examples-c  the C examples against the engine alone
 #   make format      clang-format the C sources (format-check: only report)
 #   make clean       build artefacts (distclean: the venvs too)
@@ -223,13 +223,35 @@ serve: $(VENV_FT)/.pyparallel-stamp
 fuzz: check-fuzzers $(FUZZERS)
 	tools/fuzz.sh $(FUZZ_SECONDS) $(FUZZERS)
 
-bench: $(VENV_FT)/.pyparallel-stamp
-	@test -f bench/run.py || { echo "bench/run.py does not exist yet" >&2; exit 1; }
-	$(VENV_FT)/bin/python bench/run.py $(BENCH_ARGS)
+# The benchmark's peers, set up by the bench targets only: nginx and wrk from
+# Debian; uvloop, gunicorn, granian and matplotlib in .venv-bench, a GIL-build
+# venv like .venv-gil but without pyparallel. bench/run.py runs there and
+# starts every contender on its own interpreter.
+VENV_BENCH := .venv-bench
+BENCH_APT_STAMP := $(BUILD)/stamps/bench-apt
 
-bench-quick: $(VENV_FT)/.pyparallel-stamp
-	@test -f bench/run.py || { echo "bench/run.py does not exist yet" >&2; exit 1; }
-	$(VENV_FT)/bin/python bench/run.py --quick $(BENCH_ARGS)
+$(BENCH_APT_STAMP): tools/setup-apt.sh
+	@mkdir -p $(@D)
+	@if [ -z "$(SKIP_APT)" ]; then tools/setup-apt.sh nginx wrk; fi
+	@touch $@
+
+$(VENV_BENCH)/pyvenv.cfg: | $(APT_STAMP)
+	@python=$$(tools/find-python.sh gil "$(PYTHON_GIL)") && \
+	  echo "venv $(VENV_BENCH): $$python" && \
+	  "$$python" -m venv --clear $(VENV_BENCH)
+
+$(VENV_BENCH)/.deps-stamp: $(VENV_BENCH)/pyvenv.cfg bench/requirements.txt
+	$(VENV_BENCH)/bin/python -m pip install -q -r bench/requirements.txt
+	@touch $@
+
+BENCH_SETUP := $(VENV_FT)/.pyparallel-stamp $(VENV_GIL)/.pyparallel-stamp \
+               $(VENV_BENCH)/.deps-stamp $(BENCH_APT_STAMP)
+
+bench: $(BENCH_SETUP)
+	$(VENV_BENCH)/bin/python bench/run.py $(BENCH_ARGS)
+
+bench-quick: $(BENCH_SETUP)
+	$(VENV_BENCH)/bin/python bench/run.py --quick $(BENCH_ARGS)
 
 examples-c: $(EXAMPLES)
 	@if [ -z "$(EXAMPLES_C)" ]; then \

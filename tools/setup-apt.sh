@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages pyparallel needs, and only those still missing.
+# With arguments, install those packages instead (the benchmark's nginx).
 #
 # Used by `make` before anything is built. The list covers: the C toolchain and
 # liburing for the engine; clang, LLVM and the compiler-rt runtimes for the
@@ -18,6 +19,9 @@ packages=(
   libexpat1-dev
   wrk
 )
+if [ "$#" -gt 0 ]; then
+  packages=("$@")
+fi
 
 # dpkg-query names only the packages it knows; anything not listed as
 # installed ("ii") is missing, including packages it has never heard of.

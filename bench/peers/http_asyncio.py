@@ -1,11 +1,13 @@
 """The asyncio peer of bench/http.py: a minimal HTTP/1.1 keep-alive server.
 
 Serves GET /plaintext ("Hello, World!"), GET /json ({"message": "Hello,
-World!"}) and GET /work (the same pure-Python computation and body as
-pyparallel's app in http_pyparallel.py), each with Date, Content-Type and
-Content-Length fields, on asyncio.Protocol; pipelined requests are answered
-in order. Anything else gets 404. It parses no more than a benchmark needs
-(the request line; no bodies), which flatters it against a real server.
+World!"}), GET /work and GET /shared?k=N (the logic of http_logic.py, which
+every peer shares), each with Date, Content-Type and Content-Length fields,
+on asyncio.Protocol; pipelined requests are answered in order. Anything else
+gets 404. It parses no more than a benchmark needs (the request line; no
+bodies), which flatters it against a real server.
+
+With --uvloop the loops are uvloop's (libuv) instead of asyncio's own.
 
 With --loops 1 it runs one event loop (the way asyncio is run on the GIL
 build); with --loops N, N threads each run their own loop on their own
@@ -13,39 +15,45 @@ listening socket bound with SO_REUSEPORT, so the kernel spreads connections
 among them (the way to use every core on free-threaded 3.13t). Prints
 "LISTENING <port>" once every loop accepts, and stops on SIGTERM or SIGINT.
 
-  python bench/peers/http_asyncio.py --port PORT [--loops N]
+  python bench/peers/http_asyncio.py --port PORT [--loops N] [--uvloop]
 """
 
 import argparse
 import asyncio
-import json
 import signal
 import threading
 import time
 from email.utils import formatdate
 
+import http_logic
+
 NOT_FOUND = b"Not Found\n"
 
 
-def work_body():
-    s = 0
-    for i in range(3000):
-        s += i * i
-    return str(s).encode()
+def plaintext_body(query):
+    return http_logic.PLAINTEXT
 
 
-def plaintext_body():
-    return b"Hello, World!"
+def json_body(query):
+    return http_logic.json_body()
 
 
-def json_body():
-    return json.dumps({"message": "Hello, World!"}, separators=(",", ":")).encode()
+def work_body(query):
+    return http_logic.work().encode()
+
+
+def shared_body(query):
+    try:
+        return http_logic.shared(query.decode()).encode()
+    except (KeyError, ValueError):
+        return None
 
 
 ROUTES = {
     b"/plaintext": (b"text/plain", plaintext_body),
     b"/json": (b"application/json", json_body),
     b"/work": (b"text/plain; charset=utf-8", work_body),
+    b"/shared": (b"text/plain; charset=utf-8", shared_body),
 }
 
 
@@ -84,11 +92,16 @@ class Http(asyncio.Protocol):
             line_end = buffer.find(b"\r\n", start)
             parts = buffer[start:line_end].split(b" ")
             start = end + 4
-            route = ROUTES.get(parts[1]) if len(parts) == 3 and parts[0] == b"GET" else None
-            if route is None:
+            body = None
+            if len(parts) == 3 and parts[0] == b"GET":
+                path, _, query = parts[1].partition(b"?")
+                route = ROUTES.get(path)
+                if route is not None:
+                    body = route[1](query)
+            if body is None:
                 replies.append(self.response(b"404 Not Found", b"text/plain", NOT_FOUND))
             else:
-                replies.append(self.response(b"200 OK", route[0], route[1]()))
+                replies.append(self.response(b"200 OK", route[0], body))
         self.buffer = buffer[start:]
         if replies:
             self.transport.write(b"".join(replies))
@@ -103,7 +116,7 @@ async def serve(port, reuse_port, ready, stopped_by_signal):
     loop = asyncio.get_running_loop()
     date = DateField()
     server = await loop.create_server(lambda: Http(date), "127.0.0.1", port,
-                                      backlog=1024, reuse_port=reuse_port)
+                                      backlog=4096, reuse_port=reuse_port)
     stopped = loop.create_future()
     if stopped_by_signal:
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -117,9 +130,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--loops", type=int, default=1)
+    parser.add_argument("--uvloop", action="store_true", help="run uvloop's event loops")
     args = parser.parse_args()
     if args.loops < 1:
         parser.error("--loops must be at least 1")
+    if args.uvloop:
+        import uvloop
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     if args.loops == 1:
         asyncio.run(serve(args.port, False,
                           lambda loop, stopped: print("LISTENING", args.port, flush=True), True))

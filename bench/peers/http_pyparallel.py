@@ -1,20 +1,38 @@
 """pyparallel's application for bench/http.py: the command line's file server
-plus the "work" route.
+plus the routes of http_logic.py.
 
 FileServer already serves /plaintext, /json and the static files under
---root; Bench adds GET /work, a pure-Python computation of about 90 us per
-request (the HTTP issue's "work" scenario), with the same body as the
-asyncio peer's (bench/peers/http_asyncio.py).
+--root; Bench adds GET /work and GET /shared?k=N with the logic every peer
+shares (http_logic.py), and GET /stats: the runtime's mode and the memory of
+each worker (px.stats()), for the report.
+
+The shared table is eternalized, as pyparallel's documentation advises for
+read-only data loaded at start-up (threads reading it then leave its
+reference counts alone). In interpreters mode each worker's interpreter
+imports this module, so it builds a table of its own.
 
   python -m pyparallel.http.server --app http_pyparallel:Bench --root DIR
 """
 
-from pyparallel.http.server import FileServer
+import http_logic
+import pyparallel as px
+from pyparallel.http.server import FileServer, Response
+
+if http_logic.TABLE:
+    px.eternalize(http_logic.TABLE)
 
 
 class Bench(FileServer):
     def work(self, request):
-        s = 0
-        for i in range(3000):
-            s += i * i
-        return str(s)
+        return http_logic.work()
+
+    def shared(self, request):
+        try:
+            return http_logic.shared(request.query_string)
+        except (KeyError, ValueError):
+            return Response(b"Not Found\n", status=404)
+
+    def stats(self, request):
+        stats = px.stats()
+        return {"mode": stats["mode"], "io": stats["io"],
+                "worker_memory": [worker.get("memory") for worker in stats["worker"]]}
