@@ -165,7 +165,11 @@ def _module(name):
     elif name == MAIN_ALIAS:
         name = "__main__"
     module = sys.modules.get(name)
-    return module if module is not None else _import(name)
+    # A module another thread of this interpreter is still importing is in
+    # sys.modules half run: import_module waits for that import to finish.
+    if module is None or getattr(getattr(module, "__spec__", None), "_initializing", False):
+        return _import(name)
+    return module
 
 
 def resolve(module, qualname):

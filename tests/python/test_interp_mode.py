@@ -141,6 +141,111 @@ def test_a_protocol_class_of_the_main_script_serves_connections(tmp_path):
     assert out[2:] == ["client closed True"]
 
 
+def test_a_transport_crosses_as_a_handle_on_its_connection(tmp_path):
+    """Connections hand their transports to the main interpreter, where
+    another thread sends to all of them: a fan-out across the workers'
+    interpreters."""
+    out, _ = run_program(
+        tmp_path,
+        """
+        import socket
+        import threading
+        import pyparallel as px
+
+        members = []
+        everyone = threading.Event()
+
+        def join(transport):
+            members.append(transport)
+            if len(members) == 4:
+                everyone.set()
+
+        class Member:
+            def connection_made(self, transport):
+                px.call_from_main_thread(join, transport)
+
+        def drive(port):
+            socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(4)]
+            everyone.wait(10)
+            ids = [member.send(b"hello all\\n") for member in members]
+            heard = []
+            for sock in socks:
+                got = b""
+                while not got.endswith(b"\\n"):
+                    chunk = sock.recv(100)
+                    if not chunk:
+                        break
+                    got += chunk
+                heard.append(got)
+                sock.close()
+            print(heard == [b"hello all\\n"] * 4, ids == [1, 1, 1, 1])
+            px.stop()
+
+        if __name__ == "__main__":
+            server = px.server("127.0.0.1", 0)
+            px.register(server, Member)
+            threading.Thread(target=drive, args=(server.sockname[1],), daemon=True).start()
+            px.run()
+            print(all(type(m) is px.Transport for m in members))
+            try:
+                px.Channel().put(server)
+            except px.AsyncError as exc:
+                print("listener:", "only a connection's transport crosses" in str(exc))
+        """,
+    )
+    assert out == ["True True", "True", "listener: True"]
+
+
+def test_a_class_whose_module_is_still_importing_in_another_thread_is_waited_for(tmp_path):
+    """A worker thread that blocks while importing the protocol's module (a
+    slow import) is replaced by another thread of the same interpreter;
+    that thread must wait for the import, not see the half-run module."""
+    out, _ = run_program(
+        tmp_path,
+        """
+        import socket
+        import threading
+        import pyparallel as px
+        import slowecho
+
+        def drive(port):
+            socks = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(8)]
+            for i, sock in enumerate(socks):
+                sock.sendall(b"%d;" % i)
+            replies = []
+            for i, sock in enumerate(socks):
+                got = b""
+                while len(got) < len(b"%d;" % i):
+                    chunk = sock.recv(100)
+                    if not chunk:
+                        break
+                    got += chunk
+                replies.append(got == b"%d;" % i)
+                sock.close()
+            print(all(replies), len(replies))
+            px.stop()
+
+        if __name__ == "__main__":
+            server = px.server("127.0.0.1", 0)
+            px.register(server, slowecho.Echo)
+            threading.Thread(target=drive, args=(server.sockname[1],), daemon=True).start()
+            px.run()
+        """,
+        modules={
+            "slowecho": """
+            import time
+
+            time.sleep(0.5)  # blocks the importing worker thread
+
+            class Echo:
+                def data_received(self, transport, data):
+                    return data
+            """
+        },
+    )
+    assert out == ["True 8"]
+
+
 def test_values_cross_by_copy_or_pickle(tmp_path):
     out, _ = run_program(
         tmp_path,
