@@ -57,6 +57,7 @@ typedef enum {
     X(LINES_RECEIVED, "lines_received")                                        \
     X(CONNECTION_LOST, "connection_lost")                                      \
     X(EXCEPTION_HANDLER, "exception_handler")                                  \
+    X(EOF_RECEIVED, "eof_received")                                            \
     X(INITIAL_BYTES_TO_SEND, "initial_bytes_to_send")                          \
     X(NEXT_BYTES_TO_SEND, "next_bytes_to_send")                                \
     X(LINES_MODE, "lines_mode")                                                \
@@ -82,6 +83,7 @@ enum {
     PXPY_CB_LINES_RECEIVED = PXPY_STR_LINES_RECEIVED,
     PXPY_CB_CONNECTION_LOST = PXPY_STR_CONNECTION_LOST,
     PXPY_CB_EXCEPTION_HANDLER = PXPY_STR_EXCEPTION_HANDLER,
+    PXPY_CB_EOF_RECEIVED = PXPY_STR_EOF_RECEIVED,
     PXPY_CB_COUNT
 };
 
@@ -296,6 +298,10 @@ typedef struct pxpy_transport_s {
  * referenced. NULL with an exception set. */
 pxpy_transport_t *pxpy_transport_new_connection(pxpy_state *st,
                                                 px_conn_t *conn);
+/* A Transport of this interpreter for a connection served by another
+ * (mode "interpreters"): sends, close, sendfile, pause/resume and the
+ * addresses work on it; its protocol's callbacks stay where they are. */
+PyObject *pxpy_transport_handle(pxpy_state *st, px_conn_t *conn);
 /* Records the connection's addresses (callbacks, at open). */
 void pxpy_transport_capture_addrs(pxpy_transport_t *t);
 /* Marks a transport closed when its connection or the loop ends. */
@@ -335,6 +341,9 @@ int pxpy_http_config_new(pxpy_state *st, PyObject *cls, PyObject **config);
  * before connection_lost. */
 int pxpy_http_open(pxpy_transport_t *t, px_conn_t *conn, PyObject *config);
 void pxpy_http_data(pxpy_transport_t *t, const char *data, size_t len);
+/* The client half-closed: the connection closes once its requests are
+ * answered. */
+void pxpy_http_eof(pxpy_transport_t *t);
 void pxpy_http_closed(pxpy_transport_t *t);
 
 #endif /* PXPY_BINDING_H */

@@ -382,6 +382,15 @@ pxpy_transport_t *pxpy_transport_new_connection(pxpy_state *st,
     return t;
 }
 
+PyObject *pxpy_transport_handle(pxpy_state *st, px_conn_t *conn)
+{
+    pxpy_transport_t *t = pxpy_transport_new_connection(st, conn);
+    if (t == NULL)
+        return NULL;
+    PyObject_GC_Track(t);
+    return (PyObject *)t;
+}
+
 /* Drops the registration count of t, once. */
 static void uncount(pxpy_transport_t *t)
 {

@@ -5,7 +5,9 @@
  *
  * The encoding is a tagged byte string. None, bool, int, float, str and
  * bytes (exact types) and tuples of encodable values are copied directly;
- * a SharedBuffer or Channel travels as its handle (a referenced pointer);
+ * a SharedBuffer, a Channel or a connection's Transport travels as its
+ * handle (a referenced pointer: the other interpreter gets an object over
+ * the same memory, queue or connection);
  * module-level functions, classes and module functions of extensions
  * travel as (module, qualified name) and are found again by name; any
  * other object is pickled (pyparallel._interp, which also maps the main
@@ -18,6 +20,7 @@
  */
 #include "interp.h"
 
+#include <stdatomic.h>
 #include <string.h>
 
 enum {
@@ -34,6 +37,7 @@ enum {
     TAG_REF = 'r',       /* module (utf-8), qualname (utf-8) */
     TAG_BUFFER = 'B',    /* pxpy_region_t *, referenced */
     TAG_CHANNEL = 'C',   /* pxpy_chan_t *, referenced */
+    TAG_TRANSPORT = 'W', /* px_conn_t *, referenced */
     TAG_EXCEPTION = 'X', /* has-pickle byte, [pickle], traceback text */
 };
 
@@ -232,6 +236,9 @@ static void skip_value(reader_t *r)
         break;
     case TAG_CHANNEL:
         pxpy_chan_unref(get_ptr(r));
+        break;
+    case TAG_TRANSPORT:
+        px_conn_unref(get_ptr(r));
         break;
     case TAG_EXCEPTION:
         if (get_tag(r))
@@ -451,6 +458,29 @@ static int encode_class_recipe(pxpy_state *st, writer_t *w, PyObject *cls)
     return rc;
 }
 
+/* A connection's Transport crosses as a handle on the same connection. */
+static int encode_transport(pxpy_state *st, writer_t *w, pxpy_transport_t *t,
+                            const char *who)
+{
+    px_conn_t *conn = t->kind == PXPY_TRANSPORT_CONNECTION
+                          ? atomic_load(&t->conn)
+                          : NULL;
+    if (conn == NULL) {
+        PyErr_Format(st->async_error,
+                     "%s: only a connection's transport crosses to another "
+                     "interpreter (not a listener's, nor a client's before "
+                     "it connects)",
+                     who);
+        return -1;
+    }
+    px_conn_ref(conn);
+    if (put_ptr(w, TAG_TRANSPORT, conn) < 0) {
+        px_conn_unref(conn);
+        return -1;
+    }
+    return 0;
+}
+
 static int encode_str(writer_t *w, PyObject *o)
 {
     unsigned char kind = (unsigned char)PyUnicode_KIND(o);
@@ -545,6 +575,8 @@ static int encode_value(pxpy_state *st, writer_t *w, PyObject *o,
         }
         return 0;
     }
+    if (PyObject_TypeCheck(o, st->transport_type))
+        return encode_transport(st, w, (pxpy_transport_t *)o, who);
     if (by_name(o)) {
         PyObject *module, *qualname;
         if (pxpy_xi_name_of(st, o, who, &module, &qualname) < 0)
@@ -766,6 +798,8 @@ static PyObject *decode_value(pxpy_state *st, reader_t *r)
         return pxpy_sharedbuf_wrap(st, get_ptr(r));
     case TAG_CHANNEL:
         return pxpy_channel_wrap(st, get_ptr(r));
+    case TAG_TRANSPORT:
+        return pxpy_transport_handle(st, get_ptr(r));
     case TAG_EXCEPTION: {
         PyObject *payload = Py_NewRef(Py_None);
         if (get_tag(r)) {
