@@ -86,7 +86,7 @@ static int check_mode(pxpy_mode_t mode)
         PyErr_SetString(PyExc_ValueError,
                         "mode 'threads' needs a free-threaded CPython "
                         "(python3.13t or later); on this build use mode "
-                        "'gil'");
+                        "'interpreters' (its default) or 'gil'");
         return -1;
 #else
         return 0;

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 
 import pytest
 
@@ -115,6 +116,27 @@ def test_workers_and_io_flags_take_effect(cli, tmp_path, io, name):
     server.stop()
 
 
+MODES_OF_THIS_BUILD = ("threads",) if sysconfig.get_config_var("Py_GIL_DISABLED") else ("interpreters", "gil")
+
+
+@pytest.mark.parametrize("mode", MODES_OF_THIS_BUILD)
+def test_mode_flag_takes_effect(cli, tmp_path, mode):
+    other = next((m for m in ("threads", "interpreters", "gil") if m != mode), mode)
+    server = cli("--mode", mode, "--workers", "2", cwd=tmp_path, env={"PYPARALLEL_MODE": other})
+    assert server.info["mode"] == mode
+    with Client(server.port) as client:
+        assert client.request("GET", "/plaintext").body == b"Hello, World!"
+    server.stop()
+
+
+def test_a_mode_this_build_lacks_exits_2_naming_the_modes_it_has(tmp_path):
+    missing = "interpreters" if sysconfig.get_config_var("Py_GIL_DISABLED") else "threads"
+    result = run_cli("--mode", missing, "--bind", LOCALHOST, "--port", "0", cwd=tmp_path)
+    assert result.returncode == 2, result
+    assert f"mode '{missing}' needs" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_root_flag(cli, tmp_path):
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "index.html").write_text("<p>site</p>")
@@ -190,6 +212,7 @@ def run_cli(*args, cwd=None):
         (["--port", "70000"], "within 0..65535"),
         (["--workers", "0"], "greater than 0"),
         (["--io", "kqueue"], "invalid choice"),
+        (["--mode", "processes"], "invalid choice"),
         (["--max-body-size", "-1"], "greater than 0"),
         (["--header-timeout", "soon"], "not a number"),
     ],

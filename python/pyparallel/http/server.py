@@ -2,6 +2,7 @@
 
     python -m pyparallel.http.server [--bind ADDR] [--port 8080] [--root DIR]
         [--app module:Class] [--workers N] [--io uring|epoll]
+        [--mode threads|interpreters|gil]
         [--max-header-size N] [--max-uri-size N] [--max-body-size N]
         [--header-timeout S] [--body-timeout S] [--keepalive-timeout S]
 
@@ -13,8 +14,9 @@ and with how many workers, which mode and which I/O backend; Ctrl-C or
 SIGTERM shut it down cleanly (px.run() turns both into px.stop()).
 
 The engine starts on first use and reads PYPARALLEL_WORKERS and
-PYPARALLEL_IO then, so --workers and --io are put into os.environ before
-anything (the application's module included) can touch it.
+PYPARALLEL_IO (and PYPARALLEL_MODE) then, so --workers, --io and --mode
+are put into os.environ before anything (the application's module
+included) can touch it.
 
 The implementation lives in the sibling modules, so that running this file
 with -m does not import it twice under two names.
@@ -94,6 +96,11 @@ def build_parser():
     parser.add_argument("--app", metavar="MODULE:CLASS", help="serve this HttpServer subclass instead of the files")
     parser.add_argument("--workers", type=_positive(int), metavar="N", help="number of workers (default: one per CPU)")
     parser.add_argument("--io", choices=("uring", "epoll"), help="I/O backend (default: io_uring when available)")
+    parser.add_argument(
+        "--mode",
+        choices=("threads", "interpreters", "gil"),
+        help="how workers run Python (default: threads on free-threaded builds, interpreters on GIL builds)",
+    )
     for name, kind, help_text in LIMIT_FLAGS:
         metavar = "N" if kind is int else "SECONDS"
         parser.add_argument("--" + name.replace("_", "-"), type=_positive(kind), dest=name, metavar=metavar, help=help_text)
@@ -166,6 +173,8 @@ def main(argv=None):
         os.environ["PYPARALLEL_WORKERS"] = str(args.workers)
     if args.io is not None:
         os.environ["PYPARALLEL_IO"] = args.io
+    if args.mode is not None:
+        os.environ["PYPARALLEL_MODE"] = args.mode
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:
         app = configure(args)
@@ -173,6 +182,8 @@ def main(argv=None):
         parser.error(str(exc))
     try:
         listener = px.server(args.bind, args.port)
+    except ValueError as exc:  # the engine refuses the mode on this build
+        parser.error(str(exc))
     except OSError as exc:
         print(f"{parser.prog}: cannot listen on {args.bind or '*'} port {args.port}: {exc}", file=sys.stderr)
         return 1
