@@ -115,10 +115,20 @@ typedef struct {
     /* The send numbered send_id has been handed to the kernel in full.
      * Only called for connections that asked with px_conn_notify_sends. */
     void (*on_send_complete)(px_conn_t *conn, uint64_t send_id);
-    /* Always the last callback: the peer closed (error 0), the connection
-     * failed (a negative code), or it was closed locally (PX_ECLOSED).
-     * For an outgoing connection that failed to connect, on_open never ran
-     * and this callback carries the connect error. */
+    /* The peer ended its side in order (a FIN: shutdown(SHUT_WR) or
+     * close) and every byte it sent was delivered. Reading has stopped;
+     * sending still works, and the connection stays open until the owner
+     * calls px_conn_close, so answers produced later (by work items, other
+     * threads) still reach a peer that only half-closed. Without this
+     * callback the connection closes instead, once its queued data is
+     * sent. A reset or a read error never comes here: it closes at once
+     * and on_close carries the error. */
+    void (*on_eof)(px_conn_t *conn);
+    /* Always the last callback: the peer closed (error 0, when there is
+     * no on_eof), the connection failed (a negative code), or it was
+     * closed locally (PX_ECLOSED). For an outgoing connection that failed
+     * to connect, on_open never ran and this callback carries the connect
+     * error. */
     void (*on_close)(px_conn_t *conn, int error);
 } px_conn_callbacks_t;
 

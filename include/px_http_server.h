@@ -6,7 +6,10 @@
  * A server (px_http_server_t) holds the limits, the timeouts and the request
  * callback; it serves connections accepted by px_http_listen, or connections
  * whose engine callbacks belong to someone else (a language binding), who
- * hands their events over with px_http_conn_start/_input/_closed.
+ * hands their events over with px_http_conn_start/_input/_eof/_closed.
+ * A client that half-closes (shutdown(SHUT_WR) after its requests) gets
+ * the answers to every request it sent, late ones included, then the
+ * connection closes.
  *
  * Per connection, one request at a time: the head is parsed, the body
  * framing decided before any body byte is read (a Content-Length over
@@ -118,15 +121,18 @@ extern const px_conn_callbacks_t px_http_conn_callbacks;
 
 /* Starts serving conn (open, its on_open running): call from on_open. data
  * is px_http_exchange_conn_data()'s. Then pass every on_data to
- * px_http_conn_input and on_close to px_http_conn_closed, which ends the
- * caller's use of hc. A request callback runs inside px_http_conn_input,
- * or, after a response given outside the callback while more requests
- * waited, in a work item of the loop: such a callback may still run when
- * px_http_conn_closed returns, so an embedder that answers late keeps data
- * valid until its exchanges are answered. */
+ * px_http_conn_input, on_eof to px_http_conn_eof (which closes the
+ * connection once every request received is answered) and on_close to
+ * px_http_conn_closed, which ends the caller's use of hc. A request
+ * callback runs inside px_http_conn_input, or, after a response given
+ * outside the callback while more requests waited, in a work item of the
+ * loop: such a callback may still run when px_http_conn_closed returns, so
+ * an embedder that answers late keeps data valid until its exchanges are
+ * answered. */
 int px_http_conn_start(px_http_server_t *server, px_conn_t *conn, void *data,
                        px_http_conn_t **hc);
 void px_http_conn_input(px_http_conn_t *hc, const char *data, size_t len);
+void px_http_conn_eof(px_http_conn_t *hc);
 void px_http_conn_closed(px_http_conn_t *hc);
 
 /* ---- exchanges ----------------------------------------------------------- */

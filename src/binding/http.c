@@ -8,11 +8,12 @@
  * Python runs only the handler. register(transport, cls) with a subclass
  * of HttpProtocol makes protocol.c hand the connection's events to this
  * file: pxpy_http_open when the instance exists, pxpy_http_data for each
- * on_data, pxpy_http_closed before connection_lost. For each request,
- * on_request builds a _core.HttpRequest, calls
- * instance._px_handle(request), and answers with what it returned: a
- * (status, fields, body) tuple, framed in C, or a _core.FileResponse, sent
- * from the file (conditionals and ranges in C, the bytes with sendfile).
+ * on_data, pxpy_http_eof when the client half-closed, pxpy_http_closed
+ * before connection_lost. For each request, on_request builds a
+ * _core.HttpRequest, calls instance._px_handle(request), and answers with
+ * what it returned: a (status, fields, body) tuple, framed in C, or a
+ * _core.FileResponse, sent from the file (conditionals and ranges in C, the
+ * bytes with sendfile).
  *
  * The answer is always given inside the callback, so the engine never
  * continues a connection on another thread: the instance and the transport
@@ -369,6 +370,13 @@ void pxpy_http_data(pxpy_transport_t *t, const char *data, size_t len)
     pxpy_http_protocol_t *self = http_instance(t);
     if (self != NULL && self->hc != NULL)
         px_http_conn_input(self->hc, data, len);
+}
+
+void pxpy_http_eof(pxpy_transport_t *t)
+{
+    pxpy_http_protocol_t *self = http_instance(t);
+    if (self != NULL && self->hc != NULL)
+        px_http_conn_eof(self->hc);
 }
 
 void pxpy_http_closed(pxpy_transport_t *t)

@@ -17,11 +17,14 @@
  * data; a connection that arrives before register() waits for the
  * protocol), instantiates the class, sends initial_bytes_to_send and runs
  * connection_made; on_data runs data_received, lines_received or replies
- * with next_bytes_to_send; on_send_complete runs send_complete; on_close
- * runs connection_lost and drops the engine's reference to the Transport.
- * Whatever a callback returns is sent. A callback that raises goes to
- * exception_handler, or is logged and counted and closes the connection,
- * after which the connection gets no more data.
+ * with next_bytes_to_send; on_eof (the peer half-closed) runs
+ * eof_received, whose true result keeps the connection open for sending,
+ * or closes it; on_send_complete runs send_complete; on_close runs
+ * connection_lost and drops the engine's reference to the Transport.
+ * Whatever a callback returns is sent (eof_received's is a flag). A
+ * callback that raises goes to exception_handler, or is logged and counted
+ * and closes the connection, after which the connection gets no more
+ * data.
  *
  * Mode "interpreters". register() records the class's module and
  * qualified name (pxpy_xproto_t); each worker finds the class again in its
@@ -692,6 +695,34 @@ static void on_data(px_conn_t *conn, const char *data, size_t len)
     pxpy_detach(attached);
 }
 
+/* The peer half-closed (asyncio's rule): eof_received returning true keeps
+ * the connection open for the protocol to send and close; otherwise (or
+ * without eof_received) it closes once what is queued is sent. An HTTP
+ * connection closes when its requests are answered. */
+static void on_eof(px_conn_t *conn)
+{
+    bool attached = pxpy_attach();
+    pxpy_transport_t *t = px_conn_data(conn);
+    bool keep_open = false;
+    if (may_deliver(t)) {
+        pxpy_protocol_t *p = PROTOCOL(t);
+        if (p->http != NULL) {
+            pxpy_http_eof(t);
+            keep_open = true;
+        } else if (p->cb_kind[PXPY_CB_EOF_RECEIVED] != CB_ABSENT) {
+            PyObject *r = call_member(t, PXPY_CB_EOF_RECEIVED, NULL);
+            int truth = r ? PyObject_IsTrue(r) : -1;
+            Py_XDECREF(r);
+            if (truth < 0)
+                member_failed(t, "eof_received");
+            keep_open = truth > 0;
+        }
+    }
+    if (!keep_open)
+        px_conn_close(conn, 0);
+    pxpy_detach(attached);
+}
+
 static void on_send_complete(px_conn_t *conn, uint64_t send_id)
 {
     bool attached = pxpy_attach();
@@ -777,6 +808,7 @@ static void on_close(px_conn_t *conn, int error)
 const px_conn_callbacks_t pxpy_conn_callbacks = {
     .on_open = on_open,
     .on_data = on_data,
+    .on_eof = on_eof,
     .on_send_complete = on_send_complete,
     .on_close = on_close,
 };

@@ -8,11 +8,14 @@
  * reading, writability and connect results; these only change the
  * connection's state under its mutex and put it on the worker's ready list.
  * px__conn_dispatch then runs the callbacks: on_open, on_data for buffered
- * bytes, on_send_complete per finished send, and on_close last. Closing
- * (peer EOF once its bytes are delivered, a local px_conn_close, an error,
- * loop stop) drains or drops the send queue, asks the backend to release the
- * connection, closes the fd when the backend is done with it, delivers
- * on_close, and finally drops the worker's reference.
+ * bytes, on_eof once the peer's bytes are delivered after its orderly end
+ * (if the owner has on_eof), on_send_complete per finished send, and
+ * on_close last. Closing (a local px_conn_close, the peer's end when there
+ * is no on_eof, an error, loop stop) drains or drops the send queue, asks
+ * the backend to release the connection, closes the fd when the backend is
+ * done with it, delivers on_close, and finally drops the worker's
+ * reference. A half-closed connection (on_eof ran) is an open one that no
+ * longer reads: it sends until its owner closes it.
  *
  * One thread at a time runs a connection's callbacks ("busy"). When its
  * thread is replaced while blocked in a callback, events keep being
@@ -132,6 +135,21 @@ void px__conn_schedule(px_conn_t *c)
     px__worker_post(w, PX__MSG_CONN_READY, c);
 }
 
+/* The peer's end of input is due: every byte delivered, nothing closing;
+ * c->lock held. */
+static bool read_end_due_locked(const px_conn_t *c, unsigned f)
+{
+    return (f & PX__CONN_READ_ENDED) && !(f & PX__CONN_CLOSING) &&
+           !c->open_pending && c->in.len == 0;
+}
+
+/* An orderly end goes to on_eof, which leaves closing to the owner; an
+ * error, or an owner without on_eof, closes the connection. */
+static bool eof_to_owner_locked(const px_conn_t *c)
+{
+    return c->read_error == 0 && c->cbs.on_eof != NULL;
+}
+
 static bool has_events_locked(px_conn_t *c)
 {
     unsigned f = atomic_load(&c->flags);
@@ -140,8 +158,8 @@ static bool has_events_locked(px_conn_t *c)
            (atomic_load(&c->notify_sends) &&
             c->notified_send_id < c->completed_send_id) ||
            ((f & PX__CONN_CLOSED) && !(f & PX__CONN_FINALIZED)) ||
-           ((f & PX__CONN_READ_ENDED) && !(f & PX__CONN_CLOSING) &&
-            c->in.len == 0) ||
+           (read_end_due_locked(c, f) &&
+            !(eof_to_owner_locked(c) && c->eof_delivered)) ||
            (c->write_error && !(f & PX__CONN_CLOSING)) ||
            c->rearm_write ||
            ((f & PX__CONN_CLOSING) && !(f & PX__CONN_RELEASING) &&
@@ -490,8 +508,7 @@ static void reconcile(px__worker_t *w, px_conn_t *c)
     bool drained = (f & PX__CONN_CLOSING) && !(f & PX__CONN_RELEASING) &&
                    c->sendq_head == NULL;
     int write_error = closing ? 0 : c->write_error;
-    bool eof_close = (f & PX__CONN_READ_ENDED) && !closing &&
-                     !c->open_pending && c->in.len == 0;
+    bool eof_close = read_end_due_locked(c, f) && !eof_to_owner_locked(c);
     bool req_close = c->close_requested && !closing;
     bool req_abort = c->close_abort;
     int read_error = c->read_error;
@@ -513,7 +530,14 @@ static void reconcile(px__worker_t *w, px_conn_t *c)
         start_release(w, c);
 }
 
-typedef enum { EV_NONE, EV_OPEN, EV_DATA, EV_SENT, EV_CLOSE } conn_event_t;
+typedef enum {
+    EV_NONE,
+    EV_OPEN,
+    EV_DATA,
+    EV_EOF,
+    EV_SENT,
+    EV_CLOSE
+} conn_event_t;
 
 /* Picks the next callback to run; c->lock held. */
 static conn_event_t next_event_locked(px_conn_t *c, px__buf_t *data,
@@ -533,6 +557,11 @@ static conn_event_t next_event_locked(px_conn_t *c, px__buf_t *data,
         c->in = c->in_spare;
         c->in_spare = (px__buf_t){0};
         return EV_DATA;
+    }
+    if (read_end_due_locked(c, f) && eof_to_owner_locked(c) &&
+        !c->eof_delivered) {
+        c->eof_delivered = true;
+        return EV_EOF;
     }
     /* Sends that finished before the connection closed are reported
      * before on_close, which is always last. */
@@ -588,6 +617,9 @@ bool px__conn_dispatch(px__worker_t *w, px_conn_t *c)
         case EV_DATA:
             if (c->cbs.on_data)
                 c->cbs.on_data(c, data.data, data.len);
+            break;
+        case EV_EOF:
+            c->cbs.on_eof(c);
             break;
         case EV_SENT:
             if (c->cbs.on_send_complete)

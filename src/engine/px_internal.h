@@ -220,6 +220,7 @@ struct px_conn_s {
     bool queued_ready;               /* on the worker's ready list */
     bool open_pending;               /* on_open still to deliver */
     bool close_pending;              /* on_close still to deliver */
+    bool eof_delivered;              /* on_eof ran (or is running) */
     px__qnode_t ready_node;          /* worker's ready list (holder only) */
     px__qnode_t all_node;            /* worker's list of live connections */
     void *backend_state;             /* backend's per-connection data */

@@ -306,6 +306,18 @@ static void close_gracefully(px_http_conn_t *hc)
     px_conn_close(hc->conn, 0);
 }
 
+/* After the peer's end of input no request can follow: once none is
+ * being answered or waits to be parsed, what is queued is sent and the
+ * connection closes (an unfinished request is dropped with it); hc->lock
+ * held, by the driving thread or when none drives. */
+static void close_if_input_ended(px_http_conn_t *hc)
+{
+    if (!hc->read_ended || hc->closed || hc->continuation_queued ||
+        hc->state == PX__HC_HANDLING || hc->state == PX__HC_CLOSING)
+        return;
+    close_gracefully(hc);
+}
+
 /* A deadline passed, or the server is closed and the connection may be
  * idle (the sweep, server lock held). */
 static void expire(px_http_conn_t *hc, uint64_t now, bool server_closed)
@@ -607,6 +619,7 @@ static void finish_pass(px_http_conn_t *hc, pass_t *p)
         return;
     if (hc->state == PX__HC_CLOSING)
         close_gracefully(hc);
+    close_if_input_ended(hc);
     update_reading(hc);
     arm_wait(hc);
 }
@@ -625,6 +638,8 @@ static void continue_work(void *arg)
         drive(hc, &p);
         finish_pass(hc, &p);
         hc->driving = false;
+    } else if (!hc->driving) {
+        close_if_input_ended(hc);
     }
     pthread_mutex_unlock(&hc->lock);
     px__http_conn_unref(hc);
@@ -665,6 +680,7 @@ void px__http_after_response(px_http_conn_t *hc)
             px__http_conn_unref(hc);
         }
     }
+    close_if_input_ended(hc);
     arm_wait(hc);
 }
 
@@ -747,6 +763,15 @@ void px_http_conn_input(px_http_conn_t *hc, const char *data, size_t len)
     pthread_mutex_unlock(&hc->lock);
 }
 
+void px_http_conn_eof(px_http_conn_t *hc)
+{
+    pthread_mutex_lock(&hc->lock);
+    hc->read_ended = true;
+    if (!hc->driving)
+        close_if_input_ended(hc); /* else the driving pass ends with it */
+    pthread_mutex_unlock(&hc->lock);
+}
+
 void px_http_conn_closed(px_http_conn_t *hc)
 {
     px_http_server_t *s = hc->server;
@@ -804,6 +829,15 @@ static void listener_on_data(px_conn_t *conn, const char *data, size_t len)
         px_http_conn_input(hc, data, len);
 }
 
+static void listener_on_eof(px_conn_t *conn)
+{
+    px_http_conn_t *hc = conn_of(conn);
+    if (hc != NULL)
+        px_http_conn_eof(hc);
+    else
+        px_conn_close(conn, 0);
+}
+
 static void listener_on_close(px_conn_t *conn, int error)
 {
     (void)error;
@@ -816,6 +850,7 @@ static void listener_on_close(px_conn_t *conn, int error)
 const px_conn_callbacks_t px_http_conn_callbacks = {
     .on_open = listener_on_open,
     .on_data = listener_on_data,
+    .on_eof = listener_on_eof,
     .on_close = listener_on_close,
 };
 

@@ -4,7 +4,9 @@
  * server.c calls in respond.c. Nothing here is API.
  *
  * A connection's life (px_http_conn_t): started by on_open, fed by on_data,
- * ended by on_close. Its state says what the bytes it receives are for:
+ * ended by on_close; after on_eof (the peer sends no more) it closes once
+ * the requests it received are answered. Its state says what the bytes it
+ * receives are for:
  *
  *   HEAD -> BODY -> HANDLING -> HEAD ...   (keep-alive)
  *                       \----> CLOSING     (Connection: close, errors, abort)
@@ -102,6 +104,8 @@ struct px_http_conn_s {
     bool unanswered;               /* the exchange awaits its response */
     bool served;                   /* a response was given: idle waits use
                                       keepalive_timeout, not header_timeout */
+    bool read_ended;               /* the peer half-closed: close once the
+                                      requests received are answered */
     px__hbuf_t in;                 /* input from the current request on */
     px__hbuf_t pending;            /* input that arrived while driving */
     px__hbuf_t out;                /* responses not handed to the engine */

@@ -3,7 +3,8 @@
  * pipelining order (with responses given inside the callback and later from
  * other threads), Content-Length and chunked bodies, HEAD, 100-continue,
  * HTTP/1.0, every error status, the timeouts (slowloris, body, keep-alive,
- * idle), the response checks, large bodies and many concurrent clients.
+ * idle), the response checks, large bodies, clients that half-close and
+ * many concurrent clients.
  * Each case runs under both backends.
  */
 #include "http_client.h"
@@ -694,6 +695,8 @@ static void test_large_body(int backend)
     stop(&ts);
 }
 
+/* A client that went away (a reset: a plain close looks like a
+ * half-close, whose requests are still answered, see below). */
 static void test_late_response_after_close(int backend)
 {
     http_test_server_t ts;
@@ -703,6 +706,8 @@ static void test_late_response_after_close(int backend)
     atomic_store(&state.late_result, 1);
     http_client_send_str(&c, GET("/late?300") GET("/hello"));
     WAIT_FOR(atomic_load(&state.requests) == 1, WAIT_MS);
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    ASSERT_INT_EQ(setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
     http_client_close(&c);
     /* The request is counted before its late responder is: wait for the
      * responder's result, not for the count of responders to be 0. */
@@ -710,6 +715,58 @@ static void test_late_response_after_close(int backend)
     WAIT_FOR(atomic_load(&state.late_outstanding) == 0, WAIT_MS);
     ASSERT_INT_EQ(atomic_load(&state.late_result), PX_ECLOSED);
     /* The pipelined request was never run. */
+    ASSERT_INT_EQ(atomic_load(&state.requests), 1);
+    stop(&ts);
+}
+
+/* ---- the client half-closes ------------------------------------------------------ */
+
+/* Every request sent before shutdown(SHUT_WR) is answered, in order, late
+ * ones included; then the server closes. */
+static void test_half_close_answers_every_request(int backend)
+{
+    http_test_server_t ts;
+    start(&ts, backend, NULL);
+    http_client_t c;
+    http_client_open(&c, ts.port);
+    http_client_send_str(&c, GET("/late?200") GET("/hello") GET("/late?50")
+                             GET("/info?last"));
+    ASSERT_INT_EQ(shutdown(c.fd, SHUT_WR), 0);
+    http_expect(&c, 200, "late 200");
+    http_expect(&c, 200, "hello");
+    http_expect(&c, 200, "late 50");
+    http_expect(&c, 200, "GET /info q=last v=1.1 ka=1 n=1");
+    http_expect_eof(&c, WAIT_MS);
+    ASSERT_INT_EQ(atomic_load(&state.requests), 4);
+    ASSERT_INT_EQ(atomic_load(&state.late_result), 0);
+    http_client_close(&c);
+    stop(&ts);
+}
+
+/* Nothing more can come: an unfinished request (or none) is not waited
+ * for until a timeout. */
+static void test_half_close_with_unfinished_request(int backend)
+{
+    http_test_server_t ts;
+    start(&ts, backend, NULL);
+    const char *partial[] = {
+        "",                              /* idle */
+        "GET /hello HTTP/1.1\r\nHost:", /* in the head */
+        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\nabc",
+        GET("/hello") "GET /hel", /* after a complete one */
+    };
+    for (size_t i = 0; i < sizeof(partial) / sizeof(partial[0]); i++) {
+        http_client_t c;
+        http_client_open(&c, ts.port);
+        http_client_send_str(&c, partial[i]);
+        ASSERT_INT_EQ(shutdown(c.fd, SHUT_WR), 0);
+        if (i == 3)
+            http_expect(&c, 200, "hello");
+        uint64_t start_ns = px_now_ns();
+        http_expect_eof(&c, WAIT_MS);
+        ASSERT_UINT_CMP(ms_since(start_ns), <, 2000); /* header_timeout: 10 s */
+        http_client_close(&c);
+    }
     ASSERT_INT_EQ(atomic_load(&state.requests), 1);
     stop(&ts);
 }
@@ -813,6 +870,8 @@ static const test_case_t cases[] = {
     ENGINE_CASE(test_response_checks),
     ENGINE_CASE(test_large_body),
     ENGINE_CASE(test_late_response_after_close),
+    ENGINE_CASE(test_half_close_answers_every_request),
+    ENGINE_CASE(test_half_close_with_unfinished_request),
     ENGINE_CASE(test_server_free_winds_down),
     ENGINE_CASE(test_many_clients),
 };
