@@ -221,10 +221,10 @@ PyObject *pxpy_raise_engine_error(pxpy_state *st, int code,
 
 /* ---- work (work.c) ---------------------------------------------------- */
 
-/* Makes the constants of a function (or bound method) that will run on the
- * workers immortal, once: a function compiled from source keeps mortal
- * constants, and threads running it on several cores would contend on
- * their reference counts. Cheap when already done (one immortality test);
+/* Makes the constants of a function (or bound method, or the function a
+ * functools.partial wraps) that will run on the workers immortal, once: a
+ * function compiled from source keeps mortal constants, and threads
+ * running it on several cores would contend on their reference counts. Cheap when already done (one immortality test);
  * other callables are left alone. 0, or -1 with an exception. */
 int pxpy_immortalize_func(PyObject *func);
 /* submit_work's callback(result) or errback(exc): what it raises is

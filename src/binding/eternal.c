@@ -36,6 +36,8 @@
  */
 #include "shared.h"
 
+#include <string.h>
+
 /* The "deferred reference counting" bit of ob_gc_bits (pycore_gc.h's
  * _PyGC_BITS_DEFERRED; the same value in 3.13 and 3.14). */
 #define GC_BITS_DEFERRED 64
@@ -115,12 +117,36 @@ is_constant(PyObject *obj)
            || PyCode_Check(obj);
 }
 
+/* functools.partial is told by its type's name: each interpreter's
+ * _functools module has its own partial type. 0: not one; 1: a subclass;
+ * 2: exactly functools.partial. */
+static int
+partial_kind(PyObject *obj)
+{
+    PyObject *mro = Py_TYPE(obj)->tp_mro;
+    Py_ssize_t n = mro != NULL ? PyTuple_GET_SIZE(mro) : 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        if (strcmp(base->tp_name, "functools.partial") == 0)
+            return i == 0 ? 2 : 1;
+    }
+    return 0;
+}
+
+PyObject *
+pxpy_partial_func(PyObject *obj)
+{
+    if (PyFunction_Check(obj) || partial_kind(obj) == 0)
+        return NULL;
+    return PyObject_GetAttrString(obj, "func");
+}
+
 static int
 is_supported(PyObject *obj)
 {
     return is_constant(obj) || PyList_CheckExact(obj)
            || PyDict_CheckExact(obj) || PySet_CheckExact(obj)
-           || PyFunction_Check(obj);
+           || PyFunction_Check(obj) || partial_kind(obj) == 2;
 }
 
 static int
@@ -231,6 +257,24 @@ add_function_parts(walk_t *w, PyObject *func, Py_ssize_t parent)
     return add_dict_items(w, kwdefaults, parent);
 }
 
+/* eternalize(): a partial's callable, its arguments and its keywords,
+ * which every call passes on (and so counts references of). */
+static int
+add_partial_parts(walk_t *w, PyObject *partial, Py_ssize_t parent)
+{
+    static const char *const parts[] = {"func", "args", "keywords"};
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+        PyObject *part = PyObject_GetAttrString(partial, parts[i]);
+        if (part == NULL)
+            return -2;
+        int rc = walk_add(w, part, parent);
+        Py_DECREF(part);     /* the walk holds its own reference */
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
 /* Adds the objects node i refers to. Returns 0, -1 when out of memory, -2
  * with an exception set. */
 static int
@@ -255,6 +299,8 @@ add_children(walk_t *w, Py_ssize_t i)
         return walk_add(w, ((PyCodeObject *)obj)->co_consts, i);
     if (PyFunction_Check(obj))
         return add_function_parts(w, obj, i);
+    if (w->strict && partial_kind(obj) == 2)
+        return add_partial_parts(w, obj, i);
     return 0;
 }
 
@@ -280,9 +326,10 @@ raise_unsupported(walk_t *w, Py_ssize_t i)
     PyErr_Format(PyExc_TypeError,
                  "eternalize(): cannot make an object of type '%T' "
                  "immortal%U; supported: dict, list, tuple, set, frozenset, "
-                 "str, bytes, int, float, complex, slice, functions, code "
-                 "objects (exact types, not subclasses), and objects that "
-                 "are already immortal such as None and True",
+                 "str, bytes, int, float, complex, slice, functions, "
+                 "functools.partial, code objects (exact types, not "
+                 "subclasses), and objects that are already immortal such "
+                 "as None and True",
                  w->nodes[i].obj, path);
     Py_DECREF(path);
 }
@@ -368,6 +415,17 @@ add_callable(walk_t *w, PyObject *callable)
         return add_callable(w, PyMethod_GET_FUNCTION(callable));
     if (PyType_Check(callable))
         return add_class(w, (PyTypeObject *)callable);
+    /* A partial runs the callable it wraps. Its arguments are left alone:
+     * they are often made per call (submit_work(partial(f, request))), and
+     * immortal objects are never freed. eternalize() takes them too. */
+    PyObject *wrapped = pxpy_partial_func(callable);
+    if (wrapped != NULL) {
+        int rc = add_callable(w, wrapped);
+        Py_DECREF(wrapped);
+        return rc;
+    }
+    if (PyErr_Occurred())
+        return -2;
     if (Py_IS_TYPE(callable, &PyStaticMethod_Type)
         || Py_IS_TYPE(callable, &PyClassMethod_Type)) {
         PyObject *func = PyObject_GetAttrString(callable, "__func__");
@@ -434,18 +492,20 @@ PyDoc_STRVAR(eternalize_doc,
 "Make obj and everything it contains immortal, so that every core reads\n"
 "it without reference-count traffic. Supported (exact types): dict, list,\n"
 "tuple, set, frozenset, str, bytes, int, float, complex, slice, functions\n"
-"(their code constants and defaults) and code objects, plus anything\n"
-"already immortal (None, True, ...); anything else raises TypeError and\n"
-"leaves the graph unchanged.\n\n"
+"(their code constants and defaults), functools.partial (its func, args\n"
+"and keywords) and code objects, plus anything already immortal (None,\n"
+"True, ...); anything else raises TypeError and leaves the graph\n"
+"unchanged.\n\n"
 "An eternalized graph is never freed and must be treated as read-only:\n"
 "mutating it is memory-safe but leaks. Call it from the thread that built\n"
 "the graph, before sharing it.");
 PyDoc_STRVAR(immortalize_code_doc,
 "immortalize_code(callable) -> callable\n\n"
-"Make the constants of the code a function, method, code object or class\n"
-"runs immortal (recursively through nested code), so that threads running\n"
-"it in parallel don't contend on their reference counts. The runtime does\n"
-"this for the functions it runs on workers.");
+"Make the constants of the code a function, method, code object, class\n"
+"or functools.partial (the callable it wraps) runs immortal (recursively\n"
+"through nested code), so that threads running it in parallel don't\n"
+"contend on their reference counts. The runtime does this for the\n"
+"functions it runs on workers.");
 PyDoc_STRVAR(is_immortal_doc,
 "is_immortal(obj) -> bool\n\n"
 "Whether CPython skips reference counting for obj.");

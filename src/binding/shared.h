@@ -121,15 +121,21 @@ PyObject *pxpy_lock_guard_new(pxpy_state *st, PyObject *lock,
  * running it on several cores don't contend on their reference counts:
  * co_consts of a function's code object, recursively through nested code
  * objects, tuples and frozensets, and the function's immutable defaults.
- * callable may be a function, a bound method, a code object or a class (its
- * functions, static and class methods, through the MRO); anything else is
- * left alone. Only immutable constants (str, bytes, int, float, complex,
+ * callable may be a function, a bound method, a code object, a
+ * functools.partial (the callable it wraps) or a class (its functions,
+ * static and class methods, through the MRO); anything else is left
+ * alone. Only immutable constants (str, bytes, int, float, complex,
  * tuple, frozenset, slice) are made immortal; others are skipped silently,
  * and code objects themselves stay mortal. Each co_consts tuple ends up
  * immortal with its contents, so a caller may test that to skip repeated
  * work. Best called before the callable first runs on another thread.
  * Returns 0, or -1 with an exception set (out of memory). */
 int pxpy_immortalize_code(PyObject *callable);
+
+/* The callable a functools.partial (or a subclass's instance) wraps, as a
+ * new reference; NULL without an exception when obj is no partial, NULL
+ * with one when its func cannot be read. */
+PyObject *pxpy_partial_func(PyObject *obj);
 
 /* ---- introspection (shared.c) ----------------------------------------- */
 

@@ -31,6 +31,14 @@
 
 int pxpy_immortalize_func(PyObject *func)
 {
+    PyObject *wrapped = pxpy_partial_func(func);
+    if (wrapped != NULL) {
+        int rc = pxpy_immortalize_func(wrapped);
+        Py_DECREF(wrapped);
+        return rc;
+    }
+    if (PyErr_Occurred())
+        return -1;
     PyObject *f = PyMethod_Check(func) ? PyMethod_GET_FUNCTION(func) : func;
     if (!PyFunction_Check(f))
         return 0;
