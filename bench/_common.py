@@ -33,6 +33,7 @@ import os
 import platform
 import py_compile
 import statistics
+import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -159,6 +160,28 @@ def mp_context():
     return multiprocessing.get_context("forkserver")
 
 
+def build_c_tool(source_name, libs=()):
+    """The binary of the C load generator bench/<source_name> (which may
+    include bench/clients.h), compiled into build/bench/ unless an up-to-date
+    binary is there."""
+    source = os.path.join(BENCH_DIR, source_name)
+    binary = os.path.join(os.path.dirname(BENCH_DIR), "build", "bench",
+                          os.path.splitext(source_name)[0])
+    newest_input = max(os.path.getmtime(path)
+                       for path in (source, os.path.join(BENCH_DIR, "clients.h")))
+    if os.path.exists(binary) and os.path.getmtime(binary) >= newest_input:
+        return binary
+    os.makedirs(os.path.dirname(binary), exist_ok=True)
+    cc = os.environ.get("CC") or "cc"
+    command = [cc, "-O2", "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror",
+               source, "-o", binary, *libs]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"cannot build the load generator: {' '.join(command)}\n"
+                         f"{result.stderr}")
+    return binary
+
+
 # ---- measuring ---------------------------------------------------------------
 
 now = time.perf_counter
@@ -173,7 +196,7 @@ def rounds(contenders, repeat):
     """
     names = list(contenders)
     samples = {name: [] for name in names}
-    for r in range(repeat):
+    for r in range(repeat if names else 0):
         start = r % len(names)
         for name in names[start:] + names[:start]:
             samples[name].append(contenders[name]())
@@ -281,16 +304,25 @@ _CHECKS = {
 
 
 class Report:
-    """The rows of one scenario, printed as a table and written as JSON."""
+    """The rows of one scenario, printed as a table and written as JSON.
 
-    def __init__(self, scenario, title, params):
+    Ratios are taken against the rows of the reference contender (pyparallel,
+    or one of its configurations when a report has several). A row may name
+    a group and a column: bench/run.py lays each group out as one table with
+    a line per contender and a column per metric (by default the group is
+    the report and the column the metric).
+    """
+
+    def __init__(self, scenario, title, params, reference=OURS):
         self.scenario = scenario
         self.title = title
         self.params = params
+        self.reference = reference
         self.rows = []
         self.notes = []
 
-    def add(self, metric, contender, samples, unit, better, target=None):
+    def add(self, metric, contender, samples, unit, better, target=None,
+            group=None, column=None):
         """Adds a row; better is "lower" or "higher"; target e.g. ("<=", 2.0)."""
         if better not in ("lower", "higher"):
             raise ValueError(f"better must be 'lower' or 'higher', not {better!r}")
@@ -307,6 +339,8 @@ class Report:
             "max": max(samples),
             "samples": samples,
             "target": list(target) if target else None,
+            "group": group or self.title,
+            "column": column or metric,
         })
 
     def add_speedups(self, metric, seconds, baseline, target=None):
@@ -323,7 +357,7 @@ class Report:
 
     def _complete_rows(self):
         ours = {row["metric"]: row["median"] for row in self.rows
-                if row["contender"] == OURS}
+                if row["contender"] == self.reference}
         for row in self.rows:
             base = ours.get(row["metric"])
             row["ratio_to_ours"] = (row["median"] / base) if base else None
@@ -341,6 +375,7 @@ class Report:
             "quick": args.quick,
             "repeat": args.repeat,
             "workers": args.workers,
+            "reference": self.reference,
             "params": self.params,
             "environment": env,
             "rows": self.rows,
@@ -390,6 +425,9 @@ def print_document(doc, out=None):
           f"{' (quick)' if doc['quick'] else ''}; load average "
           f"{env['load_average_before']:.2f} before, "
           f"{env['load_average_after']:.2f} after", file=out)
+    reference = doc.get("reference", OURS)
+    if reference != OURS:
+        print(f"ratios: a contender's median / {reference}'s", file=out)
     header = ("metric", "contender", "median", "unit", "min..max",
               "ratio to ours", "target")
     lines = []

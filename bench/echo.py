@@ -32,28 +32,9 @@ import tempfile
 
 import _common
 
-CLIENT_SOURCE = os.path.join(_common.BENCH_DIR, "echo_client.c")
-CLIENT_BINARY = os.path.join(os.path.dirname(_common.BENCH_DIR), "build", "bench",
-                             "echo_client")
 PEERS = os.path.join(_common.BENCH_DIR, "peers")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
-
-
-def build_client():
-    """Compiles the load generator unless an up-to-date binary exists."""
-    if (os.path.exists(CLIENT_BINARY)
-            and os.path.getmtime(CLIENT_BINARY) >= os.path.getmtime(CLIENT_SOURCE)):
-        return CLIENT_BINARY
-    os.makedirs(os.path.dirname(CLIENT_BINARY), exist_ok=True)
-    cc = os.environ.get("CC") or "cc"
-    command = [cc, "-O2", "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror",
-               CLIENT_SOURCE, "-o", CLIENT_BINARY]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"cannot build the load generator: {' '.join(command)}\n"
-                         f"{result.stderr}")
-    return CLIENT_BINARY
 
 
 class Server:
@@ -159,7 +140,7 @@ def main(argv=None):
         args.warmup = 0.3 if args.quick else 0.5
     duration = args.duration or (1.0 if args.quick else 3.0)
     px = _common.import_pyparallel(args)
-    client = build_client()
+    client = _common.build_c_tool("echo_client.c")
 
     servers = []
     if px is not None:

@@ -38,6 +38,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clients.h"
+
 #define PATTERN_PERIOD 251
 #define MAX_CONNECTIONS 10000
 #define MAX_DEPTH 1024
@@ -69,21 +71,6 @@ typedef struct {
 /* Twice the period plus one message, so any window of `size` bytes starting
  * at offset % period is contiguous. */
 static unsigned char pattern[2 * PATTERN_PERIOD + MAX_SIZE];
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static double own_cpu_seconds(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
-}
 
 /* utime + stime of a process, in seconds; negative errno on failure. */
 static int process_cpu_seconds(long pid, double *seconds)

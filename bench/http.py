@@ -1,47 +1,42 @@
-"""Benchmark: pyparallel's HTTP server against asyncio and nginx, with wrk.
+"""Benchmark: pyparallel's HTTP server against what users run instead, in one run.
 
-The HTTP issue's scenarios, every server loaded the same way by wrk (-t1
--c64, 127.0.0.1 only) in one run, back to back:
+Every server of bench/_servers.py (pyparallel in its three modes, nginx,
+asyncio and uvloop with one loop, 3.13t asyncio with a loop per thread,
+gunicorn sync and gthread, granian) runs the same handler logic
+(bench/peers/http_logic.py) on 127.0.0.1, and every scenario measures them
+back to back, in rounds whose order rotates; the median of the rounds counts.
 
-  work       GET /work, a pure-Python loop of about 90 us per request
-             (bench/peers/http_pyparallel.py, bench/peers/http_asyncio.py):
-             req/s; target: pyparallel (threads mode on 3.13t) at least
-             1.2x asyncio with one loop per thread on 3.13t.
-  plaintext  GET /plaintext ("Hello, World!") and GET /json: req/s and the
-  json       server's CPU per request (user + system time of every process
-             of the server, from /proc, over the wrk run / requests);
-             targets: CPU per request at most 0.8x asyncio's (one loop on
-             3.13), req/s at least nginx's (plaintext; nginx has no json).
-  static     a 1 MiB file, pyparallel (--root) against nginx: req/s.
+  work       GET /work: about 90 us of pure Python per request. Also measured:
+             the compute limit, the handler's loop timed alone on the 3.13
+             GIL build (CPU time) times the workers, as req/s.
+  plaintext  TechEmpower's plaintext and json tests (keep-alive, Date
+  json       field checked on every server)
+  static     a 1 MiB file
+  shared     GET /shared?k=<random key> (wrk's Lua script): a lookup in a dict
+             of --shared-entries entries that every server process loads at
+             start-up; req/s and the memory of all the server's processes
+             (process-based servers hold one copy per worker)
+  latency    p50/p99 of GET /json at a fixed --latency-rate, from an open-loop
+             generator (bench/latency_client.c) that counts each request from
+             when it was due (no coordinated omission)
+  idle       --idle-connections keep-alive connections, each after one
+             request, held open: the memory each costs the server
 
-Contenders, each a subprocess in a process group of its own, started once
-before the first round, waited for by polling its port, checked with one
-request per route (same status and body everywhere), and always stopped at the
-end (SIGTERM to the group, SIGKILL after 10 s):
+The wrk scenarios use wrk -t1 -c64 and report req/s, the server's CPU time per
+request (user + system of every process of the server, from /proc), the
+server's memory after the run (Rss and Pss summed over its processes) and
+wrk's own CPU per request (it shares the cores with the server). Servers are
+started twice: without the shared table (everything but shared), then with
+it. Every server is stopped at the end (its whole process group), on error,
+SIGTERM and Ctrl-C too.
 
-  pyparallel             python -m pyparallel.http.server on --ft-python
-                         (3.13t: threads mode), 2 workers
-  pyparallel 3.13 gil    the same on --gil-python (its default mode)
-  asyncio 3.13 1 loop    bench/peers/http_asyncio.py on --gil-python
-  asyncio 3.13t N loops  the same on --ft-python, one loop per worker thread
-                         on SO_REUSEPORT sockets
-  nginx                  Debian's nginx with a config in a temporary
-                         directory: --workers worker processes, access_log
-                         off, `return 200` for /plaintext, the static root
-
-Every (scenario, server) pair is warmed up once (1 s of wrk), then measured in
---repeat rounds whose order is rotated; the median counts. wrk's own CPU (it
-shares the two cores with the server) is given in the notes.
-
-  python bench/http.py [--quick] [--duration S] [--json PATH]
-                       [--ft-python PY] [--gil-python PY] [--nginx PATH]
+  python bench/http.py [--quick] [--duration S] [--json PATH] [--only SCENARIO]
 """
 
 import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,193 +44,87 @@ import tempfile
 import time
 
 import _common
+import _idle
+import _servers
+from _servers import (ASYNCIO, NGINX, PX_GIL, PX_INTERPRETERS, PX_THREADS,
+                      PYPARALLEL_MODES)
 
 ROOT_DIR = os.path.dirname(_common.BENCH_DIR)
-PEERS = os.path.join(_common.BENCH_DIR, "peers")
-START_TIMEOUT = 30.0
-STOP_TIMEOUT = 10.0
 CONNECTIONS = 64
 STATIC_NAME = "file-1MiB.bin"
 STATIC_SIZE = 1 << 20
-WORK_BODY = str(sum(i * i for i in range(3000))).encode()
-# What every server must answer, checked once before measuring.
-EXPECTED_BODY = {
-    "/plaintext": b"Hello, World!",
-    "/json": b'{"message":"Hello, World!"}',
-    "/work": WORK_BODY,
-}
+WRK_SCENARIOS = ("work", "plaintext", "json", "static")
+SCENARIOS = WRK_SCENARIOS + ("shared", "latency", "idle")
+PATHS = {"work": "/work", "plaintext": "/plaintext", "json": "/json",
+         "static": "/" + STATIC_NAME, "latency": "/json", "idle": "/plaintext"}
+REFERENCE = PX_INTERPRETERS
+LIMIT = "compute limit (3.13, serial loop x workers)"
+WORK_LIMIT_TARGET = 0.85
 
-PX_GIL = "pyparallel 3.13 gil"
-ASYNCIO_GIL = "asyncio 3.13 1 loop"
-NGINX = "nginx"
+SHARED_LUA = """\
+local entries = {entries}
+request = function()
+  return wrk.format(nil, "/shared?k=" .. math.random(0, entries - 1))
+end
+"""
 
-NGINX_CONF = """\
-worker_processes {workers};
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_timeout 65;
-    # wrk's connections stay open for the whole run, as they do with the
-    # other servers (nginx closes one after 1000 requests by default).
-    keepalive_requests 100000000;
-    server {{
-        listen 127.0.0.1:{port};
-        root {www};
-        location = /plaintext {{
-            default_type text/plain;
-            return 200 "Hello, World!";
-        }}
-    }}
-}}
+# Times the handler's loop alone, in CPU time (a busy machine stretches wall
+# time, not this): seconds per call, median of 7 rounds.
+LIMIT_PROBE = """\
+import statistics, sys, time
+sys.path.insert(0, sys.argv[1])
+import http_logic
+for _ in range(200):
+    http_logic.work()
+rounds = []
+for _ in range(7):
+    start = time.thread_time()
+    for _ in range(300):
+        http_logic.work()
+    rounds.append((time.thread_time() - start) / 300)
+print(statistics.median(rounds))
 """
 
 
-# ---- servers -----------------------------------------------------------------
+# ---- checks -----------------------------------------------------------------
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def process_group_pids(pgid):
-    """Every live process of process group pgid (nginx's master and workers)."""
-    pids = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # Fields after the command name: state, ppid, pgrp, ...
-        if int(stat[stat.rindex(b")") + 2:].split()[2]) == pgid:
-            pids.append(int(name))
-    return pids
+def expected_body(scenario, static_bytes):
+    import http_logic  # bench/peers is on sys.path (see main)
+    return {"work": http_logic.work().encode(), "plaintext": http_logic.PLAINTEXT,
+            "json": http_logic.json_body(), "latency": http_logic.json_body(),
+            "idle": http_logic.PLAINTEXT, "static": static_bytes}[scenario]
 
 
-class Server:
-    """A server subprocess in its own process group, serving on self.port."""
-
-    def __init__(self, name, command, port, cwd=None, env=None):
-        self.name = name
-        self.command = command
-        self.port = port
-        self.cwd = cwd
-        self.env = env
-        self.process = None
-        self.pids = []
-        self.output = tempfile.TemporaryFile()
-        self.stop_note = None
-
-    def start(self):
-        self.process = subprocess.Popen(self.command, cwd=self.cwd, env=self.env,
-                                        stdin=subprocess.DEVNULL, stdout=self.output,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if self.process.poll() is not None:
-                raise SystemExit(f"{self.name}: exited with status "
-                                 f"{self.process.returncode}{self.tail()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"{self.name}: not listening on port {self.port} "
-                                     f"after {START_TIMEOUT:g} s{self.tail()}") from None
-                time.sleep(0.05)
-        # nginx forks its workers after it listens: give them time to appear.
-        time.sleep(0.3)
-        self.pids = process_group_pids(self.process.pid)
-
-    def cpu_seconds(self):
-        return sum(_common.proc_cpu_seconds(pid) for pid in self.pids)
-
-    def startup_line(self):
-        self.output.seek(0)
-        lines = self.output.read().decode(errors="replace").splitlines()
-        return lines[0] if lines else ""
-
-    def tail(self):
-        self.output.seek(0)
-        text = self.output.read().decode(errors="replace").strip()
-        return f"; its output:\n{text[-2000:]}" if text else ""
-
-    def stop(self):
-        """SIGTERM to the group, then SIGKILL; records how the server ended."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                status = self.process.wait(STOP_TIMEOUT)
-                if status != 0:
-                    self.stop_note = f"exited with status {status} on SIGTERM"
-            except subprocess.TimeoutExpired:
-                self.stop_note = f"did not exit within {STOP_TIMEOUT:g} s of SIGTERM: killed"
+def check_routes(server, static_bytes):
+    """One request per route: status, body, and a Date field everywhere."""
+    for scenario in server.scenarios:
+        if scenario == "shared":
+            path, body = "/shared?k=12345", b"12345"
         else:
-            self.stop_note = f"had exited with status {self.process.returncode}"
-        # Whatever is left of the group (nginx's workers) goes too.
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait()
-
-
-def http_get(port, path):
-    """(status, body) of one GET, read as far as its Content-Length."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = s.recv(1 << 16)
-            if not chunk:
-                raise SystemExit(f"port {port}: connection closed before a response to {path}")
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
-        if length is None:
-            raise SystemExit(f"port {port}: GET {path}: no Content-Length in {head!r}")
-        while len(body) < int(length.group(1)):
-            chunk = s.recv(1 << 16)
-            if not chunk:
-                break
-            body += chunk
-    return int(head.split(None, 2)[1]), body
-
-
-def check_routes(server, paths, static_path):
-    for path in paths:
-        status, body = http_get(server.port, path)
-        if path == "/" + STATIC_NAME:
-            with open(static_path, "rb") as f:
-                good = status == 200 and body == f.read()
-        else:
-            good = status == 200 and body == EXPECTED_BODY[path]
-        if not good:
+            path, body = PATHS[scenario], expected_body(scenario, static_bytes)
+        status, head, got = _servers.http_get(server.port, server.path(scenario, path))
+        if status != 200 or got != body:
             raise SystemExit(f"{server.name}: GET {path} answered {status} "
-                             f"{body[:80]!r}{server.tail()}")
+                             f"{got[:80]!r}{server.tail()}")
+        if not re.search(rb"(?im)^date:", head):
+            raise SystemExit(f"{server.name}: GET {path}: no Date field in {head!r}")
 
 
-# ---- wrk ---------------------------------------------------------------------
+def pyparallel_stats(server):
+    """What the /stats route of a pyparallel server says (mode, worker memory)."""
+    import json
+    status, _, body = _servers.http_get(server.port, "/stats")
+    return json.loads(body) if status == 200 else None
 
-def run_wrk(server, path, seconds):
-    """One wrk run: requests, req/s, and the CPU seconds of server and of wrk."""
-    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "10s",
-               f"http://127.0.0.1:{server.port}{path}"]
+
+# ---- load generators ------------------------------------------------------------
+
+def run_wrk(server, path, seconds, script=None):
+    """One wrk run: requests, req/s, CPU of server and wrk, server memory."""
+    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "10s"]
+    if script:
+        command += ["-s", script]
+    command.append(f"http://127.0.0.1:{server.port}{path}")
     server_cpu = server.cpu_seconds()
     start = _common.now()
     wrk = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -245,6 +134,7 @@ def run_wrk(server, path, seconds):
     wrk.returncode = os.waitstatus_to_exitcode(status)
     elapsed = _common.now() - start
     server_cpu = server.cpu_seconds() - server_cpu
+    rss, pss = server.memory_mib()
     found = re.search(r"(\d+) requests in", output)
     if wrk.returncode != 0 or not found or int(found.group(1)) == 0:
         raise SystemExit(f"{server.name} {path}: wrk failed:\n{output}{server.tail()}")
@@ -256,179 +146,356 @@ def run_wrk(server, path, seconds):
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     return {"requests": requests, "req_per_s": rate, "elapsed_s": elapsed,
             "server_cpu_s": server_cpu, "wrk_cpu_s": usage.ru_utime + usage.ru_stime,
+            "rss_mib": rss, "pss_mib": pss,
             "socket_errors": socket_errors.group(1) if socket_errors else None}
 
 
-# ---- the run -----------------------------------------------------------------
-
-def make_servers(args, tmp, www):
-    """The contenders, by name, and the scenarios each takes part in."""
-    env = dict(os.environ)
-    # The servers import pyparallel from the source tree when no venv has
-    # it installed, as the Makefile's targets do.
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (os.path.join(ROOT_DIR, "python"), env.get("PYTHONPATH")) if p)
-    servers = []
-    if not args.peers_only:
-        for name, python in ((_common.OURS, args.ft_python), (PX_GIL, args.gil_python)):
-            port = free_port()
-            # cwd bench/peers: the app's module is imported from there (and
-            # bench/http.py must not shadow the standard library's http).
-            servers.append((Server(name, [python, "-m", "pyparallel.http.server",
-                                          "--bind", "127.0.0.1", "--port", str(port),
-                                          "--workers", str(args.workers),
-                                          "--app", "http_pyparallel:Bench", "--root", www],
-                                   port, cwd=PEERS, env=env),
-                            ("work", "plaintext", "json", "static")))
-    asyncio_server = os.path.join(PEERS, "http_asyncio.py")
-    port = free_port()
-    servers.append((Server(ASYNCIO_GIL, [args.gil_python, asyncio_server, "--port", str(port)],
-                           port, cwd=PEERS),
-                    ("work", "plaintext", "json")))
-    port = free_port()
-    servers.append((Server(f"asyncio 3.13t {args.workers} loops",
-                           [args.ft_python, asyncio_server, "--port", str(port),
-                            "--loops", str(args.workers)], port, cwd=PEERS),
-                    ("work", "plaintext", "json")))
-    if args.nginx:
-        port = free_port()
-        conf = os.path.join(tmp, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(NGINX_CONF.format(workers=args.workers, tmp=tmp, port=port, www=www))
-        servers.append((Server(NGINX, [args.nginx, "-p", tmp, "-c", conf,
-                                       "-e", os.path.join(tmp, "error.log")], port),
-                        ("plaintext", "static")))
-    return servers
+def run_latency(client, server, args):
+    import json
+    command = [client, str(server.port), server.path("latency", PATHS["latency"]),
+               str(args.latency_rate), str(args.latency_connections),
+               str(args.latency_warmup), str(args.latency_duration)]
+    result = subprocess.run(command, capture_output=True, text=True,
+                            timeout=args.latency_warmup + args.latency_duration + 60)
+    if result.returncode != 0:
+        raise SystemExit(f"{server.name}: latency client failed: "
+                         f"{result.stderr.strip()}{server.tail()}")
+    return json.loads(result.stdout)
 
 
-PATHS = {"work": "/work", "plaintext": "/plaintext", "json": "/json",
-         "static": "/" + STATIC_NAME}
+def compute_limit(python, workers):
+    """Seconds of CPU per call of the work loop on python, and the req/s
+    that `workers` cores doing nothing else would reach."""
+    out = subprocess.run([python, "-c", LIMIT_PROBE, _servers.PEERS],
+                         capture_output=True, text=True, check=True)
+    seconds = float(out.stdout)
+    return seconds, workers / seconds
 
 
-def median_of(samples, key):
-    return statistics.median(s[key] for s in samples)
+# ---- one group of servers ----------------------------------------------------------
+
+def run_group(servers, jobs, args, static_bytes, extra_rounds=None):
+    """Starts servers, checks them, runs the jobs in rounds, stops them.
+
+    jobs maps (scenario, server name) -> callable doing one measurement.
+    extra_rounds(started) may add measurements that need the servers up.
+    Returns (samples, facts): facts per server name (start-up time, memory
+    at rest, pyparallel's /stats).
+    """
+    facts = {}
+    started = []
+    try:
+        # All at once: loading the shared table takes seconds per server.
+        for server in servers:
+            started.append(server)
+            server.launch()
+        for server in servers:
+            server.wait_ready()
+            check_routes(server, static_bytes)
+            # Until every route answered (pre-forking servers listen before
+            # their workers have imported the application). They all start
+            # together on two cores, so this is only kept in the JSON.
+            start_s = time.monotonic() - server.launched
+            rss, pss = server.memory_mib()
+            facts[server.name] = {"start_s": start_s, "rest_rss_mib": rss,
+                                  "rest_pss_mib": pss}
+            if server.name in PYPARALLEL_MODES:
+                facts[server.name]["stats"] = pyparallel_stats(server)
+        if not args.quick:
+            for job in jobs.values():
+                job(warm_up=True)
+        samples = _common.rounds({key: job for key, job in jobs.items()}, args.repeat)
+        if extra_rounds:
+            samples.update(extra_rounds())
+    finally:
+        for server in started:
+            server.stop()
+    return samples, facts
 
 
-def add_rows(report, scenario, samples, servers, with_cpu):
-    names = [server.name for server, scenarios in servers if scenario in scenarios]
-    for name in names:
-        report.add(f"{scenario} req/s", name,
-                   [s["req_per_s"] for s in samples[(scenario, name)]], "req/s", "higher")
-    if with_cpu:
+def wrk_job(server, scenario, duration, script=None):
+    path = server.path(scenario, PATHS.get(scenario, "/shared"))
+
+    def job(warm_up=False):
+        return run_wrk(server, path, 1 if warm_up else duration, script)
+    return job
+
+
+# ---- the report -------------------------------------------------------------------
+
+def add_wrk_rows(report, scenario, samples, names):
+    def values(name, func):
+        return [func(s) for s in samples[(scenario, name)]]
+
+    columns = (
+        ("req/s", "req/s", "higher", lambda s: s["req_per_s"]),
+        ("server CPU/request", "µs", "lower", lambda s: s["server_cpu_s"] / s["requests"] * 1e6),
+        ("server RSS", "MiB", "lower", lambda s: s["rss_mib"]),
+        ("server PSS", "MiB", "lower", lambda s: s["pss_mib"]),
+        ("wrk CPU/request", "µs", "lower", lambda s: s["wrk_cpu_s"] / s["requests"] * 1e6),
+    )
+    for column, unit, better, func in columns:
         for name in names:
-            report.add(f"{scenario} server CPU/request", name,
-                       [s["server_cpu_s"] / s["requests"] * 1e6
-                        for s in samples[(scenario, name)]], "µs", "lower")
+            report.add(f"{scenario} {column}", name, values(name, func), unit, better,
+                       group=scenario, column=column)
 
 
-def add_ratio(report, metric, samples, ours, peer, key, target, better):
-    """pyparallel's figure over the peer's, round by round (same round, same noise)."""
-    if (ours not in samples) or (peer not in samples):
+def add_ratio_target(report, metric, samples, scenario, ours, peer, cpu, target):
+    """ours' figure over peer's, round by round (same round, same noise)."""
+    a, b = samples.get((scenario, ours)), samples.get((scenario, peer))
+    if not a or not b:
         return
-    if key == "cpu":
-        values = [(a["server_cpu_s"] / a["requests"]) / (b["server_cpu_s"] / b["requests"])
-                  for a, b in zip(samples[ours], samples[peer])]
+    if cpu:
+        values = [(x["server_cpu_s"] / x["requests"]) / (y["server_cpu_s"] / y["requests"])
+                  for x, y in zip(a, b)]
     else:
-        values = [a["req_per_s"] / b["req_per_s"] for a, b in zip(samples[ours], samples[peer])]
-    report.add(metric, _common.OURS, values, "x", better, target)
+        values = [x["req_per_s"] / y["req_per_s"] for x, y in zip(a, b)]
+    report.add(metric, ours, values, "x", "lower" if cpu else "higher", target,
+               group="targets", column="ratio")
+
+
+def build_report(args, samples, facts, limits, servers, asyncio_ft):
+    report = _common.Report(
+        "http", "HTTP: pyparallel against the servers users run instead",
+        {"connections": CONNECTIONS, "wrk_threads": 1, "duration_s": args.duration,
+         "static_bytes": STATIC_SIZE, "shared_entries": args.shared_entries,
+         "latency_rate": args.latency_rate, "latency_connections": args.latency_connections,
+         "latency_duration_s": args.latency_duration,
+         "idle_connections": args.idle_connections, "keepalive_s": args.keepalive},
+        reference=REFERENCE)
+    for scenario in WRK_SCENARIOS + ("shared",):
+        names = [s.name for s in servers if (scenario, s.name) in samples]
+        if not names:
+            continue
+        if scenario == "work" and limits:
+            report.add("work req/s", LIMIT, [limits["gil"][1]], "req/s", "higher",
+                       group="work", column="req/s")
+        add_wrk_rows(report, scenario, samples, names)
+    names = [s.name for s in servers if ("latency", s.name) in samples]
+    for column, key in (("p50", "p50_us"), ("p99", "p99_us"), ("p99.9", "p999_us")):
+        for name in names:
+            report.add(f"latency {column}", name,
+                       [s[key] / 1000 for s in samples[("latency", name)]], "ms", "lower",
+                       group="latency", column=column)
+    for name in names:
+        report.add("latency failed requests", name,
+                   [s["errors"] + s["bad_status"] + s["unanswered"]
+                    for s in samples[("latency", name)]], "", "lower",
+                   group="latency", column="failed")
+    names = [s.name for s in servers if ("idle", s.name) in samples]
+    for name in names:
+        rows = samples[("idle", name)]
+        report.add("idle connections held", name, [s["held"] for s in rows], "", "higher",
+                   group="idle", column="held")
+        per = [s["kib_per_connection"] for s in rows if s["kib_per_connection"] is not None]
+        if per:
+            report.add("idle memory/connection", name, per, "KiB", "lower",
+                       group="idle", column="RSS/connection")
+        report.add("idle server RSS", name, [s["rss_after_mib"] for s in rows], "MiB",
+                   "lower", group="idle", column="server RSS")
+
+    # The targets of the HTTP and interpreters issues, round by round.
+    add_ratio_target(report, f"work req/s / {asyncio_ft}", samples, "work", PX_THREADS,
+                     asyncio_ft, False, (">=", 1.2))
+    for scenario in ("plaintext", "json"):
+        add_ratio_target(report, f"{scenario} CPU/request / {ASYNCIO}", samples, scenario,
+                         PX_THREADS, ASYNCIO, True, ("<=", 0.8))
+    for scenario in ("plaintext", "static"):
+        add_ratio_target(report, f"{scenario} req/s / nginx", samples, scenario, PX_THREADS,
+                         NGINX, False, (">=", 1.0))
+    if limits:
+        for name in (PX_INTERPRETERS, PX_THREADS, PX_GIL):
+            rows = samples.get(("work", name))
+            if rows:
+                target = (">=", WORK_LIMIT_TARGET) if name == PX_INTERPRETERS else None
+                report.add("work req/s / compute limit", name,
+                           [s["req_per_s"] / limits["gil"][1] for s in rows], "x",
+                           "higher", target, group="targets", column="ratio")
+
+    report.note(f"wrk -t1 -c{CONNECTIONS} -d{args.duration}s on 127.0.0.1"
+                + ("" if args.quick else ", after a 1 s warm-up per server and scenario")
+                + f"; static: one {STATIC_SIZE >> 20} MiB file; shared: "
+                f"{args.shared_entries:,} entries")
+    if limits:
+        for build, (seconds, rate) in limits.items():
+            report.note(f"work loop alone on the {build} build: {seconds * 1e6:.1f} µs of "
+                        f"CPU per call, so {args.workers} cores reach {rate:,.0f} req/s")
+    report.note(f"latency: GET /json at {args.latency_rate:g} req/s over "
+                f"{args.latency_connections} connections, {args.latency_duration:g} s "
+                f"after {args.latency_warmup:g} s of warm-up, open loop")
+    report.note(f"idle: {args.idle_connections} connections after one GET /plaintext "
+                f"each; memory read {_idle.SETTLE_S:g} s after the last response")
+    for name in PYPARALLEL_MODES:
+        fact = facts["base"].get(name) or facts["shared"].get(name) or {}
+        stats = fact.get("stats")
+        if stats:
+            memory = [m for m in stats.get("worker_memory") or [] if m is not None]
+            if memory:
+                report.add("memory per worker (px.stats)", name,
+                           [statistics.mean(memory) / (1 << 20)], "MiB", "lower",
+                           group="pyparallel workers", column="interpreter memory")
+    for server in servers:
+        line = server.startup_line()
+        if line and server.name in PYPARALLEL_MODES:
+            report.note(f"{server.name}: {line}")
+        if server.stop_note:
+            report.note(f"{server.name}: server {server.stop_note}")
+    for (scenario, name), rows in samples.items():
+        errors = [s.get("socket_errors") for s in rows if s.get("socket_errors")]
+        if errors:
+            report.note(f"{scenario} / {name}: wrk socket errors: {errors}")
+    report.params["facts"] = facts
+    report.params["limits"] = limits
+    report.params["samples"] = [{"scenario": scenario, "contender": name, "runs": rows}
+                                for (scenario, name), rows in samples.items()]
+    return report
+
+
+# ---- the run -------------------------------------------------------------------
+
+def interpreter_version(python):
+    out = subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"],
+                         capture_output=True, text=True)
+    return out.stdout.strip() or None
+
+
+def versions(args):
+    found = {"ft_python": interpreter_version(args.ft_python),
+             "gil_python": interpreter_version(args.gil_python)}
+    for tool, command, pattern in (("wrk", ["wrk", "--version"], r"wrk \S*?([\d.]+)"),
+                                   ("nginx", [args.nginx or "nginx", "-v"], r"nginx/([\d.]+)")):
+        try:
+            out = subprocess.run(command, capture_output=True, text=True)
+            version = re.search(pattern, out.stdout + out.stderr)
+            found[tool] = f"{tool} {version.group(1)}" if version else None
+        except OSError:
+            found[tool] = None
+    if args.bench_python:
+        probe = ("import importlib.metadata as m\n"
+                 "for p in ('uvloop', 'gunicorn', 'granian'):\n"
+                 "    print(p, m.version(p))")
+        out = subprocess.run([args.bench_python, "-c", probe], capture_output=True, text=True)
+        for line in out.stdout.splitlines():
+            name, version = line.split()
+            found[name] = version
+    return found
 
 
 def main(argv=None):
     p = _common.parser(__doc__.split("\n\n")[0])
+    venv = os.path.join(ROOT_DIR, "{}", "bin", "python")
     p.add_argument("--duration", type=int, default=None, metavar="S",
-                   help="seconds of each wrk run (default 5, 2 with --quick)")
-    p.add_argument("--ft-python", default=os.path.join(ROOT_DIR, ".venv-ft", "bin", "python"),
-                   metavar="PY", help="the free-threaded 3.13t interpreter (default .venv-ft)")
-    p.add_argument("--gil-python", default=os.path.join(ROOT_DIR, ".venv-gil", "bin", "python"),
-                   metavar="PY", help="the GIL-build 3.13 interpreter (default .venv-gil)")
+                   help="seconds of each wrk run (default 5, 1 with --quick)")
+    p.add_argument("--ft-python", default=venv.format(".venv-ft"), metavar="PY",
+                   help="the free-threaded 3.13t interpreter (default .venv-ft)")
+    p.add_argument("--gil-python", default=venv.format(".venv-gil"), metavar="PY",
+                   help="the GIL-build 3.13 interpreter (default .venv-gil)")
+    p.add_argument("--bench-python", default=venv.format(".venv-bench"), metavar="PY",
+                   help="the interpreter with uvloop, gunicorn and granian "
+                        "(default .venv-bench; missing: those peers are left out)")
     p.add_argument("--nginx", default=shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin"),
                    metavar="PATH", help="nginx (default: from PATH or /usr/sbin); "
                                         "without it nginx is left out")
+    p.add_argument("--only", action="append", choices=SCENARIOS,
+                   help="run only this scenario (repeatable)")
+    p.add_argument("--shared-entries", type=int, default=1_000_000, metavar="N",
+                   help="entries of the shared table (default 1000000)")
+    p.add_argument("--latency-rate", type=float, default=2000.0, metavar="R",
+                   help="requests per second of the latency scenario (default 2000)")
+    p.add_argument("--latency-connections", type=int, default=16, metavar="N",
+                   help="connections of the latency scenario (default 16)")
+    p.add_argument("--idle-connections", type=int, default=None, metavar="N",
+                   help="connections of the idle scenario (default 10000, 1000 "
+                        "with --quick)")
+    p.add_argument("--keepalive", type=float, default=600.0, metavar="S",
+                   help="keep-alive timeout given to every server (default 600)")
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--repeat" not in argv:
-        argv += ["--repeat", "1" if "--quick" in argv else "2"]
+        argv += ["--repeat", "1" if "--quick" in argv else "3"]
     args = _common.parse(p, argv)
-    duration = args.duration or (2 if args.quick else 5)
+    args.duration = args.duration or (1 if args.quick else 5)
+    args.latency_warmup = 0.3 if args.quick else 1.0
+    args.latency_duration = 1.0 if args.quick else 5.0
+    args.idle_connections = args.idle_connections or (1000 if args.quick else 10_000)
+    scenarios = set(args.only or SCENARIOS)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk")
     for python in (args.ft_python, args.gil_python):
         if not os.access(python, os.X_OK):
             raise SystemExit(f"{python}: no such interpreter (see --ft-python, --gil-python)")
+    if not os.access(args.bench_python, os.X_OK):
+        print(f"{args.bench_python} missing: uvloop, gunicorn and granian left out",
+              file=sys.stderr)
+        args.bench_python = None
+    sys.path.insert(0, _servers.PEERS)
+    nofile = _servers.raise_open_files_limit()
+    if "idle" in scenarios and args.idle_connections + 100 > nofile:
+        raise SystemExit(f"--idle-connections {args.idle_connections}: the open files "
+                         f"limit is {nofile}")
+    latency_client = _common.build_c_tool("latency_client.c", ["-lm"])
 
-    samples = {}
-    started = []
+    limits = {}
+    if "work" in scenarios:
+        limits["gil"] = compute_limit(args.gil_python, args.workers)
+        limits["free-threaded"] = compute_limit(args.ft_python, args.workers)
+    samples, facts = {}, {}
     with tempfile.TemporaryDirectory(prefix="px-bench-http-") as tmp:
         www = os.path.join(tmp, "www")
         os.mkdir(www)
         # nginx's workers run as an unprivileged user: they must reach www.
         os.chmod(tmp, 0o755)
         static_path = os.path.join(www, STATIC_NAME)
+        static_bytes = os.urandom(STATIC_SIZE)
         with open(static_path, "wb") as f:
-            f.write(os.urandom(STATIC_SIZE))
+            f.write(static_bytes)
         os.chmod(static_path, 0o644)
-        servers = make_servers(args, tmp, www)
-        try:
-            for server, scenarios in servers:
-                started.append(server)
-                server.start()
-                check_routes(server, [PATHS[s] for s in scenarios], static_path)
-            jobs = {(scenario, server.name): (server, PATHS[scenario])
-                    for scenario in PATHS for server, scenarios in servers
-                    if scenario in scenarios}
-            for server, path in jobs.values():
-                run_wrk(server, path, 1)
-            runs = {key: (lambda job=job: run_wrk(*job, duration))
-                    for key, job in jobs.items()}
-            samples = _common.rounds(runs, args.repeat)
-        finally:
-            for server in started:
-                server.stop()
+        lua = os.path.join(tmp, "shared.lua")
+        with open(lua, "w") as f:
+            f.write(SHARED_LUA.format(entries=args.shared_entries))
 
-    report = _common.Report(
-        "http", "HTTP: pyparallel.http against asyncio and nginx (wrk)",
-        {"connections": CONNECTIONS, "wrk_threads": 1, "duration_s": duration,
-         "static_bytes": STATIC_SIZE})
-    add_rows(report, "work", samples, servers, False)
-    add_rows(report, "plaintext", samples, servers, True)
-    add_rows(report, "json", samples, servers, True)
-    add_rows(report, "static", samples, servers, False)
-    peer_ft = f"asyncio 3.13t {args.workers} loops"
-    for scenario in ("work", "plaintext", "json", "static"):
-        ours = samples.get((scenario, _common.OURS))
-        if ours is None:
-            continue
-        by_name = {name: s for (sc, name), s in samples.items() if sc == scenario}
-        if scenario == "work":
-            add_ratio(report, f"work req/s, ours / {peer_ft}", by_name, _common.OURS,
-                      peer_ft, "rate", (">=", 1.2), "higher")
-        if scenario in ("plaintext", "json"):
-            add_ratio(report, f"{scenario} CPU/request, ours / {ASYNCIO_GIL}", by_name,
-                      _common.OURS, ASYNCIO_GIL, "cpu", ("<=", 0.8), "lower")
-        if scenario in ("plaintext", "static"):
-            add_ratio(report, f"{scenario} req/s, ours / nginx", by_name, _common.OURS,
-                      NGINX, "rate", (">=", 1.0), "higher")
-    report.note(f"wrk -t1 -c{CONNECTIONS} -d{duration}s on 127.0.0.1, "
-                f"after a 1 s warm-up per server and scenario; static: one "
-                f"{STATIC_SIZE >> 20} MiB file")
-    for server, _ in servers:
-        line = server.startup_line()
-        if line and server.name != NGINX:
-            report.note(f"{server.name}: {line}")
-    for (scenario, name), rows in samples.items():
-        busy = median_of(rows, "server_cpu_s") / median_of(rows, "elapsed_s")
-        wrk_busy = median_of(rows, "wrk_cpu_s") / median_of(rows, "elapsed_s")
-        wrk_per_request = statistics.median(s["wrk_cpu_s"] / s["requests"] * 1e6 for s in rows)
-        errors = [s["socket_errors"] for s in rows if s["socket_errors"]]
-        report.note(f"{scenario} / {name}: server {busy:.2f} cores, wrk {wrk_busy:.2f} "
-                    f"cores ({wrk_per_request:.1f} µs/request)"
-                    + (f"; wrk socket errors: {errors}" if errors else ""))
-    for server, _ in servers:
-        if server.stop_note:
-            report.note(f"{server.name}: server {server.stop_note}")
-    # Every wrk run's figures, for whoever wants more than the medians.
-    report.params["wrk_runs"] = [{"scenario": scenario, "contender": name, "runs": rows}
-                                 for (scenario, name), rows in samples.items()]
-    return report.finish(args, _common.environment(args))
+        base = [s for s in _servers.contenders(args, tmp, www, 0)
+                if s.scenarios & (scenarios - {"shared"})]
+        for server in base:
+            server.scenarios = server.scenarios & scenarios - {"shared"}
+        jobs = {(scenario, s.name): wrk_job(s, scenario, args.duration)
+                for scenario in WRK_SCENARIOS for s in base if scenario in s.scenarios}
+
+        def latency_and_idle():
+            extra = {}
+            runs = {("latency", s.name): (lambda s=s: run_latency(latency_client, s, args))
+                    for s in base if "latency" in s.scenarios}
+            runs.update({("idle", s.name): (lambda s=s: _idle.hold_idle(
+                s, s.path("idle", PATHS["idle"]), args.idle_connections))
+                for s in base if "idle" in s.scenarios})
+            extra.update(_common.rounds(runs, args.repeat))
+            return extra
+
+        all_servers = list(base)
+        if base:
+            got, facts = run_group(base, jobs, args, static_bytes, latency_and_idle)
+            samples.update(got)
+        if "shared" in scenarios:
+            shared = [s for s in _servers.contenders(args, tmp, www, args.shared_entries)
+                      if "shared" in s.scenarios]
+            for server in shared:
+                server.scenarios = {"shared"}
+            jobs = {("shared", s.name): wrk_job(s, "shared", args.duration, lua)
+                    for s in shared}
+            got, shared_facts = run_group(shared, jobs, args, static_bytes)
+            samples.update(got)
+            facts = {"base": facts, "shared": shared_facts}
+            all_servers += shared
+        else:
+            facts = {"base": facts, "shared": {}}
+
+    names = list(dict.fromkeys(s.name for s in all_servers))
+    servers = [next(s for s in all_servers if s.name == name) for name in names]
+    asyncio_ft = f"asyncio 3.13t {args.workers} loops"
+    report = build_report(args, samples, facts, limits, servers, asyncio_ft)
+    report.params["versions"] = versions(args)
+    env = _common.environment(args)
+    return report.finish(args, env)
+
 
 def exit_on_sigterm(signum, frame):
     # Raised in the main thread, so the servers are still stopped (finally).

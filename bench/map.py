@@ -14,7 +14,8 @@ its own (the median over rounds is reported; target for pyparallel: at least
 1.95 on two workers). The function is compiled from source, as a user's
 module is with PYTHONDONTWRITEBYTECODE=1; the rows marked ".pyc" run the same
 function loaded from bytecode, which shows what the mortal code constants of
-a module compiled from source cost the threads (pyparallel should not care).
+a module compiled from source cost the threads (pyparallel should not care;
+in mode interpreters, where nothing is shared, pyparallel has no such row).
 
   python bench/map.py [--quick] [--items N] [--item-us US] [--json PATH]
 """
@@ -66,7 +67,11 @@ def main(argv=None):
     runs = {"serial": lambda: list(map(source.checksum, items))}
     if px is not None:
         runs[_common.OURS] = lambda: px.map(source.checksum, items)
-        runs[_common.OURS + _common.PYC] = lambda: px.map(bytecode.checksum, items)
+        # A worker interpreter (mode interpreters) imports the function's
+        # module by name, and the .pyc twin has none it could import; the
+        # twin is about reference-count contention, which it cannot have.
+        if px.stats()["mode"] != "interpreters":
+            runs[_common.OURS + _common.PYC] = lambda: px.map(bytecode.checksum, items)
     tpe = f"ThreadPoolExecutor({args.workers}).map"
     runs[tpe] = lambda: list(threads.map(source.checksum, items))
     runs[tpe + _common.PYC] = lambda: list(threads.map(bytecode.checksum, items))
@@ -96,7 +101,8 @@ def main(argv=None):
     report.note("CPU time: all threads of this process (and the pool's "
                 "processes for multiprocessing), whatever else the machine runs")
     report.note("function compiled from source (as imported with "
-                "PYTHONDONTWRITEBYTECODE=1); '.pyc' rows: the same function "
+                "PYTHONDONTWRITEBYTECODE=1; in mode interpreters each worker "
+                "imports _workloads itself); '.pyc' rows: the same function "
                 "loaded from bytecode")
     return report.finish(args, _common.environment(args, px))
 
