@@ -1,47 +1,105 @@
-"""Runs every benchmark scenario back to back and collects the results.
+"""Runs every benchmark scenario against its peers, back to back, and writes the results.
 
-`make bench` runs this with the free-threaded venv; `make bench-quick` adds
---quick. Each scenario script runs in a subprocess of its own (so one
-scenario's worker threads, eternalized objects and memory stay away from the
-next), writes its report as JSON, and prints its table with ratios against
-pyparallel as it goes. The collected reports are written to
-bench/results/latest.json, and their tables to bench/results/latest.md.
+`make bench` runs this on .venv-bench (the GIL-build venv with the Python
+peers and matplotlib); `make bench-quick` adds --quick (about two minutes:
+one round, 1 s wrk runs, 1000 idle connections, and neither shared_dict nor
+echo). Each scenario script runs in a subprocess of its own, on the
+interpreter it measures (so one scenario's worker threads, eternalized
+objects and memory stay away from the next):
+
+  http                        bench/http.py: every HTTP server, every HTTP
+                              scenario (it starts the servers on .venv-ft,
+                              .venv-gil and .venv-bench itself)
+  map, submit_work            on .venv-ft (3.13t, mode threads)
+  map, submit_work            on .venv-gil with PYPARALLEL_MODE=interpreters
+   (interpreters)
+  shared_dict, echo           on .venv-ft (not with --quick)
+
+Every script prints its table with ratios against pyparallel as it goes and
+writes its report as JSON; this collects them into bench/results/latest.json,
+lays them out as bench/results/latest.md, and draws the PNG plots there
+(bench/_report.py). SIGTERM or Ctrl-C stops the scenario under way, whose
+script stops its servers.
 """
 
 import argparse
-import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-import _common  # noqa: E402  (the scripts' shared table printer)
+import _report  # noqa: E402  (bench/ is on the path only from here on)
 
-# In the order a reader meets them: the runtime's overheads, then its
-# scaling, then serving.
-SCENARIOS = ["submit_work", "map", "shared_dict", "echo", "http"]
+VENV_FT = os.path.join(ROOT, ".venv-ft", "bin", "python")
+VENV_GIL = os.path.join(ROOT, ".venv-gil", "bin", "python")
+
+# name -> (script, interpreter (None: this one), PYPARALLEL_MODE, in --quick).
+# In the order a reader meets them: serving first, then the runtime.
+SCENARIOS = {
+    "http": ("http.py", None, None, True),
+    "map": ("map.py", VENV_FT, None, True),
+    "map-interpreters": ("map.py", VENV_GIL, "interpreters", True),
+    "submit_work": ("submit_work.py", VENV_FT, None, True),
+    "submit_work-interpreters": ("submit_work.py", VENV_GIL, "interpreters", True),
+    "shared_dict": ("shared_dict.py", VENV_FT, None, False),
+    "echo": ("echo.py", VENV_FT, None, False),
+}
+
+_running = None
+
+
+def stop_running(signum, frame):
+    """Passes SIGTERM on to the scenario under way (which stops its servers)."""
+    if _running is not None and _running.poll() is None:
+        _running.send_signal(signal.SIGTERM)
+        try:
+            _running.wait(60)
+        except subprocess.TimeoutExpired:
+            _running.kill()
+    raise SystemExit(128 + signum)
 
 
 def run_scenario(name, quick, raw_dir):
+    global _running
+    script, python, mode, _ = SCENARIOS[name]
     path = os.path.join(raw_dir, f"{name}.json")
     if os.path.exists(path):
         os.unlink(path)
-    cmd = [sys.executable, os.path.join(HERE, f"{name}.py"), "--json", path]
+    cmd = [python or sys.executable, os.path.join(HERE, script), "--json", path]
     if quick:
         cmd.append("--quick")
+    env = dict(os.environ)
+    env.pop("PYPARALLEL_MODE", None)
+    if mode:
+        env["PYPARALLEL_MODE"] = mode
+    print(f"\n### {name}: {' '.join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd)}"
+          f"{f' (PYPARALLEL_MODE={mode})' if mode else ''}", flush=True)
     started = time.monotonic()
-    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL)
+    _running = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
+    try:
+        status = _running.wait()
+    except KeyboardInterrupt:
+        # The scenario got the Ctrl-C too (same process group): let it
+        # stop its servers before leaving.
+        try:
+            _running.wait(60)
+        except subprocess.TimeoutExpired:
+            _running.kill()
+        raise
+    _running = None
     elapsed = time.monotonic() - started
-    if proc.returncode != 0 or not os.path.exists(path):
-        print(f"bench/run.py: {name} failed (exit {proc.returncode})",
-              file=sys.stderr)
+    if status != 0 or not os.path.exists(path):
+        print(f"bench/run.py: {name} failed (exit {status})", file=sys.stderr)
         return None
     with open(path) as f:
         doc = json.load(f)
+    doc["name"] = name
     doc["seconds"] = round(elapsed, 1)
     return doc
 
@@ -49,39 +107,42 @@ def run_scenario(name, quick, raw_dir):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true",
-                   help="the short version of every scenario")
-    p.add_argument("--only", action="append", choices=SCENARIOS,
+                   help="the short version of every scenario (about two minutes)")
+    p.add_argument("--only", action="append", choices=list(SCENARIOS),
                    help="run only this scenario (repeatable)")
     args = p.parse_args(argv)
+    signal.signal(signal.SIGTERM, stop_running)
 
     results = os.path.join(HERE, "results")
     raw_dir = os.path.join(results, "raw")
     os.makedirs(raw_dir, exist_ok=True)
-    names = args.only or SCENARIOS
+    names = args.only or [name for name, spec in SCENARIOS.items()
+                          if spec[3] or not args.quick]
+    started = time.monotonic()
+    load_before = os.getloadavg()[0]
     docs, failed = [], []
     for name in names:
         doc = run_scenario(name, args.quick, raw_dir)
         (docs if doc else failed).append(doc or name)
-
+    run = {"quick": args.quick, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+           "seconds": round(time.monotonic() - started, 1),
+           "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
+           "skipped": [name for name in SCENARIOS if name not in names],
+           "reports": docs, "failed": failed}
     with open(os.path.join(results, "latest.json"), "w") as f:
-        json.dump({"quick": args.quick, "reports": docs, "failed": failed},
-                  f, indent=2)
+        json.dump(run, f, indent=2)
         f.write("\n")
-    tables = io.StringIO()
-    for doc in docs:
-        _common.print_document(doc, out=tables)
+    plots = _report.draw_plots(run, results)
     with open(os.path.join(results, "latest.md"), "w") as f:
-        f.write("# Benchmark results\n\n")
-        f.write("Produced by `make bench`"
-                f"{' (quick)' if args.quick else ''}; every ratio compares "
-                "a contender with pyparallel measured in the same run.\n\n")
-        f.write("```\n" + tables.getvalue().strip() + "\n```\n")
-        if failed:
-            f.write("\nScenarios that failed: " + ", ".join(failed) + "\n")
-    print(f"\nwrote {os.path.relpath(results)}/latest.md and latest.json"
+        f.write(_report.markdown(run, plots))
+    print(f"\nwrote {os.path.relpath(results, ROOT)}/latest.md, latest.json"
+          f"{', ' + ', '.join(plots) if plots else ''} in {run['seconds']:.0f} s"
           f"{'; failed: ' + ', '.join(failed) if failed else ''}")
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)

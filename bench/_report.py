@@ -1,0 +1,262 @@
+"""bench/run.py's output: the collected reports as Markdown tables and PNG plots.
+
+markdown(run, plots) lays every report group out as one table, a line per
+contender and a column per metric, with the first metric also given as a
+ratio to the report's reference (pyparallel) measured in the same run; the
+issues' targets follow in a table of their own, and a header says what
+machine, interpreters, peers and I/O backend produced the figures.
+draw_plots(run, directory) draws throughput, memory, latency and compute
+plots with matplotlib's Agg backend (none when matplotlib is missing).
+"""
+
+import os
+
+from _common import _fmt
+
+GROUP_TEXT = {
+    "work": "GET /work, about 90 µs of pure Python per request. The compute limit is the "
+            "handler's loop alone, timed in CPU time on the 3.13 GIL build, times the workers: "
+            "what the cores could do with no HTTP, no load generator and no other process.",
+    "plaintext": "GET /plaintext, TechEmpower's rules (keep-alive, a Date field in every "
+                 "response).",
+    "json": "GET /json, TechEmpower's rules: a dict encoded per request.",
+    "static": "GET of a 1 MiB file (nginx, pyparallel and gunicorn: sendfile; granian: its "
+              "own static file server). The asyncio peers serve no files.",
+    "shared": "GET /shared?k=<random key>: a lookup in a dict of {entries:,} entries that every "
+              "server process loads at start-up. RSS and PSS are summed over all the server's "
+              "processes after the run; PSS splits pages shared between forked processes.",
+    "latency": "GET /json at a fixed {rate:g} req/s from an open-loop generator "
+               "(bench/latency_client.c): each request's latency counts from when it was due, "
+               "so a stall is paid by every request it delays. Milliseconds.",
+    "idle": "{connections:,} keep-alive connections, each after one GET /plaintext, held "
+            "open: the growth of the server's RSS per connection held. A server that answers "
+            "Connection: close holds none.",
+    "pyparallel workers": "The memory each worker's interpreter took when it was created "
+                          "(px.stats()), in mode interpreters.",
+}
+SHORT = {"pyparallel 3.13 interpreters": "px interpreters", "pyparallel 3.13t threads": "px threads",
+         "pyparallel 3.13 gil": "px gil", "pyparallel": "pyparallel"}
+COLOURS = {"pyparallel": "#1f6fb4", "nginx": "#444444", "limit": "#9ecae1", "peer": "#f28e2b"}
+
+
+def _doc_label(doc):
+    """The report's title, with the interpreter and mode it ran on."""
+    env = doc["environment"]
+    if doc["scenario"] == "http":
+        return doc["title"]
+    build = "3.13t" if env.get("python_build") == "free-threaded" else "3.13"
+    mode = env.get("pyparallel_mode")
+    return f"{doc['title']} ({build}{', mode ' + mode if mode else ''})"
+
+
+def _groups(doc):
+    """group -> (columns, contenders, {(contender, column): row}), in order."""
+    groups = {}
+    for row in doc["rows"]:
+        columns, contenders, cells = groups.setdefault(row["group"], ([], [], {}))
+        if row["column"] not in columns:
+            columns.append(row["column"])
+        if row["contender"] not in contenders:
+            contenders.append(row["contender"])
+        cells[(row["contender"], row["column"])] = row
+    return groups
+
+
+def _header_cell(column, rows):
+    unit = next((row["unit"] for row in rows if row["column"] == column and row["unit"]), "")
+    better = next(row["better"] for row in rows if row["column"] == column)
+    arrow = "↑" if better == "higher" else "↓"
+    return f"{column}{f' ({unit})' if unit and unit not in column else ''} {arrow}"
+
+
+def _table(group, columns, contenders, cells, reference):
+    rows = list(cells.values())
+    ref = SHORT.get(reference, reference)
+    header = ["server" if group in GROUP_TEXT else "contender", _header_cell(columns[0], rows),
+              f"× {ref}"] + [_header_cell(c, rows) for c in columns[1:]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for contender in contenders:
+        first = cells.get((contender, columns[0]))
+        ratio = first.get("ratio_to_ours") if first else None
+        name = f"**{contender}**" if contender == reference else contender
+        cell = [name, _fmt(first["median"]) if first else "-",
+                "-" if ratio is None else f"{ratio:.2f}"]
+        for column in columns[1:]:
+            row = cells.get((contender, column))
+            cell.append(_fmt(row["median"]) if row else "-")
+        lines.append("| " + " | ".join(cell) + " |")
+    return "\n".join(lines)
+
+
+def _header(run):
+    docs = run["reports"]
+    http = next((d for d in docs if d["scenario"] == "http"), None)
+    env = (http or docs[0])["environment"] if docs else {}
+    pythons = {}
+    io = set()
+    for doc in docs:
+        e = doc["environment"]
+        build = "free-threaded" if e.get("python_build") == "free-threaded" else "GIL build"
+        pythons[f"CPython {e['python']} ({build})"] = True
+        if e.get("io_backend"):
+            io.add(e["io_backend"])
+    versions = (http or {}).get("params", {}).get("versions", {})
+    for key, label in (("ft_python", "free-threaded"), ("gil_python", "GIL build")):
+        if versions.get(key):
+            pythons[f"CPython {versions[key]} ({label})"] = True
+    for note in (http or {}).get("notes", []):
+        if " io " in note:
+            io.add(note.rsplit(" io ", 1)[1].strip())
+    peers = ", ".join(f"{name} {versions[name]}" for name in ("uvloop", "gunicorn", "granian")
+                      if versions.get(name))
+    tools = ", ".join(versions[t] for t in ("wrk", "nginx") if versions.get(t))
+    lines = [
+        "# Benchmark results", "",
+        f"Produced by `make bench{'-quick' if run['quick'] else ''}` on {run['date']} in "
+        f"{run['seconds'] / 60:.0f} minutes; every contender of a table was measured in the "
+        "same run, back to back, in rounds whose order rotates, and each figure is the "
+        "median of its rounds.", "",
+        f"- Machine: {env.get('cpu', '?')}, {env.get('cores', '?')} cores, Linux "
+        f"{env.get('kernel', '?')}; load average {run['load_average_before']:.2f} before, "
+        f"{run['load_average_after']:.2f} after (the machine is shared: other processes "
+        "compete with the benchmark).",
+        f"- Interpreters: {', '.join(pythons)}.",
+        f"- pyparallel I/O backend: {', '.join(sorted(io)) or 'unknown'}; "
+        f"{(http or docs[0])['workers'] if docs else '?'} workers for pyparallel and one "
+        "worker (process, thread or loop) per core for every peer.",
+    ]
+    if peers or tools:
+        lines.append(f"- Peers: {', '.join(x for x in (peers, tools) if x)}.")
+    if http:
+        params = http["params"]
+        lines.append(f"- Load: wrk -t1 -c{params['connections']} -d{params['duration_s']}s "
+                     f"(it shares the cores with the server); {http['repeat']} round(s).")
+    if run["quick"]:
+        lines.append("- **Quick run** (`make bench-quick`): one round per measurement, 1 s "
+                     "wrk runs with no warm-up, 1 s latency windows, "
+                     f"{(http or {}).get('params', {}).get('idle_connections', '?')} idle "
+                     f"connections instead of 10,000; skipped: {', '.join(run['skipped'])}. "
+                     "Use `make bench` for figures to quote.")
+    lines.append("- Ratios (×): a contender's figure divided by the reference's (in bold) "
+                 "from the same run; ↑ higher is better, ↓ lower is better.")
+    return lines
+
+
+def markdown(run, plots):
+    out = _header(run)
+    for name in plots:
+        out += ["", f"![{os.path.splitext(name)[0]}]({name})"]
+    targets = []
+    for doc in run["reports"]:
+        out += ["", f"## {_doc_label(doc)}", ""]
+        params = doc["params"]
+        for group, (columns, contenders, cells) in _groups(doc).items():
+            if group == "targets":
+                continue
+            if group != doc["title"]:
+                out += [f"### {group}", ""]
+            text = GROUP_TEXT.get(group)
+            if text:
+                out += [text.format(entries=params.get("shared_entries", 0),
+                                    rate=params.get("latency_rate", 0),
+                                    connections=params.get("idle_connections", 0)), ""]
+            out += [_table(group, columns, contenders, cells, doc["reference"]), ""]
+        for row in doc["rows"]:
+            if row["target"]:
+                targets.append((_doc_label(doc), row))
+        if doc["notes"]:
+            out += ["<details><summary>notes</summary>", ""]
+            out += [f"- {note}" for note in doc["notes"]]
+            out += ["", "</details>"]
+    if targets:
+        out += ["", "## Targets of the issues", "",
+                "| report | measure | contender | median | target | |", "|---|---|---|---|---|---|"]
+        for label, row in targets:
+            op, bound = row["target"]
+            out.append(f"| {label} | {row['metric']} | {row['contender']} | "
+                       f"{_fmt(row['median'])} {row['unit']} | {op} {_fmt(bound)} | "
+                       f"{'met' if row['target_met'] else '**missed**'} |")
+    if run["failed"]:
+        out += ["", f"Scenarios that failed: {', '.join(run['failed'])}."]
+    return "\n".join(out) + "\n"
+
+
+# ---- plots -------------------------------------------------------------------------
+
+def _colour(name):
+    if name.startswith("pyparallel"):
+        return COLOURS["pyparallel"]
+    if name == "nginx":
+        return COLOURS["nginx"]
+    if name.startswith("compute limit"):
+        return COLOURS["limit"]
+    return COLOURS["peer"]
+
+
+def _medians(doc, metric):
+    return [(row["contender"], row["median"]) for row in doc["rows"] if row["metric"] == metric]
+
+
+def _bars(ax, pairs, title, unit, log=False):
+    names = [name for name, _ in pairs][::-1]
+    values = [value for _, value in pairs][::-1]
+    ax.barh(names, values, color=[_colour(n) for n in names])
+    for y, value in enumerate(values):
+        ax.text(value, y, f" {_fmt(value)}", va="center", fontsize=7)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(unit, fontsize=8)
+    ax.tick_params(labelsize=7)
+    if log:
+        ax.set_xscale("log")
+    ax.margins(x=0.25)
+
+
+def draw_plots(run, directory):
+    """Writes the PNGs into directory; returns their file names."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    docs = {doc["name"]: doc for doc in run["reports"]}
+    quick = " (quick run)" if run["quick"] else ""
+    written = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(os.path.join(directory, name), dpi=110)
+        plt.close(fig)
+        written.append(name)
+
+    http = docs.get("http")
+    if http:
+        scenarios = [s for s in ("work", "plaintext", "json", "static", "shared")
+                     if _medians(http, f"{s} req/s")]
+        if scenarios:
+            fig, axes = plt.subplots(len(scenarios), 1, figsize=(7.5, 2.6 * len(scenarios)))
+            for ax, scenario in zip(getattr(axes, "flat", [axes]), scenarios):
+                _bars(ax, _medians(http, f"{scenario} req/s"), f"{scenario}: requests per "
+                      f"second{quick}", "req/s")
+            save(fig, "http_throughput.png")
+        panels = [(m, t, u, log) for m, t, u, log in (
+            ("shared server RSS", "shared: RSS of all server processes, 1M-entry dict", "MiB", False),
+            ("idle memory/connection", "idle: RSS per idle keep-alive connection", "KiB", False),
+            ("latency p99", f"latency: p99 at {http['params']['latency_rate']:g} req/s", "ms", True),
+        ) if _medians(http, m)]
+        if panels:
+            fig, axes = plt.subplots(len(panels), 1, figsize=(7.5, 2.8 * len(panels)))
+            for ax, (metric, title, unit, log) in zip(getattr(axes, "flat", [axes]), panels):
+                _bars(ax, _medians(http, metric), title + quick, unit, log)
+            save(fig, "http_memory_latency.png")
+    compute = [(name, label) for name, label in (("map", "3.13t, threads"),
+                                                  ("map-interpreters", "3.13, interpreters"))
+               if name in docs]
+    if compute:
+        fig, axes = plt.subplots(len(compute), 1, figsize=(7.5, 2.4 * len(compute)))
+        for ax, (name, label) in zip(getattr(axes, "flat", [axes]), compute):
+            _bars(ax, _medians(docs[name], "speedup over serial"),
+                  f"map speedup over serial, {label}{quick}", "×")
+            ax.axvline(1.95, color="#2ca02c", linestyle="--", linewidth=1)
+        save(fig, "compute.png")
+    return written
