@@ -24,7 +24,11 @@ GROUP_TEXT = {
               "own static file server). The asyncio peers serve no files.",
     "shared": "GET /shared?k=<random key>: a lookup in a dict of {entries:,} entries that every "
               "server process loads at start-up. RSS and PSS are summed over all the server's "
-              "processes after the run; PSS splits pages shared between forked processes.",
+              "processes after the run; PSS splits pages shared between forked processes. Mode "
+              "interpreters imports the application in every worker's interpreter (and the "
+              "main one), so each holds its own dict; its SharedBuffer row holds the table "
+              "once, as bytes in a file mapped by every interpreter (sorted keys, binary "
+              "search), which is how that mode shares big read-only data.",
     "latency": "GET /json at a fixed {rate:g} req/s from an open-loop generator "
                "(bench/latency_client.c): each request's latency counts from when it was due, "
                "so a stall is paid by every request it delays. Milliseconds.",

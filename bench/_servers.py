@@ -6,6 +6,9 @@ bench/peers/ on a port of 127.0.0.1, plus the scenarios it takes part in:
   pyparallel 3.13t threads      python -m pyparallel.http.server on the
   pyparallel 3.13 interpreters  free-threaded venv (mode threads), and on the
   pyparallel 3.13 gil           GIL-build venv with PYPARALLEL_MODE set
+  pyparallel 3.13 interpreters, (shared only) the table in a file mapped as a
+    SharedBuffer                px.SharedBuffer by every interpreter: how
+                                that mode shares big read-only data
   nginx                         Debian's nginx, `return 200` for /plaintext
                                 and /json, the static root; the C limit
   asyncio 3.13 1 loop           peers/http_asyncio.py, one event loop
@@ -45,7 +48,9 @@ PEERS = os.path.join(_common.BENCH_DIR, "peers")
 PX_THREADS = "pyparallel 3.13t threads"
 PX_INTERPRETERS = "pyparallel 3.13 interpreters"
 PX_GIL = "pyparallel 3.13 gil"
-PYPARALLEL_MODES = {PX_THREADS: "threads", PX_INTERPRETERS: "interpreters", PX_GIL: "gil"}
+PX_SHARED_BUFFER = "pyparallel 3.13 interpreters, SharedBuffer"
+PYPARALLEL_MODES = {PX_THREADS: "threads", PX_INTERPRETERS: "interpreters", PX_GIL: "gil",
+                    PX_SHARED_BUFFER: "interpreters"}
 NGINX = "nginx"
 ASYNCIO = "asyncio 3.13 1 loop"
 UVLOOP = "uvloop 3.13 1 loop"
@@ -352,6 +357,18 @@ def contenders(config, tmp, www, shared_entries):
                        "--keepalive-timeout", str(keepalive),
                        "--app", "http_pyparallel:Bench", "--root", www],
                 every, env=px_env)
+        if shared_entries:
+            port = free_port()
+            px_env = dict(env, PYPARALLEL_MODE="interpreters", BENCH_SHARED_ENTRIES="0",
+                          BENCH_SHARED_FILE=os.path.join(tmp, f"shared-table-{port}.bin"),
+                          BENCH_SHARED_FILE_ENTRIES=str(shared_entries))
+            servers.append(Server(
+                PX_SHARED_BUFFER,
+                [config.gil_python, "-m", "pyparallel.http.server", "--bind", "127.0.0.1",
+                 "--port", str(port), "--workers", str(workers),
+                 "--keepalive-timeout", str(keepalive),
+                 "--app", "http_pyparallel:BenchSharedBuffer", "--root", www],
+                port, {"shared"}, env=px_env))
     if config.nginx:
         port = free_port()
         conf = os.path.join(tmp, f"nginx-{port}.conf")
