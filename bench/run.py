@@ -110,10 +110,15 @@ def main(argv=None):
                    help="the short version of every scenario (about two minutes)")
     p.add_argument("--only", action="append", choices=list(SCENARIOS),
                    help="run only this scenario (repeatable)")
+    p.add_argument("--render", action="store_true",
+                   help="run nothing: lay out latest.json again as latest.md and plots")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, stop_running)
 
     results = os.path.join(HERE, "results")
+    if args.render:
+        with open(os.path.join(results, "latest.json")) as f:
+            return write_outputs(json.load(f), results)
     raw_dir = os.path.join(results, "raw")
     os.makedirs(raw_dir, exist_ok=True)
     names = args.only or [name for name, spec in SCENARIOS.items()
@@ -132,11 +137,16 @@ def main(argv=None):
     with open(os.path.join(results, "latest.json"), "w") as f:
         json.dump(run, f, indent=2)
         f.write("\n")
+    return write_outputs(run, results)
+
+
+def write_outputs(run, results):
     plots = _report.draw_plots(run, results)
     with open(os.path.join(results, "latest.md"), "w") as f:
         f.write(_report.markdown(run, plots))
+    failed = run["failed"]
     print(f"\nwrote {os.path.relpath(results, ROOT)}/latest.md, latest.json"
-          f"{', ' + ', '.join(plots) if plots else ''} in {run['seconds']:.0f} s"
+          f"{', ' + ', '.join(plots) if plots else ''} after {run['seconds']:.0f} s"
           f"{'; failed: ' + ', '.join(failed) if failed else ''}")
     return 1 if failed else 0
 
