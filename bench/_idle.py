@@ -5,8 +5,8 @@ CONNECTING at a time, so that no listen backlog overflows), sends one GET on
 each and reads its response, then leaves every connection idle. The server's
 memory is read once the first RAMP share of the connections is answered (so
 that what a server allocates once, on its first connections, and memory it
-returns after the previous load do not count) and again SETTLE_S after the
-last response, and the connections still open then are counted: a server that
+returns after the previous load do not count) and again SETTLE_S (1 s) after
+the last response, and the connections still open then are counted: a server that
 closes idle connections holds fewer, and one that answers Connection: close
 holds none (the client closes its end then, as any client would). Memory per
 connection is the growth divided by the connections held since the first
@@ -50,8 +50,9 @@ def _status(data):
     return int(data.split(None, 2)[1])
 
 
-def hold_idle(server, path, count):
-    """Holds `count` idle connections to server; returns the figures."""
+def hold_idle(server, path, count, settle=SETTLE_S):
+    """Holds `count` idle connections to server; returns the figures.
+    settle: seconds to wait before each reading of the server's memory."""
     request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
     address = ("127.0.0.1", server.port)
     baseline = None  # (rss, pss, connections answered) at the first reading
@@ -64,7 +65,7 @@ def hold_idle(server, path, count):
     try:
         while len(answered) + failed + bad_status + refused < count:
             if baseline is None and len(answered) + failed + bad_status + refused >= ramp:
-                time.sleep(SETTLE_S)
+                time.sleep(settle)
                 baseline = (*server.memory_mib(), len(answered))
             while opened < count and len(received) < CONNECTING:
                 s = socket.socket()
@@ -117,7 +118,7 @@ def hold_idle(server, path, count):
                         s.close()
                     else:
                         answered.append(s)
-        time.sleep(SETTLE_S)
+        time.sleep(settle)
         rss_after, pss_after = server.memory_mib()
         if baseline is None:
             baseline = (rss_after, pss_after, len(answered))

@@ -324,7 +324,7 @@ def build_report(args, samples, facts, limits, servers, asyncio_ft):
                 f"{args.latency_connections} connections, {args.latency_duration:g} s "
                 f"after {args.latency_warmup:g} s of warm-up, open loop")
     report.note(f"idle: {args.idle_connections} connections after one GET /plaintext "
-                f"each; memory read {_idle.SETTLE_S:g} s after the last response")
+                f"each; memory read {args.idle_settle:g} s after the last response")
     for name in PYPARALLEL_MODES:
         fact = facts["base"].get(name) or facts["shared"].get(name) or {}
         stats = fact.get("stats")
@@ -417,6 +417,7 @@ def main(argv=None):
     args.latency_warmup = 0.3 if args.quick else 1.0
     args.latency_duration = 1.0 if args.quick else 5.0
     args.idle_connections = args.idle_connections or (1000 if args.quick else 10_000)
+    args.idle_settle = 0.3 if args.quick else _idle.SETTLE_S
     scenarios = set(args.only or SCENARIOS)
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk")
@@ -465,7 +466,7 @@ def main(argv=None):
             runs = {("latency", s.name): (lambda s=s: run_latency(latency_client, s, args))
                     for s in base if "latency" in s.scenarios}
             runs.update({("idle", s.name): (lambda s=s: _idle.hold_idle(
-                s, s.path("idle", PATHS["idle"]), args.idle_connections))
+                s, s.path("idle", PATHS["idle"]), args.idle_connections, args.idle_settle))
                 for s in base if "idle" in s.scenarios})
             extra.update(_common.rounds(runs, args.repeat))
             return extra
