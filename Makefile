@@ -164,7 +164,8 @@ setup: setup-ft setup-gil
 
 TEST_STEPS := test-c-asan test-c-tsan test-fuzz-quick \
               test-py-ft-uring test-py-ft-epoll \
-              test-py-gil-uring test-py-gil-epoll test-py-gil-interp
+              test-py-gil-uring test-py-gil-epoll test-py-gil-interp \
+              test-py-gil-asan
 # The C examples are documentation: build them (with gcc) so they cannot rot.
 ifneq ($(EXAMPLES_C),)
 TEST_STEPS += examples-c
@@ -211,6 +212,41 @@ $(eval $(call pytest_rule,ft-epoll,$(VENV_FT),epoll,default))
 $(eval $(call pytest_rule,gil-uring,$(VENV_GIL),uring,gil))
 $(eval $(call pytest_rule,gil-epoll,$(VENV_GIL),epoll,gil))
 $(eval $(call pytest_rule,gil-interp,$(VENV_GIL),uring,interpreters))
+
+# The suite in mode interpreters once more, with the extension built under
+# ASan+UBSan (gcc, as the interpreter was) beside a copy of the package: the
+# binding's memory errors (SharedBuffer and Channel lifetimes across
+# interpreters, transports, work) show up there. CPython is not
+# instrumented, so the sanitizers' runtime is preloaded, and PYTHONMALLOC
+# makes objects plain malloc blocks that ASan watches. Leak checking is off:
+# the interpreter keeps memory at exit by design (the tests count mappings).
+ASAN_EXT := $(BUILD)/asan-ext
+PY_ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+                 -fno-sanitize-recover=undefined
+
+$(ASAN_EXT)/.stamp: $(VENV_GIL)/.deps-stamp setup.py $(ENGINE_SRC) \
+                    $(BINDING_SRC) $(C_HEADERS) \
+                    $(shell find python/pyparallel -name '*.py' 2>/dev/null)
+	rm -rf $(ASAN_EXT)
+	mkdir -p $(ASAN_EXT)/lib
+	cp -r python/pyparallel $(ASAN_EXT)/lib/
+	find $(ASAN_EXT)/lib \( -name '*.so' -o -name __pycache__ \) -prune \
+	  -exec rm -rf {} +
+	CC=gcc CFLAGS="$(PY_ASAN_FLAGS)" LDFLAGS="-fsanitize=address,undefined" \
+	  $(VENV_GIL)/bin/python setup.py -q build_ext \
+	  --build-lib $(ASAN_EXT)/lib --build-temp $(ASAN_EXT)/tmp
+	@touch $@
+
+test-py-gil-asan: export ASAN_OPTIONS := detect_leaks=0:strict_string_checks=1
+test-py-gil-asan: export PYTHONMALLOC := malloc
+test-py-gil-asan: export PYTHONPATH := $(abspath $(ASAN_EXT)/lib)
+test-py-gil-asan: export PYPARALLEL_SANITIZED := 1
+test-py-gil-asan: $(ASAN_EXT)/.stamp
+	@LD_PRELOAD="$$(gcc -print-file-name=libasan.so)" $(VENV_GIL)/bin/python -c \
+	  'import os, pyparallel._core as c; assert c.__file__.startswith(os.environ["PYTHONPATH"]), c.__file__'
+	@LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	  tools/run-pytest.sh $(VENV_GIL) uring interpreters \
+	  --timeout=$$(($(PYTEST_TIMEOUT) * 3)) $(PYTEST_ARGS)
 
 # ---- other entry points -------------------------------------------------
 

@@ -28,6 +28,8 @@ describe() {
     test-py-ft-epoll) echo "pytest .venv-ft, epoll" ;;
     test-py-gil-uring) echo "pytest .venv-gil (mode gil), io_uring" ;;
     test-py-gil-epoll) echo "pytest .venv-gil (mode gil), epoll" ;;
+    test-py-gil-interp) echo "pytest .venv-gil (mode interpreters), io_uring" ;;
+    test-py-gil-asan) echo "pytest .venv-gil (mode interpreters), extension under ASan+UBSan" ;;
     examples-c) echo "C examples build (gcc)" ;;
     *) echo "$1" ;;
   esac
