@@ -1,4 +1,5 @@
-"""What the examples share for their --selftest mode (not an example itself).
+"""What the examples share (not an example itself): their --selftest mode,
+and the choice of mode for the examples whose connections share objects.
 
 A self-test runs the example's server for real on 127.0.0.1 (port 0) and
 drives it with plain blocking sockets from a thread, while the main thread
@@ -8,12 +9,33 @@ whether the check passed, so tests/python/test_examples.py can run every
 example as a test.
 """
 
+import os
 import socket
 import sys
 import threading
 import traceback
 
 import pyparallel as px
+
+
+def use_a_mode_that_shares_objects(name, what):
+    """For an example whose connections share Python objects (what: which).
+
+    Mode "interpreters", the default on GIL builds, gives each worker an
+    interpreter of its own, so each would get a separate copy of what and the
+    example would split silently. On a GIL build the example runs in mode
+    "gil" unless PYPARALLEL_MODE chooses; asked for "interpreters", it exits
+    saying why. Call it before the engine starts (the first px.server()).
+    """
+    mode = os.environ.get("PYPARALLEL_MODE", "").strip().lower()
+    if mode == "interpreters":
+        sys.exit(
+            f"{name}: its connections share {what}, and in mode 'interpreters' every worker has an interpreter of "
+            "its own that shares no objects: run it in mode 'threads' (free-threaded Python) or 'gil' "
+            "(docs/interpreters.md shows how that mode shares data instead)"
+        )
+    if not mode and sys._is_gil_enabled():
+        os.environ["PYPARALLEL_MODE"] = "gil"
 
 
 def run_selftest(name, drive, timeout=30.0):

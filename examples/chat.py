@@ -24,7 +24,7 @@ import sys
 import threading
 
 import pyparallel as px
-from _selftest import connect, recv_lines, run_clients, run_selftest
+from _selftest import connect, recv_lines, run_clients, run_selftest, use_a_mode_that_shares_objects
 
 
 class Room:
@@ -114,6 +114,7 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=8023)
     parser.add_argument("--selftest", action="store_true", help="serve on a free port, check, exit")
     args = parser.parse_args(argv)
+    use_a_mode_that_shares_objects("chat", "one table of members")
 
     server = px.server(args.host, 0 if args.selftest else args.port)
     px.register(server, Chat)

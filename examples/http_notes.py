@@ -26,7 +26,7 @@ import json
 import sys
 
 import pyparallel as px
-from _selftest import run_clients, run_selftest
+from _selftest import run_clients, run_selftest, use_a_mode_that_shares_objects
 from pyparallel.http import HttpServer, Response, route
 
 notes = px.dict()
@@ -110,6 +110,7 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--selftest", action="store_true", help="serve on a free port, check, exit")
     args = parser.parse_args(argv)
+    use_a_mode_that_shares_objects("http_notes", "one dict of notes")
 
     server = px.server(args.host, 0 if args.selftest else args.port)
     px.register(server, Notes)

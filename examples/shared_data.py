@@ -23,7 +23,7 @@ import argparse
 import sys
 
 import pyparallel as px
-from _selftest import connect, recv_lines, run_clients, run_selftest
+from _selftest import connect, recv_lines, run_clients, run_selftest, use_a_mode_that_shares_objects
 
 
 def build_table(entries):
@@ -100,6 +100,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.selftest:
         args.entries = min(args.entries, 50_000)
+    use_a_mode_that_shares_objects("shared_data", "one eternalized table")
 
     Lookup.table = px.eternalize(build_table(args.entries))
     server = px.server(args.host, 0 if args.selftest else args.port)

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from conftest import LOCALHOST, interrupt_and_expect_clean_exit, recv_exactly
+from conftest import LOCALHOST, expected_mode, interrupt_and_expect_clean_exit, recv_exactly
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 SELFTEST_TIMEOUT = 60
@@ -25,21 +25,15 @@ def example_scripts():
     return sorted(p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_"))
 
 
-# Examples that show how connections share objects, which workers in mode
-# "interpreters" cannot (docs/interpreters.md).
+# Examples whose connections share Python objects: workers in mode
+# "interpreters" cannot (docs/interpreters.md), so these run in mode "gil" on
+# a GIL build unless told otherwise, and refuse mode "interpreters" saying
+# why (examples/_selftest.py).
 SHARES_OBJECTS = {
-    "chat.py": "its connections send to each other through one list of transports they all share",
-    "shared_data.py": "its workers read one eternalized dict of the main interpreter (mode 'interpreters' shares "
-    "data through px.SharedBuffer instead)",
-    "http_notes.py": "its requests keep the notes in one dict that every connection shares",
+    "chat.py": "one table of members",
+    "shared_data.py": "one eternalized table",
+    "http_notes.py": "one dict of notes",
 }
-
-
-def selftest_params():
-    return [
-        pytest.param(name, marks=pytest.mark.shares_objects(SHARES_OBJECTS[name])) if name in SHARES_OBJECTS else name
-        for name in example_scripts()
-    ]
 
 
 def test_every_example_has_a_selftest():
@@ -51,22 +45,27 @@ def test_every_example_has_a_selftest():
         assert "--selftest" in (EXAMPLES / name).read_text(), f"{name} has no --selftest mode"
 
 
-def run_example(name, *args, timeout=SELFTEST_TIMEOUT):
+def run_example(name, *args, timeout=SELFTEST_TIMEOUT, env=None):
     return subprocess.run(
         [sys.executable, str(EXAMPLES / name), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=EXAMPLES.parent,
-        env=dict(os.environ),
+        env=env if env is not None else dict(os.environ),
     )
 
 
 @pytest.mark.timeout(SELFTEST_TIMEOUT + 10)
-@pytest.mark.parametrize("name", selftest_params())
+@pytest.mark.parametrize("name", example_scripts())
 def test_example_selftest(name):
     result = run_example(name, "--selftest")
     stem = name[:-3]
+    if name in SHARES_OBJECTS and expected_mode() == "interpreters":
+        assert result.returncode != 0, result.stdout
+        assert f"{stem}: its connections share {SHARES_OBJECTS[name]}" in result.stderr, result.stderr
+        assert "run it in mode 'threads'" in result.stderr and "Traceback" not in result.stderr, result.stderr
+        return
     assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     assert f"{stem} selftest: ok" in result.stdout, result.stdout
     assert "Traceback" not in result.stderr, result.stderr
@@ -108,3 +107,13 @@ def test_parallel_map_example_prints_its_answer():
     assert result.returncode == 0, result.stderr
     # 6171 has the longest Collatz chain below 10000: 262 numbers.
     assert "6171 has the longest Collatz chain (262 numbers)" in result.stdout, result.stdout
+
+
+@pytest.mark.timeout(SELFTEST_TIMEOUT + 10)
+@pytest.mark.skipif(not sys._is_gil_enabled(), reason="a free-threaded build runs these in mode 'threads' anyway")
+def test_examples_that_share_objects_pick_mode_gil_on_a_gil_build():
+    """Without PYPARALLEL_MODE, where the build's default is 'interpreters'."""
+    env = {k: v for k, v in os.environ.items() if k != "PYPARALLEL_MODE"}
+    result = run_example("http_notes.py", "--selftest", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "http_notes selftest: ok" in result.stdout
