@@ -289,4 +289,4 @@ def test_http_half_close_inside_a_request_closes_without_waiting(rt):
             return closed, time.monotonic() - started
 
     closed, took = rt.run(driver)
-    assert closed and took < 2.0      # not the header timeout (10 s)
+    assert closed and took < 5.0      # not the header timeout (10 s); wide for a loaded or sanitized run
