@@ -11,9 +11,9 @@
  * on_data, pxpy_http_eof when the client half-closed, pxpy_http_closed
  * before connection_lost. For each request, on_request builds a
  * _core.HttpRequest, calls instance._px_handle(request), and answers with
- * what it returned: a (status, fields, body) tuple, framed in C, or a
- * _core.FileResponse, sent from the file (conditionals and ranges in C, the
- * bytes with sendfile).
+ * what it returned: a (status, fields, body) tuple or bytes or str (200,
+ * text/plain), framed in C, or a _core.FileResponse, sent from the file
+ * (conditionals and ranges in C, the bytes with sendfile).
  *
  * The answer is always given inside the callback, so the engine never
  * continues a connection on another thread: the instance and the transport
@@ -42,6 +42,9 @@
 
 static const px_http_header_t text_plain = {
     "Content-Type", 12, "text/plain; charset=utf-8", 25};
+/* What a handler's bytes are sent as (pyparallel.http's convention). */
+static const px_http_header_t text_plain_bytes = {
+    "Content-Type", 12, "text/plain", 10};
 
 /* ---- the configuration of a registered class ------------------------------ */
 
@@ -294,7 +297,8 @@ static PyType_Slot protocol_slots[] = {
      "subclass with px.register(transport, cls): the C layer parses and "
      "frames HTTP/1.1 and calls _px_handle(request) for each request, on "
      "the connection's instance (one per connection, made without "
-     "arguments). _px_handle returns (status, fields, body) or a "
+     "arguments). _px_handle returns (status, fields, body), bytes or "
+     "str (200, text/plain; str as UTF-8 with charset=utf-8) or a "
      "FileResponse. The class attributes max_header_size, max_uri_size, "
      "max_body_size (bytes) and header_timeout, body_timeout, "
      "keepalive_timeout (seconds, None: none) are read at register()."},
@@ -682,16 +686,35 @@ static int answer_file(px_http_exchange_t *ex,
     return rc;
 }
 
+/* A handler's bytes or str, as they are: 200, text/plain (str: UTF-8).
+ * Framed here rather than in Python, because on the plaintext path the
+ * call and the tuple of to_wire() cost as much as the handler itself. */
+static int answer_text(px_http_exchange_t *ex, PyObject *result)
+{
+    if (PyBytes_CheckExact(result))
+        return responded(px_http_respond(ex, 200, &text_plain_bytes, 1,
+                                         PyBytes_AS_STRING(result),
+                                         (size_t)PyBytes_GET_SIZE(result)));
+    Py_ssize_t len;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(result, &len);
+    if (utf8 == NULL)
+        return -1;
+    return responded(
+        px_http_respond(ex, 200, &text_plain, 1, utf8, (size_t)len));
+}
+
 static int answer(pxpy_http_config_t *cfg, px_http_exchange_t *ex,
                   const px_http_server_request_t *req, PyObject *result)
 {
     if (PyTuple_Check(result))
         return answer_tuple(ex, result);
+    if (PyBytes_CheckExact(result) || PyUnicode_CheckExact(result))
+        return answer_text(ex, result);
     if (Py_IS_TYPE(result, cfg->st->http->file_type))
         return answer_file(ex, req, result);
     PyErr_Format(PyExc_TypeError,
-                 "_px_handle must return (status, fields, body) or a "
-                 "FileResponse, not %.100s",
+                 "_px_handle must return (status, fields, body), bytes, str "
+                 "or a FileResponse, not %.100s",
                  Py_TYPE(result)->tp_name);
     return -1;
 }

@@ -89,7 +89,13 @@ class HttpServer(_core.HttpProtocol):
                 index = methods.get(request.method)
                 if index is None:
                     return method_not_allowed(self._px_allow[request.path])
-                return to_wire(self._px_handlers[index](self, request))
+                result = self._px_handlers[index](self, request)
+                # bytes and str go to C as they are (framed there as
+                # to_wire would): no call and no tuple on the hot path.
+                kind = type(result)
+                if kind is bytes or kind is str:
+                    return result
+                return to_wire(result)
             if self._px_patterns:
                 handler, found = self._px_routes.match(request.path, request.method)
                 if handler is not None:

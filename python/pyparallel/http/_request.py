@@ -148,9 +148,12 @@ class Request:
     def __init__(self, raw):
         self._raw = raw
         self.method = raw.method
-        self.path = decode_path(raw.path)
-        self._query = None
-        self._headers = None
+        # Built once per request: on free-threaded 3.13 (no specializing
+        # interpreter) each call and attribute store counts, so the common
+        # path without escapes calls nothing, and the caches of query and
+        # headers stay unset until asked for.
+        path = raw.path
+        self.path = path if "%" not in path else decode_path(path)
 
     @property
     def raw_path(self):
@@ -166,17 +169,19 @@ class Request:
 
     @property
     def query(self):
-        query = self._query
-        if query is None:
+        try:
+            return self._query
+        except AttributeError:
             query = self._query = parse_query(self._raw.query_string)
-        return query
+            return query
 
     @property
     def headers(self):
-        headers = self._headers
-        if headers is None:
+        try:
+            return self._headers
+        except AttributeError:
             headers = self._headers = Headers(self._raw.headers)
-        return headers
+            return headers
 
     @property
     def body(self):
