@@ -19,6 +19,7 @@ PYPARALLEL_WORKERS, PYPARALLEL_IO and PYPARALLEL_MODE win.
 import contextlib
 import ctypes
 import os
+import queue
 
 os.environ.setdefault("PYPARALLEL_WORKERS", "2")
 
@@ -252,6 +253,66 @@ def interrupt_and_expect_clean_exit(child, sock, signum=signal.SIGINT, limit=5.0
 
 def bound_port(listening_transport):
     return listening_transport.sockname[1]
+
+
+# ---- what callbacks report to the test, in every mode -------------------
+#
+# In mode "interpreters" a callback runs in a worker's interpreter and cannot
+# touch the test's objects. It calls report(item) instead: that runs
+# record(item) on the main thread (px.call_from_main_thread finds record by
+# name in the main interpreter, where it is this module's own), and the test
+# reads the items, in the order they were reported, from the `reports`
+# fixture. The same code runs unchanged in modes "threads" and "gil".
+
+_reports = queue.Queue()
+
+
+def record(item):
+    """Runs on the main thread: keeps item for the test."""
+    _reports.put(item)
+
+
+def report(item):
+    """Called by a callback in any interpreter: hands item (a value that
+    crosses between interpreters) to the test."""
+    px.call_from_main_thread(record, item)
+
+
+def next_report(timeout=SOCKET_TIMEOUT):
+    """The oldest item reported and not read yet; fails after timeout."""
+    try:
+        return _reports.get(timeout=timeout)
+    except queue.Empty:
+        raise AssertionError(f"nothing was reported within {timeout} s") from None
+
+
+def reports_until(until, timeout=SOCKET_TIMEOUT):
+    """Items reported, up to and including the first for which until(item)."""
+    got = []
+    while True:
+        got.append(next_report(timeout))
+        if until(got[-1]):
+            return got
+
+
+def no_more_reports(wait=0.3):
+    """Fails if anything is reported within wait seconds."""
+    try:
+        item = _reports.get(timeout=wait)
+    except queue.Empty:
+        return
+    raise AssertionError(f"unexpected report {item!r}")
+
+
+@pytest.fixture
+def reports():
+    """Starts a test with nothing reported; see report()."""
+    while True:
+        try:
+            _reports.get_nowait()
+        except queue.Empty:
+            break
+    return _reports
 
 
 # ---- CPU-bound work for the parallelism tests ----------------------------
