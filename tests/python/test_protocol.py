@@ -10,7 +10,6 @@ handled like an exception raised by the callback.
 """
 
 import errno
-import queue
 import socket
 import struct
 import time
@@ -18,7 +17,23 @@ import time
 import pytest
 
 import pyparallel as px
-from conftest import connect, recv_exactly, recv_to_eof, recv_until, recv_until_closed, wait_for
+from conftest import (
+    connect,
+    next_report,
+    no_more_reports,
+    recv_exactly,
+    recv_to_eof,
+    recv_until,
+    recv_until_closed,
+    report,
+    reports_until,
+    wait_for,
+)
+
+# The protocol classes and functions are at module level, and callbacks
+# tell the test what they saw through conftest's report(), so that the tests
+# run in mode "interpreters" too: there a worker's interpreter imports this
+# module to find them, and shares no objects with the test.
 
 
 class Echo:
@@ -26,9 +41,41 @@ class Echo:
         return data
 
 
-def returning(value):
-    """A protocol whose data_received returns value (whatever arrives)."""
-    return type("Returns", (), {"data_received": lambda self, transport, data: value})
+# 200 pieces of 1000 bytes, A to Z over and over.
+LETTER_BLOCKS = tuple(bytes([65 + i % 26]) * 1000 for i in range(200))
+
+# What Returns.data_received returns, by name; each interpreter that imports
+# this module makes its own.
+REPLIES = {
+    "bytes": b"bytes",
+    "bytearray": bytearray(b"bytearray"),
+    "memoryview": memoryview(b"memoryview"),
+    "memoryview-slice": memoryview(b"0123456789")[2:6],
+    "str-utf8": "str h\u00e9 \u2603",
+    "tuple-mixed": (b"ab", bytearray(b"cd"), memoryview(b"ef"), "gh"),
+    "tuple-one": (b"single",),
+    "tuple-200": LETTER_BLOCKS,
+    "bytes-4MiB": b"x" * (4 << 20),
+    "tuple-5000": tuple(b"%05d" % i for i in range(5000)),
+    "non-contiguous-memoryview": memoryview(b"abcdefgh")[::2],
+    "lone-surrogate": "\ud800",
+}
+
+
+class Returns:
+    """data_received returns REPLIES[reply], whatever arrives."""
+
+    reply = None
+
+    def data_received(self, transport, data):
+        return REPLIES[self.reply]
+
+
+def returning(name):
+    """A protocol whose data_received returns REPLIES[name]. The subclass
+    made here reaches a worker's interpreter as its recipe: Returns, found
+    by name, and the str attribute."""
+    return type("Returns", (Returns,), {"reply": name})
 
 
 def exchange(rt, protocol, message, nbytes):
@@ -43,46 +90,40 @@ def exchange(rt, protocol, message, nbytes):
     return rt.run(driver)
 
 
-# 200 pieces of 1000 bytes, A to Z over and over.
-LETTER_BLOCKS = tuple(bytes([65 + i % 26]) * 1000 for i in range(200))
-
-
 # ---- return values ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "value, expected",
+    "name, expected",
     [
-        (b"bytes", b"bytes"),
-        (bytearray(b"bytearray"), b"bytearray"),
-        (memoryview(b"memoryview"), b"memoryview"),
-        (memoryview(b"0123456789")[2:6], b"2345"),
-        ("str h\u00e9 \u2603", "str h\u00e9 \u2603".encode()),
-        ((b"ab", bytearray(b"cd"), memoryview(b"ef"), "gh"), b"abcdefgh"),
-        ((b"single",), b"single"),
-        (LETTER_BLOCKS, b"".join(LETTER_BLOCKS)),
-        (b"x" * (4 << 20), b"x" * (4 << 20)),
+        ("bytes", b"bytes"),
+        ("bytearray", b"bytearray"),
+        ("memoryview", b"memoryview"),
+        ("memoryview-slice", b"2345"),
+        ("str-utf8", "str h\u00e9 \u2603".encode()),
+        ("tuple-mixed", b"abcdefgh"),
+        ("tuple-one", b"single"),
+        ("tuple-200", b"".join(LETTER_BLOCKS)),
+        ("bytes-4MiB", b"x" * (4 << 20)),
     ],
     ids=["bytes", "bytearray", "memoryview", "memoryview-slice", "str-utf8", "tuple-mixed", "tuple-one",
          "tuple-200", "bytes-4MiB"],
 )
-@pytest.mark.shares_objects
-def test_data_received_return_value_is_sent(rt, value, expected):
-    reply = exchange(rt, returning(value), b"?", len(expected))
+def test_data_received_return_value_is_sent(rt, name, expected):
+    reply = exchange(rt, returning(name), b"?", len(expected))
     assert reply == expected
 
 
-@pytest.mark.shares_objects
-def test_none_and_empty_values_send_nothing(rt):
-    """None, b"", "" and () send nothing; the connection stays usable."""
+class Quiet:
+    lines_mode = True
     replies = {b"none": None, b"empty-bytes": b"", b"empty-str": "", b"empty-tuple": (), b"ping": b"pong"}
 
-    class Quiet:
-        lines_mode = True
+    def lines_received(self, transport, line):
+        return self.replies[line]
 
-        def lines_received(self, transport, line):
-            return replies[line]
 
+def test_none_and_empty_values_send_nothing(rt):
+    """None, b"", "" and () send nothing; the connection stays usable."""
     port = rt.serve(Quiet)
 
     def driver():
@@ -93,36 +134,51 @@ def test_none_and_empty_values_send_nothing(rt):
     assert rt.run(driver) == b"pong"
 
 
-@pytest.mark.shares_objects
-def test_data_is_bytes(rt):
-    kinds = []
+class Kind:
+    def data_received(self, transport, data):
+        report((len(data), type(data).__name__))
+        return data
 
-    class Kind:
-        def data_received(self, transport, data):
-            kinds.append(type(data))
-            return data
 
-    assert exchange(rt, Kind, b"abc", 3) == b"abc"
-    assert kinds and all(kind is bytes for kind in kinds)
+def test_data_is_bytes(rt, reports):
+    port = rt.serve(Kind)
+
+    def driver():
+        with connect(port) as sock:
+            sock.sendall(b"abc")
+            assert recv_exactly(sock, 3) == b"abc"
+        kinds, received = [], 0
+        while received < 3:  # one report per data_received
+            size, kind = next_report()
+            received += size
+            kinds.append(kind)
+        return kinds
+
+    kinds = rt.run(driver)
+    assert kinds and all(kind == "bytes" for kind in kinds), kinds
 
 
 NOT_SENDABLE = [42, 1.5, [b"a list"], {b"a": b"dict"}, object(), (b"ok", 3), (b"ok", [b"nested"]), True]
 
 
-@pytest.mark.shares_objects
-@pytest.mark.parametrize("value", NOT_SENDABLE, ids=lambda v: type(v).__name__)
-def test_non_sendable_return_is_a_logged_type_error(rt, pxlog, value):
+class BadOnRequest:
+    """Returns NOT_SENDABLE[index] to data that starts with "bad", echoes
+    the rest."""
+
+    index = None
+
+    def data_received(self, transport, data):
+        if data.startswith(b"bad"):
+            return NOT_SENDABLE[self.index]
+        return data
+
+
+@pytest.mark.parametrize("index", range(len(NOT_SENDABLE)), ids=[type(v).__name__ for v in NOT_SENDABLE])
+def test_non_sendable_return_is_a_logged_type_error(rt, pxlog, index):
     """The connection is closed, a TypeError naming the callback is logged on
     the "pyparallel" logger, stats()["errors"] grows by one, and the server
     goes on serving the next client."""
-
-    class Bad:
-        def data_received(self, transport, data):
-            if data.startswith(b"bad"):
-                return value
-            return data
-
-    port = rt.serve(Bad)
+    port = rt.serve(type("Bad", (BadOnRequest,), {"index": index}))
 
     def driver():
         errors_before = px.stats()["errors"]
@@ -140,15 +196,33 @@ def test_non_sendable_return_is_a_logged_type_error(rt, pxlog, value):
     assert any(r.name == "pyparallel" for r in pxlog.records)
 
 
-@pytest.mark.shares_objects
-@pytest.mark.parametrize("callback", ["connection_made", "send_complete", "lines_received"])
-def test_non_sendable_return_names_the_callback(rt, pxlog, callback):
-    members = {callback: lambda self, *args: 12345}
-    if callback == "send_complete":
-        members["initial_bytes_to_send"] = b"hi"
-    if callback == "lines_received":
-        members["lines_mode"] = True
-    port = rt.serve(type("Bad", (), members))
+class BadConnectionMade:
+    def connection_made(self, transport):
+        return 12345
+
+
+class BadSendComplete:
+    initial_bytes_to_send = b"hi"
+
+    def send_complete(self, transport, send_id):
+        return 12345
+
+
+class BadLinesReceived:
+    lines_mode = True
+
+    def lines_received(self, transport, line):
+        return 12345
+
+
+@pytest.mark.parametrize(
+    "callback, protocol",
+    [("connection_made", BadConnectionMade), ("send_complete", BadSendComplete),
+     ("lines_received", BadLinesReceived)],
+    ids=["connection_made", "send_complete", "lines_received"],
+)
+def test_non_sendable_return_names_the_callback(rt, pxlog, callback, protocol):
+    port = rt.serve(protocol)
 
     def driver():
         errors_before = px.stats()["errors"]
@@ -164,15 +238,15 @@ def test_non_sendable_return_names_the_callback(rt, pxlog, callback):
 # ---- connection_made and initial_bytes_to_send -------------------------------------------
 
 
-@pytest.mark.shares_objects
+class Greeter:
+    def connection_made(self, transport):
+        return b"hello\n"
+
+    def data_received(self, transport, data):
+        return data
+
+
 def test_connection_made_return_is_sent_first(rt):
-    class Greeter:
-        def connection_made(self, transport):
-            return b"hello\n"
-
-        def data_received(self, transport, data):
-            return data
-
     port = rt.serve(Greeter)
 
     def driver():
@@ -184,21 +258,51 @@ def test_connection_made_return_is_sent_first(rt):
     assert rt.run(driver) == b"echo"
 
 
+def bytes_banner():
+    return b"from a callable"
+
+
+def str_banner():
+    return "str from a callable"
+
+
+class BytesBanner:
+    initial_bytes_to_send = b"banner\r\n"
+
+
+class StrBanner:
+    initial_bytes_to_send = "banner \u00e9\r\n"
+
+
+class BytearrayBanner:
+    initial_bytes_to_send = bytearray(b"bytearray banner")
+
+
+class TupleBanner:
+    initial_bytes_to_send = (b"vector", "ed")
+
+
+class CallableBytesBanner:
+    initial_bytes_to_send = staticmethod(bytes_banner)
+
+
+class CallableStrBanner:
+    initial_bytes_to_send = staticmethod(str_banner)
+
+
 @pytest.mark.parametrize(
-    "value, expected",
+    "protocol, expected",
     [
-        (b"banner\r\n", b"banner\r\n"),
-        ("banner \u00e9\r\n", "banner \u00e9\r\n".encode()),
-        (bytearray(b"bytearray banner"), b"bytearray banner"),
-        ((b"vector", "ed"), b"vectored"),
-        (staticmethod(lambda: b"from a callable"), b"from a callable"),
-        (staticmethod(lambda: "str from a callable"), b"str from a callable"),
+        (BytesBanner, b"banner\r\n"),
+        (StrBanner, "banner \u00e9\r\n".encode()),
+        (BytearrayBanner, b"bytearray banner"),
+        (TupleBanner, b"vectored"),
+        (CallableBytesBanner, b"from a callable"),
+        (CallableStrBanner, b"str from a callable"),
     ],
     ids=["bytes", "str", "bytearray", "tuple", "callable-bytes", "callable-str"],
 )
-@pytest.mark.shares_objects
-def test_initial_bytes_to_send(rt, value, expected):
-    protocol = type("Banner", (), {"initial_bytes_to_send": value})
+def test_initial_bytes_to_send(rt, protocol, expected):
     port = rt.serve(protocol)
 
     def driver():
@@ -208,15 +312,29 @@ def test_initial_bytes_to_send(rt, value, expected):
     assert rt.run(driver) == expected
 
 
-@pytest.mark.shares_objects
+# Calls counted in the main interpreter (see count_call).
+CALLS = []
+
+
+def count_call():
+    """Runs on the main thread: one more call; returns how many so far."""
+    CALLS.append(1)
+    return len(CALLS)
+
+
+def numbered_banner():
+    # Counted on the main thread, so that the numbers form one sequence in
+    # every mode (each worker's interpreter has its own module globals).
+    return b"#%d\n" % px.call_from_main_thread_and_wait(count_call)
+
+
+class NumberedBanner:
+    initial_bytes_to_send = staticmethod(numbered_banner)
+
+
 def test_initial_bytes_callable_runs_once_per_connection(rt):
-    calls = []
-
-    def banner():
-        calls.append(1)
-        return b"#%d\n" % len(calls)
-
-    port = rt.serve(type("Banner", (), {"initial_bytes_to_send": staticmethod(banner)}))
+    CALLS.clear()
+    port = rt.serve(NumberedBanner)
 
     def driver():
         seen = set()
@@ -226,17 +344,17 @@ def test_initial_bytes_callable_runs_once_per_connection(rt):
         return seen
 
     assert rt.run(driver) == {b"#1\n", b"#2\n", b"#3\n", b"#4\n"}
-    assert len(calls) == 4
+    assert len(CALLS) == 4
 
 
-@pytest.mark.shares_objects
+class Both:
+    initial_bytes_to_send = b"first;"
+
+    def connection_made(self, transport):
+        return b"second;"
+
+
 def test_initial_bytes_go_before_connection_made_reply(rt):
-    class Both:
-        initial_bytes_to_send = b"first;"
-
-        def connection_made(self, transport):
-            return b"second;"
-
     port = rt.serve(Both)
 
     def driver():
@@ -249,27 +367,39 @@ def test_initial_bytes_go_before_connection_made_reply(rt):
 # ---- next_bytes_to_send --------------------------------------------------------------------
 
 
+class NotDataReceived:
+    def data_received(self, transport, data):
+        report(data)
+        return b"data_received must not run\n"
+
+
+class FixedBytes(NotDataReceived):
+    next_bytes_to_send = b"OK\n"
+
+
+class FixedStr(NotDataReceived):
+    next_bytes_to_send = "\u00fcberall\n"
+
+
+def called_reply():
+    return b"called\n"
+
+
+class FixedCallable(NotDataReceived):
+    next_bytes_to_send = staticmethod(called_reply)
+
+
 @pytest.mark.parametrize(
-    "value, expected",
+    "protocol, expected",
     [
-        (b"OK\n", b"OK\n"),
-        ("\u00fcberall\n", "\u00fcberall\n".encode()),
-        (staticmethod(lambda: b"called\n"), b"called\n"),
+        (FixedBytes, b"OK\n"),
+        (FixedStr, "\u00fcberall\n".encode()),
+        (FixedCallable, b"called\n"),
     ],
     ids=["bytes", "str", "callable"],
 )
-@pytest.mark.shares_objects
-def test_next_bytes_to_send_replies_to_every_receive(rt, value, expected):
-    calls = []
-
-    class Fixed:
-        next_bytes_to_send = value
-
-        def data_received(self, transport, data):
-            calls.append(data)
-            return b"data_received must not run\n"
-
-    port = rt.serve(Fixed)
+def test_next_bytes_to_send_replies_to_every_receive(rt, reports, protocol, expected):
+    port = rt.serve(protocol)
 
     def driver():
         replies = []
@@ -277,10 +407,10 @@ def test_next_bytes_to_send_replies_to_every_receive(rt, value, expected):
             for i in range(5):
                 sock.sendall(b"request %d" % i)
                 replies.append(recv_exactly(sock, len(expected)))
+        no_more_reports()  # data_received never ran
         return replies
 
     assert rt.run(driver) == [expected] * 5
-    assert calls == []
 
 
 # ---- lines_mode ----------------------------------------------------------------------------
@@ -316,27 +446,26 @@ def test_lines_mode_splits_lines_across_packets(rt):
     assert rt.run(driver) == b"<one>\n<two>\n<three>\n<>\n<four>\n<five>\n<six>\n<unterminated>\n"
 
 
-@pytest.mark.shares_objects
-def test_lines_mode_line_is_bytes_and_keeps_inner_carriage_returns(rt):
-    lines = []
+class Collect:
+    lines_mode = True
 
-    class Collect:
-        lines_mode = True
+    def lines_received(self, transport, line):
+        report((line, type(line).__name__))
+        return b"."
 
-        def lines_received(self, transport, line):
-            lines.append(line)
-            return b"."
 
+def test_lines_mode_line_is_bytes_and_keeps_inner_carriage_returns(rt, reports):
     port = rt.serve(Collect)
 
     def driver():
         with connect(port) as sock:
             sock.sendall(b"a\rb\n\r\n\xff\x00\n  spaced  \r\n")
-            return recv_exactly(sock, 4)
+            assert recv_exactly(sock, 4) == b"...."
+            return [next_report() for _ in range(4)]
 
-    assert rt.run(driver) == b"...."
-    assert lines == [b"a\rb", b"", b"\xff\x00", b"  spaced  "]
-    assert all(type(line) is bytes for line in lines)
+    reported = rt.run(driver)
+    assert [line for line, _ in reported] == [b"a\rb", b"", b"\xff\x00", b"  spaced  "]
+    assert all(kind == "bytes" for _, kind in reported), reported
 
 
 def test_lines_mode_many_lines_in_one_packet_keep_order(rt):
@@ -355,23 +484,20 @@ def test_lines_mode_many_lines_in_one_packet_keep_order(rt):
 # ---- send_complete ---------------------------------------------------------------------------
 
 
-@pytest.mark.shares_objects
-def test_send_ids_count_from_one_in_call_order(rt):
+class Numbered:
+    initial_bytes_to_send = b"I"
+
+    def data_received(self, transport, data):
+        report(("returned", transport.send(b"S")))
+        return b"R"
+
+    def send_complete(self, transport, send_id):
+        report(("completed", send_id))
+
+
+def test_send_ids_count_from_one_in_call_order(rt, reports):
     """initial bytes, returned data and transport.send are all sends,
     numbered per connection from 1; transport.send returns its id."""
-    completed = queue.Queue()
-    returned_ids = []
-
-    class Numbered:
-        initial_bytes_to_send = b"I"
-
-        def data_received(self, transport, data):
-            returned_ids.append(transport.send(b"S"))
-            return b"R"
-
-        def send_complete(self, transport, send_id):
-            completed.put(send_id)
-
     port = rt.serve(Numbered)
 
     def driver():
@@ -381,22 +507,25 @@ def test_send_ids_count_from_one_in_call_order(rt):
             assert recv_exactly(sock, 2) == b"SR"
             sock.sendall(b"y")
             assert recv_exactly(sock, 2) == b"SR"
-            return [completed.get(timeout=10) for _ in range(5)]
+            reported = [next_report() for _ in range(7)]
+            no_more_reports()
+            return reported
 
-    assert rt.run(driver) == [1, 2, 3, 4, 5]
-    assert returned_ids == [2, 4]
+    reported = rt.run(driver)
+    assert [send_id for kind, send_id in reported if kind == "completed"] == [1, 2, 3, 4, 5]
+    assert [send_id for kind, send_id in reported if kind == "returned"] == [2, 4]
 
 
-@pytest.mark.shares_objects
+class Count:
+    initial_bytes_to_send = b"0\n"
+
+    def send_complete(self, transport, send_id):
+        if send_id < 6:
+            return b"%d\n" % send_id
+        transport.close()
+
+
 def test_send_complete_return_value_is_sent(rt):
-    class Count:
-        initial_bytes_to_send = b"0\n"
-
-        def send_complete(self, transport, send_id):
-            if send_id < 6:
-                return b"%d\n" % send_id
-            transport.close()
-
     port = rt.serve(Count)
 
     def driver():
@@ -406,18 +535,17 @@ def test_send_complete_return_value_is_sent(rt):
     assert rt.run(driver) == b"0\n1\n2\n3\n4\n5\n"
 
 
-@pytest.mark.shares_objects
-def test_send_complete_is_per_connection(rt):
-    ids = {}
+class EchoNumbered:
+    def data_received(self, transport, data):
+        return data
 
-    class Numbered:
-        def data_received(self, transport, data):
-            return data
+    def send_complete(self, transport, send_id):
+        # The peer's address tells the connections apart.
+        report((transport.peername, send_id))
 
-        def send_complete(self, transport, send_id):
-            ids.setdefault(id(self), []).append(send_id)
 
-    port = rt.serve(Numbered)
+def test_send_complete_is_per_connection(rt, reports):
+    port = rt.serve(EchoNumbered)
 
     def driver():
         socks = [connect(port) for _ in range(3)]
@@ -425,109 +553,93 @@ def test_send_complete_is_per_connection(rt):
             for sock in socks:
                 sock.sendall(b"r%d" % round_)
                 recv_exactly(sock, 2)
-        wait_for(lambda: sum(len(v) for v in ids.values()) == 9)
+        reported = [next_report() for _ in range(9)]
         for sock in socks:
             sock.close()
+        return reported
 
-    rt.run(driver)
+    ids = {}
+    for peer, send_id in rt.run(driver):
+        ids.setdefault(peer, []).append(send_id)
     assert sorted(ids.values()) == [[1, 2, 3]] * 3
 
 
 # ---- connection_lost ---------------------------------------------------------------------------
 
 
-def lost_recorder(events, **members):
-    class Recorder:
-        def connection_made(self, transport):
-            events.put("made")
+class Recorder:
+    def connection_made(self, transport):
+        report("made")
 
-        def data_received(self, transport, data):
-            events.put(data)
-            if data == b"close":
-                transport.close()
-            return None
+    def data_received(self, transport, data):
+        report(data)
+        if data == b"close":
+            transport.close()
+        return None
 
-        def connection_lost(self, transport, exc):
-            events.put(("lost", exc))
-
-    for name, value in members.items():
-        setattr(Recorder, name, value)
-    return Recorder
+    def connection_lost(self, transport, exc):
+        report(("lost", exc))
 
 
-def _drain(events, until):
-    got = []
-    while True:
-        item = events.get(timeout=10)
-        got.append(item)
-        if until(item):
-            return got
+class RecorderOfSends(Recorder):
+    def send_complete(self, transport, send_id):
+        report(("sent", send_id))
 
 
-@pytest.mark.shares_objects
-def test_connection_lost_none_when_peer_closes(rt):
-    events = queue.Queue()
-    port = rt.serve(lost_recorder(events))
+def test_connection_lost_none_when_peer_closes(rt, reports):
+    port = rt.serve(Recorder)
 
     def driver():
         with connect(port) as sock:
             sock.sendall(b"hi")
-            assert events.get(timeout=10) == "made"
-            assert events.get(timeout=10) == b"hi"
-        return _drain(events, lambda item: isinstance(item, tuple))
+            assert next_report() == "made"
+            assert next_report() == b"hi"
+        return reports_until(lambda item: isinstance(item, tuple))
 
     assert rt.run(driver) == [("lost", None)]
 
 
-@pytest.mark.shares_objects
-def test_connection_lost_none_after_local_close(rt):
-    events = queue.Queue()
-    port = rt.serve(lost_recorder(events))
+def test_connection_lost_none_after_local_close(rt, reports):
+    port = rt.serve(Recorder)
 
     def driver():
         with connect(port) as sock:
             sock.sendall(b"close")
             assert recv_to_eof(sock) == b""
-            return _drain(events, lambda item: isinstance(item, tuple))
+            return reports_until(lambda item: isinstance(item, tuple))
 
     assert rt.run(driver) == ["made", b"close", ("lost", None)]
 
 
-@pytest.mark.shares_objects
-def test_connection_lost_reports_a_reset(rt):
+def test_connection_lost_reports_a_reset(rt, reports):
     """A peer that resets the connection (SO_LINGER 0) is a failure:
     connection_lost gets an OSError with errno ECONNRESET."""
-    events = queue.Queue()
-    port = rt.serve(lost_recorder(events))
+    port = rt.serve(Recorder)
 
     def driver():
         sock = connect(port)
         sock.sendall(b"hi")
-        assert _drain(events, lambda item: item == b"hi") == ["made", b"hi"]
+        assert reports_until(lambda item: item == b"hi") == ["made", b"hi"]
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         sock.close()
-        return events.get(timeout=10)
+        return next_report()
 
     kind, exc = rt.run(driver)
     assert kind == "lost"
     assert isinstance(exc, OSError) and exc.errno == errno.ECONNRESET, repr(exc)
 
 
-@pytest.mark.shares_objects
-def test_connection_lost_runs_once_and_last(rt):
-    events = queue.Queue()
-    port = rt.serve(lost_recorder(events, send_complete=lambda self, t, i: events.put(("sent", i))))
+def test_connection_lost_runs_once_and_last(rt, reports):
+    port = rt.serve(RecorderOfSends)
 
     def driver():
         for _ in range(5):
             with connect(port) as sock:
                 sock.sendall(b"close")
                 recv_to_eof(sock)
-            got = _drain(events, lambda item: isinstance(item, tuple) and item[0] == "lost")
+            got = reports_until(lambda item: isinstance(item, tuple) and item[0] == "lost")
             assert got[0] == "made" and got[-1] == ("lost", None), got
-        # Nothing after the last connection_lost.
-        with pytest.raises(queue.Empty):
-            events.get(timeout=0.3)
+        no_more_reports()  # nothing after the last connection_lost
 
     rt.run(driver)
 
@@ -563,12 +675,12 @@ def test_unhandled_exception_is_logged_closes_and_counts(rt, pxlog):
     assert "data_received" in pxlog.text
 
 
-@pytest.mark.shares_objects
-def test_exception_in_connection_made_closes_the_connection(rt, pxlog):
-    class BadStart:
-        def connection_made(self, transport):
-            raise KeyError("no session")
+class BadStart:
+    def connection_made(self, transport):
+        raise KeyError("no session")
 
+
+def test_exception_in_connection_made_closes_the_connection(rt, pxlog):
     port = rt.serve(BadStart)
 
     def driver():
@@ -579,18 +691,16 @@ def test_exception_in_connection_made_closes_the_connection(rt, pxlog):
     assert "KeyError" in pxlog.text and "no session" in pxlog.text
 
 
-@pytest.mark.shares_objects
-def test_exception_handler_takes_the_exception(rt, pxlog):
+class Handled(Fragile):
+    def exception_handler(self, transport, exc):
+        report(exc)
+        transport.send(b"handled:%s\n" % type(exc).__name__.encode())
+
+
+def test_exception_handler_takes_the_exception(rt, pxlog, reports):
     """With an exception_handler the exception is handled: the handler gets
     the exception object, nothing is logged or counted, and the connection
     stays open (docs/api.md)."""
-    handled = queue.Queue()
-
-    class Handled(Fragile):
-        def exception_handler(self, transport, exc):
-            handled.put(exc)
-            transport.send(b"handled:%s\n" % type(exc).__name__.encode())
-
     port = rt.serve(Handled)
 
     def driver():
@@ -601,43 +711,41 @@ def test_exception_handler_takes_the_exception(rt, pxlog):
             sock.sendall(b"still open")
             assert recv_exactly(sock, 10) == b"still open"
         assert px.stats()["errors"] == errors_before
-        return handled.get(timeout=10)
+        return next_report()
 
     exc = rt.run(driver)
     assert isinstance(exc, ZeroDivisionError) and str(exc) == "boom in data_received"
     assert "boom in data_received" not in pxlog.text
 
 
-@pytest.mark.shares_objects
-def test_exception_handler_gets_the_non_sendable_type_error(rt):
-    handled = queue.Queue()
+class HandledTypeError:
+    def data_received(self, transport, data):
+        return 3.14
 
-    class Handled:
-        def data_received(self, transport, data):
-            return 3.14
+    def exception_handler(self, transport, exc):
+        report(exc)
+        transport.close()
 
-        def exception_handler(self, transport, exc):
-            handled.put(exc)
-            transport.close()
 
-    port = rt.serve(Handled)
+def test_exception_handler_gets_the_non_sendable_type_error(rt, reports):
+    port = rt.serve(HandledTypeError)
 
     def driver():
         with connect(port) as sock:
             sock.sendall(b"x")
             assert recv_to_eof(sock) == b""
-        return handled.get(timeout=10)
+        return next_report()
 
     exc = rt.run(driver)
     assert isinstance(exc, TypeError) and "data_received" in str(exc)
 
 
-@pytest.mark.shares_objects
-def test_exception_in_exception_handler_is_logged_and_closes(rt, pxlog):
-    class Doubly(Fragile):
-        def exception_handler(self, transport, exc):
-            raise RuntimeError("handler failed too")
+class Doubly(Fragile):
+    def exception_handler(self, transport, exc):
+        raise RuntimeError("handler failed too")
 
+
+def test_exception_in_exception_handler_is_logged_and_closes(rt, pxlog):
     port = rt.serve(Doubly)
 
     def driver():
@@ -651,12 +759,12 @@ def test_exception_in_exception_handler_is_logged_and_closes(rt, pxlog):
     assert "handler failed too" in pxlog.text
 
 
-@pytest.mark.shares_objects
-def test_exception_in_connection_lost_is_logged(rt, pxlog):
-    class BadEnd:
-        def connection_lost(self, transport, exc):
-            raise ValueError("in connection_lost")
+class BadEnd:
+    def connection_lost(self, transport, exc):
+        raise ValueError("in connection_lost")
 
+
+def test_exception_in_connection_lost_is_logged(rt, pxlog):
     port = rt.serve(BadEnd)
 
     def driver():
@@ -672,19 +780,17 @@ def test_exception_in_connection_lost_is_logged(rt, pxlog):
 # ---- the protocol object ---------------------------------------------------------------------------
 
 
-@pytest.mark.shares_objects
-def test_one_instance_per_connection(rt):
-    instances = queue.Queue()
+class PerConnection:
+    def __init__(self):
+        self.count = 0
+        report(id(self))
 
-    class PerConnection:
-        def __init__(self):
-            self.count = 0
-            instances.put(self)
+    def data_received(self, transport, data):
+        self.count += 1
+        return b"%d" % self.count
 
-        def data_received(self, transport, data):
-            self.count += 1
-            return b"%d" % self.count
 
+def test_one_instance_per_connection(rt, reports):
     port = rt.serve(PerConnection)
 
     def driver():
@@ -695,7 +801,10 @@ def test_one_instance_per_connection(rt):
                 assert recv_exactly(a, 1) == expected
             b.sendall(b"x")
             assert recv_exactly(b, 1) == b"1"
-        return {id(instances.get(timeout=5)) for _ in range(2)}
+            # Both instances are alive now, so their ids differ.
+            ids = {next_report() for _ in range(2)}
+        no_more_reports()
+        return ids
 
     assert len(rt.run(driver)) == 2
 
@@ -713,21 +822,20 @@ def test_class_without_members_accepts_and_discards(rt):
     rt.run(driver)
 
 
-@pytest.mark.shares_objects
+class Picky:
+    def __init__(self):
+        # Counted on the main thread, where every mode sees the same count.
+        if px.call_from_main_thread_and_wait(count_call) == 1:
+            raise RuntimeError("first constructor fails")
+
+    def data_received(self, transport, data):
+        return data
+
+
 def test_protocol_constructor_failure_is_handled(rt, pxlog):
     """A class whose __init__ raises: that connection is closed and logged,
     the server keeps serving."""
-    attempts = []
-
-    class Picky:
-        def __init__(self):
-            attempts.append(1)
-            if len(attempts) == 1:
-                raise RuntimeError("first constructor fails")
-
-        def data_received(self, transport, data):
-            return data
-
+    CALLS.clear()
     port = rt.serve(Picky)
 
     def driver():
@@ -745,24 +853,23 @@ def test_protocol_constructor_failure_is_handled(rt, pxlog):
 # ---- edge cases of return values and streams ----------------------------------------------
 
 
-@pytest.mark.shares_objects
 def test_vectored_reply_longer_than_iov_max(rt):
     """A tuple of 5000 pieces (more than the kernel's IOV_MAX of 1024) still
     goes out whole and in order."""
-    pieces = tuple(b"%05d" % i for i in range(5000))
-    assert exchange(rt, returning(pieces), b"?", 25_000) == b"".join(pieces)
+    pieces = REPLIES["tuple-5000"]
+    assert len(pieces) == 5000
+    assert exchange(rt, returning("tuple-5000"), b"?", 25_000) == b"".join(pieces)
 
 
 @pytest.mark.parametrize(
-    "value, error",
-    [(memoryview(b"abcdefgh")[::2], "BufferError"), ("\ud800", "UnicodeEncodeError")],
+    "name, error",
+    [("non-contiguous-memoryview", "BufferError"), ("lone-surrogate", "UnicodeEncodeError")],
     ids=["non-contiguous-memoryview", "lone-surrogate"],
 )
-@pytest.mark.shares_objects
-def test_unsendable_buffer_contents_are_callback_errors(rt, pxlog, value, error):
+def test_unsendable_buffer_contents_are_callback_errors(rt, pxlog, name, error):
     """A buffer that cannot be sent as it is, or a str that is not valid
     UTF-8 text, fails like a callback exception: logged, counted, closed."""
-    port = rt.serve(returning(value))
+    port = rt.serve(returning(name))
 
     def driver():
         errors_before = px.stats()["errors"]
@@ -775,23 +882,21 @@ def test_unsendable_buffer_contents_are_callback_errors(rt, pxlog, value, error)
     assert error in pxlog.text, pxlog.text
 
 
-@pytest.mark.shares_objects
-def test_reply_goes_out_before_the_close_that_follows_a_half_close(rt):
+class EchoTracked(Echo):
+    def connection_lost(self, transport, exc):
+        report(("lost", exc))
+
+
+def test_reply_goes_out_before_the_close_that_follows_a_half_close(rt, reports):
     """A client that sends and then shuts down its side (SHUT_WR) still gets
     the reply to what it sent, then EOF."""
-    lost = queue.Queue()
-
-    class EchoTracked(Echo):
-        def connection_lost(self, transport, exc):
-            lost.put(exc)
-
     port = rt.serve(EchoTracked)
 
     def driver():
         with connect(port) as sock:
             sock.sendall(b"last request")
             sock.shutdown(socket.SHUT_WR)
-            return recv_to_eof(sock), lost.get(timeout=10)
+            return recv_to_eof(sock), next_report()[1]
 
     assert rt.run(driver) == (b"last request", None)
 
