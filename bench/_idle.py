@@ -24,7 +24,8 @@ import time
 CONNECTING = 256
 RAMP = 0.1
 SETTLE_S = 1.0
-TIMEOUT_S = 120.0
+# After this long the connections still waiting for an answer are given up.
+TIMEOUT_S = 60.0
 RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
@@ -60,6 +61,7 @@ def hold_idle(server, path, count, settle=SETTLE_S):
     selector = selectors.DefaultSelector()
     received = {}  # socket -> bytes of its response so far
     answered, failed, bad_status, refused = [], 0, 0, 0
+    timed_out = False
     opened = 0
     deadline = time.monotonic() + TIMEOUT_S
     try:
@@ -80,8 +82,10 @@ def hold_idle(server, path, count, settle=SETTLE_S):
                     selector.register(s, selectors.EVENT_WRITE)
                 opened += 1
             if time.monotonic() > deadline:
-                raise SystemExit(f"{server.name}: idle: {len(answered)} of {count} "
-                                 f"connections answered after {TIMEOUT_S:g} s")
+                # Measured with what it holds: a server that stops
+                # answering past some number of connections shows as such.
+                timed_out = True
+                break
             for key, _ in selector.select(timeout=5):
                 s = key.fileobj
                 try:
@@ -139,6 +143,7 @@ def hold_idle(server, path, count, settle=SETTLE_S):
     counted = held - answered_before
     return {"connections": count, "answered": len(answered), "held": held,
             "failed": failed, "bad_status": bad_status, "not_kept": refused,
+            "unanswered": len(received), "timed_out": timed_out,
             "rss_before_mib": rss_before, "rss_after_mib": rss_after,
             "pss_before_mib": pss_before, "pss_after_mib": pss_after,
             "kib_per_connection": growth * 1024 / counted if counted > 0 else None}

@@ -146,8 +146,55 @@ def _header(run):
     return lines
 
 
+# The summary's columns: (metric of the http report, heading).
+SUMMARY = (("work req/s", "work req/s"), ("plaintext req/s", "plaintext req/s"),
+           ("json req/s", "json req/s"), ("static req/s", "static req/s"),
+           ("shared req/s", "shared req/s"), ("shared server RSS", "shared RSS MiB"),
+           ("idle memory/connection", "idle KiB/conn"), ("latency p99", "p99 ms"))
+
+
+def summary(run):
+    """One line per HTTP server, one column per scenario's main figure, each
+    with its ratio to the reference: the table the README shows."""
+    http = next((d for d in run["reports"] if d["scenario"] == "http"), None)
+    if http is None:
+        return ""
+    rows = {(row["metric"], row["contender"]): row for row in http["rows"]}
+    contenders = list(dict.fromkeys(row["contender"] for row in http["rows"]
+                                    if row["group"] in GROUP_TEXT
+                                    and row["group"] != "pyparallel workers"))
+    def rank(name):
+        if name.startswith("compute limit"):
+            return 0
+        return 1 if name.startswith("pyparallel") else 2 if name == "nginx" else 3
+
+    contenders.sort(key=rank)
+    columns = [(metric, heading) for metric, heading in SUMMARY
+               if any(m == metric for m, _ in rows)]
+    lines = ["| server | " + " | ".join(h for _, h in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+    for contender in contenders:
+        cells = []
+        for metric, _ in columns:
+            row = rows.get((metric, contender))
+            if row is None:
+                cells.append("")
+                continue
+            ratio = row.get("ratio_to_ours")
+            cells.append(_fmt(row["median"]) + ("" if ratio is None or contender == http["reference"]
+                                                else f" ({ratio:.2f}×)"))
+        name = f"**{contender}**" if contender == http["reference"] else contender
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def markdown(run, plots):
     out = _header(run)
+    table = summary(run)
+    if table:
+        out += ["", "## Summary", "",
+                "The main figure of each HTTP scenario (ratio to the reference in "
+                "parentheses); the tables below have the rest.", "", table]
     for name in plots:
         out += ["", f"![{os.path.splitext(name)[0]}]({name})"]
     targets = []
@@ -262,5 +309,6 @@ def draw_plots(run, directory):
             _bars(ax, _medians(docs[name], "speedup over serial"),
                   f"map speedup over serial, {label}{quick}", "×")
             ax.axvline(1.95, color="#2ca02c", linestyle="--", linewidth=1)
+            ax.text(1.95, -0.6, " target 1.95", color="#2ca02c", fontsize=7, va="top")
         save(fig, "compute.png")
     return written

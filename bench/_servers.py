@@ -405,6 +405,9 @@ def contenders(config, tmp, www, shared_entries):
                       "--host", "127.0.0.1", "--port", "{port}", "--workers", str(workers),
                       "--http", "1", "--backlog", "4096", "--log-level", "warning",
                       "--http1-header-read-timeout", "60000",
+                      # Its default, backlog / workers, caps the connections a
+                      # worker serves at once (the idle scenario holds 10k).
+                      "--backpressure", "16384",
                       # Static files as granian serves them best: from Rust.
                       "--static-path-route", "/static", "--static-path-mount", www,
                       "http_wsgi:app"],

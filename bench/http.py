@@ -340,6 +340,11 @@ def build_report(args, samples, facts, limits, servers, asyncio_ft):
             report.note(f"{server.name}: {line}")
         if server.stop_note:
             report.note(f"{server.name}: server {server.stop_note}")
+    for name in names:
+        rows = samples[("idle", name)]
+        if any(s["timed_out"] for s in rows):
+            report.note(f"idle / {name}: connections still unanswered after "
+                        f"{_idle.TIMEOUT_S:g} s: {[s['unanswered'] for s in rows]}")
     for (scenario, name), rows in samples.items():
         errors = [s.get("socket_errors") for s in rows if s.get("socket_errors")]
         if errors:
