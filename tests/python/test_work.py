@@ -16,11 +16,18 @@ from conftest import (
     burn_with_constants,
     calibrate_burn,
     gil_enabled,
+    next_report,
+    no_more_reports,
     parallel_python,
+    report,
     run_threads,
     speedup,
     wait_for,
 )
+
+# Functions given to the workers are at module level, so that the tests run
+# in mode "interpreters" too (a worker's interpreter finds them by name); what
+# they see reaches the test through conftest's report() or a px.Channel.
 
 
 def multiply(a, b, *, scale=1):
@@ -45,14 +52,13 @@ def test_submit_work_passes_keyword_arguments():
     assert px.submit_work(multiply, 2, 3, scale=10).result(timeout=10) == 60
 
 
-@pytest.mark.shares_objects
+def echo_kwargs(**kwargs):
+    return kwargs
+
+
 def test_submit_work_keyword_names_of_its_own_reach_func():
     """Only callback and errback are submit_work's own keywords; others,
     even func-like names, go to func."""
-
-    def echo_kwargs(**kwargs):
-        return kwargs
-
     result = px.submit_work(echo_kwargs, func=1, args=2, chunksize=3).result(timeout=10)
     assert result == {"func": 1, "args": 2, "chunksize": 3}
 
@@ -125,14 +131,13 @@ def test_submit_work_many_items_from_many_threads():
         assert results[base] == [(base + i) * 2 for i in range(500)]
 
 
-@pytest.mark.shares_objects
+def outer(i):
+    return px.submit_work(multiply, i, 10).result(timeout=10)
+
+
 def test_work_items_may_wait_for_other_work_items():
     """A work item that blocks on the result of another does not deadlock
     the pool, even with more waiters than workers (hand-off)."""
-
-    def outer(i):
-        return px.submit_work(multiply, i, 10).result(timeout=10)
-
     futures = [px.submit_work(outer, i) for i in range(8)]
     assert [f.result(timeout=20) for f in futures] == [i * 10 for i in range(8)]
 
@@ -165,12 +170,12 @@ def test_map_returns_results_in_input_order():
     assert px.map(square, range(1000)) == [x * x for x in range(1000)]
 
 
-@pytest.mark.shares_objects
-def test_map_keeps_order_when_items_finish_out_of_order():
-    def slow_for_small(x):
-        time.sleep(0.002 * (20 - x))
-        return x
+def slow_for_small(x):
+    time.sleep(0.002 * (20 - x))
+    return x
 
+
+def test_map_keeps_order_when_items_finish_out_of_order():
     assert px.map(slow_for_small, range(20), chunksize=1) == list(range(20))
 
 
@@ -186,54 +191,57 @@ def test_map_accepts_any_iterable():
     assert px.map(square, iter([3])) == [9]
 
 
-@pytest.mark.shares_objects
+def on_parallel_thread(_):
+    return px.is_parallel_thread()
+
+
 def test_map_runs_on_parallel_threads():
-    assert px.map(lambda _: px.is_parallel_thread(), range(16), chunksize=1) == [True] * 16
+    assert px.map(on_parallel_thread, range(16), chunksize=1) == [True] * 16
 
 
-@pytest.mark.shares_objects
+def fail_3_late_and_7(x):
+    if x == 3:
+        time.sleep(0.2)
+        raise ValueError("item 3")
+    if x == 7:
+        raise KeyError("item 7")
+    return x
+
+
 def test_map_raises_the_first_exception_in_input_order():
     """Items 3 and 7 fail; 7 fails first in time (3 sleeps), but 3 comes
     first in the input, so its exception is raised (as the builtin map and
     Executor.map would)."""
-
-    def check(x):
-        if x == 3:
-            time.sleep(0.2)
-            raise ValueError("item 3")
-        if x == 7:
-            raise KeyError("item 7")
-        return x
-
     with pytest.raises(ValueError, match="item 3"):
-        px.map(check, range(10), chunksize=1)
+        px.map(fail_3_late_and_7, range(10), chunksize=1)
 
 
-@pytest.mark.shares_objects
+def fail_55(x):
+    if x == 55:
+        raise ArithmeticError("fifty-five")
+    return x
+
+
 def test_map_exception_inside_a_chunk():
-    def check(x):
-        if x == 55:
-            raise ArithmeticError("fifty-five")
-        return x
-
     with pytest.raises(ArithmeticError, match="fifty-five"):
-        px.map(check, range(100), chunksize=10)
+        px.map(fail_55, range(100), chunksize=10)
 
 
-@pytest.mark.shares_objects
+def fail_0_then_finish_slowly(item):
+    x, finished = item
+    if x == 0:
+        raise ValueError("first")
+    time.sleep(0.05)
+    finished.put(x)
+    return x
+
+
 def test_map_waits_for_every_chunk_before_raising():
-    finished = []
-
-    def check(x):
-        if x == 0:
-            raise ValueError("first")
-        time.sleep(0.05)
-        finished.append(x)
-        return x
-
+    finished = px.Channel()
     with pytest.raises(ValueError):
-        px.map(check, range(8), chunksize=1)
-    assert sorted(finished) == list(range(1, 8))
+        px.map(fail_0_then_finish_slowly, [(x, finished) for x in range(8)], chunksize=1)
+    # Taken without waiting: every item had finished when map raised.
+    assert sorted(finished.get(timeout=0) for _ in range(len(finished))) == list(range(1, 8))
 
 
 @pytest.mark.parametrize("chunksize, error", [(0, ValueError), (-2, ValueError), ("3", TypeError), (2.5, TypeError)])
@@ -275,37 +283,45 @@ def test_map_of_cpu_bound_work_uses_two_cores(func):
 # ---- call_from_main_thread ------------------------------------------------------------------
 
 
-@pytest.mark.shares_objects
+# Calls made on the main thread, in the main interpreter (see record_call).
+CALLS = []
+
+
+def record_call(*args, **kwargs):
+    CALLS.append((threading.current_thread() is threading.main_thread(), px.is_parallel_thread(), args, kwargs))
+
+
 def test_call_from_main_thread_runs_on_the_main_thread(rt):
-    calls = []
-
-    def record(*args, **kwargs):
-        calls.append((threading.current_thread() is threading.main_thread(), px.is_parallel_thread(), args, kwargs))
+    CALLS.clear()
 
     def driver():
-        px.submit_work(px.call_from_main_thread, record, 1, 2, key="value").result(timeout=10)
-        px.call_from_main_thread(record, "from", "driver")
-        wait_for(lambda: len(calls) == 2)
+        px.submit_work(px.call_from_main_thread, record_call, 1, 2, key="value").result(timeout=10)
+        px.call_from_main_thread(record_call, "from", "driver")
+        wait_for(lambda: len(CALLS) == 2)
 
     rt.run(driver)
-    assert calls[0] == (True, False, (1, 2), {"key": "value"})
-    assert calls[1] == (True, False, ("from", "driver"), {})
+    assert CALLS[0] == (True, False, (1, 2), {"key": "value"})
+    assert CALLS[1] == (True, False, ("from", "driver"), {})
 
 
-@pytest.mark.shares_objects
+def append_call(i):
+    CALLS.append(i)
+
+
+def call_200_in_order():
+    for i in range(200):
+        px.call_from_main_thread(append_call, i)
+
+
 def test_call_from_main_thread_keeps_order(rt):
-    order = []
+    CALLS.clear()
 
     def driver():
-        def submit_all():
-            for i in range(200):
-                px.call_from_main_thread(order.append, i)
-
-        px.submit_work(submit_all).result(timeout=10)
-        wait_for(lambda: len(order) == 200)
+        px.submit_work(call_200_in_order).result(timeout=10)
+        wait_for(lambda: len(CALLS) == 200)
 
     rt.run(driver)
-    assert order == list(range(200))
+    assert CALLS == list(range(200))
 
 
 def test_call_from_main_thread_exception_is_logged(rt, pxlog):
@@ -318,11 +334,11 @@ def test_call_from_main_thread_exception_is_logged(rt, pxlog):
     assert "main-thread failure" in pxlog.text
 
 
-@pytest.mark.shares_objects
-def test_call_from_main_thread_and_wait_returns_the_result(rt):
-    def on_main():
-        return threading.current_thread() is threading.main_thread(), threading.get_ident()
+def on_main():
+    return threading.current_thread() is threading.main_thread(), threading.get_ident()
 
+
+def test_call_from_main_thread_and_wait_returns_the_result(rt):
     def driver():
         from_worker = px.submit_work(px.call_from_main_thread_and_wait, on_main).result(timeout=10)
         from_thread = px.call_from_main_thread_and_wait(on_main)
@@ -334,17 +350,17 @@ def test_call_from_main_thread_and_wait_returns_the_result(rt):
     assert kwargs == 42
 
 
-@pytest.mark.shares_objects
+def wait_for_a_failure_on_main():
+    try:
+        px.call_from_main_thread_and_wait(fail, "raised on main")
+    except ValueError as exc:
+        return exc
+    return None
+
+
 def test_call_from_main_thread_and_wait_reraises(rt):
     def driver():
-        def on_worker():
-            try:
-                px.call_from_main_thread_and_wait(fail, "raised on main")
-            except ValueError as exc:
-                return exc
-            return None
-
-        return px.submit_work(on_worker).result(timeout=10)
+        return px.submit_work(wait_for_a_failure_on_main).result(timeout=10)
 
     exc = rt.run(driver)
     assert isinstance(exc, ValueError) and str(exc) == "raised on main"
@@ -371,59 +387,65 @@ def test_call_from_main_thread_bad_arguments():
 # ---- timers -----------------------------------------------------------------------------------
 
 
-@pytest.mark.shares_objects
-def test_one_shot_timer_fires_once_after_its_delay(rt):
-    fired = []
+def tick(*args):
+    # time.monotonic() is one clock for the whole process, in every
+    # interpreter.
+    report((time.monotonic(), px.is_parallel_thread(), args))
+
+
+def test_one_shot_timer_fires_once_after_its_delay(rt, reports):
     started = time.monotonic()
-
-    def tick(*args):
-        fired.append((time.monotonic() - started, px.is_parallel_thread(), args))
-
     px.timer(0.2, tick, "a", 1)
 
     def driver():
-        wait_for(lambda: fired)
-        time.sleep(0.3)
+        fired = next_report()
+        no_more_reports(0.3)
+        return fired
 
-    rt.run(driver)
-    assert len(fired) == 1
-    when, parallel, args = fired[0]
+    at, parallel, args = rt.run(driver)
+    when = at - started
     assert 0.19 <= when < 1.5 and parallel and args == ("a", 1)
 
 
-@pytest.mark.shares_objects
-def test_periodic_timer_repeats_until_cancelled(rt):
-    ticks = []
-
+def test_periodic_timer_repeats_until_cancelled(rt, reports):
     def driver():
-        timer = px.timer(0.05, lambda: ticks.append(time.monotonic()), period=0.05)
+        timer = px.timer(0.05, tick, period=0.05)
         time.sleep(0.6)
         timer.cancel()
-        count = len(ticks)
+        cancelled = time.monotonic()
         time.sleep(0.3)
-        return count
+        ticks = []
+        while not reports.empty():
+            ticks.append(next_report()[0])
+        no_more_reports()
+        return ticks, cancelled
 
-    count = rt.run(driver)
+    ticks, cancelled = rt.run(driver)
+    count = sum(1 for at in ticks if at <= cancelled)
     assert 5 <= count <= 14, ticks
     assert len(ticks) <= count + 1, "the timer went on after cancel"
 
 
-@pytest.mark.shares_objects
+def slow_tick(ticks):
+    ticks.put(time.monotonic())
+    time.sleep(0.03)
+
+
 def test_periodic_timer_keeps_its_schedule():
     """A callback that takes 30 ms does not push a 100 ms period back."""
-    ticks = []
+    # In mode "interpreters" a worker's first call of a function of this
+    # module imports the module in the worker's interpreter (0.6 s here):
+    # have the workers do that first, so that it does not delay the first
+    # tick.
+    px.map(slow_for_small, range(20), chunksize=1)
+    ticks = px.Channel()
     started = time.monotonic()
-
-    def slow_tick():
-        ticks.append(time.monotonic() - started)
-        time.sleep(0.03)
-
-    timer = px.timer(0.1, slow_tick, period=0.1)
+    timer = px.timer(0.1, slow_tick, ticks, period=0.1)
     try:
-        wait_for(lambda: len(ticks) >= 8, timeout=5)
+        at = [ticks.get(timeout=5) - started for _ in range(8)]
     finally:
         timer.cancel()
-    assert ticks[7] < 0.8 + 0.12, ticks
+    assert at[7] < 0.8 + 0.12, at
 
 
 def test_cancelled_timer_never_fires(rt):
