@@ -25,16 +25,64 @@ from conftest import (
     gil_enabled,
     interrupt_and_expect_clean_exit,
     io_uring_unavailable,
+    next_report,
     plain_server,
     recv_exactly,
     recv_to_eof,
+    report,
+    reports_until,
     wait_for,
 )
+
+# Protocol classes and functions given to the runtime are at module level,
+# so that the tests run in mode "interpreters" too (a worker's interpreter
+# finds them by name). What callbacks see reaches the test through conftest's
+# report() while run() runs, or through a file (log_line) where the test
+# looks only once run() has returned.
 
 
 class Echo:
     def data_received(self, transport, data):
         return data
+
+
+class Keep:
+    """Hands every connection's transport to the test (as a handle on the
+    connection, in mode "interpreters")."""
+
+    def connection_made(self, transport):
+        report(transport)
+
+
+def log_line(path, line):
+    """Appends line to the file at path: written before the callback
+    returns, so that it is there once run() has returned, in every mode."""
+    with open(path, "a") as log:
+        log.write(line + "\n")
+
+
+def logged_lines(path):
+    try:
+        with open(path) as log:
+            return log.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+class FileLogged:
+    """A protocol that logs its events with log_line to log_path (set by
+    logging_to)."""
+
+    log_path = None
+
+    def log(self, line):
+        log_line(self.log_path, line)
+
+
+def logging_to(protocol, path):
+    """protocol with its log_path set to path (the subclass crosses to a
+    worker's interpreter as its recipe: protocol and the str)."""
+    return type(protocol.__name__, (protocol,), {"log_path": str(path)})
 
 
 # ---- register ------------------------------------------------------------------
@@ -82,22 +130,15 @@ def test_register_a_closed_server_raises_async_error():
         px.register(server, Echo)
 
 
-@pytest.mark.shares_objects
-def test_register_an_accepted_connection_raises_value_error(rt):
+def test_register_an_accepted_connection_raises_value_error(rt, reports):
     """An accepted connection's protocol is its server's."""
-    accepted = []
-
-    class Keep:
-        def connection_made(self, transport):
-            accepted.append(transport)
-
     port = rt.serve(Keep)
 
     def driver():
         with connect(port):
-            wait_for(lambda: accepted)
+            accepted = next_report()
             with pytest.raises(ValueError):
-                px.register(accepted[0], Echo)
+                px.register(accepted, Echo)
 
     rt.run(driver)
 
@@ -268,76 +309,76 @@ def _connect_is_refused(port):
 # ---- clients ---------------------------------------------------------------------
 
 
-@pytest.mark.shares_objects
-def test_client_connects_and_exchanges_data(rt):
+class RoundTripClient:
+    initial_bytes_to_send = b"round trip"
+
+    def __init__(self):
+        self.received = b""
+
+    def data_received(self, transport, data):
+        report(data)
+        self.received += data
+        if self.received == b"round trip":
+            transport.close()
+
+    def connection_lost(self, transport, exc):
+        report(("lost", exc))
+
+
+def test_client_connects_and_exchanges_data(rt, reports):
     port = rt.serve(Echo)
-    received = []
-    lost = threading.Event()
-
-    class Client:
-        initial_bytes_to_send = b"round trip"
-
-        def data_received(self, transport, data):
-            received.append(data)
-            if b"".join(received) == b"round trip":
-                transport.close()
-
-        def connection_lost(self, transport, exc):
-            received.append(("lost", exc))
-            lost.set()
-
-    px.register(px.client(LOCALHOST, port), Client)
+    px.register(px.client(LOCALHOST, port), RoundTripClient)
 
     def driver():
-        assert lost.wait(10), "the client connection did not finish"
+        return reports_until(lambda item: isinstance(item, tuple))
 
-    rt.run(driver)
+    received = rt.run(driver)
     assert b"".join(r for r in received if isinstance(r, bytes)) == b"round trip"
     assert received[-1] == ("lost", None)
 
 
-@pytest.mark.shares_objects
-def test_client_connection_refused():
+class RefusedClient(FileLogged):
+    def connection_made(self, transport):
+        self.log("made")
+
+    def connection_lost(self, transport, exc):
+        self.log(f"lost {type(exc).__name__} {isinstance(exc, ConnectionRefusedError)}")
+
+
+def test_client_connection_refused(tmp_path):
     """A failed connect ends in connection_lost(ConnectionRefusedError);
     connection_made never runs, and run() then ends by itself."""
+    log = tmp_path / "events"
     with socket.socket() as probe:
         probe.bind((LOCALHOST, 0))
         port = probe.getsockname()[1]  # bound, not listening: refused
-        events = []
-
-        class Client:
-            def connection_made(self, transport):
-                events.append("made")
-
-            def connection_lost(self, transport, exc):
-                events.append(exc)
-
-        px.register(px.client(LOCALHOST, port), Client)
+        px.register(px.client(LOCALHOST, port), logging_to(RefusedClient, log))
         _run_bounded(10)
-    assert len(events) == 1 and isinstance(events[0], ConnectionRefusedError), events
+    assert logged_lines(log) == ["lost ConnectionRefusedError True"]
 
 
-@pytest.mark.shares_objects
-def test_client_of_a_plain_socket_server():
+class PlainServerClient(FileLogged):
+    def connection_made(self, transport):
+        self.log(f"made {transport.peername[0]} {transport.peername[1]}")
+
+    def data_received(self, transport, data):
+        self.log(f"data {data.hex()}")
+
+    def connection_lost(self, transport, exc):
+        self.log(f"lost {exc!r}")
+
+
+def test_client_of_a_plain_socket_server(tmp_path):
     """px.client against a server that is not pyparallel: greeting, EOF."""
-    events = []
-
-    class Client:
-        def connection_made(self, transport):
-            events.append(("made", transport.peername))
-
-        def data_received(self, transport, data):
-            events.append(data)
-
-        def connection_lost(self, transport, exc):
-            events.append(("lost", exc))
-
+    log = tmp_path / "events"
     with plain_server(lambda conn: conn.sendall(b"hello from a plain server")) as port:
-        px.register(px.client(LOCALHOST, port), Client)
+        px.register(px.client(LOCALHOST, port), logging_to(PlainServerClient, log))
         _run_bounded(10)
-    assert events[0] == ("made", (LOCALHOST, port))
-    assert b"".join(e for e in events if isinstance(e, bytes)) == b"hello from a plain server"
-    assert events[-1] == ("lost", None)
+    events = logged_lines(log)
+    assert events[0] == f"made {LOCALHOST} {port}"
+    data = b"".join(bytes.fromhex(e.split()[1]) for e in events if e.startswith("data "))
+    assert data == b"hello from a plain server"
+    assert events[-1] == "lost None"
 
 
 # ---- run, run_once, stop ---------------------------------------------------------
@@ -364,7 +405,6 @@ def _run_bounded(limit, **run_kwargs):
     return time.monotonic() - started
 
 
-@pytest.mark.shares_objects
 def test_run_returns_when_nothing_is_registered():
     assert _run_bounded(5) < 2
 
@@ -412,28 +452,28 @@ def test_stop_when_nothing_runs_is_harmless():
     assert future.done()
 
 
-@pytest.mark.shares_objects
-def test_shutdown_closes_every_connection_before_run_returns(rt):
+class Tracked(FileLogged):
+    def connection_made(self, transport):
+        report("made")
+
+    def connection_lost(self, transport, exc):
+        self.log(f"lost {exc!r}")
+
+
+def test_shutdown_closes_every_connection_before_run_returns(rt, reports, tmp_path):
     """run() returns only after every connection's connection_lost ran."""
-    made, lost = [], []
-
-    class Tracked:
-        def connection_made(self, transport):
-            made.append(transport)
-
-        def connection_lost(self, transport, exc):
-            lost.append(exc)
-
-    port = rt.serve(Tracked)
+    log = tmp_path / "lost"
+    port = rt.serve(logging_to(Tracked, log))
     socks = []
 
     def driver():
         for _ in range(5):
             socks.append(connect(port))
-        wait_for(lambda: len(made) == 5)
+        assert [next_report() for _ in range(5)] == ["made"] * 5
 
     try:
         rt.run(driver)
+        lost = logged_lines(log)
         assert len(lost) == 5, lost
         for sock in socks:
             assert recv_to_eof(sock) == b""
@@ -442,21 +482,31 @@ def test_shutdown_closes_every_connection_before_run_returns(rt):
             sock.close()
 
 
-@pytest.mark.shares_objects
-def test_run_waits_for_a_live_timer():
-    fired = []
-    px.timer(0.3, fired.append, "fired")
+def test_run_waits_for_a_live_timer(tmp_path):
+    log = tmp_path / "fired"
+    px.timer(0.3, log_line, str(log), "fired")
     elapsed = _run_bounded(10)
-    assert fired == ["fired"] and 0.25 < elapsed < 5
+    assert logged_lines(log) == ["fired"] and 0.25 < elapsed < 5
 
 
-@pytest.mark.shares_objects
-def test_run_waits_for_a_periodic_timer_until_cancelled():
-    ticks = []
-    timer = px.timer(0.02, lambda: ticks.append(1), period=0.02)
-    px.timer(0.3, timer.cancel)
+# The periodic timer that cancel_periodic_timer cancels, in the main
+# interpreter.
+PERIODIC_TIMERS = []
+
+
+def cancel_periodic_timer():
+    PERIODIC_TIMERS.pop().cancel()
+
+
+def test_run_waits_for_a_periodic_timer_until_cancelled(tmp_path):
+    log = tmp_path / "ticks"
+    PERIODIC_TIMERS[:] = [px.timer(0.02, log_line, str(log), "tick", period=0.02)]
+    # A Timer does not cross between interpreters: a timer's callback on a
+    # worker has the main thread cancel it.
+    px.timer(0.3, px.call_from_main_thread, cancel_periodic_timer)
     elapsed = _run_bounded(10)
-    assert 0.25 < elapsed < 5 and len(ticks) >= 5
+    assert not PERIODIC_TIMERS, "the periodic timer was not cancelled"
+    assert 0.25 < elapsed < 5 and len(logged_lines(log)) >= 5
 
 
 def call_on_a_thread(func, *args):
@@ -494,16 +544,23 @@ def test_run_mode_argument():
     assert _run_bounded(10, mode=expected_mode()) < 5
 
 
-@pytest.mark.shares_objects
+# The threads note_thread ran on, in the main interpreter.
+RAN_ON = []
+
+
+def note_thread():
+    RAN_ON.append(threading.current_thread())
+
+
 def test_run_once_runs_queued_main_thread_calls():
-    ran_on = []
-    px.submit_work(px.call_from_main_thread, lambda: ran_on.append(threading.current_thread()))
+    RAN_ON.clear()
+    px.submit_work(px.call_from_main_thread, note_thread)
     started = time.monotonic()
     count = 0
     while count == 0 and time.monotonic() - started < 10:
         count = px.run_once(timeout=5)
     assert count == 1
-    assert ran_on == [threading.main_thread()]
+    assert RAN_ON == [threading.main_thread()]
     assert time.monotonic() - started < 4, "run_once waited for its timeout after the call ran"
 
 
@@ -525,6 +582,9 @@ def test_run_once_bad_timeout(timeout, error):
 
 # ---- signals -----------------------------------------------------------------------
 
+# A script file (not python -c), so that in mode "interpreters" the workers
+# can import it to find Echo; what starts the server is under the
+# __main__ guard for that reason.
 SIGNAL_CHILD = textwrap.dedent(
     """
     import sys
@@ -536,24 +596,26 @@ SIGNAL_CHILD = textwrap.dedent(
         def connection_lost(self, transport, exc):
             print("connection_lost", exc, flush=True)
 
-    server = px.server("127.0.0.1", 0)
-    px.register(server, Echo)
-    # Announced from inside run(), once its signal handling is in place.
-    px.call_from_main_thread(print, "port", server.sockname[1], flush=True)
-    px.run()
-    print("run returned", flush=True)
+    if __name__ == "__main__":
+        server = px.server("127.0.0.1", 0)
+        px.register(server, Echo)
+        # Announced from inside run(), once its signal handling is in place.
+        px.call_from_main_thread(print, "port", server.sockname[1], flush=True)
+        px.run()
+        print("run returned", flush=True)
     """
 )
 
 
-@pytest.mark.shares_objects("its child program is given with python -c, which worker interpreters cannot import")
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_during_run_shuts_down_cleanly(signum):
+def test_signal_during_run_shuts_down_cleanly(signum, tmp_path):
     """SIGINT/SIGTERM end run() with a clean shutdown: the open connection is
     closed (its connection_lost runs), run() returns normally (no
     KeyboardInterrupt, as docs/api.md says), and the process exits 0."""
+    script = tmp_path / "signal_child.py"
+    script.write_text(SIGNAL_CHILD)
     child = subprocess.Popen(
-        [sys.executable, "-c", SIGNAL_CHILD],
+        [sys.executable, str(script)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -758,19 +820,13 @@ def test_shutdown_settles_every_future(rt):
         assert future.cancelled() or future.exception() is None
 
 
-@pytest.mark.shares_objects
-def test_transport_of_a_finished_run_raises_on_send(rt):
-    kept = []
-
-    class Keep:
-        def connection_made(self, transport):
-            kept.append(transport)
-
+def test_transport_of_a_finished_run_raises_on_send(rt, reports):
     port = rt.serve(Keep)
+    kept = []
 
     def driver():
         sock = connect(port)
-        wait_for(lambda: kept)
+        kept.append(next_report())
         return sock
 
     sock = rt.run(driver)
