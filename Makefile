@@ -1,6 +1,7 @@
 # Makefile - set-up, build and test entry points of pyparallel.
 #
 #   make test        set up everything, then run every test suite (what CI runs)
+#   make test-314    the pytest suite on CPython 3.14t and 3.14 (not in `make test`)
 #   make serve       set up .venv-ft, then run the HTTP server on port $(PORT)
 #   make fuzz        libFuzzer on every fuzz/fuzz_*.c, $(FUZZ_SECONDS) s each
 #   make bench       every benchmark against its peers (bench-quick: ~2 min)
@@ -29,6 +30,8 @@ SHELL := /bin/bash
 
 PYTHON_FT ?=
 PYTHON_GIL ?=
+PYTHON_FT314 ?=
+PYTHON_GIL314 ?=
 SKIP_APT ?=
 PORT ?= 8080
 FUZZ_SECONDS ?= 600
@@ -130,11 +133,12 @@ $(APT_STAMP): tools/setup-apt.sh
 	@if [ -z "$(SKIP_APT)" ]; then tools/setup-apt.sh; fi
 	@touch $@
 
-# $(call venv_rules,DIR,FLAVOUR,PYTHON) - the venv, its PyPI packages, and
-# pyparallel installed editable (rebuilt when the extension's inputs change).
+# $(call venv_rules,DIR,FLAVOUR,PYTHON[,VERSION]) - the venv, its PyPI
+# packages, and pyparallel installed editable (rebuilt when the extension's
+# inputs change). VERSION pins the interpreter's (find-python.sh).
 define venv_rules
 $(1)/pyvenv.cfg: | $(APT_STAMP)
-	@python=$$$$(tools/find-python.sh $(2) "$(3)") && \
+	@python=$$$$(tools/find-python.sh $(2) "$(3)" $(4)) && \
 	  echo "venv $(1): $$$$python" && \
 	  "$$$$python" -m venv --clear $(1)
 
@@ -248,6 +252,38 @@ test-py-gil-asan: $(ASAN_EXT)/.stamp
 	  tools/run-pytest.sh $(VENV_GIL) uring interpreters \
 	  --timeout=$$(($(PYTEST_TIMEOUT) * 3)) $(PYTEST_ARGS)
 
+# ---- CPython 3.14 ---------------------------------------------------------
+#
+# `make test-314`: the pytest suite on 3.14t (.venv-ft314) and 3.14
+# (.venv-gil314, modes interpreters and gil), io_uring only, summarised like
+# `make test`. Outside `make test` for CI's time. The interpreters come from
+# PYTHON_FT314 / PYTHON_GIL314, python3.14t / python3.14 on PATH, or
+# tools/build-python.sh (whose fallback to Debian's binary packages needs
+# patchelf). Each venv's extension is its own _core.cpython-314*.so beside
+# the 3.13 ones in python/pyparallel.
+VENV_FT314 := .venv-ft314
+VENV_GIL314 := .venv-gil314
+PY314_APT_STAMP := $(BUILD)/stamps/py314-apt
+TEST_314_STEPS := test-py-ft314 test-py-gil314-interp test-py-gil314
+
+$(PY314_APT_STAMP): tools/setup-apt.sh
+	@mkdir -p $(@D)
+	@if [ -z "$(SKIP_APT)" ]; then tools/setup-apt.sh patchelf; fi
+	@touch $@
+
+$(VENV_FT314)/pyvenv.cfg $(VENV_GIL314)/pyvenv.cfg: | $(PY314_APT_STAMP)
+$(eval $(call venv_rules,$(VENV_FT314),ft,$(PYTHON_FT314),3.14))
+$(eval $(call venv_rules,$(VENV_GIL314),gil,$(PYTHON_GIL314),3.14))
+$(eval $(call pytest_rule,ft314,$(VENV_FT314),uring,threads))
+$(eval $(call pytest_rule,gil314-interp,$(VENV_GIL314),uring,interpreters))
+$(eval $(call pytest_rule,gil314,$(VENV_GIL314),uring,gil))
+
+.PHONY: test-314 setup-314 $(TEST_314_STEPS)
+setup-314: $(VENV_FT314)/.pyparallel-stamp $(VENV_GIL314)/.pyparallel-stamp
+test-314:
+	@case "$$MAKEFLAGS" in *jobserver*) jobs= ;; *) jobs=-j$(NPROC) ;; esac; \
+	  tools/test.sh "$(MAKE)" $$jobs -- $(TEST_314_STEPS)
+
 # ---- other entry points -------------------------------------------------
 
 .PHONY: serve fuzz bench bench-quick examples-c format format-check \
@@ -305,6 +341,8 @@ clean:
 	find . -name __pycache__ -type d -not -path './.venv-*' -prune \
 	  -exec rm -rf {} + 2>/dev/null || true
 	rm -f $(VENV_FT)/.pyparallel-stamp $(VENV_GIL)/.pyparallel-stamp
+	rm -f $(VENV_FT314)/.pyparallel-stamp $(VENV_GIL314)/.pyparallel-stamp
 
 distclean: clean
 	rm -rf $(VENV_FT) $(VENV_GIL)
+	rm -rf $(VENV_FT314) $(VENV_GIL314)
