@@ -315,6 +315,41 @@ def reports():
     return _reports
 
 
+# What a test checks once run() has returned cannot come through report()
+# (calls still queued for the main thread are not run then): a callback
+# writes it to a file instead, before it returns.
+
+
+def log_line(path, line):
+    """Appends line to the file at path."""
+    with open(path, "a") as log:
+        log.write(line + "\n")
+
+
+def logged_lines(path):
+    try:
+        with open(path) as log:
+            return log.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+class FileLogged:
+    """A protocol base whose log(line) appends to log_path (see logging_to)."""
+
+    log_path = None
+
+    def log(self, line):
+        log_line(self.log_path, line)
+
+
+def logging_to(protocol, path):
+    """protocol (a FileLogged) with its log_path set to path; the subclass
+    reaches a worker's interpreter as its recipe: protocol, found by name,
+    and the str."""
+    return type(protocol.__name__, (protocol,), {"log_path": str(path)})
+
+
 # ---- CPU-bound work for the parallelism tests ----------------------------
 
 

@@ -20,11 +20,15 @@ import pytest
 import pyparallel as px
 from conftest import (
     LOCALHOST,
+    FileLogged,
     connect,
     expected_mode,
     gil_enabled,
     interrupt_and_expect_clean_exit,
     io_uring_unavailable,
+    log_line,
+    logged_lines,
+    logging_to,
     next_report,
     plain_server,
     recv_exactly,
@@ -37,8 +41,8 @@ from conftest import (
 # Protocol classes and functions given to the runtime are at module level,
 # so that the tests run in mode "interpreters" too (a worker's interpreter
 # finds them by name). What callbacks see reaches the test through conftest's
-# report() while run() runs, or through a file (log_line) where the test
-# looks only once run() has returned.
+# report() while run() runs, or through a file (conftest's log_line) where
+# the test looks only once run() has returned.
 
 
 class Echo:
@@ -54,35 +58,6 @@ class Keep:
         report(transport)
 
 
-def log_line(path, line):
-    """Appends line to the file at path: written before the callback
-    returns, so that it is there once run() has returned, in every mode."""
-    with open(path, "a") as log:
-        log.write(line + "\n")
-
-
-def logged_lines(path):
-    try:
-        with open(path) as log:
-            return log.read().splitlines()
-    except FileNotFoundError:
-        return []
-
-
-class FileLogged:
-    """A protocol that logs its events with log_line to log_path (set by
-    logging_to)."""
-
-    log_path = None
-
-    def log(self, line):
-        log_line(self.log_path, line)
-
-
-def logging_to(protocol, path):
-    """protocol with its log_path set to path (the subclass crosses to a
-    worker's interpreter as its recipe: protocol and the str)."""
-    return type(protocol.__name__, (protocol,), {"log_path": str(path)})
 
 
 # ---- register ------------------------------------------------------------------
