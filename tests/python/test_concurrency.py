@@ -11,7 +11,6 @@
 """
 
 import os
-import queue
 import socket
 import threading
 import time
@@ -21,15 +20,27 @@ import pytest
 import pyparallel as px
 from conftest import (
     LOCALHOST,
+    FileLogged,
     burn,
     calibrate_burn,
     connect,
     gil_enabled,
+    logged_lines,
+    logging_to,
+    next_report,
     recv_exactly,
+    report,
     run_threads,
     speedup,
     wait_for,
 )
+
+# Protocol classes are at module level and tell the test what they saw
+# through conftest's report() (or a file, for what is checked after run()
+# returns), so that the tests run in mode "interpreters" too, where a
+# worker's interpreter finds the classes by name and shares no objects with
+# the test. What several connections do at once is measured from the
+# times they report (time.monotonic is one clock in every interpreter).
 
 
 class Echo:
@@ -40,58 +51,58 @@ class Echo:
 # ---- callbacks of one connection never overlap ------------------------------------------
 
 
-@pytest.mark.shares_objects
-def test_callbacks_of_one_connection_never_overlap(rt):
+class Guarded(FileLogged):
+    """Logs every overlap of its callbacks (see the test)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.received = 0
+
+    def _enter(self, where):
+        if not self.lock.acquire(blocking=False):
+            self.log(where)
+            self.lock.acquire()
+        for _ in range(50):  # stay inside long enough for overlaps to show
+            pass
+
+    def connection_made(self, transport):
+        self._enter("connection_made")
+        try:
+            report(transport)
+        finally:
+            self.lock.release()
+
+    def data_received(self, transport, data):
+        self._enter("data_received")
+        try:
+            self.received += len(data)
+            return data
+        finally:
+            self.lock.release()
+
+    def send_complete(self, transport, send_id):
+        self._enter("send_complete")
+        self.lock.release()
+
+    def connection_lost(self, transport, exc):
+        self._enter("connection_lost")
+        self.lock.release()
+
+
+def test_callbacks_of_one_connection_never_overlap(rt, reports, tmp_path):
     """Each connection's callbacks hold a per-connection lock taken without
     blocking: failing to take it means another callback of the same
     connection is running. Input is pipelined hard and a plain thread sends
     on every connection meanwhile, so send_complete competes with
     data_received."""
-    overlaps = []
-    transports = queue.Queue()
+    overlaps_log = tmp_path / "overlaps"
     clients, messages = 4, 3000
-
-    class Guarded:
-        def __init__(self):
-            self.lock = threading.Lock()
-            self.received = 0
-
-        def _enter(self, where):
-            if not self.lock.acquire(blocking=False):
-                overlaps.append(where)
-                self.lock.acquire()
-            for _ in range(50):  # stay inside long enough for overlaps to show
-                pass
-
-        def connection_made(self, transport):
-            self._enter("connection_made")
-            try:
-                transports.put(transport)
-            finally:
-                self.lock.release()
-
-        def data_received(self, transport, data):
-            self._enter("data_received")
-            try:
-                self.received += len(data)
-                return data
-            finally:
-                self.lock.release()
-
-        def send_complete(self, transport, send_id):
-            self._enter("send_complete")
-            self.lock.release()
-
-        def connection_lost(self, transport, exc):
-            self._enter("connection_lost")
-            self.lock.release()
-
-    port = rt.serve(Guarded)
+    port = rt.serve(logging_to(Guarded, overlaps_log))
     message = b"0123456789"
 
     def driver():
         socks = [connect(port) for _ in range(clients)]
-        server_side = [transports.get(timeout=10) for _ in range(clients)]
+        server_side = [next_report() for _ in range(clients)]
         extra = 500
 
         def pusher():
@@ -121,6 +132,7 @@ def test_callbacks_of_one_connection_never_overlap(rt):
         assert data is not None
         assert data.replace(b"#", b"") == message * messages
         assert data.count(b"#") == 500
+    overlaps = logged_lines(overlaps_log)
     assert overlaps == [], f"{len(overlaps)} overlapping callbacks, e.g. {overlaps[:5]}"
 
 
@@ -145,6 +157,28 @@ class Concurrency:
             self.now -= 1
 
 
+def most_at_once(spans):
+    """The most of the (start, end) spans that overlapped at one time."""
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    now = most = 0
+    for _, step in events:  # at equal times an end (-1) sorts before a start
+        now += step
+        most = max(most, now)
+    return most
+
+
+def pause(_):
+    time.sleep(0.05)
+
+
+def warm_workers():
+    """In mode "interpreters" a worker imports this module the first time it
+    needs one of its names (0.5 s here, which a first callback would count
+    in its time): items that block a while make every worker take some, and
+    so do that import, before times are measured."""
+    px.map(pause, range(8), chunksize=1)
+
+
 def round_trips_at_once(port, clients, message):
     """Connects clients, sends message on all at once, waits for every echo;
     returns the seconds from the first send to the last echo."""
@@ -161,26 +195,32 @@ def round_trips_at_once(port, clients, message):
             sock.close()
 
 
-@pytest.mark.shares_objects
-def test_sleeping_callbacks_of_different_connections_run_in_parallel(rt):
+class Sleeper:
+    """Sleeps 0.5 s in data_received; reports whether it ran on a parallel
+    thread, and when it slept."""
+
+    def data_received(self, transport, data):
+        parallel = px.is_parallel_thread()
+        started = time.monotonic()
+        time.sleep(0.5)
+        report((parallel, started, time.monotonic()))
+        return data
+
+
+def test_sleeping_callbacks_of_different_connections_run_in_parallel(rt, reports):
     """Four connections each sleep 0.5 s in data_received: together they take
     about 0.5 s, not 2 s; and they run on parallel threads."""
-    inflight = Concurrency()
-    parallel_flags = []
-
-    class Sleeper:
-        def data_received(self, transport, data):
-            parallel_flags.append(px.is_parallel_thread())
-            with inflight:
-                time.sleep(0.5)
-            return data
-
     port = rt.serve(Sleeper)
 
-    elapsed = rt.run(lambda: round_trips_at_once(port, 4, b"z"))
+    def driver():
+        warm_workers()
+        elapsed = round_trips_at_once(port, 4, b"z")
+        return elapsed, [next_report() for _ in range(4)]
+
+    elapsed, reported = rt.run(driver)
     assert elapsed < 1.3, f"4 x 0.5 s sleeps took {elapsed:.2f} s"
-    assert inflight.most >= 2
-    assert parallel_flags == [True] * 4
+    assert most_at_once([(started, ended) for _, started, ended in reported]) >= 2
+    assert [parallel for parallel, _, _ in reported] == [True] * 4
 
 
 def workers_serving(socks):
@@ -255,35 +295,36 @@ def test_cpu_bound_callbacks_of_different_connections_use_two_cores(rt):
 # ---- a blocking callback does not stall the others --------------------------------------------
 
 
-@pytest.mark.shares_objects
-def test_blocking_callback_does_not_stall_other_connections(rt):
+class Blocky:
+    """Reports each connection, and when it starts to block for 1 s."""
+
+    def connection_made(self, transport):
+        report("made")
+
+    def data_received(self, transport, data):
+        if data == b"block":
+            report(("sleeping", time.monotonic()))
+            time.sleep(1.0)
+            return b"woke"
+        return data
+
+
+def test_blocking_callback_does_not_stall_other_connections(rt, reports):
     """Four connections block in time.sleep(1) at once; meanwhile six other
     connections, some of which share a worker with a blocked one (two
     workers, accepts spread by the kernel), keep being answered quickly."""
     blockers, pingers = 4, 6
-    sleeping = Concurrency()
-    made = []
-
-    class Blocky:
-        def connection_made(self, transport):
-            made.append(transport)
-
-        def data_received(self, transport, data):
-            if data == b"block":
-                with sleeping:
-                    time.sleep(1.0)
-                return b"woke"
-            return data
-
     port = rt.serve(Blocky)
 
     def driver():
         socks = [connect(port) for _ in range(blockers + pingers)]
-        wait_for(lambda: len(made) == blockers + pingers)
+        assert [next_report() for _ in range(blockers + pingers)] == ["made"] * (blockers + pingers)
         blocking_started = time.monotonic()
         for sock in socks[:blockers]:
             sock.sendall(b"block")
-        wait_for(lambda: sleeping.now == blockers, timeout=5, message="the blockers did not all start sleeping")
+        # Each sleeps 1 s: started less than 1 s apart, all four sleep at once.
+        starts = [at for _, at in (next_report(timeout=5) for _ in range(blockers))]
+        assert max(starts) - min(starts) < 1.0, "the blockers did not all sleep at once"
         latencies = []
         for round_ in range(2):
             for sock in socks[blockers:]:
@@ -346,7 +387,6 @@ def ping_latencies(port, duration):
     return latencies
 
 
-@pytest.mark.shares_objects
 def test_chargen_hogs_neither_grow_memory_nor_starve_others(rt):
     """Four clients connect to a chargen that sends the next 64 KiB chunk
     from send_complete, and never read. Once the kernel's buffers are full
@@ -356,6 +396,7 @@ def test_chargen_hogs_neither_grow_memory_nor_starve_others(rt):
     echo_port = rt.serve(Echo)
 
     def driver():
+        warm_workers()
         rss_before = rss_bytes()
         hogs = [hog_socket(chargen_port) for _ in range(4)]
         try:
@@ -379,22 +420,26 @@ def test_chargen_hogs_neither_grow_memory_nor_starve_others(rt):
     assert rss_growth < 64 << 20, f"RSS grew by {rss_growth >> 20} MiB"
 
 
-@pytest.mark.shares_objects
-def test_send_flood_to_a_hog_is_bounded(rt):
+class Keep:
+    def connection_made(self, transport):
+        report(transport)
+
+
+def test_send_flood_to_a_hog_is_bounded(rt, reports):
     """A plain thread pushes 1 MiB sends at a client that never reads. The
     connection's send queue is bounded: send raises AsyncError once the
     limit is queued, stats()["io_hogs"] counts the connection meanwhile, the
     process RSS stays bounded, other clients are served, and the hog count
     drops when the hog goes away."""
-    transports = queue.Queue()
-    hog_port = rt.serve(type("Keep", (), {"connection_made": lambda self, t: transports.put(t)}))
+    hog_port = rt.serve(Keep)
     echo_port = rt.serve(Echo)
     megabyte = b"m" * (1 << 20)
 
     def driver():
+        warm_workers()
         rss_before = rss_bytes()
         hog = hog_socket(hog_port)
-        transport = transports.get(timeout=10)
+        transport = next_report()
         sent, refused = 0, None
         while sent < 512 << 20:
             try:
