@@ -350,6 +350,41 @@ def logging_to(protocol, path):
     return type(protocol.__name__, (protocol,), {"log_path": str(path)})
 
 
+# ---- protocols of test_properties -----------------------------------------
+#
+# In mode "interpreters" a worker imports a protocol class's module to find
+# it, and test_properties imports hypothesis, whose compiled extension
+# (hypothesis._native) does not load in subinterpreters: its protocols live
+# here.
+
+
+class Netstring:
+    """Returns every line framed as <length>:<line>, so that empty lines and
+    lines holding \\r are seen exactly."""
+
+    lines_mode = True
+
+    def lines_received(self, transport, line):
+        return b"%d:" % len(line) + line + b","
+
+
+class Echo:
+    def data_received(self, transport, data):
+        return data
+
+
+class Framed:
+    """Replies to each line with the line's pieces as one vectored write of
+    mixed buffer kinds: the tuple must arrive whole and in order."""
+
+    lines_mode = True
+
+    def lines_received(self, transport, line):
+        kinds = (bytes, bytearray, memoryview)
+        pieces = [line[i : i + 3] for i in range(0, len(line), 3)]
+        return tuple(kinds[i % 3](piece) for i, piece in enumerate(pieces)) + (b"\n",)
+
+
 # ---- CPU-bound work for the parallelism tests ----------------------------
 
 

@@ -14,12 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import connect, recv_exactly, recv_until
-
-# The workers import this module for its protocol classes, and hypothesis's
-# compiled extension does not load in subinterpreters.
-pytestmark = pytest.mark.shares_objects("this module imports hypothesis, whose compiled extension does not load in "
-                                        "subinterpreters, so worker interpreters cannot import its protocol classes")
+# The protocols are conftest's: in mode "interpreters" the workers import a
+# protocol's module, and hypothesis (imported here) does not load in
+# subinterpreters.
+from conftest import Echo, Framed, Netstring, connect, recv_exactly, recv_until
 
 SETTINGS = settings(
     max_examples=60,
@@ -52,16 +50,6 @@ def reference_lines(stream):
 # empty lines, bytes that are not ASCII, and longer runs.
 LINE_PIECES = st.sampled_from([b"a", b"bc", b"\r", b"\n", b"\r\n", b"\n\n", b"\xff\x00", b" ", b"x" * 300])
 LINE_STREAMS = st.lists(LINE_PIECES, max_size=80).map(b"".join)
-
-
-class Netstring:
-    """Returns every line framed as <length>:<line>, so that empty lines and
-    lines holding \\r are seen exactly."""
-
-    lines_mode = True
-
-    def lines_received(self, transport, line):
-        return b"%d:" % len(line) + line + b","
 
 
 def read_netstrings(sock, until):
@@ -116,11 +104,6 @@ def test_lines_mode_byte_by_byte(rt):
     assert rt.run(driver) == [b"one", b"two", b"", b"", b"\rthree\r", SENTINEL]
 
 
-class Echo:
-    def data_received(self, transport, data):
-        return data
-
-
 def test_echo_any_chunking_is_byte_exact(rt):
     port = rt.serve(Echo)
 
@@ -135,18 +118,6 @@ def test_echo_any_chunking_is_byte_exact(rt):
 
 
 LINE_CONTENTS = st.binary(max_size=200).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b""))
-
-
-class Framed:
-    """Replies to each line with the line's pieces as one vectored write of
-    mixed buffer kinds: the tuple must arrive whole and in order."""
-
-    lines_mode = True
-
-    def lines_received(self, transport, line):
-        kinds = (bytes, bytearray, memoryview)
-        pieces = [line[i : i + 3] for i in range(0, len(line), 3)]
-        return tuple(kinds[i % 3](piece) for i, piece in enumerate(pieces)) + (b"\n",)
 
 
 def test_vectored_replies_arrive_whole(rt):
