@@ -199,5 +199,8 @@ void pxpy_xproto_free(pxpy_xproto_t *x);
 /* Drops worker index's protocol caches of every listener (in that worker's
  * interpreter, at loop stop). */
 void pxpy_xproto_clear_worker(pxpy_xproto_t *x, int index);
+/* Has every worker's interpreter find a listener's class now (importing
+ * its module), in work items, rather than at its first connection. */
+void pxpy_xproto_prewarm(pxpy_state *st, pxpy_xproto_t *x, px_loop_t *loop);
 
 #endif /* PXPY_INTERP_H */

@@ -570,6 +570,47 @@ static PyObject *worker_protocol(pxpy_state *wst, pxpy_xproto_t *x)
     return x->per_worker[index];
 }
 
+/* Finding the class in a worker's interpreter imports its module there
+ * the first time (the main script's re-import included), which can take
+ * most of a second: register() has every worker's interpreter do it at
+ * once, so that the first connections do not wait for it. */
+typedef struct {
+    pxpy_runtime_t *rt;
+    pxpy_xproto_t *x; /* the listener's: alive until the loop stops */
+    int index;
+} prewarm_t;
+
+static void prewarm_run(void *arg)
+{
+    prewarm_t *p = arg;
+    bool attached = pxpy_attach();
+    pxpy_entered_t e = pxpy_interp_enter(p->rt, p->index);
+    /* An error comes again, and is reported, with the first connection
+     * this worker accepts. */
+    if (worker_protocol(pxpy_interp_state(p->rt, p->index), p->x) == NULL)
+        PyErr_Clear();
+    pxpy_interp_leave(e);
+    pxpy_detach(attached);
+    PyMem_RawFree(p);
+}
+
+static void prewarm_cancel(void *arg)
+{
+    PyMem_RawFree(arg);
+}
+
+void pxpy_xproto_prewarm(pxpy_state *st, pxpy_xproto_t *x, px_loop_t *loop)
+{
+    for (int index = 0; index < x->count; index++) {
+        prewarm_t *p = PyMem_RawMalloc(sizeof(*p));
+        if (p == NULL)
+            return; /* only an optimisation: connections resolve it too */
+        *p = (prewarm_t){st->runtime, x, index};
+        if (px_submit(loop, prewarm_run, prewarm_cancel, p) < 0)
+            PyMem_RawFree(p);
+    }
+}
+
 /* Drops the main interpreter's client Transport that a worker's stood
  * for: marks it closed and uncounts it, in the main interpreter. */
 static void release_main_peer(pxpy_runtime_t *rt, pxpy_transport_t *peer)

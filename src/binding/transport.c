@@ -876,6 +876,8 @@ static PyObject *register_protocol(PyObject *module, PyObject *args,
     Py_DECREF(protocol);
     atomic_fetch_or(&t->flags, PXPY_T_COUNTED);
     pxpy_registered_add(st, 1);
+    if (xproto != NULL && t->kind == PXPY_TRANSPORT_LISTENER)
+        pxpy_xproto_prewarm(st, xproto, loop);
     if (t->kind == PXPY_TRANSPORT_CONNECTION && connect_client(st, t, loop) < 0) {
         uncount(t);
         atomic_fetch_or(&t->flags, PXPY_T_CLOSED);

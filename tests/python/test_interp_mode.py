@@ -246,6 +246,52 @@ def test_a_class_whose_module_is_still_importing_in_another_thread_is_waited_for
     assert out == ["True 8"]
 
 
+def test_register_imports_the_protocols_module_in_every_worker_before_the_first_connection(tmp_path):
+    """Finding the class in a worker's interpreter imports its module there
+    (a second here); register() has every worker do it at once, so the
+    first connections, made after that, are answered at once."""
+    out, _ = run_program(
+        tmp_path,
+        """
+        import socket
+        import threading
+        import time
+        import pyparallel as px
+        import slowimport
+
+        def drive(port):
+            time.sleep(2.5)  # both workers' imports (1 s each, in parallel) are done
+            took = []
+            for i in range(4):
+                started = time.monotonic()
+                with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+                    sock.sendall(b"%d;" % i)
+                    assert sock.recv(100) == b"%d;" % i
+                took.append(time.monotonic() - started)
+            print(max(took) < 0.6, [round(t, 2) for t in took])
+            px.stop()
+
+        if __name__ == "__main__":
+            server = px.server("127.0.0.1", 0)
+            px.register(server, slowimport.Echo)
+            threading.Thread(target=drive, args=(server.sockname[1],), daemon=True).start()
+            px.run()
+        """,
+        modules={
+            "slowimport": """
+            import time
+
+            time.sleep(1.0)
+
+            class Echo:
+                def data_received(self, transport, data):
+                    return data
+            """
+        },
+    )
+    assert out[0].startswith("True"), out
+
+
 def test_values_cross_by_copy_or_pickle(tmp_path):
     out, _ = run_program(
         tmp_path,
