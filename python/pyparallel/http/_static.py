@@ -5,7 +5,8 @@ Nothing outside the root is ever served. The raw path is percent-decoded
 exactly once; an encoded slash (%2F) or a NUL anywhere is refused, and so is
 any ".." segment (clients normalise dot segments before sending, so only an
 attack sends one). The remaining path is joined to the root, every symlink
-resolved (os.path.realpath), and the result must still lie under the root's
+resolved (os.path.realpath; a path without one is already real, which one
+lstat per segment shows), and the result must still lie under the root's
 own real path (os.path.commonpath): a symlink leaving the root is refused
 like a missing file. Refusals look exactly like a missing file (404), so a
 client learns nothing about what lies outside.
@@ -63,6 +64,27 @@ def _inside(root, path):
     return path == root or os.path.commonpath((root, path)) == root
 
 
+def _walk(root, segments):
+    """(path, mode) of root/segments when no segment is a symbolic link:
+    root is real and resolve() refuses "..", so the path is then real and
+    under root as it is, and one lstat per segment replaces realpath's lstat
+    of every component from "/" plus a stat (mode None: it does not exist).
+    (None, None) when a segment is a link: realpath must resolve it."""
+    path = root
+    mode = None
+    for segment in segments:
+        path = os.path.join(path, os.fsdecode(segment))
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            return path, None
+        if stat.S_ISLNK(mode):
+            return None, None
+    if mode is None:
+        mode = os.stat(root).st_mode
+    return path, mode
+
+
 def resolve(root, raw_path):
     """Where a raw (not decoded) request path leads under root (a real
     path, from real_root). Returns one of
@@ -87,13 +109,17 @@ def resolve(root, raw_path):
             return None
         if segment and segment != b".":
             segments.append(segment)
-    candidate = os.path.join(root, os.fsdecode(b"/".join(segments))) if segments else root
-    real = os.path.realpath(candidate)
-    if not _inside(root, real):
-        return None
-    try:
-        mode = os.stat(real).st_mode
-    except OSError:
+    real, mode = _walk(root, segments)
+    if real is None:
+        candidate = os.path.join(root, os.fsdecode(b"/".join(segments))) if segments else root
+        real = os.path.realpath(candidate)
+        if not _inside(root, real):
+            return None
+        try:
+            mode = os.stat(real).st_mode
+        except OSError:
+            return None
+    elif mode is None:
         return None
     if stat.S_ISREG(mode):
         # "/file.txt/" names a directory that does not exist.
