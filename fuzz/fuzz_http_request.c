@@ -156,7 +156,8 @@ static void check_framing(const px_http_request_t *req,
 static void check_chunked(const char *in, size_t len,
                           const px_http_options_t *opts)
 {
-    char *whole = malloc(len > 0 ? len : 1), *single = malloc(len > 0 ? len : 1);
+    char *whole = malloc(len > 0 ? len : 1),
+         *single = malloc(len > 0 ? len : 1);
     CHECK(whole != NULL && single != NULL);
     if (len > 0)
         memcpy(whole, in, len);
@@ -172,7 +173,8 @@ static void check_chunked(const char *in, size_t len,
     if (rc >= 0) {
         CHECK(memcmp(whole + rc, in + rc, len - (size_t)rc) == 0);
         CHECK(decoder.body_size == decoded &&
-              decoded <= (opts->max_body_size ? opts->max_body_size : 1024 * 1024));
+              decoded <=
+                  (opts->max_body_size ? opts->max_body_size : 1024 * 1024));
     }
 
     memset(&decoder, 0, sizeof(decoder));

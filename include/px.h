@@ -69,15 +69,15 @@ typedef void (*px_thread_hook_t)(void *hook_data, int worker_index);
 typedef void (*px_dispatch_hook_t)(void *hook_data, int worker_index);
 
 typedef struct {
-    int workers;                 /* 0: PYPARALLEL_WORKERS or online CPUs */
-    px_backend_kind_t backend;   /* AUTO: PYPARALLEL_IO, then uring, epoll */
-    size_t max_send_buffer;      /* bytes queued per connection; 0: 16 MiB */
-    size_t hog_threshold;        /* queued bytes that mark an I/O hog; 0: 1 MiB */
-    unsigned handoff_ms;         /* callback time that counts as blocked; 0: 10 */
-    unsigned max_threads;        /* threads incl. spares; 0: 256 */
-    unsigned close_linger_ms;    /* a closing connection's queue may take
-                                  * this long to drain, then it is reset;
-                                  * 0: 30000 */
+    int workers;               /* 0: PYPARALLEL_WORKERS or online CPUs */
+    px_backend_kind_t backend; /* AUTO: PYPARALLEL_IO, then uring, epoll */
+    size_t max_send_buffer;    /* bytes queued per connection; 0: 16 MiB */
+    size_t hog_threshold;      /* queued bytes that mark an I/O hog; 0: 1 MiB */
+    unsigned handoff_ms;       /* callback time that counts as blocked; 0: 10 */
+    unsigned max_threads;      /* threads incl. spares; 0: 256 */
+    unsigned close_linger_ms;  /* a closing connection's queue may take
+                                * this long to drain, then it is reset;
+                                * 0: 30000 */
     px_thread_hook_t on_thread_start;
     px_thread_hook_t on_thread_stop;
     px_dispatch_hook_t on_dispatch_enter;
@@ -204,19 +204,19 @@ void px_timer_unref(px_timer_t *timer);
 #define PX_MAX_WORKERS 256
 
 typedef struct {
-    uint64_t callbacks;      /* callbacks and work items run */
-    uint64_t queue_depth;    /* events and work waiting for this worker */
-    uint64_t handoffs;       /* times its thread blocked and was replaced */
+    uint64_t callbacks;   /* callbacks and work items run */
+    uint64_t queue_depth; /* events and work waiting for this worker */
+    uint64_t handoffs;    /* times its thread blocked and was replaced */
 } px_worker_stats_t;
 
 typedef struct {
     int workers;
-    int threads;             /* OS threads, spares included */
-    uint64_t connections;    /* open now */
-    uint64_t accepted;       /* in total */
+    int threads;          /* OS threads, spares included */
+    uint64_t connections; /* open now */
+    uint64_t accepted;    /* in total */
     uint64_t bytes_in;
     uint64_t bytes_out;
-    uint64_t io_hogs;        /* connections over hog_threshold now */
+    uint64_t io_hogs; /* connections over hog_threshold now */
     uint64_t pending_work;
     px_worker_stats_t worker[PX_MAX_WORKERS];
 } px_stats_t;

@@ -67,7 +67,8 @@ extern "C" {
     X(E_NOSPACE, -20035, 500, "response head does not fit the buffer")
 
 enum {
-#define PX_HTTP_ERROR_ENUM(name, value, status, message) PX_HTTP_##name = (value),
+#define PX_HTTP_ERROR_ENUM(name, value, status, message)                       \
+    PX_HTTP_##name = (value),
     PX_HTTP_ERROR_MAP(PX_HTTP_ERROR_ENUM)
 #undef PX_HTTP_ERROR_ENUM
 };
@@ -80,13 +81,13 @@ const char *px_http_strerror(long code);
 /* Limits. A zeroed struct (or NULL) means every default; a zero field means
  * that field's default. */
 typedef struct {
-    size_t max_header_size;    /* the whole head: request line, fields, blank
-                                  line; 0: 16 KiB. Larger → 431 */
-    size_t max_uri_size;       /* the request target; 0: 8 KiB. Larger → 414 */
-    size_t max_headers;        /* field lines; 0: 100. More → 431 */
-    uint64_t max_body_size;    /* 0: 1 MiB; UINT64_MAX: unlimited. Larger → 413 */
-    size_t max_chunk_line;     /* a chunk-size line with its extensions;
-                                  0: 4 KiB. Longer → 400 */
+    size_t max_header_size; /* the whole head: request line, fields, blank
+                               line; 0: 16 KiB. Larger → 431 */
+    size_t max_uri_size;    /* the request target; 0: 8 KiB. Larger → 414 */
+    size_t max_headers;     /* field lines; 0: 100. More → 431 */
+    uint64_t max_body_size; /* 0: 1 MiB; UINT64_MAX: unlimited. Larger → 413 */
+    size_t max_chunk_line;  /* a chunk-size line with its extensions;
+                               0: 4 KiB. Longer → 400 */
     size_t max_trailer_size;   /* the trailer section; 0: max_header_size.
                                   Larger → 431 */
     int allow_unknown_methods; /* accept any token as a method instead of
@@ -116,7 +117,7 @@ typedef struct {
     const char *method;
     size_t method_len;
     px_http_method_t method_id;
-    const char *target;        /* origin-form, absolute-form, or "*" */
+    const char *target; /* origin-form, absolute-form, or "*" */
     size_t target_len;
     int minor_version;         /* HTTP/1.0 → 0, HTTP/1.1 → 1 */
     px_http_header_t *headers; /* the caller's array */
@@ -136,8 +137,8 @@ typedef struct {
  */
 ssize_t px_http_parse_request(const char *buf, size_t len, size_t last_len,
                               const px_http_options_t *options,
-                              px_http_request_t *req,
-                              px_http_header_t *headers, size_t max_headers);
+                              px_http_request_t *req, px_http_header_t *headers,
+                              size_t max_headers);
 
 typedef enum {
     PX_HTTP_BODY_NONE = 0, /* no body (a request without CL or TE) */
@@ -147,9 +148,9 @@ typedef enum {
 
 typedef struct {
     px_http_body_t body;
-    uint64_t content_length;   /* for PX_HTTP_BODY_LENGTH */
-    int keep_alive;            /* 0 after any error */
-    int expect_continue;       /* an HTTP/1.1 "Expect: 100-continue" */
+    uint64_t content_length; /* for PX_HTTP_BODY_LENGTH */
+    int keep_alive;          /* 0 after any error */
+    int expect_continue;     /* an HTTP/1.1 "Expect: 100-continue" */
 } px_http_framing_t;
 
 /*
@@ -194,16 +195,16 @@ ssize_t px_http_decode_chunked(px_http_chunked_t *decoder,
 int px_http_format_date(int64_t unix_seconds, char out[PX_HTTP_DATE_LEN + 1]);
 
 typedef struct {
-    int status;                /* 100..599 */
-    const char *reason;        /* NULL: px_http_reason_phrase(status) */
-    int minor_version;         /* the request's; 0 spells out keep-alive */
-    int keep_alive;            /* 0: "Connection: close" */
-    const char *date;          /* PX_HTTP_DATE_LEN chars, or NULL: no Date */
-    px_http_body_t body;       /* NONE: no framing header (1xx, 204, 304, or
-                                  a body delimited by closing); CHUNKED
-                                  needs HTTP/1.1 */
-    uint64_t content_length;   /* for PX_HTTP_BODY_LENGTH; a HEAD response
-                                  states the length a GET would have */
+    int status;              /* 100..599 */
+    const char *reason;      /* NULL: px_http_reason_phrase(status) */
+    int minor_version;       /* the request's; 0 spells out keep-alive */
+    int keep_alive;          /* 0: "Connection: close" */
+    const char *date;        /* PX_HTTP_DATE_LEN chars, or NULL: no Date */
+    px_http_body_t body;     /* NONE: no framing header (1xx, 204, 304, or
+                                a body delimited by closing); CHUNKED
+                                needs HTTP/1.1 */
+    uint64_t content_length; /* for PX_HTTP_BODY_LENGTH; a HEAD response
+                                states the length a GET would have */
     const px_http_header_t *headers; /* the caller's other fields */
     size_t num_headers;
 } px_http_response_t;

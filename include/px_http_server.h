@@ -60,19 +60,19 @@ typedef struct px_http_exchange_s px_http_exchange_t;
  * input buffer and is valid until the callback returns: a response given
  * later must copy what it needs first. */
 typedef struct {
-    px_http_request_t head;   /* method, target, version, header fields */
-    const char *path;         /* the target's path, raw (not decoded); "/"
-                                 for an absolute-form target without one,
-                                 "*" for OPTIONS * */
+    px_http_request_t head; /* method, target, version, header fields */
+    const char *path;       /* the target's path, raw (not decoded); "/"
+                               for an absolute-form target without one,
+                               "*" for OPTIONS * */
     size_t path_len;
-    const char *query;        /* after the '?', raw; "" when there is none */
+    const char *query; /* after the '?', raw; "" when there is none */
     size_t query_len;
-    const char *body;         /* the whole body (chunked: decoded) */
+    const char *body; /* the whole body (chunked: decoded) */
     size_t body_len;
-    int keep_alive;           /* the connection stays open after this one,
-                                 unless the response closes it */
-    const char *raw_head;     /* the head as received, request line through
-                                 the blank line */
+    int keep_alive;       /* the connection stays open after this one,
+                             unless the response closes it */
+    const char *raw_head; /* the head as received, request line through
+                             the blank line */
     size_t raw_head_len;
 } px_http_server_request_t;
 
@@ -171,17 +171,18 @@ int px_http_respond_file(px_http_exchange_t *ex, int status,
 /* Answers nothing and resets the connection; the exchange is done. */
 void px_http_abort(px_http_exchange_t *ex);
 
-/* ---- static files ----------------------------------------------------------- */
+/* ---- static files -----------------------------------------------------------
+ */
 
 /* How to answer a request for a regular file, from its stat and the
  * request's conditional and range fields: */
 typedef struct {
-    int status;                   /* the status to answer with */
-    off_t offset;                 /* the file's bytes to send */
+    int status;   /* the status to answer with */
+    off_t offset; /* the file's bytes to send */
     uint64_t length;
-    px_http_header_t headers[4];  /* ETag, Last-Modified, and Accept-Ranges
-                                     or Content-Range; they point into the
-                                     arrays below */
+    px_http_header_t headers[4]; /* ETag, Last-Modified, and Accept-Ranges
+                                    or Content-Range; they point into the
+                                    arrays below */
     size_t num_headers;
     char etag[64];
     char last_modified[PX_HTTP_DATE_LEN + 1];

@@ -43,9 +43,9 @@
 #include "px.h"
 
 typedef enum {
-    PXPY_MODE_THREADS = 0,       /* free-threaded: workers share the interpreter */
-    PXPY_MODE_GIL = 1,           /* GIL build: workers share the main GIL */
-    PXPY_MODE_INTERPRETERS = 2,  /* one own-GIL subinterpreter per worker */
+    PXPY_MODE_THREADS = 0, /* free-threaded: workers share the interpreter */
+    PXPY_MODE_GIL = 1,     /* GIL build: workers share the main GIL */
+    PXPY_MODE_INTERPRETERS = 2, /* one own-GIL subinterpreter per worker */
 } pxpy_mode_t;
 
 /* Interned names kept in pxpy_state.str_cache. The protocol callbacks come
@@ -71,7 +71,7 @@ enum {
 #define PXPY_STR_ENUM(name, text) PXPY_STR_##name,
     PXPY_STR_MAP(PXPY_STR_ENUM)
 #undef PXPY_STR_ENUM
-    PXPY_STR_COUNT
+        PXPY_STR_COUNT
 };
 
 /* The protocol callbacks, indexes into the cache's table (same values as
@@ -87,12 +87,12 @@ enum {
     PXPY_CB_COUNT
 };
 
-typedef struct pxpy_runtime_s pxpy_runtime_t;   /* runtime.c */
-typedef struct pxpy_futures_s pxpy_futures_t;   /* future.c */
-typedef struct pxpy_shared_s pxpy_shared_t;     /* shared.c */
-typedef struct pxpy_xistate_s pxpy_xistate_t;   /* xi.c */
-typedef struct pxpy_interps_s pxpy_interps_t;   /* interp.c */
-typedef struct pxpy_http_s pxpy_http_t;         /* http.c */
+typedef struct pxpy_runtime_s pxpy_runtime_t; /* runtime.c */
+typedef struct pxpy_futures_s pxpy_futures_t; /* future.c */
+typedef struct pxpy_shared_s pxpy_shared_t;   /* shared.c */
+typedef struct pxpy_xistate_s pxpy_xistate_t; /* xi.c */
+typedef struct pxpy_interps_s pxpy_interps_t; /* interp.c */
+typedef struct pxpy_http_s pxpy_http_t;       /* http.c */
 
 typedef struct {
     /* Heap types. */
@@ -100,7 +100,7 @@ typedef struct {
     PyTypeObject *timer_type;
     PyTypeObject *xlist_type;
     PyTypeObject *lock_guard_type;
-    PyTypeObject *protocol_type;  /* protocol.c's per-class cache */
+    PyTypeObject *protocol_type;    /* protocol.c's per-class cache */
     PyTypeObject *future_core_type; /* future.c's C layer of Future */
     PyTypeObject *sharedbuf_type;
     PyTypeObject *channel_type;
@@ -108,9 +108,9 @@ typedef struct {
     PyObject *async_error;
     PyObject *protection_error;
     /* Cached objects. */
-    PyObject *logger;            /* logging.getLogger("pyparallel") */
-    PyObject *future_type;       /* pyparallel.Future (future.c) */
-    PyObject *str_cache[32];     /* interned names, PXPY_STR_* */
+    PyObject *logger;        /* logging.getLogger("pyparallel") */
+    PyObject *future_type;   /* pyparallel.Future (future.c) */
+    PyObject *str_cache[32]; /* interned names, PXPY_STR_* */
     /* Sub-states owned by their files. */
     pxpy_runtime_t *runtime;
     pxpy_futures_t *futures;
@@ -224,8 +224,9 @@ PyObject *pxpy_raise_engine_error(pxpy_state *st, int code,
 /* Makes the constants of a function (or bound method, or the function a
  * functools.partial wraps) that will run on the workers immortal, once: a
  * function compiled from source keeps mortal constants, and threads
- * running it on several cores would contend on their reference counts. Cheap when already done (one immortality test);
- * other callables are left alone. 0, or -1 with an exception. */
+ * running it on several cores would contend on their reference counts. Cheap
+ * when already done (one immortality test); other callables are left alone. 0,
+ * or -1 with an exception. */
 int pxpy_immortalize_func(PyObject *func);
 /* submit_work's callback(result) or errback(exc): what it raises is
  * reported as an unhandled callback error named where. */
@@ -257,27 +258,26 @@ typedef enum {
 } pxpy_transport_kind_t;
 
 enum {
-    PXPY_T_CLOSING = 1u << 0,   /* close() was called */
-    PXPY_T_CLOSED = 1u << 1,    /* connection_lost ran, or the loop stopped */
-    PXPY_T_FAILED = 1u << 2,    /* a callback failed: deliver no more data */
-    PXPY_T_COUNTED = 1u << 3,   /* counts as registered for run() */
-    PXPY_T_STARTED = 1u << 4,   /* on_open ran (the instance may exist) */
-    PXPY_T_ACCEPTED = 1u << 5,  /* a server's connection */
+    PXPY_T_CLOSING = 1u << 0,  /* close() was called */
+    PXPY_T_CLOSED = 1u << 1,   /* connection_lost ran, or the loop stopped */
+    PXPY_T_FAILED = 1u << 2,   /* a callback failed: deliver no more data */
+    PXPY_T_COUNTED = 1u << 3,  /* counts as registered for run() */
+    PXPY_T_STARTED = 1u << 4,  /* on_open ran (the instance may exist) */
+    PXPY_T_ACCEPTED = 1u << 5, /* a server's connection */
 };
 
 #define PXPY_HOST_MAX 64
 
 typedef struct pxpy_transport_s {
-    PyObject_HEAD
-    pxpy_state *st;
+    PyObject_HEAD pxpy_state *st;
     pxpy_transport_kind_t kind;
-    px_conn_t *_Atomic conn;      /* connection: our reference, or NULL
-                                     until a client connects */
+    px_conn_t *_Atomic conn;         /* connection: our reference, or NULL
+                                        until a client connects */
     px_listener_t *_Atomic listener; /* listener: until the loop stops */
-    PyObject *protocol;           /* protocol cache; set once, see publish */
-    PyObject *instance;           /* protocol instance (callbacks) */
-    _Atomic unsigned flags;       /* PXPY_T_* */
-    char *line_buf;               /* partial line in lines mode (callbacks) */
+    PyObject *protocol;              /* protocol cache; set once, see publish */
+    PyObject *instance;              /* protocol instance (callbacks) */
+    _Atomic unsigned flags;          /* PXPY_T_* */
+    char *line_buf; /* partial line in lines mode (callbacks) */
     size_t line_len, line_cap;
     /* Addresses, captured when the connection opens so that they remain
      * known in connection_lost (listener: sockname only; a client that is

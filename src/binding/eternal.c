@@ -44,8 +44,7 @@
 
 /* ---- marking one object ---------------------------------------------- */
 
-static void
-store_immortal(PyObject *op)
+static void store_immortal(PyObject *op)
 {
 #if defined(Py_GIL_DISABLED)
     /* CPython also zeroes ob_tid and ob_ref_shared, which is safe only for
@@ -54,11 +53,11 @@ store_immortal(PyObject *op)
      * own non-atomic increment: the object then simply stays mortal. */
     _Py_atomic_store_uint32_relaxed(&op->ob_ref_local,
                                     _Py_IMMORTAL_REFCNT_LOCAL);
-#  if PY_VERSION_HEX >= 0x030E0000
+#if PY_VERSION_HEX >= 0x030E0000
     _Py_atomic_or_uint8(&op->ob_gc_bits, GC_BITS_DEFERRED);
-#  else
+#else
     _Py_atomic_and_uint8(&op->ob_gc_bits, (uint8_t)~GC_BITS_DEFERRED);
-#  endif
+#endif
 #elif PY_VERSION_HEX >= 0x030E0000 && SIZEOF_VOID_P > 4
     op->ob_flags |= _Py_IMMORTAL_FLAGS;
     op->ob_refcnt = _Py_IMMORTAL_INITIAL_REFCNT;
@@ -69,11 +68,10 @@ store_immortal(PyObject *op)
 #endif
 }
 
-static void
-set_immortal(PyObject *op)
+static void set_immortal(PyObject *op)
 {
     if (_Py_IsImmortal(op))
-        return;    /* already immortal, possibly statically allocated */
+        return; /* already immortal, possibly statically allocated */
     if (!PyObject_IS_GC(op)) {
         store_immortal(op);
         return;
@@ -95,7 +93,7 @@ set_immortal(PyObject *op)
 
 typedef struct {
     PyObject *obj;
-    Py_ssize_t parent;       /* index of the container it was found in */
+    Py_ssize_t parent; /* index of the container it was found in */
 } node_t;
 
 typedef struct {
@@ -103,25 +101,23 @@ typedef struct {
     Py_ssize_t len;
     Py_ssize_t capacity;
     pxpy_ptrmap_t seen;
-    int strict;              /* eternalize(): reject unsupported types */
+    int strict; /* eternalize(): reject unsupported types */
 } walk_t;
 
 /* Immutable values the compiler puts into co_consts. */
-static int
-is_constant(PyObject *obj)
+static int is_constant(PyObject *obj)
 {
-    return PyUnicode_CheckExact(obj) || PyBytes_CheckExact(obj)
-           || PyLong_CheckExact(obj) || PyFloat_CheckExact(obj)
-           || PyComplex_CheckExact(obj) || PyTuple_CheckExact(obj)
-           || PyFrozenSet_CheckExact(obj) || PySlice_Check(obj)
-           || PyCode_Check(obj);
+    return PyUnicode_CheckExact(obj) || PyBytes_CheckExact(obj) ||
+           PyLong_CheckExact(obj) || PyFloat_CheckExact(obj) ||
+           PyComplex_CheckExact(obj) || PyTuple_CheckExact(obj) ||
+           PyFrozenSet_CheckExact(obj) || PySlice_Check(obj) ||
+           PyCode_Check(obj);
 }
 
 /* functools.partial is told by its type's name: each interpreter's
  * _functools module has its own partial type. 0: not one; 1: a subclass;
  * 2: exactly functools.partial. */
-static int
-partial_kind(PyObject *obj)
+static int partial_kind(PyObject *obj)
 {
     PyObject *mro = Py_TYPE(obj)->tp_mro;
     Py_ssize_t n = mro != NULL ? PyTuple_GET_SIZE(mro) : 0;
@@ -133,24 +129,21 @@ partial_kind(PyObject *obj)
     return 0;
 }
 
-PyObject *
-pxpy_partial_func(PyObject *obj)
+PyObject *pxpy_partial_func(PyObject *obj)
 {
     if (PyFunction_Check(obj) || partial_kind(obj) == 0)
         return NULL;
     return PyObject_GetAttrString(obj, "func");
 }
 
-static int
-is_supported(PyObject *obj)
+static int is_supported(PyObject *obj)
 {
-    return is_constant(obj) || PyList_CheckExact(obj)
-           || PyDict_CheckExact(obj) || PySet_CheckExact(obj)
-           || PyFunction_Check(obj) || partial_kind(obj) == 2;
+    return is_constant(obj) || PyList_CheckExact(obj) ||
+           PyDict_CheckExact(obj) || PySet_CheckExact(obj) ||
+           PyFunction_Check(obj) || partial_kind(obj) == 2;
 }
 
-static int
-walk_add(walk_t *w, PyObject *obj, Py_ssize_t parent)
+static int walk_add(walk_t *w, PyObject *obj, Py_ssize_t parent)
 {
     if (!w->strict) {
         /* immortalize_code(): only constants, and not again: an immortal
@@ -160,9 +153,8 @@ walk_add(walk_t *w, PyObject *obj, Py_ssize_t parent)
          * start) with mortal constants, so it is always looked into. */
         if (!is_constant(obj) || (_Py_IsImmortal(obj) && !PyCode_Check(obj)))
             return 0;
-    }
-    else if (_Py_IsImmortal(obj) && !is_supported(obj)) {
-        return 0;            /* None, True, static types...: nothing to do */
+    } else if (_Py_IsImmortal(obj) && !is_supported(obj)) {
+        return 0; /* None, True, static types...: nothing to do */
     }
     int added = pxpy_ptrmap_put(&w->seen, obj, obj);
     if (added <= 0)
@@ -181,8 +173,7 @@ walk_add(walk_t *w, PyObject *obj, Py_ssize_t parent)
     return 0;
 }
 
-static void
-walk_release(walk_t *w)
+static void walk_release(walk_t *w)
 {
     for (Py_ssize_t i = 0; i < w->len; i++)
         Py_DECREF(w->nodes[i].obj);
@@ -191,8 +182,8 @@ walk_release(walk_t *w)
     *w = (walk_t){0};
 }
 
-static int
-add_items(walk_t *w, PyObject *const *items, Py_ssize_t n, Py_ssize_t parent)
+static int add_items(walk_t *w, PyObject *const *items, Py_ssize_t n,
+                     Py_ssize_t parent)
 {
     for (Py_ssize_t i = 0; i < n; i++) {
         if (walk_add(w, items[i], parent) < 0)
@@ -202,8 +193,7 @@ add_items(walk_t *w, PyObject *const *items, Py_ssize_t n, Py_ssize_t parent)
 }
 
 /* Sets iterate through a snapshot: their table layout is not public. */
-static int
-add_set_items(walk_t *w, PyObject *set, Py_ssize_t parent)
+static int add_set_items(walk_t *w, PyObject *set, Py_ssize_t parent)
 {
     PyObject *items = PySequence_Tuple(set);
     if (items == NULL)
@@ -214,8 +204,7 @@ add_set_items(walk_t *w, PyObject *set, Py_ssize_t parent)
     return rc;
 }
 
-static int
-add_dict_items(walk_t *w, PyObject *dict, Py_ssize_t parent)
+static int add_dict_items(walk_t *w, PyObject *dict, Py_ssize_t parent)
 {
     int rc = 0;
     Py_BEGIN_CRITICAL_SECTION(dict);
@@ -229,8 +218,7 @@ add_dict_items(walk_t *w, PyObject *dict, Py_ssize_t parent)
     return rc;
 }
 
-static int
-add_list_items(walk_t *w, PyObject *list, Py_ssize_t parent)
+static int add_list_items(walk_t *w, PyObject *list, Py_ssize_t parent)
 {
     int rc = 0;
     Py_BEGIN_CRITICAL_SECTION(list);
@@ -240,8 +228,7 @@ add_list_items(walk_t *w, PyObject *list, Py_ssize_t parent)
     return rc;
 }
 
-static int
-add_function_parts(walk_t *w, PyObject *func, Py_ssize_t parent)
+static int add_function_parts(walk_t *w, PyObject *func, Py_ssize_t parent)
 {
     PyObject *defaults = PyFunction_GET_DEFAULTS(func);
     PyObject *kwdefaults = PyFunction_GET_KW_DEFAULTS(func);
@@ -259,8 +246,7 @@ add_function_parts(walk_t *w, PyObject *func, Py_ssize_t parent)
 
 /* eternalize(): a partial's callable, its arguments and its keywords,
  * which every call passes on (and so counts references of). */
-static int
-add_partial_parts(walk_t *w, PyObject *partial, Py_ssize_t parent)
+static int add_partial_parts(walk_t *w, PyObject *partial, Py_ssize_t parent)
 {
     static const char *const parts[] = {"func", "args", "keywords"};
     for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
@@ -268,7 +254,7 @@ add_partial_parts(walk_t *w, PyObject *partial, Py_ssize_t parent)
         if (part == NULL)
             return -2;
         int rc = walk_add(w, part, parent);
-        Py_DECREF(part);     /* the walk holds its own reference */
+        Py_DECREF(part); /* the walk holds its own reference */
         if (rc < 0)
             return rc;
     }
@@ -277,8 +263,7 @@ add_partial_parts(walk_t *w, PyObject *partial, Py_ssize_t parent)
 
 /* Adds the objects node i refers to. Returns 0, -1 when out of memory, -2
  * with an exception set. */
-static int
-add_children(walk_t *w, Py_ssize_t i)
+static int add_children(walk_t *w, Py_ssize_t i)
 {
     PyObject *obj = w->nodes[i].obj;
     if (PyTuple_CheckExact(obj))
@@ -304,17 +289,15 @@ add_children(walk_t *w, Py_ssize_t i)
     return 0;
 }
 
-static void
-raise_unsupported(walk_t *w, Py_ssize_t i)
+static void raise_unsupported(walk_t *w, Py_ssize_t i)
 {
     /* Name the containers from the root down: " (found in dict > list)". */
     PyObject *path = PyUnicode_FromString("");
     for (Py_ssize_t p = w->nodes[i].parent, depth = 0;
-         path != NULL && p >= 0 && depth < 8;
-         p = w->nodes[p].parent, depth++) {
-        PyObject *longer = PyUnicode_FromFormat(
-            "%s%s%U", Py_TYPE(w->nodes[p].obj)->tp_name,
-            PyUnicode_GET_LENGTH(path) ? " > " : "", path);
+         path != NULL && p >= 0 && depth < 8; p = w->nodes[p].parent, depth++) {
+        PyObject *longer =
+            PyUnicode_FromFormat("%s%s%U", Py_TYPE(w->nodes[p].obj)->tp_name,
+                                 PyUnicode_GET_LENGTH(path) ? " > " : "", path);
         Py_SETREF(path, longer);
     }
     if (path == NULL)
@@ -336,8 +319,7 @@ raise_unsupported(walk_t *w, Py_ssize_t i)
 
 /* Collects everything reachable from the nodes already added. Returns 0 or
  * -1 with an exception set. */
-static int
-walk_collect(walk_t *w)
+static int walk_collect(walk_t *w)
 {
     for (Py_ssize_t i = 0; i < w->len; i++) {
         if (w->strict && !is_supported(w->nodes[i].obj)) {
@@ -355,8 +337,7 @@ walk_collect(walk_t *w)
     return 0;
 }
 
-static void
-walk_mark(walk_t *w)
+static void walk_mark(walk_t *w)
 {
     for (Py_ssize_t i = 0; i < w->len; i++) {
         PyObject *obj = w->nodes[i].obj;
@@ -374,8 +355,7 @@ static int add_callable(walk_t *w, PyObject *callable);
 
 /* A class: the functions, static and class methods of every class in its
  * MRO that Python code defined. */
-static int
-add_class(walk_t *w, PyTypeObject *type)
+static int add_class(walk_t *w, PyTypeObject *type)
 {
     PyObject *mro = type->tp_mro;
     if (mro == NULL)
@@ -392,8 +372,8 @@ add_class(walk_t *w, PyTypeObject *type)
         int rc = 0;
         for (Py_ssize_t j = 0; rc == 0 && j < PyList_GET_SIZE(values); j++) {
             PyObject *v = PyList_GET_ITEM(values, j);
-            if (PyFunction_Check(v) || Py_IS_TYPE(v, &PyStaticMethod_Type)
-                || Py_IS_TYPE(v, &PyClassMethod_Type))
+            if (PyFunction_Check(v) || Py_IS_TYPE(v, &PyStaticMethod_Type) ||
+                Py_IS_TYPE(v, &PyClassMethod_Type))
                 rc = add_callable(w, v);
         }
         Py_DECREF(values);
@@ -404,8 +384,7 @@ add_class(walk_t *w, PyTypeObject *type)
 }
 
 /* Returns 0, -1 when out of memory, -2 with an exception set. */
-static int
-add_callable(walk_t *w, PyObject *callable)
+static int add_callable(walk_t *w, PyObject *callable)
 {
     if (PyFunction_Check(callable))
         return add_function_parts(w, callable, -1);
@@ -426,8 +405,8 @@ add_callable(walk_t *w, PyObject *callable)
     }
     if (PyErr_Occurred())
         return -2;
-    if (Py_IS_TYPE(callable, &PyStaticMethod_Type)
-        || Py_IS_TYPE(callable, &PyClassMethod_Type)) {
+    if (Py_IS_TYPE(callable, &PyStaticMethod_Type) ||
+        Py_IS_TYPE(callable, &PyClassMethod_Type)) {
         PyObject *func = PyObject_GetAttrString(callable, "__func__");
         if (func == NULL)
             return -2;
@@ -441,8 +420,7 @@ add_callable(walk_t *w, PyObject *callable)
     return 0;
 }
 
-int
-pxpy_immortalize_code(PyObject *callable)
+int pxpy_immortalize_code(PyObject *callable)
 {
     walk_t w = {0};
     int rc = add_callable(&w, callable);
@@ -458,8 +436,7 @@ pxpy_immortalize_code(PyObject *callable)
 
 /* ---- module functions ------------------------------------------------ */
 
-static PyObject *
-eternalize(PyObject *Py_UNUSED(module), PyObject *obj)
+static PyObject *eternalize(PyObject *Py_UNUSED(module), PyObject *obj)
 {
     walk_t w = {.strict = 1};
     int rc = walk_add(&w, obj, -1);
@@ -473,42 +450,43 @@ eternalize(PyObject *Py_UNUSED(module), PyObject *obj)
     return rc < 0 ? NULL : Py_NewRef(obj);
 }
 
-static PyObject *
-immortalize_code(PyObject *Py_UNUSED(module), PyObject *callable)
+static PyObject *immortalize_code(PyObject *Py_UNUSED(module),
+                                  PyObject *callable)
 {
     if (pxpy_immortalize_code(callable) < 0)
         return NULL;
     return Py_NewRef(callable);
 }
 
-static PyObject *
-is_immortal(PyObject *Py_UNUSED(module), PyObject *obj)
+static PyObject *is_immortal(PyObject *Py_UNUSED(module), PyObject *obj)
 {
     return PyBool_FromLong(_Py_IsImmortal(obj));
 }
 
-PyDoc_STRVAR(eternalize_doc,
-"eternalize(obj) -> obj\n\n"
-"Make obj and everything it contains immortal, so that every core reads\n"
-"it without reference-count traffic. Supported (exact types): dict, list,\n"
-"tuple, set, frozenset, str, bytes, int, float, complex, slice, functions\n"
-"(their code constants and defaults), functools.partial (its func, args\n"
-"and keywords) and code objects, plus anything already immortal (None,\n"
-"True, ...); anything else raises TypeError and leaves the graph\n"
-"unchanged.\n\n"
-"An eternalized graph is never freed and must be treated as read-only:\n"
-"mutating it is memory-safe but leaks. Call it from the thread that built\n"
-"the graph, before sharing it.");
-PyDoc_STRVAR(immortalize_code_doc,
-"immortalize_code(callable) -> callable\n\n"
-"Make the constants of the code a function, method, code object, class\n"
-"or functools.partial (the callable it wraps) runs immortal (recursively\n"
-"through nested code), so that threads running it in parallel don't\n"
-"contend on their reference counts. The runtime does this for the\n"
-"functions it runs on workers.");
+PyDoc_STRVAR(
+    eternalize_doc,
+    "eternalize(obj) -> obj\n\n"
+    "Make obj and everything it contains immortal, so that every core reads\n"
+    "it without reference-count traffic. Supported (exact types): dict, list,\n"
+    "tuple, set, frozenset, str, bytes, int, float, complex, slice, functions\n"
+    "(their code constants and defaults), functools.partial (its func, args\n"
+    "and keywords) and code objects, plus anything already immortal (None,\n"
+    "True, ...); anything else raises TypeError and leaves the graph\n"
+    "unchanged.\n\n"
+    "An eternalized graph is never freed and must be treated as read-only:\n"
+    "mutating it is memory-safe but leaks. Call it from the thread that built\n"
+    "the graph, before sharing it.");
+PyDoc_STRVAR(
+    immortalize_code_doc,
+    "immortalize_code(callable) -> callable\n\n"
+    "Make the constants of the code a function, method, code object, class\n"
+    "or functools.partial (the callable it wraps) runs immortal (recursively\n"
+    "through nested code), so that threads running it in parallel don't\n"
+    "contend on their reference counts. The runtime does this for the\n"
+    "functions it runs on workers.");
 PyDoc_STRVAR(is_immortal_doc,
-"is_immortal(obj) -> bool\n\n"
-"Whether CPython skips reference counting for obj.");
+             "is_immortal(obj) -> bool\n\n"
+             "Whether CPython skips reference counting for obj.");
 
 static PyMethodDef eternal_functions[] = {
     {"eternalize", eternalize, METH_O, eternalize_doc},
@@ -517,8 +495,7 @@ static PyMethodDef eternal_functions[] = {
     {NULL, NULL, 0, NULL},
 };
 
-int
-pxpy_eternal_exec(PyObject *module, pxpy_state *Py_UNUSED(st))
+int pxpy_eternal_exec(PyObject *module, pxpy_state *Py_UNUSED(st))
 {
     return PyModule_AddFunctions(module, eternal_functions);
 }

@@ -53,25 +53,24 @@ static const char *const state_descriptions[F_STATES] = {
 };
 
 struct pxpy_futures_s {
-    PyObject *states[F_STATES];   /* concurrent.futures' state strings */
+    PyObject *states[F_STATES]; /* concurrent.futures' state strings */
     PyObject *cancelled_error;
     PyObject *invalid_state_error;
-    PyObject *logger;             /* logging.getLogger("concurrent.futures") */
-    PyObject *condition_type;     /* threading.Condition */
+    PyObject *logger;         /* logging.getLogger("concurrent.futures") */
+    PyObject *condition_type; /* threading.Condition */
     pthread_mutex_t sleep_lock;
-    pthread_cond_t sleep_cond;    /* result()/exception() waiting */
+    pthread_cond_t sleep_cond; /* result()/exception() waiting */
 };
 
 typedef struct {
-    PyObject_HEAD
-    pxpy_state *st;
+    PyObject_HEAD pxpy_state *st;
     _Atomic int state;
-    _Atomic int sleepers;         /* threads in wait_settled() */
-    PyObject *result;             /* set before state becomes FINISHED */
+    _Atomic int sleepers; /* threads in wait_settled() */
+    PyObject *result;     /* set before state becomes FINISHED */
     PyObject *exception;
-    PyObject *callbacks;          /* list, or NULL */
-    PyObject *waiters;            /* list for wait()/as_completed(), or NULL */
-    PyObject *condition;          /* threading.Condition, or NULL */
+    PyObject *callbacks; /* list, or NULL */
+    PyObject *waiters;   /* list for wait()/as_completed(), or NULL */
+    PyObject *condition; /* threading.Condition, or NULL */
 } pxpy_future_t;
 
 #define FUTURE(op) ((pxpy_future_t *)(op))
@@ -81,10 +80,7 @@ static bool is_cancelled(int s)
     return s == F_CANCELLED || s == F_CANCELLED_AND_NOTIFIED;
 }
 
-static bool is_done(int s)
-{
-    return is_cancelled(s) || s == F_FINISHED;
-}
+static bool is_done(int s) { return is_cancelled(s) || s == F_FINISHED; }
 
 static pxpy_state *state_of(PyObject *op)
 {
@@ -116,9 +112,9 @@ static void call_method(PyObject *obj, const char *name, PyObject *arg)
 
 static void log_callback_error(pxpy_state *st, PyObject *self)
 {
-    PyObject *r = PyObject_CallMethod(st->futures->logger, "exception", "sO",
-                                      "exception calling callback for %r",
-                                      self);
+    PyObject *r =
+        PyObject_CallMethod(st->futures->logger, "exception", "sO",
+                            "exception calling callback for %r", self);
     if (r == NULL)
         PyErr_WriteUnraisable(self);
     Py_XDECREF(r);
@@ -144,7 +140,8 @@ static void invoke_callbacks(pxpy_state *st, PyObject *self,
     Py_DECREF(callbacks);
 }
 
-/* ---- transitions ---------------------------------------------------------- */
+/* ---- transitions ----------------------------------------------------------
+ */
 
 /* A state change. It runs in a critical section on the future; when
  * wait()/as_completed() made the future's threading.Condition exist, also
@@ -152,10 +149,10 @@ static void invoke_callbacks(pxpy_state *st, PyObject *self,
  * install their waiters under the condition, so a change they did not see
  * must not happen before it reaches their waiters. */
 typedef struct {
-    int before;                  /* state before the change */
-    PyObject *result, *exc;      /* for FINISHED */
-    int to;                      /* new state, or -1 for "no change" */
-    PyObject *callbacks;         /* taken when settling */
+    int before;             /* state before the change */
+    PyObject *result, *exc; /* for FINISHED */
+    int to;                 /* new state, or -1 for "no change" */
+    PyObject *callbacks;    /* taken when settling */
 } change_t;
 
 static void apply_locked(pxpy_future_t *self, change_t *c)
@@ -220,11 +217,10 @@ static void change_state(pxpy_future_t *self, change_t *c)
             condition = seen;
             continue;
         }
-        const char *method = c->to == F_FINISHED
-                                 ? (c->exc ? "add_exception" : "add_result")
-                             : c->to == F_CANCELLED_AND_NOTIFIED
-                                 ? "add_cancelled"
-                                 : NULL;
+        const char *method =
+            c->to == F_FINISHED ? (c->exc ? "add_exception" : "add_result")
+            : c->to == F_CANCELLED_AND_NOTIFIED ? "add_cancelled"
+                                                : NULL;
         for (Py_ssize_t i = 0;
              method && waiters && i < PyList_GET_SIZE(waiters); i++)
             call_method(PyList_GET_ITEM(waiters, i), method, (PyObject *)self);
@@ -307,7 +303,8 @@ PyObject *pxpy_future_new(pxpy_state *st)
     return op;
 }
 
-/* ---- waiting -------------------------------------------------------------- */
+/* ---- waiting --------------------------------------------------------------
+ */
 
 /* Waits until the future settles or timeout (seconds, or NULL/None for no
  * limit) passes. Returns the state, or -1 with an exception (a signal
@@ -325,7 +322,8 @@ static int wait_settled(PyObject *op, PyObject *timeout)
             return -1;
         if (!(seconds > 0))
             return s;
-        deadline = px_now_ns() + (uint64_t)(seconds > 1e9 ? 1e18 : seconds * 1e9);
+        deadline =
+            px_now_ns() + (uint64_t)(seconds > 1e9 ? 1e18 : seconds * 1e9);
     }
     pxpy_state *st = state_of(op);
     /* The main thread wakes up now and then for signal handlers (Ctrl-C
@@ -360,7 +358,8 @@ static int wait_settled(PyObject *op, PyObject *timeout)
     }
 }
 
-/* ---- methods -------------------------------------------------------------- */
+/* ---- methods --------------------------------------------------------------
+ */
 
 static int parse_timeout(const char *fname, PyObject *const *args,
                          Py_ssize_t nargs, PyObject *kwnames,
@@ -369,8 +368,7 @@ static int parse_timeout(const char *fname, PyObject *const *args,
     *timeout = Py_None;
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     if (nargs + nkw > 1) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most 1 argument",
-                     fname);
+        PyErr_Format(PyExc_TypeError, "%s() takes at most 1 argument", fname);
         return -1;
     }
     if (nargs == 1) {
@@ -506,7 +504,8 @@ static PyObject *future_repr(PyObject *op)
                                 v ? Py_TYPE(v)->tp_name : "NoneType");
 }
 
-/* ---- the attributes concurrent.futures' functions use ------------------------ */
+/* ---- the attributes concurrent.futures' functions use
+ * ------------------------ */
 
 static PyObject *get_state(PyObject *op, void *Py_UNUSED(c))
 {
@@ -560,7 +559,8 @@ static PyObject *get_done_callbacks(PyObject *op, void *Py_UNUSED(c))
 static PyObject *get_condition(PyObject *op, void *Py_UNUSED(c))
 {
     pxpy_future_t *self = FUTURE(op);
-    PyObject *fresh = PyObject_CallNoArgs(state_of(op)->futures->condition_type);
+    PyObject *fresh =
+        PyObject_CallNoArgs(state_of(op)->futures->condition_type);
     if (fresh == NULL)
         return NULL;
     PyObject *condition;
@@ -573,7 +573,8 @@ static PyObject *get_condition(PyObject *op, void *Py_UNUSED(c))
     return condition;
 }
 
-/* ---- type ------------------------------------------------------------------- */
+/* ---- type -------------------------------------------------------------------
+ */
 
 static int future_init(PyObject *op, PyObject *args, PyObject *kwargs)
 {
@@ -671,7 +672,8 @@ static PyType_Spec future_spec = {
     .slots = future_slots,
 };
 
-/* ---- module part ------------------------------------------------------------ */
+/* ---- module part ------------------------------------------------------------
+ */
 
 /* class Future(_FutureCore, concurrent.futures.Future) in package
  * pyparallel. */
@@ -686,10 +688,10 @@ static PyObject *make_future_class(PyObject *core)
         "The concurrent.futures.Future of a work item (submit_work), with its "
         "state kept in C.",
         "__slots__");
-    PyObject *cls = ns ? PyObject_CallFunction((PyObject *)&PyType_Type,
-                                               "s(OO)O", "Future", core, base,
-                                               ns)
-                       : NULL;
+    PyObject *cls =
+        ns ? PyObject_CallFunction((PyObject *)&PyType_Type, "s(OO)O", "Future",
+                                   core, base, ns)
+           : NULL;
     Py_XDECREF(ns);
     Py_DECREF(base);
     return cls;
@@ -710,13 +712,15 @@ int pxpy_future_exec(PyObject *module, pxpy_state *st)
     pthread_cond_init(&f->sleep_cond, &ca);
     pthread_condattr_destroy(&ca);
     for (int i = 0; i < F_STATES; i++) {
-        f->states[i] = pxpy_import_attr("concurrent.futures._base", state_names[i]);
+        f->states[i] =
+            pxpy_import_attr("concurrent.futures._base", state_names[i]);
         if (f->states[i] == NULL)
             return -1;
     }
-    f->cancelled_error = pxpy_import_attr("concurrent.futures", "CancelledError");
-    f->invalid_state_error = pxpy_import_attr("concurrent.futures",
-                                         "InvalidStateError");
+    f->cancelled_error =
+        pxpy_import_attr("concurrent.futures", "CancelledError");
+    f->invalid_state_error =
+        pxpy_import_attr("concurrent.futures", "InvalidStateError");
     f->condition_type = pxpy_import_attr("threading", "Condition");
     PyObject *get_logger = pxpy_import_attr("logging", "getLogger");
     f->logger = get_logger ? PyObject_CallFunction(get_logger, "s",
@@ -726,8 +730,8 @@ int pxpy_future_exec(PyObject *module, pxpy_state *st)
     if (f->cancelled_error == NULL || f->invalid_state_error == NULL ||
         f->condition_type == NULL || f->logger == NULL)
         return -1;
-    st->future_core_type = (PyTypeObject *)PyType_FromModuleAndSpec(
-        module, &future_spec, NULL);
+    st->future_core_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &future_spec, NULL);
     if (st->future_core_type == NULL)
         return -1;
     st->future_type = make_future_class((PyObject *)st->future_core_type);

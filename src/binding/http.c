@@ -40,28 +40,26 @@
 /* Header fields converted on the stack before allocating. */
 #define STACK_FIELDS 16
 
-static const px_http_header_t text_plain = {
-    "Content-Type", 12, "text/plain; charset=utf-8", 25};
+static const px_http_header_t text_plain = {"Content-Type", 12,
+                                            "text/plain; charset=utf-8", 25};
 /* What a handler's bytes are sent as (pyparallel.http's convention). */
-static const px_http_header_t text_plain_bytes = {
-    "Content-Type", 12, "text/plain", 10};
+static const px_http_header_t text_plain_bytes = {"Content-Type", 12,
+                                                  "text/plain", 10};
 
-/* ---- the configuration of a registered class ------------------------------ */
+/* ---- the configuration of a registered class ------------------------------
+ */
 
 typedef struct {
     const char *name;
-    bool is_timeout;     /* seconds (a float), else a byte count */
+    bool is_timeout; /* seconds (a float), else a byte count */
     double default_value;
 } limit_t;
 
 /* In the order of the fields they fill, see read_limits. */
 static const limit_t limits[] = {
-    {"max_header_size", false, 16384},
-    {"max_uri_size", false, 8192},
-    {"max_body_size", false, 1048576},
-    {"header_timeout", true, 10.0},
-    {"body_timeout", true, 30.0},
-    {"keepalive_timeout", true, 5.0},
+    {"max_header_size", false, 16384}, {"max_uri_size", false, 8192},
+    {"max_body_size", false, 1048576}, {"header_timeout", true, 10.0},
+    {"body_timeout", true, 30.0},      {"keepalive_timeout", true, 5.0},
 };
 
 #define LIMIT_COUNT (sizeof(limits) / sizeof(limits[0]))
@@ -126,7 +124,8 @@ static int read_size(PyObject *cls, const limit_t *l, PyObject *v,
     if ((n == (unsigned long long)-1 && PyErr_Occurred()) || n < 1 ||
         n > SIZE_MAX / 4) {
         PyErr_Clear();
-        PyErr_Format(PyExc_ValueError, "%.200s.%s must be a positive int "
+        PyErr_Format(PyExc_ValueError,
+                     "%.200s.%s must be a positive int "
                      "that fits in memory, not %R",
                      ((PyTypeObject *)cls)->tp_name, l->name, v);
         return -1;
@@ -147,7 +146,8 @@ static int read_timeout(PyObject *cls, const limit_t *l, PyObject *v,
     if (seconds == -1.0 && PyErr_Occurred())
         return -1;
     if (!(seconds > 0.0) || !isfinite(seconds) || seconds > 1e9) {
-        PyErr_Format(PyExc_ValueError, "%.200s.%s must be a number of seconds "
+        PyErr_Format(PyExc_ValueError,
+                     "%.200s.%s must be a number of seconds "
                      "> 0 (or None: no timeout), not %R",
                      ((PyTypeObject *)cls)->tp_name, l->name, v);
         return -1;
@@ -187,7 +187,8 @@ static PyObject *find_handle(pxpy_http_t *h, PyObject *cls)
 {
     PyObject *mro = ((PyTypeObject *)cls)->tp_mro;
     for (Py_ssize_t i = 0; mro && i < PyTuple_GET_SIZE(mro); i++) {
-        PyObject *dict = PyType_GetDict((PyTypeObject *)PyTuple_GET_ITEM(mro, i));
+        PyObject *dict =
+            PyType_GetDict((PyTypeObject *)PyTuple_GET_ITEM(mro, i));
         if (dict == NULL)
             continue;
         PyObject *value;
@@ -218,8 +219,8 @@ int pxpy_http_config_new(pxpy_state *st, PyObject *cls, PyObject **out)
     px_http_server_options_t opts = {.on_request = on_request};
     if (read_limits(cls, &opts) < 0)
         return -1;
-    pxpy_http_config_t *cfg = PyObject_GC_New(pxpy_http_config_t,
-                                              h->config_type);
+    pxpy_http_config_t *cfg =
+        PyObject_GC_New(pxpy_http_config_t, h->config_type);
     if (cfg == NULL)
         return -1;
     cfg->st = st;
@@ -246,7 +247,8 @@ error:
     return -1;
 }
 
-/* ---- the HttpProtocol base class ------------------------------------------- */
+/* ---- the HttpProtocol base class -------------------------------------------
+ */
 
 static int protocol_traverse(PyObject *op, visitproc visit, void *arg)
 {
@@ -336,13 +338,13 @@ static int add_default_limits(PyTypeObject *type)
     return rc;
 }
 
-/* ---- protocol.c's hooks ---------------------------------------------------------- */
+/* ---- protocol.c's hooks
+ * ---------------------------------------------------------- */
 
 static pxpy_http_protocol_t *http_instance(pxpy_transport_t *t)
 {
     PyObject *inst = t->instance;
-    if (inst == NULL ||
-        !PyObject_TypeCheck(inst, t->st->http->protocol_type))
+    if (inst == NULL || !PyObject_TypeCheck(inst, t->st->http->protocol_type))
         return NULL;
     return (pxpy_http_protocol_t *)inst;
 }
@@ -392,14 +394,15 @@ void pxpy_http_closed(pxpy_transport_t *t)
     }
 }
 
-/* ---- answering ----------------------------------------------------------------- */
+/* ---- answering
+ * ----------------------------------------------------------------- */
 
 /* Header fields converted from Python, and what keeps their bytes alive. */
 typedef struct {
     px_http_header_t stack[STACK_FIELDS];
     px_http_header_t *fields;
     size_t count, cap;
-    PyObject *owners;        /* a list of encoded values, or NULL */
+    PyObject *owners; /* a list of encoded values, or NULL */
 } fields_t;
 
 static void fields_init(fields_t *f)
@@ -496,9 +499,9 @@ static int fields_add(fields_t *f, PyObject *seq)
         }
         px_http_header_t *h = &f->fields[f->count];
         h->name = field_text(f, PyTuple_GET_ITEM(pair, 0), &h->name_len);
-        h->value = h->name ? field_text(f, PyTuple_GET_ITEM(pair, 1),
-                                        &h->value_len)
-                           : NULL;
+        h->value = h->name
+                       ? field_text(f, PyTuple_GET_ITEM(pair, 1), &h->value_len)
+                       : NULL;
         if (h->value == NULL)
             rc = -1;
         else
@@ -514,8 +517,8 @@ static int response_error(int rc)
         PyErr_NoMemory();
         return -1;
     }
-    const char *why = rc <= PX_HTTP_INCOMPLETE ? px_http_strerror(rc)
-                                               : px_strerror(rc);
+    const char *why =
+        rc <= PX_HTTP_INCOMPLETE ? px_http_strerror(rc) : px_strerror(rc);
     PyErr_Format(PyExc_ValueError, "cannot send the response: %s", why);
     return -1;
 }
@@ -597,8 +600,7 @@ static int answer_tuple(px_http_exchange_t *ex, PyObject *result)
 
 /* Answers a file that cannot be opened: 404 when it is missing, 403 when
  * it may not be read; -1 (an OSError) otherwise. */
-static int answer_unopened(px_http_exchange_t *ex, int error,
-                           PyObject *path)
+static int answer_unopened(px_http_exchange_t *ex, int error, PyObject *path)
 {
     int status;
     switch (error) {
@@ -619,8 +621,8 @@ static int answer_unopened(px_http_exchange_t *ex, int error,
         return -1;
     }
     const char *reason = status == 404 ? "Not Found\n" : "Forbidden\n";
-    return responded(px_http_respond(ex, status, &text_plain, 1, reason,
-                                          strlen(reason)));
+    return responded(
+        px_http_respond(ex, status, &text_plain, 1, reason, strlen(reason)));
 }
 
 static int answer_file(px_http_exchange_t *ex,
@@ -638,17 +640,17 @@ static int answer_file(px_http_exchange_t *ex,
     int fd, error = 0;
     struct stat st;
     Py_BEGIN_ALLOW_THREADS
-    /* O_NONBLOCK: opening a FIFO must not wait for a writer. */
-    fd = open(PyBytes_AS_STRING(path), O_RDONLY | O_CLOEXEC | O_NOCTTY |
-                                           O_NONBLOCK);
+        /* O_NONBLOCK: opening a FIFO must not wait for a writer. */
+        fd = open(PyBytes_AS_STRING(path),
+                  O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0)
         error = errno;
     else if (fstat(fd, &st) < 0)
         error = errno;
     else if (!S_ISREG(st.st_mode))
         error = EISDIR;
-    Py_END_ALLOW_THREADS
-    if (error != 0) {
+    Py_END_ALLOW_THREADS if (error != 0)
+    {
         if (fd >= 0)
             close(fd);
         int rc = answer_unopened(ex, error, file->path);
@@ -677,9 +679,8 @@ static int answer_file(px_http_exchange_t *ex,
         memcpy(f.fields + f.count, plan.headers,
                plan.num_headers * sizeof(plan.headers[0]));
         f.count += plan.num_headers;
-        rc = responded(px_http_respond_file(ex, plan.status, f.fields,
-                                                 f.count, fd, plan.offset,
-                                                 plan.length));
+        rc = responded(px_http_respond_file(ex, plan.status, f.fields, f.count,
+                                            fd, plan.offset, plan.length));
     }
     close(fd);
     fields_free(&f);
@@ -724,8 +725,8 @@ static void answer_failure(pxpy_http_config_t *cfg, px_http_exchange_t *ex,
                            PyObject *instance, const char *what)
 {
     char where[256];
-    PyOS_snprintf(where, sizeof(where), "%.150s.%s",
-                  Py_TYPE(instance)->tp_name, what);
+    PyOS_snprintf(where, sizeof(where), "%.150s.%s", Py_TYPE(instance)->tp_name,
+                  what);
     pxpy_report_callback_error(cfg->st, where);
     static const char body[] = "Internal Server Error\n";
     int rc = px_http_respond(ex, 500, &text_plain, 1, body, sizeof(body) - 1);
@@ -753,8 +754,8 @@ static void on_request(px_http_exchange_t *ex,
     pxpy_http_protocol_t *self = px_http_exchange_conn_data(ex);
     pxpy_http_config_t *cfg = self->config;
     PyObject *client = client_address(self);
-    PyObject *request = client ? pxpy_http_request_new(cfg->st, req, client)
-                               : NULL;
+    PyObject *request =
+        client ? pxpy_http_request_new(cfg->st, req, client) : NULL;
     PyObject *result = NULL;
     if (request != NULL) {
         PyObject *args[] = {(PyObject *)self, request};
@@ -771,7 +772,8 @@ static void on_request(px_http_exchange_t *ex,
     Py_XDECREF(result);
 }
 
-/* ---- module part ------------------------------------------------------------ */
+/* ---- module part ------------------------------------------------------------
+ */
 
 int pxpy_http_exec(PyObject *module, pxpy_state *st)
 {
@@ -784,10 +786,10 @@ int pxpy_http_exec(PyObject *module, pxpy_state *st)
     h->str_px_handle = PyUnicode_InternFromString("_px_handle");
     if (h->str_px_handle == NULL)
         return -1;
-    h->config_type = (PyTypeObject *)PyType_FromModuleAndSpec(
-        module, &config_spec, NULL);
-    h->protocol_type = (PyTypeObject *)PyType_FromModuleAndSpec(
-        module, &protocol_spec, NULL);
+    h->config_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &config_spec, NULL);
+    h->protocol_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &protocol_spec, NULL);
     if (h->config_type == NULL || h->protocol_type == NULL ||
         add_default_limits(h->protocol_type) < 0 ||
         PyModule_AddType(module, h->protocol_type) < 0)

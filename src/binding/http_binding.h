@@ -13,43 +13,40 @@
 
 /* The HTTP part of the module state (pxpy_state.http). */
 struct pxpy_http_s {
-    PyTypeObject *protocol_type;  /* HttpProtocol */
-    PyTypeObject *config_type;    /* HttpConfig: a registered class's */
-    PyTypeObject *request_type;   /* HttpRequest */
-    PyTypeObject *file_type;      /* FileResponse */
-    PyObject *str_px_handle;      /* "_px_handle" */
+    PyTypeObject *protocol_type; /* HttpProtocol */
+    PyTypeObject *config_type;   /* HttpConfig: a registered class's */
+    PyTypeObject *request_type;  /* HttpRequest */
+    PyTypeObject *file_type;     /* FileResponse */
+    PyObject *str_px_handle;     /* "_px_handle" */
     /* Request attributes shared by every request. */
     PyObject *methods[PX_HTTP_METHOD_PATCH + 1]; /* by px_http_method_t;
                                                     [OTHER] unused */
-    PyObject *versions[2];        /* "HTTP/1.0", "HTTP/1.1" */
+    PyObject *versions[2];                       /* "HTTP/1.0", "HTTP/1.1" */
 };
 
 /* What register() read from an HttpProtocol subclass; the protocol
  * cache's http field. It owns the engine server of the registration. */
 typedef struct {
-    PyObject_HEAD
-    pxpy_state *st;
-    PyObject *handle;             /* _px_handle as stored in the class */
-    bool handle_is_function;      /* call it as handle(instance, request) */
+    PyObject_HEAD pxpy_state *st;
+    PyObject *handle;        /* _px_handle as stored in the class */
+    bool handle_is_function; /* call it as handle(instance, request) */
     px_http_server_t *server;
 } pxpy_http_config_t;
 
 /* An HttpProtocol instance: one per connection. */
 typedef struct {
-    PyObject_HEAD
-    px_http_conn_t *hc;           /* while the connection is open */
+    PyObject_HEAD px_http_conn_t *hc; /* while the connection is open */
     pxpy_http_config_t *config;
-    PyObject *client;             /* (host, port), at the first request */
-    pxpy_transport_t *transport;  /* borrowed: it owns the instance */
+    PyObject *client;            /* (host, port), at the first request */
+    pxpy_transport_t *transport; /* borrowed: it owns the instance */
 } pxpy_http_protocol_t;
 
 /* FileResponse(path, content_type, status=200, headers=None). */
 typedef struct {
-    PyObject_HEAD
-    PyObject *path;               /* str, bytes or os.PathLike */
+    PyObject_HEAD PyObject *path; /* str, bytes or os.PathLike */
     PyObject *content_type;       /* str or None */
     int status;
-    PyObject *headers;            /* list/tuple of pairs, or None */
+    PyObject *headers; /* list/tuple of pairs, or None */
 } pxpy_file_response_t;
 
 /* A new HttpRequest for req (which it copies), or NULL with an exception. */

@@ -24,8 +24,7 @@ typedef struct {
 } field_span_t;
 
 typedef struct {
-    PyObject_VAR_HEAD
-    PyObject *method;
+    PyObject_VAR_HEAD PyObject *method;
     PyObject *version;
     PyObject *client;
     PyObject *body;
@@ -36,7 +35,7 @@ typedef struct {
     PyObject *query_string;
     PyObject *headers;
     uint32_t target_off, target_len;
-    uint32_t path_off, path_len;      /* path_len 0: the path is "/" */
+    uint32_t path_off, path_len; /* path_len 0: the path is "/" */
     uint32_t query_off, query_len;
     uint32_t num_fields;
     uint32_t head_len;
@@ -68,8 +67,8 @@ PyObject *pxpy_http_request_new(pxpy_state *st,
         PyErr_SetString(PyExc_OverflowError, "request head too large");
         return NULL;
     }
-    http_request_t *r = PyObject_NewVar(http_request_t, h->request_type,
-                                        (Py_ssize_t)extra);
+    http_request_t *r =
+        PyObject_NewVar(http_request_t, h->request_type, (Py_ssize_t)extra);
     if (r == NULL)
         return NULL;
     r->version = Py_NewRef(h->versions[req->head.minor_version ? 1 : 0]);
@@ -82,13 +81,15 @@ PyObject *pxpy_http_request_new(pxpy_state *st,
     memcpy(HEAD(r), head, req->raw_head_len);
     for (size_t i = 0; i < num_fields; i++) {
         const px_http_header_t *f = &req->head.headers[i];
-        FIELDS(r)[i] = (field_span_t){
-            (uint32_t)(f->name - head), (uint32_t)f->name_len,
-            (uint32_t)(f->value - head), (uint32_t)f->value_len};
+        FIELDS(r)
+        [i] =
+            (field_span_t){(uint32_t)(f->name - head), (uint32_t)f->name_len,
+                           (uint32_t)(f->value - head), (uint32_t)f->value_len};
     }
     r->target_off = (uint32_t)(req->head.target - head);
     r->target_len = (uint32_t)req->head.target_len;
-    bool path_in_head = req->path >= head && req->path < head + req->raw_head_len;
+    bool path_in_head =
+        req->path >= head && req->path < head + req->raw_head_len;
     r->path_off = path_in_head ? (uint32_t)(req->path - head) : 0;
     r->path_len = path_in_head ? (uint32_t)req->path_len : 0;
     r->query_off = req->query_len ? (uint32_t)(req->query - head) : 0;
@@ -220,8 +221,8 @@ static PyObject *request_repr(PyObject *op)
     PyObject *target = cached(r, &r->target, build_target);
     if (target == NULL)
         return NULL;
-    PyObject *repr = PyUnicode_FromFormat("<HttpRequest %U %U>", r->method,
-                                          target);
+    PyObject *repr =
+        PyUnicode_FromFormat("<HttpRequest %U %U>", r->method, target);
     Py_DECREF(target);
     return repr;
 }
@@ -229,15 +230,14 @@ static PyObject *request_repr(PyObject *op)
 static PyMemberDef request_members[] = {
     {"method", Py_T_OBJECT_EX, offsetof(http_request_t, method), Py_READONLY,
      "The method, as received (\"GET\", \"POST\", ...)."},
-    {"version", Py_T_OBJECT_EX, offsetof(http_request_t, version),
-     Py_READONLY, "\"HTTP/1.1\" or \"HTTP/1.0\"."},
+    {"version", Py_T_OBJECT_EX, offsetof(http_request_t, version), Py_READONLY,
+     "\"HTTP/1.1\" or \"HTTP/1.0\"."},
     {"client", Py_T_OBJECT_EX, offsetof(http_request_t, client), Py_READONLY,
      "The client's (host, port)."},
     {"body", Py_T_OBJECT_EX, offsetof(http_request_t, body), Py_READONLY,
      "The body (bytes; a chunked body decoded)."},
     {"keep_alive", Py_T_OBJECT_EX, offsetof(http_request_t, keep_alive),
-     Py_READONLY,
-     "Whether the connection stays open after the response."},
+     Py_READONLY, "Whether the connection stays open after the response."},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -271,18 +271,18 @@ static PyType_Spec request_spec = {
     .slots = request_slots,
 };
 
-/* ---- FileResponse ------------------------------------------------------------ */
+/* ---- FileResponse
+ * ------------------------------------------------------------ */
 
 static int file_init(PyObject *op, PyObject *args, PyObject *kwargs)
 {
-    static char *const kwlist[] = {"path", "content_type", "status",
-                                   "headers", NULL};
+    static char *const kwlist[] = {"path", "content_type", "status", "headers",
+                                   NULL};
     pxpy_file_response_t *self = (pxpy_file_response_t *)op;
     PyObject *path, *content_type, *headers = Py_None;
     int status = 200;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|iO:FileResponse",
-                                     kwlist, &path, &content_type, &status,
-                                     &headers))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|iO:FileResponse", kwlist,
+                                     &path, &content_type, &status, &headers))
         return -1;
     if (content_type != Py_None && !PyUnicode_Check(content_type)) {
         PyErr_Format(PyExc_TypeError,
@@ -291,8 +291,8 @@ static int file_init(PyObject *op, PyObject *args, PyObject *kwargs)
         return -1;
     }
     if (status < 200 || status > 599) {
-        PyErr_Format(PyExc_ValueError,
-                     "status must be within 200..599, not %d", status);
+        PyErr_Format(PyExc_ValueError, "status must be within 200..599, not %d",
+                     status);
         return -1;
     }
     if (headers != Py_None && !PyList_Check(headers) &&
@@ -351,8 +351,9 @@ static PyObject *file_repr(PyObject *op)
 static PyMemberDef file_members[] = {
     {"path", Py_T_OBJECT_EX, offsetof(pxpy_file_response_t, path), Py_READONLY,
      "The file's path."},
-    {"content_type", Py_T_OBJECT_EX, offsetof(pxpy_file_response_t, content_type),
-     Py_READONLY, "The Content-Type to send (None: none)."},
+    {"content_type", Py_T_OBJECT_EX,
+     offsetof(pxpy_file_response_t, content_type), Py_READONLY,
+     "The Content-Type to send (None: none)."},
     {"status", Py_T_INT, offsetof(pxpy_file_response_t, status), Py_READONLY,
      "The status when the whole file is sent (conditionals and ranges "
      "apply to 200 only)."},
@@ -382,21 +383,25 @@ static PyType_Slot file_slots[] = {
 static PyType_Spec file_spec = {
     .name = "pyparallel._core.FileResponse",
     .basicsize = sizeof(pxpy_file_response_t),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC |
-             Py_TPFLAGS_IMMUTABLETYPE,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
     .slots = file_slots,
 };
 
-/* ---- module part ------------------------------------------------------------- */
+/* ---- module part
+ * ------------------------------------------------------------- */
 
 int pxpy_http_types_exec(PyObject *module, pxpy_state *st)
 {
     pxpy_http_t *h = st->http;
     static const char *const methods[] = {
-        [PX_HTTP_METHOD_GET] = "GET",         [PX_HTTP_METHOD_HEAD] = "HEAD",
-        [PX_HTTP_METHOD_POST] = "POST",       [PX_HTTP_METHOD_PUT] = "PUT",
-        [PX_HTTP_METHOD_DELETE] = "DELETE",   [PX_HTTP_METHOD_OPTIONS] = "OPTIONS",
-        [PX_HTTP_METHOD_TRACE] = "TRACE",     [PX_HTTP_METHOD_PATCH] = "PATCH",
+        [PX_HTTP_METHOD_GET] = "GET",
+        [PX_HTTP_METHOD_HEAD] = "HEAD",
+        [PX_HTTP_METHOD_POST] = "POST",
+        [PX_HTTP_METHOD_PUT] = "PUT",
+        [PX_HTTP_METHOD_DELETE] = "DELETE",
+        [PX_HTTP_METHOD_OPTIONS] = "OPTIONS",
+        [PX_HTTP_METHOD_TRACE] = "TRACE",
+        [PX_HTTP_METHOD_PATCH] = "PATCH",
     };
     for (int i = PX_HTTP_METHOD_GET; i <= PX_HTTP_METHOD_PATCH; i++)
         if ((h->methods[i] = PyUnicode_InternFromString(methods[i])) == NULL)
@@ -404,10 +409,10 @@ int pxpy_http_types_exec(PyObject *module, pxpy_state *st)
     if ((h->versions[0] = PyUnicode_InternFromString("HTTP/1.0")) == NULL ||
         (h->versions[1] = PyUnicode_InternFromString("HTTP/1.1")) == NULL)
         return -1;
-    h->request_type = (PyTypeObject *)PyType_FromModuleAndSpec(
-        module, &request_spec, NULL);
-    h->file_type = (PyTypeObject *)PyType_FromModuleAndSpec(module,
-                                                             &file_spec, NULL);
+    h->request_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &request_spec, NULL);
+    h->file_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &file_spec, NULL);
     if (h->request_type == NULL || h->file_type == NULL ||
         PyModule_AddType(module, h->request_type) < 0 ||
         PyModule_AddType(module, h->file_type) < 0)

@@ -23,7 +23,8 @@
 /* How often a waiting main thread looks at pending signals. */
 #define SIGNAL_CHECK_NS (100 * 1000 * 1000)
 
-/* ---- the main-thread queue ------------------------------------------------ */
+/* ---- the main-thread queue ------------------------------------------------
+ */
 
 static void free_call(pxpy_call_t *c)
 {
@@ -87,8 +88,8 @@ static Py_ssize_t run_queued_calls(pxpy_state *st)
         free_call(c);
         n++;
         if (c->waited && crossing) {
-            c->xresult = r ? pxpy_xi_encode(st, r, "a result for a worker")
-                           : NULL;
+            c->xresult =
+                r ? pxpy_xi_encode(st, r, "a result for a worker") : NULL;
             if (c->xresult == NULL)
                 c->xresult = pxpy_xi_encode_exception(st);
             Py_XDECREF(r);
@@ -179,8 +180,8 @@ static PyObject *call_from_main_thread_and_wait(PyObject *module,
         return pxpy_xwork_call_main(st, args, nargs, kwnames, true);
     pxpy_runtime_t *rt = st->runtime;
     pxpy_call_t c;
-    if (fill_call(&c, "call_from_main_thread_and_wait", args, nargs,
-                  kwnames) < 0) {
+    if (fill_call(&c, "call_from_main_thread_and_wait", args, nargs, kwnames) <
+        0) {
         free_call(&c);
         return NULL;
     }
@@ -218,7 +219,8 @@ static PyObject *call_from_main_thread_and_wait(PyObject *module,
     return c.result;
 }
 
-/* ---- run, run_once, stop --------------------------------------------------- */
+/* ---- run, run_once, stop ---------------------------------------------------
+ */
 
 static int require_main_thread(pxpy_state *st, const char *fname)
 {
@@ -433,7 +435,8 @@ static PyMethodDef mainthread_methods[] = {
      "stop()\n--\n\nMake run() return (from any thread)."},
     {"_shutdown", shutdown, METH_NOARGS,
      "_shutdown()\n--\n\nStop the loop (the package's atexit hook)."},
-    {"call_from_main_thread", (PyCFunction)(void (*)(void))call_from_main_thread,
+    {"call_from_main_thread",
+     (PyCFunction)(void (*)(void))call_from_main_thread,
      METH_FASTCALL | METH_KEYWORDS,
      "call_from_main_thread(func, /, *args, **kwargs)\n--\n\n"
      "Queue func(*args, **kwargs) for run()/run_once() on the main thread."},

@@ -51,10 +51,7 @@ static const char *const mode_names[] = {
     [PXPY_MODE_INTERPRETERS] = "interpreters",
 };
 
-const char *pxpy_mode_name(pxpy_mode_t mode)
-{
-    return mode_names[mode];
-}
+const char *pxpy_mode_name(pxpy_mode_t mode) { return mode_names[mode]; }
 
 /* Whether the running interpreter has its GIL enabled (a free-threaded build
  * may run with PYTHON_GIL=1). -1 with an exception set. */
@@ -165,17 +162,16 @@ int pxpy_parse_mode(PyObject *name, pxpy_mode_t *mode)
 
 /* ---- errors ------------------------------------------------------------ */
 
-PyObject *pxpy_raise_engine_error(pxpy_state *st, int code,
-                                  const char *context)
+PyObject *pxpy_raise_engine_error(pxpy_state *st, int code, const char *context)
 {
     if (code == -ENOMEM)
         return PyErr_NoMemory();
     if (code < 0 && code > -4096) {
         PyObject *exc = context
-            ? PyObject_CallFunction(PyExc_OSError, "iss", -code,
-                                    px_strerror(code), context)
-            : PyObject_CallFunction(PyExc_OSError, "is", -code,
-                                    px_strerror(code));
+                            ? PyObject_CallFunction(PyExc_OSError, "iss", -code,
+                                                    px_strerror(code), context)
+                            : PyObject_CallFunction(PyExc_OSError, "is", -code,
+                                                    px_strerror(code));
         if (exc != NULL) {
             /* OSError() picks the subclass for the errno. */
             PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
@@ -285,8 +281,7 @@ static int module_exec(PyObject *module)
     if (st->logger == NULL)
         return -1;
     if (pxpy_runtime_exec(module, st) < 0 || pxpy_future_exec(module, st) < 0 ||
-        pxpy_work_exec(module, st) < 0 ||
-        pxpy_protocol_exec(module, st) < 0 ||
+        pxpy_work_exec(module, st) < 0 || pxpy_protocol_exec(module, st) < 0 ||
         pxpy_transport_exec(module, st) < 0 ||
         pxpy_shared_exec(module, st) < 0 || pxpy_http_exec(module, st) < 0 ||
         pxpy_interp_exec(module, st) < 0)
@@ -348,10 +343,7 @@ static int module_clear(PyObject *module)
     return 0;
 }
 
-static void module_free(void *module)
-{
-    module_clear((PyObject *)module);
-}
+static void module_free(void *module) { module_clear((PyObject *)module); }
 
 static PyModuleDef_Slot module_slots[] = {
     {Py_mod_exec, module_exec},
@@ -372,7 +364,4 @@ static struct PyModuleDef module_def = {
     .m_free = module_free,
 };
 
-PyMODINIT_FUNC PyInit__core(void)
-{
-    return PyModuleDef_Init(&module_def);
-}
+PyMODINIT_FUNC PyInit__core(void) { return PyModuleDef_Init(&module_def); }

@@ -13,16 +13,15 @@
  * read_lock()/write_lock() on anything else raise ProtectionError.
  *
  * unprotect() of an unprotected object does nothing, like protect() of a
- * protected one. unprotect() of an object whose lock is held is allowed: guards already
- * handed out keep their RWLock alive and release it normally; new
+ * protected one. unprotect() of an object whose lock is held is allowed: guards
+ * already handed out keep their RWLock alive and release it normally; new
  * read_lock()/write_lock() calls raise ProtectionError.
  */
 #include "shared.h"
 
 /* The RWLock guarding obj (the registry's, else obj's own __px_rwlock__),
  * as a new reference. NULL without an exception: not protected. */
-static PyObject *
-find_lock(pxpy_state *st, PyObject *obj)
+static PyObject *find_lock(pxpy_state *st, PyObject *obj)
 {
     pxpy_shared_t *sh = st->shared;
     PyMutex_Lock(&sh->registry_mutex);
@@ -39,8 +38,8 @@ find_lock(pxpy_state *st, PyObject *obj)
     return NULL;
 }
 
-static PyObject *
-raise_not_protected(pxpy_state *st, const char *function, PyObject *obj)
+static PyObject *raise_not_protected(pxpy_state *st, const char *function,
+                                     PyObject *obj)
 {
     PyErr_Format(st->protection_error,
                  "%s(): object of type '%T' is not protected; "
@@ -49,8 +48,7 @@ raise_not_protected(pxpy_state *st, const char *function, PyObject *obj)
     return NULL;
 }
 
-static PyObject *
-protect(PyObject *module, PyObject *obj)
+static PyObject *protect(PyObject *module, PyObject *obj)
 {
     pxpy_state *st = pxpy_shared_state(module);
     if (st == NULL)
@@ -82,8 +80,7 @@ protect(PyObject *module, PyObject *obj)
     return Py_NewRef(obj);
 }
 
-static PyObject *
-unprotect(PyObject *module, PyObject *obj)
+static PyObject *unprotect(PyObject *module, PyObject *obj)
 {
     pxpy_state *st = pxpy_shared_state(module);
     if (st == NULL)
@@ -99,7 +96,7 @@ unprotect(PyObject *module, PyObject *obj)
     }
     lock = find_lock(st, obj);
     if (lock == NULL)
-        return PyErr_Occurred() ? NULL : Py_NewRef(obj);   /* harmless */
+        return PyErr_Occurred() ? NULL : Py_NewRef(obj); /* harmless */
     /* Not in the registry but locked: its own __px_rwlock__. */
     Py_DECREF(lock);
     PyErr_Format(st->protection_error,
@@ -109,8 +106,7 @@ unprotect(PyObject *module, PyObject *obj)
     return NULL;
 }
 
-static PyObject *
-protected(PyObject *module, PyObject *obj)
+static PyObject *protected(PyObject *module, PyObject *obj)
 {
     pxpy_state *st = pxpy_shared_state(module);
     if (st == NULL)
@@ -125,8 +121,7 @@ protected(PyObject *module, PyObject *obj)
     Py_RETURN_TRUE;
 }
 
-static PyObject *
-lock_guard(PyObject *module, PyObject *obj, int exclusive)
+static PyObject *lock_guard(PyObject *module, PyObject *obj, int exclusive)
 {
     pxpy_state *st = pxpy_shared_state(module);
     if (st == NULL)
@@ -143,40 +138,42 @@ lock_guard(PyObject *module, PyObject *obj, int exclusive)
     return guard;
 }
 
-static PyObject *
-read_lock(PyObject *module, PyObject *obj)
+static PyObject *read_lock(PyObject *module, PyObject *obj)
 {
     return lock_guard(module, obj, 0);
 }
 
-static PyObject *
-write_lock(PyObject *module, PyObject *obj)
+static PyObject *write_lock(PyObject *module, PyObject *obj)
 {
     return lock_guard(module, obj, 1);
 }
 
-PyDoc_STRVAR(protect_doc,
-"protect(obj) -> obj\n\n"
-"Give obj a read/write lock so read_lock(obj)/write_lock(obj) work on it.\n"
-"The registry keeps obj alive until unprotect(obj). Protecting an already\n"
-"protected object does nothing.");
-PyDoc_STRVAR(unprotect_doc,
-"unprotect(obj) -> obj\n\n"
-"Drop the lock protect(obj) gave; nothing happens if obj is not\n"
-"protected. Raises ProtectionError if obj carries its own lock (px.dict,\n"
-"px.list). Guards already taken stay valid until released.");
+PyDoc_STRVAR(
+    protect_doc,
+    "protect(obj) -> obj\n\n"
+    "Give obj a read/write lock so read_lock(obj)/write_lock(obj) work on it.\n"
+    "The registry keeps obj alive until unprotect(obj). Protecting an already\n"
+    "protected object does nothing.");
+PyDoc_STRVAR(
+    unprotect_doc,
+    "unprotect(obj) -> obj\n\n"
+    "Drop the lock protect(obj) gave; nothing happens if obj is not\n"
+    "protected. Raises ProtectionError if obj carries its own lock (px.dict,\n"
+    "px.list). Guards already taken stay valid until released.");
 PyDoc_STRVAR(protected_doc,
-"protected(obj) -> bool\n\n"
-"Whether read_lock(obj)/write_lock(obj) would find a lock.");
-PyDoc_STRVAR(read_lock_doc,
-"read_lock(obj) -> context manager\n\n"
-"with px.read_lock(obj): ... holds obj's lock shared (many readers).\n"
-"Raises ProtectionError if obj is not protected. See RWLock for nesting.");
-PyDoc_STRVAR(write_lock_doc,
-"write_lock(obj) -> context manager\n\n"
-"with px.write_lock(obj): ... holds obj's lock exclusively (one writer).\n"
-"Raises ProtectionError if obj is not protected; RuntimeError if this\n"
-"thread holds only the read lock (no upgrades).");
+             "protected(obj) -> bool\n\n"
+             "Whether read_lock(obj)/write_lock(obj) would find a lock.");
+PyDoc_STRVAR(
+    read_lock_doc,
+    "read_lock(obj) -> context manager\n\n"
+    "with px.read_lock(obj): ... holds obj's lock shared (many readers).\n"
+    "Raises ProtectionError if obj is not protected. See RWLock for nesting.");
+PyDoc_STRVAR(
+    write_lock_doc,
+    "write_lock(obj) -> context manager\n\n"
+    "with px.write_lock(obj): ... holds obj's lock exclusively (one writer).\n"
+    "Raises ProtectionError if obj is not protected; RuntimeError if this\n"
+    "thread holds only the read lock (no upgrades).");
 
 static PyMethodDef protect_functions[] = {
     {"protect", protect, METH_O, protect_doc},
@@ -187,8 +184,7 @@ static PyMethodDef protect_functions[] = {
     {NULL, NULL, 0, NULL},
 };
 
-int
-pxpy_protect_exec(PyObject *module, pxpy_state *st)
+int pxpy_protect_exec(PyObject *module, pxpy_state *st)
 {
     st->shared->str_rwlock_attr = PyUnicode_InternFromString("__px_rwlock__");
     if (st->shared->str_rwlock_attr == NULL)
@@ -196,8 +192,7 @@ pxpy_protect_exec(PyObject *module, pxpy_state *st)
     return PyModule_AddFunctions(module, protect_functions);
 }
 
-int
-pxpy_protect_traverse(pxpy_state *st, visitproc visit, void *arg)
+int pxpy_protect_traverse(pxpy_state *st, visitproc visit, void *arg)
 {
     /* No mutex: the GC runs with the world stopped (or under the GIL), and
      * the registry mutex is never held across a point where that happens. */
@@ -210,8 +205,7 @@ pxpy_protect_traverse(pxpy_state *st, visitproc visit, void *arg)
     return 0;
 }
 
-void
-pxpy_protect_free(pxpy_state *st)
+void pxpy_protect_free(pxpy_state *st)
 {
     pxpy_shared_t *sh = st->shared;
     for (;;) {

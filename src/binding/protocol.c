@@ -46,15 +46,15 @@
 
 typedef enum {
     CB_ABSENT = 0,
-    CB_FUNCTION,     /* a plain function: cb(instance, transport, ...) */
-    CB_METHOD,       /* anything else: instance.<name>(transport, ...) */
+    CB_FUNCTION, /* a plain function: cb(instance, transport, ...) */
+    CB_METHOD,   /* anything else: instance.<name>(transport, ...) */
 } cb_kind_t;
 
 typedef enum {
     DATA_NONE = 0,
-    DATA_BYTES,      /* value is bytes */
-    DATA_CALL,       /* value() */
-    DATA_METHOD,     /* value(instance) */
+    DATA_BYTES,  /* value is bytes */
+    DATA_CALL,   /* value() */
+    DATA_METHOD, /* value(instance) */
 } data_kind_t;
 
 typedef struct {
@@ -63,15 +63,14 @@ typedef struct {
 } data_attr_t;
 
 typedef struct {
-    PyObject_HEAD
-    PyObject *cls;
+    PyObject_HEAD PyObject *cls;
     PyObject *cb[PXPY_CB_COUNT];
     cb_kind_t cb_kind[PXPY_CB_COUNT];
-    data_attr_t initial;             /* initial_bytes_to_send */
-    data_attr_t next;                /* next_bytes_to_send */
+    data_attr_t initial; /* initial_bytes_to_send */
+    data_attr_t next;    /* next_bytes_to_send */
     bool lines_mode;
     Py_ssize_t max_line_length;
-    PyObject *http;                  /* HttpProtocol subclasses: http.c's */
+    PyObject *http; /* HttpProtocol subclasses: http.c's */
 } pxpy_protocol_t;
 
 #define PROTOCOL(t) ((pxpy_protocol_t *)(t)->protocol)
@@ -81,7 +80,8 @@ static const char *class_name(pxpy_protocol_t *p)
     return ((PyTypeObject *)p->cls)->tp_name;
 }
 
-/* ---- the cache -------------------------------------------------------------- */
+/* ---- the cache --------------------------------------------------------------
+ */
 
 /* The class attribute name as stored in the class or a base (not bound),
  * as a new reference; NULL without an exception when absent. */
@@ -90,7 +90,8 @@ static PyObject *class_lookup(PyTypeObject *cls, PyObject *name)
     PyObject *mro = cls->tp_mro;
     Py_ssize_t n = mro ? PyTuple_GET_SIZE(mro) : 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *dict = PyType_GetDict((PyTypeObject *)PyTuple_GET_ITEM(mro, i));
+        PyObject *dict =
+            PyType_GetDict((PyTypeObject *)PyTuple_GET_ITEM(mro, i));
         if (dict == NULL)
             continue;
         PyObject *value;
@@ -175,7 +176,8 @@ static int load_data(pxpy_protocol_t *p, PyObject *name, data_attr_t *out)
 
 static int load_line_options(pxpy_protocol_t *p, pxpy_state *st)
 {
-    PyObject *v = class_lookup((PyTypeObject *)p->cls, PXPY_STR(st, LINES_MODE));
+    PyObject *v =
+        class_lookup((PyTypeObject *)p->cls, PXPY_STR(st, LINES_MODE));
     if (v == NULL && PyErr_Occurred())
         return -1;
     if (v != NULL) {
@@ -301,12 +303,13 @@ static PyType_Spec protocol_spec = {
 
 int pxpy_protocol_exec(PyObject *module, pxpy_state *st)
 {
-    st->protocol_type = (PyTypeObject *)PyType_FromModuleAndSpec(
-        module, &protocol_spec, NULL);
+    st->protocol_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &protocol_spec, NULL);
     return st->protocol_type ? 0 : -1;
 }
 
-/* ---- calling the protocol --------------------------------------------------- */
+/* ---- calling the protocol ---------------------------------------------------
+ */
 
 /* Calls callback cb with (transport[, arg]); a new reference or NULL. */
 static PyObject *call_member(pxpy_transport_t *t, int cb, PyObject *arg)
@@ -393,7 +396,8 @@ static bool may_deliver(pxpy_transport_t *t)
            !(atomic_load(&t->flags) & (PXPY_T_FAILED | PXPY_T_CLOSED));
 }
 
-/* ---- lines mode -------------------------------------------------------------- */
+/* ---- lines mode
+ * -------------------------------------------------------------- */
 
 static int line_too_long(pxpy_transport_t *t)
 {
@@ -473,7 +477,8 @@ static void deliver_lines(pxpy_transport_t *t, const char *data, size_t len)
     }
 }
 
-/* ---- engine callbacks --------------------------------------------------------- */
+/* ---- engine callbacks
+ * --------------------------------------------------------- */
 
 /* Creates the instance, then sends initial_bytes_to_send and runs
  * connection_made. */
@@ -506,8 +511,8 @@ pxpy_xproto_t *pxpy_xproto_new(pxpy_state *st, PyObject *cls, int workers)
     pxpy_xi_t *encoded = pxpy_xi_encode(st, cls, "register() protocol");
     if (encoded == NULL)
         return NULL;
-    pxpy_xproto_t *x = PyMem_RawCalloc(
-        1, sizeof(*x) + (size_t)workers * sizeof(PyObject *));
+    pxpy_xproto_t *x =
+        PyMem_RawCalloc(1, sizeof(*x) + (size_t)workers * sizeof(PyObject *));
     if (x == NULL) {
         pxpy_xi_free(encoded);
         PyErr_NoMemory();
@@ -594,10 +599,7 @@ static void prewarm_run(void *arg)
     PyMem_RawFree(p);
 }
 
-static void prewarm_cancel(void *arg)
-{
-    PyMem_RawFree(arg);
-}
+static void prewarm_cancel(void *arg) { PyMem_RawFree(arg); }
 
 void pxpy_xproto_prewarm(pxpy_state *st, pxpy_xproto_t *x, px_loop_t *loop)
 {
@@ -631,8 +633,8 @@ static pxpy_transport_t *client_in_worker(pxpy_transport_t *main_t,
     pxpy_runtime_t *rt = main_t->st->runtime;
     pxpy_state *wst = pxpy_interp_state(rt, px_current_worker());
     PyObject *protocol = resolve_protocol(wst, main_t->xproto);
-    pxpy_transport_t *t = protocol ? pxpy_transport_new_connection(wst, conn)
-                                   : NULL;
+    pxpy_transport_t *t =
+        protocol ? pxpy_transport_new_connection(wst, conn) : NULL;
     if (t == NULL) {
         Py_XDECREF(protocol);
         pxpy_report_callback_error(wst, "connecting a client");
@@ -822,8 +824,7 @@ static void on_close(px_conn_t *conn, int error)
     if (t->instance != NULL &&
         PROTOCOL(t)->cb_kind[PXPY_CB_CONNECTION_LOST] != CB_ABSENT) {
         PyObject *exc = close_reason(t->st, error);
-        PyObject *r = exc ? call_member(t, PXPY_CB_CONNECTION_LOST, exc)
-                          : NULL;
+        PyObject *r = exc ? call_member(t, PXPY_CB_CONNECTION_LOST, exc) : NULL;
         Py_XDECREF(exc);
         if (r == NULL)
             member_failed(t, "connection_lost");
@@ -834,8 +835,7 @@ static void on_close(px_conn_t *conn, int error)
     PyMem_RawFree(t->line_buf);
     t->line_buf = NULL;
     t->line_len = t->line_cap = 0;
-    if (atomic_fetch_and(&t->flags, ~(unsigned)PXPY_T_COUNTED) &
-        PXPY_T_COUNTED)
+    if (atomic_fetch_and(&t->flags, ~(unsigned)PXPY_T_COUNTED) & PXPY_T_COUNTED)
         pxpy_registered_add(t->st, -1);
     px_conn_set_data(conn, NULL);
     pxpy_transport_t *main_peer = t->main_peer;

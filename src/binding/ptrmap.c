@@ -14,8 +14,7 @@
 #define TOMBSTONE ((void *)1)
 #define MIN_CAPACITY 16
 
-static size_t
-slot_of(const void *key, size_t capacity)
+static size_t slot_of(const void *key, size_t capacity)
 {
     /* Fibonacci hashing: objects are 16-byte aligned, so the low bits carry
      * nothing; the multiplication spreads the rest over the whole word. */
@@ -23,8 +22,7 @@ slot_of(const void *key, size_t capacity)
     return (size_t)(h >> 32) & (capacity - 1);
 }
 
-static pxpy_ptrmap_slot_t *
-find(const pxpy_ptrmap_t *map, const void *key)
+static pxpy_ptrmap_slot_t *find(const pxpy_ptrmap_t *map, const void *key)
 {
     if (map->capacity == 0)
         return NULL;
@@ -38,8 +36,7 @@ find(const pxpy_ptrmap_t *map, const void *key)
     }
 }
 
-static int
-resize(pxpy_ptrmap_t *map, size_t capacity)
+static int resize(pxpy_ptrmap_t *map, size_t capacity)
 {
     pxpy_ptrmap_slot_t *slots = PyMem_RawCalloc(capacity, sizeof(*slots));
     if (slots == NULL)
@@ -61,15 +58,13 @@ resize(pxpy_ptrmap_t *map, size_t capacity)
     return 0;
 }
 
-void *
-pxpy_ptrmap_get(const pxpy_ptrmap_t *map, const void *key)
+void *pxpy_ptrmap_get(const pxpy_ptrmap_t *map, const void *key)
 {
     pxpy_ptrmap_slot_t *slot = find(map, key);
     return slot != NULL ? slot->value : NULL;
 }
 
-int
-pxpy_ptrmap_put(pxpy_ptrmap_t *map, void *key, void *value)
+int pxpy_ptrmap_put(pxpy_ptrmap_t *map, void *key, void *value)
 {
     if (find(map, key) != NULL)
         return 0;
@@ -94,8 +89,7 @@ pxpy_ptrmap_put(pxpy_ptrmap_t *map, void *key, void *value)
     return 1;
 }
 
-void *
-pxpy_ptrmap_remove(pxpy_ptrmap_t *map, const void *key)
+void *pxpy_ptrmap_remove(pxpy_ptrmap_t *map, const void *key)
 {
     pxpy_ptrmap_slot_t *slot = find(map, key);
     if (slot == NULL)
@@ -107,9 +101,8 @@ pxpy_ptrmap_remove(pxpy_ptrmap_t *map, const void *key)
     return value;
 }
 
-int
-pxpy_ptrmap_next(const pxpy_ptrmap_t *map, size_t *pos, void **key,
-                 void **value)
+int pxpy_ptrmap_next(const pxpy_ptrmap_t *map, size_t *pos, void **key,
+                     void **value)
 {
     while (*pos < map->capacity) {
         pxpy_ptrmap_slot_t *slot = &map->slots[(*pos)++];
@@ -122,8 +115,7 @@ pxpy_ptrmap_next(const pxpy_ptrmap_t *map, size_t *pos, void **key,
     return 0;
 }
 
-void
-pxpy_ptrmap_clear(pxpy_ptrmap_t *map)
+void pxpy_ptrmap_clear(pxpy_ptrmap_t *map)
 {
     PyMem_RawFree(map->slots);
     map->slots = NULL;

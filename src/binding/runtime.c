@@ -77,8 +77,8 @@ static void on_thread_start(void *data, int worker)
 {
     pxpy_runtime_t *rt = data;
     if (rt->interps != NULL) {
-        thread_tstate = worker >= 0 ? pxpy_interp_thread_tstate(rt, worker)
-                                    : NULL;
+        thread_tstate =
+            worker >= 0 ? pxpy_interp_thread_tstate(rt, worker) : NULL;
         return;
     }
     /* Created on the thread itself: on free-threaded builds a thread state
@@ -130,7 +130,6 @@ bool pxpy_is_main_thread(pxpy_state *st)
 {
     return pxpy_runtime_is_main(st->runtime);
 }
-
 
 static void wake_main(pxpy_runtime_t *rt)
 {
@@ -213,7 +212,8 @@ void pxpy_wake_protocol_waiters(pxpy_state *st)
     pthread_mutex_unlock(&rt->lock);
 }
 
-/* ---- the loop ------------------------------------------------------------- */
+/* ---- the loop -------------------------------------------------------------
+ */
 
 /* PYPARALLEL_WORKERS and PYPARALLEL_IO, checked here rather than quietly
  * replaced by defaults: a deployment that sets them wants to know they

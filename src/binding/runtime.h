@@ -25,7 +25,7 @@ typedef struct pxpy_call_s {
     PyObject *func, *args, *kwargs;
     bool waited;
     call_state_t state;
-    PyObject *result;     /* waited: the result, or NULL with exc */
+    PyObject *result; /* waited: the result, or NULL with exc */
     PyObject *exc;
     /* A call from a worker interpreter (func, args and kwargs NULL):
      * the call encoded (xwork.c); when waited, its result or exception
@@ -37,24 +37,24 @@ typedef struct pxpy_call_s {
 struct pxpy_runtime_s {
     pxpy_state *st;
     PyInterpreterState *interp;
-    unsigned long main_ident;      /* the interpreter's main thread */
+    unsigned long main_ident; /* the interpreter's main thread */
 
     PyMutex loop_lock;
     px_loop_t *_Atomic loop;
-    px_loop_t *retired;            /* the previous, stopped loop */
-    pxpy_interps_t *interps;       /* mode "interpreters": the workers'
-                                      interpreters while the loop runs */
+    px_loop_t *retired;               /* the previous, stopped loop */
+    pxpy_interps_t *interps;          /* mode "interpreters": the workers'
+                                         interpreters while the loop runs */
     struct pxpy_chanlist_s *channels; /* channel.c: the live channels */
-    PyObject *listeners;           /* listening transports of this loop */
+    PyObject *listeners;              /* listening transports of this loop */
 
     _Atomic Py_ssize_t registered;
     _Atomic Py_ssize_t pending;
     _Atomic uint64_t errors;
 
     pthread_mutex_t lock;
-    pthread_cond_t main_cond;      /* the main thread waits for calls */
-    pthread_cond_t done_cond;      /* waiters of waited calls */
-    pthread_cond_t protocol_cond;  /* engine threads wait for register() */
+    pthread_cond_t main_cond;     /* the main thread waits for calls */
+    pthread_cond_t done_cond;     /* waiters of waited calls */
+    pthread_cond_t protocol_cond; /* engine threads wait for register() */
     pxpy_call_t *head, *tail;
     bool stop_requested;
     bool shutting_down;

@@ -33,32 +33,30 @@
 #include <errno.h>
 #include <time.h>
 
-#define WAKE_INTERVAL_NS 100000000L   /* how often a waiter checks signals */
+#define WAKE_INTERVAL_NS 100000000L /* how often a waiter checks signals */
 #define INLINE_READERS 4
 
 typedef struct {
-    unsigned long thread;    /* PyThread_get_thread_ident() */
-    Py_ssize_t depth;        /* nested read holds of that thread */
+    unsigned long thread; /* PyThread_get_thread_ident() */
+    Py_ssize_t depth;     /* nested read holds of that thread */
 } reader_hold_t;
 
 typedef struct {
-    PyObject_HEAD
-    pthread_mutex_t mutex;
+    PyObject_HEAD pthread_mutex_t mutex;
     pthread_cond_t readers_cv;
     pthread_cond_t writers_cv;
-    unsigned long writer;            /* exclusive holder, 0: none */
-    Py_ssize_t writer_depth;         /* its nested holds, read or write */
+    unsigned long writer;    /* exclusive holder, 0: none */
+    Py_ssize_t writer_depth; /* its nested holds, read or write */
     Py_ssize_t writers_waiting;
-    reader_hold_t *readers;          /* one entry per thread holding it shared */
+    reader_hold_t *readers; /* one entry per thread holding it shared */
     Py_ssize_t nreaders;
     Py_ssize_t readers_capacity;
     reader_hold_t inline_readers[INLINE_READERS];
 } rwlock_object;
 
 typedef struct {
-    PyObject_HEAD
-    PyObject *lock;          /* an RWLock */
-    PyObject *target;        /* what __enter__ returns */
+    PyObject_HEAD PyObject *lock; /* an RWLock */
+    PyObject *target;             /* what __enter__ returns */
     int exclusive;
 } guard_object;
 
@@ -71,8 +69,7 @@ typedef enum {
 
 /* ---- the lock's state machine (called with l->mutex held) -------------- */
 
-static reader_hold_t *
-find_reader(rwlock_object *l, unsigned long me)
+static reader_hold_t *find_reader(rwlock_object *l, unsigned long me)
 {
     for (Py_ssize_t i = 0; i < l->nreaders; i++) {
         if (l->readers[i].thread == me)
@@ -81,8 +78,7 @@ find_reader(rwlock_object *l, unsigned long me)
     return NULL;
 }
 
-static int
-add_reader(rwlock_object *l, unsigned long me)
+static int add_reader(rwlock_object *l, unsigned long me)
 {
     if (l->nreaders == l->readers_capacity) {
         Py_ssize_t capacity = l->readers_capacity * 2;
@@ -91,8 +87,7 @@ add_reader(rwlock_object *l, unsigned long me)
             grown = PyMem_RawMalloc(capacity * sizeof(*grown));
             if (grown != NULL)
                 memcpy(grown, l->readers, l->nreaders * sizeof(*grown));
-        }
-        else {
+        } else {
             grown = PyMem_RawRealloc(l->readers, capacity * sizeof(*grown));
         }
         if (grown == NULL)
@@ -106,8 +101,7 @@ add_reader(rwlock_object *l, unsigned long me)
     return 0;
 }
 
-static attempt_t
-try_take(rwlock_object *l, unsigned long me, int exclusive)
+static attempt_t try_take(rwlock_object *l, unsigned long me, int exclusive)
 {
     if (l->writer == me) {
         l->writer_depth++;
@@ -133,8 +127,7 @@ try_take(rwlock_object *l, unsigned long me, int exclusive)
 }
 
 /* Returns 0, or -1 when the thread holds nothing to release. */
-static int
-give_back(rwlock_object *l, unsigned long me, int exclusive)
+static int give_back(rwlock_object *l, unsigned long me, int exclusive)
 {
     if (l->writer == me) {
         /* Every hold of the writer, read or write, is in writer_depth:
@@ -161,8 +154,7 @@ give_back(rwlock_object *l, unsigned long me, int exclusive)
 
 /* ---- taking and releasing, with the thread state handled -------------- */
 
-static void
-deadline_after(struct timespec *ts, long ns)
+static void deadline_after(struct timespec *ts, long ns)
 {
     clock_gettime(CLOCK_MONOTONIC, ts);
     ts->tv_nsec += ns;
@@ -175,18 +167,15 @@ deadline_after(struct timespec *ts, long ns)
 /* Locks l->mutex; the caller is attached. The mutex is only ever held for a
  * few instructions, but a thread that finds it taken still detaches first,
  * so that it never waits with its thread state attached. */
-static void
-lock_mutex(rwlock_object *l)
+static void lock_mutex(rwlock_object *l)
 {
     if (pthread_mutex_trylock(&l->mutex) == 0)
         return;
-    Py_BEGIN_ALLOW_THREADS
-    pthread_mutex_lock(&l->mutex);
+    Py_BEGIN_ALLOW_THREADS pthread_mutex_lock(&l->mutex);
     Py_END_ALLOW_THREADS
 }
 
-static int
-report(attempt_t got)
+static int report(attempt_t got)
 {
     switch (got) {
     case TAKEN:
@@ -207,15 +196,13 @@ report(attempt_t got)
     return -1;
 }
 
-static int
-take_slow(rwlock_object *l, unsigned long me, int exclusive)
+static int take_slow(rwlock_object *l, unsigned long me, int exclusive)
 {
     pthread_cond_t *cv = exclusive ? &l->writers_cv : &l->readers_cv;
-    int registered = 0;    /* counted in writers_waiting */
+    int registered = 0; /* counted in writers_waiting */
     attempt_t got;
     for (;;) {
-        Py_BEGIN_ALLOW_THREADS
-        struct timespec deadline;
+        Py_BEGIN_ALLOW_THREADS struct timespec deadline;
         deadline_after(&deadline, WAKE_INTERVAL_NS);
         pthread_mutex_lock(&l->mutex);
         got = try_take(l, me, exclusive);
@@ -234,9 +221,7 @@ take_slow(rwlock_object *l, unsigned long me, int exclusive)
             registered = 0;
         }
         pthread_mutex_unlock(&l->mutex);
-        Py_END_ALLOW_THREADS
-        if (got != BLOCKED)
-            return report(got);
+        Py_END_ALLOW_THREADS if (got != BLOCKED) return report(got);
         if (PyErr_CheckSignals() < 0)
             break;
     }
@@ -251,8 +236,7 @@ take_slow(rwlock_object *l, unsigned long me, int exclusive)
     return -1;
 }
 
-static int
-rwlock_take(rwlock_object *l, int exclusive)
+static int rwlock_take(rwlock_object *l, int exclusive)
 {
     unsigned long me = PyThread_get_thread_ident();
     if (pthread_mutex_trylock(&l->mutex) == 0) {
@@ -264,8 +248,7 @@ rwlock_take(rwlock_object *l, int exclusive)
     return take_slow(l, me, exclusive);
 }
 
-static int
-rwlock_release(rwlock_object *l, int exclusive)
+static int rwlock_release(rwlock_object *l, int exclusive)
 {
     unsigned long me = PyThread_get_thread_ident();
     lock_mutex(l);
@@ -282,8 +265,7 @@ rwlock_release(rwlock_object *l, int exclusive)
 
 /* ---- RWLock type ------------------------------------------------------ */
 
-static PyObject *
-rwlock_alloc(PyTypeObject *type)
+static PyObject *rwlock_alloc(PyTypeObject *type)
 {
     pthread_condattr_t attr;
     if (pthread_condattr_init(&attr) != 0)
@@ -301,19 +283,18 @@ rwlock_alloc(PyTypeObject *type)
     return (PyObject *)l;
 }
 
-static PyObject *
-rwlock_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+static PyObject *rwlock_tp_new(PyTypeObject *type, PyObject *args,
+                               PyObject *kwargs)
 {
-    if (PyTuple_GET_SIZE(args) != 0
-        || (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0)) {
+    if (PyTuple_GET_SIZE(args) != 0 ||
+        (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0)) {
         PyErr_SetString(PyExc_TypeError, "RWLock() takes no arguments");
         return NULL;
     }
     return rwlock_alloc(type);
 }
 
-static void
-rwlock_dealloc(PyObject *self)
+static void rwlock_dealloc(PyObject *self)
 {
     rwlock_object *l = (rwlock_object *)self;
     PyTypeObject *type = Py_TYPE(self);
@@ -326,8 +307,7 @@ rwlock_dealloc(PyObject *self)
     Py_DECREF(type);
 }
 
-static PyObject *
-rwlock_guard(PyObject *self, int exclusive)
+static PyObject *rwlock_guard(PyObject *self, int exclusive)
 {
     pxpy_state *st = pxpy_state_from_type(Py_TYPE(self));
     if (st == NULL)
@@ -340,20 +320,17 @@ rwlock_guard(PyObject *self, int exclusive)
     return pxpy_lock_guard_new(st, self, Py_None, exclusive);
 }
 
-static PyObject *
-rwlock_read(PyObject *self, PyObject *Py_UNUSED(ignored))
+static PyObject *rwlock_read(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     return rwlock_guard(self, 0);
 }
 
-static PyObject *
-rwlock_write(PyObject *self, PyObject *Py_UNUSED(ignored))
+static PyObject *rwlock_write(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     return rwlock_guard(self, 1);
 }
 
-static PyObject *
-rwlock_repr(PyObject *self)
+static PyObject *rwlock_repr(PyObject *self)
 {
     rwlock_object *l = (rwlock_object *)self;
     lock_mutex(l);
@@ -361,25 +338,27 @@ rwlock_repr(PyObject *self)
     int writer = l->writer != 0;
     Py_ssize_t waiting = l->writers_waiting;
     pthread_mutex_unlock(&l->mutex);
-    return PyUnicode_FromFormat("<%s readers=%zd writer=%s writers_waiting=%zd>",
-                                Py_TYPE(self)->tp_name, readers,
-                                writer ? "True" : "False", waiting);
+    return PyUnicode_FromFormat(
+        "<%s readers=%zd writer=%s writers_waiting=%zd>",
+        Py_TYPE(self)->tp_name, readers, writer ? "True" : "False", waiting);
 }
 
 PyDoc_STRVAR(rwlock_read_doc,
-"read() -> LockGuard\n\n"
-"A context manager holding the lock shared for the with-block.");
-PyDoc_STRVAR(rwlock_write_doc,
-"write() -> LockGuard\n\n"
-"A context manager holding the lock exclusively for the with-block.");
-PyDoc_STRVAR(rwlock_doc,
-"RWLock()\n--\n\n"
-"A lock for many readers or one writer, usable from any thread.\n\n"
-"Holds nest per thread: read inside read, write inside write and read\n"
-"inside write are allowed; write inside read (an upgrade) raises\n"
-"RuntimeError. A waiting writer holds back new readers. Objects whose\n"
-"__px_rwlock__ attribute is an RWLock (px.dict, px.list) count as\n"
-"protected: px.read_lock()/px.write_lock() use that lock.");
+             "read() -> LockGuard\n\n"
+             "A context manager holding the lock shared for the with-block.");
+PyDoc_STRVAR(
+    rwlock_write_doc,
+    "write() -> LockGuard\n\n"
+    "A context manager holding the lock exclusively for the with-block.");
+PyDoc_STRVAR(
+    rwlock_doc,
+    "RWLock()\n--\n\n"
+    "A lock for many readers or one writer, usable from any thread.\n\n"
+    "Holds nest per thread: read inside read, write inside write and read\n"
+    "inside write are allowed; write inside read (an upgrade) raises\n"
+    "RuntimeError. A waiting writer holds back new readers. Objects whose\n"
+    "__px_rwlock__ attribute is an RWLock (px.dict, px.list) count as\n"
+    "protected: px.read_lock()/px.write_lock() use that lock.");
 
 static PyMethodDef rwlock_methods[] = {
     {"read", rwlock_read, METH_NOARGS, rwlock_read_doc},
@@ -388,12 +367,9 @@ static PyMethodDef rwlock_methods[] = {
 };
 
 static PyType_Slot rwlock_slots[] = {
-    {Py_tp_new, rwlock_tp_new},
-    {Py_tp_dealloc, rwlock_dealloc},
-    {Py_tp_repr, rwlock_repr},
-    {Py_tp_methods, rwlock_methods},
-    {Py_tp_doc, (void *)rwlock_doc},
-    {0, NULL},
+    {Py_tp_new, rwlock_tp_new},      {Py_tp_dealloc, rwlock_dealloc},
+    {Py_tp_repr, rwlock_repr},       {Py_tp_methods, rwlock_methods},
+    {Py_tp_doc, (void *)rwlock_doc}, {0, NULL},
 };
 
 static PyType_Spec rwlock_spec = {
@@ -403,14 +379,12 @@ static PyType_Spec rwlock_spec = {
     .slots = rwlock_slots,
 };
 
-int
-pxpy_rwlock_check(pxpy_state *st, PyObject *obj)
+int pxpy_rwlock_check(pxpy_state *st, PyObject *obj)
 {
     return Py_IS_TYPE(obj, st->shared->rwlock_type);
 }
 
-PyObject *
-pxpy_rwlock_new(pxpy_state *st)
+PyObject *pxpy_rwlock_new(pxpy_state *st)
 {
     PyTypeObject *type = st->shared->rwlock_type;
     return rwlock_alloc(type);
@@ -418,9 +392,8 @@ pxpy_rwlock_new(pxpy_state *st)
 
 /* ---- LockGuard type --------------------------------------------------- */
 
-PyObject *
-pxpy_lock_guard_new(pxpy_state *st, PyObject *lock, PyObject *target,
-                    int exclusive)
+PyObject *pxpy_lock_guard_new(pxpy_state *st, PyObject *lock, PyObject *target,
+                              int exclusive)
 {
     guard_object *g = PyObject_GC_New(guard_object, st->lock_guard_type);
     if (g == NULL)
@@ -432,8 +405,7 @@ pxpy_lock_guard_new(pxpy_state *st, PyObject *lock, PyObject *target,
     return (PyObject *)g;
 }
 
-static int
-guard_traverse(PyObject *self, visitproc visit, void *arg)
+static int guard_traverse(PyObject *self, visitproc visit, void *arg)
 {
     guard_object *g = (guard_object *)self;
     Py_VISIT(Py_TYPE(self));
@@ -442,8 +414,7 @@ guard_traverse(PyObject *self, visitproc visit, void *arg)
     return 0;
 }
 
-static int
-guard_clear(PyObject *self)
+static int guard_clear(PyObject *self)
 {
     guard_object *g = (guard_object *)self;
     Py_CLEAR(g->lock);
@@ -451,8 +422,7 @@ guard_clear(PyObject *self)
     return 0;
 }
 
-static void
-guard_dealloc(PyObject *self)
+static void guard_dealloc(PyObject *self)
 {
     PyTypeObject *type = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
@@ -461,8 +431,7 @@ guard_dealloc(PyObject *self)
     Py_DECREF(type);
 }
 
-static PyObject *
-guard_enter(PyObject *self, PyObject *Py_UNUSED(ignored))
+static PyObject *guard_enter(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     guard_object *g = (guard_object *)self;
     if (g->lock == NULL) {
@@ -474,9 +443,8 @@ guard_enter(PyObject *self, PyObject *Py_UNUSED(ignored))
     return Py_NewRef(g->target);
 }
 
-static PyObject *
-guard_exit(PyObject *self, PyObject *const *Py_UNUSED(args),
-           Py_ssize_t Py_UNUSED(nargs))
+static PyObject *guard_exit(PyObject *self, PyObject *const *Py_UNUSED(args),
+                            Py_ssize_t Py_UNUSED(nargs))
 {
     guard_object *g = (guard_object *)self;
     if (g->lock == NULL) {
@@ -488,8 +456,7 @@ guard_exit(PyObject *self, PyObject *const *Py_UNUSED(args),
     Py_RETURN_FALSE;
 }
 
-static PyObject *
-guard_get_exclusive(PyObject *self, void *Py_UNUSED(closure))
+static PyObject *guard_get_exclusive(PyObject *self, void *Py_UNUSED(closure))
 {
     return PyBool_FromLong(((guard_object *)self)->exclusive);
 }
@@ -508,11 +475,12 @@ static PyGetSetDef guard_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-PyDoc_STRVAR(guard_doc,
-"A context manager returned by read_lock()/write_lock(): __enter__ takes\n"
-"the lock for the calling thread, __exit__ releases that thread's hold.\n"
-"Holds are tracked per thread, so one guard may be entered by several\n"
-"threads and nested.");
+PyDoc_STRVAR(
+    guard_doc,
+    "A context manager returned by read_lock()/write_lock(): __enter__ takes\n"
+    "the lock for the calling thread, __exit__ releases that thread's hold.\n"
+    "Holds are tracked per thread, so one guard may be entered by several\n"
+    "threads and nested.");
 
 static PyType_Slot guard_slots[] = {
     {Py_tp_dealloc, guard_dealloc},
@@ -527,22 +495,21 @@ static PyType_Slot guard_slots[] = {
 static PyType_Spec guard_spec = {
     .name = "pyparallel._core.LockGuard",
     .basicsize = sizeof(guard_object),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE
-             | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE |
+             Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = guard_slots,
 };
 
-int
-pxpy_rwlock_exec(PyObject *module, pxpy_state *st)
+int pxpy_rwlock_exec(PyObject *module, pxpy_state *st)
 {
-    st->shared->rwlock_type = (PyTypeObject *)PyType_FromModuleAndSpec(
-        module, &rwlock_spec, NULL);
+    st->shared->rwlock_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &rwlock_spec, NULL);
     if (st->shared->rwlock_type == NULL)
         return -1;
     if (PyModule_AddType(module, st->shared->rwlock_type) < 0)
         return -1;
-    st->lock_guard_type = (PyTypeObject *)PyType_FromModuleAndSpec(
-        module, &guard_spec, NULL);
+    st->lock_guard_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &guard_spec, NULL);
     if (st->lock_guard_type == NULL)
         return -1;
     return PyModule_AddType(module, st->lock_guard_type);

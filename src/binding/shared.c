@@ -26,11 +26,10 @@
 #include <time.h>
 #include <unistd.h>
 #if defined(__x86_64__) || defined(__i386__)
-#  include <x86intrin.h>
+#include <x86intrin.h>
 #endif
 
-pxpy_state *
-pxpy_shared_state(PyObject *module)
+pxpy_state *pxpy_shared_state(PyObject *module)
 {
     pxpy_state *st = pxpy_get_state(module);
     if (st == NULL || st->shared == NULL) {
@@ -51,8 +50,7 @@ static const char month_names[12][4] = {
     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 };
 
-static void
-put_digits(char *p, int value, int width)
+static void put_digits(char *p, int value, int width)
 {
     for (int i = width - 1; i >= 0; i--) {
         p[i] = (char)('0' + value % 10);
@@ -61,8 +59,7 @@ put_digits(char *p, int value, int width)
 }
 
 /* "Sun, 06 Nov 1994 08:49:37 GMT": fixed width, C locale by construction. */
-static void
-format_http_date(time_t second, char out[PXPY_HTTP_DATE_LEN])
+static void format_http_date(time_t second, char out[PXPY_HTTP_DATE_LEN])
 {
     struct tm tm;
     gmtime_r(&second, &tm);
@@ -83,21 +80,20 @@ format_http_date(time_t second, char out[PXPY_HTTP_DATE_LEN])
 }
 
 /* Reads the cache; returns 1 with out filled when it holds `second`. */
-static int
-read_cached_date(pxpy_shared_t *sh, long long second,
-                 char out[PXPY_HTTP_DATE_LEN])
+static int read_cached_date(pxpy_shared_t *sh, long long second,
+                            char out[PXPY_HTTP_DATE_LEN])
 {
     unsigned long long words[PXPY_HTTP_DATE_WORDS];
     for (int attempt = 0; attempt < 4; attempt++) {
-        unsigned long before = atomic_load_explicit(&sh->date_seq,
-                                                    memory_order_acquire);
+        unsigned long before =
+            atomic_load_explicit(&sh->date_seq, memory_order_acquire);
         if (before & 1)
-            continue;    /* a writer is in the middle of an update */
-        long long cached = atomic_load_explicit(&sh->date_second,
-                                                memory_order_relaxed);
+            continue; /* a writer is in the middle of an update */
+        long long cached =
+            atomic_load_explicit(&sh->date_second, memory_order_relaxed);
         for (int i = 0; i < PXPY_HTTP_DATE_WORDS; i++)
-            words[i] = atomic_load_explicit(&sh->date_words[i],
-                                            memory_order_relaxed);
+            words[i] =
+                atomic_load_explicit(&sh->date_words[i], memory_order_relaxed);
         atomic_thread_fence(memory_order_acquire);
         if (atomic_load_explicit(&sh->date_seq, memory_order_relaxed) != before)
             continue;
@@ -109,9 +105,8 @@ read_cached_date(pxpy_shared_t *sh, long long second,
     return 0;
 }
 
-static void
-publish_date(pxpy_shared_t *sh, long long second,
-             const char text[PXPY_HTTP_DATE_LEN])
+static void publish_date(pxpy_shared_t *sh, long long second,
+                         const char text[PXPY_HTTP_DATE_LEN])
 {
     /* One writer at a time; a thread that loses the race keeps its own
      * formatted copy instead of waiting. */
@@ -119,8 +114,8 @@ publish_date(pxpy_shared_t *sh, long long second,
         return;
     unsigned long long words[PXPY_HTTP_DATE_WORDS] = {0};
     memcpy(words, text, PXPY_HTTP_DATE_LEN);
-    unsigned long seq = atomic_load_explicit(&sh->date_seq,
-                                             memory_order_relaxed);
+    unsigned long seq =
+        atomic_load_explicit(&sh->date_seq, memory_order_relaxed);
     atomic_store_explicit(&sh->date_seq, seq + 1, memory_order_relaxed);
     atomic_thread_fence(memory_order_release);
     atomic_store_explicit(&sh->date_second, second, memory_order_relaxed);
@@ -131,8 +126,7 @@ publish_date(pxpy_shared_t *sh, long long second,
     atomic_store_explicit(&sh->date_writing, 0, memory_order_release);
 }
 
-void
-pxpy_http_date(pxpy_shared_t *sh, char out[PXPY_HTTP_DATE_LEN])
+void pxpy_http_date(pxpy_shared_t *sh, char out[PXPY_HTTP_DATE_LEN])
 {
     /* The coarse clock (the kernel's last tick, a few ms behind at most) is
      * the cheapest read there is, and a Date header needs only seconds. */
@@ -144,8 +138,7 @@ pxpy_http_date(pxpy_shared_t *sh, char out[PXPY_HTTP_DATE_LEN])
     publish_date(sh, (long long)now.tv_sec, out);
 }
 
-static PyObject *
-gmtime_now(PyObject *module, PyObject *Py_UNUSED(ignored))
+static PyObject *gmtime_now(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     pxpy_state *st = pxpy_shared_state(module);
     if (st == NULL)
@@ -157,22 +150,22 @@ gmtime_now(PyObject *module, PyObject *Py_UNUSED(ignored))
 
 /* ---- rdtsc(), cpu_count(), thread_seq_id() ----------------------------- */
 
-static PyObject *
-rdtsc(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+static PyObject *rdtsc(PyObject *Py_UNUSED(module),
+                       PyObject *Py_UNUSED(ignored))
 {
 #if defined(__x86_64__) || defined(__i386__)
     return PyLong_FromUnsignedLongLong(__rdtsc());
 #else
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
-    return PyLong_FromUnsignedLongLong(
-        (unsigned long long)now.tv_sec * 1000000000ULL
-        + (unsigned long long)now.tv_nsec);
+    return PyLong_FromUnsignedLongLong((unsigned long long)now.tv_sec *
+                                           1000000000ULL +
+                                       (unsigned long long)now.tv_nsec);
 #endif
 }
 
-static PyObject *
-cpu_count(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+static PyObject *cpu_count(PyObject *Py_UNUSED(module),
+                           PyObject *Py_UNUSED(ignored))
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return PyLong_FromLong(n > 0 ? n : 1);
@@ -180,8 +173,7 @@ cpu_count(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 
 /* The calling thread's number, assigned on first use; -1 when out of
  * memory (no exception set). */
-static long
-thread_number(pxpy_shared_t *sh)
+static long thread_number(pxpy_shared_t *sh)
 {
     /* Stored plus one, so that 0 (the key's initial value) means "none". */
     uintptr_t stored = (uintptr_t)pthread_getspecific(sh->thread_seq_key);
@@ -193,8 +185,7 @@ thread_number(pxpy_shared_t *sh)
     return (long)(stored - 1);
 }
 
-static PyObject *
-thread_seq_id(PyObject *module, PyObject *Py_UNUSED(ignored))
+static PyObject *thread_seq_id(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     pxpy_state *st = pxpy_shared_state(module);
     if (st == NULL)
@@ -203,20 +194,23 @@ thread_seq_id(PyObject *module, PyObject *Py_UNUSED(ignored))
     return number < 0 ? PyErr_NoMemory() : PyLong_FromLong(number);
 }
 
-PyDoc_STRVAR(rdtsc_doc,
-"rdtsc() -> int\n\n"
-"The CPU's time-stamp counter (x86); elsewhere CLOCK_MONOTONIC in ns.");
-PyDoc_STRVAR(gmtime_doc,
-"gmtime() -> str\n\n"
-"The current time as an RFC 9110 IMF-fixdate, for an HTTP Date header:\n"
-"'Sun, 06 Nov 1994 08:49:37 GMT'. Formatted once per second.");
+PyDoc_STRVAR(
+    rdtsc_doc,
+    "rdtsc() -> int\n\n"
+    "The CPU's time-stamp counter (x86); elsewhere CLOCK_MONOTONIC in ns.");
+PyDoc_STRVAR(
+    gmtime_doc,
+    "gmtime() -> str\n\n"
+    "The current time as an RFC 9110 IMF-fixdate, for an HTTP Date header:\n"
+    "'Sun, 06 Nov 1994 08:49:37 GMT'. Formatted once per second.");
 PyDoc_STRVAR(cpu_count_doc,
-"cpu_count() -> int\n\nThe number of logical CPUs online.");
-PyDoc_STRVAR(thread_seq_id_doc,
-"thread_seq_id() -> int\n\n"
-"A small number for the calling OS thread: 0 for the thread that imported\n"
-"pyparallel (normally the main thread), then 1, 2... in the order threads\n"
-"first call it; never reused.");
+             "cpu_count() -> int\n\nThe number of logical CPUs online.");
+PyDoc_STRVAR(
+    thread_seq_id_doc,
+    "thread_seq_id() -> int\n\n"
+    "A small number for the calling OS thread: 0 for the thread that imported\n"
+    "pyparallel (normally the main thread), then 1, 2... in the order threads\n"
+    "first call it; never reused.");
 
 static PyMethodDef introspection_functions[] = {
     {"rdtsc", rdtsc, METH_NOARGS, rdtsc_doc},
@@ -228,8 +222,7 @@ static PyMethodDef introspection_functions[] = {
 
 /* ---- the sub-state's lifecycle ----------------------------------------- */
 
-int
-pxpy_shared_exec(PyObject *module, pxpy_state *st)
+int pxpy_shared_exec(PyObject *module, pxpy_state *st)
 {
     pxpy_shared_t *sh = PyMem_RawCalloc(1, sizeof(*sh));
     if (sh == NULL) {
@@ -253,11 +246,9 @@ pxpy_shared_exec(PyObject *module, pxpy_state *st)
         PyErr_NoMemory();
         return -1;
     }
-    if (pxpy_rwlock_exec(module, st) < 0
-        || pxpy_protect_exec(module, st) < 0
-        || pxpy_xlist_exec(module, st) < 0
-        || pxpy_eternal_exec(module, st) < 0
-        || PyModule_AddFunctions(module, introspection_functions) < 0)
+    if (pxpy_rwlock_exec(module, st) < 0 || pxpy_protect_exec(module, st) < 0 ||
+        pxpy_xlist_exec(module, st) < 0 || pxpy_eternal_exec(module, st) < 0 ||
+        PyModule_AddFunctions(module, introspection_functions) < 0)
         return -1;
     return 0;
 }
@@ -265,8 +256,7 @@ pxpy_shared_exec(PyObject *module, pxpy_state *st)
 /* st->xlist_type and st->lock_guard_type are created here but visited by
  * module.c's traverse with the rest of pxpy_state; visiting them twice
  * would make the GC undercount their outside references. */
-int
-pxpy_shared_traverse(pxpy_state *st, visitproc visit, void *arg)
+int pxpy_shared_traverse(pxpy_state *st, visitproc visit, void *arg)
 {
     if (st->shared == NULL)
         return 0;
@@ -275,8 +265,7 @@ pxpy_shared_traverse(pxpy_state *st, visitproc visit, void *arg)
 }
 
 /* Safe to call more than once and after a failed exec. */
-void
-pxpy_shared_free(pxpy_state *st)
+void pxpy_shared_free(pxpy_state *st)
 {
     Py_CLEAR(st->xlist_type);
     Py_CLEAR(st->lock_guard_type);

@@ -39,9 +39,9 @@ typedef struct {
 
 typedef struct {
     pxpy_ptrmap_slot_t *slots;
-    size_t capacity;    /* a power of two, or 0 before the first insert */
-    size_t live;        /* keys present */
-    size_t used;        /* keys present plus removed slots */
+    size_t capacity; /* a power of two, or 0 before the first insert */
+    size_t live;     /* keys present */
+    size_t used;     /* keys present plus removed slots */
 } pxpy_ptrmap_t;
 
 /* The value stored under key, or NULL. */
@@ -64,12 +64,12 @@ void pxpy_ptrmap_clear(pxpy_ptrmap_t *map);
  * server reads it on every request from every worker and it changes once a
  * second. The text lives in atomic words so that readers racing with the
  * writer stay within C11's rules; they retry when the sequence moved. */
-#define PXPY_HTTP_DATE_LEN 29   /* "Sun, 06 Nov 1994 08:49:37 GMT" */
-#define PXPY_HTTP_DATE_WORDS 4  /* 32 bytes of text */
+#define PXPY_HTTP_DATE_LEN 29  /* "Sun, 06 Nov 1994 08:49:37 GMT" */
+#define PXPY_HTTP_DATE_WORDS 4 /* 32 bytes of text */
 
 struct pxpy_shared_s {
     PyTypeObject *rwlock_type;
-    PyObject *str_rwlock_attr;          /* interned "__px_rwlock__" */
+    PyObject *str_rwlock_attr; /* interned "__px_rwlock__" */
 
     /* protect(): object → RWLock, both strong references. The mutex is
      * held only for table operations: never across a Python call, a
@@ -84,9 +84,9 @@ struct pxpy_shared_s {
     int thread_seq_key_valid;
 
     /* gmtime(): see PXPY_HTTP_DATE_LEN. date_seq is odd while written. */
-    atomic_bool date_writing;           /* one writer; others format locally */
+    atomic_bool date_writing; /* one writer; others format locally */
     atomic_ulong date_seq;
-    atomic_llong date_second;           /* -1: nothing cached yet */
+    atomic_llong date_second; /* -1: nothing cached yet */
     atomic_ullong date_words[PXPY_HTTP_DATE_WORDS];
 };
 
@@ -112,8 +112,8 @@ int pxpy_rwlock_check(pxpy_state *st, PyObject *obj);
 PyObject *pxpy_rwlock_new(pxpy_state *st);
 /* A new LockGuard that takes lock (an RWLock) in __enter__, shared or
  * exclusive, and returns target from __enter__. */
-PyObject *pxpy_lock_guard_new(pxpy_state *st, PyObject *lock,
-                              PyObject *target, int exclusive);
+PyObject *pxpy_lock_guard_new(pxpy_state *st, PyObject *lock, PyObject *target,
+                              int exclusive);
 
 /* ---- immortal objects (eternal.c) -------------------------------------- */
 

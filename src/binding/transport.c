@@ -35,12 +35,13 @@
 static const char sendable_kinds[] =
     "bytes, bytearray, memoryview, str or a tuple of those";
 
-/* ---- gathering data ------------------------------------------------------- */
+/* ---- gathering data -------------------------------------------------------
+ */
 
 /* What one gathered element holds on to until the send returns. */
 typedef struct {
-    Py_buffer view;              /* view.obj != NULL: an exported buffer */
-    PyObject *owner;             /* UTF-8 bytes of a non-ASCII str */
+    Py_buffer view;  /* view.obj != NULL: an exported buffer */
+    PyObject *owner; /* UTF-8 bytes of a non-ASCII str */
 } held_t;
 
 /* Points iov at o's bytes. Returns 0, 1 when o is not sendable (no
@@ -249,7 +250,8 @@ int64_t pxpy_transport_send(pxpy_transport_t *t, PyObject *data,
     return result;
 }
 
-/* ---- addresses -------------------------------------------------------------- */
+/* ---- addresses --------------------------------------------------------------
+ */
 
 /* Resolves host ("" for every IPv4 address) to a numeric address, the way
  * the engine would, so that sockname reports what is really bound. */
@@ -265,15 +267,14 @@ static int resolve_numeric(pxpy_state *st, const char *host, char *out,
                              .ai_socktype = SOCK_STREAM};
     struct addrinfo *res = NULL;
     int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = getaddrinfo(host, NULL, &hints, &res);
+    Py_BEGIN_ALLOW_THREADS rc = getaddrinfo(host, NULL, &hints, &res);
     if (rc == 0)
         rc = getnameinfo(res->ai_addr, res->ai_addrlen, out, (socklen_t)outlen,
                          NULL, 0, NI_NUMERICHOST);
     if (res)
         freeaddrinfo(res);
-    Py_END_ALLOW_THREADS
-    if (rc != 0) {
+    Py_END_ALLOW_THREADS if (rc != 0)
+    {
         PyErr_Format(PyExc_OSError, "cannot resolve host '%.200s': %s", host,
                      gai_strerror(rc));
         return -1;
@@ -349,8 +350,7 @@ static PyObject *transport_get_sockname(PyObject *op, void *Py_UNUSED(c))
 static pxpy_transport_t *transport_alloc(pxpy_state *st,
                                          pxpy_transport_kind_t kind)
 {
-    pxpy_transport_t *t = PyObject_GC_New(pxpy_transport_t,
-                                          st->transport_type);
+    pxpy_transport_t *t = PyObject_GC_New(pxpy_transport_t, st->transport_type);
     if (t == NULL)
         return NULL;
     t->st = st;
@@ -370,8 +370,7 @@ static pxpy_transport_t *transport_alloc(pxpy_state *st,
     return t;
 }
 
-pxpy_transport_t *pxpy_transport_new_connection(pxpy_state *st,
-                                                px_conn_t *conn)
+pxpy_transport_t *pxpy_transport_new_connection(pxpy_state *st, px_conn_t *conn)
 {
     pxpy_transport_t *t = transport_alloc(st, PXPY_TRANSPORT_CONNECTION);
     if (t == NULL)
@@ -394,8 +393,7 @@ PyObject *pxpy_transport_handle(pxpy_state *st, px_conn_t *conn)
 /* Drops the registration count of t, once. */
 static void uncount(pxpy_transport_t *t)
 {
-    if (atomic_fetch_and(&t->flags, ~(unsigned)PXPY_T_COUNTED) &
-        PXPY_T_COUNTED)
+    if (atomic_fetch_and(&t->flags, ~(unsigned)PXPY_T_COUNTED) & PXPY_T_COUNTED)
         pxpy_registered_add(t->st, -1);
 }
 
@@ -457,12 +455,13 @@ static PyObject *transport_repr(PyObject *op)
                                 t->peer_port, state);
 }
 
-/* ---- methods ------------------------------------------------------------------ */
+/* ---- methods
+ * ------------------------------------------------------------------ */
 
 static PyObject *transport_send(PyObject *op, PyObject *data)
 {
-    int64_t id = pxpy_transport_send((pxpy_transport_t *)op, data, "send() got",
-                                     false);
+    int64_t id =
+        pxpy_transport_send((pxpy_transport_t *)op, data, "send() got", false);
     return id < 0 ? NULL : PyLong_FromLongLong(id);
 }
 
@@ -494,8 +493,8 @@ static PyObject *transport_is_closing(PyObject *op,
                                       PyObject *Py_UNUSED(ignored))
 {
     pxpy_transport_t *t = (pxpy_transport_t *)op;
-    return PyBool_FromLong((atomic_load(&t->flags) &
-                            (PXPY_T_CLOSING | PXPY_T_CLOSED)) != 0);
+    return PyBool_FromLong(
+        (atomic_load(&t->flags) & (PXPY_T_CLOSING | PXPY_T_CLOSED)) != 0);
 }
 
 static PyObject *reading(PyObject *op, bool pause)
@@ -555,8 +554,7 @@ static int open_file(PyObject *path, int *fd, off_t *size)
     const char *name = PyBytes_AS_STRING(encoded);
     int err = 0;
     struct stat sb;
-    Py_BEGIN_ALLOW_THREADS
-    *fd = open(name, O_RDONLY | O_CLOEXEC);
+    Py_BEGIN_ALLOW_THREADS *fd = open(name, O_RDONLY | O_CLOEXEC);
     if (*fd < 0)
         err = errno;
     else if (fstat(*fd, &sb) < 0)
@@ -567,8 +565,7 @@ static int open_file(PyObject *path, int *fd, off_t *size)
         close(*fd);
         *fd = -1;
     }
-    Py_END_ALLOW_THREADS
-    Py_DECREF(encoded);
+    Py_END_ALLOW_THREADS Py_DECREF(encoded);
     if (err) {
         errno = err;
         PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
@@ -636,8 +633,8 @@ static PyObject *transport_sendfile_ranged(PyObject *op, PyObject *args)
 {
     PyObject *before, *path, *after;
     long long offset, nbytes;
-    if (!PyArg_ParseTuple(args, "OOOLL:sendfile_ranged", &before, &path,
-                          &after, &offset, &nbytes))
+    if (!PyArg_ParseTuple(args, "OOOLL:sendfile_ranged", &before, &path, &after,
+                          &offset, &nbytes))
         return NULL;
     return send_file((pxpy_transport_t *)op, before, path, after, offset,
                      nbytes, false);
@@ -669,7 +666,8 @@ static PyMethodDef transport_methods[] = {
 static PyGetSetDef transport_getset[] = {
     {"peername", transport_get_peername, NULL,
      "The remote address as (host, port); None for a listener or before "
-     "connecting.", NULL},
+     "connecting.",
+     NULL},
     {"sockname", transport_get_sockname, NULL,
      "The local address as (host, port).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
@@ -695,7 +693,8 @@ static PyType_Spec transport_spec = {
     .slots = transport_slots,
 };
 
-/* ---- server, client, register ---------------------------------------------- */
+/* ---- server, client, register ----------------------------------------------
+ */
 
 static PyObject *server(PyObject *module, PyObject *args, PyObject *kwargs)
 {
@@ -786,8 +785,8 @@ static int connect_client(pxpy_state *st, pxpy_transport_t *t, px_loop_t *loop)
 {
     px_conn_t *conn = NULL;
     Py_INCREF(t); /* the connection's, released after connection_lost */
-    int rc = px_connect(loop, t->peer_host, t->peer_port,
-                        &pxpy_conn_callbacks, t, &conn);
+    int rc = px_connect(loop, t->peer_host, t->peer_port, &pxpy_conn_callbacks,
+                        t, &conn);
     if (rc < 0) {
         Py_DECREF(t);
         char where[PXPY_HOST_MAX + 16];
@@ -878,7 +877,8 @@ static PyObject *register_protocol(PyObject *module, PyObject *args,
     pxpy_registered_add(st, 1);
     if (xproto != NULL && t->kind == PXPY_TRANSPORT_LISTENER)
         pxpy_xproto_prewarm(st, xproto, loop);
-    if (t->kind == PXPY_TRANSPORT_CONNECTION && connect_client(st, t, loop) < 0) {
+    if (t->kind == PXPY_TRANSPORT_CONNECTION &&
+        connect_client(st, t, loop) < 0) {
         uncount(t);
         atomic_fetch_or(&t->flags, PXPY_T_CLOSED);
         return NULL;
@@ -904,8 +904,8 @@ static PyMethodDef transport_module_methods[] = {
 
 int pxpy_transport_exec(PyObject *module, pxpy_state *st)
 {
-    st->transport_type = (PyTypeObject *)PyType_FromModuleAndSpec(
-        module, &transport_spec, NULL);
+    st->transport_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &transport_spec, NULL);
     if (st->transport_type == NULL)
         return -1;
     if (PyModule_AddType(module, st->transport_type) < 0)

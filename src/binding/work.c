@@ -27,7 +27,8 @@
 #include <math.h>
 #include <stdatomic.h>
 
-/* ---- submit_work ---------------------------------------------------------- */
+/* ---- submit_work ----------------------------------------------------------
+ */
 
 int pxpy_immortalize_func(PyObject *func)
 {
@@ -51,12 +52,12 @@ int pxpy_immortalize_func(PyObject *func)
 typedef struct {
     pxpy_state *st;
     PyObject *future;
-    PyObject *callback;          /* or NULL */
-    PyObject *errback;           /* or NULL */
-    PyObject *kwnames;           /* or NULL */
-    Py_ssize_t nargs;            /* positional arguments of func */
-    Py_ssize_t nvalues;          /* 1 (func) + nargs + keyword values */
-    PyObject *argv[];            /* func, arguments, keyword values */
+    PyObject *callback; /* or NULL */
+    PyObject *errback;  /* or NULL */
+    PyObject *kwnames;  /* or NULL */
+    Py_ssize_t nargs;   /* positional arguments of func */
+    Py_ssize_t nvalues; /* 1 (func) + nargs + keyword values */
+    PyObject *argv[];   /* func, arguments, keyword values */
 } work_item_t;
 
 static void work_item_free(work_item_t *w)
@@ -69,7 +70,6 @@ static void work_item_free(work_item_t *w)
     Py_DECREF(w->future);
     PyMem_Free(w);
 }
-
 
 void pxpy_call_hook(pxpy_state *st, PyObject *hook, PyObject *arg,
                     const char *where)
@@ -96,8 +96,7 @@ static void work_run(void *arg)
             (size_t)w->nargs | PY_VECTORCALL_ARGUMENTS_OFFSET, w->kwnames);
         if (result != NULL) {
             if (w->callback)
-                pxpy_call_hook(st, w->callback, result,
-                               "submit_work callback");
+                pxpy_call_hook(st, w->callback, result, "submit_work callback");
             if (pxpy_future_set_result(w->future, result) < 0)
                 pxpy_report_callback_error(st, "submit_work (the future)");
             Py_DECREF(result);
@@ -151,8 +150,8 @@ static PyObject *submit_crossing(pxpy_state *st, px_loop_t *loop,
         return pxpy_xwork_submit(st, loop, args, nargs, kwnames, args + nargs,
                                  callback, errback);
     PyObject *names = PyTuple_New(nkw - own);
-    PyObject **values = PyMem_Malloc((size_t)(nkw - own + 1) *
-                                     sizeof(PyObject *));
+    PyObject **values =
+        PyMem_Malloc((size_t)(nkw - own + 1) * sizeof(PyObject *));
     PyObject *future = NULL;
     if (names != NULL && values != NULL) {
         Py_ssize_t k = 0;
@@ -164,9 +163,8 @@ static PyObject *submit_crossing(pxpy_state *st, px_loop_t *loop,
             PyTuple_SET_ITEM(names, k, Py_NewRef(name));
             values[k++] = args[nargs + i];
         }
-        future = pxpy_xwork_submit(st, loop, args, nargs,
-                                   k ? names : NULL, values, callback,
-                                   errback);
+        future = pxpy_xwork_submit(st, loop, args, nargs, k ? names : NULL,
+                                   values, callback, errback);
     } else if (values == NULL) {
         PyErr_NoMemory();
     }
@@ -218,8 +216,8 @@ static PyObject *submit_work(PyObject *module, PyObject *const *args,
         return NULL;
 
     Py_ssize_t nvalues = nargs + nkw - own;
-    work_item_t *w = PyMem_Malloc(sizeof(*w) +
-                                  (size_t)nvalues * sizeof(PyObject *));
+    work_item_t *w =
+        PyMem_Malloc(sizeof(*w) + (size_t)nvalues * sizeof(PyObject *));
     if (w == NULL)
         return PyErr_NoMemory();
     w->st = st;
@@ -270,16 +268,16 @@ static PyObject *submit_work(PyObject *module, PyObject *const *args,
     return future;
 }
 
-/* ---- Timer ---------------------------------------------------------------- */
+/* ---- Timer ----------------------------------------------------------------
+ */
 
 typedef struct {
-    PyObject_HEAD
-    pxpy_state *st;
+    PyObject_HEAD pxpy_state *st;
     PyObject *func;
-    PyObject *args;              /* tuple */
-    px_timer_t *timer;           /* our reference; set before it can fire */
-    _Atomic bool done;           /* the engine is finished with it */
-    struct pxpy_xcall_s *xcall;  /* mode "interpreters": what it runs */
+    PyObject *args;             /* tuple */
+    px_timer_t *timer;          /* our reference; set before it can fire */
+    _Atomic bool done;          /* the engine is finished with it */
+    struct pxpy_xcall_s *xcall; /* mode "interpreters": what it runs */
 } pxpy_timer_t;
 
 static void timer_fire(void *arg)
@@ -292,10 +290,9 @@ static void timer_fire(void *arg)
         pxpy_detach(attached);
         return;
     }
-    PyObject *r = PyObject_Vectorcall(self->func,
-                                      ((PyTupleObject *)self->args)->ob_item,
-                                      (size_t)PyTuple_GET_SIZE(self->args),
-                                      NULL);
+    PyObject *r =
+        PyObject_Vectorcall(self->func, ((PyTupleObject *)self->args)->ob_item,
+                            (size_t)PyTuple_GET_SIZE(self->args), NULL);
     if (r == NULL)
         pxpy_report_callback_error(self->st, "timer callback");
     Py_XDECREF(r);
@@ -513,8 +510,8 @@ static PyMethodDef work_methods[] = {
 
 int pxpy_work_exec(PyObject *module, pxpy_state *st)
 {
-    st->timer_type = (PyTypeObject *)PyType_FromModuleAndSpec(
-        module, &timer_spec, NULL);
+    st->timer_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &timer_spec, NULL);
     if (st->timer_type == NULL)
         return -1;
     if (PyModule_AddType(module, st->timer_type) < 0)

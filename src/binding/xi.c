@@ -462,9 +462,8 @@ static int encode_class_recipe(pxpy_state *st, writer_t *w, PyObject *cls)
 static int encode_transport(pxpy_state *st, writer_t *w, pxpy_transport_t *t,
                             const char *who)
 {
-    px_conn_t *conn = t->kind == PXPY_TRANSPORT_CONNECTION
-                          ? atomic_load(&t->conn)
-                          : NULL;
+    px_conn_t *conn =
+        t->kind == PXPY_TRANSPORT_CONNECTION ? atomic_load(&t->conn) : NULL;
     if (conn == NULL) {
         PyErr_Format(st->async_error,
                      "%s: only a connection's transport crosses to another "

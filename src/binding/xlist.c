@@ -22,18 +22,16 @@
 #define MIN_CAPACITY 8
 
 typedef struct {
-    PyObject_HEAD
-    PyMutex mutex;
-    PyObject **items;          /* strong references, oldest first */
+    PyObject_HEAD PyMutex mutex;
+    PyObject **items; /* strong references, oldest first */
     Py_ssize_t len;
     Py_ssize_t capacity;
 } xlist_object;
 
-static PyObject *
-xlist_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+static PyObject *xlist_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    if (PyTuple_GET_SIZE(args) != 0
-        || (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0)) {
+    if (PyTuple_GET_SIZE(args) != 0 ||
+        (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0)) {
         PyErr_SetString(PyExc_TypeError, "xlist() takes no arguments");
         return NULL;
     }
@@ -41,8 +39,7 @@ xlist_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 }
 
 /* Takes the array out, leaving the xlist empty. */
-static PyObject **
-take_all(xlist_object *x, Py_ssize_t *len)
+static PyObject **take_all(xlist_object *x, Py_ssize_t *len)
 {
     PyMutex_Lock(&x->mutex);
     PyObject **items = x->items;
@@ -54,16 +51,14 @@ take_all(xlist_object *x, Py_ssize_t *len)
     return items;
 }
 
-static void
-release_all(PyObject **items, Py_ssize_t len)
+static void release_all(PyObject **items, Py_ssize_t len)
 {
     for (Py_ssize_t i = 0; i < len; i++)
         Py_DECREF(items[i]);
     PyMem_Free(items);
 }
 
-static int
-xlist_traverse(PyObject *self, visitproc visit, void *arg)
+static int xlist_traverse(PyObject *self, visitproc visit, void *arg)
 {
     /* No mutex: see protect.c's traverse; push and pop never stop at a
      * point where the GC can run while they hold it. */
@@ -74,8 +69,7 @@ xlist_traverse(PyObject *self, visitproc visit, void *arg)
     return 0;
 }
 
-static int
-xlist_clear(PyObject *self)
+static int xlist_clear(PyObject *self)
 {
     Py_ssize_t len;
     PyObject **items = take_all((xlist_object *)self, &len);
@@ -83,8 +77,7 @@ xlist_clear(PyObject *self)
     return 0;
 }
 
-static void
-xlist_dealloc(PyObject *self)
+static void xlist_dealloc(PyObject *self)
 {
     PyTypeObject *type = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
@@ -93,8 +86,7 @@ xlist_dealloc(PyObject *self)
     Py_DECREF(type);
 }
 
-static PyObject *
-xlist_push(PyObject *self, PyObject *obj)
+static PyObject *xlist_push(PyObject *self, PyObject *obj)
 {
     xlist_object *x = (xlist_object *)self;
     int no_memory = 0;
@@ -106,8 +98,7 @@ xlist_push(PyObject *self, PyObject *obj)
         if (grown != NULL) {
             x->items = grown;
             x->capacity = capacity;
-        }
-        else {
+        } else {
             no_memory = 1;
         }
     }
@@ -121,8 +112,7 @@ xlist_push(PyObject *self, PyObject *obj)
     Py_RETURN_NONE;
 }
 
-static PyObject *
-xlist_pop(PyObject *self, PyObject *Py_UNUSED(ignored))
+static PyObject *xlist_pop(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     xlist_object *x = (xlist_object *)self;
     PyObject *obj = NULL;
@@ -138,15 +128,15 @@ xlist_pop(PyObject *self, PyObject *Py_UNUSED(ignored))
 /* Puts items (taken by flush) back in front of whatever was pushed since,
  * when building the result list failed. Returns -1 if that is impossible
  * too (out of memory), in which case the items are released. */
-static int
-put_back(xlist_object *x, PyObject **items, Py_ssize_t len)
+static int put_back(xlist_object *x, PyObject **items, Py_ssize_t len)
 {
     PyObject **newer;
     Py_ssize_t newer_len;
     PyMutex_Lock(&x->mutex);
     newer = x->items;
     newer_len = x->len;
-    PyObject **merged = PyMem_Realloc(items, (len + newer_len) * sizeof(*items));
+    PyObject **merged =
+        PyMem_Realloc(items, (len + newer_len) * sizeof(*items));
     if (merged != NULL) {
         if (newer_len > 0)
             memcpy(merged + len, newer, newer_len * sizeof(*merged));
@@ -163,8 +153,7 @@ put_back(xlist_object *x, PyObject **items, Py_ssize_t len)
     return 0;
 }
 
-static PyObject *
-xlist_flush(PyObject *self, PyObject *Py_UNUSED(ignored))
+static PyObject *xlist_flush(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     xlist_object *x = (xlist_object *)self;
     Py_ssize_t len;
@@ -175,13 +164,12 @@ xlist_flush(PyObject *self, PyObject *Py_UNUSED(ignored))
         return NULL;
     }
     for (Py_ssize_t i = 0; i < len; i++)
-        PyList_SET_ITEM(list, i, items[i]);   /* steals the reference */
+        PyList_SET_ITEM(list, i, items[i]); /* steals the reference */
     PyMem_Free(items);
     return list;
 }
 
-static Py_ssize_t
-xlist_length(PyObject *self)
+static Py_ssize_t xlist_length(PyObject *self)
 {
     xlist_object *x = (xlist_object *)self;
     PyMutex_Lock(&x->mutex);
@@ -190,27 +178,28 @@ xlist_length(PyObject *self)
     return len;
 }
 
-static PyObject *
-xlist_repr(PyObject *self)
+static PyObject *xlist_repr(PyObject *self)
 {
     return PyUnicode_FromFormat("<%s len=%zd>", Py_TYPE(self)->tp_name,
                                 xlist_length(self));
 }
 
-PyDoc_STRVAR(push_doc,
-"push(obj)\n\nAdd obj; safe from any thread.");
-PyDoc_STRVAR(pop_doc,
-"pop() -> obj\n\n"
-"Remove and return the most recently pushed object (LIFO). IndexError\n"
-"when empty.");
-PyDoc_STRVAR(flush_doc,
-"flush() -> list\n\n"
-"Remove and return everything pushed so far, oldest first, in one atomic\n"
-"step.");
-PyDoc_STRVAR(xlist_doc,
-"xlist()\n--\n\n"
-"Interlocked list: push() from any thread, pop() (LIFO), flush() (all,\n"
-"oldest first, atomically emptied), len().");
+PyDoc_STRVAR(push_doc, "push(obj)\n\nAdd obj; safe from any thread.");
+PyDoc_STRVAR(
+    pop_doc,
+    "pop() -> obj\n\n"
+    "Remove and return the most recently pushed object (LIFO). IndexError\n"
+    "when empty.");
+PyDoc_STRVAR(
+    flush_doc,
+    "flush() -> list\n\n"
+    "Remove and return everything pushed so far, oldest first, in one atomic\n"
+    "step.");
+PyDoc_STRVAR(
+    xlist_doc,
+    "xlist()\n--\n\n"
+    "Interlocked list: push() from any thread, pop() (LIFO), flush() (all,\n"
+    "oldest first, atomically emptied), len().");
 
 static PyMethodDef xlist_methods[] = {
     {"push", xlist_push, METH_O, push_doc},
@@ -238,11 +227,10 @@ static PyType_Spec xlist_spec = {
     .slots = xlist_slots,
 };
 
-int
-pxpy_xlist_exec(PyObject *module, pxpy_state *st)
+int pxpy_xlist_exec(PyObject *module, pxpy_state *st)
 {
-    st->xlist_type = (PyTypeObject *)PyType_FromModuleAndSpec(
-        module, &xlist_spec, NULL);
+    st->xlist_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &xlist_spec, NULL);
     if (st->xlist_type == NULL)
         return -1;
     return PyModule_AddType(module, st->xlist_type);

@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 int px__buf_append(px__buf_t *buf, const char *data, size_t len)
 {
     if (len == 0)

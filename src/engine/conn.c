@@ -81,16 +81,16 @@ void px_conn_notify_sends(px_conn_t *c, int enable)
     atomic_store(&c->notify_sends, enable != 0);
 }
 
-static int conn_name(const px_conn_t *c, bool peer, char *host,
-                     size_t hostlen, int *port)
+static int conn_name(const px_conn_t *c, bool peer, char *host, size_t hostlen,
+                     int *port)
 {
     struct sockaddr_storage addr;
     socklen_t len = sizeof(addr);
     px_conn_t *mc = (px_conn_t *)c;
     pthread_mutex_lock(&mc->lock);
-    int rc = c->fd < 0                 ? PX_ECLOSED
-             : peer ? getpeername(c->fd, (struct sockaddr *)&addr, &len)
-                    : getsockname(c->fd, (struct sockaddr *)&addr, &len);
+    int rc = c->fd < 0 ? PX_ECLOSED
+             : peer    ? getpeername(c->fd, (struct sockaddr *)&addr, &len)
+                       : getsockname(c->fd, (struct sockaddr *)&addr, &len);
     if (rc < 0 && rc != PX_ECLOSED)
         rc = -errno;
     pthread_mutex_unlock(&mc->lock);
@@ -160,8 +160,7 @@ static bool has_events_locked(px_conn_t *c)
            ((f & PX__CONN_CLOSED) && !(f & PX__CONN_FINALIZED)) ||
            (read_end_due_locked(c, f) &&
             !(eof_to_owner_locked(c) && c->eof_delivered)) ||
-           (c->write_error && !(f & PX__CONN_CLOSING)) ||
-           c->rearm_write ||
+           (c->write_error && !(f & PX__CONN_CLOSING)) || c->rearm_write ||
            ((f & PX__CONN_CLOSING) && !(f & PX__CONN_RELEASING) &&
             c->sendq_head == NULL);
 }
@@ -183,23 +182,17 @@ static void start_release(px__worker_t *w, px_conn_t *c)
 /* A closing connection waits for its queue to drain, but not for ever: a
  * peer that stopped reading would otherwise hold the socket and up to
  * max_send_buffer bytes until the loop stops. */
-static void linger_expired(void *arg)
-{
-    px_conn_close(arg, 1);
-}
+static void linger_expired(void *arg) { px_conn_close(arg, 1); }
 
-static void linger_done(void *arg)
-{
-    px_conn_unref(arg);
-}
+static void linger_done(void *arg) { px_conn_unref(arg); }
 
 static void arm_linger(px_conn_t *c)
 {
     uint64_t ns = (uint64_t)c->loop->opts.close_linger_ms * 1000000u;
     px_conn_ref(c); /* the timer's, dropped by linger_done */
     px_timer_t *timer = NULL;
-    if (px_timer_start(c->loop, ns, 0, linger_expired, linger_done, c,
-                       &timer) < 0) {
+    if (px_timer_start(c->loop, ns, 0, linger_expired, linger_done, c, &timer) <
+        0) {
         px_conn_unref(c); /* stopping: the loop aborts every connection */
         return;
     }
@@ -357,7 +350,7 @@ static void adopt(px__worker_t *w, px_conn_t *c)
 {
     if (!(atomic_load(&c->flags) & PX__CONN_CONNECTING))
         atomic_fetch_sub(&w->adopting, 1); /* counted by px__on_accept */
-    px_conn_ref(c); /* the list's reference */
+    px_conn_ref(c);                        /* the list's reference */
     px__q_push(&w->conns, &c->all_node);
     atomic_fetch_add(&w->nconns, 1);
     atomic_fetch_add(&c->loop->stat_connections, 1);
@@ -406,8 +399,9 @@ void px__on_accept(px__worker_t *w, px_listener_t *l, int fd)
     atomic_fetch_add(&w->loop->stat_accepted, 1);
     int rc = px__set_nonblocking(fd);
     px__worker_t *target = balance(w);
-    px_conn_t *c = rc < 0 ? NULL : px__conn_new(w->loop, target, fd, &l->cbs,
-                                                l->conn_data);
+    px_conn_t *c =
+        rc < 0 ? NULL
+               : px__conn_new(w->loop, target, fd, &l->cbs, l->conn_data);
     if (c == NULL) {
         close(fd); /* refuse the connection rather than half-serve it */
         return;
@@ -489,10 +483,10 @@ static void reconcile(px__worker_t *w, px_conn_t *c)
     pthread_mutex_lock(&c->lock);
     unsigned f = atomic_load(&c->flags);
     bool closing = f & (PX__CONN_CLOSING | PX__CONN_RELEASING);
-    bool want_read = !closing && (f & PX__CONN_OPEN) &&
-                     !(f & (PX__CONN_PAUSED | PX__CONN_READ_ENDED)) &&
-                     c->in.len < (c->throttled ? INPUT_LOW_WATER
-                                               : INPUT_HIGH_WATER);
+    bool want_read =
+        !closing && (f & PX__CONN_OPEN) &&
+        !(f & (PX__CONN_PAUSED | PX__CONN_READ_ENDED)) &&
+        c->in.len < (c->throttled ? INPUT_LOW_WATER : INPUT_HIGH_WATER);
     c->throttled = !closing && c->in.len >= INPUT_LOW_WATER &&
                    (c->throttled || c->in.len >= INPUT_HIGH_WATER);
     bool reading = f & PX__CONN_READING;

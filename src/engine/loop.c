@@ -319,8 +319,8 @@ static px__worker_t *pick_worker(px_loop_t *loop)
     px__worker_t *best = NULL;
     size_t best_load = SIZE_MAX;
     for (int i = 0; i < loop->nworkers; i++) {
-        px__worker_t *w = &loop->workers[(start + (unsigned)i) %
-                                         (unsigned)loop->nworkers];
+        px__worker_t *w =
+            &loop->workers[(start + (unsigned)i) % (unsigned)loop->nworkers];
         size_t load = atomic_load(&w->work_count);
         if (load < best_load) {
             best = w;
@@ -333,8 +333,7 @@ static px__worker_t *pick_worker(px_loop_t *loop)
 }
 
 int px_connect(px_loop_t *loop, const char *host, int port,
-               const px_conn_callbacks_t *cbs, void *conn_data,
-               px_conn_t **out)
+               const px_conn_callbacks_t *cbs, void *conn_data, px_conn_t **out)
 {
     if (cbs == NULL || host == NULL)
         return -EINVAL;

@@ -93,7 +93,7 @@ int px__open_socket(const char *host, int port, struct sockaddr_storage *addr,
     int rc = px__resolve(host, port, addr, len);
     if (rc < 0)
         return rc;
-    int fd = socket(addr->ss_family,
-                    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd =
+        socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     return fd < 0 ? -errno : fd;
 }

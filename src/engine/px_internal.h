@@ -61,18 +61,21 @@ typedef struct px__qnode_s {
 
 static inline void px__q_init(px__qnode_t *q) { q->next = q->prev = q; }
 static inline bool px__q_empty(const px__qnode_t *q) { return q->next == q; }
-static inline void px__q_push(px__qnode_t *q, px__qnode_t *n) {
+static inline void px__q_push(px__qnode_t *q, px__qnode_t *n)
+{
     n->prev = q->prev;
     n->next = q;
     q->prev->next = n;
     q->prev = n;
 }
-static inline void px__q_remove(px__qnode_t *n) {
+static inline void px__q_remove(px__qnode_t *n)
+{
     n->prev->next = n->next;
     n->next->prev = n->prev;
     n->next = n->prev = n;
 }
-static inline px__qnode_t *px__q_pop(px__qnode_t *q) {
+static inline px__qnode_t *px__q_pop(px__qnode_t *q)
+{
     if (px__q_empty(q))
         return NULL;
     px__qnode_t *n = q->next;
@@ -80,7 +83,7 @@ static inline px__qnode_t *px__q_pop(px__qnode_t *q) {
     return n;
 }
 #define px__container_of(ptr, type, member)                                    \
-    ((type *)((char *)(ptr) - offsetof(type, member)))
+    ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* ---- backends --------------------------------------------------------- */
 
@@ -145,12 +148,12 @@ void px__on_wake(px__worker_t *w);
 
 struct px_listener_s {
     px_loop_t *loop;
-    px__qnode_t node;          /* loop->listeners */
-    atomic_int fd;             /* -1 once closed */
+    px__qnode_t node; /* loop->listeners */
+    atomic_int fd;    /* -1 once closed */
     int port;
     px_conn_callbacks_t cbs;
     void *conn_data;
-    atomic_int workers_armed;  /* workers still referring to it */
+    atomic_int workers_armed; /* workers still referring to it */
     atomic_bool closing;
     /* Per worker, touched by its holder only: 0 idle, 1 accepting,
      * 2 stopping. */
@@ -161,13 +164,13 @@ struct px_listener_s {
 };
 
 enum {
-    PX__CONN_OPEN = 1u << 0,        /* on_open has run (or is queued) */
-    PX__CONN_READING = 1u << 1,     /* the backend reads (not paused) */
-    PX__CONN_PAUSED = 1u << 2,      /* the user paused reading */
-    PX__CONN_READ_ENDED = 1u << 3,  /* EOF or error seen */
-    PX__CONN_CLOSING = 1u << 4,     /* close requested: drain then close */
-    PX__CONN_CLOSED = 1u << 5,      /* on_close delivered or queued */
-    PX__CONN_WANT_WRITE = 1u << 6,  /* waiting for writability */
+    PX__CONN_OPEN = 1u << 0,       /* on_open has run (or is queued) */
+    PX__CONN_READING = 1u << 1,    /* the backend reads (not paused) */
+    PX__CONN_PAUSED = 1u << 2,     /* the user paused reading */
+    PX__CONN_READ_ENDED = 1u << 3, /* EOF or error seen */
+    PX__CONN_CLOSING = 1u << 4,    /* close requested: drain then close */
+    PX__CONN_CLOSED = 1u << 5,     /* on_close delivered or queued */
+    PX__CONN_WANT_WRITE = 1u << 6, /* waiting for writability */
     PX__CONN_CONNECTING = 1u << 7,
     PX__CONN_HOG = 1u << 8,
     PX__CONN_RELEASED = 1u << 9,    /* backend done with it */
@@ -180,11 +183,11 @@ enum {
 typedef struct px__send_s {
     struct px__send_s *next;
     uint64_t id;
-    size_t head_len, head_off;   /* bytes in data[0..head_len) */
-    int file_fd;                 /* -1 when no file part */
+    size_t head_len, head_off; /* bytes in data[0..head_len) */
+    int file_fd;               /* -1 when no file part */
     off_t file_off;
     size_t file_left;
-    size_t tail_len, tail_off;   /* bytes in data[head_len..) */
+    size_t tail_len, tail_off; /* bytes in data[head_len..) */
     char data[];
 } px__send_t;
 
@@ -196,34 +199,34 @@ struct px_conn_s {
     px_conn_callbacks_t cbs;
     void *data;
     atomic_bool notify_sends;
-    atomic_uint flags;               /* PX__CONN_* */
+    atomic_uint flags; /* PX__CONN_* */
 
-    pthread_mutex_t lock;            /* guards everything below */
-    px__buf_t in;                    /* received, not yet dispatched */
-    px__buf_t in_spare;              /* reused for the next bytes */
+    pthread_mutex_t lock; /* guards everything below */
+    px__buf_t in;         /* received, not yet dispatched */
+    px__buf_t in_spare;   /* reused for the next bytes */
     px__send_t *sendq_head, *sendq_tail;
-    size_t queued;                   /* bytes copied into the send queue */
-    size_t queued_file;              /* file bytes queued for sendfile */
-    uint64_t next_send_id;           /* id of the next px_conn_send */
-    uint64_t completed_send_id;      /* all sends up to this are written */
-    uint64_t notified_send_id;       /* on_send_complete delivered up to */
-    int close_error;                 /* for on_close */
-    int read_error;                  /* how reading ended (0: EOF) */
-    int write_error;                 /* a failed write: close the conn */
+    size_t queued;                     /* bytes copied into the send queue */
+    size_t queued_file;                /* file bytes queued for sendfile */
+    uint64_t next_send_id;             /* id of the next px_conn_send */
+    uint64_t completed_send_id;        /* all sends up to this are written */
+    uint64_t notified_send_id;         /* on_send_complete delivered up to */
+    int close_error;                   /* for on_close */
+    int read_error;                    /* how reading ended (0: EOF) */
+    int write_error;                   /* a failed write: close the conn */
     bool close_requested, close_abort; /* px_conn_close was called */
-    bool rearm_write;                /* arm writability from dispatch */
-    bool throttled;                  /* reading stopped: input backlog */
-    bool hog;                        /* counted in stat_hogs */
-    bool linger_armed;               /* the close linger timer was armed */
-    px_timer_t *linger_timer;        /* cancelled on release */
-    bool busy;                       /* a thread is running its callbacks */
-    bool queued_ready;               /* on the worker's ready list */
-    bool open_pending;               /* on_open still to deliver */
-    bool close_pending;              /* on_close still to deliver */
-    bool eof_delivered;              /* on_eof ran (or is running) */
-    px__qnode_t ready_node;          /* worker's ready list (holder only) */
-    px__qnode_t all_node;            /* worker's list of live connections */
-    void *backend_state;             /* backend's per-connection data */
+    bool rearm_write;                  /* arm writability from dispatch */
+    bool throttled;                    /* reading stopped: input backlog */
+    bool hog;                          /* counted in stat_hogs */
+    bool linger_armed;                 /* the close linger timer was armed */
+    px_timer_t *linger_timer;          /* cancelled on release */
+    bool busy;                         /* a thread is running its callbacks */
+    bool queued_ready;                 /* on the worker's ready list */
+    bool open_pending;                 /* on_open still to deliver */
+    bool close_pending;                /* on_close still to deliver */
+    bool eof_delivered;                /* on_eof ran (or is running) */
+    px__qnode_t ready_node;            /* worker's ready list (holder only) */
+    px__qnode_t all_node;              /* worker's list of live connections */
+    void *backend_state;               /* backend's per-connection data */
 };
 
 typedef struct px__work_s {
@@ -242,7 +245,7 @@ struct px_timer_s {
     px_work_fn fn;
     px_work_fn done;
     void *arg;
-    size_t heap_index;               /* position in the worker's heap */
+    size_t heap_index; /* position in the worker's heap */
     px__worker_t *worker;
 };
 
@@ -252,12 +255,12 @@ typedef enum {
     PX__MSG_CONN_WANT_WRITE, /* arm writability for c */
     PX__MSG_CONN_PAUSE,
     PX__MSG_CONN_RESUME,
-    PX__MSG_CONN_CLOSE,      /* c is closing: drain, then release */
-    PX__MSG_CONN_ADOPT,      /* a new connection for this worker */
-    PX__MSG_LISTEN,          /* start accepting on l */
+    PX__MSG_CONN_CLOSE, /* c is closing: drain, then release */
+    PX__MSG_CONN_ADOPT, /* a new connection for this worker */
+    PX__MSG_LISTEN,     /* start accepting on l */
     PX__MSG_UNLISTEN,
-    PX__MSG_TIMER,           /* add t to the heap */
-    PX__MSG_TIMER_CANCEL,    /* remove t from the heap */
+    PX__MSG_TIMER,        /* add t to the heap */
+    PX__MSG_TIMER_CANCEL, /* remove t from the heap */
     PX__MSG_STOP,
 } px__msg_kind_t;
 
@@ -284,33 +287,33 @@ struct px__worker_s {
     px_loop_t *loop;
     int index;
     const px__backend_ops_t *backend_ops;
-    void *backend;                   /* the backend's instance */
-    int wake_fd;                     /* eventfd */
-    atomic_bool sleeping;            /* holder waits in poll: wake needed */
+    void *backend;        /* the backend's instance */
+    int wake_fd;          /* eventfd */
+    atomic_bool sleeping; /* holder waits in poll: wake needed */
 
     _Atomic uint64_t state;          /* epoch | PX__IN_CALLBACK */
     _Atomic uint64_t callback_since; /* px_now_ns() at callback start */
     struct px__thread_s *_Atomic holder;
 
-    pthread_mutex_t inbox_lock;      /* guards inbox and work queue */
+    pthread_mutex_t inbox_lock; /* guards inbox and work queue */
     px__msg_t *inbox_head, *inbox_tail;
     atomic_size_t inbox_count;
-    px__qnode_t work;                /* px__work_t, FIFO */
+    px__qnode_t work; /* px__work_t, FIFO */
     atomic_size_t work_count;
 
     /* Holder-only state. */
-    bool stopping;                   /* STOP received */
-    int listeners_armed;             /* listeners accepting on it */
-    px__qnode_t ready;               /* connections with events */
-    px__qnode_t conns;               /* all live connections */
-    px_timer_t **timers;             /* binary min-heap by due_ns */
+    bool stopping;       /* STOP received */
+    int listeners_armed; /* listeners accepting on it */
+    px__qnode_t ready;   /* connections with events */
+    px__qnode_t conns;   /* all live connections */
+    px_timer_t **timers; /* binary min-heap by due_ns */
     size_t timer_count, timer_cap;
 
     /* The monitor's sample of the callback under way (monitor only). */
     uint64_t mon_since, mon_wall, mon_cpu;
 
-    atomic_int nconns;               /* live connections it owns */
-    atomic_int adopting;             /* accepted, ADOPT not yet handled */
+    atomic_int nconns;   /* live connections it owns */
+    atomic_int adopting; /* accepted, ADOPT not yet handled */
 
     /* Statistics (relaxed atomics). */
     atomic_uint_fast64_t stat_callbacks;
@@ -321,12 +324,12 @@ struct px__worker_s {
 typedef struct px__thread_s {
     px_loop_t *loop;
     pthread_t tid;
-    px__worker_t *_Atomic worker;    /* the worker it holds, or NULL */
-    uint64_t epoch;                  /* state epoch when it took it */
-    int last_worker;                 /* index of the last worker held */
-    _Atomic pid_t kernel_tid;        /* for the monitor's /proc look-up */
-    bool starting_spare;             /* counted in spares_starting */
-    pthread_cond_t wake;             /* spare waiting for a worker */
+    px__worker_t *_Atomic worker; /* the worker it holds, or NULL */
+    uint64_t epoch;               /* state epoch when it took it */
+    int last_worker;              /* index of the last worker held */
+    _Atomic pid_t kernel_tid;     /* for the monitor's /proc look-up */
+    bool starting_spare;          /* counted in spares_starting */
+    pthread_cond_t wake;          /* spare waiting for a worker */
     struct px__thread_s *next_spare;
     struct px__thread_s *next_all;
 } px__thread_t;
@@ -338,23 +341,23 @@ struct px_loop_s {
     const px__backend_ops_t *backend_ops;
     atomic_bool stopping;
     atomic_bool started;
-    atomic_uint next_worker;         /* round-robin for new work */
+    atomic_uint next_worker; /* round-robin for new work */
 
-    pthread_mutex_t threads_lock;    /* guards the thread lists */
-    px__thread_t *threads;           /* all threads */
-    px__thread_t *spares;            /* threads waiting for a worker */
+    pthread_mutex_t threads_lock; /* guards the thread lists */
+    px__thread_t *threads;        /* all threads */
+    px__thread_t *spares;         /* threads waiting for a worker */
     int nthreads;
-    int spares_starting;             /* spawned, not yet waiting */
+    int spares_starting; /* spawned, not yet waiting */
     int workers_finished;
     pthread_cond_t finished_cond;
-    bool threads_exit;               /* spares exit instead of waiting */
+    bool threads_exit; /* spares exit instead of waiting */
     pthread_t monitor;
     pthread_cond_t monitor_wake;
     bool monitor_running;
     bool monitor_exit;
 
     pthread_mutex_t listeners_lock;
-    px__qnode_t listeners;           /* every px_listener_t, until free */
+    px__qnode_t listeners; /* every px_listener_t, until free */
 
     atomic_uint_fast64_t stat_connections;
     atomic_uint_fast64_t stat_accepted;
@@ -387,8 +390,7 @@ int px__conn_flush_locked(px_conn_t *c);
 void px__conn_free_sendq_locked(px_conn_t *c);
 void px__conn_handle_msg(px__worker_t *w, px__msg_t *m);
 void px__conn_close_all(px__worker_t *w);
-void px__conn_begin_close(px__worker_t *w, px_conn_t *c, int error,
-                          bool abort);
+void px__conn_begin_close(px__worker_t *w, px_conn_t *c, int error, bool abort);
 /* Puts c on w's ready list; holder only, c->lock held. */
 void px__conn_ready_locked(px__worker_t *w, px_conn_t *c);
 

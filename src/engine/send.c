@@ -92,7 +92,8 @@ static int write_entry(px_conn_t *c, px__send_t *s)
             return errno == EAGAIN ? 0 : -errno;
         }
         if (n == 0)
-            return -EPIPE; /* the file shrank under us: the send cannot finish */
+            return -EPIPE; /* the file shrank under us: the send cannot finish
+                            */
         s->file_left -= (size_t)n;
         c->queued_file -= (size_t)n;
         atomic_fetch_add_explicit(&c->loop->stat_bytes_out, (uint64_t)n,
@@ -167,9 +168,8 @@ static bool needs_schedule_locked(px_conn_t *c, uint64_t completed_before)
 {
     if (c->busy)
         return false;
-    return c->write_error != 0 ||
-           (atomic_load(&c->notify_sends) &&
-            c->completed_send_id != completed_before);
+    return c->write_error != 0 || (atomic_load(&c->notify_sends) &&
+                                   c->completed_send_id != completed_before);
 }
 
 static size_t iov_total(const struct iovec *iov, int iovcnt)
@@ -303,8 +303,10 @@ int px_conn_sendfile(px_conn_t *c, const struct iovec *head, int fd,
         free(s);
         return -errno;
     }
-    *s = (px__send_t){.head_len = head_len, .file_fd = dup_fd,
-                      .file_off = offset, .file_left = nbytes,
+    *s = (px__send_t){.head_len = head_len,
+                      .file_fd = dup_fd,
+                      .file_off = offset,
+                      .file_left = nbytes,
                       .tail_len = tail_len};
     if (head_len)
         memcpy(s->data, head->iov_base, head_len);
@@ -313,8 +315,8 @@ int px_conn_sendfile(px_conn_t *c, const struct iovec *head, int fd,
 
     pthread_mutex_lock(&c->lock);
     int rc = check_open_locked(c);
-    if (rc == 0 && c->queued + head_len + tail_len >
-                       c->loop->opts.max_send_buffer)
+    if (rc == 0 &&
+        c->queued + head_len + tail_len > c->loop->opts.max_send_buffer)
         rc = PX_ESENDBUF;
     if (rc < 0) {
         pthread_mutex_unlock(&c->lock);
@@ -367,8 +369,7 @@ void px__on_writable(px__worker_t *w, px_conn_t *c)
         }
     }
     if (c->write_error || c->rearm_write ||
-        c->completed_send_id != completed_before ||
-        (f & PX__CONN_CLOSING))
+        c->completed_send_id != completed_before || (f & PX__CONN_CLOSING))
         px__conn_ready_locked(w, c);
     pthread_mutex_unlock(&c->lock);
 }

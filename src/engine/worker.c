@@ -67,7 +67,8 @@ px__worker_t *px__held_worker(void)
 void px__callback_enter(px__worker_t *w)
 {
     px__thread_t *t = current_thread;
-    atomic_store_explicit(&w->callback_since, px_now_ns(), memory_order_relaxed);
+    atomic_store_explicit(&w->callback_since, px_now_ns(),
+                          memory_order_relaxed);
     atomic_store(&w->state, t->epoch | PX__IN_CALLBACK);
     atomic_fetch_add_explicit(&w->stat_callbacks, 1, memory_order_relaxed);
 }
@@ -297,7 +298,8 @@ static bool run_worker(px__thread_t *t, px__worker_t *w)
     for (;;) {
         drain_inbox(w);
         bool lost = false, entered = false;
-        if (w->stopping && (atomic_load(&w->work_count) > 0 || w->timer_count)) {
+        if (w->stopping &&
+            (atomic_load(&w->work_count) > 0 || w->timer_count)) {
             /* Shutdown cancels what has not started (their cancel
              * callbacks run here, inside the dispatch bracket). */
             px__dispatch_enter(w);
@@ -524,8 +526,8 @@ static void *monitor_main(void *arg)
             if (!(s & PX__IN_CALLBACK))
                 continue;
             watching = true;
-            uint64_t since = atomic_load_explicit(&w->callback_since,
-                                                  memory_order_relaxed);
+            uint64_t since =
+                atomic_load_explicit(&w->callback_since, memory_order_relaxed);
             if (!holder_blocked(w, since, now, threshold))
                 continue;
             if (loop->spares == NULL) {

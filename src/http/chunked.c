@@ -47,10 +47,7 @@ enum chunked_state {
     DONE,
 };
 
-static bool is_ows(unsigned char c)
-{
-    return c == ' ' || c == '\t';
-}
+static bool is_ows(unsigned char c) { return c == ' ' || c == '\t'; }
 
 /* qdtext and quoted-pair's second byte (RFC 9110 §5.6.4), less the DQUOTE
  * and backslash qdtext excludes: HTAB, SP, VCHAR, obs-text. */
@@ -95,7 +92,8 @@ static int size_line_byte(px_http_chunked_t *d, const px_http_options_t *opts,
         if (px__http_is(c, PX__HTTP_HEX)) {
             if (d->chunk_remaining > UINT64_MAX >> 4)
                 return PX_HTTP_E_CHUNK_SIZE;
-            d->chunk_remaining = d->chunk_remaining << 4 | (uint64_t)hex_value(c);
+            d->chunk_remaining =
+                d->chunk_remaining << 4 | (uint64_t)hex_value(c);
             if (d->chunk_remaining > opts->max_body_size - d->body_size)
                 return PX_HTTP_E_BODY_TOO_LARGE;
             d->state = SIZE;
@@ -250,7 +248,8 @@ ssize_t px_http_decode_chunked(px_http_chunked_t *decoder,
         if (decoder->state == DATA) {
             size_t avail = len - src;
             size_t n = decoder->chunk_remaining < avail
-                           ? (size_t)decoder->chunk_remaining : avail;
+                           ? (size_t)decoder->chunk_remaining
+                           : avail;
             if (dst != src)
                 memmove(buf + dst, buf + src, n);
             src += n;

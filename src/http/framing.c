@@ -93,7 +93,8 @@ static int decide(const px_http_request_t *req, const px_http_options_t *opts,
         if (PX__HTTP_NAME_IS(h->name, h->name_len, "content-length")) {
             content_lengths++;
             content_length = h;
-        } else if (PX__HTTP_NAME_IS(h->name, h->name_len, "transfer-encoding")) {
+        } else if (PX__HTTP_NAME_IS(h->name, h->name_len,
+                                    "transfer-encoding")) {
             transfer_encodings++;
             px__http_for_each_element(h->value, h->value_len,
                                       on_transfer_coding, &codings);

@@ -35,7 +35,7 @@
  * exact about whether some byte matches (not about which). */
 #define ONES UINT64_C(0x0101010101010101)
 #define HIGHS UINT64_C(0x8080808080808080)
-#define HAS_BYTE_BELOW(w, n) ((((w) - ONES * (n)) & ~(w) & HIGHS) != 0)
+#define HAS_BYTE_BELOW(w, n) ((((w)-ONES * (n)) & ~(w)&HIGHS) != 0)
 #define HAS_BYTE_EQUAL(w, c) HAS_BYTE_BELOW((w) ^ (ONES * (c)), 1)
 
 static uint64_t load_word(const char *p)
@@ -126,7 +126,8 @@ static bool head_may_be_complete(const char *buf, size_t len, size_t last_len)
 
 static px_http_method_t classify_method(const char *m, size_t len)
 {
-#define METHOD_IS(literal) (len == sizeof(literal) - 1 && memcmp(m, literal, len) == 0)
+#define METHOD_IS(literal)                                                     \
+    (len == sizeof(literal) - 1 && memcmp(m, literal, len) == 0)
     switch (len) {
     case 3:
         if (METHOD_IS("GET"))
@@ -219,10 +220,12 @@ static int parse_target(const char **cursor, const char *end,
         scan_len = opts->max_uri_size + 1;
     const char *p = scan_class(target, target + scan_len, PX__HTTP_TARGET);
     if (p == target + scan_len)
-        return (size_t)(p - target) > opts->max_uri_size ? PX_HTTP_E_URI_TOO_LONG
-                                                         : PX_HTTP_INCOMPLETE;
+        return (size_t)(p - target) > opts->max_uri_size
+                   ? PX_HTTP_E_URI_TOO_LONG
+                   : PX_HTTP_INCOMPLETE;
     if (*p != ' ')
-        return *p == '\r' || *p == '\n' ? PX_HTTP_E_REQUEST_LINE : PX_HTTP_E_TARGET;
+        return *p == '\r' || *p == '\n' ? PX_HTTP_E_REQUEST_LINE
+                                        : PX_HTTP_E_TARGET;
     if (p == target)
         return PX_HTTP_E_REQUEST_LINE;
     req->target = target;
@@ -233,10 +236,7 @@ static int parse_target(const char **cursor, const char *end,
     return 0;
 }
 
-static bool is_digit(char c)
-{
-    return c >= '0' && c <= '9';
-}
+static bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
 /* HTTP-version = "HTTP/" DIGIT "." DIGIT, then CRLF (RFC 9112 §2.3). Each
  * byte is judged as it arrives so a prefix of a bad version already fails. */
@@ -331,9 +331,8 @@ static int parse_field_line(const char **cursor, const char *end,
     return 0;
 }
 
-static int parse_fields(const char **cursor, const char *end,
-                        size_t max_fields, px_http_request_t *req,
-                        px_http_header_t *headers)
+static int parse_fields(const char **cursor, const char *end, size_t max_fields,
+                        px_http_request_t *req, px_http_header_t *headers)
 {
     const char *p = *cursor;
     size_t count = 0, hosts = 0;
@@ -372,13 +371,14 @@ static int parse_fields(const char **cursor, const char *end,
 
 ssize_t px_http_parse_request(const char *buf, size_t len, size_t last_len,
                               const px_http_options_t *options,
-                              px_http_request_t *req,
-                              px_http_header_t *headers, size_t max_headers)
+                              px_http_request_t *req, px_http_header_t *headers,
+                              size_t max_headers)
 {
     px_http_options_t opts;
     px__http_resolve_options(options, &opts);
     /* The result must fit the return type; no sane limit comes near. */
-    size_t window = opts.max_header_size < INT_MAX ? opts.max_header_size : INT_MAX;
+    size_t window =
+        opts.max_header_size < INT_MAX ? opts.max_header_size : INT_MAX;
     bool over_limit = len > window;
     if (!over_limit)
         window = len;
@@ -387,7 +387,8 @@ ssize_t px_http_parse_request(const char *buf, size_t len, size_t last_len,
         return PX_HTTP_INCOMPLETE;
 
     const char *p = buf, *end = buf + window;
-    size_t max_fields = max_headers < opts.max_headers ? max_headers : opts.max_headers;
+    size_t max_fields =
+        max_headers < opts.max_headers ? max_headers : opts.max_headers;
     int rc = parse_request_line(&p, end, &opts, req);
     if (rc == 0)
         rc = parse_fields(&p, end, max_fields, req, headers);

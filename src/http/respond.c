@@ -28,7 +28,8 @@
 /* Header fields gathered on the stack before allocating. */
 #define STACK_FIELDS 32
 
-/* ---- Date -------------------------------------------------------------------- */
+/* ---- Date
+ * -------------------------------------------------------------------- */
 
 /* Each thread formats the date once a second: no lock and no shared cache
  * line on the response path. */
@@ -49,14 +50,15 @@ static const char *current_date(void)
     return date_cache.text;
 }
 
-/* ---- header fields ------------------------------------------------------------- */
+/* ---- header fields
+ * ------------------------------------------------------------- */
 
 typedef struct {
     px_http_header_t stack[STACK_FIELDS];
     const px_http_header_t *fields;
     size_t count;
     px_http_header_t *heap;
-    bool close;              /* a Connection field said "close" */
+    bool close; /* a Connection field said "close" */
 } fields_t;
 
 static int find_close(const char *option, size_t len, void *arg)
@@ -75,8 +77,7 @@ static bool owned_by_server(const px_http_header_t *h, bool *close)
     case 10:
         if (!PX__HTTP_NAME_IS(h->name, h->name_len, "connection"))
             return false;
-        if (px__http_for_each_element(h->value, h->value_len, find_close,
-                                      NULL))
+        if (px__http_for_each_element(h->value, h->value_len, find_close, NULL))
             *close = true;
         return true;
     case 14:
@@ -119,7 +120,8 @@ static int collect_fields(fields_t *f, const px_http_header_t *fields,
     return 0;
 }
 
-/* ---- heads --------------------------------------------------------------------- */
+/* ---- heads
+ * --------------------------------------------------------------------- */
 
 /* Appends a response head to hc->out; hc->lock held. */
 static int put_head(px_http_conn_t *hc, int status, int minor_version,
@@ -194,11 +196,12 @@ int px__http_flush(px_http_conn_t *hc)
     return rc < 0 ? send_failed(hc, rc) : 0;
 }
 
-/* ---- responses ------------------------------------------------------------------ */
+/* ---- responses
+ * ------------------------------------------------------------------ */
 
 typedef struct {
-    const void *data;   /* a body in memory, or */
-    int fd;             /* a file's bytes (fd >= 0) */
+    const void *data; /* a body in memory, or */
+    int fd;           /* a file's bytes (fd >= 0) */
     off_t offset;
     uint64_t length;
 } body_t;
@@ -253,13 +256,12 @@ static int respond(px_http_exchange_t *ex, int status,
         rc = PX_ECLOSED;
         hc->unanswered = false;
     } else {
-        bool keep_alive = ex->keep_alive && !f.close &&
-                          !atomic_load(&hc->server->closed);
+        bool keep_alive =
+            ex->keep_alive && !f.close && !atomic_load(&hc->server->closed);
         size_t mark = hc->out.len;
-        rc = put_head(hc, status, ex->minor_version, keep_alive, f.fields,
-                      f.count, no_content ? PX_HTTP_BODY_NONE
-                                          : PX_HTTP_BODY_LENGTH,
-                      body->length);
+        rc = put_head(
+            hc, status, ex->minor_version, keep_alive, f.fields, f.count,
+            no_content ? PX_HTTP_BODY_NONE : PX_HTTP_BODY_LENGTH, body->length);
         if (rc < 0) {
             /* Nothing was queued: the exchange stays open. */
             hc->out.len = mark;

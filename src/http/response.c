@@ -16,60 +16,109 @@
 
 #include <time.h>
 
-
 const char *px_http_reason_phrase(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 103: return "Early Hints";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 203: return "Non-Authoritative Information";
-    case 204: return "No Content";
-    case 205: return "Reset Content";
-    case 206: return "Partial Content";
-    case 300: return "Multiple Choices";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 402: return "Payment Required";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 406: return "Not Acceptable";
-    case 407: return "Proxy Authentication Required";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 416: return "Range Not Satisfiable";
-    case 417: return "Expectation Failed";
-    case 421: return "Misdirected Request";
-    case 422: return "Unprocessable Content";
-    case 426: return "Upgrade Required";
-    case 428: return "Precondition Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 451: return "Unavailable For Legal Reasons";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    case 511: return "Network Authentication Required";
-    default: return "";
+    case 100:
+        return "Continue";
+    case 101:
+        return "Switching Protocols";
+    case 103:
+        return "Early Hints";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 203:
+        return "Non-Authoritative Information";
+    case 204:
+        return "No Content";
+    case 205:
+        return "Reset Content";
+    case 206:
+        return "Partial Content";
+    case 300:
+        return "Multiple Choices";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 303:
+        return "See Other";
+    case 304:
+        return "Not Modified";
+    case 307:
+        return "Temporary Redirect";
+    case 308:
+        return "Permanent Redirect";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 402:
+        return "Payment Required";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 406:
+        return "Not Acceptable";
+    case 407:
+        return "Proxy Authentication Required";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 410:
+        return "Gone";
+    case 411:
+        return "Length Required";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 416:
+        return "Range Not Satisfiable";
+    case 417:
+        return "Expectation Failed";
+    case 421:
+        return "Misdirected Request";
+    case 422:
+        return "Unprocessable Content";
+    case 426:
+        return "Upgrade Required";
+    case 428:
+        return "Precondition Required";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 451:
+        return "Unavailable For Legal Reasons";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    case 511:
+        return "Network Authentication Required";
+    default:
+        return "";
     }
 }
 
@@ -132,7 +181,8 @@ static int check_fields(const px_http_response_t *resp)
         if (PX__HTTP_NAME_IS(h->name, h->name_len, "content-length") ||
             PX__HTTP_NAME_IS(h->name, h->name_len, "transfer-encoding") ||
             PX__HTTP_NAME_IS(h->name, h->name_len, "connection") ||
-            (resp->date != NULL && PX__HTTP_NAME_IS(h->name, h->name_len, "date")))
+            (resp->date != NULL &&
+             PX__HTTP_NAME_IS(h->name, h->name_len, "date")))
             return PX_HTTP_E_RESPONSE_RESERVED;
     }
     return 0;
@@ -142,11 +192,12 @@ static int check_response(const px_http_response_t *resp)
 {
     if (resp->status < 100 || resp->status > 599)
         return PX_HTTP_E_RESPONSE_STATUS;
-    if (resp->reason != NULL && !is_field_text(resp->reason, strlen(resp->reason)))
+    if (resp->reason != NULL &&
+        !is_field_text(resp->reason, strlen(resp->reason)))
         return PX_HTTP_E_RESPONSE_HEADER;
-    if (resp->date != NULL && (strnlen(resp->date, PX_HTTP_DATE_LEN + 1) !=
-                                   PX_HTTP_DATE_LEN ||
-                               !is_field_text(resp->date, PX_HTTP_DATE_LEN)))
+    if (resp->date != NULL &&
+        (strnlen(resp->date, PX_HTTP_DATE_LEN + 1) != PX_HTTP_DATE_LEN ||
+         !is_field_text(resp->date, PX_HTTP_DATE_LEN)))
         return PX_HTTP_E_RESPONSE_HEADER;
     /* RFC 9110 §8.6, §6.4.1: 1xx and 204 responses have no content and
      * carry no framing fields; an HTTP/1.0 client cannot read chunks. */
@@ -180,10 +231,7 @@ static void put(writer_t *w, const char *s, size_t len)
 
 #define PUT_LITERAL(w, literal) put((w), (literal), sizeof(literal) - 1)
 
-static void put_string(writer_t *w, const char *s)
-{
-    put(w, s, strlen(s));
-}
+static void put_string(writer_t *w, const char *s) { put(w, s, strlen(s)); }
 
 static void put_decimal(writer_t *w, uint64_t n)
 {

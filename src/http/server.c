@@ -119,7 +119,7 @@ typedef struct {
 #define SERVER_BOX(s) px__container_of_http(s, server_box_t, server)
 #define CONN_BOX(hc) px__container_of_http(hc, conn_box_t, conn)
 #define px__container_of_http(ptr, type, member)                               \
-    ((type *)((char *)(ptr) - offsetof(type, member)))
+    ((type *)((char *)(ptr)-offsetof(type, member)))
 
 static void server_unref(px_http_server_t *s)
 {
@@ -185,8 +185,7 @@ static void sweep_done(void *arg)
 int px_http_server_new(px_loop_t *loop, const px_http_server_options_t *opts,
                        px_http_server_t **out)
 {
-    if (loop == NULL || opts == NULL || opts->on_request == NULL ||
-        out == NULL)
+    if (loop == NULL || opts == NULL || opts->on_request == NULL || out == NULL)
         return -EINVAL;
     server_box_t *box = calloc(1, sizeof(*box));
     if (box == NULL)
@@ -209,8 +208,8 @@ int px_http_server_new(px_loop_t *loop, const px_http_server_options_t *opts,
     atomic_init(&s->closed, false);
     pthread_mutex_init(&s->lock, NULL);
     uint64_t period = sweep_period(s);
-    int rc = px_timer_start(loop, period, period, sweep, sweep_done, s,
-                            &s->sweep);
+    int rc =
+        px_timer_start(loop, period, period, sweep, sweep_done, s, &s->sweep);
     if (rc < 0) {
         pthread_mutex_destroy(&s->lock);
         free(box);
@@ -229,7 +228,8 @@ void px_http_server_free(px_http_server_t *s)
     server_unref(s);
 }
 
-/* ---- connection references and deadlines ----------------------------------- */
+/* ---- connection references and deadlines -----------------------------------
+ */
 
 void px__http_conn_ref(px_http_conn_t *hc) { atomic_fetch_add(&hc->refs, 1); }
 
@@ -264,8 +264,8 @@ static void arm_wait(px_http_conn_t *hc)
     case PX__HC_HEAD:
         if (hc->in.len == 0 && hc->pending.len == 0) {
             want = PX__WAIT_IDLE;
-            timeout = hc->served ? s->keepalive_timeout_ns
-                                 : s->header_timeout_ns;
+            timeout =
+                hc->served ? s->keepalive_timeout_ns : s->header_timeout_ns;
         } else {
             want = PX__WAIT_HEAD;
             timeout = s->header_timeout_ns;
@@ -354,16 +354,17 @@ static void update_reading(px_http_conn_t *hc)
     }
 }
 
-/* ---- the drive loop ---------------------------------------------------------- */
+/* ---- the drive loop
+ * ---------------------------------------------------------- */
 
 /* The input one pass of the drive loop works on: the engine's bytes, valid
  * for the on_data callback only, or hc->in. */
 typedef struct {
     const char *base;
     size_t len;
-    bool owned;          /* base is hc->in.data */
-    size_t pos;          /* the current request's first byte */
-    bool head_valid;     /* head and headers were parsed from base */
+    bool owned;      /* base is hc->in.data */
+    size_t pos;      /* the current request's first byte */
+    bool head_valid; /* head and headers were parsed from base */
     px_http_request_t head;
     px_http_header_t headers[PX_HTTP_SERVER_MAX_HEADERS];
 } pass_t;
@@ -410,9 +411,9 @@ static bool read_head(px_http_conn_t *hc, pass_t *p)
     size_t avail = p->len - p->pos;
     if (avail == 0)
         return false;
-    ssize_t rc = px_http_parse_request(p->base + p->pos, avail, hc->last_len,
-                                       limits, &p->head, p->headers,
-                                       limits->max_headers);
+    ssize_t rc =
+        px_http_parse_request(p->base + p->pos, avail, hc->last_len, limits,
+                              &p->head, p->headers, limits->max_headers);
     if (rc == PX_HTTP_INCOMPLETE) {
         hc->last_len = avail;
         return false;
@@ -485,17 +486,17 @@ static int read_body(px_http_conn_t *hc, pass_t *p)
     if (avail > hc->raw_len) {
         char *request = hc->in.data + p->pos;
         size_t decoded = 0;
-        ssize_t rc = px_http_decode_chunked(
-            &hc->chunked, &hc->server->limits, request + hc->raw_len,
-            avail - hc->raw_len, &decoded);
+        ssize_t rc = px_http_decode_chunked(&hc->chunked, &hc->server->limits,
+                                            request + hc->raw_len,
+                                            avail - hc->raw_len, &decoded);
         if (rc < 0 && rc != PX_HTTP_INCOMPLETE) {
             fail(hc, px_http_error_status(rc));
             return -1;
         }
         /* Decoded data lands where its input began: move it down to
          * extend the body that follows the head. */
-        memmove(request + hc->head_len + hc->body_len,
-                request + hc->raw_len, decoded);
+        memmove(request + hc->head_len + hc->body_len, request + hc->raw_len,
+                decoded);
         hc->body_len += decoded;
         if (rc >= 0) {
             hc->raw_len += (size_t)rc;
@@ -544,9 +545,9 @@ static void dispatch(px_http_conn_t *hc, pass_t *p)
     if (!p->head_valid) {
         /* The head was parsed in an earlier pass or another buffer; the
          * same bytes parse the same way. */
-        ssize_t rc = px_http_parse_request(start, hc->head_len, 0, &s->limits,
-                                           &p->head, p->headers,
-                                           s->limits.max_headers);
+        ssize_t rc =
+            px_http_parse_request(start, hc->head_len, 0, &s->limits, &p->head,
+                                  p->headers, s->limits.max_headers);
         if (rc != (ssize_t)hc->head_len) {
             fail(hc, 500);
             return;
@@ -601,8 +602,8 @@ static void drive(px_http_conn_t *hc, pass_t *p)
  * sets the next deadline; hc->lock held. */
 static void finish_pass(px_http_conn_t *hc, pass_t *p)
 {
-    bool discard = hc->closed || hc->state == PX__HC_LINGER ||
-                   hc->state == PX__HC_CLOSING;
+    bool discard =
+        hc->closed || hc->state == PX__HC_LINGER || hc->state == PX__HC_CLOSING;
     if (discard) {
         px__hbuf_reset(&hc->in, KEEP_IN_BYTES);
         px__hbuf_reset(&hc->pending, KEEP_IN_BYTES);
@@ -684,7 +685,8 @@ void px__http_after_response(px_http_conn_t *hc)
     arm_wait(hc);
 }
 
-/* ---- connections ----------------------------------------------------------- */
+/* ---- connections -----------------------------------------------------------
+ */
 
 int px_http_conn_start(px_http_server_t *s, px_conn_t *conn, void *data,
                        px_http_conn_t **out)
@@ -798,7 +800,8 @@ void px_http_conn_closed(px_http_conn_t *hc)
     px__http_conn_unref(hc);
 }
 
-/* ---- listening ------------------------------------------------------------- */
+/* ---- listening -------------------------------------------------------------
+ */
 
 static px_http_conn_t *conn_of(px_conn_t *conn)
 {
@@ -813,8 +816,8 @@ static void listener_on_open(px_conn_t *conn)
     uint32_t *magic = px_conn_data(conn);
     px_http_conn_t *hc = NULL;
     if (magic != NULL && *magic == SERVER_MAGIC &&
-        px_http_conn_start(&((server_box_t *)magic)->server, conn, NULL,
-                           &hc) == 0) {
+        px_http_conn_start(&((server_box_t *)magic)->server, conn, NULL, &hc) ==
+            0) {
         px_conn_set_data(conn, &CONN_BOX(hc)->magic);
         return;
     }
@@ -854,14 +857,15 @@ const px_conn_callbacks_t px_http_conn_callbacks = {
     .on_close = listener_on_close,
 };
 
-int px_http_listen(px_http_server_t *s, const char *host, int port,
-                   int backlog, px_listener_t **listener)
+int px_http_listen(px_http_server_t *s, const char *host, int port, int backlog,
+                   px_listener_t **listener)
 {
     return px_listen(s->loop, host, port, backlog, &px_http_conn_callbacks,
                      &SERVER_BOX(s)->magic, listener);
 }
 
-/* ---- exchanges ------------------------------------------------------------- */
+/* ---- exchanges -------------------------------------------------------------
+ */
 
 px_http_server_t *px_http_exchange_server(const px_http_exchange_t *ex)
 {

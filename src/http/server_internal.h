@@ -48,81 +48,82 @@ void px__hbuf_reset(px__hbuf_t *b, size_t keep);
 void px__hbuf_free(px__hbuf_t *b);
 
 typedef enum {
-    PX__HC_HEAD = 0,  /* reading a request head (or waiting for one) */
-    PX__HC_BODY,      /* reading the body of a parsed head */
-    PX__HC_HANDLING,  /* the request callback has it, no response yet */
-    PX__HC_LINGER,    /* an error was answered: discard input, then close */
-    PX__HC_CLOSING,   /* closing: input is dropped */
+    PX__HC_HEAD = 0, /* reading a request head (or waiting for one) */
+    PX__HC_BODY,     /* reading the body of a parsed head */
+    PX__HC_HANDLING, /* the request callback has it, no response yet */
+    PX__HC_LINGER,   /* an error was answered: discard input, then close */
+    PX__HC_CLOSING,  /* closing: input is dropped */
 } px__hc_state_t;
 
 /* What the connection's deadline is for. */
 typedef enum {
     PX__WAIT_NONE = 0,
-    PX__WAIT_IDLE,    /* no request byte yet: close silently */
-    PX__WAIT_HEAD,    /* a head is arriving: 408 */
-    PX__WAIT_BODY,    /* a body is arriving: 408 */
-    PX__WAIT_LINGER,  /* discarding after an error: close */
+    PX__WAIT_IDLE,   /* no request byte yet: close silently */
+    PX__WAIT_HEAD,   /* a head is arriving: 408 */
+    PX__WAIT_BODY,   /* a body is arriving: 408 */
+    PX__WAIT_LINGER, /* discarding after an error: close */
 } px__wait_t;
 
 struct px_http_exchange_s {
     px_http_conn_t *hc;
-    bool head_only;    /* a HEAD request: no body in the response */
-    bool keep_alive;   /* the request allows keeping the connection */
+    bool head_only;  /* a HEAD request: no body in the response */
+    bool keep_alive; /* the request allows keeping the connection */
     int minor_version;
 };
 
 struct px_http_server_s {
     px_loop_t *loop;
-    px_http_options_t limits;      /* resolved: no zero fields */
-    uint64_t header_timeout_ns;    /* PX_HTTP_NO_TIMEOUT: none */
+    px_http_options_t limits;   /* resolved: no zero fields */
+    uint64_t header_timeout_ns; /* PX_HTTP_NO_TIMEOUT: none */
     uint64_t body_timeout_ns;
     uint64_t keepalive_timeout_ns;
     px_http_request_cb on_request;
     void *data;
-    atomic_int refs;               /* the owner's, the timer's, each conn's */
-    atomic_bool closed;            /* px_http_server_free was called */
-    pthread_mutex_t lock;          /* guards the list and the timer */
-    px_http_conn_t *conns;         /* open connections, for the sweep */
-    px_timer_t *sweep;             /* NULL once its done callback ran */
+    atomic_int refs;       /* the owner's, the timer's, each conn's */
+    atomic_bool closed;    /* px_http_server_free was called */
+    pthread_mutex_t lock;  /* guards the list and the timer */
+    px_http_conn_t *conns; /* open connections, for the sweep */
+    px_timer_t *sweep;     /* NULL once its done callback ran */
 };
 
 struct px_http_conn_s {
     px_http_server_t *server;
-    px_conn_t *conn;               /* referenced until the last unref */
+    px_conn_t *conn; /* referenced until the last unref */
     void *data;
     atomic_int refs;
-    px_http_conn_t *prev, *next;   /* the server's list */
-    _Atomic uint64_t deadline_ns;  /* 0: none; read by the sweep unlocked */
+    px_http_conn_t *prev, *next;  /* the server's list */
+    _Atomic uint64_t deadline_ns; /* 0: none; read by the sweep unlocked */
 
-    pthread_mutex_t lock;          /* guards everything below */
+    pthread_mutex_t lock; /* guards everything below */
     px__hc_state_t state;
     px__wait_t wait;
     bool driving;
-    bool closed;                   /* px_http_conn_closed ran */
-    bool paused;                   /* we paused the engine's reading */
+    bool closed; /* px_http_conn_closed ran */
+    bool paused; /* we paused the engine's reading */
     bool continuation_queued;
-    bool unanswered;               /* the exchange awaits its response */
-    bool served;                   /* a response was given: idle waits use
-                                      keepalive_timeout, not header_timeout */
-    bool read_ended;               /* the peer half-closed: close once the
-                                      requests received are answered */
-    px__hbuf_t in;                 /* input from the current request on */
-    px__hbuf_t pending;            /* input that arrived while driving */
-    px__hbuf_t out;                /* responses not handed to the engine */
+    bool unanswered;    /* the exchange awaits its response */
+    bool served;        /* a response was given: idle waits use
+                           keepalive_timeout, not header_timeout */
+    bool read_ended;    /* the peer half-closed: close once the
+                           requests received are answered */
+    px__hbuf_t in;      /* input from the current request on */
+    px__hbuf_t pending; /* input that arrived while driving */
+    px__hbuf_t out;     /* responses not handed to the engine */
 
     /* The request being read (offsets from its first byte). */
-    size_t last_len;               /* the parser's re-check hint */
+    size_t last_len; /* the parser's re-check hint */
     size_t head_len;
     px_http_framing_t framing;
     px_http_chunked_t chunked;
-    size_t body_len;               /* body bytes so far (chunked: decoded) */
-    size_t raw_len;                /* input bytes of the request so far */
+    size_t body_len; /* body bytes so far (chunked: decoded) */
+    size_t raw_len;  /* input bytes of the request so far */
     bool continue_sent;
 
     px_http_exchange_t exchange;
 };
 
-/* ---- respond.c ------------------------------------------------------------- */
+/* ---- respond.c -------------------------------------------------------------
+ */
 
 /* Appends an error response (status, a short body, Connection: close) to
  * hc->out; hc->lock held. */
@@ -133,7 +134,8 @@ void px__http_put_continue(px_http_conn_t *hc);
  * held. Returns 0 or the send's error. */
 int px__http_flush(px_http_conn_t *hc);
 
-/* ---- server.c ---------------------------------------------------------------- */
+/* ---- server.c
+ * ---------------------------------------------------------------- */
 
 void px__http_conn_ref(px_http_conn_t *hc);
 void px__http_conn_unref(px_http_conn_t *hc);

@@ -31,10 +31,10 @@ static const px_http_header_t *find_field(const px_http_server_request_t *req,
     return NULL;
 }
 
-#define FIND(req, literal)                                                     \
-    find_field((req), (literal), sizeof(literal) - 1, 0)
+#define FIND(req, literal) find_field((req), (literal), sizeof(literal) - 1, 0)
 
-/* ---- HTTP-dates ------------------------------------------------------------ */
+/* ---- HTTP-dates ------------------------------------------------------------
+ */
 
 static int month_index(const char *s)
 {
@@ -83,9 +83,10 @@ static bool parse_http_date(const char *s, size_t len, int64_t *out)
     } else if (comma != NULL) {
         /* RFC 850: "Sunday, 06-Nov-94 08:49:37 GMT" */
         const char *d = comma + 1;
-        if (s + len - d != 23 || d[0] != ' ' || !digits(d + 1, 2, &tm.tm_mday) ||
-            d[3] != '-' || (tm.tm_mon = month_index(d + 4)) < 0 ||
-            d[7] != '-' || !digits(d + 8, 2, &year) || d[10] != ' ' ||
+        if (s + len - d != 23 || d[0] != ' ' ||
+            !digits(d + 1, 2, &tm.tm_mday) || d[3] != '-' ||
+            (tm.tm_mon = month_index(d + 4)) < 0 || d[7] != '-' ||
+            !digits(d + 8, 2, &year) || d[10] != ' ' ||
             !clock_time(d + 11, &tm) || memcmp(d + 19, " GMT", 4) != 0)
             return false;
         /* §5.6.7: a two-digit year more than 50 years in the future is
@@ -113,12 +114,13 @@ static bool parse_http_date(const char *s, size_t len, int64_t *out)
     return true;
 }
 
-/* ---- entity tags ----------------------------------------------------------- */
+/* ---- entity tags -----------------------------------------------------------
+ */
 
 typedef struct {
-    const char *etag;     /* ours, quoted */
+    const char *etag; /* ours, quoted */
     size_t etag_len;
-    bool weak_compare;    /* If-None-Match; If-Range compares strongly */
+    bool weak_compare; /* If-None-Match; If-Range compares strongly */
 } etag_match_t;
 
 static int on_etag(const char *tag, size_t len, void *arg)
@@ -151,7 +153,8 @@ static bool none_match_hits(const px_http_server_request_t *req,
     }
 }
 
-/* ---- ranges ------------------------------------------------------------------ */
+/* ---- ranges
+ * ------------------------------------------------------------------ */
 
 typedef enum { RANGE_IGNORED, RANGE_ONE, RANGE_UNSATISFIABLE } range_kind_t;
 
@@ -236,7 +239,8 @@ static bool if_range_holds(const px_http_header_t *h, const char *etag,
     return parse_http_date(h->value, h->value_len, &date) && date == mtime;
 }
 
-/* ---- the plan --------------------------------------------------------------------- */
+/* ---- the plan
+ * --------------------------------------------------------------------- */
 
 static void add_field(px_http_file_plan_t *plan, const char *name,
                       const char *value)
@@ -260,8 +264,9 @@ void px_http_file_plan(const px_http_server_request_t *req,
     plan->offset = 0;
     plan->length = size;
     plan->num_headers = 0;
-    snprintf(plan->etag, sizeof(plan->etag), "\"%" PRIx64 "-%" PRIx64
-             "-%" PRIx64 "\"", size, mtime_ns, (uint64_t)st->st_ino);
+    snprintf(plan->etag, sizeof(plan->etag),
+             "\"%" PRIx64 "-%" PRIx64 "-%" PRIx64 "\"", size, mtime_ns,
+             (uint64_t)st->st_ino);
     add_field(plan, "ETag", plan->etag);
     bool have_date = px_http_format_date(mtime, plan->last_modified) == 0;
     if (have_date)

@@ -14,8 +14,8 @@ void http_test_server_start(http_test_server_t *ts, int backend,
 {
     ts->loop = start_loop(backend, NULL);
     ASSERT_PX_OK(px_http_server_new(ts->loop, opts, &ts->server));
-    ASSERT_PX_OK(px_http_listen(ts->server, "127.0.0.1", 0, 128,
-                                &ts->listener));
+    ASSERT_PX_OK(
+        px_http_listen(ts->server, "127.0.0.1", 0, 128, &ts->listener));
     ts->port = px_listener_port(ts->listener);
     ASSERT_INT_CMP(ts->port, >, 0);
 }
@@ -119,8 +119,8 @@ void http_response_free(http_response_t *r)
 
 /* Finds the fields named name: counts them all (count given), or copies
  * the first one's value. */
-static bool each_field(const http_response_t *r, const char *name,
-                       char *value, size_t cap, int *count)
+static bool each_field(const http_response_t *r, const char *name, char *value,
+                       size_t cap, int *count)
 {
     size_t name_len = strlen(name);
     const char *line = strstr(r->head, "\r\n") + 2;

@@ -34,9 +34,9 @@ typedef struct {
 
 typedef struct {
     int status;
-    char *head;        /* NUL-terminated, status line through blank line */
+    char *head; /* NUL-terminated, status line through blank line */
     size_t head_len;
-    char *body;        /* NUL-terminated too */
+    char *body; /* NUL-terminated too */
     size_t body_len;
 } http_response_t;
 

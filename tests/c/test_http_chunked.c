@@ -31,7 +31,8 @@ static decoded_t decode_pieces(const char *input, size_t len,
             n = len - offset;
         guarded_t g = guarded_copy(input + offset, n);
         size_t decoded = SIZE_MAX;
-        ssize_t rc = px_http_decode_chunked(&decoder, opts, g.data, n, &decoded);
+        ssize_t rc =
+            px_http_decode_chunked(&decoder, opts, g.data, n, &decoded);
         ASSERT_TRUE(decoded <= n);
         if (rc >= 0)
             ASSERT_TRUE((size_t)rc <= n && decoded <= (size_t)rc);
@@ -40,7 +41,8 @@ static decoded_t decode_pieces(const char *input, size_t len,
         out.body_len += decoded;
         /* The bytes after a complete body are the caller's, untouched. */
         if (rc >= 0)
-            ASSERT_TRUE(memcmp(g.data + rc, input + offset + rc, n - (size_t)rc) == 0);
+            ASSERT_TRUE(
+                memcmp(g.data + rc, input + offset + rc, n - (size_t)rc) == 0);
         guarded_free(&g);
         out.rc = rc;
         if (rc >= 0) {
@@ -59,10 +61,12 @@ static void assert_same_decoding(const decoded_t *a, const decoded_t *b,
                                  const char *name, const char *how)
 {
     if (a->rc != b->rc || a->consumed != b->consumed ||
-        a->body_len != b->body_len || memcmp(a->body, b->body, a->body_len) != 0)
-        TEST_FAIL("%s: %s gives rc %ld consumed %zu body %zu, whole gives %ld %zu %zu",
-             name, how, a->rc, a->consumed, a->body_len, b->rc, b->consumed,
-             b->body_len);
+        a->body_len != b->body_len ||
+        memcmp(a->body, b->body, a->body_len) != 0)
+        TEST_FAIL("%s: %s gives rc %ld consumed %zu body %zu, whole gives %ld "
+                  "%zu %zu",
+                  name, how, a->rc, a->consumed, a->body_len, b->rc,
+                  b->consumed, b->body_len);
 }
 
 /* Decodes whole, byte by byte, and split in two at every position. */
@@ -99,18 +103,21 @@ typedef struct {
 static const chunked_case_t valid_bodies[] = {
     {"one_chunk", "5\r\nhello\r\n0\r\n\r\n", 0, "hello"},
     {"empty_body", "0\r\n\r\n", 0, ""},
-    {"several_chunks", "3\r\nabc\r\n1\r\nd\r\n000a\r\n0123456789\r\n0\r\n\r\n", 0,
-     "abcd0123456789"},
+    {"several_chunks", "3\r\nabc\r\n1\r\nd\r\n000a\r\n0123456789\r\n0\r\n\r\n",
+     0, "abcd0123456789"},
     {"hex_case", "A\r\n0123456789\r\nb\r\nabcdefghijk\r\n0\r\n\r\n", 0,
      "0123456789abcdefghijk"},
     {"data_with_crlf", "4\r\n\r\n\r\n\r\n0\r\n\r\n", 0, "\r\n\r\n"},
     {"extensions", "5;name=value;flag\r\nhello\r\n0;last\r\n\r\n", 0, "hello"},
-    {"extensions_bws", "5 ; a = b\t;\tc ;d=\"x\"\r\nhello\r\n0\r\n\r\n", 0, "hello"},
-    {"extension_quoted", "5;q=\"a \\\"quoted\\\" ; value\\\\\"\r\nhello\r\n0\r\n\r\n",
-     0, "hello"},
-    {"extension_quoted_obs_text", "1;q=\"\x80\xff\t\"\r\nx\r\n0\r\n\r\n", 0, "x"},
-    {"trailers", "5\r\nhello\r\n0\r\nX-Checksum: abc\r\nY:\r\nZ: a\tb \x80\r\n\r\n",
-     0, "hello"},
+    {"extensions_bws", "5 ; a = b\t;\tc ;d=\"x\"\r\nhello\r\n0\r\n\r\n", 0,
+     "hello"},
+    {"extension_quoted",
+     "5;q=\"a \\\"quoted\\\" ; value\\\\\"\r\nhello\r\n0\r\n\r\n", 0, "hello"},
+    {"extension_quoted_obs_text", "1;q=\"\x80\xff\t\"\r\nx\r\n0\r\n\r\n", 0,
+     "x"},
+    {"trailers",
+     "5\r\nhello\r\n0\r\nX-Checksum: abc\r\nY:\r\nZ: a\tb \x80\r\n\r\n", 0,
+     "hello"},
     {"next_request_follows", "2\r\nhi\r\n0\r\n\r\nGET / HTTP/1.1\r\n",
      (long)sizeof("2\r\nhi\r\n0\r\n\r\n") - 1, "hi"},
     {"incomplete_data", "5\r\nhel", PX_HTTP_INCOMPLETE, "hel"},
@@ -125,7 +132,8 @@ static const chunked_case_t invalid_bodies[] = {
     {"size_0x", "0x5\r\n", PX_HTTP_E_CHUNK_SIZE, ""},
     {"size_plus", "+5\r\n", PX_HTTP_E_CHUNK_SIZE, ""},
     {"size_leading_space", " 5\r\n", PX_HTTP_E_CHUNK_SIZE, ""},
-    {"size_trailing_space", "5 \r\nhello\r\n0\r\n\r\n", PX_HTTP_E_CHUNK_EXT, ""},
+    {"size_trailing_space", "5 \r\nhello\r\n0\r\n\r\n", PX_HTTP_E_CHUNK_EXT,
+     ""},
     {"size_bare_lf", "5\nhello\r\n0\r\n\r\n", PX_HTTP_E_BARE_LF, ""},
     {"size_bare_cr", "5\rhello\r\n", PX_HTTP_E_BARE_CR, ""},
     {"size_only_lf", "\n", PX_HTTP_E_BARE_LF, ""},
@@ -138,14 +146,18 @@ static const chunked_case_t invalid_bodies[] = {
     {"ext_name_then_space", "5;a \r\nhello\r\n", PX_HTTP_E_CHUNK_EXT, ""},
     {"ext_bad_value", "5;a=b@c\r\nhello\r\n", PX_HTTP_E_CHUNK_EXT, ""},
     {"ext_unterminated_quote", "5;a=\"x\r\nhello\r\n", PX_HTTP_E_CHUNK_EXT, ""},
-    {"ext_control_in_quote", "5;a=\"\x01\"\r\nhello\r\n", PX_HTTP_E_CHUNK_EXT, ""},
-    {"ext_text_after_quote", "5;a=\"x\"y\r\nhello\r\n", PX_HTTP_E_CHUNK_EXT, ""},
+    {"ext_control_in_quote", "5;a=\"\x01\"\r\nhello\r\n", PX_HTTP_E_CHUNK_EXT,
+     ""},
+    {"ext_text_after_quote", "5;a=\"x\"y\r\nhello\r\n", PX_HTTP_E_CHUNK_EXT,
+     ""},
     {"ext_bare_lf", "5;a=b\nhello\r\n", PX_HTTP_E_BARE_LF, ""},
-    {"data_too_long", "5\r\nhelloX\r\n0\r\n\r\n", PX_HTTP_E_CHUNK_DATA, "hello"},
+    {"data_too_long", "5\r\nhelloX\r\n0\r\n\r\n", PX_HTTP_E_CHUNK_DATA,
+     "hello"},
     {"data_bare_lf", "5\r\nhello\n0\r\n\r\n", PX_HTTP_E_BARE_LF, "hello"},
     {"data_bare_cr", "5\r\nhello\r0\r\n\r\n", PX_HTTP_E_BARE_CR, "hello"},
     {"trailer_obs_fold", "0\r\nX: a\r\n b\r\n\r\n", PX_HTTP_E_OBS_FOLD, ""},
-    {"trailer_space_before_colon", "0\r\nX : a\r\n\r\n", PX_HTTP_E_SPACE_BEFORE_COLON, ""},
+    {"trailer_space_before_colon", "0\r\nX : a\r\n\r\n",
+     PX_HTTP_E_SPACE_BEFORE_COLON, ""},
     {"trailer_bad_name", "0\r\nX(: a\r\n\r\n", PX_HTTP_E_HEADER_NAME, ""},
     {"trailer_no_colon", "0\r\nXY\r\n\r\n", PX_HTTP_E_HEADER_NAME, ""},
     {"trailer_control", "0\r\nX: a\x7f\r\n\r\n", PX_HTTP_E_HEADER_VALUE, ""},
@@ -256,7 +268,8 @@ HTTP_TEST(test_state_after_completion)
     px_http_chunked_t decoder;
     memset(&decoder, 0, sizeof(decoder));
     size_t decoded;
-    ssize_t rc = px_http_decode_chunked(&decoder, NULL, buf, strlen(buf), &decoded);
+    ssize_t rc =
+        px_http_decode_chunked(&decoder, NULL, buf, strlen(buf), &decoded);
     ASSERT_INT_EQ(rc, 11);
     ASSERT_INT_EQ(decoded, 1);
     ASSERT_INT_EQ(decoder.body_size, 1);
@@ -273,12 +286,9 @@ HTTP_TEST(test_state_after_completion)
 }
 
 static const test_case_t tests[] = {
-    HTTP_CASE(valid_bodies),
-    HTTP_CASE(invalid_bodies),
-    HTTP_CASE(body_size_limit),
-    HTTP_CASE(line_limits),
-    HTTP_CASE(large_chunks),
-    HTTP_CASE(state_after_completion),
+    HTTP_CASE(valid_bodies),    HTTP_CASE(invalid_bodies),
+    HTTP_CASE(body_size_limit), HTTP_CASE(line_limits),
+    HTTP_CASE(large_chunks),    HTTP_CASE(state_after_completion),
 };
 
 TEST_MAIN(tests)

@@ -104,7 +104,8 @@ static outcome_t check_parse(const char *name, const char *input, size_t len,
     outcome_t whole = parse_guarded(input, len, 0, opts, max_headers);
     if (whole.rc != expected)
         TEST_FAIL("%s: parse gave %ld (%s), expected %ld (%s)", name, whole.rc,
-             px_http_strerror(whole.rc), expected, px_http_strerror(expected));
+                  px_http_strerror(whole.rc), expected,
+                  px_http_strerror(expected));
     outcome_t bytes = parse_byte_by_byte(input, len, false, opts, max_headers);
     assert_same_outcome(&bytes, &whole, name);
     outcome_t retry = parse_byte_by_byte(input, len, true, opts, max_headers);
@@ -370,7 +371,8 @@ HTTP_TEST(test_largest_limits)
     opts.max_chunk_line = SIZE_MAX;
     opts.max_trailer_size = SIZE_MAX;
     const char *input = "GET /a HTTP/1.1\r\n" HOST "\r\n";
-    check_parse("largest_limits", input, strlen(input), 0, &opts, MAX_TEST_HEADERS);
+    check_parse("largest_limits", input, strlen(input), 0, &opts,
+                MAX_TEST_HEADERS);
     input = "GET /a HTTP/1.1\r\n" HOST;
     check_parse("largest_limits_incomplete", input, strlen(input),
                 PX_HTTP_INCOMPLETE, &opts, MAX_TEST_HEADERS);
@@ -396,14 +398,14 @@ HTTP_TEST(test_head_size_limit)
     static char big[17 * 1024];
     len = build_request(big, 8, 16 * 1024);
     ASSERT_RESULT_EQ(px_http_parse_request(big, len, 0, NULL,
-                                        &(px_http_request_t){0},
-                                        (px_http_header_t[4]){{0}}, 4),
-                  (long)len);
+                                           &(px_http_request_t){0},
+                                           (px_http_header_t[4]){{0}}, 4),
+                     (long)len);
     len = build_request(big, 8, 16 * 1024 + 1);
     ASSERT_RESULT_EQ(px_http_parse_request(big, len, 0, NULL,
-                                        &(px_http_request_t){0},
-                                        (px_http_header_t[4]){{0}}, 4),
-                  PX_HTTP_E_HEAD_TOO_LARGE);
+                                           &(px_http_request_t){0},
+                                           (px_http_header_t[4]){{0}}, 4),
+                     PX_HTTP_E_HEAD_TOO_LARGE);
 }
 
 HTTP_TEST(test_header_count_limit)
@@ -576,22 +578,22 @@ HTTP_TEST(test_framing)
         px_http_request_t req;
         px_http_header_t h[MAX_TEST_HEADERS];
         px_http_framing_t framing;
-        ASSERT_RESULT_EQ(px_http_parse_request(input, (size_t)len, 0, NULL, &req,
-                                            h, MAX_TEST_HEADERS),
-                      len);
+        ASSERT_RESULT_EQ(px_http_parse_request(input, (size_t)len, 0, NULL,
+                                               &req, h, MAX_TEST_HEADERS),
+                         len);
         long rc = px_http_request_framing(&req, NULL, &framing);
         if (rc != c->expected)
-            TEST_FAIL("%s: framing gave %ld (%s), expected %ld (%s)", c->name, rc,
-                 px_http_strerror(rc), c->expected,
-                 px_http_strerror(c->expected));
+            TEST_FAIL("%s: framing gave %ld (%s), expected %ld (%s)", c->name,
+                      rc, px_http_strerror(rc), c->expected,
+                      px_http_strerror(c->expected));
         if (framing.body != c->body ||
             framing.content_length != c->content_length ||
             framing.keep_alive != c->keep_alive ||
             framing.expect_continue != c->expect_continue)
             TEST_FAIL("%s: framing body %d length %llu keep-alive %d expect %d",
-                 c->name, framing.body,
-                 (unsigned long long)framing.content_length, framing.keep_alive,
-                 framing.expect_continue);
+                      c->name, framing.body,
+                      (unsigned long long)framing.content_length,
+                      framing.keep_alive, framing.expect_continue);
     }
 }
 
@@ -606,7 +608,7 @@ HTTP_TEST(test_max_body_size_option)
     px_http_options_t opts = {0};
     opts.max_body_size = 100;
     ASSERT_RESULT_EQ(px_http_request_framing(&req, &opts, &framing),
-                  PX_HTTP_E_BODY_TOO_LARGE);
+                     PX_HTTP_E_BODY_TOO_LARGE);
     opts.max_body_size = 101;
     ASSERT_RESULT_EQ(px_http_request_framing(&req, &opts, &framing), 0);
     opts.max_body_size = UINT64_MAX;
@@ -643,7 +645,7 @@ HTTP_TEST(test_char_classes)
                             (hex ? PX__HTTP_HEX : 0));
         if (px__http_char_class[c] != expected)
             TEST_FAIL("class of 0x%02x is %d, expected %d", c,
-                 px__http_char_class[c], expected);
+                      px__http_char_class[c], expected);
     }
 }
 
@@ -701,12 +703,14 @@ HTTP_TEST(test_error_statuses)
 {
     ASSERT_RESULT_EQ(px_http_error_status(PX_HTTP_INCOMPLETE), 0);
     ASSERT_RESULT_EQ(px_http_error_status(PX_HTTP_E_METHOD), 400);
-    ASSERT_RESULT_EQ(px_http_error_status(PX_HTTP_E_METHOD_NOT_IMPLEMENTED), 501);
+    ASSERT_RESULT_EQ(px_http_error_status(PX_HTTP_E_METHOD_NOT_IMPLEMENTED),
+                     501);
     ASSERT_RESULT_EQ(px_http_error_status(PX_HTTP_E_URI_TOO_LONG), 414);
     ASSERT_RESULT_EQ(px_http_error_status(PX_HTTP_E_HEAD_TOO_LARGE), 431);
     ASSERT_RESULT_EQ(px_http_error_status(PX_HTTP_E_TOO_MANY_HEADERS), 431);
     ASSERT_RESULT_EQ(px_http_error_status(PX_HTTP_E_VERSION), 400);
-    ASSERT_RESULT_EQ(px_http_error_status(PX_HTTP_E_VERSION_NOT_SUPPORTED), 505);
+    ASSERT_RESULT_EQ(px_http_error_status(PX_HTTP_E_VERSION_NOT_SUPPORTED),
+                     505);
     ASSERT_RESULT_EQ(px_http_error_status(PX_HTTP_E_BODY_TOO_LARGE), 413);
     ASSERT_RESULT_EQ(px_http_error_status(PX_HTTP_E_EXPECTATION), 417);
     ASSERT_RESULT_EQ(px_http_error_status(PX_HTTP_E_CL_AND_TE), 400);

@@ -28,11 +28,12 @@ static void check_head(const px_http_response_t *r, const char *expected)
     ssize_t n = px_http_write_response_head(g.data, len, r);
     if (n != (ssize_t)len || memcmp(g.data, expected, len) != 0)
         TEST_FAIL("wrote %zd bytes \"%.*s\", expected \"%s\"", n,
-             n > 0 ? (int)n : 0, g.data, expected);
+                  n > 0 ? (int)n : 0, g.data, expected);
     guarded_free(&g);
     for (size_t cap = 0; cap < len; cap++) {
         g = guarded_copy(expected, cap);
-        ASSERT_RESULT_EQ(px_http_write_response_head(g.data, cap, r), PX_HTTP_E_NOSPACE);
+        ASSERT_RESULT_EQ(px_http_write_response_head(g.data, cap, r),
+                         PX_HTTP_E_NOSPACE);
         guarded_free(&g);
     }
 }
@@ -43,7 +44,8 @@ HTTP_TEST(test_content_length)
     r.date = date;
     r.body = PX_HTTP_BODY_LENGTH;
     r.content_length = 13;
-    px_http_header_t h[] = {{"Content-Type", 12, "text/plain; charset=utf-8", 25}};
+    px_http_header_t h[] = {
+        {"Content-Type", 12, "text/plain; charset=utf-8", 25}};
     r.headers = h;
     r.num_headers = 1;
     check_head(&r, "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
@@ -52,7 +54,8 @@ HTTP_TEST(test_content_length)
     r.content_length = UINT64_MAX;
     r.num_headers = 0;
     r.date = NULL;
-    check_head(&r, "HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\n");
+    check_head(
+        &r, "HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\n");
     r.content_length = 0;
     check_head(&r, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
 }
@@ -80,13 +83,13 @@ HTTP_TEST(test_chunked_and_no_body)
     check_head(&r, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
     r.minor_version = 0;
     ASSERT_RESULT_EQ(px_http_write_response_head((char[256]){0}, 256, &r),
-                  PX_HTTP_E_RESPONSE_FRAMING);
+                     PX_HTTP_E_RESPONSE_FRAMING);
 
     r = response(204);
     check_head(&r, "HTTP/1.1 204 No Content\r\n\r\n");
     r.body = PX_HTTP_BODY_LENGTH;
     ASSERT_RESULT_EQ(px_http_write_response_head((char[256]){0}, 256, &r),
-                  PX_HTTP_E_RESPONSE_FRAMING);
+                     PX_HTTP_E_RESPONSE_FRAMING);
 
     /* A 304 (like a HEAD response) may state the length it would have. */
     r = response(304);
@@ -100,11 +103,11 @@ HTTP_TEST(test_chunked_and_no_body)
     check_head(&r, "HTTP/1.1 100 Continue\r\n\r\n");
     r.body = PX_HTTP_BODY_CHUNKED;
     ASSERT_RESULT_EQ(px_http_write_response_head((char[256]){0}, 256, &r),
-                  PX_HTTP_E_RESPONSE_FRAMING);
+                     PX_HTTP_E_RESPONSE_FRAMING);
     r.body = (px_http_body_t)7;
     r.status = 200;
     ASSERT_RESULT_EQ(px_http_write_response_head((char[256]){0}, 256, &r),
-                  PX_HTTP_E_RESPONSE_FRAMING);
+                     PX_HTTP_E_RESPONSE_FRAMING);
 }
 
 HTTP_TEST(test_status_and_reason)
@@ -115,17 +118,19 @@ HTTP_TEST(test_status_and_reason)
     check_head(&r, "HTTP/1.1 299 Fine Thanks\r\n\r\n");
     r.reason = "Split\r\nX-Injected: 1";
     ASSERT_RESULT_EQ(px_http_write_response_head((char[256]){0}, 256, &r),
-                  PX_HTTP_E_RESPONSE_HEADER);
+                     PX_HTTP_E_RESPONSE_HEADER);
     r.reason = NULL;
     static const int bad_statuses[] = {-200, 0, 99, 600, 1000};
     for (size_t i = 0; i < COUNT_OF(bad_statuses); i++) {
         r.status = bad_statuses[i];
         ASSERT_RESULT_EQ(px_http_write_response_head((char[256]){0}, 256, &r),
-                      PX_HTTP_E_RESPONSE_STATUS);
+                         PX_HTTP_E_RESPONSE_STATUS);
     }
     ASSERT_TRUE(strcmp(px_http_reason_phrase(413), "Content Too Large") == 0);
-    ASSERT_TRUE(strcmp(px_http_reason_phrase(431), "Request Header Fields Too Large") == 0);
-    ASSERT_TRUE(strcmp(px_http_reason_phrase(505), "HTTP Version Not Supported") == 0);
+    ASSERT_TRUE(strcmp(px_http_reason_phrase(431),
+                       "Request Header Fields Too Large") == 0);
+    ASSERT_TRUE(
+        strcmp(px_http_reason_phrase(505), "HTTP Version Not Supported") == 0);
     ASSERT_TRUE(strcmp(px_http_reason_phrase(418), "") == 0);
 }
 
@@ -158,7 +163,7 @@ HTTP_TEST(test_refused_fields)
         char out[256];
         memset(out, '#', sizeof(out));
         ASSERT_RESULT_EQ(px_http_write_response_head(out, sizeof(out), &r),
-                      cases[i].expected);
+                         cases[i].expected);
         /* Nothing is written before a refusal. */
         ASSERT_TRUE(out[0] == '#');
     }
@@ -177,13 +182,13 @@ HTTP_TEST(test_bad_date)
     px_http_response_t r = response(200);
     r.date = "Sun, 06 Nov 1994";
     ASSERT_RESULT_EQ(px_http_write_response_head((char[256]){0}, 256, &r),
-                  PX_HTTP_E_RESPONSE_HEADER);
+                     PX_HTTP_E_RESPONSE_HEADER);
     r.date = "Sun, 06 Nov 1994 08:49:37 GMT\r\nX: y";
     ASSERT_RESULT_EQ(px_http_write_response_head((char[256]){0}, 256, &r),
-                  PX_HTTP_E_RESPONSE_HEADER);
+                     PX_HTTP_E_RESPONSE_HEADER);
     r.date = "Sun, 06 Nov 1994 08:49:37\r\nX";
     ASSERT_RESULT_EQ(px_http_write_response_head((char[256]){0}, 256, &r),
-                  PX_HTTP_E_RESPONSE_HEADER);
+                     PX_HTTP_E_RESPONSE_HEADER);
 }
 
 HTTP_TEST(test_format_date)
@@ -204,22 +209,22 @@ HTTP_TEST(test_format_date)
         ASSERT_STR_EQ(out, cases[i].expected);
     }
     char out[PX_HTTP_DATE_LEN + 1];
-    ASSERT_RESULT_EQ(px_http_format_date(253402300800, out), PX_HTTP_E_RESPONSE_HEADER);
-    ASSERT_RESULT_EQ(px_http_format_date(-62135596801, out), PX_HTTP_E_RESPONSE_HEADER);
+    ASSERT_RESULT_EQ(px_http_format_date(253402300800, out),
+                     PX_HTTP_E_RESPONSE_HEADER);
+    ASSERT_RESULT_EQ(px_http_format_date(-62135596801, out),
+                     PX_HTTP_E_RESPONSE_HEADER);
     /* A formatted date is what the writer accepts. */
     ASSERT_RESULT_EQ(px_http_format_date(784111777, out), 0);
     px_http_response_t r = response(200);
     r.date = out;
-    check_head(&r, "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n");
+    check_head(
+        &r, "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n");
 }
 
 static const test_case_t tests[] = {
-    HTTP_CASE(content_length),
-    HTTP_CASE(persistence),
-    HTTP_CASE(chunked_and_no_body),
-    HTTP_CASE(status_and_reason),
-    HTTP_CASE(refused_fields),
-    HTTP_CASE(bad_date),
+    HTTP_CASE(content_length),      HTTP_CASE(persistence),
+    HTTP_CASE(chunked_and_no_body), HTTP_CASE(status_and_reason),
+    HTTP_CASE(refused_fields),      HTTP_CASE(bad_date),
     HTTP_CASE(format_date),
 };
 

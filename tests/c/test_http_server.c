@@ -18,8 +18,8 @@
 typedef struct {
     atomic_int requests;
     atomic_int late_outstanding;
-    atomic_int late_result;     /* px_http_respond's result, late ones */
-    atomic_int check_result;    /* results the handler saw, see routes */
+    atomic_int late_result;  /* px_http_respond's result, late ones */
+    atomic_int check_result; /* results the handler saw, see routes */
     atomic_int check_result2;
 } test_state_t;
 
@@ -34,12 +34,12 @@ static bool path_is(const px_http_server_request_t *req, const char *path)
 
 static void respond_text(px_http_exchange_t *ex, int status, const char *text)
 {
-    static const px_http_header_t type = {"Content-Type", 12, "text/plain",
-                                          10};
+    static const px_http_header_t type = {"Content-Type", 12, "text/plain", 10};
     ASSERT_PX_OK(px_http_respond(ex, status, &type, 1, text, strlen(text)));
 }
 
-/* ---- responses given later, from another thread ---------------------------- */
+/* ---- responses given later, from another thread ----------------------------
+ */
 
 typedef struct {
     px_http_exchange_t *ex;
@@ -51,8 +51,8 @@ static void *respond_late(void *arg)
 {
     late_t *late = arg;
     sleep_ms(late->delay_ms);
-    int rc = px_http_respond(late->ex, 200, NULL, 0, late->text,
-                             strlen(late->text));
+    int rc =
+        px_http_respond(late->ex, 200, NULL, 0, late->text, strlen(late->text));
     atomic_store(&state.late_result, rc);
     free(late);
     atomic_fetch_sub(&state.late_outstanding, 1);
@@ -78,7 +78,8 @@ static void start_late(px_http_exchange_t *ex,
     pthread_attr_destroy(&attr);
 }
 
-/* ---- the routes -------------------------------------------------------------------- */
+/* ---- the routes
+ * -------------------------------------------------------------------- */
 
 static void on_request(px_http_exchange_t *ex,
                        const px_http_server_request_t *req)
@@ -88,13 +89,13 @@ static void on_request(px_http_exchange_t *ex,
     if (path_is(req, "/hello")) {
         respond_text(ex, 200, "hello");
     } else if (path_is(req, "/echo")) {
-        ASSERT_PX_OK(px_http_respond(ex, 200, NULL, 0, req->body,
-                                     req->body_len));
+        ASSERT_PX_OK(
+            px_http_respond(ex, 200, NULL, 0, req->body, req->body_len));
     } else if (path_is(req, "/info")) {
         snprintf(text, sizeof(text), "%.*s %.*s q=%.*s v=1.%d ka=%d n=%zu",
                  (int)req->head.method_len, req->head.method,
-                 (int)req->path_len, req->path, (int)req->query_len,
-                 req->query, req->head.minor_version, req->keep_alive,
+                 (int)req->path_len, req->path, (int)req->query_len, req->query,
+                 req->head.minor_version, req->keep_alive,
                  req->head.num_headers);
         respond_text(ex, 200, text);
     } else if (path_is(req, "/late")) {
@@ -158,7 +159,8 @@ static uint64_t ms_since(uint64_t start_ns)
     return (px_now_ns() - start_ns) / 1000000u;
 }
 
-/* ---- keep-alive, pipelining, bodies -------------------------------------------- */
+/* ---- keep-alive, pipelining, bodies
+ * -------------------------------------------- */
 
 static void test_keep_alive(int backend)
 {
@@ -183,7 +185,8 @@ static void test_keep_alive(int backend)
         ASSERT_INT_EQ(http_header_count(&r, "Connection"), 0);
         http_response_free(&r);
     }
-    http_client_send_str(&c, "GET /info?a=1&b HTTP/1.1\r\nHost: t\r\nX: y\r\n\r\n");
+    http_client_send_str(&c,
+                         "GET /info?a=1&b HTTP/1.1\r\nHost: t\r\nX: y\r\n\r\n");
     http_expect(&c, 200, "GET /info q=a=1&b v=1.1 ka=1 n=2");
     /* absolute-form targets give the path part */
     http_client_send_str(&c, GET("http://t:80/info?z"));
@@ -202,10 +205,11 @@ static void test_pipelining_order(int backend)
     http_client_t c;
     http_client_open(&c, ts.port);
     /* Late responses from other threads between immediate ones. */
-    http_client_send_str(&c, GET("/late?40") GET("/hello") GET("/late?1")
-                             "POST /echo HTTP/1.1\r\nHost: t\r\n"
-                             "Content-Length: 3\r\n\r\nabc"
-                             GET("/info?x") GET("/late?5"));
+    http_client_send_str(
+        &c, GET("/late?40") GET("/hello")
+                GET("/late?1") "POST /echo HTTP/1.1\r\nHost: t\r\n"
+                               "Content-Length: 3\r\n\r\nabc" GET("/info?x")
+                                   GET("/late?5"));
     http_expect(&c, 200, "late 40");
     http_expect(&c, 200, "hello");
     http_expect(&c, 200, "late 1");
@@ -301,8 +305,8 @@ static void test_head(int backend)
     start(&ts, backend, NULL);
     http_client_t c;
     http_client_open(&c, ts.port);
-    http_client_send_str(&c, "HEAD /hello HTTP/1.1\r\nHost: t\r\n\r\n" GET(
-                                 "/hello"));
+    http_client_send_str(
+        &c, "HEAD /hello HTTP/1.1\r\nHost: t\r\n\r\n" GET("/hello"));
     http_response_t r;
     http_read_response(&c, &r, true);
     ASSERT_INT_EQ(r.status, 200);
@@ -329,8 +333,9 @@ static void test_expect_continue(int backend)
     start(&ts, backend, &opts);
     http_client_t c;
     http_client_open(&c, ts.port);
-    http_client_send_str(&c, "POST /echo HTTP/1.1\r\nHost: t\r\n"
-                             "Content-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    http_client_send_str(&c,
+                         "POST /echo HTTP/1.1\r\nHost: t\r\n"
+                         "Content-Length: 5\r\nExpect: 100-continue\r\n\r\n");
     http_response_t r;
     http_read_response(&c, &r, false);
     ASSERT_INT_EQ(r.status, 100);
@@ -351,8 +356,9 @@ static void test_expect_continue(int backend)
     http_client_send_str(&c, "2\r\nok\r\n0\r\n\r\n");
     http_expect(&c, 200, "ok");
     /* Too large: 413 at once, never a 100. */
-    http_client_send_str(&c, "POST /echo HTTP/1.1\r\nHost: t\r\n"
-                             "Content-Length: 1001\r\nExpect: 100-continue\r\n\r\n");
+    http_client_send_str(
+        &c, "POST /echo HTTP/1.1\r\nHost: t\r\n"
+            "Content-Length: 1001\r\nExpect: 100-continue\r\n\r\n");
     http_read_response(&c, &r, false);
     ASSERT_INT_EQ(r.status, 413);
     char value[32];
@@ -401,7 +407,8 @@ static void test_http10(int backend)
     stop(&ts);
 }
 
-/* ---- errors ------------------------------------------------------------------------- */
+/* ---- errors
+ * ------------------------------------------------------------------------- */
 
 static char *repeat(const char *prefix, char fill, size_t n, const char *suffix)
 {
@@ -447,24 +454,28 @@ static void test_error_statuses(int backend)
                  400);
     expect_error(ts.port, "GET / HTTP/1.1\r\n\r\n", 400);
     expect_error(ts.port, "GET /\x01 HTTP/1.1\r\nHost: t\r\n\r\n", 400);
-    expect_error(ts.port, "POST /echo HTTP/1.1\r\nHost: t\r\n"
-                          "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n"
-                          "\r\n",
+    expect_error(ts.port,
+                 "POST /echo HTTP/1.1\r\nHost: t\r\n"
+                 "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n"
+                 "\r\n",
                  400);
-    expect_error(ts.port, "POST /echo HTTP/1.1\r\nHost: t\r\n"
-                          "Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+    expect_error(ts.port,
+                 "POST /echo HTTP/1.1\r\nHost: t\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\nzz\r\n",
                  400);
-    expect_error(ts.port, "POST /echo HTTP/1.1\r\nHost: t\r\n"
-                          "Content-Length: 1001\r\n\r\n",
+    expect_error(ts.port,
+                 "POST /echo HTTP/1.1\r\nHost: t\r\n"
+                 "Content-Length: 1001\r\n\r\n",
                  413);
-    expect_error(ts.port, "POST /echo HTTP/1.1\r\nHost: t\r\n"
-                          "Transfer-Encoding: chunked\r\n\r\n3e9\r\n",
+    expect_error(ts.port,
+                 "POST /echo HTTP/1.1\r\nHost: t\r\n"
+                 "Transfer-Encoding: chunked\r\n\r\n3e9\r\n",
                  413);
     char *long_uri = repeat("GET /", 'a', 9000, " HTTP/1.1\r\nHost: t\r\n\r\n");
     expect_error(ts.port, long_uri, 414);
     free(long_uri);
-    char *big_head = repeat("GET / HTTP/1.1\r\nHost: t\r\nX: ", 'b', 20000,
-                            "\r\n\r\n");
+    char *big_head =
+        repeat("GET / HTTP/1.1\r\nHost: t\r\nX: ", 'b', 20000, "\r\n\r\n");
     expect_error(ts.port, big_head, 431);
     free(big_head);
     expect_error(ts.port, "BREW / HTTP/1.1\r\nHost: t\r\n\r\n", 501);
@@ -475,8 +486,9 @@ static void test_error_statuses(int backend)
     /* After good requests, the error comes in order, then nothing more. */
     http_client_t c;
     http_client_open(&c, ts.port);
-    http_client_send_str(&c, GET("/late?20") GET("/hello")
-                             "GET / HTTP/9.9\r\n\r\n" GET("/hello"));
+    http_client_send_str(
+        &c,
+        GET("/late?20") GET("/hello") "GET / HTTP/9.9\r\n\r\n" GET("/hello"));
     http_expect(&c, 200, "late 20");
     http_expect(&c, 200, "hello");
     http_expect(&c, 505, NULL);
@@ -513,8 +525,9 @@ static void test_unlimited_body_size(int backend)
     http_client_close(&c);
     free(body);
     /* A length that cannot be buffered is still refused. */
-    expect_error(ts.port, "POST /echo HTTP/1.1\r\nHost: t\r\n"
-                          "Content-Length: 18446744073709551615\r\n\r\n",
+    expect_error(ts.port,
+                 "POST /echo HTTP/1.1\r\nHost: t\r\n"
+                 "Content-Length: 18446744073709551615\r\n\r\n",
                  413);
     stop(&ts);
 }
@@ -538,7 +551,8 @@ static void test_linger_then_close(int backend)
     stop(&ts);
 }
 
-/* ---- timeouts ----------------------------------------------------------------------- */
+/* ---- timeouts
+ * ----------------------------------------------------------------------- */
 
 static void test_slowloris(int backend)
 {
@@ -627,7 +641,8 @@ static void test_idle_connection(int backend)
     stop(&ts);
 }
 
-/* ---- responses ---------------------------------------------------------------------- */
+/* ---- responses
+ * ---------------------------------------------------------------------- */
 
 static void test_response_checks(int backend)
 {
@@ -719,7 +734,8 @@ static void test_late_response_after_close(int backend)
     stop(&ts);
 }
 
-/* ---- the client half-closes ------------------------------------------------------ */
+/* ---- the client half-closes
+ * ------------------------------------------------------ */
 
 /* Every request sent before shutdown(SHUT_WR) is answered, in order, late
  * ones included; then the server closes. */
@@ -730,7 +746,7 @@ static void test_half_close_answers_every_request(int backend)
     http_client_t c;
     http_client_open(&c, ts.port);
     http_client_send_str(&c, GET("/late?200") GET("/hello") GET("/late?50")
-                             GET("/info?last"));
+                                 GET("/info?last"));
     ASSERT_INT_EQ(shutdown(c.fd, SHUT_WR), 0);
     http_expect(&c, 200, "late 200");
     http_expect(&c, 200, "hello");
@@ -750,7 +766,7 @@ static void test_half_close_with_unfinished_request(int backend)
     http_test_server_t ts;
     start(&ts, backend, NULL);
     const char *partial[] = {
-        "",                              /* idle */
+        "",                             /* idle */
         "GET /hello HTTP/1.1\r\nHost:", /* in the head */
         "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 9\r\n\r\nabc",
         GET("/hello") "GET /hel", /* after a complete one */
@@ -803,7 +819,8 @@ static void test_server_free_winds_down(int backend)
     finish_loop(ts.loop);
 }
 
-/* ---- many clients -------------------------------------------------------------------- */
+/* ---- many clients
+ * -------------------------------------------------------------------- */
 
 #define CLIENT_THREADS 6
 #define CONNS_PER_THREAD 3

@@ -9,7 +9,8 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
-/* ---- plans ------------------------------------------------------------------- */
+/* ---- plans
+ * ------------------------------------------------------------------- */
 
 /* A file of 1000 bytes, modified at Sun, 06 Nov 1994 08:49:37 GMT. */
 #define MTIME 784111777
@@ -26,7 +27,7 @@ static struct stat fake_stat(void)
 }
 
 typedef struct {
-    const char *fields;     /* header lines after the request line */
+    const char *fields; /* header lines after the request line */
     const char *method;
     int status_in;
     int status;
@@ -38,8 +39,8 @@ static void plan_for(const char *method, const char *fields, int status,
                      px_http_file_plan_t *plan)
 {
     char text[1024];
-    snprintf(text, sizeof(text), "%s /f HTTP/1.1\r\nHost: t\r\n%s\r\n",
-             method, fields);
+    snprintf(text, sizeof(text), "%s /f HTTP/1.1\r\nHost: t\r\n%s\r\n", method,
+             fields);
     static px_http_header_t headers[32];
     px_http_server_request_t req = {0};
     ssize_t rc = px_http_parse_request(text, strlen(text), 0, NULL, &req.head,
@@ -68,8 +69,8 @@ static void test_plans(int arg)
         {"", "HEAD", 200, 200, 0, 1000, NULL},
         {"If-None-Match: " ETAG "\r\n", "GET", 200, 304, 0, 0, NULL},
         {"If-None-Match: \"x\", W/" ETAG "\r\n", "GET", 200, 304, 0, 0, NULL},
-        {"If-None-Match: \"x\"\r\nIf-None-Match: *\r\n", "HEAD", 200, 304, 0,
-         0, NULL},
+        {"If-None-Match: \"x\"\r\nIf-None-Match: *\r\n", "HEAD", 200, 304, 0, 0,
+         NULL},
         {"If-None-Match: \"other\"\r\n", "GET", 200, 200, 0, 1000, NULL},
         {"If-None-Match: " ETAG "\r\n", "POST", 200, 412, 0, 0, NULL},
         {"If-None-Match: " ETAG "\r\n", "GET", 404, 404, 0, 1000, NULL},
@@ -87,8 +88,7 @@ static void test_plans(int arg)
         {"If-Modified-Since: yesterday\r\n", "GET", 200, 200, 0, 1000, NULL},
         {"If-Modified-Since: " LAST_MODIFIED "\r\n", "POST", 200, 200, 0, 1000,
          NULL},
-        {"Range: bytes=10-19\r\n", "GET", 200, 206, 10, 10,
-         "bytes 10-19/1000"},
+        {"Range: bytes=10-19\r\n", "GET", 200, 206, 10, 10, "bytes 10-19/1000"},
         {"Range: bytes=990-\r\n", "GET", 200, 206, 990, 10,
          "bytes 990-999/1000"},
         {"Range: bytes=995-5000\r\n", "GET", 200, 206, 995, 5,
@@ -114,8 +114,8 @@ static void test_plans(int arg)
          1000, NULL},
         {"Range: bytes=0-9\r\nIf-Range: \"old\"\r\n", "GET", 200, 200, 0, 1000,
          NULL},
-        {"Range: bytes=0-9\r\nIf-Range: " LAST_MODIFIED "\r\n", "GET", 200,
-         206, 0, 10, "bytes 0-9/1000"},
+        {"Range: bytes=0-9\r\nIf-Range: " LAST_MODIFIED "\r\n", "GET", 200, 206,
+         0, 10, "bytes 0-9/1000"},
         {"Range: bytes=0-9\r\nIf-Range: Mon, 07 Nov 1994 08:49:37 GMT\r\n",
          "GET", 200, 200, 0, 1000, NULL},
     };
@@ -162,7 +162,8 @@ static void test_empty_file_plan(int arg)
     ASSERT_STR_EQ(plan.content_range, "bytes */0");
 }
 
-/* ---- a file over a socket ---------------------------------------------------------- */
+/* ---- a file over a socket
+ * ---------------------------------------------------------- */
 
 #define FILE_SIZE 300000
 
@@ -176,8 +177,8 @@ static void on_request(px_http_exchange_t *ex,
     px_http_file_plan_t plan;
     px_http_file_plan(req, &st, 200, &plan);
     px_http_header_t fields[5];
-    fields[0] = (px_http_header_t){"Content-Type", 12,
-                                   "application/octet-stream", 24};
+    fields[0] =
+        (px_http_header_t){"Content-Type", 12, "application/octet-stream", 24};
     memcpy(fields + 1, plan.headers, plan.num_headers * sizeof(fields[0]));
     ASSERT_PX_OK(px_http_respond_file(ex, plan.status, fields,
                                       plan.num_headers + 1, file_fd,

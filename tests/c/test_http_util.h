@@ -24,7 +24,10 @@
     }                                                                          \
     static void name##_body(void)
 
-#define HTTP_CASE(name) {#name, test_##name, 0}
+#define HTTP_CASE(name)                                                        \
+    {                                                                          \
+#name, test_##name, 0                                                  \
+    }
 
 #define COUNT_OF(array) (sizeof(array) / sizeof((array)[0]))
 
@@ -76,9 +79,6 @@ static inline guarded_t guarded_copy(const void *data, size_t len)
     return g;
 }
 
-static inline void guarded_free(guarded_t *g)
-{
-    munmap(g->map, g->map_len);
-}
+static inline void guarded_free(guarded_t *g) { munmap(g->map, g->map_len); }
 
 #endif /* TEST_HTTP_UTIL_H */

@@ -59,8 +59,8 @@ static void queue_files(px_conn_t *conn)
     /* Three sends of 8 MiB of file each: 24 MiB unsent, over the 16 MiB
      * bound, none of it in memory. */
     for (int i = 0; i < 3; i++)
-        ASSERT_PX_OK(px_conn_sendfile(conn, NULL, file_fd, 0, FILE_BYTES, NULL,
-                                      NULL));
+        ASSERT_PX_OK(
+            px_conn_sendfile(conn, NULL, file_fd, 0, FILE_BYTES, NULL, NULL));
     ASSERT_UINT_CMP(px_conn_queued_bytes(conn), >, 16u << 20);
     px_conn_close(conn, 1);
     conn_log_open(conn);
