@@ -166,7 +166,7 @@ setup: setup-ft setup-gil
 # target of its own (so one failure does not hide the rest), and prints a
 # summary; it fails when any step failed. Every step can also be run alone.
 
-TEST_STEPS := test-c-asan test-c-tsan test-fuzz-quick \
+TEST_STEPS := format-check test-c-asan test-c-tsan test-fuzz-quick \
               test-py-ft-uring test-py-ft-epoll \
               test-py-gil-uring test-py-gil-epoll test-py-gil-interp \
               test-py-gil-asan

@@ -21,6 +21,7 @@ shift
 
 describe() {
   case "$1" in
+    format-check) echo "C sources match .clang-format" ;;
     test-c-asan) echo "C engine tests, ASan+UBSan" ;;
     test-c-tsan) echo "C engine tests, TSan" ;;
     test-fuzz-quick) echo "libFuzzer, short run of each target" ;;
