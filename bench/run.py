@@ -28,6 +28,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -118,7 +119,11 @@ def main(argv=None):
     results = os.path.join(HERE, "results")
     if args.render:
         with open(os.path.join(results, "latest.json")) as f:
-            return write_outputs(json.load(f), results)
+            run = scrubbed(json.load(f))
+        with open(os.path.join(results, "latest.json"), "w") as f:
+            json.dump(run, f, indent=2)
+            f.write("\n")
+        return write_outputs(run, results)
     raw_dir = os.path.join(results, "raw")
     os.makedirs(raw_dir, exist_ok=True)
     names = args.only or [name for name, spec in SCENARIOS.items()
@@ -134,10 +139,21 @@ def main(argv=None):
            "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
            "skipped": [name for name in SCENARIOS if name not in names],
            "reports": docs, "failed": failed}
+    run = scrubbed(run)
     with open(os.path.join(results, "latest.json"), "w") as f:
         json.dump(run, f, indent=2)
         f.write("\n")
     return write_outputs(run, results)
+
+
+def scrubbed(run):
+    """run without this machine's paths (the checkout, home, temporary
+    directories), which the reports pick up from interpreters and servers."""
+    text = json.dumps(run)
+    for path, name in ((ROOT, "."), (tempfile.gettempdir(), "$TMPDIR"),
+                       (os.path.expanduser("~"), "~")):
+        text = text.replace(json.dumps(path)[1:-1], name)
+    return json.loads(text)
 
 
 def write_outputs(run, results):
