@@ -345,4 +345,4 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV_FT) $(VENV_GIL)
-	rm -rf $(VENV_FT314) $(VENV_GIL314)
+	rm -rf $(VENV_FT314) $(VENV_GIL314) $(VENV_BENCH)
