@@ -171,8 +171,7 @@ int px_http_respond_file(px_http_exchange_t *ex, int status,
 /* Answers nothing and resets the connection; the exchange is done. */
 void px_http_abort(px_http_exchange_t *ex);
 
-/* ---- static files -----------------------------------------------------------
- */
+/* ---- static files ------------------------------------------------------- */
 
 /* How to answer a request for a regular file, from its stat and the
  * request's conditional and range fields: */

@@ -269,7 +269,8 @@ enum {
 #define PXPY_HOST_MAX 64
 
 typedef struct pxpy_transport_s {
-    PyObject_HEAD pxpy_state *st;
+    PyObject_HEAD
+    pxpy_state *st;
     pxpy_transport_kind_t kind;
     px_conn_t *_Atomic conn;         /* connection: our reference, or NULL
                                         until a client connects */

@@ -59,13 +59,13 @@ struct pxpy_chan_s {
 };
 
 typedef struct {
-    PyObject_HEAD pxpy_chan_t *chan;
+    PyObject_HEAD
+    pxpy_chan_t *chan;
 } channel_t;
 
 #define CHANNEL(op) ((channel_t *)(op))
 
-/* ---- the list of live channels ---------------------------------------------
- */
+/* ---- the list of live channels ------------------------------------------ */
 
 static chanlist_t *list_new(void)
 {
@@ -85,8 +85,7 @@ static void list_unref(chanlist_t *l)
     PyMem_RawFree(l);
 }
 
-/* ---- queues -----------------------------------------------------------------
- */
+/* ---- queues ------------------------------------------------------------- */
 
 void pxpy_chan_ref(pxpy_chan_t *c)
 {
@@ -152,8 +151,7 @@ static pxpy_chan_t *chan_new(chanlist_t *l, size_t maxsize, const char *name)
     return c;
 }
 
-/* ---- waiting
- * ------------------------------------------------------------------ */
+/* ---- waiting ------------------------------------------------------------ */
 
 /* Parses timeout (None or seconds >= 0) into an absolute deadline (0: none). */
 static int parse_deadline(PyObject *timeout, const char *fname, bool *block,
@@ -264,8 +262,7 @@ static PyObject *queue_error(const char *name)
     return NULL;
 }
 
-/* ---- the type
- * ------------------------------------------------------------------ */
+/* ---- the type ----------------------------------------------------------- */
 
 pxpy_chan_t *pxpy_channel_queue(pxpy_state *st, PyObject *obj)
 {
@@ -478,8 +475,7 @@ static PyType_Spec channel_spec = {
     .slots = channel_slots,
 };
 
-/* ---- stats and module part --------------------------------------------------
- */
+/* ---- stats and module part ---------------------------------------------- */
 
 typedef struct {
     char name[CHANNEL_NAME_MAX];

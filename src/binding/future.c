@@ -63,7 +63,8 @@ struct pxpy_futures_s {
 };
 
 typedef struct {
-    PyObject_HEAD pxpy_state *st;
+    PyObject_HEAD
+    pxpy_state *st;
     _Atomic int state;
     _Atomic int sleepers; /* threads in wait_settled() */
     PyObject *result;     /* set before state becomes FINISHED */
@@ -140,8 +141,7 @@ static void invoke_callbacks(pxpy_state *st, PyObject *self,
     Py_DECREF(callbacks);
 }
 
-/* ---- transitions ----------------------------------------------------------
- */
+/* ---- transitions -------------------------------------------------------- */
 
 /* A state change. It runs in a critical section on the future; when
  * wait()/as_completed() made the future's threading.Condition exist, also
@@ -303,8 +303,7 @@ PyObject *pxpy_future_new(pxpy_state *st)
     return op;
 }
 
-/* ---- waiting --------------------------------------------------------------
- */
+/* ---- waiting ------------------------------------------------------------ */
 
 /* Waits until the future settles or timeout (seconds, or NULL/None for no
  * limit) passes. Returns the state, or -1 with an exception (a signal
@@ -358,8 +357,7 @@ static int wait_settled(PyObject *op, PyObject *timeout)
     }
 }
 
-/* ---- methods --------------------------------------------------------------
- */
+/* ---- methods ------------------------------------------------------------ */
 
 static int parse_timeout(const char *fname, PyObject *const *args,
                          Py_ssize_t nargs, PyObject *kwnames,
@@ -504,8 +502,7 @@ static PyObject *future_repr(PyObject *op)
                                 v ? Py_TYPE(v)->tp_name : "NoneType");
 }
 
-/* ---- the attributes concurrent.futures' functions use
- * ------------------------ */
+/* ---- the attributes concurrent.futures' functions use ------------------- */
 
 static PyObject *get_state(PyObject *op, void *Py_UNUSED(c))
 {
@@ -573,8 +570,7 @@ static PyObject *get_condition(PyObject *op, void *Py_UNUSED(c))
     return condition;
 }
 
-/* ---- type -------------------------------------------------------------------
- */
+/* ---- type --------------------------------------------------------------- */
 
 static int future_init(PyObject *op, PyObject *args, PyObject *kwargs)
 {
@@ -672,8 +668,7 @@ static PyType_Spec future_spec = {
     .slots = future_slots,
 };
 
-/* ---- module part ------------------------------------------------------------
- */
+/* ---- module part -------------------------------------------------------- */
 
 /* class Future(_FutureCore, concurrent.futures.Future) in package
  * pyparallel. */

@@ -46,8 +46,7 @@ static const px_http_header_t text_plain = {"Content-Type", 12,
 static const px_http_header_t text_plain_bytes = {"Content-Type", 12,
                                                   "text/plain", 10};
 
-/* ---- the configuration of a registered class ------------------------------
- */
+/* ---- the configuration of a registered class ---------------------------- */
 
 typedef struct {
     const char *name;
@@ -247,8 +246,7 @@ error:
     return -1;
 }
 
-/* ---- the HttpProtocol base class -------------------------------------------
- */
+/* ---- the HttpProtocol base class ---------------------------------------- */
 
 static int protocol_traverse(PyObject *op, visitproc visit, void *arg)
 {
@@ -338,8 +336,7 @@ static int add_default_limits(PyTypeObject *type)
     return rc;
 }
 
-/* ---- protocol.c's hooks
- * ---------------------------------------------------------- */
+/* ---- protocol.c's hooks ------------------------------------------------- */
 
 static pxpy_http_protocol_t *http_instance(pxpy_transport_t *t)
 {
@@ -394,8 +391,7 @@ void pxpy_http_closed(pxpy_transport_t *t)
     }
 }
 
-/* ---- answering
- * ----------------------------------------------------------------- */
+/* ---- answering ---------------------------------------------------------- */
 
 /* Header fields converted from Python, and what keeps their bytes alive. */
 typedef struct {
@@ -772,8 +768,7 @@ static void on_request(px_http_exchange_t *ex,
     Py_XDECREF(result);
 }
 
-/* ---- module part ------------------------------------------------------------
- */
+/* ---- module part -------------------------------------------------------- */
 
 int pxpy_http_exec(PyObject *module, pxpy_state *st)
 {

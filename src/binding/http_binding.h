@@ -27,7 +27,8 @@ struct pxpy_http_s {
 /* What register() read from an HttpProtocol subclass; the protocol
  * cache's http field. It owns the engine server of the registration. */
 typedef struct {
-    PyObject_HEAD pxpy_state *st;
+    PyObject_HEAD
+    pxpy_state *st;
     PyObject *handle;        /* _px_handle as stored in the class */
     bool handle_is_function; /* call it as handle(instance, request) */
     px_http_server_t *server;
@@ -35,7 +36,8 @@ typedef struct {
 
 /* An HttpProtocol instance: one per connection. */
 typedef struct {
-    PyObject_HEAD px_http_conn_t *hc; /* while the connection is open */
+    PyObject_HEAD
+    px_http_conn_t *hc; /* while the connection is open */
     pxpy_http_config_t *config;
     PyObject *client;            /* (host, port), at the first request */
     pxpy_transport_t *transport; /* borrowed: it owns the instance */
@@ -43,8 +45,9 @@ typedef struct {
 
 /* FileResponse(path, content_type, status=200, headers=None). */
 typedef struct {
-    PyObject_HEAD PyObject *path; /* str, bytes or os.PathLike */
-    PyObject *content_type;       /* str or None */
+    PyObject_HEAD
+    PyObject *path;         /* str, bytes or os.PathLike */
+    PyObject *content_type; /* str or None */
     int status;
     PyObject *headers; /* list/tuple of pairs, or None */
 } pxpy_file_response_t;

@@ -24,7 +24,8 @@ typedef struct {
 } field_span_t;
 
 typedef struct {
-    PyObject_VAR_HEAD PyObject *method;
+    PyObject_VAR_HEAD
+    PyObject *method;
     PyObject *version;
     PyObject *client;
     PyObject *body;
@@ -271,8 +272,7 @@ static PyType_Spec request_spec = {
     .slots = request_slots,
 };
 
-/* ---- FileResponse
- * ------------------------------------------------------------ */
+/* ---- FileResponse ------------------------------------------------------- */
 
 static int file_init(PyObject *op, PyObject *args, PyObject *kwargs)
 {
@@ -387,8 +387,7 @@ static PyType_Spec file_spec = {
     .slots = file_slots,
 };
 
-/* ---- module part
- * ------------------------------------------------------------- */
+/* ---- module part -------------------------------------------------------- */
 
 int pxpy_http_types_exec(PyObject *module, pxpy_state *st)
 {

@@ -298,8 +298,7 @@ pxpy_state *pxpy_interp_state(pxpy_runtime_t *rt, int index)
     return index == PXPY_MAIN ? rt->st : rt->interps->w[index].st;
 }
 
-/* ---- thread states --------------------------------------------------------
- */
+/* ---- thread states ------------------------------------------------------ */
 
 static thread_states_t *states_of_thread(pxpy_runtime_t *rt)
 {
@@ -384,8 +383,7 @@ void pxpy_interp_leave(pxpy_entered_t e)
         PyThreadState_Swap(e.previous);
 }
 
-/* ---- errors -----------------------------------------------------------------
- */
+/* ---- errors ------------------------------------------------------------- */
 
 PyObject *pxpy_not_in_worker_interp(pxpy_state *st, const char *what)
 {
@@ -416,8 +414,7 @@ void pxpy_interp_report_error(pxpy_state *st, const char *where)
     PyErr_Clear();
 }
 
-/* ---- module part ------------------------------------------------------------
- */
+/* ---- module part -------------------------------------------------------- */
 
 int pxpy_interp_exec(PyObject *module, pxpy_state *st)
 {

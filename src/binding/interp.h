@@ -91,8 +91,7 @@ PyObject *pxpy_not_in_worker_interp(pxpy_state *st, const char *what);
  * logging configured in the main interpreter sees it); counts it. */
 void pxpy_interp_report_error(pxpy_state *st, const char *where);
 
-/* ---- cross-interpreter data (xi.c) ----------------------------------------
- */
+/* ---- cross-interpreter data (xi.c) -------------------------------------- */
 
 /* Encoded in one interpreter, decoded in any other; owns references to the
  * shareable handles it carries. */
@@ -130,8 +129,7 @@ int pxpy_xi_check_bootstrapped(pxpy_state *st, const char *fname);
 int pxpy_xi_name_of(pxpy_state *st, PyObject *obj, const char *who,
                     PyObject **module, PyObject **qualname);
 
-/* ---- shareable handles (sharedbuf.c, channel.c) ----------------------------
- */
+/* ---- shareable handles (sharedbuf.c, channel.c) ------------------------- */
 
 typedef struct pxpy_region_s pxpy_region_t; /* a SharedBuffer's memory */
 typedef struct pxpy_chan_s pxpy_chan_t;     /* a Channel's queue */
@@ -155,8 +153,7 @@ PyObject *pxpy_channel_stats(pxpy_state *st);
 /* Drops the runtime's reference to its list of channels. */
 void pxpy_channel_free_list(pxpy_runtime_t *rt);
 
-/* ---- work across interpreters (xwork.c) -------------------------------------
- */
+/* ---- work across interpreters (xwork.c) --------------------------------- */
 
 /* submit_work() and timer() in mode "interpreters" (work.c validated the
  * arguments; kwnames excludes callback/errback). */
@@ -180,8 +177,7 @@ struct pxpy_xcall_s *pxpy_xcall_new(pxpy_state *st, const char *fname,
 void pxpy_xcall_run_on_worker(pxpy_runtime_t *rt, struct pxpy_xcall_s *xc,
                               const char *where);
 
-/* ---- protocols across interpreters (protocol.c)
- * ------------------------------ */
+/* ---- protocols across interpreters (protocol.c) ------------------------- */
 
 /* What register() records on a transport in this mode: the class, encoded
  * (found by name, or made again from its recipe), and for a listener the

@@ -23,8 +23,7 @@
 /* How often a waiting main thread looks at pending signals. */
 #define SIGNAL_CHECK_NS (100 * 1000 * 1000)
 
-/* ---- the main-thread queue ------------------------------------------------
- */
+/* ---- the main-thread queue ---------------------------------------------- */
 
 static void free_call(pxpy_call_t *c)
 {
@@ -219,8 +218,7 @@ static PyObject *call_from_main_thread_and_wait(PyObject *module,
     return c.result;
 }
 
-/* ---- run, run_once, stop ---------------------------------------------------
- */
+/* ---- run, run_once, stop ------------------------------------------------ */
 
 static int require_main_thread(pxpy_state *st, const char *fname)
 {

@@ -63,7 +63,8 @@ typedef struct {
 } data_attr_t;
 
 typedef struct {
-    PyObject_HEAD PyObject *cls;
+    PyObject_HEAD
+    PyObject *cls;
     PyObject *cb[PXPY_CB_COUNT];
     cb_kind_t cb_kind[PXPY_CB_COUNT];
     data_attr_t initial; /* initial_bytes_to_send */
@@ -80,8 +81,7 @@ static const char *class_name(pxpy_protocol_t *p)
     return ((PyTypeObject *)p->cls)->tp_name;
 }
 
-/* ---- the cache --------------------------------------------------------------
- */
+/* ---- the cache ---------------------------------------------------------- */
 
 /* The class attribute name as stored in the class or a base (not bound),
  * as a new reference; NULL without an exception when absent. */
@@ -308,8 +308,7 @@ int pxpy_protocol_exec(PyObject *module, pxpy_state *st)
     return st->protocol_type ? 0 : -1;
 }
 
-/* ---- calling the protocol ---------------------------------------------------
- */
+/* ---- calling the protocol ----------------------------------------------- */
 
 /* Calls callback cb with (transport[, arg]); a new reference or NULL. */
 static PyObject *call_member(pxpy_transport_t *t, int cb, PyObject *arg)
@@ -396,8 +395,7 @@ static bool may_deliver(pxpy_transport_t *t)
            !(atomic_load(&t->flags) & (PXPY_T_FAILED | PXPY_T_CLOSED));
 }
 
-/* ---- lines mode
- * -------------------------------------------------------------- */
+/* ---- lines mode --------------------------------------------------------- */
 
 static int line_too_long(pxpy_transport_t *t)
 {
@@ -477,8 +475,7 @@ static void deliver_lines(pxpy_transport_t *t, const char *data, size_t len)
     }
 }
 
-/* ---- engine callbacks
- * --------------------------------------------------------- */
+/* ---- engine callbacks --------------------------------------------------- */
 
 /* Creates the instance, then sends initial_bytes_to_send and runs
  * connection_made. */

@@ -212,8 +212,7 @@ void pxpy_wake_protocol_waiters(pxpy_state *st)
     pthread_mutex_unlock(&rt->lock);
 }
 
-/* ---- the loop -------------------------------------------------------------
- */
+/* ---- the loop ----------------------------------------------------------- */
 
 /* PYPARALLEL_WORKERS and PYPARALLEL_IO, checked here rather than quietly
  * replaced by defaults: a deployment that sets them wants to know they

@@ -42,7 +42,8 @@ typedef struct {
 } reader_hold_t;
 
 typedef struct {
-    PyObject_HEAD pthread_mutex_t mutex;
+    PyObject_HEAD
+    pthread_mutex_t mutex;
     pthread_cond_t readers_cv;
     pthread_cond_t writers_cv;
     unsigned long writer;    /* exclusive holder, 0: none */
@@ -55,8 +56,9 @@ typedef struct {
 } rwlock_object;
 
 typedef struct {
-    PyObject_HEAD PyObject *lock; /* an RWLock */
-    PyObject *target;             /* what __enter__ returns */
+    PyObject_HEAD
+    PyObject *lock;   /* an RWLock */
+    PyObject *target; /* what __enter__ returns */
     int exclusive;
 } guard_object;
 

@@ -34,13 +34,13 @@ struct pxpy_region_s {
 };
 
 typedef struct {
-    PyObject_HEAD pxpy_region_t *region;
+    PyObject_HEAD
+    pxpy_region_t *region;
 } sharedbuf_t;
 
 #define SHAREDBUF(op) ((sharedbuf_t *)(op))
 
-/* ---- regions --------------------------------------------------------------
- */
+/* ---- regions ------------------------------------------------------------ */
 
 void pxpy_region_ref(pxpy_region_t *region)
 {
@@ -145,8 +145,7 @@ static pxpy_region_t *region_from_file(PyObject *path)
     return r;
 }
 
-/* ---- the type ---------------------------------------------------------------
- */
+/* ---- the type ----------------------------------------------------------- */
 
 pxpy_region_t *pxpy_sharedbuf_region(pxpy_state *st, PyObject *obj)
 {

@@ -35,8 +35,7 @@
 static const char sendable_kinds[] =
     "bytes, bytearray, memoryview, str or a tuple of those";
 
-/* ---- gathering data -------------------------------------------------------
- */
+/* ---- gathering data ----------------------------------------------------- */
 
 /* What one gathered element holds on to until the send returns. */
 typedef struct {
@@ -250,8 +249,7 @@ int64_t pxpy_transport_send(pxpy_transport_t *t, PyObject *data,
     return result;
 }
 
-/* ---- addresses --------------------------------------------------------------
- */
+/* ---- addresses ---------------------------------------------------------- */
 
 /* Resolves host ("" for every IPv4 address) to a numeric address, the way
  * the engine would, so that sockname reports what is really bound. */
@@ -455,8 +453,7 @@ static PyObject *transport_repr(PyObject *op)
                                 t->peer_port, state);
 }
 
-/* ---- methods
- * ------------------------------------------------------------------ */
+/* ---- methods ------------------------------------------------------------ */
 
 static PyObject *transport_send(PyObject *op, PyObject *data)
 {
@@ -693,8 +690,7 @@ static PyType_Spec transport_spec = {
     .slots = transport_slots,
 };
 
-/* ---- server, client, register ----------------------------------------------
- */
+/* ---- server, client, register ------------------------------------------- */
 
 static PyObject *server(PyObject *module, PyObject *args, PyObject *kwargs)
 {

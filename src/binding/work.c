@@ -27,8 +27,7 @@
 #include <math.h>
 #include <stdatomic.h>
 
-/* ---- submit_work ----------------------------------------------------------
- */
+/* ---- submit_work -------------------------------------------------------- */
 
 int pxpy_immortalize_func(PyObject *func)
 {
@@ -268,11 +267,11 @@ static PyObject *submit_work(PyObject *module, PyObject *const *args,
     return future;
 }
 
-/* ---- Timer ----------------------------------------------------------------
- */
+/* ---- Timer -------------------------------------------------------------- */
 
 typedef struct {
-    PyObject_HEAD pxpy_state *st;
+    PyObject_HEAD
+    pxpy_state *st;
     PyObject *func;
     PyObject *args;             /* tuple */
     px_timer_t *timer;          /* our reference; set before it can fire */

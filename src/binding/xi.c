@@ -59,8 +59,7 @@ static const char crossing_rule[] =
     "Channel, module-level functions and classes, or picklable objects; "
     "use mode 'threads' or 'gil' to share objects";
 
-/* ---- the helper module, imported on first use ------------------------------
- */
+/* ---- the helper module, imported on first use --------------------------- */
 
 static int load_helper(pxpy_state *st)
 {
@@ -87,8 +86,7 @@ static int load_helper(pxpy_state *st)
     return 0;
 }
 
-/* ---- writing
- * ------------------------------------------------------------------- */
+/* ---- writing ------------------------------------------------------------ */
 
 typedef struct {
     pxpy_xi_t *xi;
@@ -167,8 +165,7 @@ static int writer_init(writer_t *w)
     return 0;
 }
 
-/* ---- reading (data written by this file, so trusted)
- * ------------------------- */
+/* ---- reading (data written by this file, so trusted) -------------------- */
 
 typedef struct {
     const unsigned char *p, *end;
@@ -265,8 +262,7 @@ bool pxpy_xi_is_exception(const pxpy_xi_t *xi)
     return xi->len > 0 && xi->data[0] == TAG_EXCEPTION;
 }
 
-/* ---- naming functions and classes
- * --------------------------------------------- */
+/* ---- naming functions and classes --------------------------------------- */
 
 static PyObject *attr_str(PyObject *obj, const char *name)
 {
@@ -408,8 +404,7 @@ static bool by_name(PyObject *obj)
     return false;
 }
 
-/* ---- encoding
- * ------------------------------------------------------------------- */
+/* ---- encoding ----------------------------------------------------------- */
 
 static int encode_value(pxpy_state *st, writer_t *w, PyObject *o,
                         const char *who);
@@ -687,8 +682,7 @@ pxpy_xi_t *pxpy_xi_encode_exception(pxpy_state *st)
     return rc < 0 ? NULL : w.xi;
 }
 
-/* ---- decoding
- * ------------------------------------------------------------------- */
+/* ---- decoding ----------------------------------------------------------- */
 
 /* A reference, through the worker interpreter's cache. */
 static PyObject *decode_ref(pxpy_state *st, const char *raw, size_t rawlen,
@@ -829,8 +823,7 @@ PyObject *pxpy_xi_decode(pxpy_state *st, const pxpy_xi_t *xi)
     return decode_value(st, &r);
 }
 
-/* ---- the sub-state
- * -------------------------------------------------------------- */
+/* ---- the sub-state ------------------------------------------------------ */
 
 int pxpy_xi_check_bootstrapped(pxpy_state *st, const char *fname)
 {

@@ -22,7 +22,8 @@
 #define MIN_CAPACITY 8
 
 typedef struct {
-    PyObject_HEAD PyMutex mutex;
+    PyObject_HEAD
+    PyMutex mutex;
     PyObject **items; /* strong references, oldest first */
     Py_ssize_t len;
     Py_ssize_t capacity;

@@ -27,8 +27,7 @@ struct pxpy_xcall_s {
 };
 typedef struct pxpy_xcall_s pxpy_xcall_t;
 
-/* ---- encoded calls
- * ----------------------------------------------------------- */
+/* ---- encoded calls ------------------------------------------------------ */
 
 void pxpy_xcall_free(pxpy_xcall_t *xc)
 {
@@ -140,8 +139,7 @@ void pxpy_xcall_run_on_worker(pxpy_runtime_t *rt, pxpy_xcall_t *xc,
     Py_XDECREF(r);
 }
 
-/* ---- work items
- * ----------------------------------------------------------------- */
+/* ---- work items --------------------------------------------------------- */
 
 typedef struct {
     pxpy_runtime_t *rt;
@@ -277,8 +275,7 @@ PyObject *pxpy_xwork_submit(pxpy_state *st, px_loop_t *loop,
     return future;
 }
 
-/* ---- calls for the main thread
- * ------------------------------------------------ */
+/* ---- calls for the main thread ------------------------------------------ */
 
 PyObject *pxpy_xwork_call_main(pxpy_state *st, PyObject *const *args,
                                Py_ssize_t nargs, PyObject *kwnames, bool wait)
@@ -344,8 +341,7 @@ PyObject *pxpy_xwork_call_main(pxpy_state *st, PyObject *const *args,
     return r;
 }
 
-/* ---- logging
- * ------------------------------------------------------------------ */
+/* ---- logging ------------------------------------------------------------ */
 
 /* In the main interpreter: pyparallel._interp.log_record(fields, message,
  * exc), each argument decoded (exc may be NULL: None). */

@@ -28,8 +28,7 @@
 /* Header fields gathered on the stack before allocating. */
 #define STACK_FIELDS 32
 
-/* ---- Date
- * -------------------------------------------------------------------- */
+/* ---- Date --------------------------------------------------------------- */
 
 /* Each thread formats the date once a second: no lock and no shared cache
  * line on the response path. */
@@ -50,8 +49,7 @@ static const char *current_date(void)
     return date_cache.text;
 }
 
-/* ---- header fields
- * ------------------------------------------------------------- */
+/* ---- header fields ------------------------------------------------------ */
 
 typedef struct {
     px_http_header_t stack[STACK_FIELDS];
@@ -120,8 +118,7 @@ static int collect_fields(fields_t *f, const px_http_header_t *fields,
     return 0;
 }
 
-/* ---- heads
- * --------------------------------------------------------------------- */
+/* ---- heads -------------------------------------------------------------- */
 
 /* Appends a response head to hc->out; hc->lock held. */
 static int put_head(px_http_conn_t *hc, int status, int minor_version,
@@ -196,8 +193,7 @@ int px__http_flush(px_http_conn_t *hc)
     return rc < 0 ? send_failed(hc, rc) : 0;
 }
 
-/* ---- responses
- * ------------------------------------------------------------------ */
+/* ---- responses ---------------------------------------------------------- */
 
 typedef struct {
     const void *data; /* a body in memory, or */

@@ -228,8 +228,7 @@ void px_http_server_free(px_http_server_t *s)
     server_unref(s);
 }
 
-/* ---- connection references and deadlines -----------------------------------
- */
+/* ---- connection references and deadlines -------------------------------- */
 
 void px__http_conn_ref(px_http_conn_t *hc) { atomic_fetch_add(&hc->refs, 1); }
 
@@ -354,8 +353,7 @@ static void update_reading(px_http_conn_t *hc)
     }
 }
 
-/* ---- the drive loop
- * ---------------------------------------------------------- */
+/* ---- the drive loop ----------------------------------------------------- */
 
 /* The input one pass of the drive loop works on: the engine's bytes, valid
  * for the on_data callback only, or hc->in. */
@@ -685,8 +683,7 @@ void px__http_after_response(px_http_conn_t *hc)
     arm_wait(hc);
 }
 
-/* ---- connections -----------------------------------------------------------
- */
+/* ---- connections -------------------------------------------------------- */
 
 int px_http_conn_start(px_http_server_t *s, px_conn_t *conn, void *data,
                        px_http_conn_t **out)
@@ -800,8 +797,7 @@ void px_http_conn_closed(px_http_conn_t *hc)
     px__http_conn_unref(hc);
 }
 
-/* ---- listening -------------------------------------------------------------
- */
+/* ---- listening ---------------------------------------------------------- */
 
 static px_http_conn_t *conn_of(px_conn_t *conn)
 {
@@ -864,8 +860,7 @@ int px_http_listen(px_http_server_t *s, const char *host, int port, int backlog,
                      &SERVER_BOX(s)->magic, listener);
 }
 
-/* ---- exchanges -------------------------------------------------------------
- */
+/* ---- exchanges ---------------------------------------------------------- */
 
 px_http_server_t *px_http_exchange_server(const px_http_exchange_t *ex)
 {

@@ -122,8 +122,7 @@ struct px_http_conn_s {
     px_http_exchange_t exchange;
 };
 
-/* ---- respond.c -------------------------------------------------------------
- */
+/* ---- respond.c ---------------------------------------------------------- */
 
 /* Appends an error response (status, a short body, Connection: close) to
  * hc->out; hc->lock held. */
@@ -134,8 +133,7 @@ void px__http_put_continue(px_http_conn_t *hc);
  * held. Returns 0 or the send's error. */
 int px__http_flush(px_http_conn_t *hc);
 
-/* ---- server.c
- * ---------------------------------------------------------------- */
+/* ---- server.c ----------------------------------------------------------- */
 
 void px__http_conn_ref(px_http_conn_t *hc);
 void px__http_conn_unref(px_http_conn_t *hc);

@@ -33,8 +33,7 @@ static const px_http_header_t *find_field(const px_http_server_request_t *req,
 
 #define FIND(req, literal) find_field((req), (literal), sizeof(literal) - 1, 0)
 
-/* ---- HTTP-dates ------------------------------------------------------------
- */
+/* ---- HTTP-dates --------------------------------------------------------- */
 
 static int month_index(const char *s)
 {
@@ -114,8 +113,7 @@ static bool parse_http_date(const char *s, size_t len, int64_t *out)
     return true;
 }
 
-/* ---- entity tags -----------------------------------------------------------
- */
+/* ---- entity tags -------------------------------------------------------- */
 
 typedef struct {
     const char *etag; /* ours, quoted */
@@ -153,8 +151,7 @@ static bool none_match_hits(const px_http_server_request_t *req,
     }
 }
 
-/* ---- ranges
- * ------------------------------------------------------------------ */
+/* ---- ranges ------------------------------------------------------------- */
 
 typedef enum { RANGE_IGNORED, RANGE_ONE, RANGE_UNSATISFIABLE } range_kind_t;
 
@@ -239,8 +236,7 @@ static bool if_range_holds(const px_http_header_t *h, const char *etag,
     return parse_http_date(h->value, h->value_len, &date) && date == mtime;
 }
 
-/* ---- the plan
- * --------------------------------------------------------------------- */
+/* ---- the plan ----------------------------------------------------------- */
 
 static void add_field(px_http_file_plan_t *plan, const char *name,
                       const char *value)

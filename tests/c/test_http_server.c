@@ -38,8 +38,7 @@ static void respond_text(px_http_exchange_t *ex, int status, const char *text)
     ASSERT_PX_OK(px_http_respond(ex, status, &type, 1, text, strlen(text)));
 }
 
-/* ---- responses given later, from another thread ----------------------------
- */
+/* ---- responses given later, from another thread ------------------------- */
 
 typedef struct {
     px_http_exchange_t *ex;
@@ -78,8 +77,7 @@ static void start_late(px_http_exchange_t *ex,
     pthread_attr_destroy(&attr);
 }
 
-/* ---- the routes
- * -------------------------------------------------------------------- */
+/* ---- the routes --------------------------------------------------------- */
 
 static void on_request(px_http_exchange_t *ex,
                        const px_http_server_request_t *req)
@@ -159,8 +157,7 @@ static uint64_t ms_since(uint64_t start_ns)
     return (px_now_ns() - start_ns) / 1000000u;
 }
 
-/* ---- keep-alive, pipelining, bodies
- * -------------------------------------------- */
+/* ---- keep-alive, pipelining, bodies ------------------------------------- */
 
 static void test_keep_alive(int backend)
 {
@@ -407,8 +404,7 @@ static void test_http10(int backend)
     stop(&ts);
 }
 
-/* ---- errors
- * ------------------------------------------------------------------------- */
+/* ---- errors ------------------------------------------------------------- */
 
 static char *repeat(const char *prefix, char fill, size_t n, const char *suffix)
 {
@@ -551,8 +547,7 @@ static void test_linger_then_close(int backend)
     stop(&ts);
 }
 
-/* ---- timeouts
- * ----------------------------------------------------------------------- */
+/* ---- timeouts ----------------------------------------------------------- */
 
 static void test_slowloris(int backend)
 {
@@ -641,8 +636,7 @@ static void test_idle_connection(int backend)
     stop(&ts);
 }
 
-/* ---- responses
- * ---------------------------------------------------------------------- */
+/* ---- responses ---------------------------------------------------------- */
 
 static void test_response_checks(int backend)
 {
@@ -734,8 +728,7 @@ static void test_late_response_after_close(int backend)
     stop(&ts);
 }
 
-/* ---- the client half-closes
- * ------------------------------------------------------ */
+/* ---- the client half-closes --------------------------------------------- */
 
 /* Every request sent before shutdown(SHUT_WR) is answered, in order, late
  * ones included; then the server closes. */
@@ -819,8 +812,7 @@ static void test_server_free_winds_down(int backend)
     finish_loop(ts.loop);
 }
 
-/* ---- many clients
- * -------------------------------------------------------------------- */
+/* ---- many clients ------------------------------------------------------- */
 
 #define CLIENT_THREADS 6
 #define CONNS_PER_THREAD 3

@@ -9,8 +9,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
-/* ---- plans
- * ------------------------------------------------------------------- */
+/* ---- plans -------------------------------------------------------------- */
 
 /* A file of 1000 bytes, modified at Sun, 06 Nov 1994 08:49:37 GMT. */
 #define MTIME 784111777
@@ -162,8 +161,7 @@ static void test_empty_file_plan(int arg)
     ASSERT_STR_EQ(plan.content_range, "bytes */0");
 }
 
-/* ---- a file over a socket
- * ---------------------------------------------------------- */
+/* ---- a file over a socket ----------------------------------------------- */
 
 #define FILE_SIZE 300000
 
