@@ -29,8 +29,15 @@ struct pxpy_http_s {
 typedef struct {
     PyObject_HEAD
     pxpy_state *st;
-    PyObject *handle;        /* _px_handle as stored in the class */
-    bool handle_is_function; /* call it as handle(instance, request) */
+    PyObject *handle;           /* _px_handle as stored in the class */
+    bool handle_is_function;    /* call it as handle(instance, request) */
+    PyTypeObject *request_type; /* the class's _px_request_class */
+    /* The class's exact routes, served without _px_handle (see
+     * read_dispatch in http.c); NULL when _px_handle serves everything. */
+    PyObject *exact;    /* {path: {method: index}} */
+    PyObject *handlers; /* tuple: index -> handler(instance, request) */
+    PyObject *to_wire;  /* to_wire(result) for results C does not frame */
+    PyObject *failed;   /* failed(instance, request, exc) -> answer */
     px_http_server_t *server;
 } pxpy_http_config_t;
 
@@ -52,10 +59,15 @@ typedef struct {
     PyObject *headers; /* list/tuple of pairs, or None */
 } pxpy_file_response_t;
 
-/* A new HttpRequest for req (which it copies), or NULL with an exception. */
-PyObject *pxpy_http_request_new(pxpy_state *st,
+/* A new request of type (HttpRequest or a subclass without slots of its
+ * own) for req, which it copies; NULL with an exception. */
+PyObject *pxpy_http_request_new(pxpy_state *st, PyTypeObject *type,
                                 const px_http_server_request_t *req,
                                 PyObject *client);
+
+/* The request's percent-decoded path (a new reference), or NULL with an
+ * exception. */
+PyObject *pxpy_http_request_path(PyObject *request);
 
 int pxpy_http_types_exec(PyObject *module, pxpy_state *st);
 int pxpy_http_types_traverse(pxpy_state *st, visitproc visit, void *arg);

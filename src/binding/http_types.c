@@ -10,8 +10,13 @@
  * and the client address are shared objects. The other attributes are made
  * from the copy on first access and cached, under the object's critical
  * section so that threads reading one request at once agree on the cache.
- * It holds no references that could form a cycle, so it is not tracked by
- * the garbage collector.
+ *
+ * pyparallel.http.Request subclasses it (with no slots of its own: the C
+ * layer makes its instances directly, without running Python) and adds the
+ * parsed query and the header mapping, which it keeps in the _query and
+ * _headers members. Those two hold objects a handler may change (the
+ * query dict), and Python-defined subclasses are always collected types,
+ * so requests are tracked by the garbage collector like any container.
  */
 #include "http_binding.h"
 
@@ -32,9 +37,13 @@ typedef struct {
     PyObject *keep_alive;
     /* Made on first access. */
     PyObject *target;
-    PyObject *path;
+    PyObject *raw_path;
+    PyObject *path; /* percent-decoded */
     PyObject *query_string;
-    PyObject *headers;
+    PyObject *fields;
+    /* Kept for the Python subclass (_query, _headers). */
+    PyObject *query_cache;
+    PyObject *headers_cache;
     uint32_t target_off, target_len;
     uint32_t path_off, path_len; /* path_len 0: the path is "/" */
     uint32_t query_off, query_len;
@@ -56,7 +65,7 @@ static PyObject *method_name(pxpy_http_t *h, const px_http_request_t *head)
                                   NULL);
 }
 
-PyObject *pxpy_http_request_new(pxpy_state *st,
+PyObject *pxpy_http_request_new(pxpy_state *st, PyTypeObject *type,
                                 const px_http_server_request_t *req,
                                 PyObject *client)
 {
@@ -68,14 +77,16 @@ PyObject *pxpy_http_request_new(pxpy_state *st,
         PyErr_SetString(PyExc_OverflowError, "request head too large");
         return NULL;
     }
+    /* tp_alloc zeroes the block, so the collector can visit it at once. */
     http_request_t *r =
-        PyObject_NewVar(http_request_t, h->request_type, (Py_ssize_t)extra);
+        (http_request_t *)type->tp_alloc(type, (Py_ssize_t)extra);
     if (r == NULL)
         return NULL;
     r->version = Py_NewRef(h->versions[req->head.minor_version ? 1 : 0]);
     r->client = Py_NewRef(client);
     r->keep_alive = Py_NewRef(req->keep_alive ? Py_True : Py_False);
-    r->target = r->path = r->query_string = r->headers = NULL;
+    r->target = r->raw_path = r->path = r->query_string = r->fields = NULL;
+    r->query_cache = r->headers_cache = NULL;
     r->num_fields = (uint32_t)num_fields;
     r->head_len = (uint32_t)req->raw_head_len;
     const char *head = req->raw_head;
@@ -104,19 +115,40 @@ PyObject *pxpy_http_request_new(pxpy_state *st,
     return (PyObject *)r;
 }
 
-static void request_dealloc(PyObject *op)
+static int request_traverse(PyObject *op, visitproc visit, void *arg)
 {
     http_request_t *r = (http_request_t *)op;
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(r->client);
+    Py_VISIT(r->fields);
+    Py_VISIT(r->query_cache);
+    Py_VISIT(r->headers_cache);
+    return 0;
+}
+
+static int request_clear(PyObject *op)
+{
+    http_request_t *r = (http_request_t *)op;
+    Py_CLEAR(r->method);
+    Py_CLEAR(r->version);
+    Py_CLEAR(r->client);
+    Py_CLEAR(r->body);
+    Py_CLEAR(r->keep_alive);
+    Py_CLEAR(r->target);
+    Py_CLEAR(r->raw_path);
+    Py_CLEAR(r->path);
+    Py_CLEAR(r->query_string);
+    Py_CLEAR(r->fields);
+    Py_CLEAR(r->query_cache);
+    Py_CLEAR(r->headers_cache);
+    return 0;
+}
+
+static void request_dealloc(PyObject *op)
+{
     PyTypeObject *tp = Py_TYPE(op);
-    Py_XDECREF(r->method);
-    Py_XDECREF(r->version);
-    Py_XDECREF(r->client);
-    Py_XDECREF(r->body);
-    Py_XDECREF(r->keep_alive);
-    Py_XDECREF(r->target);
-    Py_XDECREF(r->path);
-    Py_XDECREF(r->query_string);
-    Py_XDECREF(r->headers);
+    PyObject_GC_UnTrack(op);
+    request_clear(op);
     tp->tp_free(op);
     Py_DECREF(tp);
 }
@@ -135,11 +167,49 @@ static PyObject *build_target(http_request_t *r)
     return ascii_text(HEAD(r) + r->target_off, r->target_len);
 }
 
-static PyObject *build_path(http_request_t *r)
+static PyObject *build_raw_path(http_request_t *r)
 {
     if (r->path_len == 0)
         return PyUnicode_FromStringAndSize("/", 1);
     return ascii_text(HEAD(r) + r->path_off, r->path_len);
+}
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+        return (c | 0x20) - 'a' + 10;
+    return -1;
+}
+
+/* The path with every %XX escape decoded (a '%' not followed by two hex
+ * digits stays as it is), read as UTF-8 with U+FFFD for what is not:
+ * urllib.parse.unquote's result. Routing looks this string up. */
+static PyObject *build_path(http_request_t *r)
+{
+    const char *raw = HEAD(r) + r->path_off;
+    if (r->path_len == 0 || memchr(raw, '%', r->path_len) == NULL)
+        return build_raw_path(r);
+    /* Decoding only shortens: the raw length bounds the result. */
+    char *bytes = PyMem_Malloc(r->path_len);
+    if (bytes == NULL)
+        return PyErr_NoMemory();
+    size_t n = 0;
+    for (uint32_t i = 0; i < r->path_len; i++) {
+        int hi, lo;
+        if (raw[i] == '%' && i + 2 < r->path_len &&
+            (hi = hex_value(raw[i + 1])) >= 0 &&
+            (lo = hex_value(raw[i + 2])) >= 0) {
+            bytes[n++] = (char)(hi << 4 | lo);
+            i += 2;
+        } else {
+            bytes[n++] = raw[i];
+        }
+    }
+    PyObject *path = PyUnicode_DecodeUTF8(bytes, (Py_ssize_t)n, "replace");
+    PyMem_Free(bytes);
+    return path;
 }
 
 static PyObject *build_query(http_request_t *r)
@@ -148,7 +218,7 @@ static PyObject *build_query(http_request_t *r)
 }
 
 /* Field values may hold obs-text: Latin-1, as RFC 9110 §5.5 suggests. */
-static PyObject *build_headers(http_request_t *r)
+static PyObject *build_fields(http_request_t *r)
 {
     PyObject *list = PyList_New(r->num_fields);
     if (list == NULL)
@@ -192,10 +262,21 @@ static PyObject *get_target(PyObject *op, void *Py_UNUSED(c))
     return cached(r, &r->target, build_target);
 }
 
+static PyObject *get_raw_path(PyObject *op, void *Py_UNUSED(c))
+{
+    http_request_t *r = (http_request_t *)op;
+    return cached(r, &r->raw_path, build_raw_path);
+}
+
 static PyObject *get_path(PyObject *op, void *Py_UNUSED(c))
 {
     http_request_t *r = (http_request_t *)op;
     return cached(r, &r->path, build_path);
+}
+
+PyObject *pxpy_http_request_path(PyObject *request)
+{
+    return get_path(request, NULL);
 }
 
 static PyObject *get_query_string(PyObject *op, void *Py_UNUSED(c))
@@ -205,10 +286,10 @@ static PyObject *get_query_string(PyObject *op, void *Py_UNUSED(c))
 }
 
 /* A new list each time: a handler may change what it gets. */
-static PyObject *get_headers(PyObject *op, void *Py_UNUSED(c))
+static PyObject *get_fields(PyObject *op, void *Py_UNUSED(c))
 {
     http_request_t *r = (http_request_t *)op;
-    PyObject *fields = cached(r, &r->headers, build_headers);
+    PyObject *fields = cached(r, &r->fields, build_fields);
     if (fields == NULL)
         return NULL;
     PyObject *copy = PyList_GetSlice(fields, 0, PyList_GET_SIZE(fields));
@@ -220,11 +301,12 @@ static PyObject *request_repr(PyObject *op)
 {
     http_request_t *r = (http_request_t *)op;
     PyObject *target = cached(r, &r->target, build_target);
-    if (target == NULL)
-        return NULL;
+    PyObject *name = target ? PyType_GetName(Py_TYPE(op)) : NULL;
     PyObject *repr =
-        PyUnicode_FromFormat("<HttpRequest %U %U>", r->method, target);
-    Py_DECREF(target);
+        name ? PyUnicode_FromFormat("<%U %U %U>", name, r->method, target)
+             : NULL;
+    Py_XDECREF(name);
+    Py_XDECREF(target);
     return repr;
 }
 
@@ -239,6 +321,10 @@ static PyMemberDef request_members[] = {
      "The body (bytes; a chunked body decoded)."},
     {"keep_alive", Py_T_OBJECT_EX, offsetof(http_request_t, keep_alive),
      Py_READONLY, "Whether the connection stays open after the response."},
+    {"_query", Py_T_OBJECT_EX, offsetof(http_request_t, query_cache), 0,
+     "Storage for a subclass's parsed query."},
+    {"_headers", Py_T_OBJECT_EX, offsetof(http_request_t, headers_cache), 0,
+     "Storage for a subclass's header mapping."},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -246,17 +332,22 @@ static PyGetSetDef request_getset[] = {
     {"target", get_target, NULL,
      "The request target as received (path and query).", NULL},
     {"path", get_path, NULL,
+     "The target's path, percent-decoded (UTF-8, U+FFFD where invalid).", NULL},
+    {"raw_path", get_raw_path, NULL,
      "The target's path as received (not percent-decoded).", NULL},
     {"query_string", get_query_string, NULL,
      "What follows '?' in the target, as received (\"\" when none).", NULL},
-    {"headers", get_headers, NULL,
-     "The header fields: a list of (name, value), in order, Latin-1.", NULL},
+    {"header_fields", get_fields, NULL,
+     "The header fields: a new list of (name, value), in order, Latin-1.",
+     NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyType_Slot request_slots[] = {
     {Py_tp_doc, "One HTTP request, as the C layer parsed it."},
     {Py_tp_dealloc, request_dealloc},
+    {Py_tp_traverse, request_traverse},
+    {Py_tp_clear, request_clear},
     {Py_tp_repr, request_repr},
     {Py_tp_members, request_members},
     {Py_tp_getset, request_getset},
@@ -267,8 +358,8 @@ static PyType_Spec request_spec = {
     .name = "pyparallel._core.HttpRequest",
     .basicsize = offsetof(http_request_t, data),
     .itemsize = 1,
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE |
-             Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC |
+             Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = request_slots,
 };
 

@@ -7,15 +7,18 @@ stall other requests, and CPU-bound handlers run on both workers at once.
 """
 
 import json
+import random
 import threading
 import time
+import urllib.parse
 
 import pytest
 
 import pyparallel as px
 from conftest import burn, calibrate_burn, gil_enabled, run_threads, speedup, wait_for
 from http_helpers import Client, fetch, serve_http
-from pyparallel.http import HttpServer, Response, route
+from pyparallel import _core
+from pyparallel.http import HttpServer, Request, Response, route
 
 TEXT_UTF8 = "text/plain; charset=utf-8"
 
@@ -92,6 +95,23 @@ class App(HttpServer):
     def counter(self, request):
         self.count = getattr(self, "count", 0) + 1
         return str(self.count)
+
+    def cached(self, request):
+        return {
+            "type": type(request) is Request and isinstance(request, _core.HttpRequest),
+            "query": request.query is request.query,
+            "headers": request.headers is request.headers,
+            "fields": request.header_fields == request.headers.fields,
+            "repr": repr(request),
+        }
+
+    @route("/caf\u00e9/a b/%41", methods=("GET", "PUT"))
+    def escaped(self, request):
+        return request.method + " " + request.raw_path + " -> " + request.path
+
+    @route("/decode/{rest:path}")
+    def decode(self, request, rest):
+        return request.path
 
 
 def run_app(rt, driver, app=App, **attributes):
@@ -251,6 +271,59 @@ def test_request_object(rt):
         "client": list(sockname),
         "parallel": True,
     }
+
+
+def test_request_caches_its_query_and_headers(rt):
+    def driver(port):
+        return fetch(port, "GET", "/cached?x=1", headers=[("A", "1")])
+
+    response = run_app(rt, driver)
+    assert json.loads(response.body) == {
+        "type": True,
+        "query": True,
+        "headers": True,
+        "fields": True,
+        "repr": "<Request GET /cached?x=1>",
+    }
+
+
+def test_exact_routes_match_the_decoded_path(rt):
+    """Exact routes are looked up by the C layer: with the path decoded
+    there as Python would, escapes in either case, methods as declared, and
+    the 405 for another method still given."""
+
+    def driver(port):
+        with Client(port) as client:
+            return [
+                client.request("GET", "/caf%C3%A9/a%20b/%2541"),
+                client.request("PUT", "/caf%c3%a9/a%20b/%2541"),
+                client.request("POST", "/caf%C3%A9/a%20b/%2541"),
+                client.request("GET", "/caf%C3%A9/a%20b/%41"),
+            ]
+
+    get, put, post, other = run_app(rt, driver)
+    assert get.body == "GET /caf%C3%A9/a%20b/%2541 -> /café/a b/%41".encode()
+    assert put.body == "PUT /caf%c3%a9/a%20b/%2541 -> /café/a b/%41".encode()
+    assert (post.status, post.header("Allow")) == (405, "GET, HEAD, PUT")
+    assert other.status == 404
+
+
+def test_request_path_decoding_is_urllib_unquote(rt):
+    """request.path, decoded in C, equals urllib.parse.unquote of the raw
+    path for random paths full of escapes, broken ones and invalid UTF-8."""
+    pieces = ["a", "Z", "9", "-", ".", "~", "!", "$", "&", "'", "(", "*", "+", ",", ";", "=", ":", "@", "/"]
+    pieces += ["%", "%4", "%zz", "%2", "%25", "%41", "%e2%82%ac", "%E2%82", "%FF", "%fe%ff", "%C3", "%a9", "%2F", "%00"]
+    rng = random.Random(1234)
+    paths = ["/decode/" + "".join(rng.choice(pieces) for _ in range(rng.randrange(1, 12))) for _ in range(300)]
+
+    def driver(port):
+        with Client(port) as client:
+            return [client.request("GET", path) for path in paths]
+
+    responses = run_app(rt, driver)
+    for path, response in zip(paths, responses):
+        assert response.status == 200, (path, response)
+        assert response.body.decode() == urllib.parse.unquote(path), path
 
 
 @pytest.mark.shares_objects

@@ -6,6 +6,9 @@ a (status, fields, body) tuple as given, anything else is a 500 with the
 error logged, and the connection keeps serving.
 """
 
+import pytest
+
+import pyparallel as px
 from http_helpers import Client
 from pyparallel import _core
 
@@ -61,3 +64,42 @@ def test_other_values_are_a_500_and_the_connection_keeps_serving(rt, pxlog):
     assert "_px_handle must return (status, fields, body), bytes, str or a FileResponse, not _Bytes" in pxlog.text
     assert "not int" in pxlog.text
     assert "surrogates not allowed" in pxlog.text
+
+
+# ---- what register() reads from the class ---------------------------------------------------
+
+
+class _Handled(_core.HttpProtocol):
+    def _px_handle(self, request):
+        return b""
+
+
+class _WithDict(_core.HttpRequest):
+    pass
+
+
+def _register(protocol):
+    server = px.server("127.0.0.1", 0)
+    try:
+        px.register(server, protocol)
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(
+    "attributes, error, message",
+    [
+        ({"max_header_size": 0}, ValueError, "max_header_size must be a positive int"),
+        ({"max_uri_size": "big"}, TypeError, "max_uri_size must be an int"),
+        ({"header_timeout": -1}, ValueError, "header_timeout must be a number of seconds"),
+        ({"_px_request_class": dict}, TypeError, "_px_request_class must be pyparallel._core.HttpRequest"),
+        ({"_px_request_class": _WithDict}, TypeError, "with __slots__ = ()"),
+        ({"_px_dispatch": classmethod(lambda cls: ({}, [], print, print))}, TypeError, "_px_dispatch() must return"),
+    ],
+)
+def test_register_rejects_a_misconfigured_class_with_the_fix(attributes, error, message):
+    protocol = type("Misconfigured", (_Handled,), attributes)
+    with pytest.raises(error) as raised:
+        _register(protocol)
+    assert message in str(raised.value)
+

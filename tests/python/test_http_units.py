@@ -1,5 +1,5 @@
 """The pure-Python pieces of pyparallel.http, without sockets: route
-compilation and matching, the request wrapper and its headers, the
+compilation and matching, the request's header mapping, the
 conversion of return values, and the safe mapping of request paths to files
 (traversal, encoded slashes, symlinks) with the directory listing.
 
@@ -209,50 +209,7 @@ def test_bad_route_methods_and_targets():
         route("/x")(staticmethod(lambda: None))
 
 
-# ---- the request wrapper ---------------------------------------------------------------------
-
-
-class RawRequest:
-    """The attributes of a parsed request as the C layer gives them: plain
-    values, so that the wrapper's own work is what is tested here."""
-
-    def __init__(self, method="GET", path="/", query_string="", headers=(), body=b""):
-        self.method = method
-        self.path = path
-        self.query_string = query_string
-        self.target = path + ("?" + query_string if query_string else "")
-        self.version = "HTTP/1.1"
-        self.headers = list(headers)
-        self.body = body
-        self.keep_alive = True
-        self.client = ("127.0.0.1", 40000)
-
-
-def test_request_decodes_the_path_once_and_keeps_the_raw_one():
-    request = Request(RawRequest(path="/caf%C3%A9/a%20b/%2541"))
-    assert request.path == "/café/a b/%41"
-    assert request.raw_path == "/caf%C3%A9/a%20b/%2541"
-    assert Request(RawRequest(path="/plain")).path == "/plain"
-
-
-def test_request_query_keeps_repeats_and_blanks():
-    request = Request(RawRequest(path="/q", query_string="a=1&a=2&b=&c=x%20y&d=%E2%82%AC"))
-    assert request.query == {"a": ["1", "2"], "b": [""], "c": ["x y"], "d": ["€"]}
-    assert request.query is request.query  # parsed once
-    assert Request(RawRequest()).query == {}
-
-
-def test_request_passes_the_raw_values_through():
-    raw = RawRequest(method="POST", path="/p", query_string="x=1", body=b"\x00\xff")
-    request = Request(raw)
-    assert (request.method, request.target, request.query_string) == ("POST", "/p?x=1", "x=1")
-    assert (request.body, request.version, request.keep_alive, request.client) == (
-        b"\x00\xff",
-        "HTTP/1.1",
-        True,
-        ("127.0.0.1", 40000),
-    )
-    assert repr(request) == "<Request POST /p?x=1>"
+# ---- the request headers ---------------------------------------------------------------------
 
 
 def test_headers_are_case_insensitive_and_combine_repeats():
@@ -271,10 +228,10 @@ def test_headers_are_case_insensitive_and_combine_repeats():
         headers["missing"]
 
 
-def test_request_headers_are_built_once():
-    request = Request(RawRequest(headers=[("A", "1")]))
-    assert request.headers is request.headers
-    assert request.headers["a"] == "1"
+def test_requests_are_made_by_the_c_layer_only():
+    assert issubclass(Request, _core.HttpRequest)
+    with pytest.raises(TypeError, match="cannot create"):
+        Request()
 
 
 # ---- return values ------------------------------------------------------------------------

@@ -1,20 +1,20 @@
 """The request object a handler receives, and its case-insensitive headers.
 
-The C layer parses each request into a pyparallel._core.HttpRequest (raw
-strings: the target as received, the path not percent-decoded, the header
-fields as a list of (name, value) pairs). Request wraps it for handlers. It
-is built once per request on the hot path, so it holds only what routing
-needs at once (the method and the decoded path); everything else is read
-from the raw request when asked for, and the query dict and the header
-mapping are built on first use only.
+The C layer parses each request into a Request: a subclass of
+pyparallel._core.HttpRequest, which holds the strings (the target as
+received, the path percent-decoded and raw, the header fields as a list of
+(name, value) pairs) and makes each on first use. Request adds the parsed
+query and the case-insensitive header mapping, also built on first use only.
 
-Percent-decoding and query parsing are done here rather than by
-urllib.parse: they give the same results (tested against it), at a fraction
-of the cost on free-threaded CPython, where urllib's versions run generators
-and look every escape up in a dict that all threads share.
+Query parsing is done here rather than by urllib.parse: it gives the same
+results (tested against it), at a fraction of the cost on free-threaded
+CPython, where urllib's version runs generators and looks every escape up in
+a dict that all threads share.
 """
 
 from collections.abc import Mapping
+
+from .. import _core
 
 
 def unquote_to_bytes(text):
@@ -126,53 +126,38 @@ class Headers(Mapping):
         return f"Headers({self._fields!r})"
 
 
-class Request:
+class Request(_core.HttpRequest):
     """One HTTP request, as a handler sees it.
 
     method      "GET", "POST", ... (as received: methods are case-sensitive)
-    path        the path, percent-decoded ("/a b" for "/a%20b")
+    path        the path, percent-decoded ("/a b" for "/a%20b"; UTF-8, an
+                invalid sequence read as U+FFFD)
     raw_path    the path as received, not decoded
     target      the request target as received (path and query)
     query_string  what follows "?" in the target, raw ("" when none)
     query       dict of str -> list of str, parsed from query_string
                 (as urllib.parse.parse_qs with keep_blank_values=True)
     headers     Headers: a case-insensitive mapping
+    header_fields  the header fields as received: a list of (name, value)
     body        bytes (a chunked body arrives decoded)
     version     "HTTP/1.1" or "HTTP/1.0"
     keep_alive  True when the connection stays open after the response
     client      the client's (host, port)
+
+    The C layer makes requests itself, for each request it parses; they
+    cannot be made from Python. Everything but query and headers is the C
+    base's; those two are built on first use and kept in the base's _query
+    and _headers members.
     """
 
-    __slots__ = ("_raw", "method", "path", "_query", "_headers")
-
-    def __init__(self, raw):
-        self._raw = raw
-        self.method = raw.method
-        # Built once per request: on free-threaded 3.13 (no specializing
-        # interpreter) each call and attribute store counts, so the common
-        # path without escapes calls nothing, and the caches of query and
-        # headers stay unset until asked for.
-        path = raw.path
-        self.path = path if "%" not in path else decode_path(path)
-
-    @property
-    def raw_path(self):
-        return self._raw.path
-
-    @property
-    def target(self):
-        return self._raw.target
-
-    @property
-    def query_string(self):
-        return self._raw.query_string
+    __slots__ = ()
 
     @property
     def query(self):
         try:
             return self._query
         except AttributeError:
-            query = self._query = parse_query(self._raw.query_string)
+            query = self._query = parse_query(self.query_string)
             return query
 
     @property
@@ -180,24 +165,5 @@ class Request:
         try:
             return self._headers
         except AttributeError:
-            headers = self._headers = Headers(self._raw.headers)
+            headers = self._headers = Headers(self.header_fields)
             return headers
-
-    @property
-    def body(self):
-        return self._raw.body
-
-    @property
-    def version(self):
-        return self._raw.version
-
-    @property
-    def keep_alive(self):
-        return self._raw.keep_alive
-
-    @property
-    def client(self):
-        return self._raw.client
-
-    def __repr__(self):
-        return f"<Request {self.method} {self._raw.target}>"
