@@ -38,7 +38,7 @@ typedef struct {
     /* Made on first access. */
     PyObject *target;
     PyObject *raw_path;
-    PyObject *path; /* percent-decoded */
+    PyObject *path; /* percent-decoded, when raw_path has escapes */
     PyObject *query_string;
     PyObject *fields;
     /* Kept for the Python subclass (_query, _headers). */
@@ -183,14 +183,18 @@ static int hex_value(char c)
     return -1;
 }
 
+static bool path_has_escapes(const http_request_t *r)
+{
+    return memchr(HEAD(r) + r->path_off, '%', r->path_len) != NULL;
+}
+
 /* The path with every %XX escape decoded (a '%' not followed by two hex
  * digits stays as it is), read as UTF-8 with U+FFFD for what is not:
- * urllib.parse.unquote's result. Routing looks this string up. */
+ * urllib.parse.unquote's result. Routing looks this string up. Only for a
+ * path with escapes: without, the path is raw_path's string. */
 static PyObject *build_path(http_request_t *r)
 {
     const char *raw = HEAD(r) + r->path_off;
-    if (r->path_len == 0 || memchr(raw, '%', r->path_len) == NULL)
-        return build_raw_path(r);
     /* Decoding only shortens: the raw length bounds the result. */
     char *bytes = PyMem_Malloc(r->path_len);
     if (bytes == NULL)
@@ -271,6 +275,8 @@ static PyObject *get_raw_path(PyObject *op, void *Py_UNUSED(c))
 static PyObject *get_path(PyObject *op, void *Py_UNUSED(c))
 {
     http_request_t *r = (http_request_t *)op;
+    if (!path_has_escapes(r))
+        return cached(r, &r->raw_path, build_raw_path);
     return cached(r, &r->path, build_path);
 }
 
