@@ -273,6 +273,28 @@ def test_request_object(rt):
     }
 
 
+class OwnFailure(HttpServer):
+    def exact(self, request):
+        raise ValueError("exact")
+
+    @route("/pattern/{name}")
+    def pattern(self, request, name):
+        raise ValueError(name)
+
+    def _px_failed(self, request, error):
+        return (503, [], f"{request.path}: {error}")
+
+
+def test_an_overridden_px_failed_answers_both_kinds_of_route(rt):
+    def driver(port):
+        with Client(port) as client:
+            return client.request("GET", "/exact"), client.request("GET", "/pattern/p")
+
+    exact, pattern = run_app(rt, driver, OwnFailure)
+    assert (exact.status, exact.body) == (503, b"/exact: exact")
+    assert (pattern.status, pattern.body) == (503, b"/pattern/p: p")
+
+
 def test_request_caches_its_query_and_headers(rt):
     def driver(port):
         return fetch(port, "GET", "/cached?x=1", headers=[("A", "1")])

@@ -93,7 +93,7 @@ class HttpServer(_core.HttpProtocol):
         None when a subclass replaced _px_handle: then it serves everything."""
         if cls._px_handle is not HttpServer._px_handle:
             return None
-        return (cls._px_exact, cls._px_handlers, to_wire, HttpServer._px_failed)
+        return (cls._px_exact, cls._px_handlers, to_wire, cls._px_failed)
 
     def _px_failed(self, request, error):
         """The answer to a request whose handler raised error: a 500 with a
