@@ -24,13 +24,17 @@
 
 /* Writes iov with MSG_NOSIGNAL (a peer that went away must give EPIPE, not
  * kill the process). more is MSG_MORE when file bytes follow: the head then
- * leaves in the same segment as the file's first bytes. Returns bytes
- * written or -errno (-EAGAIN included). */
+ * leaves in the same segment as the file's first bytes. One buffer goes
+ * through send(), which spares the kernel copying in a msghdr and an iovec
+ * array: most responses are one buffer. Returns bytes written or -errno
+ * (-EAGAIN included). */
 static ssize_t write_iov(int fd, struct iovec *iov, int iovcnt, int more)
 {
     struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
+    int flags = MSG_NOSIGNAL | MSG_DONTWAIT | more;
     for (;;) {
-        ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT | more);
+        ssize_t n = iovcnt == 1 ? send(fd, iov->iov_base, iov->iov_len, flags)
+                                : sendmsg(fd, &msg, flags);
         if (n >= 0)
             return n;
         if (errno != EINTR)
