@@ -5,6 +5,11 @@
  * Consumed bytes are dropped by moving the remainder to the front only when
  * the buffer is about to grow; a buffer that is consumed whole (the common
  * case: one callback takes everything) costs no move at all.
+ *
+ * A connection keeps its buffer between callbacks, so the first allocation
+ * is sized to the bytes at hand rather than to a page: an idle keep-alive
+ * connection that received one small request holds a few hundred bytes, not
+ * a page each.
  */
 #include "px_internal.h"
 
@@ -12,12 +17,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define FIRST_CAP 256u
+
 int px__buf_append(px__buf_t *buf, const char *data, size_t len)
 {
     if (len == 0)
         return 0;
     if (buf->len + len > buf->cap) {
-        size_t cap = buf->cap ? buf->cap : 4096;
+        size_t cap = buf->cap ? buf->cap : FIRST_CAP;
         while (cap < buf->len + len) {
             if (cap > SIZE_MAX / 2)
                 return -ENOMEM;

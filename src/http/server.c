@@ -57,7 +57,7 @@ int px__hbuf_reserve(px__hbuf_t *b, size_t extra)
         return 0;
     if (extra > SIZE_MAX / 2 - b->len)
         return -ENOMEM;
-    size_t cap = b->cap ? b->cap : 1024;
+    size_t cap = b->cap ? b->cap : 256;
     while (cap - b->len < extra)
         cap *= 2;
     char *grown = realloc(b->data, cap);
