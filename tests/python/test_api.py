@@ -279,6 +279,10 @@ def _connect_is_refused(port):
             return False
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        # The listener closed while this connection sat in its accept
+        # queue: the closing is under way, not finished; ask again.
+        return False
 
 
 # ---- clients ---------------------------------------------------------------------
