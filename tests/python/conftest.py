@@ -422,7 +422,7 @@ def timed(func, *args):
     return time.perf_counter() - started
 
 
-def speedup(serial, parallel, target, attempts=3):
+def speedup(serial, parallel, target, attempts=5):
     """How many times faster parallel() runs than serial() (both doing the
     same work): the best of up to attempts interleaved pairs of runs,
     stopping once target is reached. Interleaving makes a change in the

@@ -248,7 +248,7 @@ def workers_serving(socks):
 def test_cpu_bound_callbacks_of_different_connections_use_two_cores(rt):
     """Two connections served by different workers each run the same
     CPU-bound loop (about 0.3 s). On two cores both finish well before the
-    time of running the loop twice on one thread: at least 1.4x faster (2x
+    time of running the loop twice on one thread: at least 1.3x faster (2x
     is the ideal; the margin is for a noisy machine). A connection stays on
     the worker that accepted it, and a computing callback (unlike a blocked
     one) keeps its worker, so the test picks connections of two workers;
@@ -282,14 +282,14 @@ def test_cpu_bound_callbacks_of_different_connections_use_two_cores(rt):
                 for sock in pair:
                     assert recv_exactly(sock, 2) == b"go"
 
-            return speedup(lambda: (burn(n), burn(n)), both, target=1.4)
+            return speedup(lambda: (burn(n), burn(n)), both, target=1.3)
         finally:
             for sock in socks:
                 sock.close()
 
     ratio = rt.run(driver)
     assert inflight.most == 2
-    assert ratio >= 1.4, f"two connections ran only {ratio:.2f}x faster than one thread"
+    assert ratio >= 1.3, f"two connections ran only {ratio:.2f}x faster than one thread"
 
 
 # ---- a blocking callback does not stall the others --------------------------------------------

@@ -480,7 +480,7 @@ def test_cpu_bound_handlers_run_in_parallel(rt):
         def parallel():
             run_threads(*[one] * 8)
 
-        return speedup(serial, parallel, target=1.25, attempts=5)
+        return speedup(serial, parallel, target=1.25)
 
     ratio = run_app(rt, driver, Burner)
     assert ratio >= 1.25, f"8 concurrent requests ran only {ratio:.2f}x faster than 8 in a row"

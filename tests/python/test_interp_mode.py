@@ -49,11 +49,13 @@ def test_functions_of_the_main_script_run_in_the_workers_interpreters(tmp_path):
     out, err = run_program(
         tmp_path,
         """
-        import sys
+        import os
         import threading
         import pyparallel as px
 
-        print("imported as", __name__, file=sys.stderr)
+        # One write(2) per line: the workers' interpreters import this at
+        # the same time, and print() writes its pieces one by one.
+        os.write(2, f"imported as {__name__}\\n".encode())
 
         def square(x):
             return x * x
@@ -62,7 +64,7 @@ def test_functions_of_the_main_script_run_in_the_workers_interpreters(tmp_path):
             return (__name__, px.is_parallel_thread(), threading.current_thread() is threading.main_thread())
 
         if __name__ == "__main__":
-            print("main block", file=sys.stderr)
+            os.write(2, b"main block\\n")
             print(px.map(square, range(20)))
             print(px.submit_work(where).result(timeout=10))
             stats = px.stats()

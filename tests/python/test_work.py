@@ -270,14 +270,14 @@ def test_map_during_run(rt):
 @pytest.mark.parametrize("func", [burn, burn_with_constants], ids=["small-constants", "mortal-constants"])
 def test_map_of_cpu_bound_work_uses_two_cores(func):
     """px.map of a CPU-bound function over 8 items on two workers is at
-    least 1.4x faster than the builtin map (the bench checks the real
+    least 1.3x faster than the builtin map (the bench checks the real
     target, 1.95x; the margin is for a noisy machine). With
     mortal constants in the function (this module is imported from source),
     plain threads scale about 0.8x here; the runtime must not pay for that."""
     n = calibrate_burn(0.1, func)
     assert px.map(func, [n] * 8, chunksize=1) == [func(n)] * 8
-    ratio = speedup(lambda: [func(n) for _ in range(8)], lambda: px.map(func, [n] * 8, chunksize=1), target=1.4)
-    assert ratio >= 1.4, f"px.map ran only {ratio:.2f}x faster than the builtin map"
+    ratio = speedup(lambda: [func(n) for _ in range(8)], lambda: px.map(func, [n] * 8, chunksize=1), target=1.3)
+    assert ratio >= 1.3, f"px.map ran only {ratio:.2f}x faster than the builtin map"
 
 
 # ---- call_from_main_thread ------------------------------------------------------------------
