@@ -36,6 +36,22 @@ typedef struct {
     int arg;
 } test_case_t;
 
+/* Defines a case that ignores the harness's argument, for tests that do
+ * not run once per backend; TEST_CASE(name) lists it. */
+#define TEST(name)                                                             \
+    static void name##_body(void);                                             \
+    static void name(int arg)                                                  \
+    {                                                                          \
+        (void)arg;                                                             \
+        name##_body();                                                         \
+    }                                                                          \
+    static void name##_body(void)
+
+#define TEST_CASE(name)                                                        \
+    {                                                                          \
+#name, test_##name, 0                                                  \
+    }
+
 #define TEST_FAIL(...)                                                         \
     do {                                                                       \
         fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);                        \

@@ -183,17 +183,17 @@ static void run_table(const chunked_case_t *cases, size_t count,
     }
 }
 
-HTTP_TEST(test_valid_bodies)
+TEST(test_valid_bodies)
 {
     run_table(valid_bodies, COUNT_OF(valid_bodies), NULL);
 }
 
-HTTP_TEST(test_invalid_bodies)
+TEST(test_invalid_bodies)
 {
     run_table(invalid_bodies, COUNT_OF(invalid_bodies), NULL);
 }
 
-HTTP_TEST(test_body_size_limit)
+TEST(test_body_size_limit)
 {
     static const chunked_case_t limited[] = {
         {"at_limit", "5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n", 0, "helloworld"},
@@ -214,7 +214,7 @@ HTTP_TEST(test_body_size_limit)
     run_table(unlimited, COUNT_OF(unlimited), &opts);
 }
 
-HTTP_TEST(test_line_limits)
+TEST(test_line_limits)
 {
     static const chunked_case_t short_lines[] = {
         {"line_fits", "5;a=1234\r\nhello\r\n0\r\n\r\n", 0, "hello"},
@@ -239,7 +239,7 @@ HTTP_TEST(test_line_limits)
     run_table(small_trailers, COUNT_OF(small_trailers), &opts);
 }
 
-HTTP_TEST(test_large_chunks)
+TEST(test_large_chunks)
 {
     /* A 3000-byte chunk then a 1000-byte one, moved down in place. */
     static char input[5000], expected[4000];
@@ -262,7 +262,7 @@ HTTP_TEST(test_large_chunks)
     assert_same_decoding(&p, &d, "large", "in pieces");
 }
 
-HTTP_TEST(test_state_after_completion)
+TEST(test_state_after_completion)
 {
     char buf[] = "1\r\nx\r\n0\r\n\r\nrest";
     px_http_chunked_t decoder;
@@ -286,9 +286,9 @@ HTTP_TEST(test_state_after_completion)
 }
 
 static const test_case_t tests[] = {
-    HTTP_CASE(valid_bodies),    HTTP_CASE(invalid_bodies),
-    HTTP_CASE(body_size_limit), HTTP_CASE(line_limits),
-    HTTP_CASE(large_chunks),    HTTP_CASE(state_after_completion),
+    TEST_CASE(valid_bodies),    TEST_CASE(invalid_bodies),
+    TEST_CASE(body_size_limit), TEST_CASE(line_limits),
+    TEST_CASE(large_chunks),    TEST_CASE(state_after_completion),
 };
 
 TEST_MAIN(tests)

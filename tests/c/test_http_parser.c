@@ -238,7 +238,7 @@ static const request_case_t invalid_requests[] = {
     {"only_empty_lines", "\r\n\r\n\r\n", PX_HTTP_INCOMPLETE},
 };
 
-HTTP_TEST(test_valid_requests)
+TEST(test_valid_requests)
 {
     for (size_t i = 0; i < COUNT_OF(valid_requests); i++) {
         const request_case_t *c = &valid_requests[i];
@@ -247,7 +247,7 @@ HTTP_TEST(test_valid_requests)
     }
 }
 
-HTTP_TEST(test_invalid_requests)
+TEST(test_invalid_requests)
 {
     for (size_t i = 0; i < COUNT_OF(invalid_requests); i++) {
         const request_case_t *c = &invalid_requests[i];
@@ -265,7 +265,7 @@ static void parse_plain(const char *input, px_http_request_t *req,
     ASSERT_INT_EQ(rc, (long)strlen(input));
 }
 
-HTTP_TEST(test_request_fields)
+TEST(test_request_fields)
 {
     px_http_request_t req;
     px_http_header_t h[8];
@@ -307,7 +307,7 @@ HTTP_TEST(test_request_fields)
     }
 }
 
-HTTP_TEST(test_unknown_methods_allowed)
+TEST(test_unknown_methods_allowed)
 {
     px_http_options_t opts = {0};
     opts.allow_unknown_methods = 1;
@@ -341,7 +341,7 @@ static size_t build_request(char *out, size_t target_len, size_t head_len)
     return n;
 }
 
-HTTP_TEST(test_uri_limit)
+TEST(test_uri_limit)
 {
     px_http_options_t opts = {0};
     opts.max_uri_size = 64;
@@ -360,7 +360,7 @@ HTTP_TEST(test_uri_limit)
 }
 
 /* The largest limits must not overflow any bound computed from them. */
-HTTP_TEST(test_largest_limits)
+TEST(test_largest_limits)
 {
     px_http_options_t opts;
     memset(&opts, 0, sizeof(opts));
@@ -378,7 +378,7 @@ HTTP_TEST(test_largest_limits)
                 PX_HTTP_INCOMPLETE, &opts, MAX_TEST_HEADERS);
 }
 
-HTTP_TEST(test_head_size_limit)
+TEST(test_head_size_limit)
 {
     px_http_options_t opts = {0};
     opts.max_header_size = 200;
@@ -408,7 +408,7 @@ HTTP_TEST(test_head_size_limit)
                      PX_HTTP_E_HEAD_TOO_LARGE);
 }
 
-HTTP_TEST(test_header_count_limit)
+TEST(test_header_count_limit)
 {
     const char *three = "GET / HTTP/1.1\r\n" HOST "A: 1\r\nB: 2\r\n\r\n";
     const char *four = "GET / HTTP/1.1\r\n" HOST "A: 1\r\nB: 2\r\nC: 3\r\n\r\n";
@@ -424,7 +424,7 @@ HTTP_TEST(test_header_count_limit)
                 PX_HTTP_E_TOO_MANY_HEADERS, NULL, 3);
 }
 
-HTTP_TEST(test_pipelined)
+TEST(test_pipelined)
 {
     const char *input =
         "POST /a HTTP/1.1\r\n" HOST "Content-Length: 3\r\n\r\nabc"
@@ -567,7 +567,7 @@ static const framing_case_t framing_cases[] = {
      PX_HTTP_E_BODY_TOO_LARGE, PX_HTTP_BODY_NONE, 0, 0, 1},
 };
 
-HTTP_TEST(test_framing)
+TEST(test_framing)
 {
     for (size_t i = 0; i < COUNT_OF(framing_cases); i++) {
         const framing_case_t *c = &framing_cases[i];
@@ -597,7 +597,7 @@ HTTP_TEST(test_framing)
     }
 }
 
-HTTP_TEST(test_max_body_size_option)
+TEST(test_max_body_size_option)
 {
     const char *input =
         "POST / HTTP/1.1\r\n" HOST "Content-Length: 101\r\n\r\n";
@@ -625,7 +625,7 @@ static bool rfc_tchar(int c)
            (c >= 'A' && c <= 'Z') || (c != 0 && strchr("!#$%&'*+-.^_`|~", c));
 }
 
-HTTP_TEST(test_char_classes)
+TEST(test_char_classes)
 {
     for (int c = 0; c < 256; c++) {
         bool alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
@@ -651,7 +651,7 @@ HTTP_TEST(test_char_classes)
 
 /* Every control byte, at every offset modulo 8 in a long value, is found:
  * this covers the word-at-a-time scan's edges. */
-HTTP_TEST(test_value_scan_every_position)
+TEST(test_value_scan_every_position)
 {
     for (int bad = 0; bad < 0x80; bad++) {
         if (bad >= 0x20 && bad != 0x7f)
@@ -677,7 +677,7 @@ HTTP_TEST(test_value_scan_every_position)
     }
 }
 
-HTTP_TEST(test_target_scan_every_position)
+TEST(test_target_scan_every_position)
 {
     static const unsigned char bad_bytes[] = {0x00, 0x09, 0x1f,
                                               0x7f, 0x80, 0xff};
@@ -699,7 +699,7 @@ HTTP_TEST(test_target_scan_every_position)
     }
 }
 
-HTTP_TEST(test_error_statuses)
+TEST(test_error_statuses)
 {
     ASSERT_RESULT_EQ(px_http_error_status(PX_HTTP_INCOMPLETE), 0);
     ASSERT_RESULT_EQ(px_http_error_status(PX_HTTP_E_METHOD), 400);
@@ -725,21 +725,21 @@ HTTP_TEST(test_error_statuses)
 }
 
 static const test_case_t tests[] = {
-    HTTP_CASE(valid_requests),
-    HTTP_CASE(invalid_requests),
-    HTTP_CASE(request_fields),
-    HTTP_CASE(unknown_methods_allowed),
-    HTTP_CASE(uri_limit),
-    HTTP_CASE(largest_limits),
-    HTTP_CASE(head_size_limit),
-    HTTP_CASE(header_count_limit),
-    HTTP_CASE(pipelined),
-    HTTP_CASE(framing),
-    HTTP_CASE(max_body_size_option),
-    HTTP_CASE(char_classes),
-    HTTP_CASE(value_scan_every_position),
-    HTTP_CASE(target_scan_every_position),
-    HTTP_CASE(error_statuses),
+    TEST_CASE(valid_requests),
+    TEST_CASE(invalid_requests),
+    TEST_CASE(request_fields),
+    TEST_CASE(unknown_methods_allowed),
+    TEST_CASE(uri_limit),
+    TEST_CASE(largest_limits),
+    TEST_CASE(head_size_limit),
+    TEST_CASE(header_count_limit),
+    TEST_CASE(pipelined),
+    TEST_CASE(framing),
+    TEST_CASE(max_body_size_option),
+    TEST_CASE(char_classes),
+    TEST_CASE(value_scan_every_position),
+    TEST_CASE(target_scan_every_position),
+    TEST_CASE(error_statuses),
 };
 
 TEST_MAIN(tests)

@@ -38,7 +38,7 @@ static void check_head(const px_http_response_t *r, const char *expected)
     }
 }
 
-HTTP_TEST(test_content_length)
+TEST(test_content_length)
 {
     px_http_response_t r = response(200);
     r.date = date;
@@ -60,7 +60,7 @@ HTTP_TEST(test_content_length)
     check_head(&r, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
 }
 
-HTTP_TEST(test_persistence)
+TEST(test_persistence)
 {
     px_http_response_t r = response(404);
     r.body = PX_HTTP_BODY_LENGTH;
@@ -76,7 +76,7 @@ HTTP_TEST(test_persistence)
                    "Connection: keep-alive\r\n\r\n");
 }
 
-HTTP_TEST(test_chunked_and_no_body)
+TEST(test_chunked_and_no_body)
 {
     px_http_response_t r = response(200);
     r.body = PX_HTTP_BODY_CHUNKED;
@@ -110,7 +110,7 @@ HTTP_TEST(test_chunked_and_no_body)
                      PX_HTTP_E_RESPONSE_FRAMING);
 }
 
-HTTP_TEST(test_status_and_reason)
+TEST(test_status_and_reason)
 {
     px_http_response_t r = response(299);
     check_head(&r, "HTTP/1.1 299 \r\n\r\n");
@@ -134,7 +134,7 @@ HTTP_TEST(test_status_and_reason)
     ASSERT_TRUE(strcmp(px_http_reason_phrase(418), "") == 0);
 }
 
-HTTP_TEST(test_refused_fields)
+TEST(test_refused_fields)
 {
     static const struct {
         px_http_header_t header;
@@ -177,7 +177,7 @@ HTTP_TEST(test_refused_fields)
                    "X-Tab: a\tb \x80\r\n\r\n");
 }
 
-HTTP_TEST(test_bad_date)
+TEST(test_bad_date)
 {
     px_http_response_t r = response(200);
     r.date = "Sun, 06 Nov 1994";
@@ -191,7 +191,7 @@ HTTP_TEST(test_bad_date)
                      PX_HTTP_E_RESPONSE_HEADER);
 }
 
-HTTP_TEST(test_format_date)
+TEST(test_format_date)
 {
     static const struct {
         int64_t seconds;
@@ -222,10 +222,10 @@ HTTP_TEST(test_format_date)
 }
 
 static const test_case_t tests[] = {
-    HTTP_CASE(content_length),      HTTP_CASE(persistence),
-    HTTP_CASE(chunked_and_no_body), HTTP_CASE(status_and_reason),
-    HTTP_CASE(refused_fields),      HTTP_CASE(bad_date),
-    HTTP_CASE(format_date),
+    TEST_CASE(content_length),      TEST_CASE(persistence),
+    TEST_CASE(chunked_and_no_body), TEST_CASE(status_and_reason),
+    TEST_CASE(refused_fields),      TEST_CASE(bad_date),
+    TEST_CASE(format_date),
 };
 
 TEST_MAIN(tests)

@@ -14,21 +14,6 @@
 #include <stdbool.h>
 #include <sys/mman.h>
 
-/* Defines a harness case that ignores the harness's argument. */
-#define HTTP_TEST(name)                                                        \
-    static void name##_body(void);                                             \
-    static void name(int arg)                                                  \
-    {                                                                          \
-        (void)arg;                                                             \
-        name##_body();                                                         \
-    }                                                                          \
-    static void name##_body(void)
-
-#define HTTP_CASE(name)                                                        \
-    {                                                                          \
-#name, test_##name, 0                                                  \
-    }
-
 #define COUNT_OF(array) (sizeof(array) / sizeof((array)[0]))
 
 /* Compares parser results, naming both. */
