@@ -48,7 +48,7 @@ NPROC := $(shell nproc 2>/dev/null || echo 2)
 
 # ---- sources ------------------------------------------------------------
 
-ENGINE_SRC := $(sort $(wildcard src/engine/*.c src/http/*.c))
+ENGINE_SRC := $(sort $(wildcard src/common/*.c src/engine/*.c src/http/*.c))
 BINDING_SRC := $(sort $(wildcard src/binding/*.c))
 C_HEADERS := $(sort $(wildcard include/*.h src/*/*.h))
 C_TESTS := $(sort $(wildcard tests/c/test_*.c))
@@ -59,7 +59,7 @@ FORMAT_FILES := $(sort $(wildcard include/*.h src/*/*.[ch] tests/c/*.[ch] \
                                   fuzz/*.[ch] examples/c/*.[ch]))
 
 C_STD := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror
-C_INCLUDES := -Iinclude -Isrc/engine -Isrc/http
+C_INCLUDES := -Iinclude -Isrc/common -Isrc/engine -Isrc/http
 C_LIBS := -luring -lpthread
 
 ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \

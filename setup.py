@@ -2,16 +2,17 @@
 
 Everything else about the package is declared in pyproject.toml; only the
 extension needs code, because its sources are globbed: the engine
-(src/engine), the HTTP parser (src/http) and the CPython binding
-(src/binding) are compiled into one shared object. The engine's symbols are
-hidden so that only PyInit__core is exported.
+(src/engine), the HTTP parser and server layer (src/http), what those two
+share (src/common) and the CPython binding (src/binding) are compiled into
+one shared object. The engine's symbols are hidden so that only
+PyInit__core is exported.
 """
 
 from glob import glob
 
 from setuptools import Extension, setup
 
-C_DIRS = ["src/engine", "src/http", "src/binding"]
+C_DIRS = ["src/common", "src/engine", "src/http", "src/binding"]
 
 sources = sorted(path for d in C_DIRS for path in glob(f"{d}/*.c"))
 headers = sorted(glob("include/*.h") + [h for d in C_DIRS for h in glob(f"{d}/*.h")])

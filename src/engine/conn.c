@@ -63,8 +63,8 @@ void px_conn_unref(px_conn_t *c)
     if (atomic_fetch_sub(&c->refs, 1) != 1)
         return;
     px__conn_free_sendq_locked(c);
-    px__buf_free(&c->in);
-    px__buf_free(&c->in_spare);
+    px__bytebuf_free(&c->in);
+    px__bytebuf_free(&c->in_spare);
     if (c->fd >= 0)
         close(c->fd);
     pthread_mutex_destroy(&c->lock);
@@ -303,7 +303,7 @@ void px__on_data(px__worker_t *w, px_conn_t *c, const char *data, size_t len)
     pthread_mutex_lock(&c->lock);
     unsigned f = atomic_load(&c->flags);
     if (!(f & (PX__CONN_CLOSING | PX__CONN_RELEASING))) {
-        if (px__buf_append(&c->in, data, len) < 0) {
+        if (px__bytebuf_append(&c->in, data, len) < 0) {
             /* Out of memory for input: fail the connection rather than
              * lose bytes silently. */
             atomic_fetch_or(&c->flags, PX__CONN_READ_ENDED);
@@ -534,7 +534,7 @@ typedef enum {
 } conn_event_t;
 
 /* Picks the next callback to run; c->lock held. */
-static conn_event_t next_event_locked(px_conn_t *c, px__buf_t *data,
+static conn_event_t next_event_locked(px_conn_t *c, px__bytebuf_t *data,
                                       uint64_t *send_id, int *error)
 {
     unsigned f = atomic_load(&c->flags);
@@ -549,7 +549,7 @@ static conn_event_t next_event_locked(px_conn_t *c, px__buf_t *data,
          * so the callback runs without the lock. */
         *data = c->in;
         c->in = c->in_spare;
-        c->in_spare = (px__buf_t){0};
+        c->in_spare = (px__bytebuf_t){0};
         return EV_DATA;
     }
     if (read_end_due_locked(c, f) && eof_to_owner_locked(c) &&
@@ -594,7 +594,7 @@ bool px__conn_dispatch(px__worker_t *w, px_conn_t *c)
     pthread_mutex_lock(&c->lock);
     c->busy = true;
     for (int budget = CONN_BUDGET; budget > 0; budget--) {
-        px__buf_t data = {0};
+        px__bytebuf_t data = {0};
         uint64_t send_id = 0;
         int error = 0;
         conn_event_t ev = next_event_locked(c, &data, &send_id, &error);
@@ -634,7 +634,7 @@ bool px__conn_dispatch(px__worker_t *w, px_conn_t *c)
             if (c->in_spare.data == NULL)
                 c->in_spare = data;
             else
-                px__buf_free(&data);
+                px__bytebuf_free(&data);
         }
         if (!held) {
             /* Another thread holds the worker now: let it carry on. Our

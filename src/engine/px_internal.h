@@ -34,24 +34,13 @@
 #ifndef PX_INTERNAL_H
 #define PX_INTERNAL_H
 
+#include "bytebuf.h"
 #include "px.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/socket.h>
-
-/* ---- small growable byte buffer -------------------------------------- */
-
-typedef struct {
-    char *data;
-    size_t len;
-    size_t cap;
-} px__buf_t;
-
-int px__buf_append(px__buf_t *buf, const char *data, size_t len);
-void px__buf_consume(px__buf_t *buf, size_t len);
-void px__buf_free(px__buf_t *buf);
 
 /* ---- intrusive doubly linked queue ----------------------------------- */
 
@@ -201,9 +190,9 @@ struct px_conn_s {
     atomic_bool notify_sends;
     atomic_uint flags; /* PX__CONN_* */
 
-    pthread_mutex_t lock; /* guards everything below */
-    px__buf_t in;         /* received, not yet dispatched */
-    px__buf_t in_spare;   /* reused for the next bytes */
+    pthread_mutex_t lock;   /* guards everything below */
+    px__bytebuf_t in;       /* received, not yet dispatched */
+    px__bytebuf_t in_spare; /* reused for the next bytes */
     px__send_t *sendq_head, *sendq_tail;
     size_t queued;                     /* bytes copied into the send queue */
     size_t queued_file;                /* file bytes queued for sendfile */

@@ -129,7 +129,7 @@ static int put_head(px_http_conn_t *hc, int status, int minor_version,
     size_t size = 160 + PX_HTTP_DATE_LEN;
     for (size_t i = 0; i < count; i++)
         size += fields[i].name_len + fields[i].value_len + 4;
-    int rc = px__hbuf_reserve(&hc->out, size);
+    int rc = px__bytebuf_reserve(&hc->out, size);
     if (rc < 0)
         return rc;
     px_http_response_t resp = {
@@ -159,15 +159,15 @@ void px__http_put_error(px_http_conn_t *hc, int status)
     size_t mark = hc->out.len;
     if (put_head(hc, status, 1, false, &text_plain, 1, PX_HTTP_BODY_LENGTH,
                  reason_len + 1) < 0 ||
-        px__hbuf_append(&hc->out, reason, reason_len) < 0 ||
-        px__hbuf_append(&hc->out, "\n", 1) < 0)
+        px__bytebuf_append(&hc->out, reason, reason_len) < 0 ||
+        px__bytebuf_append(&hc->out, "\n", 1) < 0)
         hc->out.len = mark; /* out of memory: the close still happens */
 }
 
 void px__http_put_continue(px_http_conn_t *hc)
 {
     static const char interim[] = "HTTP/1.1 100 Continue\r\n\r\n";
-    if (px__hbuf_append(&hc->out, interim, sizeof(interim) - 1) < 0) {
+    if (px__bytebuf_append(&hc->out, interim, sizeof(interim) - 1) < 0) {
         hc->state = PX__HC_CLOSING;
         px_conn_close(hc->conn, 1);
     }
@@ -189,7 +189,7 @@ int px__http_flush(px_http_conn_t *hc)
         return 0;
     struct iovec iov = {hc->out.data, hc->out.len};
     int rc = px_conn_send(hc->conn, &iov, 1, NULL);
-    px__hbuf_reset(&hc->out, KEEP_OUT_BYTES);
+    px__bytebuf_reset(&hc->out, KEEP_OUT_BYTES);
     return rc < 0 ? send_failed(hc, rc) : 0;
 }
 
@@ -214,12 +214,12 @@ static int queue_body(px_http_conn_t *hc, const body_t *body)
     } else if (body->length > COPY_BODY_MAX) {
         rc = px_conn_send(hc->conn, iov, 2, NULL);
     } else {
-        rc = px__hbuf_append(&hc->out, body->data, (size_t)body->length);
+        rc = px__bytebuf_append(&hc->out, body->data, (size_t)body->length);
         if (rc == 0 && hc->out.len > FLUSH_OUT_BYTES)
             return px__http_flush(hc);
         return rc < 0 ? send_failed(hc, rc) : 0;
     }
-    px__hbuf_reset(&hc->out, KEEP_OUT_BYTES);
+    px__bytebuf_reset(&hc->out, KEEP_OUT_BYTES);
     return rc < 0 ? send_failed(hc, rc) : 0;
 }
 

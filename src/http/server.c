@@ -49,61 +49,6 @@
 #define SERVER_MAGIC 0x48545053u /* "HTPS" */
 #define CONN_MAGIC 0x48545043u   /* "HTPC" */
 
-/* ---- buffers ------------------------------------------------------------ */
-
-int px__hbuf_reserve(px__hbuf_t *b, size_t extra)
-{
-    if (b->cap - b->len >= extra)
-        return 0;
-    if (extra > SIZE_MAX / 2 - b->len)
-        return -ENOMEM;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap - b->len < extra)
-        cap *= 2;
-    char *grown = realloc(b->data, cap);
-    if (grown == NULL)
-        return -ENOMEM;
-    b->data = grown;
-    b->cap = cap;
-    return 0;
-}
-
-int px__hbuf_append(px__hbuf_t *b, const void *data, size_t len)
-{
-    if (len == 0)
-        return 0;
-    int rc = px__hbuf_reserve(b, len);
-    if (rc < 0)
-        return rc;
-    memcpy(b->data + b->len, data, len);
-    b->len += len;
-    return 0;
-}
-
-void px__hbuf_consume(px__hbuf_t *b, size_t len)
-{
-    if (len >= b->len) {
-        b->len = 0;
-        return;
-    }
-    memmove(b->data, b->data + len, b->len - len);
-    b->len -= len;
-}
-
-void px__hbuf_reset(px__hbuf_t *b, size_t keep)
-{
-    b->len = 0;
-    if (b->cap > keep)
-        px__hbuf_free(b);
-}
-
-void px__hbuf_free(px__hbuf_t *b)
-{
-    free(b->data);
-    b->data = NULL;
-    b->len = b->cap = 0;
-}
-
 /* ---- the server ---------------------------------------------------------- */
 
 typedef struct {
@@ -236,9 +181,9 @@ void px__http_conn_unref(px_http_conn_t *hc)
 {
     if (atomic_fetch_sub(&hc->refs, 1) != 1)
         return;
-    px__hbuf_free(&hc->in);
-    px__hbuf_free(&hc->pending);
-    px__hbuf_free(&hc->out);
+    px__bytebuf_free(&hc->in);
+    px__bytebuf_free(&hc->pending);
+    px__bytebuf_free(&hc->out);
     pthread_mutex_destroy(&hc->lock);
     px_conn_unref(hc->conn);
     server_unref(hc->server);
@@ -377,9 +322,9 @@ static void fail(px_http_conn_t *hc, int status)
 static void sync_owned(px_http_conn_t *hc, pass_t *p)
 {
     if (hc->pending.len > 0) {
-        if (px__hbuf_append(&hc->in, hc->pending.data, hc->pending.len) < 0)
+        if (px__bytebuf_append(&hc->in, hc->pending.data, hc->pending.len) < 0)
             fail(hc, 500);
-        px__hbuf_reset(&hc->pending, KEEP_IN_BYTES);
+        px__bytebuf_reset(&hc->pending, KEEP_IN_BYTES);
     }
     p->base = hc->in.data;
     p->len = hc->in.len;
@@ -391,7 +336,7 @@ static int take_input(px_http_conn_t *hc, pass_t *p)
 {
     if (p->owned)
         return 0;
-    int rc = px__hbuf_append(&hc->in, p->base + p->pos, p->len - p->pos);
+    int rc = px__bytebuf_append(&hc->in, p->base + p->pos, p->len - p->pos);
     if (rc < 0)
         return rc;
     p->owned = true;
@@ -603,13 +548,13 @@ static void finish_pass(px_http_conn_t *hc, pass_t *p)
     bool discard =
         hc->closed || hc->state == PX__HC_LINGER || hc->state == PX__HC_CLOSING;
     if (discard) {
-        px__hbuf_reset(&hc->in, KEEP_IN_BYTES);
-        px__hbuf_reset(&hc->pending, KEEP_IN_BYTES);
+        px__bytebuf_reset(&hc->in, KEEP_IN_BYTES);
+        px__bytebuf_reset(&hc->pending, KEEP_IN_BYTES);
     } else if (p->owned) {
-        px__hbuf_consume(&hc->in, p->pos);
+        px__bytebuf_consume(&hc->in, p->pos);
         if (hc->in.len == 0)
-            px__hbuf_reset(&hc->in, KEEP_IN_BYTES);
-    } else if (px__hbuf_append(&hc->in, p->base + p->pos, p->len - p->pos) <
+            px__bytebuf_reset(&hc->in, KEEP_IN_BYTES);
+    } else if (px__bytebuf_append(&hc->in, p->base + p->pos, p->len - p->pos) <
                0) {
         fail(hc, 500);
     }
@@ -734,8 +679,8 @@ void px_http_conn_input(px_http_conn_t *hc, const char *data, size_t len)
     if (hc->driving || hc->state == PX__HC_HANDLING) {
         /* A callback runs (its request points into hc->in) or a late
          * response is awaited: keep the bytes for later. */
-        px__hbuf_t *b = hc->driving ? &hc->pending : &hc->in;
-        if (px__hbuf_append(b, data, len) < 0) {
+        px__bytebuf_t *b = hc->driving ? &hc->pending : &hc->in;
+        if (px__bytebuf_append(b, data, len) < 0) {
             hc->state = PX__HC_CLOSING;
             px_conn_close(hc->conn, 1);
         }
@@ -753,7 +698,7 @@ void px_http_conn_input(px_http_conn_t *hc, const char *data, size_t len)
         p.len = len;
     } else {
         p.owned = true;
-        if (px__hbuf_append(&hc->in, data, len) < 0)
+        if (px__bytebuf_append(&hc->in, data, len) < 0)
             fail(hc, 500);
     }
     drive(hc, &p);
@@ -779,9 +724,9 @@ void px_http_conn_closed(px_http_conn_t *hc)
     hc->state = PX__HC_CLOSING;
     set_no_wait(hc);
     if (!hc->driving) {
-        px__hbuf_free(&hc->in);
-        px__hbuf_free(&hc->pending);
-        px__hbuf_free(&hc->out);
+        px__bytebuf_free(&hc->in);
+        px__bytebuf_free(&hc->pending);
+        px__bytebuf_free(&hc->out);
     }
     pthread_mutex_unlock(&hc->lock);
 

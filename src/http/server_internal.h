@@ -26,26 +26,13 @@
 #ifndef PX_HTTP_SERVER_INTERNAL_H
 #define PX_HTTP_SERVER_INTERNAL_H
 
+#include "bytebuf.h"
 #include "http_internal.h"
 #include "px_http_server.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
-
-/* A growable byte buffer. */
-typedef struct {
-    char *data;
-    size_t len;
-    size_t cap;
-} px__hbuf_t;
-
-int px__hbuf_reserve(px__hbuf_t *b, size_t extra);
-int px__hbuf_append(px__hbuf_t *b, const void *data, size_t len);
-void px__hbuf_consume(px__hbuf_t *b, size_t len);
-/* Empties b, giving its memory back when it grew past keep bytes. */
-void px__hbuf_reset(px__hbuf_t *b, size_t keep);
-void px__hbuf_free(px__hbuf_t *b);
 
 typedef enum {
     PX__HC_HEAD = 0, /* reading a request head (or waiting for one) */
@@ -101,14 +88,14 @@ struct px_http_conn_s {
     bool closed; /* px_http_conn_closed ran */
     bool paused; /* we paused the engine's reading */
     bool continuation_queued;
-    bool unanswered;    /* the exchange awaits its response */
-    bool served;        /* a response was given: idle waits use
-                           keepalive_timeout, not header_timeout */
-    bool read_ended;    /* the peer half-closed: close once the
-                           requests received are answered */
-    px__hbuf_t in;      /* input from the current request on */
-    px__hbuf_t pending; /* input that arrived while driving */
-    px__hbuf_t out;     /* responses not handed to the engine */
+    bool unanswered;       /* the exchange awaits its response */
+    bool served;           /* a response was given: idle waits use
+                              keepalive_timeout, not header_timeout */
+    bool read_ended;       /* the peer half-closed: close once the
+                              requests received are answered */
+    px__bytebuf_t in;      /* input from the current request on */
+    px__bytebuf_t pending; /* input that arrived while driving */
+    px__bytebuf_t out;     /* responses not handed to the engine */
 
     /* The request being read (offsets from its first byte). */
     size_t last_len; /* the parser's re-check hint */
