@@ -49,13 +49,14 @@ NPROC := $(shell nproc 2>/dev/null || echo 2)
 # ---- sources ------------------------------------------------------------
 
 ENGINE_SRC := $(sort $(wildcard src/common/*.c src/engine/*.c src/http/*.c))
-BINDING_SRC := $(sort $(wildcard src/binding/*.c))
-C_HEADERS := $(sort $(wildcard include/*.h src/*/*.h))
+BINDING_SRC := $(sort $(wildcard src/binding/*.c src/binding/*/*.c))
+C_HEADERS := $(sort $(wildcard include/*.h src/*/*.h src/binding/*/*.h))
 C_TESTS := $(sort $(wildcard tests/c/test_*.c))
 C_TEST_HELPERS := $(filter-out $(C_TESTS),$(sort $(wildcard tests/c/*.c)))
 FUZZ_SRC := $(sort $(wildcard fuzz/fuzz_*.c))
 EXAMPLES_C := $(sort $(wildcard examples/c/*.c))
-FORMAT_FILES := $(sort $(wildcard include/*.h src/*/*.[ch] tests/c/*.[ch] \
+FORMAT_FILES := $(sort $(wildcard include/*.h src/*/*.[ch] src/binding/*/*.[ch] \
+                                  tests/c/*.[ch] \
                                   fuzz/*.[ch] examples/c/*.[ch]))
 
 C_STD := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror

@@ -3,8 +3,10 @@
 Everything else about the package is declared in pyproject.toml; only the
 extension needs code, because its sources are globbed: the engine
 (src/engine), the HTTP parser and server layer (src/http), what those two
-share (src/common) and the CPython binding (src/binding) are compiled into
-one shared object. The engine's symbols are hidden so that only
+share (src/common) and the CPython binding (src/binding and its folders, one
+per concern: core, shared, http, interp) are compiled into one shared
+object. The binding's files include each other's headers by their path
+under src/binding ("interp/interp.h"). The engine's symbols are hidden so that only
 PyInit__core is exported.
 """
 
@@ -13,9 +15,12 @@ from glob import glob
 from setuptools import Extension, setup
 
 C_DIRS = ["src/common", "src/engine", "src/http", "src/binding"]
+BINDING_DIRS = sorted(glob("src/binding/*/"))
 
-sources = sorted(path for d in C_DIRS for path in glob(f"{d}/*.c"))
-headers = sorted(glob("include/*.h") + [h for d in C_DIRS for h in glob(f"{d}/*.h")])
+sources = sorted(path for d in C_DIRS + BINDING_DIRS for path in glob(f"{d}/*.c"))
+headers = sorted(
+    glob("include/*.h") + [h for d in C_DIRS + BINDING_DIRS for h in glob(f"{d}/*.h")]
+)
 
 core = Extension(
     "pyparallel._core",

@@ -189,7 +189,7 @@ typedef void (*px_work_fn)(void *arg);
 int px_submit(px_loop_t *loop, px_work_fn fn, px_work_fn cancel, void *arg);
 
 /* Runs fn(arg) on a worker after delay_ns, then every period_ns if that is
- * not zero. cancel(arg) runs exactly once when the timer is done: after a
+ * not zero. done(arg) runs exactly once when the timer is done: after a
  * one-shot fired, or after px_timer_cancel, or at loop stop. */
 int px_timer_start(px_loop_t *loop, uint64_t delay_ns, uint64_t period_ns,
                    px_work_fn fn, px_work_fn done, void *arg,

@@ -1,22 +1,35 @@
 /*
- * binding.h - what the files of the CPython binding (pyparallel._core) share.
+ * binding.h - what the folders of the CPython binding (pyparallel._core)
+ * share: the module state, and the calls that cross from one folder to
+ * another.
  *
- * The binding turns engine callbacks into Python calls. Files:
- *   module.c     module definition, per-module state, exec slot, mode,
+ * The binding turns engine callbacks into Python calls. It is organised by
+ * concern, one folder each; a file includes another folder's header by its
+ * path under src/binding ("interp/interp.h"):
+ *   module.c     module definition, per-module state, exec slot, modes,
  *                error conversion and callback-error reporting
- *   runtime.c    loop lifecycle, thread hooks, bookkeeping for run(),
- *                stats, is_parallel_thread (runtime.h: its state)
- *   mainthread.c run/run_once/stop and the main-thread queue
- *   future.c     pyparallel.Future, a concurrent.futures.Future in C
- *   work.c       submit_work and the Timer type
- *   transport.c  Transport type, server/client/register, sends
- *   protocol.c   protocol classes: the per-class cache and the dispatch of
- *                engine connection events to protocol callbacks
- *   shared.c     xlist, protect/read_lock/write_lock, eternalize, misc
- *                introspection (rdtsc, gmtime, cpu_count, thread_seq_id)
- *   interp.c, xi.c, xwork.c, sharedbuf.c, channel.c
- *                mode "interpreters" and the objects that cross
- *                interpreters (interp.h: what they share)
+ *   core/        the API every mode shares: the loop's life, thread hooks
+ *                and stats (runtime.c; runtime.h is its private state),
+ *                run/run_once/stop and the main-thread queue (mainthread.c,
+ *                mainthread.h), pyparallel.Future (future.c), submit_work
+ *                and timers (work.c), the Transport type (transport.c),
+ *                sends (send.c), server/client/register (register.c) and
+ *                the dispatch of connection events to protocol callbacks
+ *                (protocol.c)
+ *   shared/      shared-state primitives (shared/shared.h): RWLock,
+ *                protect and the read/write locks, the interlocked list
+ *                px.xlist, eternalize, a pointer-keyed map, introspection
+ *   http/        the HTTP server's Python side (http/http_binding.h):
+ *                HttpProtocol and the configuration of a registered class
+ *                (config.c), the request callback and the framing of
+ *                answers (answer.c), HttpRequest and FileResponse (types.c)
+ *   interp/      mode "interpreters", all of it: interp/interp.h is what
+ *                the rest of the binding calls, interp_internal.h what its
+ *                files share (worker interpreters, cross-interpreter data,
+ *                work, calls and protocols across interpreters,
+ *                SharedBuffer, Channel)
+ * Prefixes: pxpy_ for what crosses files; within that, pxpy_x* names
+ * (xi, xcall, xwork, xproto) always mean "cross-interpreter".
  *
  * State: one pxpy_state per module object (per interpreter). The engine loop
  * belongs to the main interpreter's module; it is created on first use and
@@ -87,18 +100,18 @@ enum {
     PXPY_CB_COUNT
 };
 
-typedef struct pxpy_runtime_s pxpy_runtime_t; /* runtime.c */
-typedef struct pxpy_futures_s pxpy_futures_t; /* future.c */
-typedef struct pxpy_shared_s pxpy_shared_t;   /* shared.c */
-typedef struct pxpy_xistate_s pxpy_xistate_t; /* xi.c */
-typedef struct pxpy_interps_s pxpy_interps_t; /* interp.c */
-typedef struct pxpy_http_s pxpy_http_t;       /* http.c */
+typedef struct pxpy_runtime_s pxpy_runtime_t; /* core/runtime.h */
+typedef struct pxpy_futures_s pxpy_futures_t; /* core/future.c */
+typedef struct pxpy_shared_s pxpy_shared_t;   /* shared/shared.h */
+typedef struct pxpy_xistate_s pxpy_xistate_t; /* interp/xi.c */
+typedef struct pxpy_interps_s pxpy_interps_t; /* interp/interp.c */
+typedef struct pxpy_http_s pxpy_http_t;       /* http/http_binding.h */
 
 typedef struct {
     /* Heap types. */
     PyTypeObject *transport_type;
     PyTypeObject *timer_type;
-    PyTypeObject *xlist_type;
+    PyTypeObject *ilist_type;
     PyTypeObject *lock_guard_type;
     PyTypeObject *protocol_type;    /* protocol.c's per-class cache */
     PyTypeObject *future_core_type; /* future.c's C layer of Future */
@@ -142,6 +155,7 @@ int pxpy_future_exec(PyObject *module, pxpy_state *st);
 int pxpy_future_traverse(pxpy_state *st, visitproc visit, void *arg);
 void pxpy_future_free(pxpy_state *st);
 int pxpy_transport_exec(PyObject *module, pxpy_state *st);
+int pxpy_register_exec(PyObject *module, pxpy_state *st);
 int pxpy_protocol_exec(PyObject *module, pxpy_state *st);
 int pxpy_shared_exec(PyObject *module, pxpy_state *st);
 int pxpy_shared_traverse(pxpy_state *st, visitproc visit, void *arg);
@@ -157,7 +171,7 @@ void pxpy_interp_free(pxpy_state *st);
 int pxpy_parse_mode(PyObject *name, pxpy_mode_t *mode);
 const char *pxpy_mode_name(pxpy_mode_t mode);
 
-/* ---- the loop and its bookkeeping (runtime.c) ------------------------- */
+/* ---- the loop and its bookkeeping (core/runtime.c) -------------------- */
 
 /* The engine loop, started on first use; NULL with an exception set. */
 px_loop_t *pxpy_loop(pxpy_state *st);
@@ -167,6 +181,9 @@ void pxpy_registered_add(pxpy_state *st, Py_ssize_t delta);
 void pxpy_pending_add(pxpy_state *st, Py_ssize_t delta);
 /* Whether the calling thread is the interpreter's main thread. */
 bool pxpy_is_main_thread(pxpy_state *st);
+/* Where the runtime keeps interp/channel.c's list of live channels: one
+ * list for every interpreter's module, since channels cross them. */
+struct pxpy_chanlist_s **pxpy_runtime_channels(pxpy_runtime_t *rt);
 /* Keeps a listening transport alive until the loop stops: accepted
  * connections refer to it as their initial user data. */
 int pxpy_keep_listener(pxpy_state *st, PyObject *transport);
@@ -219,7 +236,7 @@ void pxpy_count_error(pxpy_state *st);
 PyObject *pxpy_raise_engine_error(pxpy_state *st, int code,
                                   const char *context);
 
-/* ---- work (work.c) ---------------------------------------------------- */
+/* ---- work (core/work.c) ----------------------------------------------- */
 
 /* Makes the constants of a function (or bound method, or the function a
  * functools.partial wraps) that will run on the workers immortal, once: a
@@ -233,7 +250,7 @@ int pxpy_immortalize_func(PyObject *func);
 void pxpy_call_hook(pxpy_state *st, PyObject *hook, PyObject *arg,
                     const char *where);
 
-/* ---- futures (future.c) ------------------------------------------------ */
+/* ---- futures (core/future.c) ------------------------------------------- */
 
 /* A new pending pyparallel.Future. */
 PyObject *pxpy_future_new(pxpy_state *st);
@@ -245,7 +262,7 @@ int pxpy_future_set_exception(PyObject *future, PyObject *exc);
 /* cancel(): 1 when the future is (now) cancelled. */
 int pxpy_future_cancel(PyObject *future);
 
-/* ---- transports (transport.c) ----------------------------------------- */
+/* ---- transports (core/transport.c, send.c, register.c) ----------------- */
 
 /* A Transport: a listening server, or one connection (accepted or
  * outgoing). A connection's Transport is the engine connection's user data;
@@ -287,14 +304,18 @@ typedef struct pxpy_transport_s {
     int peer_port, sock_port;
     char peer_host[PXPY_HOST_MAX], sock_host[PXPY_HOST_MAX];
     /* Mode "interpreters": on the main interpreter's listener or client,
-     * register()'s record of the protocol class (interp.h); on a worker
+     * register()'s record of the protocol class (interp/xproto.c); on a worker
      * interpreter's Transport for a client connection, the main
      * interpreter's client Transport it stands for (a reference that
-     * protocol.c drops in the main interpreter after connection_lost). */
+     * interp/xproto.c drops in the main interpreter after connection_lost). */
     struct pxpy_xproto_s *xproto;
     struct pxpy_transport_s *main_peer;
 } pxpy_transport_t;
 
+/* A new Transport of that kind, not yet tracked by the GC; NULL with an
+ * exception set. */
+pxpy_transport_t *pxpy_transport_alloc(pxpy_state *st,
+                                       pxpy_transport_kind_t kind);
 /* A new connection Transport (not yet tracked by the GC); conn is
  * referenced. NULL with an exception set. */
 pxpy_transport_t *pxpy_transport_new_connection(pxpy_state *st,
@@ -305,6 +326,8 @@ pxpy_transport_t *pxpy_transport_new_connection(pxpy_state *st,
 PyObject *pxpy_transport_handle(pxpy_state *st, px_conn_t *conn);
 /* Records the connection's addresses (callbacks, at open). */
 void pxpy_transport_capture_addrs(pxpy_transport_t *t);
+/* Drops t's registration count (PXPY_T_COUNTED), once. */
+void pxpy_transport_uncount(pxpy_transport_t *t);
 /* Marks a transport closed when its connection or the loop ends. */
 void pxpy_transport_mark_closed(pxpy_transport_t *t);
 
@@ -322,13 +345,19 @@ bool pxpy_protocol_wants_sends(PyObject *protocol);
  * connection_lost tells why) drops the data quietly; both return 0. */
 int64_t pxpy_transport_send(pxpy_transport_t *t, PyObject *data,
                             const char *who, bool from_callback);
+/* Sends before, the file at path (whole, or nbytes from offset) and after
+ * as one send; the send id as an int, or NULL with an exception. */
+PyObject *pxpy_transport_sendfile(pxpy_transport_t *t, PyObject *before,
+                                  PyObject *path, PyObject *after,
+                                  long long offset, long long nbytes,
+                                  bool whole);
 /* The bytes of sendable data (joined when a tuple); TypeError naming who
  * otherwise. */
 PyObject *pxpy_sendable_to_bytes(PyObject *data, const char *who);
 /* The engine connection callbacks of protocol.c. */
 extern const px_conn_callbacks_t pxpy_conn_callbacks;
 
-/* ---- HTTP (http.c, http_types.c) ----------------------------------------- */
+/* ---- HTTP (http/) ------------------------------------------------------ */
 
 int pxpy_http_exec(PyObject *module, pxpy_state *st);
 int pxpy_http_traverse(pxpy_state *st, visitproc visit, void *arg);

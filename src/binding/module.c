@@ -10,7 +10,7 @@
  * its own *_exec function, called from module_exec below. The only statics
  * are read-only tables (slots, the definition, the name table).
  */
-#include "interp.h"
+#include "interp/interp.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -283,6 +283,7 @@ static int module_exec(PyObject *module)
     if (pxpy_runtime_exec(module, st) < 0 || pxpy_future_exec(module, st) < 0 ||
         pxpy_work_exec(module, st) < 0 || pxpy_protocol_exec(module, st) < 0 ||
         pxpy_transport_exec(module, st) < 0 ||
+        pxpy_register_exec(module, st) < 0 ||
         pxpy_shared_exec(module, st) < 0 || pxpy_http_exec(module, st) < 0 ||
         pxpy_interp_exec(module, st) < 0)
         return -1;
@@ -296,7 +297,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
         return 0;
     Py_VISIT(st->transport_type);
     Py_VISIT(st->timer_type);
-    Py_VISIT(st->xlist_type);
+    Py_VISIT(st->ilist_type);
     Py_VISIT(st->lock_guard_type);
     Py_VISIT(st->protocol_type);
     Py_VISIT(st->async_error);
@@ -331,7 +332,7 @@ static int module_clear(PyObject *module)
     pxpy_interp_free(st);
     Py_CLEAR(st->transport_type);
     Py_CLEAR(st->timer_type);
-    Py_CLEAR(st->xlist_type);
+    Py_CLEAR(st->ilist_type);
     Py_CLEAR(st->lock_guard_type);
     Py_CLEAR(st->protocol_type);
     Py_CLEAR(st->async_error);

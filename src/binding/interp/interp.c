@@ -24,7 +24,8 @@
  * It is measured once, at creation; what the application's code allocates
  * later is not in it.
  */
-#include "interp.h"
+#include "core/runtime.h"
+#include "interp/interp_internal.h"
 
 #include <stdio.h>
 #include <string.h>

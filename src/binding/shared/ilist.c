@@ -1,5 +1,7 @@
 /*
- * xlist.c - the interlocked list (px.xlist), PyParallel's hand-off between
+ * ilist.c - the interlocked list, px.xlist (PyParallel's name, kept for the
+ * Python API; in C its prefix is ilist_, since x- names mean
+ * "cross-interpreter" in this binding), PyParallel's hand-off between
  * parallel callbacks and the main thread.
  *
  *   push(obj)  from any thread;
@@ -17,7 +19,7 @@
  * across anything that can run Python code or the GC: flush() takes the
  * whole array out under the mutex and builds the list afterwards.
  */
-#include "shared.h"
+#include "shared/shared.h"
 
 #define MIN_CAPACITY 8
 
@@ -27,9 +29,9 @@ typedef struct {
     PyObject **items; /* strong references, oldest first */
     Py_ssize_t len;
     Py_ssize_t capacity;
-} xlist_object;
+} ilist_object;
 
-static PyObject *xlist_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+static PyObject *ilist_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     if (PyTuple_GET_SIZE(args) != 0 ||
         (kwargs != NULL && PyDict_GET_SIZE(kwargs) != 0)) {
@@ -40,7 +42,7 @@ static PyObject *xlist_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 }
 
 /* Takes the array out, leaving the xlist empty. */
-static PyObject **take_all(xlist_object *x, Py_ssize_t *len)
+static PyObject **take_all(ilist_object *x, Py_ssize_t *len)
 {
     PyMutex_Lock(&x->mutex);
     PyObject **items = x->items;
@@ -59,37 +61,37 @@ static void release_all(PyObject **items, Py_ssize_t len)
     PyMem_Free(items);
 }
 
-static int xlist_traverse(PyObject *self, visitproc visit, void *arg)
+static int ilist_traverse(PyObject *self, visitproc visit, void *arg)
 {
     /* No mutex: see protect.c's traverse; push and pop never stop at a
      * point where the GC can run while they hold it. */
-    xlist_object *x = (xlist_object *)self;
+    ilist_object *x = (ilist_object *)self;
     Py_VISIT(Py_TYPE(self));
     for (Py_ssize_t i = 0; i < x->len; i++)
         Py_VISIT(x->items[i]);
     return 0;
 }
 
-static int xlist_clear(PyObject *self)
+static int ilist_clear(PyObject *self)
 {
     Py_ssize_t len;
-    PyObject **items = take_all((xlist_object *)self, &len);
+    PyObject **items = take_all((ilist_object *)self, &len);
     release_all(items, len);
     return 0;
 }
 
-static void xlist_dealloc(PyObject *self)
+static void ilist_dealloc(PyObject *self)
 {
     PyTypeObject *type = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
-    xlist_clear(self);
+    ilist_clear(self);
     type->tp_free(self);
     Py_DECREF(type);
 }
 
-static PyObject *xlist_push(PyObject *self, PyObject *obj)
+static PyObject *ilist_push(PyObject *self, PyObject *obj)
 {
-    xlist_object *x = (xlist_object *)self;
+    ilist_object *x = (ilist_object *)self;
     int no_memory = 0;
     Py_INCREF(obj);
     PyMutex_Lock(&x->mutex);
@@ -113,9 +115,9 @@ static PyObject *xlist_push(PyObject *self, PyObject *obj)
     Py_RETURN_NONE;
 }
 
-static PyObject *xlist_pop(PyObject *self, PyObject *Py_UNUSED(ignored))
+static PyObject *ilist_pop(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
-    xlist_object *x = (xlist_object *)self;
+    ilist_object *x = (ilist_object *)self;
     PyObject *obj = NULL;
     PyMutex_Lock(&x->mutex);
     if (x->len > 0)
@@ -129,7 +131,7 @@ static PyObject *xlist_pop(PyObject *self, PyObject *Py_UNUSED(ignored))
 /* Puts items (taken by flush) back in front of whatever was pushed since,
  * when building the result list failed. Returns -1 if that is impossible
  * too (out of memory), in which case the items are released. */
-static int put_back(xlist_object *x, PyObject **items, Py_ssize_t len)
+static int put_back(ilist_object *x, PyObject **items, Py_ssize_t len)
 {
     PyObject **newer;
     Py_ssize_t newer_len;
@@ -154,9 +156,9 @@ static int put_back(xlist_object *x, PyObject **items, Py_ssize_t len)
     return 0;
 }
 
-static PyObject *xlist_flush(PyObject *self, PyObject *Py_UNUSED(ignored))
+static PyObject *ilist_flush(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
-    xlist_object *x = (xlist_object *)self;
+    ilist_object *x = (ilist_object *)self;
     Py_ssize_t len;
     PyObject **items = take_all(x, &len);
     PyObject *list = PyList_New(len);
@@ -170,19 +172,19 @@ static PyObject *xlist_flush(PyObject *self, PyObject *Py_UNUSED(ignored))
     return list;
 }
 
-static Py_ssize_t xlist_length(PyObject *self)
+static Py_ssize_t ilist_length(PyObject *self)
 {
-    xlist_object *x = (xlist_object *)self;
+    ilist_object *x = (ilist_object *)self;
     PyMutex_Lock(&x->mutex);
     Py_ssize_t len = x->len;
     PyMutex_Unlock(&x->mutex);
     return len;
 }
 
-static PyObject *xlist_repr(PyObject *self)
+static PyObject *ilist_repr(PyObject *self)
 {
     return PyUnicode_FromFormat("<%s len=%zd>", Py_TYPE(self)->tp_name,
-                                xlist_length(self));
+                                ilist_length(self));
 }
 
 PyDoc_STRVAR(push_doc, "push(obj)\n\nAdd obj; safe from any thread.");
@@ -197,42 +199,42 @@ PyDoc_STRVAR(
     "Remove and return everything pushed so far, oldest first, in one atomic\n"
     "step.");
 PyDoc_STRVAR(
-    xlist_doc,
+    ilist_doc,
     "xlist()\n--\n\n"
     "Interlocked list: push() from any thread, pop() (LIFO), flush() (all,\n"
     "oldest first, atomically emptied), len().");
 
-static PyMethodDef xlist_methods[] = {
-    {"push", xlist_push, METH_O, push_doc},
-    {"pop", xlist_pop, METH_NOARGS, pop_doc},
-    {"flush", xlist_flush, METH_NOARGS, flush_doc},
+static PyMethodDef ilist_methods[] = {
+    {"push", ilist_push, METH_O, push_doc},
+    {"pop", ilist_pop, METH_NOARGS, pop_doc},
+    {"flush", ilist_flush, METH_NOARGS, flush_doc},
     {NULL, NULL, 0, NULL},
 };
 
-static PyType_Slot xlist_slots[] = {
-    {Py_tp_new, xlist_new},
-    {Py_tp_dealloc, xlist_dealloc},
-    {Py_tp_traverse, xlist_traverse},
-    {Py_tp_clear, xlist_clear},
-    {Py_tp_repr, xlist_repr},
-    {Py_tp_methods, xlist_methods},
-    {Py_sq_length, xlist_length},
-    {Py_tp_doc, (void *)xlist_doc},
+static PyType_Slot ilist_slots[] = {
+    {Py_tp_new, ilist_new},
+    {Py_tp_dealloc, ilist_dealloc},
+    {Py_tp_traverse, ilist_traverse},
+    {Py_tp_clear, ilist_clear},
+    {Py_tp_repr, ilist_repr},
+    {Py_tp_methods, ilist_methods},
+    {Py_sq_length, ilist_length},
+    {Py_tp_doc, (void *)ilist_doc},
     {0, NULL},
 };
 
-static PyType_Spec xlist_spec = {
+static PyType_Spec ilist_spec = {
     .name = "pyparallel._core.xlist",
-    .basicsize = sizeof(xlist_object),
+    .basicsize = sizeof(ilist_object),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_HAVE_GC,
-    .slots = xlist_slots,
+    .slots = ilist_slots,
 };
 
-int pxpy_xlist_exec(PyObject *module, pxpy_state *st)
+int pxpy_ilist_exec(PyObject *module, pxpy_state *st)
 {
-    st->xlist_type =
-        (PyTypeObject *)PyType_FromModuleAndSpec(module, &xlist_spec, NULL);
-    if (st->xlist_type == NULL)
+    st->ilist_type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &ilist_spec, NULL);
+    if (st->ilist_type == NULL)
         return -1;
-    return PyModule_AddType(module, st->xlist_type);
+    return PyModule_AddType(module, st->ilist_type);
 }

@@ -9,7 +9,7 @@
  * a rehash drops. Memory comes from PyMem_Raw*, usable without a thread
  * state.
  */
-#include "shared.h"
+#include "shared/shared.h"
 
 #define TOMBSTONE ((void *)1)
 #define MIN_CAPACITY 16

@@ -11,7 +11,7 @@
  *   rwlock.c    the RWLock type (many readers or one writer, reentrant per
  *               thread) and the LockGuard context manager it hands out
  *   protect.c   protect/unprotect/protected/read_lock/write_lock
- *   xlist.c     the interlocked list type
+ *   ilist.c     the interlocked list type (px.xlist)
  *   eternal.c   eternalize() and pxpy_immortalize_code()
  *
  * Everything here is per module object (per interpreter): the registry of
@@ -101,7 +101,7 @@ int pxpy_rwlock_exec(PyObject *module, pxpy_state *st);
 int pxpy_protect_exec(PyObject *module, pxpy_state *st);
 int pxpy_protect_traverse(pxpy_state *st, visitproc visit, void *arg);
 void pxpy_protect_free(pxpy_state *st);
-int pxpy_xlist_exec(PyObject *module, pxpy_state *st);
+int pxpy_ilist_exec(PyObject *module, pxpy_state *st);
 int pxpy_eternal_exec(PyObject *module, pxpy_state *st);
 
 /* ---- RWLock (rwlock.c) ------------------------------------------------ */

@@ -14,7 +14,8 @@
  * of it is setting its state under rt->lock, and a loop stop cancels the
  * waited calls still queued (their waiters get AsyncError).
  */
-#include "interp.h"
+#include "core/runtime.h"
+#include "interp/interp.h"
 
 #include <errno.h>
 #include <string.h>
@@ -46,9 +47,29 @@ static void push_call_locked(pxpy_runtime_t *rt, pxpy_call_t *c)
     pthread_cond_signal(&rt->main_cond);
 }
 
-void pxpy_mainthread_push_locked(pxpy_runtime_t *rt, pxpy_call_t *c)
+void pxpy_mainthread_post(pxpy_runtime_t *rt, pxpy_call_t *c)
 {
+    c->waited = false;
+    pthread_mutex_lock(&rt->lock);
     push_call_locked(rt, c);
+    pthread_mutex_unlock(&rt->lock);
+}
+
+bool pxpy_mainthread_post_and_wait(pxpy_runtime_t *rt, pxpy_call_t *c)
+{
+    c->waited = true;
+    pxpy_blocking_t b = pxpy_blocking_begin();
+    pthread_mutex_lock(&rt->lock);
+    if (rt->shutting_down) {
+        c->state = CALL_CANCELLED;
+    } else {
+        push_call_locked(rt, c);
+        while (c->state == CALL_QUEUED)
+            pthread_cond_wait(&rt->done_cond, &rt->lock);
+    }
+    pthread_mutex_unlock(&rt->lock);
+    pxpy_blocking_end(b);
+    return c->state != CALL_CANCELLED;
 }
 
 void pxpy_mainthread_cancel_waited_locked(pxpy_runtime_t *rt)
@@ -87,10 +108,7 @@ static Py_ssize_t run_queued_calls(pxpy_state *st)
         free_call(c);
         n++;
         if (c->waited && crossing) {
-            c->xresult =
-                r ? pxpy_xi_encode(st, r, "a result for a worker") : NULL;
-            if (c->xresult == NULL)
-                c->xresult = pxpy_xi_encode_exception(st);
+            c->xresult = pxpy_xcall_outcome(st, r);
             Py_XDECREF(r);
             pthread_mutex_lock(&rt->lock);
             c->state = CALL_DONE;
@@ -163,9 +181,7 @@ static PyObject *call_from_main_thread(PyObject *module, PyObject *const *args,
         PyMem_RawFree(c);
         return NULL;
     }
-    pthread_mutex_lock(&rt->lock);
-    push_call_locked(rt, c);
-    pthread_mutex_unlock(&rt->lock);
+    pxpy_mainthread_post(rt, c);
     Py_RETURN_NONE;
 }
 
@@ -192,19 +208,7 @@ static PyObject *call_from_main_thread_and_wait(PyObject *module,
                         "function directly");
         return NULL;
     }
-    c.waited = true;
-    pxpy_blocking_t b = pxpy_blocking_begin();
-    pthread_mutex_lock(&rt->lock);
-    if (rt->shutting_down) {
-        c.state = CALL_CANCELLED;
-    } else {
-        push_call_locked(rt, &c);
-        while (c.state == CALL_QUEUED)
-            pthread_cond_wait(&rt->done_cond, &rt->lock);
-    }
-    pthread_mutex_unlock(&rt->lock);
-    pxpy_blocking_end(b);
-    if (c.state == CALL_CANCELLED) {
+    if (!pxpy_mainthread_post_and_wait(rt, &c)) {
         free_call(&c); /* the main thread never took it */
         PyErr_SetString(st->async_error,
                         "the loop stopped before the main thread ran the "

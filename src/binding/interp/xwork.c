@@ -19,7 +19,8 @@
  * (_log_in_main): at once on an engine thread, through the main thread's
  * queue from other threads of the worker's interpreter.
  */
-#include "interp.h"
+#include "core/mainthread.h"
+#include "interp/interp_internal.h"
 
 struct pxpy_xcall_s {
     pxpy_xi_t *func;
@@ -277,6 +278,12 @@ PyObject *pxpy_xwork_submit(pxpy_state *st, px_loop_t *loop,
 
 /* ---- calls for the main thread ------------------------------------------ */
 
+pxpy_xi_t *pxpy_xcall_outcome(pxpy_state *st, PyObject *r)
+{
+    pxpy_xi_t *xi = r ? pxpy_xi_encode(st, r, "a result for a worker") : NULL;
+    return xi ? xi : pxpy_xi_encode_exception(st);
+}
+
 PyObject *pxpy_xwork_call_main(pxpy_state *st, PyObject *const *args,
                                Py_ssize_t nargs, PyObject *kwnames, bool wait)
 {
@@ -304,25 +311,11 @@ PyObject *pxpy_xwork_call_main(pxpy_state *st, PyObject *const *args,
     }
     memset(c, 0, sizeof(*c));
     c->xcall = xc;
-    c->waited = wait;
     if (!wait) {
-        pthread_mutex_lock(&rt->lock);
-        pxpy_mainthread_push_locked(rt, c);
-        pthread_mutex_unlock(&rt->lock);
+        pxpy_mainthread_post(rt, c);
         Py_RETURN_NONE;
     }
-    pxpy_blocking_t b = pxpy_blocking_begin();
-    pthread_mutex_lock(&rt->lock);
-    if (rt->shutting_down) {
-        c->state = CALL_CANCELLED;
-    } else {
-        pxpy_mainthread_push_locked(rt, c);
-        while (c->state == CALL_QUEUED)
-            pthread_cond_wait(&rt->done_cond, &rt->lock);
-    }
-    pthread_mutex_unlock(&rt->lock);
-    pxpy_blocking_end(b);
-    if (c->state == CALL_CANCELLED) {
+    if (!pxpy_mainthread_post_and_wait(rt, c)) {
         pxpy_xcall_free(c->xcall); /* the main thread never took it */
         PyErr_SetString(st->async_error,
                         "the loop stopped before the main thread ran the "
@@ -405,7 +398,8 @@ static PyObject *log_in_main(PyObject *module, PyObject *const *args,
     }
     if (message != NULL && (exc != NULL || args[2] == Py_None)) {
         pxpy_entered_t e = pxpy_interp_enter(rt, PXPY_MAIN);
-        log_record_in_main(rt->st, fields, message, exc);
+        log_record_in_main(pxpy_interp_state(rt, PXPY_MAIN), fields, message,
+                           exc);
         pxpy_interp_leave(e);
     }
     pxpy_xi_free(fields);

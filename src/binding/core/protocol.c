@@ -26,17 +26,12 @@
  * and closes the connection, after which the connection gets no more
  * data.
  *
- * Mode "interpreters". register() records the class's module and
- * qualified name (pxpy_xproto_t); each worker finds the class again in its
- * own interpreter and builds its own cache there, on the first connection
- * it serves. A connection's Transport, protocol instance and callbacks
- * then live in the interpreter of the worker that serves it. A client
- * connection's worker Transport stands for the main interpreter's client
- * Transport, whose reference (held by the connection) it carries until
- * connection_lost, when it marks that one closed in the main interpreter.
+ * Mode "interpreters" (interp/xproto.c): the protocol cache and the
+ * Transport of a connection live in the interpreter of the worker that
+ * serves it; on_open and on_close ask xproto.c for them.
  */
-#include "interp.h"
-#include "shared.h" /* pxpy_immortalize_code */
+#include "interp/interp.h"
+#include "shared/shared.h" /* pxpy_immortalize_code */
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -71,7 +66,7 @@ typedef struct {
     data_attr_t next;    /* next_bytes_to_send */
     bool lines_mode;
     Py_ssize_t max_line_length;
-    PyObject *http; /* HttpProtocol subclasses: http.c's */
+    PyObject *http; /* HttpProtocol subclasses: http/config.c's */
 } pxpy_protocol_t;
 
 #define PROTOCOL(t) ((pxpy_protocol_t *)(t)->protocol)
@@ -501,153 +496,6 @@ static void open_protocol(pxpy_transport_t *t, px_conn_t *conn)
                 call_member(t, PXPY_CB_CONNECTION_MADE, NULL));
 }
 
-/* ---- mode "interpreters" --------------------------------------------- */
-
-pxpy_xproto_t *pxpy_xproto_new(pxpy_state *st, PyObject *cls, int workers)
-{
-    pxpy_xi_t *encoded = pxpy_xi_encode(st, cls, "register() protocol");
-    if (encoded == NULL)
-        return NULL;
-    pxpy_xproto_t *x =
-        PyMem_RawCalloc(1, sizeof(*x) + (size_t)workers * sizeof(PyObject *));
-    if (x == NULL) {
-        pxpy_xi_free(encoded);
-        PyErr_NoMemory();
-        return NULL;
-    }
-    x->cls = encoded;
-    x->count = workers;
-    return x;
-}
-
-void pxpy_xproto_free(pxpy_xproto_t *x)
-{
-    if (x == NULL)
-        return;
-    pxpy_xi_free(x->cls);
-    PyMem_RawFree(x);
-}
-
-void pxpy_xproto_clear_worker(pxpy_xproto_t *x, int index)
-{
-    if (index < x->count)
-        Py_CLEAR(x->per_worker[index]);
-}
-
-/* The class of x found in this worker's interpreter, and its cache there
- * (new reference); NULL with an exception. */
-static PyObject *resolve_protocol(pxpy_state *wst, pxpy_xproto_t *x)
-{
-    PyObject *cls = pxpy_xi_decode(wst, x->cls);
-    if (cls == NULL)
-        return NULL;
-    PyObject *protocol = NULL;
-    if (!PyType_Check(cls))
-        PyErr_Format(PyExc_TypeError,
-                     "the protocol found in worker interpreter %d is not a "
-                     "class but %R",
-                     wst->interp_index, cls);
-    else
-        protocol = pxpy_protocol_new(wst, cls);
-    Py_DECREF(cls);
-    return protocol;
-}
-
-/* The listener's protocol cache in worker index's interpreter (borrowed),
- * made on first use; NULL with an exception. */
-static PyObject *worker_protocol(pxpy_state *wst, pxpy_xproto_t *x)
-{
-    int index = wst->interp_index;
-    if (x->per_worker[index] != NULL)
-        return x->per_worker[index];
-    PyObject *protocol = resolve_protocol(wst, x);
-    if (protocol == NULL)
-        return NULL;
-    /* Resolving may have released the GIL to another thread of this
-     * worker that resolved it too. */
-    if (x->per_worker[index] == NULL)
-        x->per_worker[index] = protocol;
-    else
-        Py_DECREF(protocol);
-    return x->per_worker[index];
-}
-
-/* Finding the class in a worker's interpreter imports its module there
- * the first time (the main script's re-import included), which can take
- * most of a second: register() has every worker's interpreter do it at
- * once, so that the first connections do not wait for it. */
-typedef struct {
-    pxpy_runtime_t *rt;
-    pxpy_xproto_t *x; /* the listener's: alive until the loop stops */
-    int index;
-} prewarm_t;
-
-static void prewarm_run(void *arg)
-{
-    prewarm_t *p = arg;
-    bool attached = pxpy_attach();
-    pxpy_entered_t e = pxpy_interp_enter(p->rt, p->index);
-    /* An error comes again, and is reported, with the first connection
-     * this worker accepts. */
-    if (worker_protocol(pxpy_interp_state(p->rt, p->index), p->x) == NULL)
-        PyErr_Clear();
-    pxpy_interp_leave(e);
-    pxpy_detach(attached);
-    PyMem_RawFree(p);
-}
-
-static void prewarm_cancel(void *arg) { PyMem_RawFree(arg); }
-
-void pxpy_xproto_prewarm(pxpy_state *st, pxpy_xproto_t *x, px_loop_t *loop)
-{
-    for (int index = 0; index < x->count; index++) {
-        prewarm_t *p = PyMem_RawMalloc(sizeof(*p));
-        if (p == NULL)
-            return; /* only an optimisation: connections resolve it too */
-        *p = (prewarm_t){st->runtime, x, index};
-        if (px_submit(loop, prewarm_run, prewarm_cancel, p) < 0)
-            PyMem_RawFree(p);
-    }
-}
-
-/* Drops the main interpreter's client Transport that a worker's stood
- * for: marks it closed and uncounts it, in the main interpreter. */
-static void release_main_peer(pxpy_runtime_t *rt, pxpy_transport_t *peer)
-{
-    pxpy_entered_t e = pxpy_interp_enter(rt, PXPY_MAIN);
-    pxpy_transport_mark_closed(peer);
-    Py_DECREF(peer); /* the connection's reference */
-    pxpy_interp_leave(e);
-}
-
-/* For a client connection served by this worker: a Transport of this
- * worker's interpreter, with the protocol cache found here, made the
- * connection's user data. NULL when that fails (reported; the main
- * interpreter's Transport is then released and the user data cleared). */
-static pxpy_transport_t *client_in_worker(pxpy_transport_t *main_t,
-                                          px_conn_t *conn)
-{
-    pxpy_runtime_t *rt = main_t->st->runtime;
-    pxpy_state *wst = pxpy_interp_state(rt, px_current_worker());
-    PyObject *protocol = resolve_protocol(wst, main_t->xproto);
-    pxpy_transport_t *t =
-        protocol ? pxpy_transport_new_connection(wst, conn) : NULL;
-    if (t == NULL) {
-        Py_XDECREF(protocol);
-        pxpy_report_callback_error(wst, "connecting a client");
-        px_conn_set_data(conn, NULL);
-        release_main_peer(rt, main_t);
-        return NULL;
-    }
-    t->protocol = protocol;
-    t->main_peer = main_t; /* the connection's reference moves here */
-    memcpy(t->peer_host, main_t->peer_host, sizeof(t->peer_host));
-    t->peer_port = main_t->peer_port;
-    PyObject_GC_Track(t);
-    px_conn_set_data(conn, t);
-    return t;
-}
-
 /* The connection's Transport, storing conn in it when a client's connect
  * completes before px_connect returned. */
 static pxpy_transport_t *transport_of(px_conn_t *conn)
@@ -673,8 +521,7 @@ static void on_open(px_conn_t *conn)
         PyObject *protocol = pxpy_await_protocol(st, listener);
         if (protocol != NULL && listener->xproto != NULL) {
             /* Served in this worker's interpreter. */
-            st = pxpy_interp_state(st->runtime, px_current_worker());
-            protocol = worker_protocol(st, listener->xproto);
+            protocol = pxpy_xproto_accept(&st, listener->xproto);
             if (protocol == NULL) {
                 pxpy_report_callback_error(st, "accepting a connection");
                 px_conn_close(conn, 1);
@@ -698,7 +545,7 @@ static void on_open(px_conn_t *conn)
         PyObject_GC_Track(t);
         px_conn_set_data(conn, t); /* our reference becomes the engine's */
     } else if (t != NULL && t->xproto != NULL) {
-        t = client_in_worker(t, conn);
+        t = pxpy_xproto_client_open(t, conn);
         if (t == NULL) {
             px_conn_close(conn, 1);
             pxpy_detach(attached);
@@ -801,7 +648,7 @@ static void on_close(px_conn_t *conn, int error)
     if (t->xproto != NULL) {
         /* A client that never opened in mode "interpreters". */
         pxpy_transport_t *main_t = t;
-        t = client_in_worker(main_t, conn);
+        t = pxpy_xproto_client_open(main_t, conn);
         if (t == NULL) {
             pxpy_detach(attached);
             return;
@@ -832,14 +679,13 @@ static void on_close(px_conn_t *conn, int error)
     PyMem_RawFree(t->line_buf);
     t->line_buf = NULL;
     t->line_len = t->line_cap = 0;
-    if (atomic_fetch_and(&t->flags, ~(unsigned)PXPY_T_COUNTED) & PXPY_T_COUNTED)
-        pxpy_registered_add(t->st, -1);
+    pxpy_transport_uncount(t);
     px_conn_set_data(conn, NULL);
     pxpy_transport_t *main_peer = t->main_peer;
     t->main_peer = NULL;
     Py_DECREF(t); /* the engine's reference */
     if (main_peer != NULL)
-        release_main_peer(main_peer->st->runtime, main_peer);
+        pxpy_xproto_release_peer(main_peer);
     pxpy_detach(attached);
 }
 

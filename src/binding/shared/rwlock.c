@@ -28,7 +28,7 @@
  * variables on CLOCK_MONOTONIC. The uncontended path takes the mutex with
  * trylock and never detaches.
  */
-#include "shared.h"
+#include "shared/shared.h"
 
 #include <errno.h>
 #include <time.h>

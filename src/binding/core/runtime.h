@@ -1,7 +1,10 @@
 /*
  * runtime.h - what runtime.c (the loop's life, thread hooks, bookkeeping,
  * stats) and mainthread.c (run/run_once/stop and the main-thread queue)
- * share: the runtime's state. Nothing else includes it.
+ * share: the runtime's state. Besides those two, only interp/interp.c
+ * includes it: it creates and ends the worker interpreters that the
+ * runtime holds (rt->interps, under rt->loop_lock). Everything else goes
+ * through functions (binding.h, core/mainthread.h).
  *
  * Locking. rt->lock (a pthread mutex, never held while attaching or
  * calling Python) guards the main-thread queue, the flags and the protocol
@@ -12,27 +15,10 @@
 #define PXPY_RUNTIME_H
 
 #include "binding.h"
+#include "core/mainthread.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
-
-typedef enum { CALL_QUEUED, CALL_DONE, CALL_CANCELLED } call_state_t;
-
-/* A call queued for the main thread. A waited call lives on its waiter's
- * stack; the main thread's last touch is setting state, under rt->lock. */
-typedef struct pxpy_call_s {
-    struct pxpy_call_s *next;
-    PyObject *func, *args, *kwargs;
-    bool waited;
-    call_state_t state;
-    PyObject *result; /* waited: the result, or NULL with exc */
-    PyObject *exc;
-    /* A call from a worker interpreter (func, args and kwargs NULL):
-     * the call encoded (xwork.c); when waited, its result or exception
-     * comes back encoded too. */
-    struct pxpy_xcall_s *xcall;
-    struct pxpy_xi_s *xresult;
-} pxpy_call_t;
 
 struct pxpy_runtime_s {
     pxpy_state *st;
@@ -69,10 +55,8 @@ px_loop_t *pxpy_runtime_ensure_loop(pxpy_state *st, PyObject *mode_name);
 void pxpy_runtime_shutdown_loop(pxpy_state *st);
 bool pxpy_runtime_is_main(pxpy_runtime_t *rt);
 
-/* mainthread.c */
+/* mainthread.c (its queue's interface is core/mainthread.h) */
 int pxpy_mainthread_exec(PyObject *module, pxpy_state *st);
-/* Queues c for the main thread; rt->lock held. */
-void pxpy_mainthread_push_locked(pxpy_runtime_t *rt, pxpy_call_t *c);
 /* Marks every waited call cancelled and wakes its waiter; rt->lock held. */
 void pxpy_mainthread_cancel_waited_locked(pxpy_runtime_t *rt);
 /* Drops the calls still queued (module teardown). */

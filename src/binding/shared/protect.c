@@ -17,7 +17,7 @@
  * already handed out keep their RWLock alive and release it normally; new
  * read_lock()/write_lock() calls raise ProtectionError.
  */
-#include "shared.h"
+#include "shared/shared.h"
 
 /* The RWLock guarding obj (the registry's, else obj's own __px_rwlock__),
  * as a new reference. NULL without an exception: not protected. */

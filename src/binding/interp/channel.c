@@ -20,7 +20,7 @@
  * it), which stats()["channels"] reports: name, depth, maxsize, and the
  * puts and gets so far with their rate over the channel's life.
  */
-#include "interp.h"
+#include "interp/interp_internal.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -305,7 +305,7 @@ static PyObject *channel_new(PyTypeObject *type, PyObject *args,
         return NULL;
     }
     pxpy_state *st = pxpy_state_from_type(type);
-    chanlist_t *l = st->runtime->channels;
+    chanlist_t *l = *pxpy_runtime_channels(st->runtime);
     pxpy_chan_t *c = chan_new(l, (size_t)maxsize, name);
     if (c == NULL)
         return PyErr_NoMemory();
@@ -485,7 +485,7 @@ typedef struct {
 
 PyObject *pxpy_channel_stats(pxpy_state *st)
 {
-    chanlist_t *l = st->runtime->channels;
+    chanlist_t *l = *pxpy_runtime_channels(st->runtime);
     /* Copied under the locks, turned into objects after: building objects
      * may free a Channel, which takes the list's lock. */
     size_t n = 0, cap = 16;
@@ -537,8 +537,9 @@ PyObject *pxpy_channel_stats(pxpy_state *st)
 
 int pxpy_channel_exec(PyObject *module, pxpy_state *st)
 {
-    st->runtime->channels = list_new();
-    if (st->runtime->channels == NULL) {
+    chanlist_t **slot = pxpy_runtime_channels(st->runtime);
+    *slot = list_new();
+    if (*slot == NULL) {
         PyErr_NoMemory();
         return -1;
     }
@@ -551,7 +552,8 @@ int pxpy_channel_exec(PyObject *module, pxpy_state *st)
 
 void pxpy_channel_free_list(pxpy_runtime_t *rt)
 {
-    if (rt->channels != NULL)
-        list_unref(rt->channels);
-    rt->channels = NULL;
+    chanlist_t **slot = pxpy_runtime_channels(rt);
+    if (*slot != NULL)
+        list_unref(*slot);
+    *slot = NULL;
 }

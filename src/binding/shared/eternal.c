@@ -34,7 +34,7 @@
  *                    every immortal object (gh-129984)
  * and, like _Py_SetImmortal(), untracks containers from the GC.
  */
-#include "shared.h"
+#include "shared/shared.h"
 
 #include <string.h>
 

@@ -17,7 +17,7 @@
  * unsynchronised: writers and readers agree among themselves (a Channel
  * message, a lock of their own) on when data is ready.
  */
-#include "interp.h"
+#include "interp/interp_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>

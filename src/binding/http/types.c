@@ -1,5 +1,5 @@
 /*
- * http_types.c - the objects the HTTP handler exchanges with C: the
+ * types.c - the objects the HTTP handler exchanges with C: the
  * request it receives (_core.HttpRequest) and the file answer it may return
  * (_core.FileResponse).
  *
@@ -18,7 +18,7 @@
  * query dict), and Python-defined subclasses are always collected types,
  * so requests are tracked by the garbage collector like any container.
  */
-#include "http_binding.h"
+#include "http/http_binding.h"
 
 #include <stddef.h>
 #include <string.h>

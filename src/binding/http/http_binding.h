@@ -1,9 +1,9 @@
 /*
- * http_binding.h - what the HTTP files of the binding share: http.c (the
- * HttpProtocol base class, the configuration of a registered class, the
- * request callback and the framing of results) and http_types.c (the
- * HttpRequest and FileResponse types). binding.h declares what the rest of
- * the binding calls.
+ * http_binding.h - what the HTTP files of the binding share: config.c (the
+ * HttpProtocol base class, the configuration of a registered class and the
+ * hooks protocol.c calls), answer.c (the request callback and the framing
+ * of results) and types.c (the HttpRequest and FileResponse types).
+ * binding.h declares what the rest of the binding calls.
  */
 #ifndef PXPY_HTTP_BINDING_H
 #define PXPY_HTTP_BINDING_H
@@ -33,7 +33,7 @@ typedef struct {
     bool handle_is_function;    /* call it as handle(instance, request) */
     PyTypeObject *request_type; /* the class's _px_request_class */
     /* The class's exact routes, served without _px_handle (see
-     * read_dispatch in http.c); NULL when _px_handle serves everything. */
+     * read_dispatch in config.c); NULL when _px_handle serves everything. */
     PyObject *exact;    /* {path: {method: index}} */
     PyObject *handlers; /* tuple: index -> handler(instance, request) */
     PyObject *to_wire;  /* to_wire(result) for results C does not frame */
@@ -68,6 +68,11 @@ PyObject *pxpy_http_request_new(pxpy_state *st, PyTypeObject *type,
 /* The request's percent-decoded path (a new reference), or NULL with an
  * exception. */
 PyObject *pxpy_http_request_path(PyObject *request);
+
+/* The engine's request callback of every HttpProtocol connection
+ * (answer.c): calls the handler and answers inside the callback. */
+void pxpy_http_on_request(px_http_exchange_t *ex,
+                          const px_http_server_request_t *req);
 
 int pxpy_http_types_exec(PyObject *module, pxpy_state *st);
 int pxpy_http_types_traverse(pxpy_state *st, visitproc visit, void *arg);

@@ -21,8 +21,8 @@
  * In mode "interpreters" both cross interpreters (xwork.c): the function
  * and its arguments are encoded here and run in a worker's interpreter.
  */
-#include "interp.h"
-#include "shared.h" /* pxpy_immortalize_code */
+#include "interp/interp.h"
+#include "shared/shared.h" /* pxpy_immortalize_code */
 
 #include <math.h>
 #include <stdatomic.h>

@@ -26,7 +26,8 @@
  * worker interpreter it runs (interp.c), and on_dispatch_enter attaches
  * the one of the worker it runs for.
  */
-#include "interp.h"
+#include "core/runtime.h"
+#include "interp/interp.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -124,6 +125,11 @@ static void on_dispatch_leave(void *data, int worker)
 bool pxpy_runtime_is_main(pxpy_runtime_t *rt)
 {
     return PyThread_get_thread_ident() == rt->main_ident;
+}
+
+struct pxpy_chanlist_s **pxpy_runtime_channels(pxpy_runtime_t *rt)
+{
+    return &rt->channels;
 }
 
 bool pxpy_is_main_thread(pxpy_state *st)

@@ -18,10 +18,10 @@
  *                    Numbers are per interpreter: in interpreters mode each
  *                    worker interpreter counts on its own.
  *
- * The types and functions of rwlock.c, protect.c, xlist.c and eternal.c are
+ * The types and functions of rwlock.c, protect.c, ilist.c and eternal.c are
  * added by their own *_exec parts, called from pxpy_shared_exec().
  */
-#include "shared.h"
+#include "shared/shared.h"
 
 #include <time.h>
 #include <unistd.h>
@@ -247,13 +247,13 @@ int pxpy_shared_exec(PyObject *module, pxpy_state *st)
         return -1;
     }
     if (pxpy_rwlock_exec(module, st) < 0 || pxpy_protect_exec(module, st) < 0 ||
-        pxpy_xlist_exec(module, st) < 0 || pxpy_eternal_exec(module, st) < 0 ||
+        pxpy_ilist_exec(module, st) < 0 || pxpy_eternal_exec(module, st) < 0 ||
         PyModule_AddFunctions(module, introspection_functions) < 0)
         return -1;
     return 0;
 }
 
-/* st->xlist_type and st->lock_guard_type are created here but visited by
+/* st->ilist_type and st->lock_guard_type are created here but visited by
  * module.c's traverse with the rest of pxpy_state; visiting them twice
  * would make the GC undercount their outside references. */
 int pxpy_shared_traverse(pxpy_state *st, visitproc visit, void *arg)
@@ -267,7 +267,7 @@ int pxpy_shared_traverse(pxpy_state *st, visitproc visit, void *arg)
 /* Safe to call more than once and after a failed exec. */
 void pxpy_shared_free(pxpy_state *st)
 {
-    Py_CLEAR(st->xlist_type);
+    Py_CLEAR(st->ilist_type);
     Py_CLEAR(st->lock_guard_type);
     pxpy_shared_t *sh = st->shared;
     if (sh == NULL)

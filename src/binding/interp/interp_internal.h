@@ -1,8 +1,6 @@
 /*
- * interp.h - what the files of the interpreters mode share: the worker
- * interpreters (interp.c), cross-interpreter data (xi.c), work, timers and
- * main-thread calls that cross interpreters (xwork.c), and the shareable
- * objects (sharedbuf.c, channel.c).
+ * interp_internal.h - what the files of mode "interpreters" share among
+ * themselves (interp.h declares what the rest of the binding calls).
  *
  * In mode "interpreters" every worker owns one subinterpreter with its own
  * GIL, created when the loop starts and ended when it stops. Interpreters
@@ -21,17 +19,12 @@
  * interpreter before it attaches to another, so two threads can never wait
  * for each other's GILs.
  */
-#ifndef PXPY_INTERP_H
-#define PXPY_INTERP_H
+#ifndef PXPY_INTERP_INTERNAL_H
+#define PXPY_INTERP_INTERNAL_H
 
-#include "runtime.h"
+#include "interp/interp.h"
 
 #include <stdatomic.h>
-#include <stdint.h>
-
-#define PXPY_MAIN (-1)
-
-struct pxpy_xcall_s;
 
 /* ---- worker interpreters (interp.c) ------------------------------------- */
 
@@ -48,48 +41,8 @@ struct pxpy_interps_s {
     pxpy_worker_interp_t w[];
 };
 
-/* Creates one interpreter per worker (main thread, attached). 0, or -1 with
- * an exception set (nothing is left behind). */
-int pxpy_interps_start(pxpy_state *st, int workers);
-/* Ends them once the loop's threads are joined (attached to the main
- * interpreter; loop_locked: the caller holds rt->loop_lock): first drops
- * what the main interpreter's structures hold in them (the per-worker
- * protocol caches of listeners). */
-void pxpy_interps_stop(pxpy_state *st, bool loop_locked);
-/* Fills memory[i] (at most n) with worker interpreter i's memory (see
- * interp.c); returns how many there are (0 outside this mode). */
-int pxpy_interps_memory(pxpy_state *st, int64_t *memory, int n);
-
-/* Engine thread hooks of this mode (runtime.c calls them). */
-PyThreadState *pxpy_interp_thread_tstate(pxpy_runtime_t *rt, int worker);
-void pxpy_interp_thread_stop(pxpy_runtime_t *rt);
-
-/* Attaches the calling engine thread to interpreter index (PXPY_MAIN or a
- * worker's), detaching whatever it was attached to; leave restores that.
- * Cheap when the thread is attached to index already. */
-typedef struct {
-    PyThreadState *previous;
-    bool switched;
-} pxpy_entered_t;
-pxpy_entered_t pxpy_interp_enter(pxpy_runtime_t *rt, int index);
-void pxpy_interp_leave(pxpy_entered_t e);
-
 /* The state of pyparallel._core in interpreter index. */
 pxpy_state *pxpy_interp_state(pxpy_runtime_t *rt, int index);
-
-/* Whether st belongs to a worker interpreter. */
-static inline bool pxpy_in_worker_interp(const pxpy_state *st)
-{
-    return st->interp_index != PXPY_MAIN;
-}
-
-/* The error for API that a worker interpreter cannot use; returns NULL. */
-PyObject *pxpy_not_in_worker_interp(pxpy_state *st, const char *what);
-
-/* Reports the exception set in a worker interpreter through the main
- * interpreter's "pyparallel" logger, with the worker's traceback (so that
- * logging configured in the main interpreter sees it); counts it. */
-void pxpy_interp_report_error(pxpy_state *st, const char *where);
 
 /* ---- cross-interpreter data (xi.c) -------------------------------------- */
 
@@ -123,6 +76,12 @@ void pxpy_xi_free_state(pxpy_state *st);
 /* RuntimeError naming fname when the calling worker interpreter is
  * importing the main script (work started from its top level); else 0. */
 int pxpy_xi_check_bootstrapped(pxpy_state *st, const char *fname);
+/* Whether obj travels by name rather than pickled (xi_names.c): functions,
+ * classes, and functions of modules (builtins). */
+bool pxpy_xi_by_name(PyObject *obj);
+/* The TypeError for obj, which who names, that cannot cross by name
+ * because it "what"; returns -1. */
+int pxpy_xi_name_error(const char *who, PyObject *obj, const char *what);
 /* module and qualname of a class or function that can be found by name
  * from another interpreter, as new str objects; -1 with an error naming
  * the rule (who: "register() protocol"). */
@@ -148,55 +107,25 @@ PyObject *pxpy_channel_wrap(pxpy_state *st, pxpy_chan_t *chan);
 void pxpy_chan_ref(pxpy_chan_t *chan);
 void pxpy_chan_unref(pxpy_chan_t *chan);
 int pxpy_channel_exec(PyObject *module, pxpy_state *st);
-/* stats()["channels"]: the channels alive now (runtime-wide). */
-PyObject *pxpy_channel_stats(pxpy_state *st);
-/* Drops the runtime's reference to its list of channels. */
-void pxpy_channel_free_list(pxpy_runtime_t *rt);
-
 /* ---- work across interpreters (xwork.c) --------------------------------- */
 
-/* submit_work() and timer() in mode "interpreters" (work.c validated the
- * arguments; kwnames excludes callback/errback). */
-PyObject *pxpy_xwork_submit(pxpy_state *st, px_loop_t *loop,
-                            PyObject *const *args, Py_ssize_t nargs,
-                            PyObject *kwnames, PyObject *const *kwvalues,
-                            PyObject *callback, PyObject *errback);
 int pxpy_xwork_exec(PyObject *module, pxpy_state *st);
-/* call_from_main_thread(_and_wait) from a worker interpreter. */
-PyObject *pxpy_xwork_call_main(pxpy_state *st, PyObject *const *args,
-                               Py_ssize_t nargs, PyObject *kwnames, bool wait);
-/* An encoded call: run in the current interpreter (new reference or NULL
- * with an exception), and freed (any thread). */
-PyObject *pxpy_xcall_invoke(pxpy_state *st, struct pxpy_xcall_s *xc);
-void pxpy_xcall_free(struct pxpy_xcall_s *xc);
-/* Timers of this mode (work.c's Timer holds the encoded call): run it in
- * the worker interpreter of the calling engine thread, reporting errors. */
-struct pxpy_xcall_s *pxpy_xcall_new(pxpy_state *st, const char *fname,
-                                    PyObject *func, PyObject *const *args,
-                                    Py_ssize_t nargs);
-void pxpy_xcall_run_on_worker(pxpy_runtime_t *rt, struct pxpy_xcall_s *xc,
-                              const char *where);
 
-/* ---- protocols across interpreters (protocol.c) ------------------------- */
+/* ---- protocols across interpreters (xproto.c) --------------------------- */
 
 /* What register() records on a transport in this mode: the class, encoded
  * (found by name, or made again from its recipe), and for a listener the
  * class's protocol cache in each worker interpreter (each entry an object
  * of that worker's interpreter, created by the first connection it
  * accepts). */
-typedef struct pxpy_xproto_s {
+struct pxpy_xproto_s {
     pxpy_xi_t *cls;
     int count;
     PyObject *per_worker[];
-} pxpy_xproto_t;
+};
 
-pxpy_xproto_t *pxpy_xproto_new(pxpy_state *st, PyObject *cls, int workers);
-void pxpy_xproto_free(pxpy_xproto_t *x);
 /* Drops worker index's protocol caches of every listener (in that worker's
  * interpreter, at loop stop). */
 void pxpy_xproto_clear_worker(pxpy_xproto_t *x, int index);
-/* Has every worker's interpreter find a listener's class now (importing
- * its module), in work items, rather than at its first connection. */
-void pxpy_xproto_prewarm(pxpy_state *st, pxpy_xproto_t *x, px_loop_t *loop);
 
-#endif /* PXPY_INTERP_H */
+#endif /* PXPY_INTERP_INTERNAL_H */

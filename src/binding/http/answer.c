@@ -1,0 +1,482 @@
+/*
+ * answer.c - the request callback of an HttpProtocol connection: it builds
+ * the request (of the class's _px_request_class, a subclass of
+ * _core.HttpRequest), calls the handler (an exact route's, or
+ * instance._px_handle(request)), and answers with what it returned: a
+ * (status, fields, body) tuple or bytes or str (200, text/plain), framed in
+ * C, or a _core.FileResponse, sent from the file (conditionals and ranges
+ * in C, the bytes with sendfile).
+ *
+ * The answer is always given inside the callback, so the engine never
+ * continues a connection on another thread: the instance and the transport
+ * outlive every callback of their connection.
+ *
+ * Field names the server writes itself (Content-Length, Transfer-Encoding,
+ * Date, Connection) are dropped from a handler's fields rather than
+ * refused; "Connection: close" closes the connection after the response. A
+ * field that could inject a line (CR, LF, other controls, a name that is
+ * not a token) makes the response a 500, with the error logged: the handler
+ * asked for something the server must not send.
+ */
+#include "binding.h"
+#include "http/http_binding.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Header fields converted on the stack before allocating. */
+#define STACK_FIELDS 16
+
+static const px_http_header_t text_plain = {"Content-Type", 12,
+                                            "text/plain; charset=utf-8", 25};
+/* What a handler's bytes are sent as (pyparallel.http's convention). */
+static const px_http_header_t text_plain_bytes = {"Content-Type", 12,
+                                                  "text/plain", 10};
+
+/* ---- answering ---------------------------------------------------------- */
+
+/* Header fields converted from Python, and what keeps their bytes alive. */
+typedef struct {
+    px_http_header_t stack[STACK_FIELDS];
+    px_http_header_t *fields;
+    size_t count, cap;
+    PyObject *owners; /* a list of encoded values, or NULL */
+} fields_t;
+
+static void fields_init(fields_t *f)
+{
+    f->fields = f->stack;
+    f->count = 0;
+    f->cap = STACK_FIELDS;
+    f->owners = NULL;
+}
+
+static void fields_free(fields_t *f)
+{
+    if (f->fields != f->stack)
+        PyMem_Free(f->fields);
+    Py_XDECREF(f->owners);
+}
+
+static int fields_reserve(fields_t *f, size_t extra)
+{
+    if (f->count + extra <= f->cap)
+        return 0;
+    size_t cap = (f->count + extra) * 2;
+    px_http_header_t *grown = PyMem_Malloc(cap * sizeof(*grown));
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(grown, f->fields, f->count * sizeof(*grown));
+    if (f->fields != f->stack)
+        PyMem_Free(f->fields);
+    f->fields = grown;
+    f->cap = cap;
+    return 0;
+}
+
+/* The bytes of a field name or value: ASCII as it is, other text as
+ * Latin-1 (a value outside it is an error). */
+static const char *field_text(fields_t *f, PyObject *s, size_t *len)
+{
+    if (!PyUnicode_Check(s)) {
+        PyErr_Format(PyExc_TypeError,
+                     "header fields must be (str, str) pairs, not with a "
+                     "%.100s",
+                     Py_TYPE(s)->tp_name);
+        return NULL;
+    }
+    if (PyUnicode_IS_ASCII(s)) {
+        *len = (size_t)PyUnicode_GET_LENGTH(s);
+        return PyUnicode_DATA(s);
+    }
+    PyObject *encoded = PyUnicode_AsLatin1String(s);
+    if (encoded == NULL)
+        return NULL;
+    if (f->owners == NULL && (f->owners = PyList_New(0)) == NULL) {
+        Py_DECREF(encoded);
+        return NULL;
+    }
+    int rc = PyList_Append(f->owners, encoded);
+    Py_DECREF(encoded);
+    if (rc < 0)
+        return NULL;
+    *len = (size_t)PyBytes_GET_SIZE(encoded);
+    return PyBytes_AS_STRING(encoded);
+}
+
+/* Appends the fields of a list or tuple of (name, value) pairs (or None). */
+static int fields_add(fields_t *f, PyObject *seq)
+{
+    if (seq == Py_None)
+        return 0;
+    if (!PyList_Check(seq) && !PyTuple_Check(seq)) {
+        PyErr_Format(PyExc_TypeError,
+                     "header fields must be a list of (name, value) pairs or "
+                     "None, not %.100s",
+                     Py_TYPE(seq)->tp_name);
+        return -1;
+    }
+    /* A list cannot change under us: its items are only read, with
+     * references held, and nothing here runs Python code. */
+    PyObject *items = PySequence_Fast(seq, "header fields");
+    if (items == NULL)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
+    int rc = fields_reserve(f, (size_t)n);
+    for (Py_ssize_t i = 0; rc == 0 && i < n; i++) {
+        PyObject *pair = PySequence_Fast_GET_ITEM(items, i);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            PyErr_Format(PyExc_TypeError,
+                         "header fields must be (name, value) tuples, not "
+                         "%.100R",
+                         pair);
+            rc = -1;
+            break;
+        }
+        px_http_header_t *h = &f->fields[f->count];
+        h->name = field_text(f, PyTuple_GET_ITEM(pair, 0), &h->name_len);
+        h->value = h->name
+                       ? field_text(f, PyTuple_GET_ITEM(pair, 1), &h->value_len)
+                       : NULL;
+        if (h->value == NULL)
+            rc = -1;
+        else
+            f->count++;
+    }
+    Py_DECREF(items);
+    return rc;
+}
+
+static int response_error(int rc)
+{
+    if (rc == -ENOMEM) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    const char *why =
+        rc <= PX_HTTP_INCOMPLETE ? px_http_strerror(rc) : px_strerror(rc);
+    PyErr_Format(PyExc_ValueError, "cannot send the response: %s", why);
+    return -1;
+}
+
+/* Answers with the result of px_http_respond*: 0 when the exchange is
+ * done, -1 with an exception when it is still open. */
+static int responded(int rc)
+{
+    if (rc == 0 || rc == PX_ECLOSED)
+        return 0;
+    return response_error(rc);
+}
+
+static int status_of(PyObject *v, int *status)
+{
+    if (!PyLong_Check(v)) {
+        PyErr_Format(PyExc_TypeError, "the status must be an int, not %.100s",
+                     Py_TYPE(v)->tp_name);
+        return -1;
+    }
+    int overflow;
+    long s = PyLong_AsLongAndOverflow(v, &overflow);
+    if (s == -1 && PyErr_Occurred())
+        return -1;
+    *status = overflow || s < 0 || s > 999 ? 0 : (int)s;
+    return 0;
+}
+
+/* (status, fields, body). */
+static int answer_tuple(px_http_exchange_t *ex, PyObject *result)
+{
+    if (PyTuple_GET_SIZE(result) != 3) {
+        PyErr_Format(PyExc_TypeError,
+                     "_px_handle must return (status, fields, body), not a "
+                     "tuple of %zd",
+                     PyTuple_GET_SIZE(result));
+        return -1;
+    }
+    int status;
+    if (status_of(PyTuple_GET_ITEM(result, 0), &status) < 0)
+        return -1;
+    fields_t f;
+    fields_init(&f);
+    if (fields_add(&f, PyTuple_GET_ITEM(result, 1)) < 0) {
+        fields_free(&f);
+        return -1;
+    }
+    PyObject *body = PyTuple_GET_ITEM(result, 2);
+    int rc;
+    if (PyBytes_Check(body)) {
+        rc = px_http_respond(ex, status, f.fields, f.count,
+                             PyBytes_AS_STRING(body),
+                             (size_t)PyBytes_GET_SIZE(body));
+    } else if (PyUnicode_Check(body)) {
+        Py_ssize_t len;
+        const char *utf8 = PyUnicode_AsUTF8AndSize(body, &len);
+        if (utf8 == NULL) {
+            fields_free(&f);
+            return -1;
+        }
+        rc = px_http_respond(ex, status, f.fields, f.count, utf8, (size_t)len);
+    } else {
+        Py_buffer view;
+        if (PyObject_GetBuffer(body, &view, PyBUF_SIMPLE) < 0) {
+            fields_free(&f);
+            PyErr_Format(PyExc_TypeError,
+                         "the body must be bytes, bytearray, memoryview or "
+                         "str, not %.100s",
+                         Py_TYPE(body)->tp_name);
+            return -1;
+        }
+        rc = px_http_respond(ex, status, f.fields, f.count, view.buf,
+                             (size_t)view.len);
+        PyBuffer_Release(&view);
+    }
+    fields_free(&f);
+    return responded(rc);
+}
+
+/* Answers a file that cannot be opened: 404 when it is missing, 403 when
+ * it may not be read; -1 (an OSError) otherwise. */
+static int answer_unopened(px_http_exchange_t *ex, int error, PyObject *path)
+{
+    int status;
+    switch (error) {
+    case ENOENT:
+    case ENOTDIR:
+    case ENAMETOOLONG:
+    case ELOOP:
+    case EISDIR:
+        status = 404;
+        break;
+    case EACCES:
+    case EPERM:
+        status = 403;
+        break;
+    default:
+        errno = error;
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+        return -1;
+    }
+    const char *reason = status == 404 ? "Not Found\n" : "Forbidden\n";
+    return responded(
+        px_http_respond(ex, status, &text_plain, 1, reason, strlen(reason)));
+}
+
+static int answer_file(px_http_exchange_t *ex,
+                       const px_http_server_request_t *req, PyObject *result)
+{
+    pxpy_file_response_t *file = (pxpy_file_response_t *)result;
+    if (file->path == NULL) {
+        PyErr_SetString(PyExc_TypeError,
+                        "a FileResponse made without __init__");
+        return -1;
+    }
+    PyObject *path = NULL;
+    if (!PyUnicode_FSConverter(file->path, &path))
+        return -1;
+    int fd, error = 0;
+    struct stat st;
+    Py_BEGIN_ALLOW_THREADS
+        /* O_NONBLOCK: opening a FIFO must not wait for a writer. */
+        fd = open(PyBytes_AS_STRING(path),
+                  O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0)
+        error = errno;
+    else if (fstat(fd, &st) < 0)
+        error = errno;
+    else if (!S_ISREG(st.st_mode))
+        error = EISDIR;
+    Py_END_ALLOW_THREADS if (error != 0)
+    {
+        if (fd >= 0)
+            close(fd);
+        int rc = answer_unopened(ex, error, file->path);
+        Py_DECREF(path);
+        return rc;
+    }
+    Py_DECREF(path);
+
+    px_http_file_plan_t plan;
+    px_http_file_plan(req, &st, file->status, &plan);
+    fields_t f;
+    fields_init(&f);
+    int rc = fields_add(&f, file->headers);
+    if (rc == 0 && file->content_type != Py_None)
+        rc = fields_reserve(&f, 1);
+    if (rc == 0 && file->content_type != Py_None) {
+        px_http_header_t *h = &f.fields[f.count];
+        h->name = "Content-Type";
+        h->name_len = 12;
+        h->value = field_text(&f, file->content_type, &h->value_len);
+        rc = h->value ? (f.count++, 0) : -1;
+    }
+    if (rc == 0)
+        rc = fields_reserve(&f, plan.num_headers);
+    if (rc == 0) {
+        memcpy(f.fields + f.count, plan.headers,
+               plan.num_headers * sizeof(plan.headers[0]));
+        f.count += plan.num_headers;
+        rc = responded(px_http_respond_file(ex, plan.status, f.fields, f.count,
+                                            fd, plan.offset, plan.length));
+    }
+    close(fd);
+    fields_free(&f);
+    return rc;
+}
+
+/* A handler's bytes or str, as they are: 200, text/plain (str: UTF-8).
+ * Framed here rather than in Python, because on the plaintext path the
+ * call and the tuple of to_wire() cost as much as the handler itself. */
+static int answer_text(px_http_exchange_t *ex, PyObject *result)
+{
+    if (PyBytes_CheckExact(result))
+        return responded(px_http_respond(ex, 200, &text_plain_bytes, 1,
+                                         PyBytes_AS_STRING(result),
+                                         (size_t)PyBytes_GET_SIZE(result)));
+    Py_ssize_t len;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(result, &len);
+    if (utf8 == NULL)
+        return -1;
+    return responded(
+        px_http_respond(ex, 200, &text_plain, 1, utf8, (size_t)len));
+}
+
+static int answer(pxpy_http_config_t *cfg, px_http_exchange_t *ex,
+                  const px_http_server_request_t *req, PyObject *result)
+{
+    if (PyTuple_Check(result))
+        return answer_tuple(ex, result);
+    if (PyBytes_CheckExact(result) || PyUnicode_CheckExact(result))
+        return answer_text(ex, result);
+    if (Py_IS_TYPE(result, cfg->st->http->file_type))
+        return answer_file(ex, req, result);
+    PyErr_Format(PyExc_TypeError,
+                 "_px_handle must return (status, fields, body), bytes, str "
+                 "or a FileResponse, not %.100s",
+                 Py_TYPE(result)->tp_name);
+    return -1;
+}
+
+/* The fallback when the handler failed: logged, answered 500. */
+static void answer_failure(pxpy_http_config_t *cfg, px_http_exchange_t *ex,
+                           PyObject *instance, const char *what)
+{
+    char where[256];
+    PyOS_snprintf(where, sizeof(where), "%.150s.%s", Py_TYPE(instance)->tp_name,
+                  what);
+    pxpy_report_callback_error(cfg->st, where);
+    static const char body[] = "Internal Server Error\n";
+    int rc = px_http_respond(ex, 500, &text_plain, 1, body, sizeof(body) - 1);
+    if (rc != 0 && rc != PX_ECLOSED)
+        px_http_abort(ex);
+}
+
+static PyObject *client_address(pxpy_http_protocol_t *self)
+{
+    if (self->client == NULL) {
+        pxpy_transport_t *t = self->transport;
+        if (t != NULL && atomic_load(&t->have_addrs))
+            self->client = Py_BuildValue("(si)", t->peer_host, t->peer_port);
+        else
+            self->client = Py_NewRef(Py_None);
+    }
+    return self->client;
+}
+
+/* The handler of the request's exact route, borrowed: 1 when there is
+ * one, 0 when the table has none (_px_handle decides: 405, patterns, static
+ * files, 404), -1 with an exception. Methods outside the parser's list are
+ * left to _px_handle too. */
+static int exact_handler(pxpy_http_config_t *cfg,
+                         const px_http_server_request_t *req, PyObject *request,
+                         PyObject **handler)
+{
+    if (req->head.method_id == PX_HTTP_METHOD_OTHER ||
+        req->head.method_id > PX_HTTP_METHOD_PATCH)
+        return 0;
+    PyObject *path = pxpy_http_request_path(request);
+    if (path == NULL)
+        return -1;
+    PyObject *methods, *index;
+    int rc = PyDict_GetItemRef(cfg->exact, path, &methods);
+    Py_DECREF(path);
+    if (rc <= 0)
+        return rc;
+    rc = PyDict_Check(methods)
+             ? PyDict_GetItemRef(
+                   methods, cfg->st->http->methods[req->head.method_id], &index)
+             : 0;
+    Py_DECREF(methods);
+    if (rc <= 0)
+        return rc;
+    Py_ssize_t i = PyLong_Check(index) ? PyLong_AsSsize_t(index) : -1;
+    Py_DECREF(index);
+    if (i < 0 || i >= PyTuple_GET_SIZE(cfg->handlers)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_IndexError,
+                            "_px_dispatch(): a route's handler index is "
+                            "outside the handlers tuple");
+        return -1;
+    }
+    *handler = PyTuple_GET_ITEM(cfg->handlers, i);
+    return 1;
+}
+
+/* Calls handler(instance, request) and converts what it returns as
+ * _px_handle would: bytes and str as they are, anything else through
+ * to_wire; an Exception through failed(instance, request, exc). */
+static PyObject *call_handler(pxpy_http_config_t *cfg, PyObject *handler,
+                              PyObject *instance, PyObject *request)
+{
+    PyObject *args[] = {instance, request, NULL};
+    PyObject *result = PyObject_Vectorcall(handler, args, 2, NULL);
+    if (result != NULL && !PyBytes_CheckExact(result) &&
+        !PyUnicode_CheckExact(result))
+        Py_SETREF(result, PyObject_CallOneArg(cfg->to_wire, result));
+    /* Like _px_handle's "except Exception": BaseExceptions go by. */
+    if (result == NULL && PyErr_ExceptionMatches(PyExc_Exception)) {
+        args[2] = PyErr_GetRaisedException();
+        result = PyObject_Vectorcall(cfg->failed, args, 3, NULL);
+        Py_DECREF(args[2]);
+    }
+    return result;
+}
+
+/* The engine's request callback: runs on a worker, attached (it is called
+ * from protocol.c's on_data). */
+void pxpy_http_on_request(px_http_exchange_t *ex,
+                          const px_http_server_request_t *req)
+{
+    pxpy_http_protocol_t *self = px_http_exchange_conn_data(ex);
+    pxpy_http_config_t *cfg = self->config;
+    PyObject *client = client_address(self);
+    PyObject *request =
+        client ? pxpy_http_request_new(cfg->st, cfg->request_type, req, client)
+               : NULL;
+    PyObject *result = NULL;
+    if (request != NULL) {
+        PyObject *handler = NULL;
+        int rc = cfg->exact ? exact_handler(cfg, req, request, &handler) : 0;
+        if (rc > 0) {
+            result = call_handler(cfg, handler, (PyObject *)self, request);
+        } else if (rc == 0) {
+            PyObject *args[] = {(PyObject *)self, request};
+            result = cfg->handle_is_function
+                         ? PyObject_Vectorcall(cfg->handle, args, 2, NULL)
+                         : PyObject_VectorcallMethod(
+                               cfg->st->http->str_px_handle, args, 2, NULL);
+        }
+        Py_DECREF(request);
+    }
+    if (result == NULL)
+        answer_failure(cfg, ex, (PyObject *)self, "_px_handle");
+    else if (answer(cfg, ex, req, result) < 0)
+        answer_failure(cfg, ex, (PyObject *)self, "_px_handle's result");
+    Py_XDECREF(result);
+}
