@@ -199,7 +199,7 @@ void http_expect(http_client_t *c, int status, const char *body)
     if (r.status != status)
         TEST_FAIL("status %d, expected %d; head:\n%s", r.status, status,
                   r.head);
-    if (body != NULL && strcmp(r.body, body) != 0)
-        TEST_FAIL("body \"%s\", expected \"%s\"", r.body, body);
+    if (body != NULL)
+        ASSERT_SPAN_EQ(r.body, r.body_len, body);
     http_response_free(&r);
 }

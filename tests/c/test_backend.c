@@ -113,7 +113,7 @@ static void test_fallback_when_blocked(int error)
     char back[5];
     client_send_all(fd, "hello", 5);
     client_recv_exact(fd, back, 5);
-    ASSERT_MEM_EQ(back, "hello", 5);
+    ASSERT_SPAN_EQ(back, 5, "hello");
     close(fd);
     WAIT_FOR(atomic_load(&log.closed) == 1, WAIT_MS);
     conn_log_release(&log);

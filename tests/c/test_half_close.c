@@ -110,8 +110,7 @@ static void expect_reply_then_eof(int fd, const char *reply)
 {
     char buf[256];
     size_t got = client_recv_to_eof(fd, buf, sizeof(buf));
-    ASSERT_UINT_EQ(got, strlen(reply));
-    ASSERT_MEM_EQ(buf, reply, got);
+    ASSERT_SPAN_EQ(buf, got, reply);
 }
 
 /* ---- the connection outlives the peer's end of input ------------------- */
@@ -125,7 +124,7 @@ static void test_reply_after_eof(int backend)
     px_conn_t *conn = conn_log_wait(&h.log, 0);
     WAIT_FOR(atomic_load(&h.eofs) == 1, WAIT_MS);
     ASSERT_UINT_EQ(atomic_load(&h.at_eof), 8);
-    ASSERT_MEM_EQ(h.data, "question", 8);
+    ASSERT_SPAN_EQ(h.data, 8, "question");
     /* Still open, however long the answer takes. */
     sleep_ms(200);
     ASSERT_INT_EQ(atomic_load(&h.log.closed), 0);
@@ -176,7 +175,7 @@ static void test_eof_after_paused_input(int backend)
     ASSERT_PX_OK(px_conn_resume_reading(conn));
     WAIT_FOR(atomic_load(&h.eofs) == 1, WAIT_MS);
     ASSERT_UINT_EQ(atomic_load(&h.at_eof), 9);
-    ASSERT_MEM_EQ(h.data, "held back", 9);
+    ASSERT_SPAN_EQ(h.data, 9, "held back");
     ASSERT_INT_EQ(atomic_load(&h.log.closed), 0);
     px_conn_close(conn, 0);
     char buf[8];

@@ -138,7 +138,7 @@ static void wait_blocked_answers(const int *fds, const bool *blocked, int n,
         char answer[2];
         client_recv_exact(fds[i], answer, 2);
         /* The connection's later byte waited for its blocked callback. */
-        ASSERT_MEM_EQ(answer, "Be", 2);
+        ASSERT_SPAN_EQ(answer, 2, "Be");
     }
     ASSERT_UINT_CMP(ms_since(blocked_since), >=, BLOCK_MS);
 }

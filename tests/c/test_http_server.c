@@ -434,7 +434,7 @@ static void expect_error(int port, const char *request, int status)
     ASSERT_STR_EQ(value, "close");
     ASSERT_TRUE(http_header(&r, "Content-Length", value, sizeof(value)));
     ASSERT_INT_EQ(atoi(value), (int)strlen(px_http_reason_phrase(status)) + 1);
-    ASSERT_MEM_EQ(r.body, px_http_reason_phrase(status), r.body_len - 1);
+    ASSERT_SPAN_EQ(r.body, r.body_len - 1, px_http_reason_phrase(status));
     http_response_free(&r);
     shutdown(c.fd, SHUT_WR);
     http_expect_eof(&c, WAIT_MS);

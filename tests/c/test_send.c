@@ -109,7 +109,7 @@ static void test_foreign_thread_send_order(int backend)
         ASSERT_UINT_CMP(r.sender, <=, SENDER_THREADS);
         ASSERT_UINT_EQ(r.seq, next_seq[r.sender]);
         make_record(&expected, r.sender, r.seq);
-        ASSERT_MEM_EQ(&r, &expected, sizeof(r));
+        ASSERT_MEM_EQ(&r, sizeof(r), &expected, sizeof(expected));
         next_seq[r.sender]++;
     }
     for (int i = 0; i < SENDER_THREADS; i++)
@@ -277,11 +277,11 @@ static void test_sendfile(int backend)
     size_t n = client_recv_to_eof(fd, got, sizeof(got));
     ASSERT_UINT_EQ(n, expect);
     char *p = got;
-    ASSERT_MEM_EQ(p, head, sizeof(head) - 1);
+    ASSERT_SPAN_EQ(p, sizeof(head) - 1, head);
     p += sizeof(head) - 1;
     check_pattern(p, FILE_SPAN, FILE_OFFSET, 9);
     p += FILE_SPAN;
-    ASSERT_MEM_EQ(p, tail, sizeof(tail) - 1);
+    ASSERT_SPAN_EQ(p, sizeof(tail) - 1, tail);
     p += sizeof(tail) - 1;
     check_pattern(p, FILE_BYTES, 0, 9);
 
@@ -427,7 +427,7 @@ static void test_send_buffer_bound(int backend)
     fill_pattern(msg, sizeof(msg), 0, 8);
     client_send_all(fd, msg, sizeof(msg));
     client_recv_exact(fd, back, sizeof(back));
-    ASSERT_MEM_EQ(back, msg, sizeof(msg));
+    ASSERT_MEM_EQ(back, sizeof(back), msg, sizeof(msg));
 
     /* Once the hog reads, its queue drains and it is no hog any more. */
     static char got[64u << 10];
