@@ -15,8 +15,23 @@
 void test_loop_options(px_loop_options_t *opts, int backend)
 {
     px_loop_options_init(opts);
-    opts->workers = 2;
+    opts->workers = TEST_WORKERS;
     opts->backend = (px_backend_kind_t)backend;
+}
+
+int worker_index(int worker)
+{
+    if (worker < 0 || worker >= TEST_WORKERS)
+        TEST_FAIL("worker %d of a loop of %d", worker, TEST_WORKERS);
+    return worker;
+}
+
+uint64_t stats_handoffs(const px_stats_t *st)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < st->workers; i++)
+        n += st->worker[i].handoffs;
+    return n;
 }
 
 px_loop_t *new_loop(int backend, const px_loop_options_t *opts)

@@ -43,8 +43,17 @@
  * since the sanitizers slow everything down. */
 #define WAIT_MS 10000
 
-/* Options for a test loop: two workers on the given backend. */
+/* The workers of a test loop (test_loop_options). Arrays indexed by worker
+ * are sized with it; the cases about several workers need at least two. */
+#define TEST_WORKERS 2
+_Static_assert(TEST_WORKERS >= 2, "the engine tests need two workers");
+
+/* Options for a test loop: TEST_WORKERS workers on the given backend. */
 void test_loop_options(px_loop_options_t *opts, int backend);
+/* worker, once checked to index an array of TEST_WORKERS. */
+int worker_index(int worker);
+/* The hand-offs of every worker. */
+uint64_t stats_handoffs(const px_stats_t *st);
 /* Creates a loop (opts NULL: test_loop_options) without starting it;
  * exits with TEST_EXIT_SKIP when the backend is io_uring and it is
  * unavailable. */

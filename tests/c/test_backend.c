@@ -25,7 +25,7 @@ static const char *auto_backend_name(void)
 {
     px_loop_options_t opts;
     px_loop_options_init(&opts);
-    opts.workers = 2;
+    opts.workers = TEST_WORKERS;
     opts.backend = PX_BACKEND_AUTO;
     px_loop_t *loop = NULL;
     ASSERT_PX_OK(px_loop_new(&loop, &opts));

@@ -363,17 +363,25 @@ static void record_peer_open(px_conn_t *conn)
 
 /* Holds a worker in a callback until the gate opens. */
 typedef struct {
-    atomic_int held[2]; /* per worker: a callback waits at the gate */
+    atomic_int held[TEST_WORKERS]; /* a callback waits at the gate */
     atomic_bool open;
 } gate_t;
 
 static void wait_at_gate(void *arg)
 {
     gate_t *g = arg;
-    atomic_fetch_add(&g->held[px_current_worker()], 1);
+    atomic_fetch_add(&g->held[worker_index(px_current_worker())], 1);
     uint64_t until = px_now_ns() + (uint64_t)WAIT_MS * 1000000u;
     while (!atomic_load(&g->open) && px_now_ns() < until)
         sleep_ms(1);
+}
+
+static int gate_held(gate_t *g)
+{
+    int n = 0;
+    for (int w = 0; w < TEST_WORKERS; w++)
+        n += atomic_load(&g->held[w]);
+    return n;
 }
 
 static void test_connect(int backend)
@@ -382,7 +390,7 @@ static void test_connect(int backend)
     px_conn_callbacks_t echo = {.on_open = record_peer_open,
                                 .on_data = echo_on_data,
                                 .on_close = conn_log_close};
-    /* No hand-off here: the gate below must hold both workers. */
+    /* No hand-off here: the gate below must hold every worker. */
     px_loop_options_t opts;
     test_loop_options(&opts, backend);
     opts.handoff_ms = 60000;
@@ -393,13 +401,12 @@ static void test_connect(int backend)
      * adopted, so a send right after px_connect is surely made while it
      * is connecting. */
     static gate_t gate;
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < TEST_WORKERS; i++)
         ASSERT_PX_OK(
             px_timer_start(loop, 0, 0, wait_at_gate, NULL, &gate, NULL));
-    WAIT_FOR(atomic_load(&gate.held[0]) + atomic_load(&gate.held[1]) == 2,
-             WAIT_MS);
-    ASSERT_TRUE(atomic_load(&gate.held[0]) == 1 &&
-                atomic_load(&gate.held[1]) == 1);
+    WAIT_FOR(gate_held(&gate) == TEST_WORKERS, WAIT_MS);
+    for (int w = 0; w < TEST_WORKERS; w++)
+        ASSERT_INT_EQ(atomic_load(&gate.held[w]), 1);
     static dialer_t d;
     pthread_mutex_init(&d.lock, NULL);
     atomic_store(&d.worker, -1);
@@ -419,8 +426,7 @@ static void test_connect(int backend)
     ASSERT_SPAN_EQ(d.got, d.got_len, "sent-while-connecting;ping");
     ASSERT_STR_EQ(d.peer, "127.0.0.1");
     ASSERT_INT_EQ(d.peer_port, port);
-    int worker = atomic_load(&d.worker);
-    ASSERT_TRUE(worker == 0 || worker == 1);
+    int worker = worker_index(atomic_load(&d.worker));
     ASSERT_INT_EQ(px_conn_worker(conn), worker);
     /* The server saw the dialer's address as its peer. */
     conn_log_wait(&server_log, 0);

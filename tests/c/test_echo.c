@@ -43,7 +43,7 @@ static void test_echo_round_trip(int backend)
     ASSERT_UINT_EQ(st.accepted, 1);
     ASSERT_UINT_EQ(st.bytes_in, offset);
     ASSERT_UINT_EQ(st.bytes_out, offset);
-    ASSERT_INT_EQ(st.workers, 2);
+    ASSERT_INT_EQ(st.workers, TEST_WORKERS);
     conn_log_release(&log);
     finish_loop(loop);
 }

@@ -21,6 +21,7 @@
 /* A round trip on a connection that is not blocked must take well under
  * BLOCK_MS; the sanitizers slow things down, so this is generous. */
 #define FAST_MS 150
+_Static_assert(TEST_WORKERS <= 10, "'w' answers the worker index as a digit");
 
 typedef struct {
     conn_log_t log;
@@ -98,8 +99,7 @@ static int worker_of(int fd)
 {
     char answer;
     round_trip(fd, 'w', &answer);
-    ASSERT_TRUE(answer == '0' || answer == '1');
-    return answer - '0';
+    return worker_index(answer - '0');
 }
 
 static bool has_answer(int fd)
@@ -143,15 +143,22 @@ static void wait_blocked_answers(const int *fds, const bool *blocked, int n,
     ASSERT_UINT_CMP(ms_since(blocked_since), >=, BLOCK_MS);
 }
 
+/* Opens CONNS connections and notes their workers; returns the worker with
+ * the most (per_worker has TEST_WORKERS counts). */
 static int open_connections(int port, int *fds, int *workers, int *per_worker)
 {
-    per_worker[0] = per_worker[1] = 0;
+    for (int w = 0; w < TEST_WORKERS; w++)
+        per_worker[w] = 0;
     for (int i = 0; i < CONNS; i++) {
         fds[i] = client_connect(port);
         workers[i] = worker_of(fds[i]);
         per_worker[workers[i]]++;
     }
-    return per_worker[0] >= per_worker[1] ? 0 : 1;
+    int busiest = 0;
+    for (int w = 1; w < TEST_WORKERS; w++)
+        if (per_worker[w] > per_worker[busiest])
+            busiest = w;
+    return busiest;
 }
 
 static void finish(px_loop_t *loop, handoff_server_t *s, int *fds)
@@ -171,7 +178,7 @@ static void test_blocking_callback(int backend)
     static handoff_server_t s;
     px_loop_t *loop = start_loop(backend, NULL);
     int port = listen_local(loop, &handoff_callbacks, &s, NULL);
-    int fds[CONNS], workers[CONNS], per_worker[2];
+    int fds[CONNS], workers[CONNS], per_worker[TEST_WORKERS];
     int busiest = open_connections(port, fds, workers, per_worker);
     ASSERT_INT_CMP(per_worker[busiest], >=, 3);
 
@@ -192,7 +199,7 @@ static void test_blocking_callback(int backend)
     px_stats_t st;
     px_loop_stats(loop, &st);
     ASSERT_UINT_CMP(st.worker[busiest].handoffs, >=, 1);
-    ASSERT_INT_CMP(st.threads, >, 2); /* a spare took over */
+    ASSERT_INT_CMP(st.threads, >, TEST_WORKERS); /* a spare took over */
     finish(loop, &s, fds);
 }
 
@@ -203,21 +210,28 @@ static void test_all_workers_blocked(int backend)
     static handoff_server_t s;
     px_loop_t *loop = start_loop(backend, NULL);
     int port = listen_local(loop, &handoff_callbacks, &s, NULL);
-    int fds[CONNS], workers[CONNS], per_worker[2];
+    int fds[CONNS], workers[CONNS], per_worker[TEST_WORKERS];
     open_connections(port, fds, workers, per_worker);
 
-    bool blocked[CONNS] = {false};
-    int first = 0, second = -1;
-    for (int i = 1; i < CONNS && second < 0; i++)
-        if (workers[i] != workers[first] || per_worker[workers[first]] == CONNS)
-            second = i;
-    blocked[first] = blocked[second] = true;
+    /* The first connection of each worker. */
+    bool blocked[CONNS] = {false}, worker_blocked[TEST_WORKERS] = {false};
+    int nblocked = 0;
+    for (int i = 0; i < CONNS; i++) {
+        if (!worker_blocked[workers[i]]) {
+            worker_blocked[workers[i]] = blocked[i] = true;
+            nblocked++;
+        }
+    }
+    if (nblocked == 1)
+        blocked[1] = true;
     uint64_t since = px_now_ns();
-    client_send_all(fds[first], "b", 1);
-    client_send_all(fds[second], "b", 1);
+    for (int i = 0; i < CONNS; i++)
+        if (blocked[i])
+            client_send_all(fds[i], "b", 1);
     sleep_ms(20);
-    client_send_all(fds[first], "e", 1);
-    client_send_all(fds[second], "e", 1);
+    for (int i = 0; i < CONNS; i++)
+        if (blocked[i])
+            client_send_all(fds[i], "e", 1);
     check_others_served(fds, blocked, CONNS, since);
     wait_blocked_answers(fds, blocked, CONNS, since);
     finish(loop, &s, fds);
@@ -239,12 +253,12 @@ static void test_blocking_work_and_timers(int backend)
     static handoff_server_t s;
     px_loop_t *loop = start_loop(backend, NULL);
     int port = listen_local(loop, &handoff_callbacks, &s, NULL);
-    int fds[CONNS], workers[CONNS], per_worker[2];
+    int fds[CONNS], workers[CONNS], per_worker[TEST_WORKERS];
     open_connections(port, fds, workers, per_worker);
 
     /* Enough blockers for every worker, whatever the distribution. */
     uint64_t since = px_now_ns();
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < TEST_WORKERS; i++) {
         ASSERT_PX_OK(px_submit(loop, block_a_while, NULL, NULL));
         ASSERT_PX_OK(
             px_timer_start(loop, 0, 0, block_a_while, NULL, NULL, NULL));
@@ -253,7 +267,7 @@ static void test_blocking_work_and_timers(int backend)
     bool blocked[CONNS] = {false};
     check_others_served(fds, blocked, CONNS, since);
     ASSERT_INT_EQ(atomic_load(&blockers_done), 0);
-    WAIT_FOR(atomic_load(&blockers_done) == 4, WAIT_MS);
+    WAIT_FOR(atomic_load(&blockers_done) == 2 * TEST_WORKERS, WAIT_MS);
     finish(loop, &s, fds);
 }
 

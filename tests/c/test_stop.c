@@ -23,7 +23,7 @@ static _Thread_local int dispatch_depth;
 static void hook_thread_start(void *data, int worker)
 {
     hooks_t *h = data;
-    ASSERT_TRUE(worker >= -1 && worker < 2);
+    ASSERT_TRUE(worker >= -1 && worker < TEST_WORKERS);
     atomic_fetch_add(&h->thread_starts, 1);
 }
 
@@ -65,7 +65,7 @@ static px_loop_t *start_hooked_loop(int backend, hooks_t *h)
 
 static void check_hooks_after_stop(px_loop_t *loop, hooks_t *h)
 {
-    ASSERT_INT_CMP(atomic_load(&h->thread_starts), >=, 2);
+    ASSERT_INT_CMP(atomic_load(&h->thread_starts), >=, TEST_WORKERS);
     ASSERT_INT_EQ(atomic_load(&h->thread_stops),
                   atomic_load(&h->thread_starts));
     ASSERT_INT_EQ(atomic_load(&h->nested_dispatch), 0);
@@ -214,17 +214,15 @@ static void test_stop_while_blocked(int backend)
     client_send_all(fd, "b", 1);
     /* Wait until the worker was handed to a spare thread. */
     px_stats_t st;
-    WAIT_FOR((px_loop_stats(loop, &st),
-              st.worker[0].handoffs + st.worker[1].handoffs >= 1),
-             WAIT_MS);
-    ASSERT_INT_CMP(st.threads, >, 2);
+    WAIT_FOR((px_loop_stats(loop, &st), stats_handoffs(&st) >= 1), WAIT_MS);
+    ASSERT_INT_CMP(st.threads, >, TEST_WORKERS);
     ASSERT_INT_EQ(atomic_load(&blocked_returned), 0);
 
     ASSERT_PX_OK(px_loop_stop(loop));
     ASSERT_INT_EQ(atomic_load(&blocked_returned), 1);
     ASSERT_INT_EQ(atomic_load(&log.closed), 1);
     check_hooks_after_stop(loop, &hooks);
-    ASSERT_INT_CMP(atomic_load(&hooks.thread_starts), >, 2);
+    ASSERT_INT_CMP(atomic_load(&hooks.thread_starts), >, TEST_WORKERS);
     close(fd);
     conn_log_release(&log);
     px_loop_free(loop);
