@@ -143,82 +143,83 @@ static void wait_blocked_answers(const int *fds, const bool *blocked, int n,
     ASSERT_UINT_CMP(ms_since(blocked_since), >=, BLOCK_MS);
 }
 
-/* Opens CONNS connections and notes their workers; returns the worker with
- * the most (per_worker has TEST_WORKERS counts). */
-static int open_connections(int port, int *fds, int *workers, int *per_worker)
+/* A case's server and its CONNS connections, with the worker of each. */
+typedef struct {
+    handoff_server_t server;
+    engine_fixture_t f;
+    int fds[CONNS];
+    int workers[CONNS];
+    int per_worker[TEST_WORKERS];
+    int busiest; /* the worker with the most connections */
+} case_t;
+
+static void serve_connections(case_t *tc, int backend)
 {
-    for (int w = 0; w < TEST_WORKERS; w++)
-        per_worker[w] = 0;
+    memset(tc, 0, sizeof(*tc));
+    tc->f = (engine_fixture_t){.callbacks = &handoff_callbacks,
+                               .conn_data = &tc->server};
+    engine_fixture_serve(&tc->f, backend);
     for (int i = 0; i < CONNS; i++) {
-        fds[i] = client_connect(port);
-        workers[i] = worker_of(fds[i]);
-        per_worker[workers[i]]++;
+        tc->fds[i] = client_connect(tc->f.port);
+        tc->workers[i] = worker_of(tc->fds[i]);
+        tc->per_worker[tc->workers[i]]++;
     }
-    int busiest = 0;
     for (int w = 1; w < TEST_WORKERS; w++)
-        if (per_worker[w] > per_worker[busiest])
-            busiest = w;
-    return busiest;
+        if (tc->per_worker[w] > tc->per_worker[tc->busiest])
+            tc->busiest = w;
 }
 
-static void finish(px_loop_t *loop, handoff_server_t *s, int *fds)
+static void finish(case_t *tc)
 {
     for (int i = 0; i < CONNS; i++)
-        close(fds[i]);
-    WAIT_FOR(atomic_load(&s->log.closed) == CONNS, WAIT_MS);
-    ASSERT_INT_EQ(atomic_load(&s->overlaps), 0);
-    conn_log_release(&s->log);
-    finish_loop(loop);
+        close(tc->fds[i]);
+    WAIT_FOR(atomic_load(&tc->server.log.closed) == CONNS, WAIT_MS);
+    ASSERT_INT_EQ(atomic_load(&tc->server.overlaps), 0);
+    engine_fixture_stop(&tc->f);
 }
 
 /* One connection blocks; the others of its worker (and of the other
  * worker) keep being served. */
 static void test_blocking_callback(int backend)
 {
-    static handoff_server_t s;
-    px_loop_t *loop = start_loop(backend, NULL);
-    int port = listen_local(loop, &handoff_callbacks, &s, NULL);
-    int fds[CONNS], workers[CONNS], per_worker[TEST_WORKERS];
-    int busiest = open_connections(port, fds, workers, per_worker);
-    ASSERT_INT_CMP(per_worker[busiest], >=, 3);
+    static case_t tc;
+    serve_connections(&tc, backend);
+    ASSERT_INT_CMP(tc.per_worker[tc.busiest], >=, 3);
 
     bool blocked[CONNS] = {false};
     int victim = -1;
     for (int i = 0; i < CONNS && victim < 0; i++)
-        if (workers[i] == busiest)
+        if (tc.workers[i] == tc.busiest)
             victim = i;
     blocked[victim] = true;
     uint64_t since = px_now_ns();
     /* 'b' blocks; the 'e' behind it must wait for it. */
-    client_send_all(fds[victim], "b", 1);
+    client_send_all(tc.fds[victim], "b", 1);
     sleep_ms(20);
-    client_send_all(fds[victim], "e", 1);
-    check_others_served(fds, blocked, CONNS, since);
-    wait_blocked_answers(fds, blocked, CONNS, since);
+    client_send_all(tc.fds[victim], "e", 1);
+    check_others_served(tc.fds, blocked, CONNS, since);
+    wait_blocked_answers(tc.fds, blocked, CONNS, since);
 
     px_stats_t st;
-    px_loop_stats(loop, &st);
-    ASSERT_UINT_CMP(st.worker[busiest].handoffs, >=, 1);
+    px_loop_stats(tc.f.loop, &st);
+    ASSERT_UINT_CMP(st.worker[tc.busiest].handoffs, >=, 1);
     ASSERT_INT_CMP(st.threads, >, TEST_WORKERS); /* a spare took over */
-    finish(loop, &s, fds);
+    finish(&tc);
 }
 
 /* One connection per worker blocks (or two on one worker, when the kernel
  * put every connection there): everything else is still served. */
 static void test_all_workers_blocked(int backend)
 {
-    static handoff_server_t s;
-    px_loop_t *loop = start_loop(backend, NULL);
-    int port = listen_local(loop, &handoff_callbacks, &s, NULL);
-    int fds[CONNS], workers[CONNS], per_worker[TEST_WORKERS];
-    open_connections(port, fds, workers, per_worker);
+    static case_t tc;
+    serve_connections(&tc, backend);
 
     /* The first connection of each worker. */
     bool blocked[CONNS] = {false}, worker_blocked[TEST_WORKERS] = {false};
     int nblocked = 0;
     for (int i = 0; i < CONNS; i++) {
-        if (!worker_blocked[workers[i]]) {
-            worker_blocked[workers[i]] = blocked[i] = true;
+        if (!worker_blocked[tc.workers[i]]) {
+            worker_blocked[tc.workers[i]] = blocked[i] = true;
             nblocked++;
         }
     }
@@ -227,14 +228,14 @@ static void test_all_workers_blocked(int backend)
     uint64_t since = px_now_ns();
     for (int i = 0; i < CONNS; i++)
         if (blocked[i])
-            client_send_all(fds[i], "b", 1);
+            client_send_all(tc.fds[i], "b", 1);
     sleep_ms(20);
     for (int i = 0; i < CONNS; i++)
         if (blocked[i])
-            client_send_all(fds[i], "e", 1);
-    check_others_served(fds, blocked, CONNS, since);
-    wait_blocked_answers(fds, blocked, CONNS, since);
-    finish(loop, &s, fds);
+            client_send_all(tc.fds[i], "e", 1);
+    check_others_served(tc.fds, blocked, CONNS, since);
+    wait_blocked_answers(tc.fds, blocked, CONNS, since);
+    finish(&tc);
 }
 
 /* ---- blocking work items and timers ----------------------------------- */
@@ -250,25 +251,22 @@ static void block_a_while(void *arg)
 
 static void test_blocking_work_and_timers(int backend)
 {
-    static handoff_server_t s;
-    px_loop_t *loop = start_loop(backend, NULL);
-    int port = listen_local(loop, &handoff_callbacks, &s, NULL);
-    int fds[CONNS], workers[CONNS], per_worker[TEST_WORKERS];
-    open_connections(port, fds, workers, per_worker);
+    static case_t tc;
+    serve_connections(&tc, backend);
 
     /* Enough blockers for every worker, whatever the distribution. */
     uint64_t since = px_now_ns();
     for (int i = 0; i < TEST_WORKERS; i++) {
-        ASSERT_PX_OK(px_submit(loop, block_a_while, NULL, NULL));
+        ASSERT_PX_OK(px_submit(tc.f.loop, block_a_while, NULL, NULL));
         ASSERT_PX_OK(
-            px_timer_start(loop, 0, 0, block_a_while, NULL, NULL, NULL));
+            px_timer_start(tc.f.loop, 0, 0, block_a_while, NULL, NULL, NULL));
     }
     sleep_ms(20);
     bool blocked[CONNS] = {false};
-    check_others_served(fds, blocked, CONNS, since);
+    check_others_served(tc.fds, blocked, CONNS, since);
     ASSERT_INT_EQ(atomic_load(&blockers_done), 0);
     WAIT_FOR(atomic_load(&blockers_done) == 2 * TEST_WORKERS, WAIT_MS);
-    finish(loop, &s, fds);
+    finish(&tc);
 }
 
 static const test_case_t cases[] = {

@@ -122,16 +122,14 @@ static void test_stop_with_everything_open(int backend)
     static hooks_t hooks;
     px_loop_t *loop = start_hooked_loop(backend, &hooks);
     conn_log_t server = CONN_LOG_INIT, dialer = CONN_LOG_INIT;
-    px_conn_callbacks_t echo = {.on_open = conn_log_open,
-                                .on_data = echo_on_data,
-                                .on_close = conn_log_close};
-    int port = listen_local(loop, &echo, &server, NULL);
+    int port = listen_local(loop, &echo_callbacks, &server, NULL);
 
     int fds[CLIENTS];
     for (int i = 0; i < CLIENTS; i++)
         fds[i] = client_connect(port);
     px_conn_t *out = NULL;
-    ASSERT_PX_OK(px_connect(loop, "127.0.0.1", port, &echo, &dialer, &out));
+    ASSERT_PX_OK(
+        px_connect(loop, "127.0.0.1", port, &echo_callbacks, &dialer, &out));
     conn_log_wait(&dialer, 0);
     WAIT_FOR(atomic_load(&server.opened) == CLIENTS + 1, WAIT_MS);
 
@@ -167,10 +165,12 @@ static void test_stop_with_everything_open(int backend)
     ASSERT_INT_EQ(px_submit(loop, slow_item, NULL, &p), PX_ESTOPPED);
     ASSERT_INT_EQ(px_timer_start(loop, 0, 0, timer_ran, timer_done, &p, NULL),
                   PX_ESTOPPED);
-    ASSERT_INT_EQ(px_listen(loop, "127.0.0.1", 0, 8, &echo, &server, NULL),
-                  PX_ESTOPPED);
-    ASSERT_INT_EQ(px_connect(loop, "127.0.0.1", port, &echo, &dialer, NULL),
-                  PX_ESTOPPED);
+    ASSERT_INT_EQ(
+        px_listen(loop, "127.0.0.1", 0, 8, &echo_callbacks, &server, NULL),
+        PX_ESTOPPED);
+    ASSERT_INT_EQ(
+        px_connect(loop, "127.0.0.1", port, &echo_callbacks, &dialer, NULL),
+        PX_ESTOPPED);
     ASSERT_INT_EQ(px_conn_send(out, &(struct iovec){"x", 1}, 1, NULL),
                   PX_ECLOSED);
     ASSERT_PX_OK(px_loop_stop(loop));
