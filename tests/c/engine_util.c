@@ -1,6 +1,7 @@
 /*
  * engine_util.c - helpers shared by the engine's C tests (see
- * engine_util.h): loop set-up per backend, client sockets, byte patterns.
+ * engine_util.h): loop set-up per backend, client sockets, byte patterns,
+ * connection logs and the loop+listener+client fixture.
  */
 #include "engine_util.h"
 
@@ -15,8 +16,23 @@
 void test_loop_options(px_loop_options_t *opts, int backend)
 {
     px_loop_options_init(opts);
-    opts->workers = 2;
+    opts->workers = TEST_WORKERS;
     opts->backend = (px_backend_kind_t)backend;
+}
+
+int worker_index(int worker)
+{
+    if (worker < 0 || worker >= TEST_WORKERS)
+        TEST_FAIL("worker %d of a loop of %d", worker, TEST_WORKERS);
+    return worker;
+}
+
+uint64_t stats_handoffs(const px_stats_t *st)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < st->workers; i++)
+        n += st->worker[i].handoffs;
+    return n;
 }
 
 px_loop_t *new_loop(int backend, const px_loop_options_t *opts)
@@ -262,4 +278,41 @@ void conn_log_release(conn_log_t *log)
         if (conn)
             px_conn_unref(conn);
     }
+}
+
+const px_conn_callbacks_t echo_callbacks = {
+    .on_open = conn_log_open,
+    .on_data = echo_on_data,
+    .on_close = conn_log_close,
+};
+
+void engine_fixture_serve(engine_fixture_t *f, int backend)
+{
+    ASSERT_TRUE(f->callbacks != NULL && f->conn_data != NULL);
+    f->loop = start_loop(backend, f->loop_options);
+    f->port = listen_local(f->loop, f->callbacks, f->conn_data, &f->listener);
+    f->fd = -1;
+}
+
+void engine_fixture_start(engine_fixture_t *f, int backend)
+{
+    engine_fixture_serve(f, backend);
+    f->fd = client_connect_rcvbuf(f->port, f->rcvbuf);
+}
+
+void engine_fixture_disconnect(engine_fixture_t *f)
+{
+    ASSERT_INT_CMP(f->fd, >=, 0);
+    close(f->fd);
+    f->fd = -1;
+}
+
+void engine_fixture_stop(engine_fixture_t *f)
+{
+    if (f->fd >= 0)
+        engine_fixture_disconnect(f);
+    conn_log_t *log = f->conn_data;
+    WAIT_FOR(atomic_load(&log->closed) == atomic_load(&log->opened), WAIT_MS);
+    conn_log_release(log);
+    finish_loop(f->loop);
 }

@@ -2,7 +2,9 @@
  * engine_util.h - what the engine's C tests share: starting a loop on a
  * chosen backend (skipping when io_uring is unavailable), blocking client
  * sockets on 127.0.0.1 with bounded waits, byte patterns that make any lost,
- * duplicated or reordered byte visible, and an echo callback.
+ * duplicated or reordered byte visible, an echo server, a log of a
+ * server's connections, and the fixture most cases start from (a loop, a
+ * listener and a client) with its tear-down.
  *
  * Every engine case is listed twice, once per backend, with ENGINE_CASE.
  */
@@ -43,8 +45,17 @@
  * since the sanitizers slow everything down. */
 #define WAIT_MS 10000
 
-/* Options for a test loop: two workers on the given backend. */
+/* The workers of a test loop (test_loop_options). Arrays indexed by worker
+ * are sized with it; the cases about several workers need at least two. */
+#define TEST_WORKERS 2
+_Static_assert(TEST_WORKERS >= 2, "the engine tests need two workers");
+
+/* Options for a test loop: TEST_WORKERS workers on the given backend. */
 void test_loop_options(px_loop_options_t *opts, int backend);
+/* worker, once checked to index an array of TEST_WORKERS. */
+int worker_index(int worker);
+/* The hand-offs of every worker. */
+uint64_t stats_handoffs(const px_stats_t *st);
 /* Creates a loop (opts NULL: test_loop_options) without starting it;
  * exits with TEST_EXIT_SKIP when the backend is io_uring and it is
  * unavailable. */
@@ -108,6 +119,37 @@ void conn_log_close(px_conn_t *conn, int error);
 px_conn_t *conn_log_wait(conn_log_t *log, int index);
 /* Drops the log's references: before the loop is freed. */
 void conn_log_release(conn_log_t *log);
+
+/* An echo server that logs its connections in a conn_log_t. */
+extern const px_conn_callbacks_t echo_callbacks;
+
+/* What most engine cases start from: a started loop on a backend, a
+ * listener on 127.0.0.1 whose connections get callbacks and conn_data, and
+ * a client connected to it. The test sets the first four fields (the last
+ * two may stay zero), engine_fixture_start the others; engine_fixture_serve
+ * does the same without the client, for a test that connects its own.
+ *
+ * engine_fixture_stop is the matching tear-down: it closes the client
+ * unless the test did (engine_fixture_disconnect), waits until every
+ * connection the log saw open has closed, drops the log's references, then
+ * stops and frees the loop. */
+typedef struct {
+    const px_conn_callbacks_t *callbacks;
+    void *conn_data; /* a conn_log_t, or a struct that starts with one */
+    const px_loop_options_t *loop_options; /* NULL: test_loop_options */
+    int rcvbuf; /* the client's receive buffer; 0: the system's */
+    px_loop_t *loop;
+    px_listener_t *listener;
+    int port;
+    int fd; /* the client's socket; -1 when there is none */
+} engine_fixture_t;
+
+void engine_fixture_start(engine_fixture_t *f, int backend);
+void engine_fixture_serve(engine_fixture_t *f, int backend);
+/* Closes the client's socket, for a case about the peer closing (or, with
+ * SO_LINGER set to 0, resetting). */
+void engine_fixture_disconnect(engine_fixture_t *f);
+void engine_fixture_stop(engine_fixture_t *f);
 
 /* Like client_connect, with the receive buffer set to rcvbuf bytes before
  * connecting (a small window makes a peer that does not read visible to the

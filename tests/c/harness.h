@@ -90,24 +90,108 @@ typedef struct {
 #define ASSERT_INT_EQ(a, b) TEST_CMP_(intmax_t, "%jd", a, ==, b, #a, #b)
 #define ASSERT_UINT_EQ(a, b) TEST_CMP_(uintmax_t, "%ju", a, ==, b, #a, #b)
 
+/* Byte strings in failure messages: how many bytes are shown around the
+ * first difference, and the room they take once escaped (four characters a
+ * byte at most, quotes and the "..." marks). */
+#define TEST_SHOW_BYTES 64
+#define TEST_SHOW_CAP (TEST_SHOW_BYTES * 4 + 16)
+#define TEST_NO_DIFFERENCE SIZE_MAX
+
+/* Where a[0..alen) and b[0..blen) first differ (the shorter length when one
+ * is a prefix of the other), or TEST_NO_DIFFERENCE. A NULL pointer equals
+ * only NULL. */
+static inline size_t test_first_difference(const void *a, size_t alen,
+                                           const void *b, size_t blen)
+{
+    if (a == NULL || b == NULL)
+        return a == b ? TEST_NO_DIFFERENCE : 0;
+    const unsigned char *pa = a, *pb = b;
+    size_t n = alen < blen ? alen : blen;
+    for (size_t i = 0; i < n; i++)
+        if (pa[i] != pb[i])
+            return i;
+    return alen == blen ? TEST_NO_DIFFERENCE : n;
+}
+
+/* Writes data[0..len) into out (TEST_SHOW_CAP bytes) as a quoted C string:
+ * printable ASCII as it is, \r \n \t \" \\ and \xNN for the rest, so
+ * binary data and line ends stay readable. Long data shows TEST_SHOW_BYTES
+ * bytes from a little before offset at, "..." marking what is left out. */
+static inline const char *test_show(char *out, const void *data, size_t len,
+                                    size_t at)
+{
+    if (data == NULL)
+        return "NULL";
+    const unsigned char *p = data;
+    size_t from = at > TEST_SHOW_BYTES / 4 ? at - TEST_SHOW_BYTES / 4 : 0;
+    if (from > len)
+        from = len;
+    size_t to = len - from > TEST_SHOW_BYTES ? from + TEST_SHOW_BYTES : len;
+    size_t n = 0;
+    if (from > 0)
+        n += (size_t)snprintf(out + n, TEST_SHOW_CAP - n, "...");
+    out[n++] = '"';
+    for (size_t i = from; i < to; i++) {
+        unsigned char c = p[i];
+        const char *escape = c == '\r'   ? "\\r"
+                             : c == '\n' ? "\\n"
+                             : c == '\t' ? "\\t"
+                             : c == '"'  ? "\\\""
+                             : c == '\\' ? "\\\\"
+                                         : NULL;
+        if (escape != NULL)
+            n += (size_t)snprintf(out + n, TEST_SHOW_CAP - n, "%s", escape);
+        else if (c >= 0x20 && c < 0x7f)
+            out[n++] = (char)c;
+        else
+            n += (size_t)snprintf(out + n, TEST_SHOW_CAP - n, "\\x%02x", c);
+    }
+    out[n++] = '"';
+    out[n] = '\0';
+    if (to < len)
+        snprintf(out + n, TEST_SHOW_CAP - n, "...");
+    return out;
+}
+
+/* Fails, showing both sides around their first difference, unless the
+ * byte strings are equal; what ASSERT_MEM_EQ and ASSERT_STR_EQ expand to,
+ * with the names stringified by them. */
+static inline void test_check_mem(const char *file, int line,
+                                  const char *a_name, const void *a,
+                                  size_t alen, const char *b_name,
+                                  const void *b, size_t blen)
+{
+    size_t at = test_first_difference(a, alen, b, blen);
+    if (at == TEST_NO_DIFFERENCE)
+        return;
+    char a_shown[TEST_SHOW_CAP], b_shown[TEST_SHOW_CAP];
+    fprintf(stderr,
+            "%s:%d: %s == %s is false: they differ at byte %zu\n"
+            "  %s (%zu bytes): %s\n  %s (%zu bytes): %s\n",
+            file, line, a_name, b_name, at, a_name, alen,
+            test_show(a_shown, a, alen, at), b_name, blen,
+            test_show(b_shown, b, blen, at));
+    _exit(1);
+}
+
+/* Byte strings of their own lengths: equal lengths and equal bytes. */
+#define ASSERT_MEM_EQ(a, alen, b, blen)                                        \
+    test_check_mem(__FILE__, __LINE__, #a, (a), (alen), #b, (b), (blen))
+
+/* NUL-terminated strings; a NULL pointer equals only NULL. */
 #define ASSERT_STR_EQ(a, b)                                                    \
     do {                                                                       \
         const char *a_ = (a), *b_ = (b);                                       \
-        if (strcmp(a_, b_) != 0)                                               \
-            TEST_FAIL("%s == %s: \"%s\" != \"%s\"", #a, #b, a_, b_);           \
+        test_check_mem(__FILE__, __LINE__, #a, a_, a_ ? strlen(a_) : 0, #b,    \
+                       b_, b_ ? strlen(b_) : 0);                               \
     } while (0)
 
-/* Byte comparison that names the first differing offset. */
-#define ASSERT_MEM_EQ(a, b, len)                                               \
+/* A pointer+length span equals a NUL-terminated string. */
+#define ASSERT_SPAN_EQ(ptr, len, expected)                                     \
     do {                                                                       \
-        const unsigned char *a_ = (const unsigned char *)(a);                  \
-        const unsigned char *b_ = (const unsigned char *)(b);                  \
-        size_t len_ = (len);                                                   \
-        for (size_t i_ = 0; i_ < len_; i_++)                                   \
-            if (a_[i_] != b_[i_])                                              \
-                TEST_FAIL("%s and %s differ at byte %zu of %zu: 0x%02x != "    \
-                          "0x%02x",                                            \
-                          #a, #b, i_, len_, a_[i_], b_[i_]);                   \
+        const char *e_ = (expected);                                           \
+        test_check_mem(__FILE__, __LINE__, #ptr, (ptr), (len), #expected, e_,  \
+                       strlen(e_));                                            \
     } while (0)
 
 static inline const test_case_t *test_find(const test_case_t *cases, size_t n,

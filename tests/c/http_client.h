@@ -1,33 +1,18 @@
 /*
- * http_client.h - what the HTTP server's C tests share: a test server on a
- * loop of a chosen backend, and a raw-socket HTTP/1.1 client that reads
- * responses byte-exactly (status, head, Content-Length body), so a test
- * sees exactly what went over the wire.
+ * http_client.h - the HTTP server tests' raw-socket HTTP/1.1 client: it
+ * reads responses byte-exactly (status, head, Content-Length body), so a
+ * test sees exactly what went over the wire.
  */
 #ifndef PX_TEST_HTTP_CLIENT_H
 #define PX_TEST_HTTP_CLIENT_H
 
 #include "engine_util.h"
-#include "px_http_server.h"
 
 #include <stdbool.h>
 
-typedef struct {
-    px_loop_t *loop;
-    px_http_server_t *server;
-    px_listener_t *listener;
-    int port;
-} http_test_server_t;
-
-/* A loop with two workers on backend and a server listening on 127.0.0.1
- * (skips when io_uring is unavailable). */
-void http_test_server_start(http_test_server_t *ts, int backend,
-                            const px_http_server_options_t *opts);
-void http_test_server_stop(http_test_server_t *ts);
-
 /* A connection with a buffer of received, unread bytes. */
 typedef struct {
-    int fd;
+    int fd; /* -1 once closed */
     char *buf;
     size_t len, cap;
 } http_client_t;

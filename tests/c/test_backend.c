@@ -25,7 +25,7 @@ static const char *auto_backend_name(void)
 {
     px_loop_options_t opts;
     px_loop_options_init(&opts);
-    opts.workers = 2;
+    opts.workers = TEST_WORKERS;
     opts.backend = PX_BACKEND_AUTO;
     px_loop_t *loop = NULL;
     ASSERT_PX_OK(px_loop_new(&loop, &opts));
@@ -99,25 +99,14 @@ static void test_fallback_when_blocked(int error)
     ASSERT_STR_EQ(auto_backend_name(), "epoll");
 
     /* The epoll loop chosen instead serves connections. */
-    px_loop_options_t opts;
-    test_loop_options(&opts, PX_BACKEND_AUTO);
-    px_loop_t *loop = NULL;
-    ASSERT_PX_OK(px_loop_new(&loop, &opts));
-    ASSERT_PX_OK(px_loop_start(loop));
     conn_log_t log = CONN_LOG_INIT;
-    px_conn_callbacks_t echo = {.on_open = conn_log_open,
-                                .on_data = echo_on_data,
-                                .on_close = conn_log_close};
-    int port = listen_local(loop, &echo, &log, NULL);
-    int fd = client_connect(port);
+    engine_fixture_t f = {.callbacks = &echo_callbacks, .conn_data = &log};
+    engine_fixture_start(&f, PX_BACKEND_AUTO);
     char back[5];
-    client_send_all(fd, "hello", 5);
-    client_recv_exact(fd, back, 5);
-    ASSERT_MEM_EQ(back, "hello", 5);
-    close(fd);
-    WAIT_FOR(atomic_load(&log.closed) == 1, WAIT_MS);
-    conn_log_release(&log);
-    finish_loop(loop);
+    client_send_all(f.fd, "hello", 5);
+    client_recv_exact(f.fd, back, 5);
+    ASSERT_SPAN_EQ(back, 5, "hello");
+    engine_fixture_stop(&f);
 }
 
 static const test_case_t cases[] = {

@@ -9,17 +9,28 @@
 
 #define CONNECTIONS 16
 
-static atomic_int opened_on[2];
+_Static_assert(CONNECTIONS % TEST_WORKERS == 0,
+               "the connections spread evenly over the workers");
+
+static atomic_int opened_on[TEST_WORKERS];
 
 static void note_worker(px_conn_t *conn)
 {
-    atomic_fetch_add(&opened_on[px_conn_worker(conn)], 1);
+    atomic_fetch_add(&opened_on[worker_index(px_conn_worker(conn))], 1);
+}
+
+static int opened_total(void)
+{
+    int n = 0;
+    for (int w = 0; w < TEST_WORKERS; w++)
+        n += atomic_load(&opened_on[w]);
+    return n;
 }
 
 static void test_accepts_spread_over_workers(int backend)
 {
-    atomic_store(&opened_on[0], 0);
-    atomic_store(&opened_on[1], 0);
+    for (int w = 0; w < TEST_WORKERS; w++)
+        atomic_store(&opened_on[w], 0);
     px_conn_callbacks_t cbs = {.on_open = note_worker};
     px_loop_t *loop = start_loop(backend, NULL);
     int port = listen_local(loop, &cbs, NULL, NULL);
@@ -27,12 +38,10 @@ static void test_accepts_spread_over_workers(int backend)
     for (int i = 0; i < CONNECTIONS; i++) {
         fds[i] = client_connect(port);
         /* One at a time: the case where one worker would take them all. */
-        WAIT_FOR(atomic_load(&opened_on[0]) + atomic_load(&opened_on[1]) ==
-                     i + 1,
-                 WAIT_MS);
+        WAIT_FOR(opened_total() == i + 1, WAIT_MS);
     }
-    ASSERT_INT_EQ(atomic_load(&opened_on[0]), CONNECTIONS / 2);
-    ASSERT_INT_EQ(atomic_load(&opened_on[1]), CONNECTIONS / 2);
+    for (int w = 0; w < TEST_WORKERS; w++)
+        ASSERT_INT_EQ(atomic_load(&opened_on[w]), CONNECTIONS / TEST_WORKERS);
     for (int i = 0; i < CONNECTIONS; i++)
         close(fds[i]);
     finish_loop(loop);

@@ -25,22 +25,6 @@ typedef struct {
     atomic_size_t at_close;    /* bytes received when on_close ran */
 } sink_t;
 
-static void sink_init(sink_t *s, size_t cap)
-{
-    memset(s, 0, sizeof(*s));
-    pthread_mutex_init(&s->lock, NULL);
-    s->data = malloc(cap);
-    ASSERT_TRUE(s->data != NULL);
-    s->cap = cap;
-}
-
-static void sink_free(sink_t *s)
-{
-    conn_log_release(&s->log);
-    pthread_mutex_destroy(&s->lock);
-    free(s->data);
-}
-
 static void sink_on_data(px_conn_t *conn, const char *data, size_t len)
 {
     sink_t *s = px_conn_data(conn);
@@ -66,6 +50,25 @@ static const px_conn_callbacks_t sink_callbacks = {
     .on_data = sink_on_data,
     .on_close = sink_on_close,
 };
+
+/* The fixture with s, which keeps up to cap bytes, as its server. */
+static void sink_serve(sink_t *s, size_t cap, engine_fixture_t *f, int backend)
+{
+    memset(s, 0, sizeof(*s));
+    pthread_mutex_init(&s->lock, NULL);
+    s->data = malloc(cap);
+    ASSERT_TRUE(s->data != NULL);
+    s->cap = cap;
+    *f = (engine_fixture_t){.callbacks = &sink_callbacks, .conn_data = s};
+    engine_fixture_start(f, backend);
+}
+
+static void sink_finish(sink_t *s, engine_fixture_t *f)
+{
+    engine_fixture_stop(f);
+    pthread_mutex_destroy(&s->lock);
+    free(s->data);
+}
 
 /* ---- pause and resume ------------------------------------------------- */
 
@@ -93,17 +96,15 @@ static void *send_pattern(void *arg)
 static void test_pause_resume(int backend)
 {
     static sink_t sink;
-    sink_init(&sink, PAUSED_BYTES + 4096);
-    px_loop_t *loop = start_loop(backend, NULL);
-    int port = listen_local(loop, &sink_callbacks, &sink, NULL);
-    int fd = client_connect(port);
+    engine_fixture_t f;
+    sink_serve(&sink, PAUSED_BYTES + 4096, &f, backend);
     px_conn_t *conn = conn_log_wait(&sink.log, 0);
 
     /* Paused from a foreign thread: megabytes arrive, none is delivered
      * (more than the kernel buffers: the sender blocks until resumed). */
     ASSERT_PX_OK(px_conn_pause_reading(conn));
     ASSERT_PX_OK(px_conn_pause_reading(conn)); /* idempotent */
-    sender_job_t job = {fd, PAUSED_BYTES, 0};
+    sender_job_t job = {f.fd, PAUSED_BYTES, 0};
     pthread_t tid = start_thread(send_pattern, &job);
     sleep_ms(300);
     ASSERT_UINT_EQ(atomic_load(&sink.received), 0);
@@ -116,10 +117,10 @@ static void test_pause_resume(int backend)
     atomic_store(&sink.pause_on_data, true);
     char msg[100];
     fill_pattern(msg, sizeof(msg), PAUSED_BYTES, 6);
-    client_send_all(fd, msg, sizeof(msg));
+    client_send_all(f.fd, msg, sizeof(msg));
     WAIT_FOR(atomic_load(&sink.received) == PAUSED_BYTES + 100, WAIT_MS);
     fill_pattern(msg, sizeof(msg), PAUSED_BYTES + 100, 6);
-    client_send_all(fd, msg, sizeof(msg));
+    client_send_all(f.fd, msg, sizeof(msg));
     sleep_ms(200);
     ASSERT_UINT_EQ(atomic_load(&sink.received), PAUSED_BYTES + 100);
     ASSERT_PX_OK(px_conn_resume_reading(conn));
@@ -130,7 +131,7 @@ static void test_pause_resume(int backend)
      * peer's close only once resumed; afterwards pausing reports the
      * connection closed. */
     atomic_store(&sink.pause_on_data, false);
-    close(fd);
+    engine_fixture_disconnect(&f);
     sleep_ms(100);
     ASSERT_INT_EQ(atomic_load(&sink.log.closed), 0);
     ASSERT_PX_OK(px_conn_resume_reading(conn));
@@ -138,8 +139,7 @@ static void test_pause_resume(int backend)
     ASSERT_INT_EQ(atomic_load(&sink.log.close_error), 0);
     ASSERT_INT_EQ(px_conn_pause_reading(conn), PX_ECLOSED);
     ASSERT_INT_EQ(px_conn_resume_reading(conn), PX_ECLOSED);
-    sink_free(&sink);
-    finish_loop(loop);
+    sink_finish(&sink, &f);
 }
 
 /* ---- the peer closes or resets ---------------------------------------- */
@@ -147,37 +147,31 @@ static void test_pause_resume(int backend)
 static void test_peer_close(int backend)
 {
     static sink_t sink;
-    sink_init(&sink, 4096);
-    px_loop_t *loop = start_loop(backend, NULL);
-    int port = listen_local(loop, &sink_callbacks, &sink, NULL);
-    int fd = client_connect(port);
-    client_send_all(fd, "goodbye", 7);
-    close(fd);
+    engine_fixture_t f;
+    sink_serve(&sink, 4096, &f, backend);
+    client_send_all(f.fd, "goodbye", 7);
+    engine_fixture_disconnect(&f);
     WAIT_FOR(atomic_load(&sink.log.closed) == 1, WAIT_MS);
     ASSERT_INT_EQ(atomic_load(&sink.log.opened), 1);
     ASSERT_INT_EQ(atomic_load(&sink.log.close_error), 0);
     /* The bytes sent before the close were delivered before on_close. */
     ASSERT_UINT_EQ(atomic_load(&sink.at_close), 7);
-    ASSERT_MEM_EQ(sink.data, "goodbye", 7);
-    sink_free(&sink);
-    finish_loop(loop);
+    ASSERT_SPAN_EQ(sink.data, sink.len, "goodbye");
+    sink_finish(&sink, &f);
 }
 
 static void test_peer_reset(int backend)
 {
     static sink_t sink;
-    sink_init(&sink, 4096);
-    px_loop_t *loop = start_loop(backend, NULL);
-    int port = listen_local(loop, &sink_callbacks, &sink, NULL);
-    int fd = client_connect(port);
+    engine_fixture_t f;
+    sink_serve(&sink, 4096, &f, backend);
     conn_log_wait(&sink.log, 0);
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
-    ASSERT_INT_EQ(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
-    close(fd); /* sends a reset */
+    ASSERT_INT_EQ(setsockopt(f.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+    engine_fixture_disconnect(&f); /* sends a reset */
     WAIT_FOR(atomic_load(&sink.log.closed) == 1, WAIT_MS);
     ASSERT_INT_EQ(atomic_load(&sink.log.close_error), -ECONNRESET);
-    sink_free(&sink);
-    finish_loop(loop);
+    sink_finish(&sink, &f);
 }
 
 /* ---- closing a listener ----------------------------------------------- */
@@ -185,21 +179,16 @@ static void test_peer_reset(int backend)
 static void test_listener_close(int backend)
 {
     conn_log_t log = CONN_LOG_INIT;
-    px_conn_callbacks_t cbs = {.on_open = conn_log_open,
-                               .on_data = echo_on_data,
-                               .on_close = conn_log_close};
-    px_loop_t *loop = start_loop(backend, NULL);
-    px_listener_t *listener;
-    int port = listen_local(loop, &cbs, &log, &listener);
-    int fd = client_connect(port);
+    engine_fixture_t f = {.callbacks = &echo_callbacks, .conn_data = &log};
+    engine_fixture_start(&f, backend);
     conn_log_wait(&log, 0);
 
-    px_listener_close(listener);
-    px_listener_close(listener); /* idempotent */
+    px_listener_close(f.listener);
+    px_listener_close(f.listener); /* idempotent */
     /* Once every worker stopped accepting, the socket is closed. */
     uint64_t until = px_now_ns() + (uint64_t)WAIT_MS * 1000000u;
     for (;;) {
-        int probe = client_try_connect(port);
+        int probe = client_try_connect(f.port);
         if (probe == -ECONNREFUSED)
             break;
         ASSERT_TRUE(px_now_ns() < until);
@@ -209,13 +198,10 @@ static void test_listener_close(int backend)
     }
     /* The established connection is not affected. */
     char back[5];
-    client_send_all(fd, "still", 5);
-    client_recv_exact(fd, back, 5);
-    ASSERT_MEM_EQ(back, "still", 5);
-    close(fd);
-    WAIT_FOR(atomic_load(&log.closed) == atomic_load(&log.opened), WAIT_MS);
-    conn_log_release(&log);
-    finish_loop(loop);
+    client_send_all(f.fd, "still", 5);
+    client_recv_exact(f.fd, back, 5);
+    ASSERT_SPAN_EQ(back, 5, "still");
+    engine_fixture_stop(&f);
 }
 
 /* ---- accepting with no file descriptors left --------------------------- */
@@ -238,9 +224,6 @@ static uint64_t cpu_ms(void)
 static void test_accept_out_of_fds(int backend)
 {
     conn_log_t log = CONN_LOG_INIT;
-    px_conn_callbacks_t cbs = {.on_open = conn_log_open,
-                               .on_data = echo_on_data,
-                               .on_close = conn_log_close};
     px_loop_t *loop = start_loop(backend, NULL);
 
     /* The clients' sockets exist before the limit drops: connecting needs
@@ -273,7 +256,7 @@ static void test_accept_out_of_fds(int backend)
     }
     ASSERT_INT_CMP(nfillers, >, 0);
     close(fillers[--nfillers]);
-    int port = listen_local(loop, &cbs, &log, NULL);
+    int port = listen_local(loop, &echo_callbacks, &log, NULL);
     sleep_ms(50); /* every worker armed its accept */
 
     struct sockaddr_in sin = {.sin_family = AF_INET,
@@ -296,7 +279,7 @@ static void test_accept_out_of_fds(int backend)
         char back[3];
         client_send_all(fds[i], "abc", 3);
         client_recv_exact(fds[i], back, 3);
-        ASSERT_MEM_EQ(back, "abc", 3);
+        ASSERT_SPAN_EQ(back, 3, "abc");
         close(fds[i]);
     }
     WAIT_FOR(atomic_load(&log.closed) == STARVED_CLIENTS, WAIT_MS);
@@ -363,17 +346,25 @@ static void record_peer_open(px_conn_t *conn)
 
 /* Holds a worker in a callback until the gate opens. */
 typedef struct {
-    atomic_int held[2]; /* per worker: a callback waits at the gate */
+    atomic_int held[TEST_WORKERS]; /* a callback waits at the gate */
     atomic_bool open;
 } gate_t;
 
 static void wait_at_gate(void *arg)
 {
     gate_t *g = arg;
-    atomic_fetch_add(&g->held[px_current_worker()], 1);
+    atomic_fetch_add(&g->held[worker_index(px_current_worker())], 1);
     uint64_t until = px_now_ns() + (uint64_t)WAIT_MS * 1000000u;
     while (!atomic_load(&g->open) && px_now_ns() < until)
         sleep_ms(1);
+}
+
+static int gate_held(gate_t *g)
+{
+    int n = 0;
+    for (int w = 0; w < TEST_WORKERS; w++)
+        n += atomic_load(&g->held[w]);
+    return n;
 }
 
 static void test_connect(int backend)
@@ -382,7 +373,7 @@ static void test_connect(int backend)
     px_conn_callbacks_t echo = {.on_open = record_peer_open,
                                 .on_data = echo_on_data,
                                 .on_close = conn_log_close};
-    /* No hand-off here: the gate below must hold both workers. */
+    /* No hand-off here: the gate below must hold every worker. */
     px_loop_options_t opts;
     test_loop_options(&opts, backend);
     opts.handoff_ms = 60000;
@@ -393,13 +384,12 @@ static void test_connect(int backend)
      * adopted, so a send right after px_connect is surely made while it
      * is connecting. */
     static gate_t gate;
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < TEST_WORKERS; i++)
         ASSERT_PX_OK(
             px_timer_start(loop, 0, 0, wait_at_gate, NULL, &gate, NULL));
-    WAIT_FOR(atomic_load(&gate.held[0]) + atomic_load(&gate.held[1]) == 2,
-             WAIT_MS);
-    ASSERT_TRUE(atomic_load(&gate.held[0]) == 1 &&
-                atomic_load(&gate.held[1]) == 1);
+    WAIT_FOR(gate_held(&gate) == TEST_WORKERS, WAIT_MS);
+    for (int w = 0; w < TEST_WORKERS; w++)
+        ASSERT_INT_EQ(atomic_load(&gate.held[w]), 1);
     static dialer_t d;
     pthread_mutex_init(&d.lock, NULL);
     atomic_store(&d.worker, -1);
@@ -416,12 +406,10 @@ static void test_connect(int backend)
     WAIT_FOR(atomic_load(&d.log.closed) == 1, WAIT_MS);
     ASSERT_INT_EQ(atomic_load(&d.log.opened), 1);
     ASSERT_INT_EQ(atomic_load(&d.log.close_error), PX_ECLOSED);
-    ASSERT_UINT_EQ(d.got_len, sizeof(early) - 1 + sizeof(ping) - 1);
-    ASSERT_MEM_EQ(d.got, "sent-while-connecting;ping", d.got_len);
+    ASSERT_SPAN_EQ(d.got, d.got_len, "sent-while-connecting;ping");
     ASSERT_STR_EQ(d.peer, "127.0.0.1");
     ASSERT_INT_EQ(d.peer_port, port);
-    int worker = atomic_load(&d.worker);
-    ASSERT_TRUE(worker == 0 || worker == 1);
+    int worker = worker_index(atomic_load(&d.worker));
     ASSERT_INT_EQ(px_conn_worker(conn), worker);
     /* The server saw the dialer's address as its peer. */
     conn_log_wait(&server_log, 0);

@@ -9,43 +9,34 @@
 #include <stdatomic.h>
 #include <sys/socket.h>
 
-static const px_conn_callbacks_t echo_callbacks = {
-    .on_open = conn_log_open,
-    .on_data = echo_on_data,
-    .on_close = conn_log_close,
-};
-
 static void test_echo_round_trip(int backend)
 {
     conn_log_t log = CONN_LOG_INIT;
-    px_loop_t *loop = start_loop(backend, NULL);
-    int port = listen_local(loop, &echo_callbacks, &log, NULL);
-
-    int fd = client_connect(port);
+    engine_fixture_t f = {.callbacks = &echo_callbacks, .conn_data = &log};
+    engine_fixture_start(&f, backend);
     static const size_t sizes[] = {1, 5, 100, 4096, 65536 + 7, 300000};
     static char out[300000], in[300000];
     uint64_t offset = 0;
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
         fill_pattern(out, sizes[i], offset, 1);
-        client_send_all(fd, out, sizes[i]);
-        client_recv_exact(fd, in, sizes[i]);
+        client_send_all(f.fd, out, sizes[i]);
+        client_recv_exact(f.fd, in, sizes[i]);
         check_pattern(in, sizes[i], offset, 1);
         offset += sizes[i];
     }
     ASSERT_INT_EQ(atomic_load(&log.opened), 1);
-    close(fd);
+    engine_fixture_disconnect(&f);
     WAIT_FOR(atomic_load(&log.closed) == 1, WAIT_MS);
     ASSERT_INT_EQ(atomic_load(&log.close_error), 0);
 
     px_stats_t st;
     /* The worker drops the connection right after on_close returns. */
-    WAIT_FOR((px_loop_stats(loop, &st), st.connections == 0), WAIT_MS);
+    WAIT_FOR((px_loop_stats(f.loop, &st), st.connections == 0), WAIT_MS);
     ASSERT_UINT_EQ(st.accepted, 1);
     ASSERT_UINT_EQ(st.bytes_in, offset);
     ASSERT_UINT_EQ(st.bytes_out, offset);
-    ASSERT_INT_EQ(st.workers, 2);
-    conn_log_release(&log);
-    finish_loop(loop);
+    ASSERT_INT_EQ(st.workers, TEST_WORKERS);
+    engine_fixture_stop(&f);
 }
 
 /* ---- many connections from many threads ------------------------------- */
@@ -91,13 +82,12 @@ static void *many_round_trips(void *arg)
 static void test_many_connections(int backend)
 {
     conn_log_t log = CONN_LOG_INIT;
-    px_loop_t *loop = start_loop(backend, NULL);
-    int port = listen_local(loop, &echo_callbacks, &log, NULL);
-
+    engine_fixture_t f = {.callbacks = &echo_callbacks, .conn_data = &log};
+    engine_fixture_serve(&f, backend);
     client_job_t jobs[CLIENT_THREADS];
     pthread_t tids[CLIENT_THREADS];
     for (int i = 0; i < CLIENT_THREADS; i++) {
-        jobs[i] = (client_job_t){port, 1000u * (unsigned)(i + 1)};
+        jobs[i] = (client_job_t){f.port, 1000u * (unsigned)(i + 1)};
         tids[i] = start_thread(many_round_trips, &jobs[i]);
     }
     for (int i = 0; i < CLIENT_THREADS; i++)
@@ -108,10 +98,9 @@ static void test_many_connections(int backend)
     ASSERT_INT_EQ(atomic_load(&log.opened), total);
     ASSERT_INT_EQ(atomic_load(&log.close_errors), 0);
     px_stats_t st;
-    px_loop_stats(loop, &st);
+    px_loop_stats(f.loop, &st);
     ASSERT_UINT_EQ(st.accepted, (unsigned)total);
-    conn_log_release(&log);
-    finish_loop(loop);
+    engine_fixture_stop(&f);
 }
 
 /* ---- large transfers -------------------------------------------------- */
@@ -156,13 +145,12 @@ static void *recv_large(void *arg)
 static void test_large_transfers(int backend)
 {
     conn_log_t log = CONN_LOG_INIT;
-    px_loop_t *loop = start_loop(backend, NULL);
-    int port = listen_local(loop, &echo_callbacks, &log, NULL);
-
+    engine_fixture_t f = {.callbacks = &echo_callbacks, .conn_data = &log};
+    engine_fixture_serve(&f, backend);
     stream_t streams[LARGE_CONNS];
     pthread_t senders[LARGE_CONNS], receivers[LARGE_CONNS];
     for (int i = 0; i < LARGE_CONNS; i++) {
-        streams[i] = (stream_t){client_connect(port), 77u + (unsigned)i};
+        streams[i] = (stream_t){client_connect(f.port), 77u + (unsigned)i};
         senders[i] = start_thread(send_large, &streams[i]);
         receivers[i] = start_thread(recv_large, &streams[i]);
     }
@@ -174,11 +162,10 @@ static void test_large_transfers(int backend)
     WAIT_FOR(atomic_load(&log.closed) == LARGE_CONNS, WAIT_MS);
     ASSERT_INT_EQ(atomic_load(&log.close_errors), 0);
     px_stats_t st;
-    px_loop_stats(loop, &st);
+    px_loop_stats(f.loop, &st);
     ASSERT_UINT_EQ(st.bytes_in, (uint64_t)LARGE_BYTES * LARGE_CONNS);
     ASSERT_UINT_EQ(st.bytes_out, (uint64_t)LARGE_BYTES * LARGE_CONNS);
-    conn_log_release(&log);
-    finish_loop(loop);
+    engine_fixture_stop(&f);
 }
 
 static const test_case_t cases[] = {

@@ -39,19 +39,19 @@ static void half_free(half_t *h)
 
 static const px_conn_callbacks_t half_callbacks;
 
-/* A loop on backend with h's server listening; *port gets its port. */
-static px_loop_t *half_serve(half_t *h, int backend, int *port)
+/* A loop on backend with h's server listening; the cases connect their
+ * clients themselves. */
+static void half_serve(half_t *h, engine_fixture_t *f, int backend)
 {
     half_init(h);
-    px_loop_t *loop = start_loop(backend, NULL);
-    *port = listen_local(loop, &half_callbacks, h, NULL);
-    return loop;
+    *f = (engine_fixture_t){.callbacks = &half_callbacks, .conn_data = h};
+    engine_fixture_serve(f, backend);
 }
 
-static void half_finish(half_t *h, px_loop_t *loop)
+static void half_finish(half_t *h, engine_fixture_t *f)
 {
+    engine_fixture_stop(f);
     half_free(h);
-    finish_loop(loop);
 }
 
 static size_t half_received(half_t *h)
@@ -110,8 +110,7 @@ static void expect_reply_then_eof(int fd, const char *reply)
 {
     char buf[256];
     size_t got = client_recv_to_eof(fd, buf, sizeof(buf));
-    ASSERT_UINT_EQ(got, strlen(reply));
-    ASSERT_MEM_EQ(buf, reply, got);
+    ASSERT_SPAN_EQ(buf, got, reply);
 }
 
 /* ---- the connection outlives the peer's end of input ------------------- */
@@ -119,13 +118,13 @@ static void expect_reply_then_eof(int fd, const char *reply)
 static void test_reply_after_eof(int backend)
 {
     static half_t h;
-    int port;
-    px_loop_t *loop = half_serve(&h, backend, &port);
-    int fd = request_then_shutdown(port, "question");
+    engine_fixture_t f;
+    half_serve(&h, &f, backend);
+    int fd = request_then_shutdown(f.port, "question");
     px_conn_t *conn = conn_log_wait(&h.log, 0);
     WAIT_FOR(atomic_load(&h.eofs) == 1, WAIT_MS);
     ASSERT_UINT_EQ(atomic_load(&h.at_eof), 8);
-    ASSERT_MEM_EQ(h.data, "question", 8);
+    ASSERT_SPAN_EQ(h.data, 8, "question");
     /* Still open, however long the answer takes. */
     sleep_ms(200);
     ASSERT_INT_EQ(atomic_load(&h.log.closed), 0);
@@ -139,32 +138,32 @@ static void test_reply_after_eof(int backend)
     WAIT_FOR(atomic_load(&h.log.closed) == 1, WAIT_MS);
     ASSERT_INT_EQ(atomic_load(&h.log.close_error), PX_ECLOSED);
     ASSERT_INT_EQ(atomic_load(&h.eofs), 1);
-    half_finish(&h, loop);
+    half_finish(&h, &f);
 }
 
 static void test_reply_from_on_eof(int backend)
 {
     static half_t h;
-    int port;
-    px_loop_t *loop = half_serve(&h, backend, &port);
+    engine_fixture_t f;
+    half_serve(&h, &f, backend);
     atomic_store(&h.reply_in_eof, true); /* before any connection */
-    int fd = request_then_shutdown(port, "ask");
+    int fd = request_then_shutdown(f.port, "ask");
     expect_reply_then_eof(fd, LATE_REPLY);
     close(fd);
     WAIT_FOR(atomic_load(&h.log.closed) == 1, WAIT_MS);
     ASSERT_INT_EQ(atomic_load(&h.eofs), 1);
     ASSERT_TRUE(!atomic_load(&h.closed_at_eof));
     ASSERT_UINT_EQ(atomic_load(&h.at_eof), 3);
-    half_finish(&h, loop);
+    half_finish(&h, &f);
 }
 
 /* Input held back by a pause comes first; on_eof follows it. */
 static void test_eof_after_paused_input(int backend)
 {
     static half_t h;
-    int port;
-    px_loop_t *loop = half_serve(&h, backend, &port);
-    int fd = client_connect(port);
+    engine_fixture_t f;
+    half_serve(&h, &f, backend);
+    int fd = client_connect(f.port);
     px_conn_t *conn = conn_log_wait(&h.log, 0);
     ASSERT_PX_OK(px_conn_pause_reading(conn));
     sleep_ms(50); /* the pause reaches the worker before the bytes */
@@ -176,14 +175,14 @@ static void test_eof_after_paused_input(int backend)
     ASSERT_PX_OK(px_conn_resume_reading(conn));
     WAIT_FOR(atomic_load(&h.eofs) == 1, WAIT_MS);
     ASSERT_UINT_EQ(atomic_load(&h.at_eof), 9);
-    ASSERT_MEM_EQ(h.data, "held back", 9);
+    ASSERT_SPAN_EQ(h.data, 9, "held back");
     ASSERT_INT_EQ(atomic_load(&h.log.closed), 0);
     px_conn_close(conn, 0);
     char buf[8];
     ASSERT_UINT_EQ(client_recv_to_eof(fd, buf, sizeof(buf)), 0);
     close(fd);
     WAIT_FOR(atomic_load(&h.log.closed) == 1, WAIT_MS);
-    half_finish(&h, loop);
+    half_finish(&h, &f);
 }
 
 /* ---- without on_eof, or on a reset: closed at once ----------------------- */
@@ -202,15 +201,14 @@ static void test_no_on_eof_closes_after_queued(int backend)
     px_conn_callbacks_t cbs = {.on_open = conn_log_open,
                                .on_data = reply_on_data,
                                .on_close = conn_log_close};
-    px_loop_t *loop = start_loop(backend, NULL);
-    int port = listen_local(loop, &cbs, &log, NULL);
-    int fd = request_then_shutdown(port, "x");
+    engine_fixture_t f = {.callbacks = &cbs, .conn_data = &log};
+    engine_fixture_serve(&f, backend);
+    int fd = request_then_shutdown(f.port, "x");
     expect_reply_then_eof(fd, "direct");
     close(fd);
     WAIT_FOR(atomic_load(&log.closed) == 1, WAIT_MS);
     ASSERT_INT_EQ(atomic_load(&log.close_error), 0);
-    conn_log_release(&log);
-    finish_loop(loop);
+    engine_fixture_stop(&f);
 }
 
 static void reset(int fd)
@@ -223,9 +221,9 @@ static void reset(int fd)
 static void test_reset_closes_at_once(int backend)
 {
     static half_t h;
-    int port;
-    px_loop_t *loop = half_serve(&h, backend, &port);
-    int fd = client_connect(port);
+    engine_fixture_t f;
+    half_serve(&h, &f, backend);
+    int fd = client_connect(f.port);
     conn_log_wait(&h.log, 0);
     client_send_all(fd, "bye", 3);
     WAIT_FOR(half_received(&h) == 3, WAIT_MS);
@@ -233,7 +231,7 @@ static void test_reset_closes_at_once(int backend)
     WAIT_FOR(atomic_load(&h.log.closed) == 1, WAIT_MS);
     ASSERT_INT_EQ(atomic_load(&h.log.close_error), -ECONNRESET);
     ASSERT_INT_EQ(atomic_load(&h.eofs), 0);
-    half_finish(&h, loop);
+    half_finish(&h, &f);
 }
 
 /* A peer that half-closed and then reset: the next send finds it gone and
@@ -241,9 +239,9 @@ static void test_reset_closes_at_once(int backend)
 static void test_reset_after_eof_fails_the_send(int backend)
 {
     static half_t h;
-    int port;
-    px_loop_t *loop = half_serve(&h, backend, &port);
-    int fd = request_then_shutdown(port, "q");
+    engine_fixture_t f;
+    half_serve(&h, &f, backend);
+    int fd = request_then_shutdown(f.port, "q");
     px_conn_t *conn = conn_log_wait(&h.log, 0);
     WAIT_FOR(atomic_load(&h.eofs) == 1, WAIT_MS);
     reset(fd);
@@ -258,7 +256,7 @@ static void test_reset_after_eof_fails_the_send(int backend)
     WAIT_FOR(atomic_load(&h.log.closed) == 1, WAIT_MS);
     int error = atomic_load(&h.log.close_error);
     ASSERT_TRUE(error == -EPIPE || error == -ECONNRESET);
-    half_finish(&h, loop);
+    half_finish(&h, &f);
 }
 
 /* ---- bounded: loop stop closes a half-closed connection ---------------- */
@@ -266,11 +264,11 @@ static void test_reset_after_eof_fails_the_send(int backend)
 static void test_stop_closes_half_closed(int backend)
 {
     static half_t h;
-    int port;
-    px_loop_t *loop = half_serve(&h, backend, &port);
-    int fd = request_then_shutdown(port, "never answered");
+    engine_fixture_t f;
+    half_serve(&h, &f, backend);
+    int fd = request_then_shutdown(f.port, "never answered");
     WAIT_FOR(atomic_load(&h.eofs) == 1, WAIT_MS);
-    ASSERT_PX_OK(px_loop_stop(loop));
+    ASSERT_PX_OK(px_loop_stop(f.loop));
     ASSERT_INT_EQ(atomic_load(&h.log.closed), 1);
     ASSERT_INT_EQ(atomic_load(&h.log.close_error), PX_ECLOSED);
     char buf[8];
@@ -279,7 +277,7 @@ static void test_stop_closes_half_closed(int backend)
     ASSERT_TRUE(n == 0 || (n < 0 && errno == ECONNRESET));
     close(fd);
     half_free(&h);
-    px_loop_free(loop);
+    px_loop_free(f.loop);
 }
 
 static const test_case_t cases[] = {

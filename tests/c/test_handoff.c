@@ -21,6 +21,7 @@
 /* A round trip on a connection that is not blocked must take well under
  * BLOCK_MS; the sanitizers slow things down, so this is generous. */
 #define FAST_MS 150
+_Static_assert(TEST_WORKERS <= 10, "'w' answers the worker index as a digit");
 
 typedef struct {
     conn_log_t log;
@@ -98,8 +99,7 @@ static int worker_of(int fd)
 {
     char answer;
     round_trip(fd, 'w', &answer);
-    ASSERT_TRUE(answer == '0' || answer == '1');
-    return answer - '0';
+    return worker_index(answer - '0');
 }
 
 static bool has_answer(int fd)
@@ -138,89 +138,104 @@ static void wait_blocked_answers(const int *fds, const bool *blocked, int n,
         char answer[2];
         client_recv_exact(fds[i], answer, 2);
         /* The connection's later byte waited for its blocked callback. */
-        ASSERT_MEM_EQ(answer, "Be", 2);
+        ASSERT_SPAN_EQ(answer, 2, "Be");
     }
     ASSERT_UINT_CMP(ms_since(blocked_since), >=, BLOCK_MS);
 }
 
-static int open_connections(int port, int *fds, int *workers, int *per_worker)
+/* A case's server and its CONNS connections, with the worker of each. */
+typedef struct {
+    handoff_server_t server;
+    engine_fixture_t f;
+    int fds[CONNS];
+    int workers[CONNS];
+    int per_worker[TEST_WORKERS];
+    int busiest; /* the worker with the most connections */
+} case_t;
+
+static void serve_connections(case_t *tc, int backend)
 {
-    per_worker[0] = per_worker[1] = 0;
+    memset(tc, 0, sizeof(*tc));
+    tc->f = (engine_fixture_t){.callbacks = &handoff_callbacks,
+                               .conn_data = &tc->server};
+    engine_fixture_serve(&tc->f, backend);
     for (int i = 0; i < CONNS; i++) {
-        fds[i] = client_connect(port);
-        workers[i] = worker_of(fds[i]);
-        per_worker[workers[i]]++;
+        tc->fds[i] = client_connect(tc->f.port);
+        tc->workers[i] = worker_of(tc->fds[i]);
+        tc->per_worker[tc->workers[i]]++;
     }
-    return per_worker[0] >= per_worker[1] ? 0 : 1;
+    for (int w = 1; w < TEST_WORKERS; w++)
+        if (tc->per_worker[w] > tc->per_worker[tc->busiest])
+            tc->busiest = w;
 }
 
-static void finish(px_loop_t *loop, handoff_server_t *s, int *fds)
+static void finish(case_t *tc)
 {
     for (int i = 0; i < CONNS; i++)
-        close(fds[i]);
-    WAIT_FOR(atomic_load(&s->log.closed) == CONNS, WAIT_MS);
-    ASSERT_INT_EQ(atomic_load(&s->overlaps), 0);
-    conn_log_release(&s->log);
-    finish_loop(loop);
+        close(tc->fds[i]);
+    WAIT_FOR(atomic_load(&tc->server.log.closed) == CONNS, WAIT_MS);
+    ASSERT_INT_EQ(atomic_load(&tc->server.overlaps), 0);
+    engine_fixture_stop(&tc->f);
 }
 
 /* One connection blocks; the others of its worker (and of the other
  * worker) keep being served. */
 static void test_blocking_callback(int backend)
 {
-    static handoff_server_t s;
-    px_loop_t *loop = start_loop(backend, NULL);
-    int port = listen_local(loop, &handoff_callbacks, &s, NULL);
-    int fds[CONNS], workers[CONNS], per_worker[2];
-    int busiest = open_connections(port, fds, workers, per_worker);
-    ASSERT_INT_CMP(per_worker[busiest], >=, 3);
+    static case_t tc;
+    serve_connections(&tc, backend);
+    ASSERT_INT_CMP(tc.per_worker[tc.busiest], >=, 3);
 
     bool blocked[CONNS] = {false};
     int victim = -1;
     for (int i = 0; i < CONNS && victim < 0; i++)
-        if (workers[i] == busiest)
+        if (tc.workers[i] == tc.busiest)
             victim = i;
     blocked[victim] = true;
     uint64_t since = px_now_ns();
     /* 'b' blocks; the 'e' behind it must wait for it. */
-    client_send_all(fds[victim], "b", 1);
+    client_send_all(tc.fds[victim], "b", 1);
     sleep_ms(20);
-    client_send_all(fds[victim], "e", 1);
-    check_others_served(fds, blocked, CONNS, since);
-    wait_blocked_answers(fds, blocked, CONNS, since);
+    client_send_all(tc.fds[victim], "e", 1);
+    check_others_served(tc.fds, blocked, CONNS, since);
+    wait_blocked_answers(tc.fds, blocked, CONNS, since);
 
     px_stats_t st;
-    px_loop_stats(loop, &st);
-    ASSERT_UINT_CMP(st.worker[busiest].handoffs, >=, 1);
-    ASSERT_INT_CMP(st.threads, >, 2); /* a spare took over */
-    finish(loop, &s, fds);
+    px_loop_stats(tc.f.loop, &st);
+    ASSERT_UINT_CMP(st.worker[tc.busiest].handoffs, >=, 1);
+    ASSERT_INT_CMP(st.threads, >, TEST_WORKERS); /* a spare took over */
+    finish(&tc);
 }
 
 /* One connection per worker blocks (or two on one worker, when the kernel
  * put every connection there): everything else is still served. */
 static void test_all_workers_blocked(int backend)
 {
-    static handoff_server_t s;
-    px_loop_t *loop = start_loop(backend, NULL);
-    int port = listen_local(loop, &handoff_callbacks, &s, NULL);
-    int fds[CONNS], workers[CONNS], per_worker[2];
-    open_connections(port, fds, workers, per_worker);
+    static case_t tc;
+    serve_connections(&tc, backend);
 
-    bool blocked[CONNS] = {false};
-    int first = 0, second = -1;
-    for (int i = 1; i < CONNS && second < 0; i++)
-        if (workers[i] != workers[first] || per_worker[workers[first]] == CONNS)
-            second = i;
-    blocked[first] = blocked[second] = true;
+    /* The first connection of each worker. */
+    bool blocked[CONNS] = {false}, worker_blocked[TEST_WORKERS] = {false};
+    int nblocked = 0;
+    for (int i = 0; i < CONNS; i++) {
+        if (!worker_blocked[tc.workers[i]]) {
+            worker_blocked[tc.workers[i]] = blocked[i] = true;
+            nblocked++;
+        }
+    }
+    if (nblocked == 1)
+        blocked[1] = true;
     uint64_t since = px_now_ns();
-    client_send_all(fds[first], "b", 1);
-    client_send_all(fds[second], "b", 1);
+    for (int i = 0; i < CONNS; i++)
+        if (blocked[i])
+            client_send_all(tc.fds[i], "b", 1);
     sleep_ms(20);
-    client_send_all(fds[first], "e", 1);
-    client_send_all(fds[second], "e", 1);
-    check_others_served(fds, blocked, CONNS, since);
-    wait_blocked_answers(fds, blocked, CONNS, since);
-    finish(loop, &s, fds);
+    for (int i = 0; i < CONNS; i++)
+        if (blocked[i])
+            client_send_all(tc.fds[i], "e", 1);
+    check_others_served(tc.fds, blocked, CONNS, since);
+    wait_blocked_answers(tc.fds, blocked, CONNS, since);
+    finish(&tc);
 }
 
 /* ---- blocking work items and timers ----------------------------------- */
@@ -236,25 +251,22 @@ static void block_a_while(void *arg)
 
 static void test_blocking_work_and_timers(int backend)
 {
-    static handoff_server_t s;
-    px_loop_t *loop = start_loop(backend, NULL);
-    int port = listen_local(loop, &handoff_callbacks, &s, NULL);
-    int fds[CONNS], workers[CONNS], per_worker[2];
-    open_connections(port, fds, workers, per_worker);
+    static case_t tc;
+    serve_connections(&tc, backend);
 
     /* Enough blockers for every worker, whatever the distribution. */
     uint64_t since = px_now_ns();
-    for (int i = 0; i < 2; i++) {
-        ASSERT_PX_OK(px_submit(loop, block_a_while, NULL, NULL));
+    for (int i = 0; i < TEST_WORKERS; i++) {
+        ASSERT_PX_OK(px_submit(tc.f.loop, block_a_while, NULL, NULL));
         ASSERT_PX_OK(
-            px_timer_start(loop, 0, 0, block_a_while, NULL, NULL, NULL));
+            px_timer_start(tc.f.loop, 0, 0, block_a_while, NULL, NULL, NULL));
     }
     sleep_ms(20);
     bool blocked[CONNS] = {false};
-    check_others_served(fds, blocked, CONNS, since);
+    check_others_served(tc.fds, blocked, CONNS, since);
     ASSERT_INT_EQ(atomic_load(&blockers_done), 0);
-    WAIT_FOR(atomic_load(&blockers_done) == 4, WAIT_MS);
-    finish(loop, &s, fds);
+    WAIT_FOR(atomic_load(&blockers_done) == 2 * TEST_WORKERS, WAIT_MS);
+    finish(&tc);
 }
 
 static const test_case_t cases[] = {

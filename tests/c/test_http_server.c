@@ -7,7 +7,7 @@
  * many concurrent clients.
  * Each case runs under both backends.
  */
-#include "http_client.h"
+#include "http_fixture.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -133,21 +133,38 @@ static void on_request(px_http_exchange_t *ex,
     }
 }
 
-static void start(http_test_server_t *ts, int backend,
-                  px_http_server_options_t *opts)
+/* The options with this file's routes; opts NULL: the defaults. */
+static px_http_server_options_t
+with_routes(const px_http_server_options_t *opts)
 {
-    px_http_server_options_t defaults = {0};
-    if (opts == NULL)
-        opts = &defaults;
-    opts->on_request = on_request;
-    opts->data = &state;
-    http_test_server_start(ts, backend, opts);
+    px_http_server_options_t o = {0};
+    if (opts != NULL)
+        o = *opts;
+    o.on_request = on_request;
+    o.data = &state;
+    return o;
 }
 
-static void stop(http_test_server_t *ts)
+/* The fixture serving this file's routes, with its client. */
+static http_client_t *start(http_fixture_t *f, int backend,
+                            const px_http_server_options_t *opts)
+{
+    px_http_server_options_t o = with_routes(opts);
+    return http_fixture_start(f, backend, &o);
+}
+
+/* The same for a test that opens its clients itself. */
+static void serve(http_fixture_t *f, int backend,
+                  const px_http_server_options_t *opts)
+{
+    px_http_server_options_t o = with_routes(opts);
+    http_fixture_serve(f, backend, &o);
+}
+
+static void stop(http_fixture_t *f)
 {
     WAIT_FOR(atomic_load(&state.late_outstanding) == 0, WAIT_MS);
-    http_test_server_stop(ts);
+    http_fixture_stop(f);
 }
 
 #define GET(path) "GET " path " HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -161,14 +178,12 @@ static uint64_t ms_since(uint64_t start_ns)
 
 static void test_keep_alive(int backend)
 {
-    http_test_server_t ts;
-    start(&ts, backend, NULL);
-    http_client_t c;
-    http_client_open(&c, ts.port);
+    http_fixture_t f;
+    http_client_t *c = start(&f, backend, NULL);
     for (int i = 0; i < 3; i++) {
-        http_client_send_str(&c, GET("/hello"));
+        http_client_send_str(c, GET("/hello"));
         http_response_t r;
-        http_read_response(&c, &r, false);
+        http_read_response(c, &r, false);
         ASSERT_INT_EQ(r.status, 200);
         ASSERT_STR_EQ(r.body, "hello");
         char value[64];
@@ -182,37 +197,34 @@ static void test_keep_alive(int backend)
         ASSERT_INT_EQ(http_header_count(&r, "Connection"), 0);
         http_response_free(&r);
     }
-    http_client_send_str(&c,
+    http_client_send_str(c,
                          "GET /info?a=1&b HTTP/1.1\r\nHost: t\r\nX: y\r\n\r\n");
-    http_expect(&c, 200, "GET /info q=a=1&b v=1.1 ka=1 n=2");
+    http_expect(c, 200, "GET /info q=a=1&b v=1.1 ka=1 n=2");
     /* absolute-form targets give the path part */
-    http_client_send_str(&c, GET("http://t:80/info?z"));
-    http_expect(&c, 200, "GET /info q=z v=1.1 ka=1 n=1");
-    http_client_send_str(&c, GET("http://t"));
-    http_expect(&c, 404, "not found");
+    http_client_send_str(c, GET("http://t:80/info?z"));
+    http_expect(c, 200, "GET /info q=z v=1.1 ka=1 n=1");
+    http_client_send_str(c, GET("http://t"));
+    http_expect(c, 404, "not found");
     ASSERT_INT_EQ(atomic_load(&state.requests), 6);
-    http_client_close(&c);
-    stop(&ts);
+    stop(&f);
 }
 
 static void test_pipelining_order(int backend)
 {
-    http_test_server_t ts;
-    start(&ts, backend, NULL);
-    http_client_t c;
-    http_client_open(&c, ts.port);
+    http_fixture_t f;
+    http_client_t *c = start(&f, backend, NULL);
     /* Late responses from other threads between immediate ones. */
     http_client_send_str(
-        &c, GET("/late?40") GET("/hello")
-                GET("/late?1") "POST /echo HTTP/1.1\r\nHost: t\r\n"
-                               "Content-Length: 3\r\n\r\nabc" GET("/info?x")
-                                   GET("/late?5"));
-    http_expect(&c, 200, "late 40");
-    http_expect(&c, 200, "hello");
-    http_expect(&c, 200, "late 1");
-    http_expect(&c, 200, "abc");
-    http_expect(&c, 200, "GET /info q=x v=1.1 ka=1 n=1");
-    http_expect(&c, 200, "late 5");
+        c, GET("/late?40") GET("/hello")
+               GET("/late?1") "POST /echo HTTP/1.1\r\nHost: t\r\n"
+                              "Content-Length: 3\r\n\r\nabc" GET("/info?x")
+                                  GET("/late?5"));
+    http_expect(c, 200, "late 40");
+    http_expect(c, 200, "hello");
+    http_expect(c, 200, "late 1");
+    http_expect(c, 200, "abc");
+    http_expect(c, 200, "GET /info q=x v=1.1 ka=1 n=1");
+    http_expect(c, 200, "late 5");
     ASSERT_INT_EQ(atomic_load(&state.late_result), 0);
 
     /* A hundred in one write: answered in order, gathered in few sends. */
@@ -221,53 +233,47 @@ static void test_pipelining_order(int backend)
     for (int i = 0; i < 100; i++)
         len += (size_t)snprintf(batch + len, sizeof(batch) - len,
                                 GET("/info?%d"), i);
-    http_client_send(&c, batch, len);
+    http_client_send(c, batch, len);
     for (int i = 0; i < 100; i++) {
         char expected[64];
         snprintf(expected, sizeof(expected), "GET /info q=%d v=1.1 ka=1 n=1",
                  i);
-        http_expect(&c, 200, expected);
+        http_expect(c, 200, expected);
     }
-    http_client_close(&c);
-    stop(&ts);
+    stop(&f);
 }
 
 static void test_chunked_body(int backend)
 {
-    http_test_server_t ts;
-    start(&ts, backend, NULL);
     static const char request[] =
         "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
         "5;name=\"v\"\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
-    http_client_t c;
-    http_client_open(&c, ts.port);
-    http_client_send_str(&c, request);
-    http_expect(&c, 200, "hello world");
+    http_fixture_t f;
+    http_client_t *c = start(&f, backend, NULL);
+    http_client_send_str(c, request);
+    http_expect(c, 200, "hello world");
     /* Byte by byte, then another request on the same connection. */
     for (size_t i = 0; i < sizeof(request) - 1; i++) {
-        http_client_send(&c, request + i, 1);
+        http_client_send(c, request + i, 1);
         if (i % 16 == 0)
             sleep_ms(1);
     }
-    http_expect(&c, 200, "hello world");
+    http_expect(c, 200, "hello world");
     /* Two chunked requests and a GET in one write. */
-    http_client_send_str(&c, "POST /echo HTTP/1.1\r\nHost: t\r\n"
-                             "Transfer-Encoding: chunked\r\n\r\n"
-                             "1\r\na\r\n0\r\n\r\n"
-                             "POST /echo HTTP/1.1\r\nHost: t\r\n"
-                             "Transfer-Encoding: chunked\r\n\r\n"
-                             "3\r\nbcd\r\n0\r\n\r\n" GET("/hello"));
-    http_expect(&c, 200, "a");
-    http_expect(&c, 200, "bcd");
-    http_expect(&c, 200, "hello");
-    http_client_close(&c);
-    stop(&ts);
+    http_client_send_str(c, "POST /echo HTTP/1.1\r\nHost: t\r\n"
+                            "Transfer-Encoding: chunked\r\n\r\n"
+                            "1\r\na\r\n0\r\n\r\n"
+                            "POST /echo HTTP/1.1\r\nHost: t\r\n"
+                            "Transfer-Encoding: chunked\r\n\r\n"
+                            "3\r\nbcd\r\n0\r\n\r\n" GET("/hello"));
+    http_expect(c, 200, "a");
+    http_expect(c, 200, "bcd");
+    http_expect(c, 200, "hello");
+    stop(&f);
 }
 
 static void test_content_length_body(int backend)
 {
-    http_test_server_t ts;
-    start(&ts, backend, NULL);
     enum { SIZE = 100000 };
     static char body[SIZE];
     fill_pattern(body, SIZE, 0, 7);
@@ -275,133 +281,123 @@ static void test_content_length_body(int backend)
     snprintf(head, sizeof(head),
              "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n",
              SIZE);
-    http_client_t c;
-    http_client_open(&c, ts.port);
-    http_client_send_str(&c, head);
+    http_fixture_t f;
+    http_client_t *c = start(&f, backend, NULL);
+    http_client_send_str(c, head);
     for (size_t off = 0; off < SIZE; off += 9000) {
         sleep_ms(2);
-        http_client_send(&c, body + off, off + 9000 > SIZE ? SIZE - off : 9000);
+        http_client_send(c, body + off, off + 9000 > SIZE ? SIZE - off : 9000);
     }
     http_response_t r;
-    http_read_response(&c, &r, false);
+    http_read_response(c, &r, false);
     ASSERT_INT_EQ(r.status, 200);
     ASSERT_UINT_EQ(r.body_len, SIZE);
     check_pattern(r.body, SIZE, 0, 7);
     http_response_free(&r);
     /* An empty body. */
-    http_client_send_str(&c, "POST /echo HTTP/1.1\r\nHost: t\r\n"
-                             "Content-Length: 0\r\n\r\n");
-    http_expect(&c, 200, "");
-    http_client_close(&c);
-    stop(&ts);
+    http_client_send_str(c, "POST /echo HTTP/1.1\r\nHost: t\r\n"
+                            "Content-Length: 0\r\n\r\n");
+    http_expect(c, 200, "");
+    stop(&f);
 }
 
 static void test_head(int backend)
 {
-    http_test_server_t ts;
-    start(&ts, backend, NULL);
-    http_client_t c;
-    http_client_open(&c, ts.port);
+    http_fixture_t f;
+    http_client_t *c = start(&f, backend, NULL);
     http_client_send_str(
-        &c, "HEAD /hello HTTP/1.1\r\nHost: t\r\n\r\n" GET("/hello"));
+        c, "HEAD /hello HTTP/1.1\r\nHost: t\r\n\r\n" GET("/hello"));
     http_response_t r;
-    http_read_response(&c, &r, true);
+    http_read_response(c, &r, true);
     ASSERT_INT_EQ(r.status, 200);
     char value[32];
     ASSERT_TRUE(http_header(&r, "Content-Length", value, sizeof(value)));
     ASSERT_STR_EQ(value, "5");
     http_response_free(&r);
     /* The GET's response follows at once: HEAD sent no body. */
-    http_expect(&c, 200, "hello");
-    http_client_send_str(&c, "HEAD /big HTTP/1.1\r\nHost: t\r\n\r\n");
-    http_read_response(&c, &r, true);
+    http_expect(c, 200, "hello");
+    http_client_send_str(c, "HEAD /big HTTP/1.1\r\nHost: t\r\n\r\n");
+    http_read_response(c, &r, true);
     ASSERT_TRUE(http_header(&r, "Content-Length", value, sizeof(value)));
     ASSERT_STR_EQ(value, "1048576");
     http_response_free(&r);
-    http_expect_silence(&c, 100);
-    http_client_close(&c);
-    stop(&ts);
+    http_expect_silence(c, 100);
+    stop(&f);
 }
 
 static void test_expect_continue(int backend)
 {
-    http_test_server_t ts;
+    http_fixture_t f;
     px_http_server_options_t opts = {.limits.max_body_size = 1000};
-    start(&ts, backend, &opts);
-    http_client_t c;
-    http_client_open(&c, ts.port);
-    http_client_send_str(&c,
+    http_client_t *c = start(&f, backend, &opts);
+    http_client_send_str(c,
                          "POST /echo HTTP/1.1\r\nHost: t\r\n"
                          "Content-Length: 5\r\nExpect: 100-continue\r\n\r\n");
     http_response_t r;
-    http_read_response(&c, &r, false);
+    http_read_response(c, &r, false);
     ASSERT_INT_EQ(r.status, 100);
     ASSERT_STR_EQ(r.head, "HTTP/1.1 100 Continue\r\n\r\n");
     http_response_free(&r);
-    http_client_send_str(&c, "hello");
-    http_expect(&c, 200, "hello");
+    http_client_send_str(c, "hello");
+    http_expect(c, 200, "hello");
     /* The body came with the head: no 100. */
-    http_client_send_str(&c, "POST /echo HTTP/1.1\r\nHost: t\r\n"
-                             "Content-Length: 2\r\nExpect: 100-continue\r\n\r\n"
-                             "hi");
-    http_expect(&c, 200, "hi");
+    http_client_send_str(c, "POST /echo HTTP/1.1\r\nHost: t\r\n"
+                            "Content-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+                            "hi");
+    http_expect(c, 200, "hi");
     /* Chunked, waiting for the 100. */
-    http_client_send_str(&c, "POST /echo HTTP/1.1\r\nHost: t\r\n"
-                             "Transfer-Encoding: chunked\r\n"
-                             "Expect: 100-continue\r\n\r\n");
-    http_expect(&c, 100, "");
-    http_client_send_str(&c, "2\r\nok\r\n0\r\n\r\n");
-    http_expect(&c, 200, "ok");
+    http_client_send_str(c, "POST /echo HTTP/1.1\r\nHost: t\r\n"
+                            "Transfer-Encoding: chunked\r\n"
+                            "Expect: 100-continue\r\n\r\n");
+    http_expect(c, 100, "");
+    http_client_send_str(c, "2\r\nok\r\n0\r\n\r\n");
+    http_expect(c, 200, "ok");
     /* Too large: 413 at once, never a 100. */
     http_client_send_str(
-        &c, "POST /echo HTTP/1.1\r\nHost: t\r\n"
-            "Content-Length: 1001\r\nExpect: 100-continue\r\n\r\n");
-    http_read_response(&c, &r, false);
+        c, "POST /echo HTTP/1.1\r\nHost: t\r\n"
+           "Content-Length: 1001\r\nExpect: 100-continue\r\n\r\n");
+    http_read_response(c, &r, false);
     ASSERT_INT_EQ(r.status, 413);
     char value[32];
     ASSERT_TRUE(http_header(&r, "Connection", value, sizeof(value)));
     ASSERT_STR_EQ(value, "close");
     http_response_free(&r);
-    shutdown(c.fd, SHUT_WR);
-    http_expect_eof(&c, WAIT_MS);
-    http_client_close(&c);
-    stop(&ts);
+    shutdown(c->fd, SHUT_WR);
+    http_expect_eof(c, WAIT_MS);
+    stop(&f);
 }
 
 static void test_http10(int backend)
 {
-    http_test_server_t ts;
-    start(&ts, backend, NULL);
-    http_client_t c;
-    http_client_open(&c, ts.port);
-    http_client_send_str(&c, "GET /info HTTP/1.0\r\n\r\n");
+    http_fixture_t f;
+    http_client_t *c = start(&f, backend, NULL);
+    http_client_send_str(c, "GET /info HTTP/1.0\r\n\r\n");
     http_response_t r;
-    http_read_response(&c, &r, false);
+    http_read_response(c, &r, false);
     ASSERT_STR_EQ(r.body, "GET /info q= v=1.0 ka=0 n=0");
     char value[32];
     ASSERT_TRUE(http_header(&r, "Connection", value, sizeof(value)));
     ASSERT_STR_EQ(value, "close");
     http_response_free(&r);
-    http_expect_eof(&c, WAIT_MS);
-    http_client_close(&c);
+    http_expect_eof(c, WAIT_MS);
+    http_client_close(c);
 
-    http_client_open(&c, ts.port);
+    http_client_open(c, f.port);
     for (int i = 0; i < 2; i++) {
-        http_client_send_str(&c, "GET /hello HTTP/1.0\r\n"
-                                 "Connection: keep-alive\r\n\r\n");
-        http_read_response(&c, &r, false);
+        http_client_send_str(c, "GET /hello HTTP/1.0\r\n"
+                                "Connection: keep-alive\r\n\r\n");
+        http_read_response(c, &r, false);
         ASSERT_STR_EQ(r.body, "hello");
         ASSERT_TRUE(http_header(&r, "Connection", value, sizeof(value)));
         ASSERT_STR_EQ(value, "keep-alive");
         http_response_free(&r);
     }
     /* HTTP/1.1 asking to close. */
-    http_client_send_str(&c, "GET /hello HTTP/1.1\r\nHost: t\r\n"
-                             "Connection: close\r\n\r\n" GET("/hello"));
-    http_expect(&c, 200, "hello");
-    http_expect_eof(&c, WAIT_MS);
-    http_client_close(&c);
-    stop(&ts);
+    http_client_send_str(c, "GET /hello HTTP/1.1\r\nHost: t\r\n"
+                            "Connection: close\r\n\r\n" GET("/hello"));
+    http_expect(c, 200, "hello");
+    http_expect_eof(c, WAIT_MS);
+    stop(&f);
 }
 
 /* ---- errors ------------------------------------------------------------- */
@@ -434,7 +430,7 @@ static void expect_error(int port, const char *request, int status)
     ASSERT_STR_EQ(value, "close");
     ASSERT_TRUE(http_header(&r, "Content-Length", value, sizeof(value)));
     ASSERT_INT_EQ(atoi(value), (int)strlen(px_http_reason_phrase(status)) + 1);
-    ASSERT_MEM_EQ(r.body, px_http_reason_phrase(status), r.body_len - 1);
+    ASSERT_SPAN_EQ(r.body, r.body_len - 1, px_http_reason_phrase(status));
     http_response_free(&r);
     shutdown(c.fd, SHUT_WR);
     http_expect_eof(&c, WAIT_MS);
@@ -443,45 +439,45 @@ static void expect_error(int port, const char *request, int status)
 
 static void test_error_statuses(int backend)
 {
-    http_test_server_t ts;
+    http_fixture_t f;
     px_http_server_options_t opts = {.limits.max_body_size = 1000};
-    start(&ts, backend, &opts);
-    expect_error(ts.port, "GET / HTTP/1.1\r\nHost: t\r\nBad Name: y\r\n\r\n",
+    serve(&f, backend, &opts);
+    expect_error(f.port, "GET / HTTP/1.1\r\nHost: t\r\nBad Name: y\r\n\r\n",
                  400);
-    expect_error(ts.port, "GET / HTTP/1.1\r\n\r\n", 400);
-    expect_error(ts.port, "GET /\x01 HTTP/1.1\r\nHost: t\r\n\r\n", 400);
-    expect_error(ts.port,
+    expect_error(f.port, "GET / HTTP/1.1\r\n\r\n", 400);
+    expect_error(f.port, "GET /\x01 HTTP/1.1\r\nHost: t\r\n\r\n", 400);
+    expect_error(f.port,
                  "POST /echo HTTP/1.1\r\nHost: t\r\n"
                  "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n"
                  "\r\n",
                  400);
-    expect_error(ts.port,
+    expect_error(f.port,
                  "POST /echo HTTP/1.1\r\nHost: t\r\n"
                  "Transfer-Encoding: chunked\r\n\r\nzz\r\n",
                  400);
-    expect_error(ts.port,
+    expect_error(f.port,
                  "POST /echo HTTP/1.1\r\nHost: t\r\n"
                  "Content-Length: 1001\r\n\r\n",
                  413);
-    expect_error(ts.port,
+    expect_error(f.port,
                  "POST /echo HTTP/1.1\r\nHost: t\r\n"
                  "Transfer-Encoding: chunked\r\n\r\n3e9\r\n",
                  413);
     char *long_uri = repeat("GET /", 'a', 9000, " HTTP/1.1\r\nHost: t\r\n\r\n");
-    expect_error(ts.port, long_uri, 414);
+    expect_error(f.port, long_uri, 414);
     free(long_uri);
     char *big_head =
         repeat("GET / HTTP/1.1\r\nHost: t\r\nX: ", 'b', 20000, "\r\n\r\n");
-    expect_error(ts.port, big_head, 431);
+    expect_error(f.port, big_head, 431);
     free(big_head);
-    expect_error(ts.port, "BREW / HTTP/1.1\r\nHost: t\r\n\r\n", 501);
-    expect_error(ts.port, "GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505);
-    expect_error(ts.port, "GET / HTTP/1.1\r\nHost: t\r\nExpect: tea\r\n\r\n",
+    expect_error(f.port, "BREW / HTTP/1.1\r\nHost: t\r\n\r\n", 501);
+    expect_error(f.port, "GET / HTTP/2.0\r\nHost: t\r\n\r\n", 505);
+    expect_error(f.port, "GET / HTTP/1.1\r\nHost: t\r\nExpect: tea\r\n\r\n",
                  417);
 
     /* After good requests, the error comes in order, then nothing more. */
     http_client_t c;
-    http_client_open(&c, ts.port);
+    http_client_open(&c, f.port);
     http_client_send_str(
         &c,
         GET("/late?20") GET("/hello") "GET / HTTP/9.9\r\n\r\n" GET("/hello"));
@@ -491,14 +487,14 @@ static void test_error_statuses(int backend)
     shutdown(c.fd, SHUT_WR);
     http_expect_eof(&c, WAIT_MS);
     http_client_close(&c);
-    stop(&ts);
+    stop(&f);
 }
 
 static void test_unlimited_body_size(int backend)
 {
-    http_test_server_t ts;
+    http_fixture_t f;
     px_http_server_options_t opts = {.limits.max_body_size = UINT64_MAX};
-    start(&ts, backend, &opts);
+    http_client_t *c = start(&f, backend, &opts);
     /* Larger than the default limit of 1 MiB. */
     enum { SIZE = 3 << 20 };
     char *body = malloc(SIZE);
@@ -508,162 +504,143 @@ static void test_unlimited_body_size(int backend)
     snprintf(head, sizeof(head),
              "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n",
              SIZE);
-    http_client_t c;
-    http_client_open(&c, ts.port);
-    http_client_send_str(&c, head);
-    http_client_send(&c, body, SIZE);
+    http_client_send_str(c, head);
+    http_client_send(c, body, SIZE);
     http_response_t r;
-    http_read_response(&c, &r, false);
+    http_read_response(c, &r, false);
     ASSERT_INT_EQ(r.status, 200);
     ASSERT_UINT_EQ(r.body_len, SIZE);
     check_pattern(r.body, SIZE, 0, 5);
     http_response_free(&r);
-    http_client_close(&c);
+    http_client_close(c);
     free(body);
     /* A length that cannot be buffered is still refused. */
-    expect_error(ts.port,
+    expect_error(f.port,
                  "POST /echo HTTP/1.1\r\nHost: t\r\n"
                  "Content-Length: 18446744073709551615\r\n\r\n",
                  413);
-    stop(&ts);
+    stop(&f);
 }
 
 static void test_linger_then_close(int backend)
 {
-    http_test_server_t ts;
-    start(&ts, backend, NULL);
-    http_client_t c;
-    http_client_open(&c, ts.port);
-    http_client_send_str(&c, "GET / HTTP/1.1\r\n\r\n");
-    http_expect(&c, 400, NULL);
+    http_fixture_t f;
+    http_client_t *c = start(&f, backend, NULL);
+    http_client_send_str(c, "GET / HTTP/1.1\r\n\r\n");
+    http_expect(c, 400, NULL);
     /* Input after the error is discarded, not answered. */
-    http_client_send_str(&c, GET("/hello"));
+    http_client_send_str(c, GET("/hello"));
     uint64_t start_ns = px_now_ns();
-    http_expect_eof(&c, WAIT_MS);
+    http_expect_eof(c, WAIT_MS);
     uint64_t waited_ms = ms_since(start_ns);
     ASSERT_UINT_CMP(waited_ms, >=, 1000);
     ASSERT_INT_EQ(atomic_load(&state.requests), 0);
-    http_client_close(&c);
-    stop(&ts);
+    stop(&f);
 }
 
 /* ---- timeouts ----------------------------------------------------------- */
 
 static void test_slowloris(int backend)
 {
-    http_test_server_t ts;
+    http_fixture_t f;
     px_http_server_options_t opts = {.header_timeout_ns = 300 * 1000000u};
-    start(&ts, backend, &opts);
-    http_client_t c;
-    http_client_open(&c, ts.port);
+    http_client_t *c = start(&f, backend, &opts);
     uint64_t start_ns = px_now_ns();
-    http_client_send_str(&c, "GET /hello HTTP/1.1\r\n");
+    http_client_send_str(c, "GET /hello HTTP/1.1\r\n");
     /* One field every 20 ms, until the server answers. */
-    while (!client_readable_within(c.fd, 20)) {
+    while (!client_readable_within(c->fd, 20)) {
         if (px_now_ns() - start_ns > 5000 * 1000000ull)
             TEST_FAIL("no 408 after 5 s of trickling");
-        http_client_send_str(&c, "X-Slow: 1\r\n");
+        http_client_send_str(c, "X-Slow: 1\r\n");
     }
     /* client_readable_within consumed the response's first byte. */
-    c.buf[0] = 'H';
-    c.len = 1;
+    c->buf[0] = 'H';
+    c->len = 1;
     http_response_t r;
-    http_read_response(&c, &r, false);
+    http_read_response(c, &r, false);
     ASSERT_INT_EQ(r.status, 408);
     http_response_free(&r);
     uint64_t elapsed_ms = ms_since(start_ns);
     ASSERT_UINT_CMP(elapsed_ms, >=, 290);
     ASSERT_UINT_CMP(elapsed_ms, <, 2000);
-    http_expect_eof(&c, WAIT_MS);
+    http_expect_eof(c, WAIT_MS);
     ASSERT_INT_EQ(atomic_load(&state.requests), 0);
-    http_client_close(&c);
-    stop(&ts);
+    stop(&f);
 }
 
 static void test_body_timeout(int backend)
 {
-    http_test_server_t ts;
+    http_fixture_t f;
     px_http_server_options_t opts = {.body_timeout_ns = 200 * 1000000u};
-    start(&ts, backend, &opts);
-    http_client_t c;
-    http_client_open(&c, ts.port);
-    http_client_send_str(&c, "POST /echo HTTP/1.1\r\nHost: t\r\n"
-                             "Content-Length: 10\r\n\r\nabc");
+    http_client_t *c = start(&f, backend, &opts);
+    http_client_send_str(c, "POST /echo HTTP/1.1\r\nHost: t\r\n"
+                            "Content-Length: 10\r\n\r\nabc");
     /* Progress keeps it alive... */
     for (int i = 0; i < 5; i++) {
         sleep_ms(100);
-        http_client_send_str(&c, "d");
+        http_client_send_str(c, "d");
     }
     /* ...silence does not. */
-    http_expect(&c, 408, NULL);
-    http_expect_eof(&c, WAIT_MS);
+    http_expect(c, 408, NULL);
+    http_expect_eof(c, WAIT_MS);
     ASSERT_INT_EQ(atomic_load(&state.requests), 0);
-    http_client_close(&c);
-    stop(&ts);
+    stop(&f);
 }
 
 static void test_keepalive_timeout(int backend)
 {
-    http_test_server_t ts;
+    http_fixture_t f;
     px_http_server_options_t opts = {.keepalive_timeout_ns = 200 * 1000000u,
                                      .header_timeout_ns = 5000 * 1000000ull};
-    start(&ts, backend, &opts);
-    http_client_t c;
-    http_client_open(&c, ts.port);
+    http_client_t *c = start(&f, backend, &opts);
     /* A new connection gets header_timeout, not the short keep-alive. */
     sleep_ms(400);
-    http_client_send_str(&c, GET("/hello"));
-    http_expect(&c, 200, "hello");
+    http_client_send_str(c, GET("/hello"));
+    http_expect(c, 200, "hello");
     uint64_t start_ns = px_now_ns();
-    http_expect_eof(&c, WAIT_MS);
+    http_expect_eof(c, WAIT_MS);
     uint64_t waited_ms = ms_since(start_ns);
     ASSERT_UINT_CMP(waited_ms, >=, 150);
     ASSERT_UINT_CMP(waited_ms, <, 2000);
-    http_client_close(&c);
-    stop(&ts);
+    stop(&f);
 }
 
 static void test_idle_connection(int backend)
 {
-    http_test_server_t ts;
+    http_fixture_t f;
     px_http_server_options_t opts = {.header_timeout_ns = 200 * 1000000u};
-    start(&ts, backend, &opts);
-    http_client_t c;
-    http_client_open(&c, ts.port);
+    http_client_t *c = start(&f, backend, &opts);
     /* Nothing sent: closed silently. */
-    http_expect_eof(&c, WAIT_MS);
-    http_client_close(&c);
-    stop(&ts);
+    http_expect_eof(c, WAIT_MS);
+    stop(&f);
 }
 
 /* ---- responses ---------------------------------------------------------- */
 
 static void test_response_checks(int backend)
 {
-    http_test_server_t ts;
-    start(&ts, backend, NULL);
-    http_client_t c;
-    http_client_open(&c, ts.port);
-    http_client_send_str(&c, GET("/badheader"));
-    http_expect(&c, 500, "fallback");
+    http_fixture_t f;
+    http_client_t *c = start(&f, backend, NULL);
+    http_client_send_str(c, GET("/badheader"));
+    http_expect(c, 500, "fallback");
     ASSERT_INT_EQ(atomic_load(&state.check_result), PX_HTTP_E_RESPONSE_HEADER);
 
-    http_client_send_str(&c, GET("/nocontent") GET("/hello"));
+    http_client_send_str(c, GET("/nocontent") GET("/hello"));
     http_response_t r;
-    http_read_response(&c, &r, false);
+    http_read_response(c, &r, false);
     ASSERT_INT_EQ(r.status, 204);
     ASSERT_INT_EQ(http_header_count(&r, "Content-Length"), 0);
     http_response_free(&r);
-    http_expect(&c, 200, "hello");
+    http_expect(c, 200, "hello");
     ASSERT_INT_EQ(atomic_load(&state.check_result), PX_HTTP_E_RESPONSE_FRAMING);
     ASSERT_INT_EQ(atomic_load(&state.check_result2), PX_HTTP_E_RESPONSE_STATUS);
 
-    http_client_send_str(&c, GET("/twice"));
-    http_expect(&c, 200, "once");
+    http_client_send_str(c, GET("/twice"));
+    http_expect(c, 200, "once");
     ASSERT_INT_EQ(atomic_load(&state.check_result), PX_EBADSTATE);
 
-    http_client_send_str(&c, GET("/close") GET("/hello"));
-    http_read_response(&c, &r, false);
+    http_client_send_str(c, GET("/close") GET("/hello"));
+    http_read_response(c, &r, false);
     ASSERT_STR_EQ(r.body, "closing");
     char value[64];
     ASSERT_TRUE(http_header(&r, "Content-Length", value, sizeof(value)));
@@ -675,49 +652,43 @@ static void test_response_checks(int backend)
     ASSERT_INT_EQ(http_header_count(&r, "Connection"), 1);
     ASSERT_INT_EQ(http_header_count(&r, "Transfer-Encoding"), 0);
     http_response_free(&r);
-    http_expect_eof(&c, WAIT_MS);
-    http_client_close(&c);
+    http_expect_eof(c, WAIT_MS);
+    http_client_close(c);
 
-    http_client_open(&c, ts.port);
-    http_client_send_str(&c, GET("/abort"));
-    http_expect_eof(&c, WAIT_MS);
-    http_client_close(&c);
-    stop(&ts);
+    http_client_open(c, f.port);
+    http_client_send_str(c, GET("/abort"));
+    http_expect_eof(c, WAIT_MS);
+    stop(&f);
 }
 
 static void test_large_body(int backend)
 {
     fill_pattern(big_body, BIG_BODY, 0, 3);
-    http_test_server_t ts;
-    start(&ts, backend, NULL);
-    http_client_t c;
-    http_client_open(&c, ts.port);
-    http_client_send_str(&c, GET("/hello") GET("/big") GET("/hello"));
-    http_expect(&c, 200, "hello");
+    http_fixture_t f;
+    http_client_t *c = start(&f, backend, NULL);
+    http_client_send_str(c, GET("/hello") GET("/big") GET("/hello"));
+    http_expect(c, 200, "hello");
     http_response_t r;
-    http_read_response(&c, &r, false);
+    http_read_response(c, &r, false);
     ASSERT_UINT_EQ(r.body_len, BIG_BODY);
     check_pattern(r.body, BIG_BODY, 0, 3);
     http_response_free(&r);
-    http_expect(&c, 200, "hello");
-    http_client_close(&c);
-    stop(&ts);
+    http_expect(c, 200, "hello");
+    stop(&f);
 }
 
 /* A client that went away (a reset: a plain close looks like a
  * half-close, whose requests are still answered, see below). */
 static void test_late_response_after_close(int backend)
 {
-    http_test_server_t ts;
-    start(&ts, backend, NULL);
-    http_client_t c;
-    http_client_open(&c, ts.port);
+    http_fixture_t f;
+    http_client_t *c = start(&f, backend, NULL);
     atomic_store(&state.late_result, 1);
-    http_client_send_str(&c, GET("/late?300") GET("/hello"));
+    http_client_send_str(c, GET("/late?300") GET("/hello"));
     WAIT_FOR(atomic_load(&state.requests) == 1, WAIT_MS);
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
-    ASSERT_INT_EQ(setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
-    http_client_close(&c);
+    ASSERT_INT_EQ(setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)), 0);
+    http_client_close(c);
     /* The request is counted before its late responder is: wait for the
      * responder's result, not for the count of responders to be 0. */
     WAIT_FOR(atomic_load(&state.late_result) != 1, WAIT_MS);
@@ -725,7 +696,7 @@ static void test_late_response_after_close(int backend)
     ASSERT_INT_EQ(atomic_load(&state.late_result), PX_ECLOSED);
     /* The pipelined request was never run. */
     ASSERT_INT_EQ(atomic_load(&state.requests), 1);
-    stop(&ts);
+    stop(&f);
 }
 
 /* ---- the client half-closes --------------------------------------------- */
@@ -734,30 +705,27 @@ static void test_late_response_after_close(int backend)
  * ones included; then the server closes. */
 static void test_half_close_answers_every_request(int backend)
 {
-    http_test_server_t ts;
-    start(&ts, backend, NULL);
-    http_client_t c;
-    http_client_open(&c, ts.port);
-    http_client_send_str(&c, GET("/late?200") GET("/hello") GET("/late?50")
-                                 GET("/info?last"));
-    ASSERT_INT_EQ(shutdown(c.fd, SHUT_WR), 0);
-    http_expect(&c, 200, "late 200");
-    http_expect(&c, 200, "hello");
-    http_expect(&c, 200, "late 50");
-    http_expect(&c, 200, "GET /info q=last v=1.1 ka=1 n=1");
-    http_expect_eof(&c, WAIT_MS);
+    http_fixture_t f;
+    http_client_t *c = start(&f, backend, NULL);
+    http_client_send_str(c, GET("/late?200") GET("/hello") GET("/late?50")
+                                GET("/info?last"));
+    ASSERT_INT_EQ(shutdown(c->fd, SHUT_WR), 0);
+    http_expect(c, 200, "late 200");
+    http_expect(c, 200, "hello");
+    http_expect(c, 200, "late 50");
+    http_expect(c, 200, "GET /info q=last v=1.1 ka=1 n=1");
+    http_expect_eof(c, WAIT_MS);
     ASSERT_INT_EQ(atomic_load(&state.requests), 4);
     ASSERT_INT_EQ(atomic_load(&state.late_result), 0);
-    http_client_close(&c);
-    stop(&ts);
+    stop(&f);
 }
 
 /* Nothing more can come: an unfinished request (or none) is not waited
  * for until a timeout. */
 static void test_half_close_with_unfinished_request(int backend)
 {
-    http_test_server_t ts;
-    start(&ts, backend, NULL);
+    http_fixture_t f;
+    serve(&f, backend, NULL);
     const char *partial[] = {
         "",                             /* idle */
         "GET /hello HTTP/1.1\r\nHost:", /* in the head */
@@ -766,7 +734,7 @@ static void test_half_close_with_unfinished_request(int backend)
     };
     for (size_t i = 0; i < sizeof(partial) / sizeof(partial[0]); i++) {
         http_client_t c;
-        http_client_open(&c, ts.port);
+        http_client_open(&c, f.port);
         http_client_send_str(&c, partial[i]);
         ASSERT_INT_EQ(shutdown(c.fd, SHUT_WR), 0);
         if (i == 3)
@@ -777,24 +745,24 @@ static void test_half_close_with_unfinished_request(int backend)
         http_client_close(&c);
     }
     ASSERT_INT_EQ(atomic_load(&state.requests), 1);
-    stop(&ts);
+    stop(&f);
 }
 
 static void test_server_free_winds_down(int backend)
 {
-    http_test_server_t ts;
+    http_fixture_t f;
     px_http_server_options_t opts = {.keepalive_timeout_ns =
                                          PX_HTTP_NO_TIMEOUT};
-    start(&ts, backend, &opts);
+    serve(&f, backend, &opts);
     http_client_t idle, busy;
-    http_client_open(&idle, ts.port);
-    http_client_open(&busy, ts.port);
+    http_client_open(&idle, f.port);
+    http_client_open(&busy, f.port);
     http_client_send_str(&idle, GET("/hello"));
     http_expect(&idle, 200, "hello");
     http_client_send_str(&busy, GET("/late?300"));
     WAIT_FOR(atomic_load(&state.late_outstanding) == 1, WAIT_MS);
-    px_listener_close(ts.listener);
-    px_http_server_free(ts.server);
+    px_listener_close(f.listener);
+    px_http_server_free(f.server);
     /* The idle connection closes although it has no keep-alive timeout;
      * the request under way is answered, then its connection closes. */
     http_expect_eof(&idle, WAIT_MS);
@@ -809,7 +777,7 @@ static void test_server_free_winds_down(int backend)
     http_client_close(&idle);
     http_client_close(&busy);
     /* What is left of the server goes with the loop. */
-    finish_loop(ts.loop);
+    finish_loop(f.loop);
 }
 
 /* ---- many clients ------------------------------------------------------- */
@@ -849,16 +817,16 @@ static void *client_rounds(void *arg)
 
 static void test_many_clients(int backend)
 {
-    http_test_server_t ts;
-    start(&ts, backend, NULL);
+    http_fixture_t f;
+    serve(&f, backend, NULL);
     pthread_t tids[CLIENT_THREADS];
     for (int i = 0; i < CLIENT_THREADS; i++)
-        tids[i] = start_thread(client_rounds, &ts.port);
+        tids[i] = start_thread(client_rounds, &f.port);
     for (int i = 0; i < CLIENT_THREADS; i++)
         join_thread(tids[i]);
     ASSERT_INT_EQ(atomic_load(&state.requests),
                   CLIENT_THREADS * CONNS_PER_THREAD * ROUNDS * 2);
-    stop(&ts);
+    stop(&f);
 }
 
 static const test_case_t cases[] = {

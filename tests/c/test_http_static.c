@@ -4,7 +4,7 @@
  * over a socket with px_http_respond_file (whole, ranges, 304, 416, HEAD)
  * under both backends.
  */
-#include "http_client.h"
+#include "http_fixture.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -194,20 +194,17 @@ static void make_file(void)
     ASSERT_INT_EQ(write(file_fd, data, FILE_SIZE), FILE_SIZE);
 }
 
-/* A server of a fresh file and a client connected to it. */
-static void open_file_server(http_test_server_t *ts, int backend,
-                             http_client_t *c)
+/* A server of a fresh file, and its client. */
+static http_client_t *open_file_server(http_fixture_t *f, int backend)
 {
     make_file();
     px_http_server_options_t opts = {.on_request = on_request};
-    http_test_server_start(ts, backend, &opts);
-    http_client_open(c, ts->port);
+    return http_fixture_start(f, backend, &opts);
 }
 
-static void close_file_server(http_test_server_t *ts, http_client_t *c)
+static void close_file_server(http_fixture_t *f)
 {
-    http_client_close(c);
-    http_test_server_stop(ts);
+    http_fixture_stop(f);
     close(file_fd);
 }
 
@@ -223,13 +220,12 @@ static void get(http_client_t *c, const char *method, const char *fields,
 
 static void test_file_over_socket(int backend)
 {
-    http_test_server_t ts;
-    http_client_t c;
-    open_file_server(&ts, backend, &c);
+    http_fixture_t f;
+    http_client_t *c = open_file_server(&f, backend);
     http_response_t r;
     char etag[64], value[128], fields[256];
 
-    get(&c, "GET", "", &r);
+    get(c, "GET", "", &r);
     ASSERT_INT_EQ(r.status, 200);
     ASSERT_UINT_EQ(r.body_len, FILE_SIZE);
     check_pattern(r.body, FILE_SIZE, 0, 11);
@@ -238,21 +234,21 @@ static void test_file_over_socket(int backend)
     ASSERT_TRUE(http_header(&r, "Last-Modified", value, sizeof(value)));
     http_response_free(&r);
 
-    get(&c, "HEAD", "", &r);
+    get(c, "HEAD", "", &r);
     ASSERT_INT_EQ(r.status, 200);
     ASSERT_TRUE(http_header(&r, "Content-Length", value, sizeof(value)));
     ASSERT_INT_EQ(atoi(value), FILE_SIZE);
     http_response_free(&r);
 
     snprintf(fields, sizeof(fields), "If-None-Match: %s\r\n", etag);
-    get(&c, "GET", fields, &r);
+    get(c, "GET", fields, &r);
     ASSERT_INT_EQ(r.status, 304);
     ASSERT_INT_EQ(http_header_count(&r, "Content-Length"), 0);
     ASSERT_TRUE(http_header(&r, "ETag", value, sizeof(value)));
     ASSERT_STR_EQ(value, etag);
     http_response_free(&r);
 
-    get(&c, "GET", "Range: bytes=1000-1999\r\n", &r);
+    get(c, "GET", "Range: bytes=1000-1999\r\n", &r);
     ASSERT_INT_EQ(r.status, 206);
     ASSERT_UINT_EQ(r.body_len, 1000);
     check_pattern(r.body, 1000, 1000, 11);
@@ -260,12 +256,12 @@ static void test_file_over_socket(int backend)
     ASSERT_STR_EQ(value, "bytes 1000-1999/300000");
     http_response_free(&r);
 
-    get(&c, "GET", "Range: bytes=-10\r\n", &r);
+    get(c, "GET", "Range: bytes=-10\r\n", &r);
     ASSERT_INT_EQ(r.status, 206);
     check_pattern(r.body, 10, FILE_SIZE - 10, 11);
     http_response_free(&r);
 
-    get(&c, "GET", "Range: bytes=300000-\r\n", &r);
+    get(c, "GET", "Range: bytes=300000-\r\n", &r);
     ASSERT_INT_EQ(r.status, 416);
     ASSERT_UINT_EQ(r.body_len, 0);
     ASSERT_TRUE(http_header(&r, "Content-Range", value, sizeof(value)));
@@ -277,38 +273,37 @@ static void test_file_over_socket(int backend)
              "GET /file HTTP/1.1\r\nHost: t\r\nRange: bytes=0-4\r\n\r\n"
              "HEAD /file HTTP/1.1\r\nHost: t\r\n\r\n"
              "GET /file HTTP/1.1\r\nHost: t\r\nRange: bytes=5-9\r\n\r\n");
-    http_client_send_str(&c, fields);
-    http_read_response(&c, &r, false);
+    http_client_send_str(c, fields);
+    http_read_response(c, &r, false);
     check_pattern(r.body, 5, 0, 11);
     http_response_free(&r);
-    http_read_response(&c, &r, true);
+    http_read_response(c, &r, true);
     ASSERT_INT_EQ(r.status, 200);
     http_response_free(&r);
-    http_read_response(&c, &r, false);
+    http_read_response(c, &r, false);
     check_pattern(r.body, 5, 5, 11);
     http_response_free(&r);
 
-    close_file_server(&ts, &c);
+    close_file_server(&f);
 }
 
 /* Head then sendfile is two writes: with Nagle's algorithm on, the second
  * waits for the client's delayed ACK (40 ms) on every keep-alive response. */
 static void test_file_responses_do_not_stall(int backend)
 {
-    http_test_server_t ts;
-    http_client_t c;
-    open_file_server(&ts, backend, &c);
+    http_fixture_t f;
+    http_client_t *c = open_file_server(&f, backend);
     http_response_t r;
     uint64_t start_ns = px_now_ns();
     for (int i = 0; i < 30; i++) {
-        get(&c, "GET", "Range: bytes=0-99\r\n", &r);
+        get(c, "GET", "Range: bytes=0-99\r\n", &r);
         ASSERT_INT_EQ(r.status, 206);
         http_response_free(&r);
     }
     uint64_t elapsed_ms = (px_now_ns() - start_ns) / 1000000u;
     if (elapsed_ms >= 600)
         TEST_FAIL("30 file responses took %ju ms", (uintmax_t)elapsed_ms);
-    close_file_server(&ts, &c);
+    close_file_server(&f);
 }
 
 static const test_case_t cases[] = {

@@ -1,7 +1,6 @@
 /*
  * test_http_util.h - what the HTTP parser's tests add to tests/c/harness.h:
- * cases without the harness's int argument, assertions on parser results
- * and on pointer+length spans, and guarded buffers: bytes placed so that
+ * an assertion on parser results, and guarded buffers: bytes placed so that
  * their last byte is followed by an inaccessible page, so any read (or
  * write) past them crashes.
  */
@@ -23,16 +22,6 @@
         if (a_ != e_)                                                          \
             TEST_FAIL("%s == %ld (%s), expected %ld (%s)", #actual, a_,        \
                       px_http_strerror(a_), e_, px_http_strerror(e_));         \
-    } while (0)
-
-/* Compares a pointer+length pair with a C string. */
-#define ASSERT_SPAN_EQ(ptr, len, expected)                                     \
-    do {                                                                       \
-        const char *e_ = (expected);                                           \
-        size_t el_ = strlen(e_);                                               \
-        if ((len) != el_ || memcmp((ptr), e_, el_) != 0)                       \
-            TEST_FAIL("%s == \"%.*s\", expected \"%s\"", #ptr, (int)(len),     \
-                      (const char *)(ptr), e_);                                \
     } while (0)
 
 /* A writable copy of data[0..len) whose last byte is the last accessible

@@ -32,9 +32,11 @@ static void test_close_of_unread_connection_is_bounded(int backend)
     px_loop_options_t opts;
     test_loop_options(&opts, backend);
     opts.close_linger_ms = 200;
-    px_loop_t *loop = start_loop(backend, &opts);
-    int port = listen_local(loop, &cbs, &log, NULL);
-    int fd = client_connect_rcvbuf(port, 16 << 10);
+    engine_fixture_t f = {.callbacks = &cbs,
+                          .conn_data = &log,
+                          .loop_options = &opts,
+                          .rcvbuf = 16 << 10};
+    engine_fixture_start(&f, backend);
     conn_log_wait(&log, 0);
     uint64_t start = px_now_ns();
     WAIT_FOR(atomic_load(&log.closed) == 1, WAIT_MS);
@@ -44,11 +46,9 @@ static void test_close_of_unread_connection_is_bounded(int backend)
     ASSERT_UINT_CMP(waited_ms, >=, 150);
     ASSERT_INT_EQ(atomic_load(&log.close_error), PX_ECLOSED);
     px_stats_t st;
-    px_loop_stats(loop, &st);
+    px_loop_stats(f.loop, &st);
     ASSERT_UINT_EQ(st.io_hogs, 0);
-    close(fd);
-    conn_log_release(&log);
-    finish_loop(loop);
+    engine_fixture_stop(&f);
 }
 
 #define FILE_BYTES (8u << 20)
@@ -76,15 +76,13 @@ static void test_file_bytes_do_not_fill_send_buffer(int backend)
     conn_log_t log = CONN_LOG_INIT;
     px_conn_callbacks_t cbs = {.on_open = queue_files,
                                .on_close = conn_log_close};
-    px_loop_t *loop = start_loop(backend, NULL);
-    int port = listen_local(loop, &cbs, &log, NULL);
-    int fd = client_connect_rcvbuf(port, 16 << 10);
+    engine_fixture_t f = {
+        .callbacks = &cbs, .conn_data = &log, .rcvbuf = 16 << 10};
+    engine_fixture_start(&f, backend);
     conn_log_wait(&log, 0);
     WAIT_FOR(atomic_load(&log.closed) == 1, WAIT_MS);
-    close(fd);
+    engine_fixture_stop(&f);
     close(file_fd);
-    conn_log_release(&log);
-    finish_loop(loop);
 }
 
 static const test_case_t cases[] = {

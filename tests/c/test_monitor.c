@@ -33,10 +33,7 @@ static uint64_t total_handoffs(px_loop_t *loop)
 {
     px_stats_t st;
     px_loop_stats(loop, &st);
-    uint64_t n = 0;
-    for (int i = 0; i < st.workers; i++)
-        n += st.worker[i].handoffs;
-    return n;
+    return stats_handoffs(&st);
 }
 
 static void test_busy_callback_keeps_its_worker(int backend)

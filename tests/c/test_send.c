@@ -86,9 +86,9 @@ static void *send_records(void *arg)
 static void test_foreign_thread_send_order(int backend)
 {
     conn_log_t log = CONN_LOG_INIT;
-    px_loop_t *loop = start_loop(backend, NULL);
-    int port = listen_local(loop, &logging_callbacks, &log, NULL);
-    int fd = client_connect_rcvbuf(port, 32 << 10);
+    engine_fixture_t f = {
+        .callbacks = &logging_callbacks, .conn_data = &log, .rcvbuf = 32 << 10};
+    engine_fixture_start(&f, backend);
     px_conn_t *conn = conn_log_wait(&log, 0);
 
     atomic_uint baton = 0;
@@ -105,21 +105,18 @@ static void test_foreign_thread_send_order(int backend)
     size_t total = SENDER_THREADS * RECORDS_PER_THREAD + BATON_RECORDS;
     for (size_t i = 0; i < total; i++) {
         record_t r, expected;
-        client_recv_exact(fd, &r, sizeof(r));
+        client_recv_exact(f.fd, &r, sizeof(r));
         ASSERT_UINT_CMP(r.sender, <=, SENDER_THREADS);
         ASSERT_UINT_EQ(r.seq, next_seq[r.sender]);
         make_record(&expected, r.sender, r.seq);
-        ASSERT_MEM_EQ(&r, &expected, sizeof(r));
+        ASSERT_MEM_EQ(&r, sizeof(r), &expected, sizeof(expected));
         next_seq[r.sender]++;
     }
     for (int i = 0; i < SENDER_THREADS; i++)
         join_thread(tids[i]);
     ASSERT_UINT_EQ(next_seq[SENDER_THREADS], BATON_RECORDS);
     ASSERT_UINT_EQ(px_conn_queued_bytes(conn), 0);
-    close(fd);
-    WAIT_FOR(atomic_load(&log.closed) == 1, WAIT_MS);
-    conn_log_release(&log);
-    finish_loop(loop);
+    engine_fixture_stop(&f);
 }
 
 /* ---- vectored sends and send completion -------------------------------- */
@@ -190,11 +187,10 @@ static void test_vectored_send(int backend)
     px_conn_callbacks_t cbs = {.on_open = send_vectors,
                                .on_send_complete = count_completion,
                                .on_close = vector_close};
-    px_loop_t *loop = start_loop(backend, NULL);
-    int port = listen_local(loop, &cbs, &vs, NULL);
-    int fd = client_connect(port);
+    engine_fixture_t f = {.callbacks = &cbs, .conn_data = &vs};
+    engine_fixture_start(&f, backend);
     static char got[PATTERN_BYTES];
-    size_t n = client_recv_to_eof(fd, got, sizeof(got));
+    size_t n = client_recv_to_eof(f.fd, got, sizeof(got));
     WAIT_FOR(atomic_load(&vs.log.closed) == 1, WAIT_MS);
     ASSERT_UINT_EQ(n, vs.sent);
     check_pattern(got, n, 0, 5);
@@ -203,9 +199,7 @@ static void test_vectored_send(int backend)
      * reported, in order, before on_close. */
     ASSERT_INT_EQ(atomic_load(&vs.completions), 3);
     ASSERT_INT_EQ(atomic_load(&vs.order_errors), 0);
-    close(fd);
-    conn_log_release(&vs.log);
-    finish_loop(loop);
+    engine_fixture_stop(&f);
 }
 
 /* ---- sendfile --------------------------------------------------------- */
@@ -263,9 +257,9 @@ static void test_sendfile(int backend)
     px_conn_callbacks_t cbs = {.on_open = send_file,
                                .on_send_complete = count_completion,
                                .on_close = vector_close};
-    px_loop_t *loop = start_loop(backend, NULL);
-    int port = listen_local(loop, &cbs, &fs, NULL);
-    int fd = client_connect_rcvbuf(port, 64 << 10);
+    engine_fixture_t f = {
+        .callbacks = &cbs, .conn_data = &fs, .rcvbuf = 64 << 10};
+    engine_fixture_start(&f, backend);
     conn_log_wait(&fs.base.log, 0);
     /* The engine dup()ed the file: closing ours must not matter. */
     close(fs.file_fd);
@@ -274,14 +268,14 @@ static void test_sendfile(int backend)
     size_t expect =
         sizeof(head) - 1 + FILE_SPAN + sizeof(tail) - 1 + FILE_BYTES;
     static char got[(6u << 20)];
-    size_t n = client_recv_to_eof(fd, got, sizeof(got));
+    size_t n = client_recv_to_eof(f.fd, got, sizeof(got));
     ASSERT_UINT_EQ(n, expect);
     char *p = got;
-    ASSERT_MEM_EQ(p, head, sizeof(head) - 1);
+    ASSERT_SPAN_EQ(p, sizeof(head) - 1, head);
     p += sizeof(head) - 1;
     check_pattern(p, FILE_SPAN, FILE_OFFSET, 9);
     p += FILE_SPAN;
-    ASSERT_MEM_EQ(p, tail, sizeof(tail) - 1);
+    ASSERT_SPAN_EQ(p, sizeof(tail) - 1, tail);
     p += sizeof(tail) - 1;
     check_pattern(p, FILE_BYTES, 0, 9);
 
@@ -289,9 +283,7 @@ static void test_sendfile(int backend)
     ASSERT_INT_EQ(atomic_load(&fs.base.log.close_error), PX_ECLOSED);
     ASSERT_INT_EQ(atomic_load(&fs.base.completions), 2);
     ASSERT_INT_EQ(atomic_load(&fs.base.order_errors), 0);
-    close(fd);
-    conn_log_release(&fs.base.log);
-    finish_loop(loop);
+    engine_fixture_stop(&f);
 }
 
 /* ---- closing after the queue drained, and aborting -------------------- */
@@ -328,55 +320,63 @@ static void send_then_close_gently(px_conn_t *conn)
 
 static void send_then_abort(px_conn_t *conn) { send_then_close(conn, 1); }
 
+/* A server whose connections queue DRAIN_BYTES, then close (gently or by
+ * an abort) at once, and a client with a small receive window. */
+static void serve_drain(engine_fixture_t *f, conn_log_t *log,
+                        const px_conn_callbacks_t *cbs, int backend)
+{
+    fill_pattern(drain_data, DRAIN_BYTES, 0, 3);
+    *f = (engine_fixture_t){
+        .callbacks = cbs, .conn_data = log, .rcvbuf = 32 << 10};
+    engine_fixture_start(f, backend);
+}
+
+static const px_conn_callbacks_t drain_callbacks = {
+    .on_open = send_then_close_gently,
+    .on_close = conn_log_close,
+};
+static const px_conn_callbacks_t abort_callbacks = {
+    .on_open = send_then_abort,
+    .on_close = conn_log_close,
+};
+
 static void test_close_after_drain(int backend)
 {
     conn_log_t log = CONN_LOG_INIT;
-    px_conn_callbacks_t cbs = {.on_open = send_then_close_gently,
-                               .on_close = conn_log_close};
-    fill_pattern(drain_data, DRAIN_BYTES, 0, 3);
-    px_loop_t *loop = start_loop(backend, NULL);
-    int port = listen_local(loop, &cbs, &log, NULL);
-    int fd = client_connect_rcvbuf(port, 32 << 10);
+    engine_fixture_t f;
+    serve_drain(&f, &log, &drain_callbacks, backend);
     conn_log_wait(&log, 0);
     sleep_ms(200);
     /* Closing waits for the queue: on_close has not run yet. */
     ASSERT_INT_EQ(atomic_load(&log.closed), 0);
     static char got[DRAIN_BYTES];
-    size_t n = client_recv_to_eof(fd, got, sizeof(got));
+    size_t n = client_recv_to_eof(f.fd, got, sizeof(got));
     ASSERT_UINT_EQ(n, DRAIN_BYTES);
     check_pattern(got, n, 0, 3);
     WAIT_FOR(atomic_load(&log.closed) == 1, WAIT_MS);
     ASSERT_INT_EQ(atomic_load(&log.close_error), PX_ECLOSED);
-    close(fd);
-    conn_log_release(&log);
-    finish_loop(loop);
+    engine_fixture_stop(&f);
 }
 
 static void test_abort_drops_queue(int backend)
 {
     conn_log_t log = CONN_LOG_INIT;
-    px_conn_callbacks_t cbs = {.on_open = send_then_abort,
-                               .on_close = conn_log_close};
-    fill_pattern(drain_data, DRAIN_BYTES, 0, 3);
-    px_loop_t *loop = start_loop(backend, NULL);
-    int port = listen_local(loop, &cbs, &log, NULL);
-    int fd = client_connect_rcvbuf(port, 32 << 10);
+    engine_fixture_t f;
+    serve_drain(&f, &log, &abort_callbacks, backend);
     /* An abort does not wait for the peer. */
     WAIT_FOR(atomic_load(&log.closed) == 1, WAIT_MS);
     ASSERT_INT_EQ(atomic_load(&log.close_error), PX_ECLOSED);
     static char got[DRAIN_BYTES];
     size_t n = 0;
     for (;;) {
-        ssize_t r = recv(fd, got + n, sizeof(got) - n, 0);
+        ssize_t r = recv(f.fd, got + n, sizeof(got) - n, 0);
         if (r <= 0)
             break; /* EOF or a reset */
         n += (size_t)r;
     }
     ASSERT_UINT_CMP(n, <, DRAIN_BYTES);
     check_pattern(got, n, 0, 3);
-    close(fd);
-    conn_log_release(&log);
-    finish_loop(loop);
+    engine_fixture_stop(&f);
 }
 
 /* ---- the send buffer bound and I/O hogs -------------------------------- */
@@ -392,12 +392,12 @@ static void test_send_buffer_bound(int backend)
     test_loop_options(&opts, backend);
     opts.max_send_buffer = BOUND_BYTES;
     opts.hog_threshold = HOG_BYTES;
-    px_loop_t *loop = start_loop(backend, &opts);
-    px_conn_callbacks_t cbs = {.on_open = conn_log_open,
-                               .on_data = echo_on_data,
-                               .on_close = conn_log_close};
-    int port = listen_local(loop, &cbs, &log, NULL);
-    int hog_fd = client_connect_rcvbuf(port, 16 << 10);
+    /* The fixture's client is the hog: it reads only at the end. */
+    engine_fixture_t f = {.callbacks = &echo_callbacks,
+                          .conn_data = &log,
+                          .loop_options = &opts,
+                          .rcvbuf = 16 << 10};
+    engine_fixture_start(&f, backend);
     px_conn_t *hog = conn_log_wait(&log, 0);
 
     /* The hog never reads: sends are refused once the queue is full. */
@@ -418,16 +418,16 @@ static void test_send_buffer_bound(int backend)
     ASSERT_UINT_CMP(queued, <=, BOUND_BYTES);
     ASSERT_UINT_CMP(queued + BOUND_CHUNK, >, BOUND_BYTES);
     px_stats_t st;
-    px_loop_stats(loop, &st);
+    px_loop_stats(f.loop, &st);
     ASSERT_UINT_EQ(st.io_hogs, 1);
 
     /* Another connection is served meanwhile. */
-    int fd = client_connect(port);
+    int fd = client_connect(f.port);
     char msg[1000], back[1000];
     fill_pattern(msg, sizeof(msg), 0, 8);
     client_send_all(fd, msg, sizeof(msg));
     client_recv_exact(fd, back, sizeof(back));
-    ASSERT_MEM_EQ(back, msg, sizeof(msg));
+    ASSERT_MEM_EQ(back, sizeof(back), msg, sizeof(msg));
 
     /* Once the hog reads, its queue drains and it is no hog any more. */
     static char got[64u << 10];
@@ -435,20 +435,17 @@ static void test_send_buffer_bound(int backend)
     while (received < sent) {
         size_t want =
             sent - received < sizeof(got) ? sent - received : sizeof(got);
-        client_recv_exact(hog_fd, got, want);
+        client_recv_exact(f.fd, got, want);
         check_pattern(got, want, received, 4);
         received += want;
     }
     WAIT_FOR(px_conn_queued_bytes(hog) == 0, WAIT_MS);
-    WAIT_FOR((px_loop_stats(loop, &st), st.io_hogs == 0), WAIT_MS);
+    WAIT_FOR((px_loop_stats(f.loop, &st), st.io_hogs == 0), WAIT_MS);
     struct iovec iov = {chunk, BOUND_CHUNK};
     ASSERT_PX_OK(px_conn_send(hog, &iov, 1, NULL));
 
     close(fd);
-    close(hog_fd);
-    WAIT_FOR(atomic_load(&log.closed) == 2, WAIT_MS);
-    conn_log_release(&log);
-    finish_loop(loop);
+    engine_fixture_stop(&f);
 }
 
 static const test_case_t cases[] = {

@@ -23,7 +23,7 @@ static _Thread_local int dispatch_depth;
 static void hook_thread_start(void *data, int worker)
 {
     hooks_t *h = data;
-    ASSERT_TRUE(worker >= -1 && worker < 2);
+    ASSERT_TRUE(worker >= -1 && worker < TEST_WORKERS);
     atomic_fetch_add(&h->thread_starts, 1);
 }
 
@@ -65,7 +65,7 @@ static px_loop_t *start_hooked_loop(int backend, hooks_t *h)
 
 static void check_hooks_after_stop(px_loop_t *loop, hooks_t *h)
 {
-    ASSERT_INT_CMP(atomic_load(&h->thread_starts), >=, 2);
+    ASSERT_INT_CMP(atomic_load(&h->thread_starts), >=, TEST_WORKERS);
     ASSERT_INT_EQ(atomic_load(&h->thread_stops),
                   atomic_load(&h->thread_starts));
     ASSERT_INT_EQ(atomic_load(&h->nested_dispatch), 0);
@@ -122,16 +122,14 @@ static void test_stop_with_everything_open(int backend)
     static hooks_t hooks;
     px_loop_t *loop = start_hooked_loop(backend, &hooks);
     conn_log_t server = CONN_LOG_INIT, dialer = CONN_LOG_INIT;
-    px_conn_callbacks_t echo = {.on_open = conn_log_open,
-                                .on_data = echo_on_data,
-                                .on_close = conn_log_close};
-    int port = listen_local(loop, &echo, &server, NULL);
+    int port = listen_local(loop, &echo_callbacks, &server, NULL);
 
     int fds[CLIENTS];
     for (int i = 0; i < CLIENTS; i++)
         fds[i] = client_connect(port);
     px_conn_t *out = NULL;
-    ASSERT_PX_OK(px_connect(loop, "127.0.0.1", port, &echo, &dialer, &out));
+    ASSERT_PX_OK(
+        px_connect(loop, "127.0.0.1", port, &echo_callbacks, &dialer, &out));
     conn_log_wait(&dialer, 0);
     WAIT_FOR(atomic_load(&server.opened) == CLIENTS + 1, WAIT_MS);
 
@@ -167,10 +165,12 @@ static void test_stop_with_everything_open(int backend)
     ASSERT_INT_EQ(px_submit(loop, slow_item, NULL, &p), PX_ESTOPPED);
     ASSERT_INT_EQ(px_timer_start(loop, 0, 0, timer_ran, timer_done, &p, NULL),
                   PX_ESTOPPED);
-    ASSERT_INT_EQ(px_listen(loop, "127.0.0.1", 0, 8, &echo, &server, NULL),
-                  PX_ESTOPPED);
-    ASSERT_INT_EQ(px_connect(loop, "127.0.0.1", port, &echo, &dialer, NULL),
-                  PX_ESTOPPED);
+    ASSERT_INT_EQ(
+        px_listen(loop, "127.0.0.1", 0, 8, &echo_callbacks, &server, NULL),
+        PX_ESTOPPED);
+    ASSERT_INT_EQ(
+        px_connect(loop, "127.0.0.1", port, &echo_callbacks, &dialer, NULL),
+        PX_ESTOPPED);
     ASSERT_INT_EQ(px_conn_send(out, &(struct iovec){"x", 1}, 1, NULL),
                   PX_ECLOSED);
     ASSERT_PX_OK(px_loop_stop(loop));
@@ -214,17 +214,15 @@ static void test_stop_while_blocked(int backend)
     client_send_all(fd, "b", 1);
     /* Wait until the worker was handed to a spare thread. */
     px_stats_t st;
-    WAIT_FOR((px_loop_stats(loop, &st),
-              st.worker[0].handoffs + st.worker[1].handoffs >= 1),
-             WAIT_MS);
-    ASSERT_INT_CMP(st.threads, >, 2);
+    WAIT_FOR((px_loop_stats(loop, &st), stats_handoffs(&st) >= 1), WAIT_MS);
+    ASSERT_INT_CMP(st.threads, >, TEST_WORKERS);
     ASSERT_INT_EQ(atomic_load(&blocked_returned), 0);
 
     ASSERT_PX_OK(px_loop_stop(loop));
     ASSERT_INT_EQ(atomic_load(&blocked_returned), 1);
     ASSERT_INT_EQ(atomic_load(&log.closed), 1);
     check_hooks_after_stop(loop, &hooks);
-    ASSERT_INT_CMP(atomic_load(&hooks.thread_starts), >, 2);
+    ASSERT_INT_CMP(atomic_load(&hooks.thread_starts), >, TEST_WORKERS);
     close(fd);
     conn_log_release(&log);
     px_loop_free(loop);

@@ -21,7 +21,7 @@ static void count_item(void *arg)
 {
     work_counts_t *n = arg;
     int worker = px_current_worker();
-    if (worker != 0 && worker != 1)
+    if (worker < 0 || worker >= TEST_WORKERS)
         atomic_fetch_add(&n->bad_workers, 1);
     atomic_fetch_add(&n->ran, 1);
 }
