@@ -5,13 +5,16 @@
         [--mode threads|interpreters|gil]
         [--max-header-size N] [--max-uri-size N] [--max-body-size N]
         [--header-timeout S] [--body-timeout S] [--keepalive-timeout S]
+        [--graceful-timeout S]
 
 Without --app it serves the current directory (or --root) the way
 `python -m http.server` does, plus two built-in routes: /plaintext and
 /json. With --app it serves that HttpServer subclass (with --root, its
 static files come from there). One line on stdout says where it listens
 and with how many workers, which mode and which I/O backend; Ctrl-C or
-SIGTERM shut it down cleanly (px.run() turns both into px.stop()).
+SIGTERM shut it down cleanly (px.run() turns both into px.stop()); a
+shutdown that takes longer than --graceful-timeout (a handler that does
+not return) ends the process, and so does a second signal, at once.
 
 The engine starts on first use and reads PYPARALLEL_WORKERS and
 PYPARALLEL_IO (and PYPARALLEL_MODE) then, so --workers, --io and --mode
@@ -100,6 +103,14 @@ def build_parser():
         "--mode",
         choices=("threads", "interpreters", "gil"),
         help="how workers run Python (default: threads on free-threaded builds, interpreters on GIL builds)",
+    )
+    parser.add_argument(
+        "--graceful-timeout",
+        type=_positive(float),
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds the shutdown after SIGINT or SIGTERM may take before the process exits anyway, "
+        "e.g. while a handler has not returned (default: 30); a second signal exits at once",
     )
     for name, kind, help_text in LIMIT_FLAGS:
         metavar = "N" if kind is int else "SECONDS"
@@ -191,7 +202,7 @@ def main(argv=None):
     # Printed from run() on the main thread, so that once the line is out,
     # SIGINT and SIGTERM already stop the server cleanly.
     px.call_from_main_thread(print, startup_line(listener, app), flush=True)
-    px.run()
+    px.run(graceful_timeout=args.graceful_timeout)
     return 0
 
 
