@@ -1,7 +1,7 @@
 """pyparallel.http.server: the HTTP server's public names and its command line.
 
     python -m pyparallel.http.server [--bind ADDR] [--port 8080] [--root DIR]
-        [--app module:Class] [--workers N] [--io uring|epoll]
+        [--app module:Class] [--workers N] [--io uring|epoll] [--max-threads N]
         [--mode threads|interpreters|gil]
         [--max-header-size N] [--max-uri-size N] [--max-body-size N]
         [--header-timeout S] [--body-timeout S] [--keepalive-timeout S]
@@ -16,10 +16,10 @@ SIGTERM shut it down cleanly (px.run() turns both into px.stop()); a
 shutdown that takes longer than --graceful-timeout (a handler that does
 not return) ends the process, and so does a second signal, at once.
 
-The engine starts on first use and reads PYPARALLEL_WORKERS and
-PYPARALLEL_IO (and PYPARALLEL_MODE) then, so --workers, --io and --mode
-are put into os.environ before anything (the application's module
-included) can touch it.
+The engine starts on first use and reads PYPARALLEL_WORKERS,
+PYPARALLEL_IO, PYPARALLEL_MAX_THREADS and PYPARALLEL_MODE then, so
+--workers, --io, --max-threads and --mode are put into os.environ
+before anything (the application's module included) can touch it.
 
 The implementation lives in the sibling modules, so that running this file
 with -m does not import it twice under two names.
@@ -99,6 +99,13 @@ def build_parser():
     parser.add_argument("--app", metavar="MODULE:CLASS", help="serve this HttpServer subclass instead of the files")
     parser.add_argument("--workers", type=_positive(int), metavar="N", help="number of workers (default: one per CPU)")
     parser.add_argument("--io", choices=("uring", "epoll"), help="I/O backend (default: io_uring when available)")
+    parser.add_argument(
+        "--max-threads",
+        type=_positive(int),
+        metavar="N",
+        help="threads in all, the workers' included: how many handlers may block at once (default: 256); "
+        "past it, requests wait for a blocked handler to return",
+    )
     parser.add_argument(
         "--mode",
         choices=("threads", "interpreters", "gil"),
@@ -184,6 +191,8 @@ def main(argv=None):
         os.environ["PYPARALLEL_WORKERS"] = str(args.workers)
     if args.io is not None:
         os.environ["PYPARALLEL_IO"] = args.io
+    if args.max_threads is not None:
+        os.environ["PYPARALLEL_MAX_THREADS"] = str(args.max_threads)
     if args.mode is not None:
         os.environ["PYPARALLEL_MODE"] = args.mode
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")

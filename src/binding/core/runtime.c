@@ -222,26 +222,47 @@ void pxpy_wake_protocol_waiters(pxpy_state *st)
 
 /* ---- the loop ----------------------------------------------------------- */
 
-/* PYPARALLEL_WORKERS and PYPARALLEL_IO, checked here rather than quietly
- * replaced by defaults: a deployment that sets them wants to know they
- * apply. */
+/* The engine reads at most this many from PYPARALLEL_MAX_THREADS. */
+#define MAX_THREADS_LIMIT (1 << 20)
+
+/* PYPARALLEL_WORKERS, PYPARALLEL_MAX_THREADS and PYPARALLEL_IO, checked
+ * here rather than quietly replaced by defaults: a deployment that sets
+ * them wants to know they apply. */
+/* The count in the environment variable name (left at 0 when unset), from
+ * 1 to max; -1 with ValueError naming what it counts otherwise. */
+static int count_from_environment(const char *name, const char *what, long max,
+                                  long *out)
+{
+    const char *v = getenv(name);
+    *out = 0;
+    if (v == NULL || v[0] == '\0')
+        return 0;
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno || *end != '\0' || n < 1 || n > max) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s must be a number of %s from 1 to %ld, not '%.50s'",
+                     name, what, max, v);
+        return -1;
+    }
+    *out = n;
+    return 0;
+}
+
 static int options_from_environment(px_loop_options_t *opts)
 {
-    const char *v = getenv("PYPARALLEL_WORKERS");
-    if (v != NULL && v[0] != '\0') {
-        char *end;
-        errno = 0;
-        long n = strtol(v, &end, 10);
-        if (errno || *end != '\0' || n < 1 || n > PX_MAX_WORKERS) {
-            PyErr_Format(PyExc_ValueError,
-                         "PYPARALLEL_WORKERS must be a number of workers "
-                         "from 1 to %d, not '%.50s'",
-                         PX_MAX_WORKERS, v);
-            return -1;
-        }
-        opts->workers = (int)n;
-    }
-    v = getenv("PYPARALLEL_IO");
+    long workers, threads;
+    if (count_from_environment("PYPARALLEL_WORKERS", "workers", PX_MAX_WORKERS,
+                               &workers) < 0 ||
+        count_from_environment("PYPARALLEL_MAX_THREADS", "threads",
+                               MAX_THREADS_LIMIT, &threads) < 0)
+        return -1;
+    if (workers)
+        opts->workers = (int)workers;
+    if (threads)
+        opts->max_threads = (unsigned)threads;
+    const char *v = getenv("PYPARALLEL_IO");
     if (v != NULL && v[0] != '\0') {
         if (strcmp(v, "uring") == 0 || strcmp(v, "io_uring") == 0) {
             opts->backend = PX_BACKEND_URING;
