@@ -74,7 +74,9 @@ typedef struct {
     size_t max_send_buffer;    /* bytes queued per connection; 0: 16 MiB */
     size_t hog_threshold;      /* queued bytes that mark an I/O hog; 0: 1 MiB */
     unsigned handoff_ms;       /* callback time that counts as blocked; 0: 10 */
-    unsigned max_threads;      /* threads incl. spares; 0: 256 */
+    unsigned max_threads;      /* threads incl. spares: how many callbacks
+                                * may block at once, plus the workers';
+                                * 0: PYPARALLEL_MAX_THREADS or 256 */
     unsigned close_linger_ms;  /* a closing connection's queue may take
                                 * this long to drain, then it is reset;
                                 * 0: 30000 */

@@ -11,7 +11,9 @@ docs/api.md describes every name.
 """
 
 import atexit as _atexit
+import os as _os
 import signal as _signal
+import sys as _sys
 import threading as _threading
 
 from . import _core
@@ -84,11 +86,30 @@ __all__ = [
 ]
 
 
-def _stop_on_signal(signum, frame):
-    _core.stop()
+class _SignalStop:
+    """The SIGINT/SIGTERM handler of a run(): the first signal stops the
+    run; a second one, while the loop still stops (a callback that does
+    not return), ends the process at once with status 128 + the signal's
+    number and a line on stderr."""
+
+    def __init__(self):
+        self.signalled = False
+
+    def __call__(self, signum, frame):
+        if not self.signalled:
+            self.signalled = True
+            _core.stop()
+            return
+        name = _signal.Signals(signum).name
+        try:
+            _sys.stdout.flush()
+        except Exception:
+            pass
+        _os.write(2, f"pyparallel: {name} again during shutdown; exiting at once\n".encode())
+        _os._exit(128 + signum)
 
 
-def run(*, mode=None):
+def run(*, mode=None, graceful_timeout=None):
     """Serve until stop() is called, SIGINT or SIGTERM arrives, or nothing
     is registered and no work is pending; then shut down cleanly (every
     connection closed, pending work cancelled, threads joined).
@@ -96,20 +117,26 @@ def run(*, mode=None):
     mode: "threads" (free-threaded builds), "interpreters" (GIL builds: one
     subinterpreter with its own GIL per worker) or "gil"; by default
     PYPARALLEL_MODE, else the build's natural mode.
+
+    graceful_timeout: seconds the shutdown may take (None: no limit). A
+    callback that has not returned by then cannot be joined, so the process
+    exits with status 1 and a line on stderr. A second SIGINT or SIGTERM
+    during the shutdown exits at once (status 128 + the signal's number).
     """
     if _threading.current_thread() is not _threading.main_thread():
-        return _core.run(mode=mode)  # raises: run() belongs to the main thread
+        return _core.run(mode=mode, graceful_timeout=graceful_timeout)  # raises: main thread only
     # Ctrl-C and SIGTERM stop the run instead of raising or killing the
     # process, unless the application installed handlers of its own.
+    handler = _SignalStop()
     previous = {}
     for signum, default in ((_signal.SIGINT, _signal.default_int_handler), (_signal.SIGTERM, _signal.SIG_DFL)):
         if _signal.getsignal(signum) is default:
-            previous[signum] = _signal.signal(signum, _stop_on_signal)
+            previous[signum] = _signal.signal(signum, handler)
     try:
-        _core.run(mode=mode)
+        _core.run(mode=mode, graceful_timeout=graceful_timeout)
     finally:
-        for signum, handler in previous.items():
-            _signal.signal(signum, handler)
+        for signum, previous_handler in previous.items():
+            _signal.signal(signum, previous_handler)
 
 
 _atexit.register(_core._shutdown)

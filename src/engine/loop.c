@@ -56,7 +56,7 @@ static void fill_defaults(px_loop_options_t *o)
     if (o->close_linger_ms == 0)
         o->close_linger_ms = 30000;
     if (o->max_threads == 0)
-        o->max_threads = 256;
+        o->max_threads = (unsigned)env_int("PYPARALLEL_MAX_THREADS", 256);
     if (o->max_threads < (unsigned)o->workers + 1)
         o->max_threads = (unsigned)o->workers + 1;
 }

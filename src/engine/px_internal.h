@@ -300,6 +300,9 @@ struct px__worker_s {
 
     /* The monitor's sample of the callback under way (monitor only). */
     uint64_t mon_since, mon_wall, mon_cpu;
+    /* Until when callbacks are handed off as they start (px_now_ns): set
+     * whenever one of its callbacks is found blocked (worker.c). */
+    _Atomic uint64_t blocking_until;
 
     atomic_int nconns;   /* live connections it owns */
     atomic_int adopting; /* accepted, ADOPT not yet handled */
@@ -317,8 +320,10 @@ typedef struct px__thread_s {
     uint64_t epoch;               /* state epoch when it took it */
     int last_worker;              /* index of the last worker held */
     _Atomic pid_t kernel_tid;     /* for the monitor's /proc look-up */
-    bool starting_spare;          /* counted in spares_starting */
-    pthread_cond_t wake;          /* spare waiting for a worker */
+    bool gave_early;              /* gave its worker away as its callback
+                                   * started; the callback's start: */
+    uint64_t early_wall, early_cpu;
+    pthread_cond_t wake; /* spare waiting for a worker */
     struct px__thread_s *next_spare;
     struct px__thread_s *next_all;
 } px__thread_t;
@@ -336,7 +341,6 @@ struct px_loop_s {
     px__thread_t *threads;        /* all threads */
     px__thread_t *spares;         /* threads waiting for a worker */
     int nthreads;
-    int spares_starting; /* spawned, not yet waiting */
     int workers_finished;
     pthread_cond_t finished_cond;
     bool threads_exit; /* spares exit instead of waiting */

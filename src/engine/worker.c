@@ -64,13 +64,86 @@ px__worker_t *px__held_worker(void)
 
 /* ---- callback bracketing ---------------------------------------------- */
 
+/* How long after a callback of a worker was found blocked its callbacks
+ * are handed off as they start, in hand-off thresholds. */
+#define BLOCKING_SPELL_THRESHOLDS 100
+
+static void hand_off_locked(px_loop_t *loop, px__worker_t *w);
+static int spawn_thread_locked(px_loop_t *loop, px__worker_t *w);
+
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+        return 0;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void mark_blocking(px__worker_t *w, uint64_t now)
+{
+    uint64_t spell = (uint64_t)w->loop->opts.handoff_ms * 1000000u *
+                     BLOCKING_SPELL_THRESHOLDS;
+    atomic_store_explicit(&w->blocking_until, now + spell,
+                          memory_order_relaxed);
+}
+
+/* While a worker's callbacks block (a storm of slow handlers), waiting a
+ * threshold to find each one blocked serialises them: the worker serves
+ * one per threshold, and a quick request queued behind hundreds of them
+ * waits seconds. So for a while after a callback was found blocked, the
+ * holder gives the worker away as each callback starts, to a spare or to
+ * a thread started for it (up to max_threads), and runs the callback as a
+ * thread that no longer holds a worker; a callback that then returns
+ * quickly costs one thread switch. At max_threads it keeps the worker and
+ * the monitor's rules apply. */
+/* Takes w from the thread inside the callback whose state word is `held`
+ * and gives it to a spare, or to a thread started for it while fewer than
+ * max_threads exist. False, with w left to its holder, when there is no
+ * thread to give it to or the callback has just returned. threads_lock
+ * held. */
+static bool take_worker_locked(px_loop_t *loop, px__worker_t *w, uint64_t held)
+{
+    bool spare = loop->spares != NULL;
+    if (loop->threads_exit ||
+        (!spare && loop->nthreads >= (int)loop->opts.max_threads))
+        return false;
+    uint64_t expected = held;
+    uint64_t next = (held & ~(uint64_t)PX__IN_CALLBACK) + PX__EPOCH_ONE;
+    if (!atomic_compare_exchange_strong(&w->state, &expected, next))
+        return false;
+    if (spare) {
+        hand_off_locked(loop, w);
+    } else if (spawn_thread_locked(loop, w) < 0) {
+        /* No holder after all: give it back. Nobody else changes a state
+         * word without IN_CALLBACK. */
+        atomic_store(&w->state, held);
+        return false;
+    }
+    atomic_fetch_add_explicit(&w->stat_handoffs, 1, memory_order_relaxed);
+    return true;
+}
+
+static void hand_off_early(px__worker_t *w, px__thread_t *t, uint64_t now)
+{
+    px_loop_t *loop = w->loop;
+    pthread_mutex_lock(&loop->threads_lock);
+    if (take_worker_locked(loop, w, t->epoch | PX__IN_CALLBACK)) {
+        t->gave_early = true;
+        t->early_wall = now;
+        t->early_cpu = thread_cpu_ns();
+    }
+    pthread_mutex_unlock(&loop->threads_lock);
+}
+
 void px__callback_enter(px__worker_t *w)
 {
     px__thread_t *t = current_thread;
-    atomic_store_explicit(&w->callback_since, px_now_ns(),
-                          memory_order_relaxed);
+    uint64_t now = px_now_ns();
+    atomic_store_explicit(&w->callback_since, now, memory_order_relaxed);
     atomic_store(&w->state, t->epoch | PX__IN_CALLBACK);
     atomic_fetch_add_explicit(&w->stat_callbacks, 1, memory_order_relaxed);
+    if (now < atomic_load_explicit(&w->blocking_until, memory_order_relaxed))
+        hand_off_early(w, t, now);
 }
 
 bool px__callback_leave(px__worker_t *w)
@@ -80,7 +153,18 @@ bool px__callback_leave(px__worker_t *w)
     if (atomic_compare_exchange_strong(&w->state, &expected, t->epoch))
         return true;
     /* The monitor gave the worker to another thread while we were inside
-     * the callback: we no longer hold it. */
+     * the callback (or we gave it away as the callback started): we no
+     * longer hold it. A callback given away early that blocked (it ran
+     * for a threshold, mostly off the CPU) keeps the spell going. */
+    if (t->gave_early) {
+        t->gave_early = false;
+        uint64_t now = px_now_ns();
+        uint64_t wall = now - t->early_wall;
+        uint64_t cpu = thread_cpu_ns() - t->early_cpu;
+        if (wall >= (uint64_t)w->loop->opts.handoff_ms * 1000000u &&
+            cpu < wall / 2)
+            mark_blocking(w, now);
+    }
     atomic_store(&t->worker, NULL);
     return false;
 }
@@ -336,10 +420,6 @@ static bool run_worker(px__thread_t *t, px__worker_t *w)
 static void spare_wait(px_loop_t *loop, px__thread_t *t)
 {
     pthread_mutex_lock(&loop->threads_lock);
-    if (t->starting_spare) {
-        t->starting_spare = false;
-        loop->spares_starting--;
-    }
     t->next_spare = loop->spares;
     loop->spares = t;
     while (atomic_load(&t->worker) == NULL && !loop->threads_exit)
@@ -386,7 +466,7 @@ static void *thread_main(void *arg)
     return NULL;
 }
 
-/* Starts a thread holding w (or a spare when w is NULL); threads_lock held. */
+/* Starts a thread holding w; threads_lock held. */
 static int spawn_thread_locked(px_loop_t *loop, px__worker_t *w)
 {
     px__thread_t *t = calloc(1, sizeof(*t));
@@ -394,7 +474,6 @@ static int spawn_thread_locked(px_loop_t *loop, px__worker_t *w)
         return -ENOMEM;
     t->loop = loop;
     t->last_worker = w ? w->index : -1;
-    t->starting_spare = w == NULL;
     atomic_store(&t->worker, w);
     pthread_cond_init(&t->wake, NULL);
     pthread_attr_t attr;
@@ -530,22 +609,8 @@ static void *monitor_main(void *arg)
                 atomic_load_explicit(&w->callback_since, memory_order_relaxed);
             if (!holder_blocked(w, since, now, threshold))
                 continue;
-            if (loop->spares == NULL) {
-                /* Take the worker only once a spare waits for it, so that it
-                 * is never left without a holder; the new thread is a spare
-                 * by the next tick. */
-                if (loop->spares_starting == 0 &&
-                    loop->nthreads < (int)loop->opts.max_threads &&
-                    spawn_thread_locked(loop, NULL) == 0)
-                    loop->spares_starting++;
-                continue;
-            }
-            uint64_t next = (s & ~(uint64_t)PX__IN_CALLBACK) + PX__EPOCH_ONE;
-            if (!atomic_compare_exchange_strong(&w->state, &s, next))
-                continue; /* the callback just returned */
-            atomic_fetch_add_explicit(&w->stat_handoffs, 1,
-                                      memory_order_relaxed);
-            hand_off_locked(loop, w);
+            mark_blocking(w, now);
+            take_worker_locked(loop, w, s);
         }
     }
     pthread_mutex_unlock(&loop->threads_lock);

@@ -43,6 +43,18 @@ _log = logging.getLogger("pyparallel")
 _STATIC_ALLOW = "GET, HEAD"
 
 
+def _local_location(path, query):
+    """The Location of a redirect to path on this server. A path that
+    starts with two slashes ("//evil.com/", from a request for //evil.com
+    where a directory evil.com exists) is a protocol-relative URL that
+    browsers follow to another host (CVE-2021-28861 in http.server), and
+    browsers read a backslash as a slash: leading slashes are collapsed
+    into one and backslashes are sent percent-encoded, which names the
+    same file here and leaves the URL no way off this server."""
+    location = "/" + path.lstrip("/").replace("\\", "%5C")
+    return location + "?" + query if query else location
+
+
 class HttpServer(_core.HttpProtocol):
     """Subclass it, add handlers, and register it:
 
@@ -152,9 +164,7 @@ class HttpServer(_core.HttpProtocol):
         if kind is _static.FILE:
             return Response.file(where)
         if kind is _static.REDIRECT:
-            query = request.query_string
-            location = where + "?" + query if query else where
-            return (301, [("Location", location)], b"")
+            return (301, [("Location", _local_location(where, request.query_string))], b"")
         page = _static.listing(where, request.path)
         if page is None:
             return NOT_FOUND

@@ -1,22 +1,25 @@
 """pyparallel.http.server: the HTTP server's public names and its command line.
 
     python -m pyparallel.http.server [--bind ADDR] [--port 8080] [--root DIR]
-        [--app module:Class] [--workers N] [--io uring|epoll]
+        [--app module:Class] [--workers N] [--io uring|epoll] [--max-threads N]
         [--mode threads|interpreters|gil]
         [--max-header-size N] [--max-uri-size N] [--max-body-size N]
         [--header-timeout S] [--body-timeout S] [--keepalive-timeout S]
+        [--graceful-timeout S]
 
 Without --app it serves the current directory (or --root) the way
 `python -m http.server` does, plus two built-in routes: /plaintext and
 /json. With --app it serves that HttpServer subclass (with --root, its
 static files come from there). One line on stdout says where it listens
 and with how many workers, which mode and which I/O backend; Ctrl-C or
-SIGTERM shut it down cleanly (px.run() turns both into px.stop()).
+SIGTERM shut it down cleanly (px.run() turns both into px.stop()); a
+shutdown that takes longer than --graceful-timeout (a handler that does
+not return) ends the process, and so does a second signal, at once.
 
-The engine starts on first use and reads PYPARALLEL_WORKERS and
-PYPARALLEL_IO (and PYPARALLEL_MODE) then, so --workers, --io and --mode
-are put into os.environ before anything (the application's module
-included) can touch it.
+The engine starts on first use and reads PYPARALLEL_WORKERS,
+PYPARALLEL_IO, PYPARALLEL_MAX_THREADS and PYPARALLEL_MODE then, so
+--workers, --io, --max-threads and --mode are put into os.environ
+before anything (the application's module included) can touch it.
 
 The implementation lives in the sibling modules, so that running this file
 with -m does not import it twice under two names.
@@ -97,9 +100,24 @@ def build_parser():
     parser.add_argument("--workers", type=_positive(int), metavar="N", help="number of workers (default: one per CPU)")
     parser.add_argument("--io", choices=("uring", "epoll"), help="I/O backend (default: io_uring when available)")
     parser.add_argument(
+        "--max-threads",
+        type=_positive(int),
+        metavar="N",
+        help="threads in all, the workers' included: how many handlers may block at once (default: 256); "
+        "past it, requests wait for a blocked handler to return",
+    )
+    parser.add_argument(
         "--mode",
         choices=("threads", "interpreters", "gil"),
         help="how workers run Python (default: threads on free-threaded builds, interpreters on GIL builds)",
+    )
+    parser.add_argument(
+        "--graceful-timeout",
+        type=_positive(float),
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds the shutdown after SIGINT or SIGTERM may take before the process exits anyway, "
+        "e.g. while a handler has not returned (default: 30); a second signal exits at once",
     )
     for name, kind, help_text in LIMIT_FLAGS:
         metavar = "N" if kind is int else "SECONDS"
@@ -173,6 +191,8 @@ def main(argv=None):
         os.environ["PYPARALLEL_WORKERS"] = str(args.workers)
     if args.io is not None:
         os.environ["PYPARALLEL_IO"] = args.io
+    if args.max_threads is not None:
+        os.environ["PYPARALLEL_MAX_THREADS"] = str(args.max_threads)
     if args.mode is not None:
         os.environ["PYPARALLEL_MODE"] = args.mode
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
@@ -191,7 +211,7 @@ def main(argv=None):
     # Printed from run() on the main thread, so that once the line is out,
     # SIGINT and SIGTERM already stop the server cleanly.
     px.call_from_main_thread(print, startup_line(listener, app), flush=True)
-    px.run()
+    px.run(graceful_timeout=args.graceful_timeout)
     return 0
 
 

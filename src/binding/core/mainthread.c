@@ -9,6 +9,10 @@
  * accepted connections), no work item or timer is pending and the queue is
  * empty. When run() ends, the loop is stopped (pxpy_runtime_shutdown_loop)
  * and the calls that connection_lost and friends queued meanwhile run.
+ * While the loop stops, the signal handlers keep running (the package's
+ * ends the process on a second SIGINT or SIGTERM), and run's
+ * graceful_timeout bounds how long a callback that does not return can
+ * hold the stop up.
  *
  * A waited call lives on its waiter's stack; the main thread's last touch
  * of it is setting its state under rt->lock, and a loop stop cancels the
@@ -282,10 +286,13 @@ static wait_result_t wait_main(pxpy_runtime_t *rt, uint64_t deadline_ns,
     return r;
 }
 
-static void end_run(pxpy_state *st)
+/* Stops the loop; see pxpy_runtime_shutdown_loop for the timeout and the
+ * signals. An exception set on entry, or raised by a signal handler during
+ * the stop, is left set. */
+static void end_run(pxpy_state *st, uint64_t timeout_ns, bool watch_signals)
 {
     pxpy_runtime_t *rt = st->runtime;
-    pxpy_runtime_shutdown_loop(st);
+    pxpy_runtime_shutdown_loop(st, timeout_ns, watch_signals);
     /* Calls queued by connection_lost and friends during the stop. */
     PyObject *exc = PyErr_GetRaisedException();
     run_queued_calls(st);
@@ -296,11 +303,35 @@ static void end_run(pxpy_state *st)
     pthread_mutex_unlock(&rt->lock);
 }
 
+/* Seconds (a number > 0) or None (0: no limit) as nanoseconds. */
+static int parse_graceful_timeout(PyObject *value, uint64_t *out)
+{
+    *out = 0;
+    if (value == Py_None)
+        return 0;
+    double seconds = PyFloat_AsDouble(value);
+    if (seconds == -1.0 && PyErr_Occurred())
+        return -1;
+    if (!(seconds > 0.0) || seconds > 1e9) {
+        PyErr_SetString(PyExc_ValueError,
+                        "graceful_timeout must be None or a number of "
+                        "seconds > 0");
+        return -1;
+    }
+    *out = (uint64_t)(seconds * 1e9);
+    if (*out == 0)
+        *out = 1; /* below a nanosecond, but a limit all the same */
+    return 0;
+}
+
 static PyObject *run(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *const kwlist[] = {"mode", NULL};
-    PyObject *mode = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$O:run", kwlist, &mode))
+    static char *const kwlist[] = {"mode", "graceful_timeout", NULL};
+    PyObject *mode = NULL, *graceful = Py_None;
+    uint64_t timeout_ns;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OO:run", kwlist, &mode,
+                                     &graceful) ||
+        parse_graceful_timeout(graceful, &timeout_ns) < 0)
         return NULL;
     pxpy_state *st = pxpy_get_state(module);
     pxpy_runtime_t *rt = st->runtime;
@@ -331,8 +362,8 @@ static PyObject *run(PyObject *module, PyObject *args, PyObject *kwargs)
         if (w == WAIT_STOP || w == WAIT_IDLE)
             break;
     }
-    end_run(st);
-    if (failed)
+    end_run(st, timeout_ns, true);
+    if (failed || PyErr_Occurred())
         return NULL;
     Py_RETURN_NONE;
 }
@@ -402,7 +433,7 @@ static PyObject *shutdown(PyObject *module, PyObject *Py_UNUSED(ignored))
     /* A worker interpreter's module ends with its interpreter, not the
      * loop. */
     if (st->runtime != NULL && st->runtime->st == st && !st->runtime->in_run)
-        end_run(st);
+        end_run(st, 0, false);
     Py_RETURN_NONE;
 }
 
@@ -425,9 +456,10 @@ void pxpy_mainthread_free_queue(pxpy_runtime_t *rt)
 
 static PyMethodDef mainthread_methods[] = {
     {"run", (PyCFunction)(void (*)(void))run, METH_VARARGS | METH_KEYWORDS,
-     "run(*, mode=None)\n--\n\n"
+     "run(*, mode=None, graceful_timeout=None)\n--\n\n"
      "Serve until stop(), SIGINT/SIGTERM, or until nothing is registered and "
-     "no work is pending; then stop the loop."},
+     "no work is pending; then stop the loop. A stop that takes longer than "
+     "graceful_timeout seconds (None: no limit) ends the process."},
     {"run_once", (PyCFunction)(void (*)(void))run_once,
      METH_VARARGS | METH_KEYWORDS,
      "run_once(timeout=None)\n--\n\n"

@@ -32,9 +32,11 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static _Thread_local PyThreadState *thread_tstate;
 
@@ -220,26 +222,47 @@ void pxpy_wake_protocol_waiters(pxpy_state *st)
 
 /* ---- the loop ----------------------------------------------------------- */
 
-/* PYPARALLEL_WORKERS and PYPARALLEL_IO, checked here rather than quietly
- * replaced by defaults: a deployment that sets them wants to know they
- * apply. */
+/* The engine reads at most this many from PYPARALLEL_MAX_THREADS. */
+#define MAX_THREADS_LIMIT (1 << 20)
+
+/* PYPARALLEL_WORKERS, PYPARALLEL_MAX_THREADS and PYPARALLEL_IO, checked
+ * here rather than quietly replaced by defaults: a deployment that sets
+ * them wants to know they apply. */
+/* The count in the environment variable name (left at 0 when unset), from
+ * 1 to max; -1 with ValueError naming what it counts otherwise. */
+static int count_from_environment(const char *name, const char *what, long max,
+                                  long *out)
+{
+    const char *v = getenv(name);
+    *out = 0;
+    if (v == NULL || v[0] == '\0')
+        return 0;
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno || *end != '\0' || n < 1 || n > max) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s must be a number of %s from 1 to %ld, not '%.50s'",
+                     name, what, max, v);
+        return -1;
+    }
+    *out = n;
+    return 0;
+}
+
 static int options_from_environment(px_loop_options_t *opts)
 {
-    const char *v = getenv("PYPARALLEL_WORKERS");
-    if (v != NULL && v[0] != '\0') {
-        char *end;
-        errno = 0;
-        long n = strtol(v, &end, 10);
-        if (errno || *end != '\0' || n < 1 || n > PX_MAX_WORKERS) {
-            PyErr_Format(PyExc_ValueError,
-                         "PYPARALLEL_WORKERS must be a number of workers "
-                         "from 1 to %d, not '%.50s'",
-                         PX_MAX_WORKERS, v);
-            return -1;
-        }
-        opts->workers = (int)n;
-    }
-    v = getenv("PYPARALLEL_IO");
+    long workers, threads;
+    if (count_from_environment("PYPARALLEL_WORKERS", "workers", PX_MAX_WORKERS,
+                               &workers) < 0 ||
+        count_from_environment("PYPARALLEL_MAX_THREADS", "threads",
+                               MAX_THREADS_LIMIT, &threads) < 0)
+        return -1;
+    if (workers)
+        opts->workers = (int)workers;
+    if (threads)
+        opts->max_threads = (unsigned)threads;
+    const char *v = getenv("PYPARALLEL_IO");
     if (v != NULL && v[0] != '\0') {
         if (strcmp(v, "uring") == 0 || strcmp(v, "io_uring") == 0) {
             opts->backend = PX_BACKEND_URING;
@@ -353,7 +376,111 @@ px_loop_t *pxpy_loop(pxpy_state *st)
     return pxpy_runtime_ensure_loop(st, NULL);
 }
 
-void pxpy_runtime_shutdown_loop(pxpy_state *st)
+/* How often the main thread, waiting for the loop to stop, runs the signal
+ * handlers and looks at the clock. */
+#define STOP_CHECK_NS (100 * 1000 * 1000)
+
+typedef struct {
+    pxpy_runtime_t *rt;
+    px_loop_t *loop;
+} stopper_t;
+
+static void *stopper_main(void *arg)
+{
+    stopper_t *s = arg;
+    px_loop_stop(s->loop);
+    pthread_mutex_lock(&s->rt->lock);
+    s->rt->loop_stopped = true;
+    pthread_cond_broadcast(&s->rt->main_cond);
+    pthread_mutex_unlock(&s->rt->lock);
+    return NULL;
+}
+
+static void flush_python_stream(const char *name)
+{
+    PyObject *stream = PySys_GetObject(name); /* borrowed */
+    if (stream == NULL || stream == Py_None)
+        return;
+    PyObject *r = PyObject_CallMethod(stream, "flush", NULL);
+    Py_XDECREF(r);
+    PyErr_Clear();
+}
+
+static _Noreturn void exit_stop_overran(uint64_t timeout_ns)
+{
+    flush_python_stream("stdout");
+    flush_python_stream("stderr");
+    fprintf(stderr,
+            "pyparallel: the loop did not stop within %.3g s (a callback "
+            "has not returned); exiting\n",
+            (double)timeout_ns / 1e9);
+    fflush(stderr);
+    _exit(1);
+}
+
+static void stop_loop_detached(px_loop_t *loop)
+{
+    pxpy_blocking_t b = pxpy_blocking_begin();
+    px_loop_stop(loop);
+    pxpy_blocking_end(b);
+}
+
+/* px_loop_stop waits for every callback to return, which a callback that
+ * blocks forever never does. So it runs on a thread of its own while this
+ * (attached) thread waits in slices: between them the signal handlers run
+ * and the deadline is checked. An exception a handler raises is kept (the
+ * first one) and left set once the loop has stopped. */
+static void stop_loop_bounded(pxpy_runtime_t *rt, px_loop_t *loop,
+                              uint64_t timeout_ns, bool watch_signals)
+{
+    if (timeout_ns == 0 && !watch_signals) {
+        stop_loop_detached(loop);
+        return;
+    }
+    stopper_t s = {.rt = rt, .loop = loop};
+    pthread_t stopper;
+    pthread_mutex_lock(&rt->lock);
+    rt->loop_stopped = false;
+    pthread_mutex_unlock(&rt->lock);
+    if (pthread_create(&stopper, NULL, stopper_main, &s) != 0) {
+        /* No thread to spare: stop unbounded rather than not at all. */
+        stop_loop_detached(loop);
+        return;
+    }
+    PyObject *exc = PyErr_GetRaisedException();
+    uint64_t deadline = timeout_ns ? px_now_ns() + timeout_ns : 0;
+    for (;;) {
+        uint64_t until = px_now_ns() + STOP_CHECK_NS;
+        if (deadline && deadline < until)
+            until = deadline;
+        struct timespec ts = {.tv_sec = (time_t)(until / 1000000000u),
+                              .tv_nsec = (long)(until % 1000000000u)};
+        pxpy_blocking_t b = pxpy_blocking_begin();
+        pthread_mutex_lock(&rt->lock);
+        while (!rt->loop_stopped &&
+               pthread_cond_timedwait(&rt->main_cond, &rt->lock, &ts) !=
+                   ETIMEDOUT)
+            ;
+        bool stopped = rt->loop_stopped;
+        pthread_mutex_unlock(&rt->lock);
+        pxpy_blocking_end(b);
+        if (stopped)
+            break;
+        if (watch_signals && PyErr_CheckSignals() < 0) {
+            if (exc == NULL)
+                exc = PyErr_GetRaisedException();
+            else
+                PyErr_Clear();
+        }
+        if (deadline && px_now_ns() >= deadline)
+            exit_stop_overran(timeout_ns);
+    }
+    pthread_join(stopper, NULL);
+    PyErr_SetRaisedException(exc);
+}
+
+void pxpy_runtime_shutdown_loop(pxpy_state *st, uint64_t timeout_ns,
+                                bool watch_signals)
 {
     pxpy_runtime_t *rt = st->runtime;
     PyMutex_Lock(&rt->loop_lock);
@@ -371,9 +498,8 @@ void pxpy_runtime_shutdown_loop(pxpy_state *st)
 
     /* Not under loop_lock: callbacks that run during the stop may call
      * into the runtime (they get "the loop is stopping"). */
-    pxpy_blocking_t b = pxpy_blocking_begin();
-    px_loop_stop(loop);
-    pxpy_blocking_end(b);
+    stop_loop_bounded(rt, loop, timeout_ns, watch_signals);
+    PyObject *exc = PyErr_GetRaisedException();
     pxpy_interps_stop(st, false);
 
     PyMutex_Lock(&rt->loop_lock);
@@ -400,6 +526,7 @@ void pxpy_runtime_shutdown_loop(pxpy_state *st)
      * and timer its cancellation: what is left counted nothing real. */
     atomic_store(&rt->registered, 0);
     atomic_store(&rt->pending, 0);
+    PyErr_SetRaisedException(exc);
 }
 
 /* ---- introspection ---------------------------------------------------- */
@@ -587,7 +714,7 @@ void pxpy_runtime_free(pxpy_state *st)
         st->runtime = NULL; /* a worker interpreter's: the main state's */
         return;
     }
-    pxpy_runtime_shutdown_loop(st);
+    pxpy_runtime_shutdown_loop(st, 0, false);
     if (rt->retired != NULL)
         px_loop_free(rt->retired);
     pxpy_mainthread_free_queue(rt);

@@ -44,6 +44,7 @@ struct pxpy_runtime_s {
     pxpy_call_t *head, *tail;
     bool stop_requested;
     bool shutting_down;
+    bool loop_stopped; /* the stopping thread's px_loop_stop returned */
     bool in_run;
 };
 
@@ -51,8 +52,15 @@ struct pxpy_runtime_s {
  * with an exception set. */
 px_loop_t *pxpy_runtime_ensure_loop(pxpy_state *st, PyObject *mode_name);
 /* Stops the loop, if one runs: closes connections (connection_lost runs),
- * cancels work and timers, joins the threads. Main thread, attached. */
-void pxpy_runtime_shutdown_loop(pxpy_state *st);
+ * cancels work and timers, joins the threads. Main thread, attached.
+ * With watch_signals, the signal handlers run while it waits (a second
+ * SIGTERM must be able to end the process); an exception they raise is
+ * left set. A stop that takes longer than timeout_ns (0: no limit) means a
+ * callback does not return: the process then exits with status 1 and a
+ * line on stderr, since its threads can be neither joined nor abandoned
+ * to a finalising interpreter. */
+void pxpy_runtime_shutdown_loop(pxpy_state *st, uint64_t timeout_ns,
+                                bool watch_signals);
 bool pxpy_runtime_is_main(pxpy_runtime_t *rt);
 
 /* mainthread.c (its queue's interface is core/mainthread.h) */
