@@ -11,7 +11,10 @@ blocked handler. Now, while a worker's handlers block, it gives itself to
 another thread as each handler starts, and:
   - 1,000 concurrent 2-second handlers all answer 200 in about 2 s when
     the cap allows 1,000 threads, and a /plaintext probe sent meanwhile
-    stays under 50 ms at the 99th percentile;
+    stays quick: a median under 50 ms, and a 99th percentile under 250 ms
+    (5-36 ms on a quiet machine; the bound is wide because the probe shares
+    two cores with 1,000 server threads and whatever else CI runs, and
+    before the fix it was 1,023 ms with 200 handlers, 5 s with 300);
   - the same at the default cap with fewer handlers than the cap;
   - past the cap, blocked requests wait their turn: all of them answer.
 """
@@ -45,7 +48,8 @@ class Sleepy(HttpServer):
 """
 
 PROBE_INTERVAL = 0.02
-PROBE_P99_LIMIT = 0.050
+PROBE_MEDIAN_LIMIT = 0.050
+PROBE_P99_LIMIT = 0.250
 
 
 def sleepy_server(tmp_path, *args):
@@ -112,6 +116,9 @@ def p99(latencies):
 def check_probe(latencies):
     assert len(latencies) >= 20, latencies
     assert {status for _, status in latencies} == {b"200"}, latencies
+    ordered = sorted(seconds for seconds, _ in latencies)
+    median = ordered[len(ordered) // 2]
+    assert median < PROBE_MEDIAN_LIMIT, f"probe median {median * 1000:.0f} ms"
     assert p99(latencies) < PROBE_P99_LIMIT, f"probe p99 {p99(latencies) * 1000:.0f} ms: {sorted(latencies)[-5:]}"
 
 
