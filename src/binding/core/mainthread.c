@@ -432,8 +432,10 @@ static PyObject *shutdown(PyObject *module, PyObject *Py_UNUSED(ignored))
     pxpy_state *st = pxpy_get_state(module);
     /* A worker interpreter's module ends with its interpreter, not the
      * loop. */
-    if (st->runtime != NULL && st->runtime->st == st && !st->runtime->in_run)
+    if (st->runtime != NULL && st->runtime->st == st && !st->runtime->in_run) {
         end_run(st, 0, false);
+        pxpy_interps_end_parked(st);
+    }
     Py_RETURN_NONE;
 }
 

@@ -715,6 +715,7 @@ void pxpy_runtime_free(pxpy_state *st)
         return;
     }
     pxpy_runtime_shutdown_loop(st, 0, false);
+    pxpy_interps_end_parked(st);
     if (rt->retired != NULL)
         px_loop_free(rt->retired);
     pxpy_mainthread_free_queue(rt);

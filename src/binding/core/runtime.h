@@ -30,6 +30,8 @@ struct pxpy_runtime_s {
     px_loop_t *retired;               /* the previous, stopped loop */
     pxpy_interps_t *interps;          /* mode "interpreters": the workers'
                                          interpreters while the loop runs */
+    pxpy_interps_t *parked_interps;   /* the same between loops: kept for
+                                         the next loop (interp/interp.c) */
     struct pxpy_chanlist_s *channels; /* channel.c: the live channels */
     PyObject *listeners;              /* listening transports of this loop */
 

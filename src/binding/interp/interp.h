@@ -43,11 +43,15 @@ void pxpy_interp_report_error(pxpy_state *st, const char *where);
 /* Creates one interpreter per worker (main thread, attached). 0, or -1 with
  * an exception set (nothing is left behind). */
 int pxpy_interps_start(pxpy_state *st, int workers);
-/* Ends them once the loop's threads are joined (attached to the main
- * interpreter; loop_locked: the caller holds rt->loop_lock): first drops
- * what the main interpreter's structures hold in them (the per-worker
- * protocol caches of listeners). */
+/* Retires them once the loop's threads are joined (attached to the main
+ * interpreter; loop_locked: the caller holds rt->loop_lock): drops what
+ * the main interpreter's structures hold in them (the per-worker protocol
+ * caches of listeners) and parks them for the next loop, which takes them
+ * back when it has as many workers. */
 void pxpy_interps_stop(pxpy_state *st, bool loop_locked);
+/* Ends the parked worker interpreters (main thread, attached; at exit and
+ * at the module's teardown). */
+void pxpy_interps_end_parked(pxpy_state *st);
 /* Fills memory[i] (at most n) with worker interpreter i's memory (see
  * interp.c); returns how many there are (0 outside this mode). */
 int pxpy_interps_memory(pxpy_state *st, int64_t *memory, int n);
