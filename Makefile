@@ -6,6 +6,7 @@
 #   make fuzz        libFuzzer on every fuzz/fuzz_*.c, $(FUZZ_SECONDS) s each
 #   make bench       every benchmark against its peers (bench-quick: ~2 min)
 #   make examples-c  the C examples against the engine alone
+#   make dist        the sdist and a wheel per interpreter into dist/
 #   make format      clang-format the C sources (format-check: only report)
 #   make clean       build artefacts (distclean: the venvs too)
 #
@@ -170,7 +171,7 @@ setup: setup-ft setup-gil
 TEST_STEPS := format-check test-c-asan test-c-tsan test-fuzz-quick \
               test-py-ft-uring test-py-ft-epoll \
               test-py-gil-uring test-py-gil-epoll test-py-gil-interp \
-              test-py-gil-asan
+              test-py-gil-asan dist-check
 # The C examples are documentation: build them (with gcc) so they cannot rot.
 ifneq ($(EXAMPLES_C),)
 TEST_STEPS += examples-c
@@ -285,6 +286,54 @@ test-314:
 	@case "$$MAKEFLAGS" in *jobserver*) jobs= ;; *) jobs=-j$(NPROC) ;; esac; \
 	  tools/test.sh "$(MAKE)" $$jobs -- $(TEST_314_STEPS)
 
+# ---- packages -------------------------------------------------------------
+#
+# `make dist`: the sdist and one wheel per interpreter in dist/: 3.13 (built
+# by .venv-gil) and 3.13t (.venv-ft) always, 3.14 and 3.14t where
+# .venv-gil314 / .venv-ft314 exist (make setup-314). tools/dist.sh builds the
+# wheels from the sdist, vendors liburing into them with auditwheel (which
+# picks the manylinux tag) and runs twine check. `make dist-check` (part of
+# `make test`) installs each wheel into a fresh venv of its interpreter and
+# runs the examples from there (tools/dist-check.sh). .venv-dist holds the
+# tools (tools/requirements-dist.txt); each wheel's venv gets `build` alone.
+VENV_DIST := .venv-dist
+DIST_VENVS := $(VENV_GIL) $(VENV_FT) \
+              $(patsubst %/pyvenv.cfg,%,$(wildcard $(VENV_GIL314)/pyvenv.cfg \
+                                                   $(VENV_FT314)/pyvenv.cfg))
+DIST_STAMP := dist/.stamp
+# Everything that goes into a package; found, so that new files count.
+DIST_INPUTS := pyproject.toml setup.py MANIFEST.in LICENSE README.md \
+               CHANGELOG.md tools/dist.sh \
+               $(shell find include src python -type f \( -name '*.[ch]' \
+                         -o -name '*.py' -o -name '*.pyi' -o -name py.typed \) \
+                         2>/dev/null)
+
+$(VENV_DIST)/pyvenv.cfg: | $(APT_STAMP)
+	@python=$$(tools/find-python.sh gil "$(PYTHON_GIL)") && \
+	  echo "venv $(VENV_DIST): $$python" && \
+	  "$$python" -m venv --clear $(VENV_DIST)
+
+$(VENV_DIST)/.deps-stamp: $(VENV_DIST)/pyvenv.cfg tools/requirements-dist.txt
+	$(VENV_DIST)/bin/python -m pip install -q -r tools/requirements-dist.txt
+	@touch $@
+
+$(DIST_VENVS:%=%/.build-stamp): %/.build-stamp: %/pyvenv.cfg \
+                                               tools/requirements-dist.txt
+	$*/bin/python -m pip install -q --only-binary=:all: \
+	  -c tools/requirements-dist.txt build
+	@touch $@
+
+$(DIST_STAMP): $(VENV_DIST)/.deps-stamp $(DIST_VENVS:%=%/.build-stamp) \
+               $(DIST_INPUTS)
+	tools/dist.sh $(VENV_DIST) $(DIST_VENVS)
+	@touch $@
+
+.PHONY: dist dist-check
+dist: $(DIST_STAMP)
+
+dist-check: $(DIST_STAMP)
+	tools/dist-check.sh $(DIST_VENVS)
+
 # ---- other entry points -------------------------------------------------
 
 .PHONY: serve fuzz bench bench-quick examples-c format format-check \
@@ -345,5 +394,5 @@ clean:
 	rm -f $(VENV_FT314)/.pyparallel-stamp $(VENV_GIL314)/.pyparallel-stamp
 
 distclean: clean
-	rm -rf $(VENV_FT) $(VENV_GIL)
+	rm -rf $(VENV_FT) $(VENV_GIL) $(VENV_DIST) dist
 	rm -rf $(VENV_FT314) $(VENV_GIL314) $(VENV_BENCH)

@@ -48,6 +48,7 @@ from ._core import (
     xlist,
 )
 from ._protected import dict, list
+from ._version import __version__
 from ._work import map
 
 __all__ = [

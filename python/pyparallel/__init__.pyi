@@ -30,6 +30,8 @@ from typing import (
     type_check_only,
 )
 
+__version__: str
+
 __all__ = [
     "AsyncError",
     "Channel",

@@ -5,7 +5,7 @@
         [--mode threads|interpreters|gil]
         [--max-header-size N] [--max-uri-size N] [--max-body-size N]
         [--header-timeout S] [--body-timeout S] [--keepalive-timeout S]
-        [--graceful-timeout S]
+        [--graceful-timeout S] [--version]
 
 Without --app it serves the current directory (or --root) the way
 `python -m http.server` does, plus two built-in routes: /plaintext and
@@ -34,6 +34,7 @@ import sys
 import pyparallel as px
 
 from .. import _core
+from ..__main__ import VersionAction
 from ._app import HttpServer
 from ._request import Headers, Request
 from ._response import Response
@@ -122,6 +123,12 @@ def build_parser():
     for name, kind, help_text in LIMIT_FLAGS:
         metavar = "N" if kind is int else "SECONDS"
         parser.add_argument("--" + name.replace("_", "-"), type=_positive(kind), dest=name, metavar=metavar, help=help_text)
+    parser.add_argument(
+        "--version",
+        action=VersionAction,
+        help="print pyparallel's version, the interpreter, and the mode and I/O backend that PYPARALLEL_MODE and "
+        "PYPARALLEL_IO (or their defaults; not --mode and --io) select here, then exit",
+    )
     return parser
 
 
