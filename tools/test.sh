@@ -32,6 +32,7 @@ describe() {
     test-py-gil-interp) echo "pytest .venv-gil (mode interpreters), io_uring" ;;
     test-py-gil-asan) echo "pytest .venv-gil (mode interpreters), extension under ASan+UBSan" ;;
     examples-c) echo "C examples build (gcc)" ;;
+    dist-check) echo "wheels installed in fresh venvs, examples self-tested" ;;
     *) echo "$1" ;;
   esac
 }

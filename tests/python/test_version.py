@@ -111,6 +111,14 @@ def test_version_follows_the_environment():
         assert info["io"] == "epoll (chosen automatically: io_uring is unavailable here)"
 
 
+def test_the_http_servers_version_follows_its_mode_and_io_flags():
+    mode = "gil" if sys._is_gil_enabled() else "threads"
+    env = {"PYPARALLEL_IO": "", "PYPARALLEL_MODE": ""}
+    info = report(run("-m", "pyparallel.http.server", "--mode", mode, "--io", "epoll", "--version", env=env))
+    assert info["mode"].split()[0] == mode
+    assert info["io"].split()[0] == "epoll"
+
+
 @pytest.mark.parametrize(
     "env, message",
     [

@@ -34,7 +34,7 @@ import sys
 import pyparallel as px
 
 from .. import _core
-from ..__main__ import VersionAction
+from ..__main__ import version_report
 from ._app import HttpServer
 from ._request import Headers, Request
 from ._response import Response
@@ -125,9 +125,9 @@ def build_parser():
         parser.add_argument("--" + name.replace("_", "-"), type=_positive(kind), dest=name, metavar=metavar, help=help_text)
     parser.add_argument(
         "--version",
-        action=VersionAction,
-        help="print pyparallel's version, the interpreter, and the mode and I/O backend that PYPARALLEL_MODE and "
-        "PYPARALLEL_IO (or their defaults; not --mode and --io) select here, then exit",
+        action="store_true",
+        help="print pyparallel's version, the interpreter, and the mode and I/O backend that --mode and --io (or "
+        "PYPARALLEL_MODE and PYPARALLEL_IO, or their defaults) select here, then exit",
     )
     return parser
 
@@ -202,6 +202,12 @@ def main(argv=None):
         os.environ["PYPARALLEL_MAX_THREADS"] = str(args.max_threads)
     if args.mode is not None:
         os.environ["PYPARALLEL_MODE"] = args.mode
+    if args.version:
+        lines, error = version_report()
+        print("\n".join(lines), flush=True)
+        if error is not None:
+            parser.exit(1, f"{parser.prog}: {error}\n")
+        parser.exit(0)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:
         app = configure(args)
