@@ -193,7 +193,9 @@ void px__http_conn_unref(px_http_conn_t *hc)
 /*
  * Sets the deadline for what the connection waits for; hc->lock held.
  *  IDLE   no byte of a request yet: keepalive_timeout after a response,
- *         header_timeout on a new connection; then closed silently.
+ *         header_timeout on a new connection; then closed silently. The
+ *         idle time of a client still reading a response starts when it
+ *         stops reading (see expire).
  *  HEAD   from the first byte of a head: header_timeout, then 408. Not
  *         pushed back by later bytes, which is what stops slowloris.
  *  BODY   between two reads of a body: body_timeout, then 408.
@@ -230,6 +232,7 @@ static void arm_wait(px_http_conn_t *hc)
     if (want == hc->wait && want != PX__WAIT_BODY)
         return;
     hc->wait = want;
+    hc->unsent_seen = 0;
     uint64_t deadline = 0;
     if (want != PX__WAIT_NONE && timeout != PX_HTTP_NO_TIMEOUT)
         deadline = px_now_ns() + timeout;
@@ -274,6 +277,21 @@ static void expire(px_http_conn_t *hc, uint64_t now, bool server_closed)
     if (hc->closed || hc->driving || !due) {
         pthread_mutex_unlock(&hc->lock);
         return;
+    }
+    /* A client that reads a large response slowly is not idle: the wait
+     * starts again as long as it took some of the response since the last
+     * deadline. One that stopped reading for a whole keepalive_timeout is
+     * closed (its queue then gets the engine's close linger). */
+    if (hc->wait == PX__WAIT_IDLE && !server_closed) {
+        size_t unsent = px_conn_queued_bytes(hc->conn);
+        if (unsent > 0 && unsent != hc->unsent_seen) {
+            hc->unsent_seen = unsent;
+            atomic_store_explicit(&hc->deadline_ns,
+                                  now + hc->server->keepalive_timeout_ns,
+                                  memory_order_relaxed);
+            pthread_mutex_unlock(&hc->lock);
+            return;
+        }
     }
     if (hc->wait == PX__WAIT_HEAD || hc->wait == PX__WAIT_BODY) {
         px__http_put_error(hc, 408);

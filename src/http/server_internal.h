@@ -93,6 +93,8 @@ struct px_http_conn_s {
                               keepalive_timeout, not header_timeout */
     bool read_ended;       /* the peer half-closed: close once the
                               requests received are answered */
+    size_t unsent_seen;    /* response bytes still queued when the idle
+                              deadline last passed */
     px__bytebuf_t in;      /* input from the current request on */
     px__bytebuf_t pending; /* input that arrived while driving */
     px__bytebuf_t out;     /* responses not handed to the engine */
