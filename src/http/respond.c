@@ -23,6 +23,11 @@
 #define COPY_BODY_MAX (16u << 10)
 /* Output gathered before a flush even inside a pass. */
 #define FLUSH_OUT_BYTES (64u << 10)
+/* Responses queued in the engine, unread by the client, past which the
+ * connection stops parsing pipelined requests and reading (server.c
+ * resumes it): a client that pipelines without reading is slowed, and
+ * never runs into the engine's send-buffer bound. */
+#define OUTPUT_FULL_BYTES (4u << 20)
 /* Output buffer capacity kept between flushes. */
 #define KEEP_OUT_BYTES (64u << 10)
 /* Header fields gathered on the stack before allocating. */
@@ -190,7 +195,11 @@ int px__http_flush(px_http_conn_t *hc)
     struct iovec iov = {hc->out.data, hc->out.len};
     int rc = px_conn_send(hc->conn, &iov, 1, NULL);
     px__bytebuf_reset(&hc->out, KEEP_OUT_BYTES);
-    return rc < 0 ? send_failed(hc, rc) : 0;
+    if (rc < 0)
+        return send_failed(hc, rc);
+    if (px_conn_queued_bytes(hc->conn) > OUTPUT_FULL_BYTES)
+        atomic_store(&hc->output_full, true);
+    return 0;
 }
 
 /* ---- responses ---------------------------------------------------------- */

@@ -103,3 +103,41 @@ def test_a_client_that_leaves_mid_response_does_not_hurt_the_server(rt):
             return client.request("GET", "/plaintext").body
 
     assert rt.run(lambda: driver(serve_http(rt, Big))) == b"Hello, World!"
+
+
+FLOOD = 300_000
+
+
+def test_a_pipelining_flood_is_slowed_not_reset(rt):
+    """300k pipelined requests from a client that reads nothing until it has
+    sent them all: the server stops reading while the responses are unread,
+    and every request is answered once the client reads."""
+    import threading
+
+    def driver(port):
+        sock = connect(port, timeout=60)
+        request = build_request("GET", "/plaintext")
+        sent = threading.Event()
+
+        def send_all():
+            batch = request * 1000
+            for _ in range(FLOOD // 1000):
+                sock.sendall(batch)
+            sent.set()
+
+        sender = threading.Thread(target=send_all)
+        sender.start()
+        time.sleep(1.0)  # nothing read meanwhile: the responses pile up
+        marker = b"Hello, World!"
+        count, tail = 0, b""
+        while count < FLOOD:
+            chunk = sock.recv(1 << 20)
+            assert chunk, f"closed after {count} responses"
+            data = tail + chunk
+            count += data.count(marker)
+            tail = data[-(len(marker) - 1) :]
+        sender.join(60)
+        sock.close()
+        return count, sent.is_set()
+
+    assert rt.run(lambda: driver(serve_http(rt, Big))) == (FLOOD, True)
