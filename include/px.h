@@ -165,6 +165,22 @@ void px_conn_notify_sends(px_conn_t *conn, int enable);
  * PX_ESENDBUF when the connection already queues max_send_buffer bytes. */
 int px_conn_send(px_conn_t *conn, const struct iovec *iov, int iovcnt,
                  uint64_t *send_id);
+/* Gives memory lent to the engine back to its owner. */
+typedef void (*px_release_fn)(void *arg);
+/* Sends head (copied as px_conn_send copies, may be NULL), then len bytes
+ * at data, which are not copied: they stay the caller's, valid and
+ * unchanged until release(arg) runs. release runs exactly once: before the
+ * call returns when the call fails (any code) or everything was written at
+ * once; otherwise on the connection's worker, in its dispatch (where its
+ * callbacks run, before on_close), once the last byte was handed to the
+ * kernel or the send was dropped because the connection closed. Only the
+ * head counts against max_send_buffer: the engine bounds what it copies,
+ * not what its caller already holds, so a large response is sent at the
+ * pace the peer reads without a second copy. -EINVAL (and no release)
+ * when release is NULL. */
+int px_conn_send_owned(px_conn_t *conn, const struct iovec *head,
+                       const void *data, size_t len, px_release_fn release,
+                       void *arg, uint64_t *send_id);
 /* Sends head, then nbytes of file fd from offset (with sendfile, no copy
  * through user space), then tail, as one send. The engine dups fd. */
 int px_conn_sendfile(px_conn_t *conn, const struct iovec *head, int fd,
@@ -179,7 +195,7 @@ int px_conn_peername(const px_conn_t *conn, char *host, size_t hostlen,
                      int *port);
 int px_conn_sockname(const px_conn_t *conn, char *host, size_t hostlen,
                      int *port);
-/* Bytes accepted by px_conn_send but not yet written. */
+/* Bytes accepted by the send functions but not yet written. */
 size_t px_conn_queued_bytes(const px_conn_t *conn);
 
 /* ---- work and timers -------------------------------------------------- */

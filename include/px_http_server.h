@@ -161,6 +161,17 @@ int px_http_respond(px_http_exchange_t *ex, int status,
                     const px_http_header_t *headers, size_t num_headers,
                     const void *body, size_t body_len);
 
+/* Like px_http_respond, but a large body is not copied: it is lent to the
+ * engine (px_conn_send_owned) and must stay valid and unchanged until
+ * release(arg) runs, exactly once whatever the result: before the call
+ * returns, or later on the connection's worker from its dispatch (where
+ * its callbacks run). A body the caller already holds is sent at the pace
+ * the client reads, whatever its size, with no second copy. */
+int px_http_respond_owned(px_http_exchange_t *ex, int status,
+                          const px_http_header_t *headers, size_t num_headers,
+                          const void *body, size_t body_len,
+                          px_release_fn release, void *arg);
+
 /* Like px_http_respond, with length bytes of file fd from offset as the
  * body, sent with sendfile (the server dups fd; the caller keeps its own).
  * 304 sends no body; give length 0 with 416. */

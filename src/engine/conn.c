@@ -63,6 +63,9 @@ void px_conn_unref(px_conn_t *c)
     if (atomic_fetch_sub(&c->refs, 1) != 1)
         return;
     px__conn_free_sendq_locked(c);
+    /* Dispatch gives owned sends back before on_close; a connection that
+     * never got that far gives them back here. */
+    px__conn_give_back(c->released);
     px__bytebuf_free(&c->in);
     px__bytebuf_free(&c->in_spare);
     if (c->fd >= 0)
@@ -153,7 +156,7 @@ static bool eof_to_owner_locked(const px_conn_t *c)
 static bool has_events_locked(px_conn_t *c)
 {
     unsigned f = atomic_load(&c->flags);
-    return c->open_pending || c->close_pending ||
+    return c->open_pending || c->close_pending || c->released ||
            (c->in.len && !(f & (PX__CONN_PAUSED | PX__CONN_CLOSING))) ||
            (atomic_load(&c->notify_sends) &&
             c->notified_send_id < c->completed_send_id) ||
@@ -530,12 +533,14 @@ typedef enum {
     EV_DATA,
     EV_EOF,
     EV_SENT,
+    EV_RELEASE,
     EV_CLOSE
 } conn_event_t;
 
 /* Picks the next callback to run; c->lock held. */
 static conn_event_t next_event_locked(px_conn_t *c, px__bytebuf_t *data,
-                                      uint64_t *send_id, int *error)
+                                      uint64_t *send_id, int *error,
+                                      px__send_t **released)
 {
     unsigned f = atomic_load(&c->flags);
     if (f & PX__CONN_CLOSED)
@@ -563,6 +568,11 @@ static conn_event_t next_event_locked(px_conn_t *c, px__bytebuf_t *data,
         c->notified_send_id < c->completed_send_id) {
         *send_id = ++c->notified_send_id;
         return EV_SENT;
+    }
+    if (c->released) {
+        *released = c->released;
+        c->released = NULL;
+        return EV_RELEASE;
     }
     if (c->close_pending) {
         c->close_pending = false;
@@ -597,7 +607,9 @@ bool px__conn_dispatch(px__worker_t *w, px_conn_t *c)
         px__bytebuf_t data = {0};
         uint64_t send_id = 0;
         int error = 0;
-        conn_event_t ev = next_event_locked(c, &data, &send_id, &error);
+        px__send_t *released = NULL;
+        conn_event_t ev =
+            next_event_locked(c, &data, &send_id, &error, &released);
         if (ev == EV_NONE)
             break;
         pthread_mutex_unlock(&c->lock);
@@ -618,6 +630,9 @@ bool px__conn_dispatch(px__worker_t *w, px_conn_t *c)
         case EV_SENT:
             if (c->cbs.on_send_complete)
                 c->cbs.on_send_complete(c, send_id);
+            break;
+        case EV_RELEASE:
+            px__conn_give_back(released);
             break;
         case EV_CLOSE:
             if (c->cbs.on_close)

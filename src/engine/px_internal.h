@@ -173,7 +173,11 @@ typedef struct px__send_s {
     struct px__send_s *next;
     uint64_t id;
     size_t head_len, head_off; /* bytes in data[0..head_len) */
-    int file_fd;               /* -1 when no file part */
+    const char *owned;         /* the caller's bytes (px_conn_send_owned) */
+    size_t owned_len, owned_off;
+    px_release_fn release; /* given back once the send is done or dropped */
+    void *release_arg;
+    int file_fd; /* -1 when no file part */
     off_t file_off;
     size_t file_left;
     size_t tail_len, tail_off; /* bytes in data[head_len..) */
@@ -196,6 +200,9 @@ struct px_conn_s {
     px__send_t *sendq_head, *sendq_tail;
     size_t queued;                     /* bytes copied into the send queue */
     size_t queued_file;                /* file bytes queued for sendfile */
+    size_t queued_owned;               /* the callers' bytes, not copied */
+    px__send_t *released;              /* owned sends to give back, in
+                                        * dispatch */
     uint64_t next_send_id;             /* id of the next px_conn_send */
     uint64_t completed_send_id;        /* all sends up to this are written */
     uint64_t notified_send_id;         /* on_send_complete delivered up to */
@@ -381,6 +388,8 @@ bool px__conn_dispatch(px__worker_t *w, px_conn_t *c);
  * Returns 0, PX_E* or -errno (a write error closes the connection). */
 int px__conn_flush_locked(px_conn_t *c);
 void px__conn_free_sendq_locked(px_conn_t *c);
+/* Runs the release of every owned send on the list and frees them. */
+void px__conn_give_back(px__send_t *released);
 void px__conn_handle_msg(px__worker_t *w, px__msg_t *m);
 void px__conn_close_all(px__worker_t *w);
 void px__conn_begin_close(px__worker_t *w, px_conn_t *c, int error, bool abort);

@@ -9,6 +9,11 @@
  * backend reports writability. The queue is bounded by max_send_buffer, so a
  * peer that never reads (an "I/O hog") costs at most that much memory; past
  * hog_threshold the connection is counted as a hog in the statistics.
+ * px_conn_send_owned lends the engine the caller's memory instead: it is
+ * written from where it is, and counts towards the hog threshold but not
+ * towards max_send_buffer, which bounds what the engine copies. A finished
+ * or dropped owned send moves to the connection's released list, given
+ * back to its owner from dispatch, where the owner's runtime is attached.
  * Sends are numbered per connection; completed_send_id advances when a
  * send's last byte is handed to the kernel.
  */
@@ -42,29 +47,53 @@ static ssize_t write_iov(int fd, struct iovec *iov, int iovcnt, int more)
     }
 }
 
+/* Ends a send taken off the queue: an owned one waits on the released list
+ * for dispatch. */
+static void send_done_locked(px_conn_t *c, px__send_t *s)
+{
+    if (s->file_fd >= 0)
+        close(s->file_fd);
+    s->file_fd = -1;
+    if (s->release) {
+        s->next = c->released;
+        c->released = s;
+    } else {
+        free(s);
+    }
+}
+
 void px__conn_free_sendq_locked(px_conn_t *c)
 {
     px__send_t *s = c->sendq_head;
     while (s) {
         px__send_t *next = s->next;
-        if (s->file_fd >= 0)
-            close(s->file_fd);
-        free(s);
+        send_done_locked(c, s);
         s = next;
     }
     c->sendq_head = c->sendq_tail = NULL;
     c->queued = 0;
     c->queued_file = 0;
+    c->queued_owned = 0;
     if (c->hog) {
         c->hog = false;
         atomic_fetch_sub(&c->loop->stat_hogs, 1);
     }
 }
 
+void px__conn_give_back(px__send_t *s)
+{
+    while (s) {
+        px__send_t *next = s->next;
+        s->release(s->release_arg);
+        free(s);
+        s = next;
+    }
+}
+
 static void account_queue_locked(px_conn_t *c)
 {
     size_t threshold = c->loop->opts.hog_threshold;
-    size_t unsent = c->queued + c->queued_file;
+    size_t unsent = c->queued + c->queued_file + c->queued_owned;
     if (!c->hog && unsent > threshold) {
         c->hog = true;
         atomic_fetch_add(&c->loop->stat_hogs, 1);
@@ -85,6 +114,17 @@ static int write_entry(px_conn_t *c, px__send_t *s)
             return n == -EAGAIN ? 0 : (int)n;
         s->head_off += (size_t)n;
         c->queued -= (size_t)n;
+        atomic_fetch_add_explicit(&c->loop->stat_bytes_out, (uint64_t)n,
+                                  memory_order_relaxed);
+    }
+    while (s->owned_off < s->owned_len) {
+        struct iovec iov = {(char *)s->owned + s->owned_off,
+                            s->owned_len - s->owned_off};
+        ssize_t n = write_iov(c->fd, &iov, 1, 0);
+        if (n < 0)
+            return n == -EAGAIN ? 0 : (int)n;
+        s->owned_off += (size_t)n;
+        c->queued_owned -= (size_t)n;
         atomic_fetch_add_explicit(&c->loop->stat_bytes_out, (uint64_t)n,
                                   memory_order_relaxed);
     }
@@ -130,9 +170,7 @@ int px__conn_flush_locked(px_conn_t *c)
         c->sendq_head = s->next;
         if (c->sendq_head == NULL)
             c->sendq_tail = NULL;
-        if (s->file_fd >= 0)
-            close(s->file_fd);
-        free(s);
+        send_done_locked(c, s);
     }
     account_queue_locked(c);
     return 0;
@@ -172,8 +210,9 @@ static bool needs_schedule_locked(px_conn_t *c, uint64_t completed_before)
 {
     if (c->busy)
         return false;
-    return c->write_error != 0 || (atomic_load(&c->notify_sends) &&
-                                   c->completed_send_id != completed_before);
+    return c->write_error != 0 || c->released != NULL ||
+           (atomic_load(&c->notify_sends) &&
+            c->completed_send_id != completed_before);
 }
 
 static size_t iov_total(const struct iovec *iov, int iovcnt)
@@ -233,18 +272,29 @@ static int finish_send(px_conn_t *c, bool arm, bool schedule, int rc)
     return rc;
 }
 
-int px_conn_send(px_conn_t *c, const struct iovec *iov, int iovcnt,
-                 uint64_t *send_id)
+/* Gives lent memory back, if any: sends that did not take it. */
+static void give_back_now(px_release_fn release, void *arg)
 {
-    if (iovcnt < 0 || (iovcnt > 0 && iov == NULL))
-        return -EINVAL;
+    if (release)
+        release(arg);
+}
+
+/* One send of iov: the last lent_len bytes of it (its last entry) are lent
+ * by the caller until release(arg), the rest is copied if not written at
+ * once. Only the copied bytes count against max_send_buffer. */
+static int send_iov(px_conn_t *c, const struct iovec *iov, int iovcnt,
+                    size_t lent_len, px_release_fn release, void *arg,
+                    uint64_t *send_id)
+{
     size_t total = iov_total(iov, iovcnt);
+    size_t copied = total - lent_len;
     pthread_mutex_lock(&c->lock);
     int rc = check_open_locked(c);
-    if (rc == 0 && c->queued + total > c->loop->opts.max_send_buffer)
+    if (rc == 0 && c->queued + copied > c->loop->opts.max_send_buffer)
         rc = PX_ESENDBUF;
     if (rc < 0) {
         pthread_mutex_unlock(&c->lock);
+        give_back_now(release, arg);
         return rc;
     }
     uint64_t id = c->next_send_id++;
@@ -261,6 +311,7 @@ int px_conn_send(px_conn_t *c, const struct iovec *iov, int iovcnt,
             fail_locked(c, (int)n);
             bool sched = needs_schedule_locked(c, completed_before);
             pthread_mutex_unlock(&c->lock);
+            give_back_now(release, arg);
             return finish_send(c, false, sched, (int)n);
         }
         written = n > 0 ? (size_t)n : 0;
@@ -270,25 +321,61 @@ int px_conn_send(px_conn_t *c, const struct iovec *iov, int iovcnt,
             c->completed_send_id = id;
             bool sched = needs_schedule_locked(c, completed_before);
             pthread_mutex_unlock(&c->lock);
+            give_back_now(release, arg);
             return finish_send(c, false, sched, 0);
         }
     }
-    size_t left = total - written;
-    px__send_t *s = malloc(sizeof(*s) + left);
+    size_t copy_left = written < copied ? copied - written : 0;
+    px__send_t *s = malloc(sizeof(*s) + copy_left);
     if (s == NULL) {
         /* Part of the send may be on the wire already: the stream is
          * broken, so the connection must go. */
         fail_locked(c, -ENOMEM);
         bool sched = needs_schedule_locked(c, completed_before);
         pthread_mutex_unlock(&c->lock);
+        give_back_now(release, arg);
         return finish_send(c, false, sched, -ENOMEM);
     }
-    *s = (px__send_t){.id = id, .head_len = left, .file_fd = -1};
-    copy_iov(s->data, iov, iovcnt, written);
-    enqueue_locked(c, s, left);
+    *s = (px__send_t){.id = id, .head_len = copy_left, .file_fd = -1};
+    copy_iov(s->data, iov, lent_len ? iovcnt - 1 : iovcnt, written);
+    if (release) {
+        s->owned = iov[iovcnt - 1].iov_base;
+        s->owned_len = lent_len;
+        s->owned_off = written > copied ? written - copied : 0;
+        s->release = release;
+        s->release_arg = arg;
+        c->queued_owned += lent_len - s->owned_off;
+    }
+    enqueue_locked(c, s, copy_left);
     bool arm = want_write_locked(c);
     pthread_mutex_unlock(&c->lock);
     return finish_send(c, arm, false, 0);
+}
+
+int px_conn_send(px_conn_t *c, const struct iovec *iov, int iovcnt,
+                 uint64_t *send_id)
+{
+    if (iovcnt < 0 || (iovcnt > 0 && iov == NULL))
+        return -EINVAL;
+    return send_iov(c, iov, iovcnt, 0, NULL, NULL, send_id);
+}
+
+int px_conn_send_owned(px_conn_t *c, const struct iovec *head, const void *data,
+                       size_t len, px_release_fn release, void *arg,
+                       uint64_t *send_id)
+{
+    if (release == NULL)
+        return -EINVAL;
+    if (len > 0 && data == NULL) {
+        release(arg);
+        return -EINVAL;
+    }
+    struct iovec iov[2];
+    int n = 0;
+    if (head && head->iov_len)
+        iov[n++] = *head;
+    iov[n++] = (struct iovec){(void *)data, len};
+    return send_iov(c, iov, n, len, release, arg, send_id);
 }
 
 int px_conn_sendfile(px_conn_t *c, const struct iovec *head, int fd,
@@ -382,7 +469,7 @@ size_t px_conn_queued_bytes(const px_conn_t *c)
 {
     px_conn_t *mc = (px_conn_t *)c;
     pthread_mutex_lock(&mc->lock);
-    size_t queued = c->queued + c->queued_file;
+    size_t queued = c->queued + c->queued_file + c->queued_owned;
     pthread_mutex_unlock(&mc->lock);
     return queued;
 }

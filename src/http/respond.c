@@ -23,6 +23,11 @@
 #define COPY_BODY_MAX (16u << 10)
 /* Output gathered before a flush even inside a pass. */
 #define FLUSH_OUT_BYTES (64u << 10)
+/* Responses queued in the engine, unread by the client, past which the
+ * connection stops parsing pipelined requests and reading (server.c
+ * resumes it): a client that pipelines without reading is slowed, and
+ * never runs into the engine's send-buffer bound. */
+#define OUTPUT_FULL_BYTES (4u << 20)
 /* Output buffer capacity kept between flushes. */
 #define KEEP_OUT_BYTES (64u << 10)
 /* Header fields gathered on the stack before allocating. */
@@ -190,7 +195,11 @@ int px__http_flush(px_http_conn_t *hc)
     struct iovec iov = {hc->out.data, hc->out.len};
     int rc = px_conn_send(hc->conn, &iov, 1, NULL);
     px__bytebuf_reset(&hc->out, KEEP_OUT_BYTES);
-    return rc < 0 ? send_failed(hc, rc) : 0;
+    if (rc < 0)
+        return send_failed(hc, rc);
+    if (px_conn_queued_bytes(hc->conn) > OUTPUT_FULL_BYTES)
+        atomic_store(&hc->output_full, true);
+    return 0;
 }
 
 /* ---- responses ---------------------------------------------------------- */
@@ -200,10 +209,22 @@ typedef struct {
     int fd;           /* a file's bytes (fd >= 0) */
     off_t offset;
     uint64_t length;
+    px_release_fn release; /* data is lent (px_http_respond_owned) until */
+    void *release_arg;     /* release(release_arg); NULL once handed over */
 } body_t;
 
+/* Gives a lent body back if the engine did not take it. */
+static void give_back(body_t *body)
+{
+    if (body->release) {
+        px_release_fn release = body->release;
+        body->release = NULL;
+        release(body->release_arg);
+    }
+}
+
 /* Writes head and body; hc->lock held, the head already checked. */
-static int queue_body(px_http_conn_t *hc, const body_t *body)
+static int queue_body(px_http_conn_t *hc, body_t *body)
 {
     struct iovec iov[2] = {{hc->out.data, hc->out.len},
                            {(void *)body->data, (size_t)body->length}};
@@ -211,6 +232,15 @@ static int queue_body(px_http_conn_t *hc, const body_t *body)
     if (body->fd >= 0) {
         rc = px_conn_sendfile(hc->conn, &iov[0], body->fd, body->offset,
                               (size_t)body->length, NULL, NULL);
+    } else if (body->length > COPY_BODY_MAX && body->release) {
+        /* The engine writes the body from where it is and gives it back
+         * when done: no copy, and the send-buffer bound does not apply to
+         * memory the caller already holds. */
+        px_release_fn release = body->release;
+        body->release = NULL;
+        rc = px_conn_send_owned(hc->conn, &iov[0], body->data,
+                                (size_t)body->length, release,
+                                body->release_arg, NULL);
     } else if (body->length > COPY_BODY_MAX) {
         rc = px_conn_send(hc->conn, iov, 2, NULL);
     } else {
@@ -225,7 +255,7 @@ static int queue_body(px_http_conn_t *hc, const body_t *body)
 
 static int respond(px_http_exchange_t *ex, int status,
                    const px_http_header_t *headers, size_t num_headers,
-                   const body_t *body)
+                   body_t *body)
 {
     px_http_conn_t *hc = ex->hc;
     /* 1xx are interim, never an answer; 204 and 304 have no content (RFC
@@ -283,8 +313,19 @@ int px_http_respond(px_http_exchange_t *ex, int status,
                     const px_http_header_t *headers, size_t num_headers,
                     const void *body, size_t body_len)
 {
-    body_t b = {body, -1, 0, body_len};
+    body_t b = {body, -1, 0, body_len, NULL, NULL};
     return respond(ex, status, headers, num_headers, &b);
+}
+
+int px_http_respond_owned(px_http_exchange_t *ex, int status,
+                          const px_http_header_t *headers, size_t num_headers,
+                          const void *body, size_t body_len,
+                          px_release_fn release, void *arg)
+{
+    body_t b = {body, -1, 0, body_len, release, arg};
+    int rc = respond(ex, status, headers, num_headers, &b);
+    give_back(&b);
+    return rc;
 }
 
 int px_http_respond_file(px_http_exchange_t *ex, int status,
@@ -293,7 +334,7 @@ int px_http_respond_file(px_http_exchange_t *ex, int status,
 {
     if (fd < 0 || offset < 0)
         return -EINVAL;
-    body_t b = {NULL, fd, offset, status == 304 ? 0 : length};
+    body_t b = {NULL, fd, offset, status == 304 ? 0 : length, NULL, NULL};
     return respond(ex, status, headers, num_headers, &b);
 }
 

@@ -41,6 +41,9 @@
 /* Input buffered beyond a request that waits for a late response, before
  * reading pauses (pipelined requests queue in the kernel instead). */
 #define PIPELINE_PAUSE_BYTES (256u << 10)
+/* Unread responses below which a connection that stopped for a full
+ * output (respond.c's OUTPUT_FULL_BYTES) carries on. */
+#define OUTPUT_RESUME_BYTES (1u << 20)
 /* Buffer capacity kept across requests; larger buffers are freed. */
 #define KEEP_IN_BYTES (16u << 10)
 
@@ -94,6 +97,7 @@ static uint64_t sweep_period(const px_http_server_t *s)
 }
 
 static void expire(px_http_conn_t *hc, uint64_t now, bool server_closed);
+static void resume_output(px_http_conn_t *hc);
 
 /* The timer's run. Once the server is freed it also closes idle
  * connections at once (requests under way finish, their responses say
@@ -109,6 +113,8 @@ static void sweep(void *arg)
             atomic_load_explicit(&hc->deadline_ns, memory_order_relaxed);
         if ((deadline != 0 && deadline <= now) || closed)
             expire(hc, now, closed);
+        if (atomic_load_explicit(&hc->output_full, memory_order_relaxed))
+            resume_output(hc);
     }
     if (closed && s->conns == NULL && s->sweep != NULL)
         px_timer_cancel(s->sweep);
@@ -193,7 +199,9 @@ void px__http_conn_unref(px_http_conn_t *hc)
 /*
  * Sets the deadline for what the connection waits for; hc->lock held.
  *  IDLE   no byte of a request yet: keepalive_timeout after a response,
- *         header_timeout on a new connection; then closed silently.
+ *         header_timeout on a new connection; then closed silently. The
+ *         idle time of a client still reading a response starts when it
+ *         stops reading (see expire).
  *  HEAD   from the first byte of a head: header_timeout, then 408. Not
  *         pushed back by later bytes, which is what stops slowloris.
  *  BODY   between two reads of a body: body_timeout, then 408.
@@ -206,7 +214,8 @@ static void arm_wait(px_http_conn_t *hc)
     uint64_t timeout = PX_HTTP_NO_TIMEOUT;
     switch (hc->state) {
     case PX__HC_HEAD:
-        if (hc->in.len == 0 && hc->pending.len == 0) {
+        if ((hc->in.len == 0 && hc->pending.len == 0) ||
+            atomic_load(&hc->output_full)) {
             want = PX__WAIT_IDLE;
             timeout =
                 hc->served ? s->keepalive_timeout_ns : s->header_timeout_ns;
@@ -230,6 +239,7 @@ static void arm_wait(px_http_conn_t *hc)
     if (want == hc->wait && want != PX__WAIT_BODY)
         return;
     hc->wait = want;
+    hc->unsent_seen = 0;
     uint64_t deadline = 0;
     if (want != PX__WAIT_NONE && timeout != PX_HTTP_NO_TIMEOUT)
         deadline = px_now_ns() + timeout;
@@ -275,6 +285,21 @@ static void expire(px_http_conn_t *hc, uint64_t now, bool server_closed)
         pthread_mutex_unlock(&hc->lock);
         return;
     }
+    /* A client that reads a large response slowly is not idle: the wait
+     * starts again as long as it took some of the response since the last
+     * deadline. One that stopped reading for a whole keepalive_timeout is
+     * closed (its queue then gets the engine's close linger). */
+    if (hc->wait == PX__WAIT_IDLE && !server_closed) {
+        size_t unsent = px_conn_queued_bytes(hc->conn);
+        if (unsent > 0 && unsent != hc->unsent_seen) {
+            hc->unsent_seen = unsent;
+            atomic_store_explicit(&hc->deadline_ns,
+                                  now + hc->server->keepalive_timeout_ns,
+                                  memory_order_relaxed);
+            pthread_mutex_unlock(&hc->lock);
+            return;
+        }
+    }
     if (hc->wait == PX__WAIT_HEAD || hc->wait == PX__WAIT_BODY) {
         px__http_put_error(hc, 408);
         px__http_flush(hc);
@@ -283,12 +308,14 @@ static void expire(px_http_conn_t *hc, uint64_t now, bool server_closed)
     pthread_mutex_unlock(&hc->lock);
 }
 
-/* Pauses reading while a late response keeps much input waiting; hc->lock
- * held. */
+/* Pauses reading while a late response keeps much input waiting, or while
+ * the client leaves too many responses unread; hc->lock held. */
 static void update_reading(px_http_conn_t *hc)
 {
-    bool pause = hc->state == PX__HC_HANDLING && !hc->closed &&
-                 hc->in.len + hc->pending.len > PIPELINE_PAUSE_BYTES;
+    bool pause =
+        !hc->closed && ((hc->state == PX__HC_HANDLING &&
+                         hc->in.len + hc->pending.len > PIPELINE_PAUSE_BYTES) ||
+                        atomic_load(&hc->output_full));
     if (pause && !hc->paused) {
         hc->paused = true;
         px_conn_pause_reading(hc->conn);
@@ -533,6 +560,10 @@ static void drive(px_http_conn_t *hc, pass_t *p)
             sync_owned(hc, p);
         if (hc->closed)
             return;
+        /* The client does not read its responses: the next requests wait
+         * (in hc->in) until it does, see resume_output. */
+        if (hc->state == PX__HC_HEAD && atomic_load(&hc->output_full))
+            return;
         if (hc->state == PX__HC_HEAD && !read_head(hc, p))
             return;
         if (hc->state != PX__HC_BODY || read_body(hc, p) <= 0)
@@ -598,6 +629,41 @@ static void continue_cancel(void *arg)
     px__http_conn_unref(hc);
 }
 
+/* Queues the parsing of buffered requests on a worker; hc->lock held, by
+ * a caller that holds a reference (so the failure's unref is not the
+ * last). */
+static void continue_later(px_http_conn_t *hc)
+{
+    if (hc->in.len == 0 || hc->continuation_queued)
+        return;
+    hc->continuation_queued = true;
+    px__http_conn_ref(hc);
+    if (px_submit(hc->server->loop, continue_work, continue_cancel, hc) < 0) {
+        /* The loop is stopping; it closes the connection. */
+        hc->continuation_queued = false;
+        px__http_conn_unref(hc);
+    }
+}
+
+/* The sweep (server lock held, so hc is on the list and referenced): a
+ * connection stopped by unread responses carries on once the client read
+ * most of them. A thread driving it sees the flag cleared when its
+ * callback returns. */
+static void resume_output(px_http_conn_t *hc)
+{
+    if (px_conn_queued_bytes(hc->conn) > OUTPUT_RESUME_BYTES)
+        return;
+    pthread_mutex_lock(&hc->lock);
+    atomic_store(&hc->output_full, false);
+    if (!hc->closed && !hc->driving && hc->state != PX__HC_CLOSING) {
+        update_reading(hc);
+        if (hc->state == PX__HC_HEAD)
+            continue_later(hc);
+        arm_wait(hc);
+    }
+    pthread_mutex_unlock(&hc->lock);
+}
+
 void px__http_after_response(px_http_conn_t *hc)
 {
     hc->served = true;
@@ -613,17 +679,7 @@ void px__http_after_response(px_http_conn_t *hc)
     update_reading(hc);
     /* Pipelined requests wait: parse them on a worker, not on the thread
      * that answered, which may be anyone's. */
-    if (hc->in.len > 0 && !hc->continuation_queued) {
-        hc->continuation_queued = true;
-        px__http_conn_ref(hc);
-        if (px_submit(hc->server->loop, continue_work, continue_cancel, hc) <
-            0) {
-            /* The loop is stopping; it closes the connection. The caller
-             * holds the exchange's reference, so this is not the last. */
-            hc->continuation_queued = false;
-            px__http_conn_unref(hc);
-        }
-    }
+    continue_later(hc);
     close_if_input_ended(hc);
     arm_wait(hc);
 }

@@ -88,14 +88,18 @@ struct px_http_conn_s {
     bool closed; /* px_http_conn_closed ran */
     bool paused; /* we paused the engine's reading */
     bool continuation_queued;
-    bool unanswered;       /* the exchange awaits its response */
-    bool served;           /* a response was given: idle waits use
-                              keepalive_timeout, not header_timeout */
-    bool read_ended;       /* the peer half-closed: close once the
-                              requests received are answered */
-    px__bytebuf_t in;      /* input from the current request on */
-    px__bytebuf_t pending; /* input that arrived while driving */
-    px__bytebuf_t out;     /* responses not handed to the engine */
+    bool unanswered;         /* the exchange awaits its response */
+    bool served;             /* a response was given: idle waits use
+                                keepalive_timeout, not header_timeout */
+    bool read_ended;         /* the peer half-closed: close once the
+                                requests received are answered */
+    size_t unsent_seen;      /* response bytes still queued when the idle
+                                deadline last passed */
+    atomic_bool output_full; /* too many responses queued: parsing and
+                                reading wait until the client reads */
+    px__bytebuf_t in;        /* input from the current request on */
+    px__bytebuf_t pending;   /* input that arrived while driving */
+    px__bytebuf_t out;       /* responses not handed to the engine */
 
     /* The request being read (offsets from its first byte). */
     size_t last_len; /* the parser's re-check hint */
@@ -116,7 +120,8 @@ struct px_http_conn_s {
 void px__http_put_error(px_http_conn_t *hc, int status);
 /* Appends the interim "100 Continue"; hc->lock held. */
 void px__http_put_continue(px_http_conn_t *hc);
-/* Hands hc->out to the engine; a failure aborts the connection. hc->lock
+/* Hands hc->out to the engine; a failure aborts the connection. Marks the
+ * connection output_full when the client left too much unread. hc->lock
  * held. Returns 0 or the send's error. */
 int px__http_flush(px_http_conn_t *hc);
 

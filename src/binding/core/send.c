@@ -258,7 +258,9 @@ static int gather_edge(PyObject *o, const char *name, struct iovec *iov,
 }
 
 /* Opens path for reading; fills *size. -1 with OSError (the errno's
- * subclass, naming the file). */
+ * subclass, naming the file), or ValueError for what is not a regular
+ * file. O_NONBLOCK: opening a FIFO must not wait for a writer, and a
+ * device or FIFO has no size to send. */
 static int open_file(PyObject *path, int *fd, off_t *size)
 {
     PyObject *encoded = NULL;
@@ -266,15 +268,19 @@ static int open_file(PyObject *path, int *fd, off_t *size)
         return -1;
     const char *name = PyBytes_AS_STRING(encoded);
     int err = 0;
+    bool regular = true;
     struct stat sb;
-    Py_BEGIN_ALLOW_THREADS *fd = open(name, O_RDONLY | O_CLOEXEC);
+    Py_BEGIN_ALLOW_THREADS *fd =
+        open(name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (*fd < 0)
         err = errno;
     else if (fstat(*fd, &sb) < 0)
         err = errno;
     else if (S_ISDIR(sb.st_mode))
         err = EISDIR;
-    if (err && *fd >= 0) {
+    else
+        regular = S_ISREG(sb.st_mode);
+    if ((err || !regular) && *fd >= 0) {
         close(*fd);
         *fd = -1;
     }
@@ -282,6 +288,13 @@ static int open_file(PyObject *path, int *fd, off_t *size)
     if (err) {
         errno = err;
         PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
+        return -1;
+    }
+    if (!regular) {
+        PyErr_Format(PyExc_ValueError,
+                     "cannot send %R: it is not a regular file (a FIFO, "
+                     "socket or device); only regular files can be sent",
+                     path);
         return -1;
     }
     *size = sb.st_size;
@@ -317,7 +330,11 @@ PyObject *pxpy_transport_sendfile(pxpy_transport_t *t, PyObject *before,
             offset = 0;
             nbytes = (long long)size;
         }
-        if (offset + nbytes > (long long)size) {
+        /* Both come from Python: their sum may not fit (offset
+         * 2**63-1), so it is checked rather than computed. */
+        long long end;
+        if (__builtin_add_overflow(offset, nbytes, &end) ||
+            end > (long long)size) {
             PyErr_Format(PyExc_ValueError,
                          "sendfile_ranged() range of %lld bytes at offset "
                          "%lld reaches past the end of %R (%lld bytes)",

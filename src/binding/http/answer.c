@@ -190,6 +190,55 @@ static int status_of(PyObject *v, int *status)
     return 0;
 }
 
+/* Bodies past this size are lent to the engine rather than copied: the
+ * server then holds the handler's object until the client has read it all
+ * (a smaller one is copied next to its head at once). */
+#define LEND_BODY_MIN (64u << 10)
+
+/* A body lent to the engine: the buffer export or the object whose bytes
+ * are sent, given back by release_lent (on the caller's thread, or from
+ * the connection's dispatch, where this interpreter is attached). */
+typedef struct {
+    Py_buffer view; /* view.obj != NULL: an export to release */
+    PyObject *owner;
+} lent_t;
+
+static void release_lent(void *arg)
+{
+    lent_t *lent = arg;
+    if (lent->view.obj != NULL)
+        PyBuffer_Release(&lent->view);
+    Py_XDECREF(lent->owner);
+    PyMem_RawFree(lent);
+}
+
+/* Answers with body bytes that owner (or the export in view, taken over)
+ * keeps alive: a large body is lent, a small one copied. */
+static int respond_body(px_http_exchange_t *ex, int status,
+                        const px_http_header_t *fields, size_t count,
+                        const char *data, size_t len, PyObject *owner,
+                        Py_buffer *view)
+{
+    if (len < LEND_BODY_MIN) {
+        int rc = px_http_respond(ex, status, fields, count, data, len);
+        if (view != NULL)
+            PyBuffer_Release(view);
+        return rc;
+    }
+    lent_t *lent = PyMem_RawMalloc(sizeof(*lent));
+    if (lent == NULL) {
+        if (view != NULL)
+            PyBuffer_Release(view);
+        return -ENOMEM;
+    }
+    lent->view.obj = NULL;
+    if (view != NULL)
+        lent->view = *view;
+    lent->owner = Py_XNewRef(owner);
+    return px_http_respond_owned(ex, status, fields, count, data, len,
+                                 release_lent, lent);
+}
+
 /* (status, fields, body). */
 static int answer_tuple(px_http_exchange_t *ex, PyObject *result)
 {
@@ -212,17 +261,19 @@ static int answer_tuple(px_http_exchange_t *ex, PyObject *result)
     PyObject *body = PyTuple_GET_ITEM(result, 2);
     int rc;
     if (PyBytes_Check(body)) {
-        rc = px_http_respond(ex, status, f.fields, f.count,
-                             PyBytes_AS_STRING(body),
-                             (size_t)PyBytes_GET_SIZE(body));
+        rc =
+            respond_body(ex, status, f.fields, f.count, PyBytes_AS_STRING(body),
+                         (size_t)PyBytes_GET_SIZE(body), body, NULL);
     } else if (PyUnicode_Check(body)) {
+        /* The UTF-8 form is cached in the str: holding the str holds it. */
         Py_ssize_t len;
         const char *utf8 = PyUnicode_AsUTF8AndSize(body, &len);
         if (utf8 == NULL) {
             fields_free(&f);
             return -1;
         }
-        rc = px_http_respond(ex, status, f.fields, f.count, utf8, (size_t)len);
+        rc = respond_body(ex, status, f.fields, f.count, utf8, (size_t)len,
+                          body, NULL);
     } else {
         Py_buffer view;
         if (PyObject_GetBuffer(body, &view, PyBUF_SIMPLE) < 0) {
@@ -233,9 +284,8 @@ static int answer_tuple(px_http_exchange_t *ex, PyObject *result)
                          Py_TYPE(body)->tp_name);
             return -1;
         }
-        rc = px_http_respond(ex, status, f.fields, f.count, view.buf,
-                             (size_t)view.len);
-        PyBuffer_Release(&view);
+        rc = respond_body(ex, status, f.fields, f.count, view.buf,
+                          (size_t)view.len, NULL, &view);
     }
     fields_free(&f);
     return responded(rc);
@@ -336,15 +386,15 @@ static int answer_file(px_http_exchange_t *ex,
 static int answer_text(px_http_exchange_t *ex, PyObject *result)
 {
     if (PyBytes_CheckExact(result))
-        return responded(px_http_respond(ex, 200, &text_plain_bytes, 1,
-                                         PyBytes_AS_STRING(result),
-                                         (size_t)PyBytes_GET_SIZE(result)));
+        return responded(respond_body(
+            ex, 200, &text_plain_bytes, 1, PyBytes_AS_STRING(result),
+            (size_t)PyBytes_GET_SIZE(result), result, NULL));
     Py_ssize_t len;
     const char *utf8 = PyUnicode_AsUTF8AndSize(result, &len);
     if (utf8 == NULL)
         return -1;
     return responded(
-        px_http_respond(ex, 200, &text_plain, 1, utf8, (size_t)len));
+        respond_body(ex, 200, &text_plain, 1, utf8, (size_t)len, result, NULL));
 }
 
 static int answer(pxpy_http_config_t *cfg, px_http_exchange_t *ex,

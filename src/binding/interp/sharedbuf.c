@@ -117,7 +117,9 @@ static pxpy_region_t *region_from_file(PyObject *path)
     const char *name = PyBytes_AS_STRING(encoded);
     int err = 0;
     Py_BEGIN_ALLOW_THREADS struct stat sb;
-    int fd = open(name, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer; it is then
+     * refused as not a regular file. */
+    int fd = open(name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0 || fstat(fd, &sb) < 0)
         err = errno;
     else if (S_ISDIR(sb.st_mode))
@@ -134,7 +136,7 @@ static pxpy_region_t *region_from_file(PyObject *path)
         if (err == EINVAL)
             PyErr_Format(PyExc_ValueError,
                          "SharedBuffer.from_file() needs a regular file, "
-                         "not %R",
+                         "not %R (a FIFO, socket or device)",
                          path);
         else {
             errno = err;
