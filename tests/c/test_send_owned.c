@@ -101,7 +101,7 @@ static void test_lent_send_beyond_the_bound(int backend)
 
     char got_head[sizeof(head) - 1];
     client_recv_exact(fd, got_head, sizeof(got_head));
-    ASSERT_MEM_EQ(got_head, head, sizeof(got_head));
+    ASSERT_MEM_EQ(got_head, sizeof(got_head), head, sizeof(got_head));
     static char got[64u << 10];
     for (size_t off = 0; off < LENT_BYTES; off += sizeof(got)) {
         client_recv_exact(fd, got, sizeof(got));
@@ -109,7 +109,7 @@ static void test_lent_send_beyond_the_bound(int backend)
     }
     char got_after[5];
     client_recv_exact(fd, got_after, sizeof(got_after));
-    ASSERT_MEM_EQ(got_after, "AFTER", 5);
+    ASSERT_MEM_EQ(got_after, sizeof(got_after), "AFTER", 5);
     WAIT_FOR(atomic_load(&lender.releases) == 1, WAIT_MS);
     ASSERT_INT_EQ(atomic_load(&lender.release_worker), px_conn_worker(conn));
     free(data);
