@@ -1,132 +1,24 @@
-"""docs/api.md's examples are programs that run, in the mode under test: every
-```python block is saved as a script (in mode "interpreters" the workers
-import it as __mp_main__ to find its functions and classes) and run with the
-environment pytest runs in (PYPARALLEL_MODE, PYPARALLEL_IO,
-PYPARALLEL_WORKERS). It must exit 0 and print, in order, what the comments on
-its print() lines say: the text after the `# ` that ends each line
-`print(...)  # expected`.
-
-An example that cannot run in a mode says so in the doc, next to the block,
-with a marker the test reads, on a line of its own between the block and the
-text before it:
-
-    <!-- not in mode interpreters: TypeError: lambdas cannot cross -->
-
-In that mode the program must then fail: a non-zero exit and the text after
-the mode's colon in its stderr. So the doc cannot claim an example works where
-it does not, nor that it fails where it works.
-
-Each block is named after the heading it sits under (its first code span up to
-the parenthesis, else the heading's words), so that a test id says where in
-the doc to look.
+"""docs/api.md's examples are programs that run in every mode: each ```python
+block runs as a script in the mode under test (tools/run-pytest.sh runs the
+suite once per mode) and must print what its comments say, or, where the doc
+marks it as failing in that mode, fail with the error the doc names
+(doc_examples.py has the rules).
 """
 
 import pathlib
 import re
-import subprocess
-import sys
 
 import pytest
 
 from conftest import expected_mode
+from doc_examples import Example, params, parse
 
 DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "api.md"
 EXAMPLE_TIMEOUT = 30
-MODES = ("threads", "interpreters", "gil")
 
-HEADING = re.compile(r"^#+ (.*)$")
-MARKER = re.compile(r"^<!-- not in mode (\w+): (.+?) -->$")
-# The expected output of a print() line: what follows its closing parenthesis
-# and a comment sign.
-PRINT = re.compile(r"^\s*print\(.*\)\s+# (.*)$")
-
-# Examples in mode "interpreters" that need objects shared by every
-# interpreter: each worker's interpreter has its own px.dict, px.list,
-# px.xlist and protect registry today, and imports its own copy of what the
-# script builds at the top level.
-SHARED_CONTAINERS = "px.dict/px.list/px.xlist are per-interpreter in mode interpreters until the shared containers land"
+# The examples that need px.dict, px.list, px.xlist or protected objects
+# shared by every interpreter.
 NEED_SHARED_CONTAINERS = {"px.read_lock", "px.xlist", "px.eternalize"}
-
-
-class Example:
-    def __init__(self, name, code, failures):
-        self.name = name
-        self.code = code
-        # mode -> the error text the doc says the program fails with there.
-        self.failures = failures
-
-    def only_imports(self):
-        return all(line.startswith(("import ", "from ")) for line in self.code.splitlines() if line.strip())
-
-    def expected_output(self):
-        return [match.group(1).strip() for match in map(PRINT.match, self.code.splitlines()) if match]
-
-
-def heading_name(heading):
-    spans = re.findall(r"`([^`]+)`", heading)
-    if spans:
-        name = re.split(r"[ (=]", spans[0].removeprefix("with "), maxsplit=1)[0]
-    else:
-        name = "-".join(re.findall(r"\w+", heading.lower()))
-    return name
-
-
-def parse(text):
-    """The doc's ```python blocks, as Examples, in order; a ValueError for a
-    marker that is not right before a block or names no mode."""
-    examples = []
-    name = "top"
-    markers = {}
-    lines = iter(text.splitlines())
-    for line in lines:
-        if heading := HEADING.match(line):
-            name = heading_name(heading.group(1))
-        elif marker := MARKER.match(line):
-            mode, error = marker.groups()
-            if mode not in MODES:
-                raise ValueError(f"{line!r} names no mode of {MODES}")
-            markers[mode] = error
-        elif line == "```python":
-            code = []
-            for line in lines:
-                if line == "```":
-                    break
-                code.append(line)
-            taken = {example.name for example in examples}
-            unique = name
-            for number in range(2, 100):
-                if unique not in taken:
-                    break
-                unique = f"{name}-{number}"
-            examples.append(Example(unique, "\n".join(code) + "\n", markers))
-            markers = {}
-        elif line.startswith("<!-- not in mode"):
-            raise ValueError(f"a marker that does not read '<!-- not in mode MODE: ERROR -->': {line!r}")
-        elif line.strip() and markers:
-            raise ValueError(f"a marker is followed by {line!r} instead of a ```python block")
-    return examples
-
-
-def examples():
-    params = []
-    for example in parse(DOC.read_text()):
-        marks = []
-        if example.name in NEED_SHARED_CONTAINERS and expected_mode() == "interpreters":
-            marks.append(pytest.mark.xfail(strict=True, reason=SHARED_CONTAINERS))
-        params.append(pytest.param(example, id=example.name, marks=marks))
-    return params
-
-
-def run(example, directory):
-    script = directory / "example.py"
-    script.write_text(example.code)
-    return subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=EXAMPLE_TIMEOUT,
-        cwd=directory,
-    )
 
 
 def test_the_doc_has_examples_and_every_one_says_what_it_prints():
@@ -145,6 +37,7 @@ def test_the_examples_known_to_need_shared_containers_are_in_the_doc():
     "text, error",
     [
         ("<!-- not in mode gil: X -->\n\ntext\n```python\n```\n", "instead of a ```python block"),
+        ("<!-- not in mode gil: X -->\n```sh\n```\n", "instead of a ```python block"),
         ("<!-- not in mode fast: X -->\n```python\n```\n", "names no mode"),
         ("<!-- not in mode threads -->\n```python\n```\n", "does not read"),
     ],
@@ -154,20 +47,28 @@ def test_a_misplaced_or_malformed_marker_is_an_error(text, error):
         parse(text)
 
 
-def test_a_marker_applies_to_the_next_block_only():
-    first, second = parse("## `px.f(x)`\n<!-- not in mode gil: E: why -->\n\n```python\na\n```\n```python\nb\n```\n")
+def test_a_marker_applies_to_the_next_block_only_and_headings_name_the_blocks():
+    text = (
+        "## `px.f(x)`\n<!-- not in mode gil: E: why -->\n\n```python\na\n```\n"
+        "```sh\n# not a heading\n```\n```python\nb\n```\n"
+    )
+    first, second = parse(text)
     assert (first.name, first.failures, second.name, second.failures) == ("px.f", {"gil": "E: why"}, "px.f-2", {})
 
 
+def test_a_marked_example_must_fail_with_the_documented_error(tmp_path):
+    mode = expected_mode()
+    failing = Example("failing", "raise TypeError('documented')\n", {mode: "TypeError: documented"})
+    failing.check(tmp_path, mode, EXAMPLE_TIMEOUT)
+    for code, failures in [
+        ("print('fine')  # fine\n", {mode: "TypeError"}),
+        ("raise TypeError('other')\n", {mode: "TypeError: documented"}),
+    ]:
+        with pytest.raises(AssertionError):
+            Example("wrong", code, failures).check(tmp_path, mode, EXAMPLE_TIMEOUT)
+
+
 @pytest.mark.timeout(EXAMPLE_TIMEOUT + 10)
-@pytest.mark.parametrize("example", examples())
+@pytest.mark.parametrize("example", params(parse(DOC.read_text()), expected_mode(), NEED_SHARED_CONTAINERS))
 def test_doc_example(example, tmp_path):
-    result = run(example, tmp_path)
-    report = f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    error = example.failures.get(expected_mode())
-    if error is not None:
-        assert result.returncode != 0, f"the doc says this example fails in mode {expected_mode()}\n{report}"
-        assert error in result.stderr, report
-        return
-    assert result.returncode == 0, report
-    assert [line.rstrip() for line in result.stdout.splitlines()] == example.expected_output(), report
+    example.check(tmp_path, expected_mode(), EXAMPLE_TIMEOUT)
