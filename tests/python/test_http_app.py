@@ -422,7 +422,10 @@ def test_one_instance_per_connection(rt):
     assert run_app(rt, driver) == [b"1", b"2", b"3", b"1", b"4"]
 
 
-@pytest.mark.shares_objects
+@pytest.mark.shares_objects(
+    "the handlers count themselves in a list the test reads and block on a threading.Event the test sets; "
+    "test_concurrency.py checks the same hand-off of a blocked worker in that mode"
+)
 def test_a_blocking_handler_does_not_stall_other_requests(rt):
     """Four handlers block at once (more than the two workers); meanwhile
     other connections keep getting answers quickly."""
