@@ -104,6 +104,8 @@ def parse(text):
     markers = {}
     lines = iter(text.splitlines())
     for line in lines:
+        if markers and not MARKER.match(line) and not line.startswith("```python") and line.strip():
+            raise ValueError(f"a marker is followed by {line!r} instead of a ```python block")
         if heading := HEADING.match(line):
             name = heading_name(heading.group(1))
         elif marker := MARKER.match(line):
@@ -128,15 +130,11 @@ def parse(text):
         elif line.startswith("```"):
             # Another language's block: its lines are neither headings nor
             # markers.
-            if markers:
-                raise ValueError(f"a marker is followed by {line!r} instead of a ```python block")
             for line in lines:
                 if line == "```":
                     break
         elif line.startswith("<!-- not in mode"):
             raise ValueError(f"a marker that does not read '<!-- not in mode MODE: ERROR -->': {line!r}")
-        elif line.strip() and markers:
-            raise ValueError(f"a marker is followed by {line!r} instead of a ```python block")
     return examples
 
 

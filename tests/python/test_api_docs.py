@@ -38,6 +38,7 @@ def test_the_examples_known_to_need_shared_containers_are_in_the_doc():
     [
         ("<!-- not in mode gil: X -->\n\ntext\n```python\n```\n", "instead of a ```python block"),
         ("<!-- not in mode gil: X -->\n```sh\n```\n", "instead of a ```python block"),
+        ("<!-- not in mode gil: X -->\n## `px.f()`\n```python\n```\n", "instead of a ```python block"),
         ("<!-- not in mode fast: X -->\n```python\n```\n", "names no mode"),
         ("<!-- not in mode threads -->\n```python\n```\n", "does not read"),
     ],
