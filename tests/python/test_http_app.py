@@ -7,6 +7,7 @@ stall other requests, and CPU-bound handlers run on both workers at once.
 """
 
 import json
+import pathlib
 import random
 import threading
 import time
@@ -15,7 +16,7 @@ import urllib.parse
 import pytest
 
 import pyparallel as px
-from conftest import burn, calibrate_burn, gil_enabled, run_threads, speedup, wait_for
+from conftest import burn, calibrate_burn, parallel_python, run_threads, speedup, wait_for
 from http_helpers import Client, fetch, serve_http
 from pyparallel import _core
 from pyparallel.http import HttpServer, Request, Response, route
@@ -215,25 +216,31 @@ def test_response_objects(rt):
     assert nothing.status == 204 and nothing.body == b"" and nothing.header("Content-Type") is None
 
 
-@pytest.mark.shares_objects
+class Files(HttpServer):
+    """Serves files of its directory (set per test) through Response.file,
+    given a path-like object or a str."""
+
+    directory = None
+
+    def report(self, request):
+        return Response.file(pathlib.Path(self.directory) / "report.csv")
+
+    def typed(self, request):
+        path = str(pathlib.Path(self.directory) / "report.csv")
+        return Response.file(path, "text/x-custom", headers={"X-From": "handler"})
+
+    def missing(self, request):
+        return Response.file(pathlib.Path(self.directory) / "missing.txt")
+
+
 def test_response_file_from_a_handler(rt, tmp_path):
     (tmp_path / "report.csv").write_text("a,b\n1,2\n")
-
-    class Files(HttpServer):
-        def report(self, request):
-            return Response.file(tmp_path / "report.csv")
-
-        def typed(self, request):
-            return Response.file(str(tmp_path / "report.csv"), "text/x-custom", headers={"X-From": "handler"})
-
-        def missing(self, request):
-            return Response.file(tmp_path / "missing.txt")
 
     def driver(port):
         with Client(port) as client:
             return client.request("GET", "/report"), client.request("GET", "/typed"), client.request("GET", "/missing")
 
-    report, typed, missing = run_app(rt, driver, Files)
+    report, typed, missing = run_app(rt, driver, Files, directory=str(tmp_path))
     assert (report.status, report.body) == (200, b"a,b\n1,2\n")
     assert report.header("Content-Type") == "text/csv"
     assert report.header("ETag")
@@ -348,13 +355,13 @@ def test_request_path_decoding_is_urllib_unquote(rt):
         assert response.body.decode() == urllib.parse.unquote(path), path
 
 
-@pytest.mark.shares_objects
-def test_request_path_is_percent_decoded_for_routing(rt):
-    class Spaces(HttpServer):
-        @route("/a b/{name}")
-        def spaced(self, request, name):
-            return request.raw_path + " -> " + request.path + " : " + name
+class Spaces(HttpServer):
+    @route("/a b/{name}")
+    def spaced(self, request, name):
+        return request.raw_path + " -> " + request.path + " : " + name
 
+
+def test_request_path_is_percent_decoded_for_routing(rt):
     def driver(port):
         return fetch(port, "GET", "/a%20b/x%2Fy"), fetch(port, "GET", "/a%20b/%C3%A9")
 
@@ -415,7 +422,10 @@ def test_one_instance_per_connection(rt):
     assert run_app(rt, driver) == [b"1", b"2", b"3", b"1", b"4"]
 
 
-@pytest.mark.shares_objects
+@pytest.mark.shares_objects(
+    "the handlers count themselves in a list the test reads and block on a threading.Event the test sets; "
+    "test_concurrency.py checks the same hand-off of a blocked worker in that mode"
+)
 def test_a_blocking_handler_does_not_stall_other_requests(rt):
     """Four handlers block at once (more than the two workers); meanwhile
     other connections keep getting answers quickly."""
@@ -456,7 +466,14 @@ def test_a_blocking_handler_does_not_stall_other_requests(rt):
     assert max(latencies) < 0.5, f"slowest request while handlers blocked: {max(latencies):.3f} s"
 
 
-@pytest.mark.skipif(gil_enabled(), reason="a GIL build runs Python code on one core at a time (gil mode)")
+class Burner(HttpServer):
+    n = 0  # the burn() iterations of a request, set per test
+
+    def burn(self, request):
+        return str(burn(self.n))
+
+
+@pytest.mark.skipif(not parallel_python(), reason="mode 'gil' runs Python code on one core at a time")
 def test_cpu_bound_handlers_run_in_parallel(rt):
     """8 requests of ~50 ms of pure-Python CPU each, on 8 connections at
     once, on two workers: about 200 ms rather than 400 ms. Measured against
@@ -464,10 +481,6 @@ def test_cpu_bound_handlers_run_in_parallel(rt):
     five attempts): at least 1.25x (2x is the ideal; the margin is for a
     machine that other processes load)."""
     n = calibrate_burn(0.05)
-
-    class Burner(HttpServer):
-        def burn(self, request):
-            return str(burn(n))
 
     def driver(port):
         def one():
@@ -482,5 +495,5 @@ def test_cpu_bound_handlers_run_in_parallel(rt):
 
         return speedup(serial, parallel, target=1.25)
 
-    ratio = run_app(rt, driver, Burner)
+    ratio = run_app(rt, driver, Burner, n=n)
     assert ratio >= 1.25, f"8 concurrent requests ran only {ratio:.2f}x faster than 8 in a row"

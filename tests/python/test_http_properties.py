@@ -3,11 +3,11 @@ percent-encoded bytes, queries, header fields, bodies sent with
 Content-Length or chunked, cut into arbitrary packets — reach an echo
 application exactly as sent, and its answer comes back byte-exact.
 
-The echo application answers with a JSON document of what its handler saw
-(method, raw target, raw and decoded path, query string, header fields in
-order, the body in base64); the test rebuilds the same document from what it
-sent. One server lives for each test; every example uses a fresh
-connection, and pipelines several requests on it.
+The echo application (http_echo_app.py) answers with a JSON document of what
+its handler saw (method, raw target, raw and decoded path, query string,
+header fields in order, the body in base64); the test rebuilds the same
+document from what it sent. One server lives for each test; every example
+uses a fresh connection, and pipelines several requests on it.
 """
 
 import base64
@@ -15,17 +15,11 @@ import json
 import time
 from urllib.parse import unquote
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from http_echo_app import EchoApp
 from http_helpers import Client, build_request, chunked, serve_http
-from pyparallel.http import HttpServer, Response, route
-
-# The workers import this module for its protocol classes, and hypothesis's
-# compiled extension does not load in subinterpreters.
-pytestmark = pytest.mark.shares_objects("this module imports hypothesis, whose compiled extension does not load in "
-                                        "subinterpreters, so worker interpreters cannot import its protocol classes")
 
 SETTINGS = settings(
     max_examples=60,
@@ -33,22 +27,6 @@ SETTINGS = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-
-
-class EchoApp(HttpServer):
-    @route("/{rest:path}", methods=("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"))
-    def echo(self, request, rest):
-        seen = {
-            "method": request.method,
-            "target": request.target,
-            "raw_path": request.raw_path,
-            "path": request.path,
-            "rest": rest,
-            "query_string": request.query_string,
-            "fields": [[name, value] for name, value in request.headers.fields if name.lower().startswith("x-")],
-            "body": base64.b64encode(request.body).decode(),
-        }
-        return Response(seen, headers={"X-Body-Length": str(len(request.body))})
 
 
 # Path characters: unreserved and sub-delims as they are, anything else
