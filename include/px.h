@@ -51,6 +51,7 @@ typedef struct px_loop_s px_loop_t;
 typedef struct px_listener_s px_listener_t;
 typedef struct px_conn_s px_conn_t;
 typedef struct px_timer_s px_timer_t;
+typedef struct px_watch_s px_watch_t;
 
 typedef enum {
     PX_BACKEND_AUTO = 0,
@@ -197,6 +198,15 @@ int px_conn_sockname(const px_conn_t *conn, char *host, size_t hostlen,
                      int *port);
 /* Bytes accepted by the send functions but not yet written. */
 size_t px_conn_queued_bytes(const px_conn_t *conn);
+/* Holds the connection's callbacks back, for an owner whose handling of an
+ * event goes on after its callback returned (a coroutine): until
+ * px_conn_resume_events, no callback of the connection runs; what happens
+ * meanwhile (bytes, the peer's end, finished sends, the close) is kept and
+ * delivered in order afterwards, and received bytes are bounded as for a
+ * slow callback. Any thread. A suspended connection is not finished, so the
+ * loop's stop waits until it is resumed. */
+void px_conn_suspend_events(px_conn_t *conn);
+void px_conn_resume_events(px_conn_t *conn);
 
 /* ---- work and timers -------------------------------------------------- */
 
@@ -205,6 +215,11 @@ size_t px_conn_queued_bytes(const px_conn_t *conn);
  * (so a binding may touch its runtime there). */
 typedef void (*px_work_fn)(void *arg);
 int px_submit(px_loop_t *loop, px_work_fn fn, px_work_fn cancel, void *arg);
+/* px_submit on the given worker (0 .. px_loop_worker_count - 1), in FIFO
+ * order with that worker's other work: for state that lives on one worker.
+ * -EINVAL for another index. */
+int px_submit_to(px_loop_t *loop, int worker, px_work_fn fn, px_work_fn cancel,
+                 void *arg);
 
 /* Runs fn(arg) on a worker after delay_ns, then every period_ns if that is
  * not zero. done(arg) runs exactly once when the timer is done: after a
@@ -212,10 +227,38 @@ int px_submit(px_loop_t *loop, px_work_fn fn, px_work_fn cancel, void *arg);
 int px_timer_start(px_loop_t *loop, uint64_t delay_ns, uint64_t period_ns,
                    px_work_fn fn, px_work_fn done, void *arg,
                    px_timer_t **timer);
+/* px_timer_start on the given worker rather than the next one in turn. */
+int px_timer_start_on(px_loop_t *loop, int worker, uint64_t delay_ns,
+                      uint64_t period_ns, px_work_fn fn, px_work_fn done,
+                      void *arg, px_timer_t **timer);
 /* Cancels (idempotent); a run already under way completes. */
 void px_timer_cancel(px_timer_t *timer);
 void px_timer_ref(px_timer_t *timer);
 void px_timer_unref(px_timer_t *timer);
+
+/* ---- watches ---------------------------------------------------------- */
+
+/* A watch reports, on one chosen worker, when a file descriptor that the
+ * engine does not own becomes readable (an event loop's selector, a pipe,
+ * an eventfd), so that a worker waits for it and for its own I/O in one
+ * place. It is one-shot: after on_ready(arg) ran, px_watch_arm asks for
+ * the next report. on_ready runs on the worker as its callbacks do (the
+ * hand-off of a blocked worker applies), never twice at once.
+ *
+ * px_watch_start arms it at once; *watch (if not NULL) receives a
+ * reference, released with px_watch_unref. px_watch_stop ends it; then,
+ * once the backend no longer refers to fd, on_done(arg) runs exactly once
+ * on the worker, never while on_ready runs: that is where the owner closes
+ * fd and frees arg. At loop stop every watch is stopped this way. fd must
+ * stay open until on_done. px_watch_arm and px_watch_stop may be called
+ * from any thread, on_ready included; arming a stopped watch gives
+ * PX_ESTOPPED. */
+int px_watch_start(px_loop_t *loop, int worker, int fd, px_work_fn on_ready,
+                   px_work_fn on_done, void *arg, px_watch_t **watch);
+int px_watch_arm(px_watch_t *watch);
+void px_watch_stop(px_watch_t *watch);
+void px_watch_ref(px_watch_t *watch);
+void px_watch_unref(px_watch_t *watch);
 
 /* ---- statistics ------------------------------------------------------- */
 

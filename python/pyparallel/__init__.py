@@ -44,6 +44,7 @@ from ._core import (
     thread_seq_id,
     timer,
     unprotect,
+    worker_loop,
     write_lock,
     xlist,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "thread_seq_id",
     "timer",
     "unprotect",
+    "worker_loop",
     "write_lock",
     "xlist",
 ]

@@ -10,9 +10,10 @@ dictionary, and the aliases for sendable data. Import them under
 spelled ``builtins.dict`` and ``builtins.list`` throughout.
 """
 
+import asyncio
 import builtins
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import Future
 from types import TracebackType
 from typing import (
@@ -27,6 +28,7 @@ from typing import (
     TypeVar,
     TypeVarTuple,
     final,
+    overload,
     type_check_only,
 )
 
@@ -63,6 +65,7 @@ __all__ = [
     "thread_seq_id",
     "timer",
     "unprotect",
+    "worker_loop",
     "write_lock",
     "xlist",
 ]
@@ -234,6 +237,19 @@ class _HasExceptionHandler(Protocol):
 
 # ---- work ----------------------------------------------------------------
 
+@overload
+def submit_work(
+    func: Callable[..., Coroutine[Any, Any, _R]],
+    /,
+    *args: Any,
+    callback: Callable[[_R], object] | None = None,
+    errback: Callable[[BaseException], object] | None = None,
+    **kwargs: Any,
+) -> Future[_R]:
+    """Run the coroutine func(*args, **kwargs) as a task of a worker's
+    asyncio loop; the future gets its outcome."""
+
+@overload
 def submit_work(
     func: Callable[..., _R],
     /,
@@ -243,6 +259,10 @@ def submit_work(
     **kwargs: Any,
 ) -> Future[_R]:
     """Run func(*args, **kwargs) on a worker; the future gets the outcome."""
+
+def worker_loop() -> asyncio.AbstractEventLoop:
+    """The asyncio event loop of the calling worker (created on first use);
+    RuntimeError off the workers."""
 
 def map(
     func: Callable[[_T], _R],

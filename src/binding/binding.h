@@ -12,7 +12,8 @@
  *                and stats (runtime.c; runtime.h is its private state),
  *                run/run_once/stop and the main-thread queue (mainthread.c,
  *                mainthread.h), pyparallel.Future (future.c), submit_work
- *                and timers (work.c), the Transport type (transport.c),
+ *                and timers (work.c), each worker's asyncio loop and the
+ *                tasks of coroutines (aio.c), the Transport type (transport.c),
  *                sends (send.c), server/client/register (register.c) and
  *                the dispatch of connection events to protocol callbacks
  *                (protocol.c)
@@ -106,6 +107,7 @@ typedef struct pxpy_shared_s pxpy_shared_t;   /* shared/shared.h */
 typedef struct pxpy_xistate_s pxpy_xistate_t; /* interp/xi.c */
 typedef struct pxpy_interps_s pxpy_interps_t; /* interp/interp.c */
 typedef struct pxpy_http_s pxpy_http_t;       /* http/http_binding.h */
+typedef struct pxpy_aio_s pxpy_aio_t;         /* core/aio.c */
 
 typedef struct {
     /* Heap types. */
@@ -130,6 +132,7 @@ typedef struct {
     pxpy_shared_t *shared;
     pxpy_xistate_t *xi;
     pxpy_http_t *http;
+    pxpy_aio_t *aio;
     pxpy_mode_t mode;
     /* -1: the main interpreter's module; otherwise the worker whose
      * interpreter this is (mode "interpreters"; the runtime is then the
@@ -160,6 +163,8 @@ int pxpy_protocol_exec(PyObject *module, pxpy_state *st);
 int pxpy_shared_exec(PyObject *module, pxpy_state *st);
 int pxpy_shared_traverse(pxpy_state *st, visitproc visit, void *arg);
 void pxpy_shared_free(pxpy_state *st);
+int pxpy_aio_exec(PyObject *module, pxpy_state *st);
+void pxpy_aio_free(pxpy_state *st);
 int pxpy_interp_exec(PyObject *module, pxpy_state *st);
 int pxpy_interp_traverse(pxpy_state *st, visitproc visit, void *arg);
 void pxpy_interp_free(pxpy_state *st);
@@ -250,6 +255,21 @@ int pxpy_immortalize_func(PyObject *func);
 void pxpy_call_hook(pxpy_state *st, PyObject *hook, PyObject *arg,
                     const char *where);
 
+/* ---- the worker loops (core/aio.c) -------------------------------------- */
+
+/* Whether obj can be awaited (its type has am_await): what a callback or a
+ * work item returns that the worker's loop runs rather than a value. */
+bool pxpy_is_awaitable(PyObject *obj);
+/* Receives a task's outcome: its result, or NULL with its exception set
+ * (asyncio.CancelledError when it was cancelled, as at loop stop), which it
+ * must clear. Runs on the task's worker, attached. */
+typedef void (*pxpy_aio_done_fn)(void *arg, PyObject *result);
+/* Runs awaitable as a task of the calling worker's asyncio loop (created on
+ * first use); done(arg, outcome) runs exactly once when it ends. 0, or -1
+ * with an exception (done will not run). */
+int pxpy_aio_spawn(pxpy_state *st, PyObject *awaitable, pxpy_aio_done_fn done,
+                   void *arg);
+
 /* ---- futures (core/future.c) ------------------------------------------- */
 
 /* A new pending pyparallel.Future. */
@@ -281,6 +301,7 @@ enum {
     PXPY_T_COUNTED = 1u << 3,  /* counts as registered for run() */
     PXPY_T_STARTED = 1u << 4,  /* on_open ran (the instance may exist) */
     PXPY_T_ACCEPTED = 1u << 5, /* a server's connection */
+    PXPY_T_AWAITING = 1u << 6, /* a coroutine callback runs: events wait */
 };
 
 #define PXPY_HOST_MAX 64

@@ -285,7 +285,7 @@ static int module_exec(PyObject *module)
         pxpy_transport_exec(module, st) < 0 ||
         pxpy_register_exec(module, st) < 0 ||
         pxpy_shared_exec(module, st) < 0 || pxpy_http_exec(module, st) < 0 ||
-        pxpy_interp_exec(module, st) < 0)
+        pxpy_aio_exec(module, st) < 0 || pxpy_interp_exec(module, st) < 0)
         return -1;
     return 0;
 }
@@ -329,6 +329,7 @@ static int module_clear(PyObject *module)
     pxpy_future_free(st);
     pxpy_shared_free(st);
     pxpy_http_free(st);
+    pxpy_aio_free(st);
     pxpy_interp_free(st);
     Py_CLEAR(st->transport_type);
     Py_CLEAR(st->timer_type);

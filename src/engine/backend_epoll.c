@@ -24,10 +24,14 @@
  * returned by epoll_wait is handled within the same poll, so no event ever
  * refers to a freed struct.
  *
- * Release and listen_stop report px__on_conn_released and
- * px__on_listen_stopped synchronously: the fd is out of the set as soon as
- * EPOLL_CTL_DEL returns, and the core never calls a backend function from
- * inside a px__on_* report, so this does not re-enter the core recursively.
+ * Watches (watch.c) are registered EPOLLIN | EPOLLONESHOT, so each report
+ * is one-shot as the core wants, and re-arming is an EPOLL_CTL_MOD.
+ *
+ * Release, listen_stop and watch_stop report px__on_conn_released,
+ * px__on_listen_stopped and px__on_watch_released synchronously: the fd is out
+ * of the set as soon as EPOLL_CTL_DEL returns, and the core never calls a
+ * backend function from inside a px__on_* report, so this does not re-enter the
+ * core recursively.
  */
 #include "px_internal.h"
 
@@ -49,13 +53,20 @@
  * connection keeps the socket readable. */
 #define ACCEPT_RETRY_NS (100u * 1000000u)
 
-typedef enum { EP_WAKE, EP_LISTEN, EP_CONN } ep_kind_t;
+typedef enum { EP_WAKE, EP_LISTEN, EP_CONN, EP_WATCH } ep_kind_t;
 
 /* What an event's data.ptr points at. */
 typedef struct {
     ep_kind_t kind;
-    void *object; /* px__worker_t, px_listener_t or px_conn_t */
+    void *object; /* px__worker_t, px_listener_t, px_conn_t or px_watch_t */
 } ep_handle_t;
+
+/* A watch's fd stays in the set, disabled by EPOLLONESHOT after each
+ * report, until the watch stops: re-arming is one EPOLL_CTL_MOD. */
+typedef struct {
+    ep_handle_t handle;
+    bool registered;
+} ep_watch_t;
 
 typedef struct {
     ep_handle_t handle;
@@ -371,6 +382,41 @@ static void handle_conn(px__worker_t *w, px_conn_t *c, uint32_t events)
     }
 }
 
+/* ---- watches ---------------------------------------------------------- */
+
+static int ep_watch_arm(px__worker_t *w, px_watch_t *x)
+{
+    ep_worker_t *ep = w->backend;
+    ep_watch_t *s = x->backend_state;
+    if (s == NULL) {
+        s = calloc(1, sizeof(*s));
+        if (s == NULL)
+            return -ENOMEM;
+        s->handle = (ep_handle_t){EP_WATCH, x};
+        x->backend_state = s;
+    }
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT,
+                             .data.ptr = &s->handle};
+    if (epoll_ctl(ep->epfd, s->registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD,
+                  x->fd, &ev) < 0)
+        return -errno;
+    s->registered = true;
+    return 0;
+}
+
+static void ep_watch_stop(px__worker_t *w, px_watch_t *x)
+{
+    ep_worker_t *ep = w->backend;
+    ep_watch_t *s = x->backend_state;
+    if (s != NULL) {
+        if (s->registered)
+            epoll_ctl(ep->epfd, EPOLL_CTL_DEL, x->fd, NULL);
+        free(s);
+        x->backend_state = NULL;
+    }
+    px__on_watch_released(w, x);
+}
+
 /* ---- poll ------------------------------------------------------------- */
 
 static int ep_poll(px__worker_t *w, int timeout_ms)
@@ -395,6 +441,9 @@ static int ep_poll(px__worker_t *w, int timeout_ms)
         case EP_CONN:
             handle_conn(w, h->object, events[i].events);
             break;
+        case EP_WATCH:
+            px__on_watch_ready(w, h->object);
+            break;
         }
     }
     return n;
@@ -411,5 +460,7 @@ const px__backend_ops_t px__backend_epoll = {
     .conn_want_write = ep_conn_want_write,
     .conn_connect = ep_conn_connect,
     .conn_release = ep_conn_release,
+    .watch_arm = ep_watch_arm,
+    .watch_stop = ep_watch_stop,
     .poll = ep_poll,
 };

@@ -13,6 +13,8 @@
  *  - one-shot IORING_OP_POLL_ADD(POLLOUT) for writability and for the end of
  *    a non-blocking connect (whose result SO_ERROR then gives);
  *  - a multishot poll on the worker's wake-up eventfd;
+ *  - one-shot IORING_OP_POLL_ADD(POLLIN) for watches (watch.c), cancelled
+ *    when the watch stops;
  *  - cancellation by file descriptor (IORING_ASYNC_CANCEL_FD|ALL, 5.19);
  *  - batched submission: submissions queue up while the core runs and go to
  *    the kernel with one io_uring_submit_and_wait_timeout per poll, which
@@ -70,6 +72,8 @@ typedef enum {
     OP_POLL_OUT,      /* one-shot writability */
     OP_CONNECT,       /* one-shot POLLOUT ending a non-blocking connect */
     OP_CONN_CANCEL,   /* target: one op; no target: all ops on the fd */
+    OP_WATCH,         /* one-shot POLLIN of a watch's fd */
+    OP_WATCH_CANCEL,  /* cancels the watch's OP_WATCH */
 } op_kind_t;
 
 typedef enum { OP_IDLE, OP_INFLIGHT, OP_DEFERRED } op_state_t;
@@ -78,7 +82,7 @@ typedef enum { OP_IDLE, OP_INFLIGHT, OP_DEFERRED } op_state_t;
 typedef struct uring_op_s {
     op_kind_t kind;
     op_state_t state;
-    void *object;              /* px__worker_t, px_listener_t, px_conn_t */
+    void *object; /* px__worker_t, px_listener_t, px_conn_t, px_watch_t */
     struct uring_op_s *target; /* the op a cancel op cancels */
     int *outstanding;          /* the owner's count of ops in flight */
     px__qnode_t deferred_node; /* uring_worker_t.deferred */
@@ -98,6 +102,12 @@ typedef struct {
     bool read_ended;
     bool releasing;
 } uring_conn_t;
+
+typedef struct {
+    uring_op_t poll, cancel;
+    int outstanding;
+    bool stopping;
+} uring_watch_t;
 
 typedef struct {
     struct io_uring ring;
@@ -301,6 +311,14 @@ static void prep_op(px__worker_t *w, uring_op_t *op, struct io_uring_sqe *sqe)
             io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
         break;
     }
+    case OP_WATCH: {
+        px_watch_t *x = op->object;
+        io_uring_prep_poll_add(sqe, x->fd, POLLIN);
+        break;
+    }
+    case OP_WATCH_CANCEL:
+        io_uring_prep_cancel(sqe, op->target, 0);
+        break;
     }
 }
 
@@ -645,6 +663,70 @@ static void handle_conn_op(px__worker_t *w, uring_op_t *op,
     px__on_connected(w, c, -err);
 }
 
+/* ---- watches ---------------------------------------------------------- */
+
+static int uring_watch_arm(px__worker_t *w, px_watch_t *x)
+{
+    uring_watch_t *s = x->backend_state;
+    if (s == NULL) {
+        s = calloc(1, sizeof(*s));
+        if (s == NULL)
+            return -ENOMEM;
+        op_init(&s->poll, OP_WATCH, x, &s->outstanding);
+        op_init(&s->cancel, OP_WATCH_CANCEL, x, &s->outstanding);
+        s->cancel.target = &s->poll;
+        x->backend_state = s;
+    }
+    op_submit(w, &s->poll);
+    return 0;
+}
+
+/* Reports the watch released once nothing of it is in flight. */
+static void watch_maybe_released(px__worker_t *w, px_watch_t *x)
+{
+    uring_watch_t *s = x->backend_state;
+    if (!s->stopping || s->outstanding > 0)
+        return;
+    x->backend_state = NULL;
+    free(s);
+    px__on_watch_released(w, x);
+}
+
+static void uring_watch_stop(px__worker_t *w, px_watch_t *x)
+{
+    uring_watch_t *s = x->backend_state;
+    if (s == NULL) {
+        px__on_watch_released(w, x);
+        return;
+    }
+    s->stopping = true;
+    op_undefer(&s->poll);
+    if (s->poll.state == OP_INFLIGHT)
+        op_submit(w, &s->cancel);
+    watch_maybe_released(w, x);
+}
+
+static void handle_watch_op(px__worker_t *w, uring_op_t *op,
+                            struct io_uring_cqe *cqe)
+{
+    px_watch_t *x = op->object;
+    uring_watch_t *s = x->backend_state;
+    op_done(op);
+    if (s->stopping || op->kind == OP_WATCH_CANCEL) {
+        watch_maybe_released(w, x);
+        return;
+    }
+    if (cqe->res == -ECANCELED) {
+        /* Not asked for (the kernel cancels the requests of a thread that
+         * exits): still wanted, so armed again. */
+        op_submit(w, op);
+        return;
+    }
+    /* An error or hang-up is reported as readiness too: the owner's read
+     * finds it. */
+    px__on_watch_ready(w, x);
+}
+
 /* ---- poll ------------------------------------------------------------- */
 
 static void handle_cqe(px__worker_t *w, struct io_uring_cqe *cqe)
@@ -674,6 +756,10 @@ static void handle_cqe(px__worker_t *w, struct io_uring_cqe *cqe)
     case OP_CONNECT:
     case OP_CONN_CANCEL:
         handle_conn_op(w, op, cqe);
+        break;
+    case OP_WATCH:
+    case OP_WATCH_CANCEL:
+        handle_watch_op(w, op, cqe);
         break;
     }
 }
@@ -724,5 +810,7 @@ const px__backend_ops_t px__backend_uring = {
     .conn_want_write = uring_conn_want_write,
     .conn_connect = uring_conn_connect,
     .conn_release = uring_conn_release,
+    .watch_arm = uring_watch_arm,
+    .watch_stop = uring_watch_stop,
     .poll = uring_poll,
 };

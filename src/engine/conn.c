@@ -153,19 +153,25 @@ static bool eof_to_owner_locked(const px_conn_t *c)
     return c->read_error == 0 && c->cbs.on_eof != NULL;
 }
 
+/* Whether dispatch has something to do for c: the holder's own work
+ * (finalizing, closing, re-arming), or callbacks, which wait while the
+ * connection is suspended. */
 static bool has_events_locked(px_conn_t *c)
 {
     unsigned f = atomic_load(&c->flags);
+    if (((f & PX__CONN_CLOSED) && !(f & PX__CONN_FINALIZED)) ||
+        (c->write_error && !(f & PX__CONN_CLOSING)) || c->rearm_write ||
+        ((f & PX__CONN_CLOSING) && !(f & PX__CONN_RELEASING) &&
+         c->sendq_head == NULL))
+        return true;
+    if (c->suspended)
+        return false;
     return c->open_pending || c->close_pending || c->released ||
            (c->in.len && !(f & (PX__CONN_PAUSED | PX__CONN_CLOSING))) ||
            (atomic_load(&c->notify_sends) &&
             c->notified_send_id < c->completed_send_id) ||
-           ((f & PX__CONN_CLOSED) && !(f & PX__CONN_FINALIZED)) ||
            (read_end_due_locked(c, f) &&
-            !(eof_to_owner_locked(c) && c->eof_delivered)) ||
-           (c->write_error && !(f & PX__CONN_CLOSING)) || c->rearm_write ||
-           ((f & PX__CONN_CLOSING) && !(f & PX__CONN_RELEASING) &&
-            c->sendq_head == NULL);
+            !(eof_to_owner_locked(c) && c->eof_delivered));
 }
 
 /* ---- closing and release (holder only, c->lock not held) --------------- */
@@ -452,6 +458,23 @@ void px__conn_handle_msg(px__worker_t *w, px__msg_t *m)
     }
 }
 
+void px_conn_suspend_events(px_conn_t *c)
+{
+    pthread_mutex_lock(&c->lock);
+    c->suspended = true;
+    pthread_mutex_unlock(&c->lock);
+}
+
+void px_conn_resume_events(px_conn_t *c)
+{
+    pthread_mutex_lock(&c->lock);
+    c->suspended = false;
+    bool more = has_events_locked(c);
+    pthread_mutex_unlock(&c->lock);
+    if (more)
+        px__conn_schedule(c);
+}
+
 int px_conn_pause_reading(px_conn_t *c)
 {
     unsigned f = atomic_fetch_or(&c->flags, PX__CONN_PAUSED);
@@ -543,7 +566,7 @@ static conn_event_t next_event_locked(px_conn_t *c, px__bytebuf_t *data,
                                       px__send_t **released)
 {
     unsigned f = atomic_load(&c->flags);
-    if (f & PX__CONN_CLOSED)
+    if ((f & PX__CONN_CLOSED) || c->suspended)
         return EV_NONE;
     if (c->open_pending) {
         c->open_pending = false;

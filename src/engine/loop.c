@@ -370,10 +370,9 @@ int px_connect(px_loop_t *loop, const char *host, int port,
 
 /* ---- work ------------------------------------------------------------- */
 
-int px_submit(px_loop_t *loop, px_work_fn fn, px_work_fn cancel, void *arg)
+static int submit(px_loop_t *loop, px__worker_t *w, px_work_fn fn,
+                  px_work_fn cancel, void *arg)
 {
-    if (fn == NULL)
-        return -EINVAL;
     if (atomic_load(&loop->stopping) || !atomic_load(&loop->started))
         return PX_ESTOPPED;
     px__work_t *work = malloc(sizeof(*work));
@@ -382,7 +381,24 @@ int px_submit(px_loop_t *loop, px_work_fn fn, px_work_fn cancel, void *arg)
     work->fn = fn;
     work->cancel = cancel;
     work->arg = arg;
-    return px__worker_submit(pick_worker(loop), work);
+    return px__worker_submit(w, work);
+}
+
+int px_submit(px_loop_t *loop, px_work_fn fn, px_work_fn cancel, void *arg)
+{
+    if (fn == NULL)
+        return -EINVAL;
+    if (atomic_load(&loop->stopping) || !atomic_load(&loop->started))
+        return PX_ESTOPPED;
+    return submit(loop, pick_worker(loop), fn, cancel, arg);
+}
+
+int px_submit_to(px_loop_t *loop, int worker, px_work_fn fn, px_work_fn cancel,
+                 void *arg)
+{
+    if (fn == NULL || worker < 0 || worker >= loop->nworkers)
+        return -EINVAL;
+    return submit(loop, &loop->workers[worker], fn, cancel, arg);
 }
 
 /* ---- statistics ------------------------------------------------------- */

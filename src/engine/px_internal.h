@@ -108,6 +108,12 @@ typedef struct {
      * the backend calls px__on_conn_released(w, c). The core closes the fd
      * afterwards. */
     void (*conn_release)(px__worker_t *w, px_conn_t *c);
+    /* Reports (once) through px__on_watch_ready when the watch's fd is
+     * readable (or failed). */
+    int (*watch_arm)(px__worker_t *w, px_watch_t *x);
+    /* Forgets the watch; when nothing refers to it any more the backend
+     * calls px__on_watch_released(w, x). */
+    void (*watch_stop)(px__worker_t *w, px_watch_t *x);
     /* Waits up to timeout_ms (-1: no limit, 0: don't wait) and reports what
      * happened through the px__on_* functions. Returns the number of events
      * handled or a negative errno. */
@@ -129,6 +135,8 @@ void px__on_read_end(px__worker_t *w, px_conn_t *c, int error);
 void px__on_writable(px__worker_t *w, px_conn_t *c);
 void px__on_connected(px__worker_t *w, px_conn_t *c, int error);
 void px__on_conn_released(px__worker_t *w, px_conn_t *c);
+void px__on_watch_ready(px__worker_t *w, px_watch_t *x);
+void px__on_watch_released(px__worker_t *w, px_watch_t *x);
 /* w->wake_fd became readable: the backend drains it (8 bytes) or leaves it
  * to this function, which reads it non-blockingly. */
 void px__on_wake(px__worker_t *w);
@@ -220,6 +228,7 @@ struct px_conn_s {
     bool open_pending;                 /* on_open still to deliver */
     bool close_pending;                /* on_close still to deliver */
     bool eof_delivered;                /* on_eof ran (or is running) */
+    bool suspended;                    /* px_conn_suspend_events */
     px__qnode_t ready_node;            /* worker's ready list (holder only) */
     px__qnode_t all_node;              /* worker's list of live connections */
     void *backend_state;               /* backend's per-connection data */
@@ -245,6 +254,32 @@ struct px_timer_s {
     px__worker_t *worker;
 };
 
+/* A watch (watch.c). Its flags are guarded by lock, since owners arm and
+ * stop it from any thread; the rest is the holder's. */
+struct px_watch_s {
+    px_loop_t *loop;
+    px__worker_t *worker;
+    int fd;
+    atomic_int refs;
+    px_work_fn on_ready;
+    px_work_fn on_done;
+    void *arg;
+    pthread_mutex_t lock;
+    bool want_arm;       /* px_watch_arm (or start) not yet acted on */
+    bool fired;          /* readiness reported, on_ready still to run */
+    bool running;        /* on_ready runs */
+    bool stop_requested; /* px_watch_stop, or the loop's stop */
+    bool released;       /* the backend no longer refers to it */
+    bool done;           /* on_done ran (or runs) */
+    /* Holder only. */
+    bool armed;        /* a readiness report is asked of the backend */
+    bool stop_handled; /* the backend was told to stop */
+    bool queued;       /* on the worker's watch_ready list */
+    px__qnode_t ready_node;
+    px__qnode_t all_node; /* the worker's watches */
+    void *backend_state;
+};
+
 /* Inbox messages: what other threads ask of a worker. */
 typedef enum {
     PX__MSG_CONN_READY,      /* dispatch c (events were queued elsewhere) */
@@ -257,6 +292,8 @@ typedef enum {
     PX__MSG_UNLISTEN,
     PX__MSG_TIMER,        /* add t to the heap */
     PX__MSG_TIMER_CANCEL, /* remove t from the heap */
+    PX__MSG_WATCH_ADD,    /* a new watch for this worker */
+    PX__MSG_WATCH_UPDATE, /* arm, stop or carry on with a watch */
     PX__MSG_STOP,
 } px__msg_kind_t;
 
@@ -268,6 +305,7 @@ typedef struct px__msg_s {
         px_conn_t *conn;
         px_listener_t *listener;
         px_timer_t *timer;
+        px_watch_t *watch;
     } u;
 } px__msg_t;
 
@@ -298,11 +336,13 @@ struct px__worker_s {
     atomic_size_t work_count;
 
     /* Holder-only state. */
-    bool stopping;       /* STOP received */
-    int listeners_armed; /* listeners accepting on it */
-    px__qnode_t ready;   /* connections with events */
-    px__qnode_t conns;   /* all live connections */
-    px_timer_t **timers; /* binary min-heap by due_ns */
+    bool stopping;           /* STOP received */
+    int listeners_armed;     /* listeners accepting on it */
+    px__qnode_t ready;       /* connections with events */
+    px__qnode_t conns;       /* all live connections */
+    px__qnode_t watches;     /* every watch until its on_done */
+    px__qnode_t watch_ready; /* watches with on_ready or on_done due */
+    px_timer_t **timers;     /* binary min-heap by due_ns */
     size_t timer_count, timer_cap;
 
     /* The monitor's sample of the callback under way (monitor only). */
@@ -395,6 +435,12 @@ void px__conn_close_all(px__worker_t *w);
 void px__conn_begin_close(px__worker_t *w, px_conn_t *c, int error, bool abort);
 /* Puts c on w's ready list; holder only, c->lock held. */
 void px__conn_ready_locked(px__worker_t *w, px_conn_t *c);
+
+/* Watches (watch.c), holder only. */
+void px__watch_handle_msg(px__worker_t *w, px__msg_t *m);
+/* Runs the watch's due callback; false when the thread lost the worker. */
+bool px__watch_dispatch(px__worker_t *w, px_watch_t *x);
+void px__watches_stop_all(px__worker_t *w);
 
 /* Timers (timer.c), holder only. */
 void px__timers_add(px__worker_t *w, px_timer_t *t);

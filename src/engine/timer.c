@@ -84,9 +84,9 @@ static void timer_done(px_timer_t *t)
     px_timer_unref(t);
 }
 
-int px_timer_start(px_loop_t *loop, uint64_t delay_ns, uint64_t period_ns,
-                   px_work_fn fn, px_work_fn done, void *arg,
-                   px_timer_t **timer)
+static int timer_start(px_loop_t *loop, px__worker_t *w, uint64_t delay_ns,
+                       uint64_t period_ns, px_work_fn fn, px_work_fn done,
+                       void *arg, px_timer_t **timer)
 {
     if (fn == NULL)
         return -EINVAL;
@@ -103,11 +103,29 @@ int px_timer_start(px_loop_t *loop, uint64_t delay_ns, uint64_t period_ns,
     t->done = done;
     t->arg = arg;
     t->heap_index = SIZE_MAX;
-    unsigned i = atomic_fetch_add(&loop->next_worker, 1);
-    t->worker = &loop->workers[i % (unsigned)loop->nworkers];
+    t->worker = w;
     if (timer)
         *timer = t;
     return px__worker_post(t->worker, PX__MSG_TIMER, t);
+}
+
+int px_timer_start(px_loop_t *loop, uint64_t delay_ns, uint64_t period_ns,
+                   px_work_fn fn, px_work_fn done, void *arg,
+                   px_timer_t **timer)
+{
+    unsigned i = atomic_fetch_add(&loop->next_worker, 1);
+    px__worker_t *w = &loop->workers[i % (unsigned)loop->nworkers];
+    return timer_start(loop, w, delay_ns, period_ns, fn, done, arg, timer);
+}
+
+int px_timer_start_on(px_loop_t *loop, int worker, uint64_t delay_ns,
+                      uint64_t period_ns, px_work_fn fn, px_work_fn done,
+                      void *arg, px_timer_t **timer)
+{
+    if (worker < 0 || worker >= loop->nworkers)
+        return -EINVAL;
+    return timer_start(loop, &loop->workers[worker], delay_ns, period_ns, fn,
+                       done, arg, timer);
 }
 
 void px_timer_cancel(px_timer_t *t)

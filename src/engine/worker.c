@@ -212,6 +212,10 @@ int px__worker_post(px__worker_t *w, px__msg_kind_t kind, void *object)
     case PX__MSG_TIMER_CANCEL:
         px_timer_ref(m->u.timer);
         break;
+    case PX__MSG_WATCH_ADD:
+    case PX__MSG_WATCH_UPDATE:
+        px_watch_ref(m->u.watch);
+        break;
     case PX__MSG_LISTEN:
     case PX__MSG_UNLISTEN:
     case PX__MSG_STOP:
@@ -241,10 +245,16 @@ static void handle_msg(px__worker_t *w, px__msg_t *m)
     case PX__MSG_UNLISTEN:
         px__listener_stop(w, m->u.listener);
         break;
+    case PX__MSG_WATCH_ADD:
+    case PX__MSG_WATCH_UPDATE:
+        px__watch_handle_msg(w, m);
+        px_watch_unref(m->u.watch);
+        break;
     case PX__MSG_STOP:
         w->stopping = true;
         px__listeners_stop_all(w);
         px__conn_close_all(w);
+        px__watches_stop_all(w);
         break;
     default:
         px__conn_handle_msg(w, m);
@@ -342,6 +352,18 @@ static bool dispatch(px__worker_t *w, bool *entered)
             if (!px__conn_dispatch(w, c))
                 return false;
         }
+        n = px__q_pop(&w->watch_ready);
+        if (n) {
+            px_watch_t *x = px__container_of(n, px_watch_t, ready_node);
+            if (!*entered) {
+                px__dispatch_enter(w);
+                *entered = true;
+            }
+            budget--;
+            progressed = true;
+            if (!px__watch_dispatch(w, x))
+                return false;
+        }
         px__work_t *work = pop_work(w);
         if (work) {
             if (!*entered) {
@@ -364,16 +386,18 @@ static bool dispatch(px__worker_t *w, bool *entered)
 
 static bool has_pending(px__worker_t *w)
 {
-    return !px__q_empty(&w->ready) || atomic_load(&w->work_count) > 0 ||
-           atomic_load(&w->inbox_count) > 0;
+    return !px__q_empty(&w->ready) || !px__q_empty(&w->watch_ready) ||
+           atomic_load(&w->work_count) > 0 || atomic_load(&w->inbox_count) > 0;
 }
 
 /* The worker is finished when it was told to stop and nothing of it is
- * left: no connection, no listener armed on it. */
+ * left: no connection, no listener armed on it, no watch whose on_done has
+ * not run. */
 static bool worker_done(px__worker_t *w)
 {
     return w->stopping && px__q_empty(&w->conns) && w->listeners_armed == 0 &&
-           px__q_empty(&w->ready) && atomic_load(&w->inbox_count) == 0;
+           px__q_empty(&w->watches) && px__q_empty(&w->ready) &&
+           atomic_load(&w->inbox_count) == 0;
 }
 
 /* Runs w until the thread loses it (returns false) or w is finished (true). */
@@ -669,6 +693,8 @@ int px__worker_init(px_loop_t *loop, px__worker_t *w, int index)
     px__q_init(&w->work);
     px__q_init(&w->ready);
     px__q_init(&w->conns);
+    px__q_init(&w->watches);
+    px__q_init(&w->watch_ready);
     w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (w->wake_fd < 0)
         return -errno;
@@ -695,6 +721,9 @@ void px__worker_destroy(px__worker_t *w)
         px__msg_t *next = m->next;
         if (m->kind == PX__MSG_TIMER || m->kind == PX__MSG_TIMER_CANCEL)
             px_timer_unref(m->u.timer);
+        else if (m->kind == PX__MSG_WATCH_ADD ||
+                 m->kind == PX__MSG_WATCH_UPDATE)
+            px_watch_unref(m->u.watch);
         else if (m->kind != PX__MSG_LISTEN && m->kind != PX__MSG_UNLISTEN &&
                  m->kind != PX__MSG_STOP)
             px_conn_unref(m->u.conn);

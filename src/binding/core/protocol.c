@@ -26,6 +26,11 @@
  * and closes the connection, after which the connection gets no more
  * data.
  *
+ * Any of these members may be async def (or return another awaitable): the
+ * coroutine runs as a task of the connection's worker's asyncio loop
+ * (aio.c), the connection's next events wait until it is done, and what it
+ * returns is treated as the member's return value (see "awaiting").
+ *
  * Mode "interpreters" (interp/xproto.c): the protocol cache and the
  * Transport of a connection live in the interpreter of the worker that
  * serves it; on_open and on_close ask xproto.c for them.
@@ -347,18 +352,40 @@ static void member_failed(pxpy_transport_t *t, const char *what)
     close_after_error(t);
 }
 
-/* Sends what a member returned (None: nothing), or handles its failure. */
-static void deliver(pxpy_transport_t *t, const char *what, PyObject *r)
+/* ---- coroutine callbacks ------------------------------------------------ */
+
+/* A member that returned an awaitable (an async def callback): it runs as a
+ * task of the worker's asyncio loop, and the connection's events are held
+ * back (px_conn_suspend_events) until the task is done, so one
+ * connection's callbacks still run in order and never overlap. What the
+ * task returns is then treated as the member's return value. */
+typedef struct {
+    pxpy_transport_t *t; /* a reference */
+    const char *what;
+    int cb;          /* PXPY_CB_*: what to do with the outcome */
+    PyObject *lines; /* lines mode: bytes received after the line */
+} awaited_t;
+
+static awaited_t *await_member(pxpy_transport_t *t, int cb, const char *what,
+                               PyObject *awaitable);
+
+/* Sends what a member returned (None: nothing), or handles its failure; an
+ * awaitable is awaited first (and returned: the caller holds on until it
+ * is done). */
+static awaited_t *deliver(pxpy_transport_t *t, const char *what, PyObject *r)
 {
     if (r == NULL) {
         member_failed(t, what);
-        return;
+        return NULL;
     }
     if (r != Py_None) {
+        if (pxpy_is_awaitable(r))
+            return await_member(t, PXPY_CB_COUNT, what, r);
         if (pxpy_transport_send(t, r, what, true) < 0)
             member_failed(t, what);
     }
     Py_DECREF(r);
+    return NULL;
 }
 
 /* initial_bytes_to_send / next_bytes_to_send. */
@@ -401,20 +428,33 @@ static int line_too_long(pxpy_transport_t *t)
     return -1;
 }
 
-/* Delivers one complete line (without its \n; a trailing \r goes too). */
-static void deliver_line(pxpy_transport_t *t, const char *line, size_t len)
+/* Delivers one complete line (without its \n; a trailing \r goes too);
+ * returns the task when lines_received is awaited. */
+static awaited_t *deliver_line(pxpy_transport_t *t, const char *line,
+                               size_t len)
 {
     if (len && line[len - 1] == '\r')
         len--;
     if ((Py_ssize_t)len > PROTOCOL(t)->max_line_length) {
         line_too_long(t);
         member_failed(t, "lines_received");
-        return;
+        return NULL;
     }
     PyObject *b = PyBytes_FromStringAndSize(line, (Py_ssize_t)len);
     PyObject *r = b ? call_member(t, PXPY_CB_LINES_RECEIVED, b) : NULL;
     Py_XDECREF(b);
-    deliver(t, "lines_received", r);
+    return deliver(t, "lines_received", r);
+}
+
+/* The bytes after an awaited line wait in its task, to be delivered when it
+ * is done. */
+static void keep_rest(awaited_t *aw, const char *p, const char *end)
+{
+    if (aw == NULL || p >= end)
+        return;
+    aw->lines = PyBytes_FromStringAndSize(p, end - p);
+    if (aw->lines == NULL)
+        member_failed(aw->t, "lines_received");
 }
 
 static int buffer_partial(pxpy_transport_t *t, const char *data, size_t len)
@@ -455,8 +495,12 @@ static void deliver_lines(pxpy_transport_t *t, const char *data, size_t len)
         }
         size_t n = t->line_len;
         t->line_len = 0;
-        deliver_line(t, t->line_buf, n);
+        awaited_t *aw = deliver_line(t, t->line_buf, n);
         p = nl + 1;
+        if (aw != NULL) {
+            keep_rest(aw, p, end);
+            return;
+        }
     }
     while (p < end && may_deliver(t)) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -465,9 +509,96 @@ static void deliver_lines(pxpy_transport_t *t, const char *data, size_t len)
                 member_failed(t, "lines_received");
             return;
         }
-        deliver_line(t, p, (size_t)(nl - p));
+        awaited_t *aw = deliver_line(t, p, (size_t)(nl - p));
         p = nl + 1;
+        if (aw != NULL) {
+            keep_rest(aw, p, end);
+            return;
+        }
     }
+}
+
+/* ---- awaiting ------------------------------------------------------------ */
+
+static void eof_outcome(pxpy_transport_t *t, PyObject *r);
+static void lost_cleanup(pxpy_transport_t *t);
+
+/* Whether the exception set is asyncio.CancelledError (it stays set). */
+static bool is_cancelled(void)
+{
+    PyObject *exc = PyErr_GetRaisedException();
+    PyObject *cancelled = pxpy_import_attr("asyncio", "CancelledError");
+    bool is = cancelled != NULL && PyErr_GivenExceptionMatches(exc, cancelled);
+    Py_XDECREF(cancelled);
+    PyErr_Clear();
+    PyErr_SetRaisedException(exc);
+    return is;
+}
+
+static void member_awaited(void *arg, PyObject *result)
+{
+    awaited_t *aw = arg;
+    pxpy_transport_t *t = aw->t;
+    /* Cancelled: the loop is stopping (or the coroutine gave up), not a
+     * failure of the protocol. */
+    if (result == NULL && is_cancelled()) {
+        PyErr_Clear();
+        result = Py_None;
+    }
+    /* Cleared first: an outcome that is awaited in turn sets it again. */
+    atomic_fetch_and(&t->flags, ~PXPY_T_AWAITING);
+    if (aw->cb == PXPY_CB_EOF_RECEIVED) {
+        eof_outcome(t, result ? Py_NewRef(result) : NULL);
+    } else if (aw->cb == PXPY_CB_CONNECTION_LOST) {
+        if (result == NULL)
+            member_failed(t, "connection_lost");
+        lost_cleanup(t);
+    } else {
+        awaited_t *next =
+            deliver(t, aw->what, result ? Py_NewRef(result) : NULL);
+        if (next == NULL && aw->lines != NULL && may_deliver(t))
+            deliver_lines(t, PyBytes_AS_STRING(aw->lines),
+                          (size_t)PyBytes_GET_SIZE(aw->lines));
+    }
+    /* Resumed unless the outcome (or the lines after it) is awaited in
+     * turn, which suspended the connection again. */
+    if (aw->cb != PXPY_CB_CONNECTION_LOST &&
+        !(atomic_load(&t->flags) & PXPY_T_AWAITING)) {
+        px_conn_t *conn = atomic_load(&t->conn);
+        if (conn != NULL)
+            px_conn_resume_events(conn);
+    }
+    Py_XDECREF(aw->lines);
+    Py_DECREF(t);
+    PyMem_RawFree(aw);
+}
+
+static awaited_t *await_member(pxpy_transport_t *t, int cb, const char *what,
+                               PyObject *awaitable)
+{
+    awaited_t *aw = PyMem_RawCalloc(1, sizeof(*aw));
+    if (aw == NULL) {
+        Py_DECREF(awaitable);
+        PyErr_NoMemory();
+        member_failed(t, what);
+        return NULL;
+    }
+    aw->t = (pxpy_transport_t *)Py_NewRef(t);
+    aw->what = what;
+    aw->cb = cb;
+    px_conn_t *conn = atomic_load(&t->conn);
+    if (cb != PXPY_CB_CONNECTION_LOST) {
+        atomic_fetch_or(&t->flags, PXPY_T_AWAITING);
+        if (conn != NULL)
+            px_conn_suspend_events(conn);
+    }
+    int rc = pxpy_aio_spawn(t->st, awaitable, member_awaited, aw);
+    Py_DECREF(awaitable);
+    if (rc < 0) {
+        member_awaited(aw, NULL);
+        return NULL;
+    }
+    return aw;
 }
 
 /* ---- engine callbacks --------------------------------------------------- */
@@ -598,16 +729,32 @@ static void on_eof(px_conn_t *conn)
             keep_open = true;
         } else if (p->cb_kind[PXPY_CB_EOF_RECEIVED] != CB_ABSENT) {
             PyObject *r = call_member(t, PXPY_CB_EOF_RECEIVED, NULL);
-            int truth = r ? PyObject_IsTrue(r) : -1;
-            Py_XDECREF(r);
-            if (truth < 0)
-                member_failed(t, "eof_received");
-            keep_open = truth > 0;
+            if (r != NULL && pxpy_is_awaitable(r)) {
+                await_member(t, PXPY_CB_EOF_RECEIVED, "eof_received", r);
+                pxpy_detach(attached);
+                return;
+            }
+            eof_outcome(t, r);
+            pxpy_detach(attached);
+            return;
         }
     }
     if (!keep_open)
         px_conn_close(conn, 0);
     pxpy_detach(attached);
+}
+
+/* What eof_received returned (consumed; NULL: it raised): true keeps the
+ * connection open. */
+static void eof_outcome(pxpy_transport_t *t, PyObject *r)
+{
+    int truth = r ? PyObject_IsTrue(r) : -1;
+    Py_XDECREF(r);
+    if (truth < 0)
+        member_failed(t, "eof_received");
+    px_conn_t *conn = atomic_load(&t->conn);
+    if (truth <= 0 && conn != NULL)
+        px_conn_close(conn, 0);
 }
 
 static void on_send_complete(px_conn_t *conn, uint64_t send_id)
@@ -670,23 +817,38 @@ static void on_close(px_conn_t *conn, int error)
         PyObject *exc = close_reason(t->st, error);
         PyObject *r = exc ? call_member(t, PXPY_CB_CONNECTION_LOST, exc) : NULL;
         Py_XDECREF(exc);
+        if (r != NULL && pxpy_is_awaitable(r)) {
+            /* The rest waits for the coroutine (the engine is done with
+             * the connection). */
+            px_conn_set_data(conn, NULL);
+            await_member(t, PXPY_CB_CONNECTION_LOST, "connection_lost", r);
+            Py_DECREF(t); /* the engine's reference */
+            pxpy_detach(attached);
+            return;
+        }
         if (r == NULL)
             member_failed(t, "connection_lost");
         Py_XDECREF(r);
     }
+    px_conn_set_data(conn, NULL);
+    lost_cleanup(t);
+    Py_DECREF(t); /* the engine's reference */
+    pxpy_detach(attached);
+}
+
+/* After connection_lost (or its coroutine) ended. */
+static void lost_cleanup(pxpy_transport_t *t)
+{
     /* The instance often refers to the transport: break that cycle now. */
     Py_CLEAR(t->instance);
     PyMem_RawFree(t->line_buf);
     t->line_buf = NULL;
     t->line_len = t->line_cap = 0;
     pxpy_transport_uncount(t);
-    px_conn_set_data(conn, NULL);
     pxpy_transport_t *main_peer = t->main_peer;
     t->main_peer = NULL;
-    Py_DECREF(t); /* the engine's reference */
     if (main_peer != NULL)
         pxpy_xproto_release_peer(main_peer);
-    pxpy_detach(attached);
 }
 
 const px_conn_callbacks_t pxpy_conn_callbacks = {

@@ -18,6 +18,10 @@
  *
  * Both count as pending work for run() while they live.
  *
+ * A function that returns an awaitable (a coroutine function) is awaited:
+ * the coroutine runs as a task of the worker's asyncio loop (aio.c), and
+ * the item's hooks and Future see the task's outcome.
+ *
  * In mode "interpreters" both cross interpreters (xwork.c): the function
  * and its arguments are encoded here and run in a worker's interpreter.
  */
@@ -79,37 +83,65 @@ void pxpy_call_hook(pxpy_state *st, PyObject *hook, PyObject *arg,
     Py_XDECREF(r);
 }
 
+/* Runs callback or errback and settles the Future with the outcome
+ * (result, or NULL with the exception set), then frees the item. */
+static void work_settle(work_item_t *w, PyObject *result)
+{
+    pxpy_state *st = w->st;
+    if (result != NULL) {
+        if (w->callback)
+            pxpy_call_hook(st, w->callback, result, "submit_work callback");
+        if (pxpy_future_set_result(w->future, result) < 0)
+            pxpy_report_callback_error(st, "submit_work (the future)");
+    } else {
+        PyObject *exc = PyErr_GetRaisedException();
+        if (w->errback)
+            pxpy_call_hook(st, w->errback, exc, "submit_work errback");
+        if (pxpy_future_set_exception(w->future, exc) < 0)
+            pxpy_report_callback_error(st, "submit_work (the future)");
+        Py_DECREF(exc);
+    }
+    work_item_free(w);
+    pxpy_pending_add(st, -1);
+}
+
+static void work_awaited(void *arg, PyObject *result)
+{
+    work_settle(arg, result);
+}
+
 static void work_run(void *arg)
 {
     work_item_t *w = arg;
     pxpy_state *st = w->st;
     bool attached = pxpy_attach();
     int running = pxpy_future_set_running(w->future);
-    if (running < 0) {
-        pxpy_report_callback_error(st, "submit_work (starting the future)");
-    } else if (running) {
-        /* argv[0] is func: the slot before the arguments, which the offset
-         * flag lets the callee borrow. */
-        PyObject *result = PyObject_Vectorcall(
-            w->argv[0], w->argv + 1,
-            (size_t)w->nargs | PY_VECTORCALL_ARGUMENTS_OFFSET, w->kwnames);
-        if (result != NULL) {
-            if (w->callback)
-                pxpy_call_hook(st, w->callback, result, "submit_work callback");
-            if (pxpy_future_set_result(w->future, result) < 0)
-                pxpy_report_callback_error(st, "submit_work (the future)");
-            Py_DECREF(result);
-        } else {
-            PyObject *exc = PyErr_GetRaisedException();
-            if (w->errback)
-                pxpy_call_hook(st, w->errback, exc, "submit_work errback");
-            if (pxpy_future_set_exception(w->future, exc) < 0)
-                pxpy_report_callback_error(st, "submit_work (the future)");
-            Py_DECREF(exc);
+    if (running <= 0) {
+        if (running < 0)
+            pxpy_report_callback_error(st, "submit_work (starting the future)");
+        work_item_free(w);
+        pxpy_pending_add(st, -1);
+        pxpy_detach(attached);
+        return;
+    }
+    /* argv[0] is func: the slot before the arguments, which the offset flag
+     * lets the callee borrow. */
+    PyObject *result = PyObject_Vectorcall(
+        w->argv[0], w->argv + 1,
+        (size_t)w->nargs | PY_VECTORCALL_ARGUMENTS_OFFSET, w->kwnames);
+    /* A coroutine function's call: its coroutine runs as a task of this
+     * worker's loop, and the item is settled when the task ends (it stays
+     * pending for run() meanwhile). */
+    if (result != NULL && pxpy_is_awaitable(result)) {
+        int rc = pxpy_aio_spawn(st, result, work_awaited, w);
+        Py_CLEAR(result);
+        if (rc == 0) {
+            pxpy_detach(attached);
+            return;
         }
     }
-    work_item_free(w);
-    pxpy_pending_add(st, -1);
+    work_settle(w, result);
+    Py_XDECREF(result);
     pxpy_detach(attached);
 }
 

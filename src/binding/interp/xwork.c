@@ -15,6 +15,10 @@
  * a time (interp.c), so the owner's GIL is never waited for while the
  * worker's is held.
  *
+ * A function that returns an awaitable (a coroutine function) is awaited
+ * on the worker: the coroutine runs as a task of the asyncio loop of the
+ * worker's interpreter (core/aio.c), and the task's outcome crosses.
+ *
  * Logging records of a worker's interpreter cross the same way
  * (_log_in_main): at once on an engine thread, through the main thread's
  * queue from other threads of the worker's interpreter.
@@ -149,6 +153,7 @@ typedef struct {
     PyObject *callback; /* or NULL */
     PyObject *errback;  /* or NULL */
     pxpy_xcall_t *call;
+    pxpy_state *worker_st; /* a coroutine's: where it runs */
 } xwork_t;
 
 /* In the owner's interpreter. */
@@ -194,6 +199,26 @@ static void settle(xwork_t *x, pxpy_xi_t *outcome)
     xwork_free(x);
 }
 
+/* In the worker's interpreter (st): encodes the outcome (result, or NULL
+ * with the exception set), and settles the item in the owner's. */
+static void xwork_finish(xwork_t *x, pxpy_state *st, PyObject *result)
+{
+    pxpy_xi_t *outcome =
+        result ? pxpy_xi_encode(st, result, "submit_work() result") : NULL;
+    if (outcome == NULL)
+        outcome = pxpy_xi_encode_exception(st);
+    pxpy_entered_t e = pxpy_interp_enter(x->rt, x->owner->interp_index);
+    settle(x, outcome);
+    pxpy_xi_free(outcome);
+    pxpy_interp_leave(e);
+}
+
+static void xwork_awaited(void *arg, PyObject *result)
+{
+    xwork_t *x = arg;
+    xwork_finish(x, x->worker_st, result);
+}
+
 static void xwork_run(void *arg)
 {
     xwork_t *x = arg;
@@ -216,16 +241,19 @@ static void xwork_run(void *arg)
 
     pxpy_state *st = pxpy_interp_state(rt, px_current_worker());
     PyObject *result = pxpy_xcall_invoke(st, x->call);
-    pxpy_xi_t *outcome =
-        result ? pxpy_xi_encode(st, result, "submit_work() result") : NULL;
+    /* A coroutine runs as a task of this worker's loop, in this
+     * interpreter; its outcome crosses when it ends. */
+    if (result != NULL && pxpy_is_awaitable(result)) {
+        x->worker_st = st;
+        int rc = pxpy_aio_spawn(st, result, xwork_awaited, x);
+        Py_CLEAR(result);
+        if (rc == 0) {
+            pxpy_detach(attached);
+            return;
+        }
+    }
+    xwork_finish(x, st, result);
     Py_XDECREF(result);
-    if (outcome == NULL)
-        outcome = pxpy_xi_encode_exception(st);
-
-    e = pxpy_interp_enter(rt, owner);
-    settle(x, outcome);
-    pxpy_xi_free(outcome);
-    pxpy_interp_leave(e);
     pxpy_detach(attached);
 }
 

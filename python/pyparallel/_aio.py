@@ -1,0 +1,123 @@
+"""The asyncio event loop of each worker.
+
+Every worker has one WorkerEventLoop, created on first use on that worker
+(in the worker's own interpreter in mode "interpreters"): coroutines given
+to submit_work() and ``async def`` protocol callbacks run as its tasks, and
+``asyncio.get_running_loop()`` in them returns it. pyparallel.worker_loop()
+returns it from any code running on a worker.
+
+The binding (src/binding/core/aio.c) drives it, so that the worker waits for
+the loop and for its connections in one place: the engine watches the
+selector's epoll fd, and the binding runs one iteration of the loop
+(_px_step) whenever that fd is readable, a timer of the loop is due, or
+callbacks are ready. So the selector never blocks: the engine does the
+waiting.
+"""
+
+import asyncio
+import selectors
+import time
+
+__all__ = ["WorkerEventLoop"]
+
+# How long the loop's close may take to let cancelled tasks, async
+# generators and the default executor finish, in seconds.
+CLOSE_BUDGET = 2.0
+# The longest single wait of the selector while the loop closes.
+CLOSE_POLL = 0.01
+
+
+class _PollingSelector(selectors.EpollSelector):
+    """An epoll selector that only polls: the engine waits for its fd.
+
+    While the loop closes (the engine is stopping and no longer watches the
+    fd) it waits, in short slices, as an ordinary selector does.
+    """
+
+    blocking = False
+
+    def select(self, timeout=None):
+        if not self.blocking:
+            timeout = 0
+        elif timeout is None or timeout > CLOSE_POLL:
+            timeout = CLOSE_POLL
+        return super().select(timeout)
+
+
+class WorkerEventLoop(asyncio.SelectorEventLoop):
+    """The asyncio loop of one worker, run by the engine (see the module)."""
+
+    def __init__(self):
+        super().__init__(_PollingSelector())
+
+    # A callback or timer added while the loop is not running on some thread
+    # (from a plain protocol callback, a work item, another thread) must wake
+    # it: asyncio wakes a loop only from call_soon_threadsafe, which running
+    # loops need, but this loop is idle between iterations. The self-pipe
+    # makes the selector's fd readable, which the engine watches.
+
+    def call_soon(self, callback, *args, context=None):
+        handle = super().call_soon(callback, *args, context=context)
+        if self._thread_id is None:
+            self._write_to_self()
+        return handle
+
+    def call_at(self, when, callback, *args, context=None):
+        handle = super().call_at(when, callback, *args, context=context)
+        if self._thread_id is None:
+            self._write_to_self()
+        return handle
+
+    def _px_fileno(self):
+        return self._selector.fileno()
+
+    def _px_step(self):
+        """Runs one iteration on the calling thread, as the running loop.
+
+        Returns 0.0 when callbacks are ready (run again soon), the seconds
+        until the next timer is due, or None when only I/O can wake it.
+        """
+        self._run_forever_setup()
+        try:
+            self._run_once()
+        finally:
+            self._run_forever_cleanup()
+        if self._ready:
+            return 0.0
+        if self._scheduled:
+            return max(0.0, self._scheduled[0]._when - self.time())
+        return None
+
+    def _px_run_until(self, done, deadline):
+        while not done() and time.monotonic() < deadline:
+            self._px_step()
+
+    def _px_close(self):
+        """Cancels the tasks, lets them finish, shuts the async generators
+        and the default executor down, and closes the loop; within
+        CLOSE_BUDGET seconds. Called as the engine stops."""
+        if self.is_closed():
+            return
+        self._selector.blocking = True
+        deadline = time.monotonic() + CLOSE_BUDGET
+        tasks = [t for t in asyncio.all_tasks(self) if not t.done()]
+        for task in tasks:
+            task.cancel()
+        self._px_run_until(lambda: all(t.done() for t in tasks), deadline)
+        for shutdown in (
+            self.shutdown_asyncgens(),
+            self.shutdown_default_executor(CLOSE_BUDGET),
+        ):
+            task = self.create_task(shutdown)
+            self._px_run_until(task.done, deadline)
+            if not task.done():
+                task.cancel()
+                self._px_step()
+        self.close()
+
+
+def spawn(loop, awaitable, on_done):
+    """Runs awaitable as a task of loop; on_done(task) when it ends."""
+    task = asyncio.ensure_future(awaitable, loop=loop)
+    task.add_done_callback(on_done)
+    return task
