@@ -14,7 +14,8 @@
 # Debian packages (tools/setup-apt.sh, only what is missing), the interpreters
 # (PYTHON_FT / PYTHON_GIL if given, else python3.13t/3.14t and python3.13/3.14
 # on PATH, else built into ~/.cache/pyparallel by tools/build-python.sh), the
-# venvs .venv-ft and .venv-gil with tools/requirements-dev.txt, and an
+# venvs .venv-ft and .venv-gil with tools/requirements-dev.txt and the web
+# frameworks of the WSGI tests (tests/requirements-apps.txt), and an
 # editable install of pyparallel that is redone when a C source, header,
 # setup.py or pyproject.toml changes.
 #
@@ -144,8 +145,8 @@ $(1)/pyvenv.cfg: | $(APT_STAMP)
 	  echo "venv $(1): $$$$python" && \
 	  "$$$$python" -m venv --clear $(1)
 
-$(1)/.deps-stamp: $(1)/pyvenv.cfg tools/requirements-dev.txt
-	$(1)/bin/python -m pip install -q -r tools/requirements-dev.txt
+$(1)/.deps-stamp: $(1)/pyvenv.cfg tools/requirements-dev.txt tests/requirements-apps.txt
+	$(1)/bin/python -m pip install -q -r tools/requirements-dev.txt -r tests/requirements-apps.txt
 	@touch $$@
 
 $(1)/.pyparallel-stamp: $(1)/.deps-stamp pyproject.toml setup.py \
