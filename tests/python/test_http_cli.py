@@ -20,7 +20,8 @@ from conftest import LOCALHOST, expected_mode, interrupt_and_expect_clean_exit, 
 from http_helpers import Client, build_request, fetch
 
 STARTUP = re.compile(
-    r"^Serving HTTP on (?P<host>\S+) port (?P<port>\d+) \(http://\S+/\): app (?P<app>\S+), (?P<root>.+), "
+    r"^Serving HTTP on (?P<host>\S+) port (?P<port>\d+) \(http://\S+/\): app (?P<app>\S+), "
+    r"interface (?P<interface>\w+), (?P<root>.+), "
     r"(?P<workers>\d+) workers, mode (?P<mode>\w+), io (?P<io>\w+)$"
 )
 START_TIMEOUT = 20
@@ -207,7 +208,7 @@ def run_cli(*args, cwd=None):
         (["--app", "nosuchmodule:App"], "cannot import nosuchmodule"),
         (["--app", "myapp:Missing"], "myapp has no Missing"),
         (["--app", "myapp:NotAnApp"], "not an HttpServer subclass"),
-        (["--app", "myapp"], "MODULE:CLASS"),
+        (["--app", "myapp"], "MODULE:ATTR"),
         (["--root", "/nonexistent/dir"], "not a directory"),
         (["--port", "70000"], "within 0..65535"),
         (["--workers", "0"], "greater than 0"),

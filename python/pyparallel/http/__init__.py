@@ -5,13 +5,16 @@
 The protocol work (parsing, framing, keep-alive, pipelining, limits and
 timeouts, sending files) is done in C by pyparallel._core.HttpProtocol; this
 package adds routing, the request object, the conversion of return values,
-and static files. `python -m pyparallel.http.server` serves a directory.
-docs/http.md describes it all.
+and static files; WSGIServer and serve_app serve WSGI applications (Flask,
+Django). `python -m pyparallel.http.server` serves a directory or an app.
+docs/http.md and docs/apps.md describe it all.
 """
 
 from ._app import HttpServer
+from ._apps import AppError, serve_app
 from ._request import Headers, Request
 from ._response import Response
 from ._routing import route
+from ._wsgi import WSGIServer
 
-__all__ = ["Headers", "HttpServer", "Request", "Response", "route"]
+__all__ = ["AppError", "Headers", "HttpServer", "Request", "Response", "WSGIServer", "route", "serve_app"]

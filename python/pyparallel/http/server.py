@@ -1,7 +1,8 @@
 """pyparallel.http.server: the HTTP server's public names and its command line.
 
     python -m pyparallel.http.server [--bind ADDR] [--port 8080] [--root DIR]
-        [--app module:Class] [--workers N] [--io uring|epoll] [--max-threads N]
+        [--app module:attr] [--interface auto|pyparallel|wsgi|asgi]
+        [--workers N] [--io uring|epoll] [--max-threads N]
         [--mode threads|interpreters|gil]
         [--max-header-size N] [--max-uri-size N] [--max-body-size N]
         [--header-timeout S] [--body-timeout S] [--keepalive-timeout S]
@@ -9,12 +10,21 @@
 
 Without --app it serves the current directory (or --root) the way
 `python -m http.server` does, plus two built-in routes: /plaintext and
-/json. With --app it serves that HttpServer subclass (with --root, its
-static files come from there). One line on stdout says where it listens
-and with how many workers, which mode and which I/O backend; Ctrl-C or
+/json. With --app it serves that application: an HttpServer subclass, or
+a WSGI callable (Flask, Django); --interface overrides the detection (see
+_apps.py and docs/apps.md). With --root, static files come from there.
+One line on stdout says where it listens, the app and its interface, how
+many workers, which mode and which I/O backend; Ctrl-C or
 SIGTERM shut it down cleanly (px.run() turns both into px.stop()); a
 shutdown that takes longer than --graceful-timeout (a handler that does
 not return) ends the process, and so does a second signal, at once.
+
+Loading the app is where it can fail to run in the mode asked for: on a
+free-threaded build an import that enables the GIL switches the server
+to mode gil (or ends it when --mode threads was asked for), and in mode
+interpreters a worker imports the app once before connections are
+accepted, so that an extension refusing subinterpreters ends the server
+with one line naming it.
 
 The engine starts on first use and reads PYPARALLEL_WORKERS,
 PYPARALLEL_IO, PYPARALLEL_MAX_THREADS and PYPARALLEL_MODE then, so
@@ -35,6 +45,7 @@ import pyparallel as px
 
 from .. import _core
 from ..__main__ import version_report
+from . import _apps
 from ._app import HttpServer
 from ._request import Headers, Request
 from ._response import Response
@@ -97,7 +108,18 @@ def build_parser():
     parser.add_argument("--bind", metavar="ADDR", default="", help="address to listen on (default: every IPv4 address)")
     parser.add_argument("--port", type=_port, default=8080, help="port to listen on (default: 8080; 0: any free port)")
     parser.add_argument("--root", metavar="DIR", help="directory of the static files (default: the current directory)")
-    parser.add_argument("--app", metavar="MODULE:CLASS", help="serve this HttpServer subclass instead of the files")
+    parser.add_argument(
+        "--app",
+        metavar="MODULE:ATTR",
+        help="serve this application instead of the files: an HttpServer subclass, or a WSGI callable "
+        "(Flask, Django: myproject.wsgi:application)",
+    )
+    parser.add_argument(
+        "--interface",
+        choices=_apps.INTERFACES,
+        default="auto",
+        help="the app's interface (default: auto, detected from what --app names); asgi is not served yet",
+    )
     parser.add_argument("--workers", type=_positive(int), metavar="N", help="number of workers (default: one per CPU)")
     parser.add_argument("--io", choices=("uring", "epoll"), help="I/O backend (default: io_uring when available)")
     parser.add_argument(
@@ -132,38 +154,54 @@ def build_parser():
     return parser
 
 
-def load_app(spec):
-    """The protocol class named by "module:Class" (Class may be dotted)."""
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise ValueError(f"--app wants MODULE:CLASS, not {spec!r}")
-    try:
-        target = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"--app {spec}: cannot import {module_name}: {exc}") from None
-    for part in attribute.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise ValueError(f"--app {spec}: {module_name} has no {attribute}") from None
-    if not isinstance(target, type) or not issubclass(target, _core.HttpProtocol):
-        raise ValueError(f"--app {spec}: {attribute} is not an HttpServer subclass")
-    return target
+def load_app(spec, interface="auto"):
+    """(the application named by "module:attr", its interface, the modules
+    whose import enabled the GIL); _apps.AppError when it cannot be served."""
+    target, gil_modules = _apps.load(spec)
+    return target, _apps.check_interface(target, interface), gil_modules
 
 
-def configure(args):
-    """The protocol class to serve: the application (or FileServer) with the
-    command line's root and limits as class attributes of a subclass."""
-    app = load_app(args.app) if args.app else FileServer
+def attributes(args):
+    """The class attributes the command line sets: the limits, and root."""
     overrides = {name: getattr(args, name) for name, _, _ in LIMIT_FLAGS if getattr(args, name) is not None}
     root = args.root if args.root is not None else (None if args.app else os.getcwd())
     if root is not None:
         if not os.path.isdir(root):
             raise ValueError(f"--root {root}: not a directory")
         overrides["root"] = os.path.realpath(root)
-    if not overrides:
-        return app
-    return type(app.__name__, (app,), {"__module__": app.__module__, "__qualname__": app.__qualname__, **overrides})
+    return overrides
+
+
+def configure(args, server=None):
+    """(the protocol class to serve, its interface): the application (or
+    FileServer) with the command line's root and limits as class
+    attributes of a subclass. server is the listener's address, for WSGI's
+    SERVER_NAME and SERVER_PORT."""
+    if not args.app:
+        if args.interface not in ("auto", _apps.PYPARALLEL):
+            raise _apps.AppError(f"--interface {args.interface} needs --app")
+        return _apps.server_class(FileServer, _apps.PYPARALLEL, **attributes(args))
+    target, interface, _ = load_app(args.app, args.interface)
+    # A WSGI app goes by its spec, which mode interpreters' workers import.
+    app = args.app if interface == _apps.WSGI else target
+    return _apps.server_class(app, interface, server=server, **attributes(args))
+
+
+def _gil_decision(parser, spec, gil_modules):
+    """On a free-threaded build whose GIL the app's import enabled: mode gil
+    from now on, said on stderr, or the end when mode threads was asked."""
+    names = ", ".join(gil_modules) or "an extension module"
+    cause = (
+        f"importing {spec} enabled the GIL: {names} did not declare that it can run without it "
+        f"(CPython then runs one thread at a time)"
+    )
+    asked = os.environ.get("PYPARALLEL_MODE", "").lower()
+    if asked == "threads":
+        parser.exit(2, f"{parser.prog}: {cause}, so mode threads cannot run Python in parallel; run it with "
+                       f"--mode gil, or use a build of {names} that supports free-threading\n")
+    if asked != "gil":
+        os.environ["PYPARALLEL_MODE"] = "gil"
+        print(f"{parser.prog}: {cause}; the server runs in mode gil from now on", file=sys.stderr, flush=True)
 
 
 def _url_host(host):
@@ -171,21 +209,24 @@ def _url_host(host):
 
 
 def app_name(app):
-    """MODULE:CLASS, as --app takes it (this module under -m is __main__,
+    """MODULE:ATTR, as --app takes it (this module under -m is __main__,
     whose spec still knows its real name)."""
+    wsgi_app = getattr(app, "_px_app", None)
+    if wsgi_app is not None:
+        return wsgi_app.name
     module = sys.modules.get(app.__module__)
     spec = getattr(module, "__spec__", None)
     return f"{spec.name if spec is not None else app.__module__}:{app.__qualname__}"
 
 
-def startup_line(listener, app):
+def startup_line(listener, app, interface=_apps.PYPARALLEL):
     host, port = listener.sockname[:2]
     stats = px.stats()
     root = getattr(app, "root", None)
     serving = f"root {root}" if root is not None else "no static files"
     return (
         f"Serving HTTP on {host} port {port} (http://{_url_host(host)}:{port}/): "
-        f"app {app_name(app)}, {serving}, "
+        f"app {app_name(app)}, interface {interface}, {serving}, "
         f"{stats['workers']} workers, mode {stats['mode']}, io {stats['io']}"
     )
 
@@ -210,7 +251,14 @@ def main(argv=None):
         parser.exit(0)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:
-        app = configure(args)
+        # Loaded before the engine starts: the GIL decision may change the mode.
+        if args.app:
+            _, _, gil_modules = load_app(args.app, args.interface)
+            if gil_modules:
+                _gil_decision(parser, args.app, gil_modules)
+        configure(args)
+    except _apps.AppError as exc:
+        parser.exit(2, f"{parser.prog}: {exc}\n")
     except ValueError as exc:
         parser.error(str(exc))
     try:
@@ -220,10 +268,16 @@ def main(argv=None):
     except OSError as exc:
         print(f"{parser.prog}: cannot listen on {args.bind or '*'} port {args.port}: {exc}", file=sys.stderr)
         return 1
+    if args.app and px.stats()["mode"] == "interpreters":
+        try:
+            _apps.check_workers(args.app)
+        except _apps.AppError as exc:
+            parser.exit(2, f"{parser.prog}: --app {exc}\n")
+    app, interface = configure(args, server=listener.sockname)
     px.register(listener, app)
     # Printed from run() on the main thread, so that once the line is out,
     # SIGINT and SIGTERM already stop the server cleanly.
-    px.call_from_main_thread(print, startup_line(listener, app), flush=True)
+    px.call_from_main_thread(print, startup_line(listener, app, interface), flush=True)
     px.run(graceful_timeout=args.graceful_timeout)
     return 0
 

@@ -1,0 +1,425 @@
+"""WSGI (PEP 3333) applications on pyparallel's HTTP server.
+
+WSGIServer.for_app(app) makes an HttpServer subclass that serves one WSGI
+callable; register it like any HttpServer (serve_app and the command line's
+--app do). The C layer parses and frames HTTP as for every HttpServer; for
+each request, _px_handle builds the environ, calls the app on the worker
+that serves the connection, and turns what the app gave into the answer.
+
+One request-response cycle is an _Exchange: it holds the environ, what
+start_response was given, and the body so far. Its life, for every
+request:
+  1. environ built from the request (the C layer has read the body whole,
+     bounded by max_body_size; wsgi.input reads it from memory);
+  2. app(environ, start_response) called: the app may call write();
+  3. the iterable it returned consumed in _respond, the one place where
+     body data leaves the app;
+  4. the iterable's close() called whatever happened (a failing app, a
+     failing close(), a bad status or header), then the answer returned
+     to the C layer.
+Until pyparallel's HTTP layer streams responses, _respond joins the body
+and answers with it whole. An app that breaks the protocol (start_response
+twice without exc_info, a non-iterable, a str body, a header with a line
+break, an exception from the app or its iterator) is answered 500, with
+its traceback in the "pyparallel" logger; the connection goes on serving.
+
+A WSGI app is synchronous: one that blocks (a database call) blocks its
+worker's thread, and the engine hands that worker's other connections to
+a spare thread, as for any blocking handler.
+
+In mode interpreters each worker imports the app in its own interpreter:
+the subclass crosses as a recipe (pyparallel._interp.class_recipe) whose
+_AppRef names the app by "module:attr", or by module and qualified name.
+"""
+
+import io
+import logging
+import os
+import re
+import stat
+
+from .. import _core
+from . import _static
+from ._app import HttpServer
+from ._apps import resolve_spec
+from ._request import unquote_to_bytes
+from ._response import INTERNAL_ERROR, Response
+
+_log = logging.getLogger("pyparallel")
+
+_STATUS = re.compile(r"([1-9][0-9][0-9])(?: [^\r\n\0]*)?")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_LINE_BREAK = re.compile(r"[\r\n\0]")
+# The class attributes for_app accepts besides server.
+_ATTRIBUTES = frozenset(
+    {"root", "url_scheme", "max_header_size", "max_uri_size", "max_body_size", "header_timeout", "body_timeout",
+     "keepalive_timeout"}
+)
+# Fields the C layer writes for a file itself (FileResponse), from the file.
+_FILE_FIELDS = ("content-type", "etag", "last-modified", "accept-ranges")
+
+
+class _AppRef:
+    """The app a WSGIServer subclass serves. In another interpreter it is
+    found again by its "module:attr" when it was given one; else it is
+    pickled, which finds a module-level function or class by module and
+    qualified name, and which a framework's app object usually refuses
+    (register() then says so)."""
+
+    __slots__ = ("app", "spec")
+
+    def __init__(self, app, spec=None):
+        self.app = app
+        self.spec = spec
+
+    @property
+    def name(self):
+        if self.spec is not None:
+            return self.spec
+        app = self.app
+        module = getattr(app, "__module__", None) or type(app).__module__
+        return f"{module}:{getattr(app, '__qualname__', type(app).__qualname__)}"
+
+    def __reduce__(self):
+        if self.spec is not None:
+            return (_imported, (self.spec,))
+        return (_AppRef, (self.app,))
+
+
+def _imported(spec):
+    """An _AppRef in another interpreter, its app imported now: when the
+    worker finds the class (register() has every worker do it at once), so
+    that no request waits for the import."""
+    return _AppRef(resolve_spec(spec, "app"), spec)
+
+
+class FileWrapper:
+    """wsgi.file_wrapper: an iterable over a file-like object's blocks. When
+    the object is a real file read from its start, the response is sent
+    from the file with sendfile instead (see _Exchange._file_answer)."""
+
+    def __init__(self, filelike, blksize=8192):
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self):
+        read = self.filelike.read
+        while True:
+            block = read(self.blksize)
+            if not block:
+                return
+            yield block
+
+
+class _Errors:
+    """wsgi.errors: each line the app writes becomes a record of the
+    "pyparallel" logger (what is left without a newline, at flush())."""
+
+    __slots__ = ("_pending",)
+
+    def __init__(self):
+        self._pending = ""
+
+    def write(self, text):
+        if not isinstance(text, str):
+            raise TypeError(f"wsgi.errors takes str, not {type(text).__name__}")
+        *lines, self._pending = (self._pending + text).split("\n")
+        for line in lines:
+            _log.error("WSGI app: %s", line)
+        return len(text)
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def flush(self):
+        if self._pending:
+            _log.error("WSGI app: %s", self._pending)
+            self._pending = ""
+
+
+def _latin1(raw_path):
+    """PATH_INFO: the raw path percent-decoded to bytes, read as Latin-1 (the
+    PEP's "native string" of bytes from the wire)."""
+    if "%" not in raw_path:
+        return raw_path
+    return unquote_to_bytes(raw_path).decode("latin-1")
+
+
+def _status_code(status):
+    if not isinstance(status, str):
+        raise TypeError(f"the WSGI status must be a str like '200 OK', not {type(status).__name__}")
+    found = _STATUS.fullmatch(status)
+    if found is None or not 200 <= int(found.group(1)) <= 599:
+        raise ValueError(f"invalid WSGI status {status!r}: a final status is '200 OK' .. '599 ...'")
+    return int(found.group(1))
+
+
+class _Exchange:
+    """One request and its response; see the module's docstring."""
+
+    __slots__ = ("server", "request", "errors", "status", "fields", "length", "sent", "chunks")
+
+    def __init__(self, server, request):
+        self.server = server
+        self.request = request
+        self.errors = _Errors()
+        self.status = None  # an int once start_response was called
+        self.fields = None
+        self.length = None  # the app's Content-Length
+        self.sent = False  # whether body data was given: the head counts as sent
+        self.chunks = []
+
+    def environ(self):
+        request = self.request
+        server = self.server
+        client = request.client or ("", 0)
+        environ = {
+            "REQUEST_METHOD": request.method,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": _latin1(request.raw_path),
+            "QUERY_STRING": request.query_string,
+            "SERVER_PROTOCOL": request.version,
+            "REMOTE_ADDR": client[0],
+            "REMOTE_PORT": str(client[1]),
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": server.url_scheme,
+            # Buffered whole by the C layer (max_body_size bounds it), so
+            # reading never waits for the client.
+            "wsgi.input": io.BytesIO(request.body),
+            "wsgi.input_terminated": True,
+            "wsgi.errors": self.errors,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+            "wsgi.file_wrapper": FileWrapper,
+        }
+        has_length = bool(request.body)
+        for name, value in request.header_fields:
+            key = name.upper()
+            # "X_Forwarded_For" would land on the same key as
+            # "X-Forwarded-For", which a proxy in front may have set: a
+            # header whose name has an underscore is dropped, as gunicorn,
+            # nginx and Apache do.
+            if "_" in key:
+                continue
+            key = key.replace("-", "_")
+            if key == "CONTENT_LENGTH":
+                has_length = True
+                continue
+            if key == "CONTENT_TYPE":
+                environ[key] = value
+                continue
+            key = "HTTP_" + key
+            previous = environ.get(key)
+            if previous is None:
+                environ[key] = value
+            else:
+                environ[key] = previous + ("; " if key == "HTTP_COOKIE" else ", ") + value
+        if has_length:
+            # The body as the app will read it (a chunked one is decoded).
+            environ["CONTENT_LENGTH"] = str(len(request.body))
+        name = server.server_name
+        if name is None:
+            host = environ.get("HTTP_HOST", "")
+            name, _, port = host.rpartition(":") if host.rpartition(":")[2].isdigit() else (host, "", "")
+            environ["SERVER_NAME"] = name or "localhost"
+            environ["SERVER_PORT"] = port or ("443" if server.url_scheme == "https" else "80")
+        else:
+            environ["SERVER_NAME"] = name
+            environ["SERVER_PORT"] = server.server_port
+        return environ
+
+    def start_response(self, status, headers, exc_info=None):
+        if exc_info is not None:
+            try:
+                if self.sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None  # no cycle through the traceback's frames
+        elif self.status is not None:
+            raise RuntimeError("start_response() called a second time without exc_info")
+        code = _status_code(status)
+        fields, length = self._check_headers(headers)
+        self.status, self.fields, self.length = code, fields, length
+        self.chunks = []  # what write() gave before an exc_info restart is dropped
+        return self.write
+
+    @staticmethod
+    def _check_headers(headers):
+        if not isinstance(headers, list):
+            raise TypeError(
+                f"WSGI response headers must be a list of (name, value) tuples, not {type(headers).__name__}"
+            )
+        fields = []
+        length = None
+        for item in headers:
+            if not isinstance(item, tuple) or len(item) != 2:
+                raise TypeError(f"WSGI response headers must be (name, value) tuples, not {item!r}")
+            name, value = item
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise TypeError(f"WSGI response header {item!r}: name and value must be str")
+            if not _TOKEN.fullmatch(name):
+                raise ValueError(f"invalid WSGI response header name {name!r}")
+            if _LINE_BREAK.search(value):
+                raise ValueError(f"WSGI response header {name} has a line break or NUL in its value")
+            try:
+                value.encode("latin-1")
+            except UnicodeEncodeError:
+                raise ValueError(f"WSGI response header {name}: its value is not Latin-1 (PEP 3333)") from None
+            lowered = name.lower()
+            if lowered == "content-length":
+                if not value.strip().isdigit():
+                    raise ValueError(f"invalid Content-Length {value!r} from the WSGI app")
+                length = int(value)
+            elif lowered == "transfer-encoding":
+                raise ValueError("a WSGI app must not set Transfer-Encoding (hop-by-hop; the server frames bodies)")
+            elif lowered != "date":  # the C layer writes Date itself
+                fields.append(item)
+        return fields, length
+
+    def write(self, data):
+        if self.status is None:
+            raise RuntimeError("write() called before start_response()")
+        self._body(data)
+
+    def _body(self, data):
+        if type(data) is not bytes:
+            if not isinstance(data, (bytes, bytearray)):
+                raise TypeError(f"a WSGI body is made of bytes, not {type(data).__name__}")
+            data = bytes(data)
+        if data:
+            if self.status is None:
+                raise RuntimeError("the WSGI app gave body data before calling start_response()")
+            self.sent = True
+            self.chunks.append(data)
+
+    def run(self):
+        environ = self.environ()
+        result = None
+        try:
+            result = self.server._px_app.app(environ, self.start_response)
+            return self._respond(result)
+        except Exception as error:
+            return self._failed(error)
+        finally:
+            self._close(result)
+            self.errors.flush()
+
+    def _respond(self, result):
+        """What the C layer sends for the app's iterable. The body is
+        consumed here and nowhere else; joined, as long as responses are
+        sent whole."""
+        if isinstance(result, FileWrapper) and self.status == 200:
+            answer = self._file_answer(result.filelike)
+            if answer is not None:
+                return answer
+        try:
+            chunks = iter(result)
+        except TypeError:
+            raise TypeError(f"the WSGI app returned {type(result).__name__}, not an iterable of bytes") from None
+        for chunk in chunks:
+            self._body(chunk)
+        if self.status is None:
+            raise RuntimeError("the WSGI app returned without calling start_response()")
+        body = b"".join(self.chunks)
+        if self.length is not None and len(body) != self.length:
+            if len(body) < self.length and self.request.method != "HEAD":
+                raise ValueError(f"the WSGI app's Content-Length is {self.length}, but it gave {len(body)} bytes")
+            body = body[: self.length]  # the PEP: never more than Content-Length
+        return (self.status, self.fields, body)
+
+    def _file_answer(self, filelike):
+        """A FileResponse (sendfile) for a real file read from its start,
+        else None (the wrapper is iterated)."""
+        try:
+            path = filelike.name
+            if not isinstance(path, str) or filelike.tell() != 0:
+                return None
+            opened = os.fstat(filelike.fileno())
+            named = os.stat(path)
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            return None
+        if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (named.st_dev, named.st_ino):
+            return None
+        if self.length is not None and self.length != opened.st_size:
+            return None
+        content_type = None
+        fields = []
+        for name, value in self.fields:
+            lowered = name.lower()
+            if lowered == "content-type":
+                content_type = value
+            elif lowered not in _FILE_FIELDS:
+                fields.append((name, value))
+        if content_type is None:
+            content_type = _static.content_type(path)
+        # The C layer answers from the file: ETag, Last-Modified, ranges and
+        # 304 its own way, for the same file the app chose.
+        return _core.FileResponse(os.path.abspath(path), content_type, status=200, headers=fields or None)
+
+    def _failed(self, error):
+        request = self.request
+        _log.error(
+            "WSGI app %s failed on %s %s",
+            self.server._px_app.name,
+            request.method,
+            request.target,
+            exc_info=error,
+        )
+        return INTERNAL_ERROR
+
+    def _close(self, result):
+        close = getattr(result, "close", None)
+        if close is None:
+            return
+        try:
+            close()
+        except Exception as error:
+            _log.error("close() of the WSGI app %s's response failed", self.server._px_app.name, exc_info=error)
+
+
+class WSGIServer(HttpServer):
+    """The HttpServer that serves a WSGI app; make one with for_app().
+
+    Class attributes, besides HttpServer's (root, the limits):
+        server_name, server_port  SERVER_NAME and SERVER_PORT (str); None:
+                                  from the Host header
+        url_scheme                wsgi.url_scheme ("http")
+    """
+
+    _px_app = None
+    server_name = None
+    server_port = None
+    url_scheme = "http"
+
+    @classmethod
+    def for_app(cls, app, *, server=None, **attributes):
+        """A subclass serving app: a WSGI callable, or its "module:attr"
+        (which mode interpreters needs for an app object, such as Flask's,
+        that cannot be found by module and qualified name). server is the
+        listener's (host, port), for SERVER_NAME and SERVER_PORT;
+        attributes are root, url_scheme and the limits."""
+        unknown = set(attributes) - _ATTRIBUTES
+        if unknown:
+            raise TypeError(f"for_app() got unknown attributes: {', '.join(sorted(unknown))}")
+        if isinstance(app, str):
+            ref = _AppRef(resolve_spec(app, "app"), app)
+        else:
+            ref = _AppRef(app)
+        if not callable(ref.app):
+            raise TypeError(f"a WSGI app must be callable, not {type(ref.app).__name__}")
+        namespace = {"_px_app": ref, "__module__": cls.__module__, **attributes}
+        if server is not None:
+            namespace["server_name"] = server[0] or "0.0.0.0"
+            namespace["server_port"] = str(server[1])
+        return type(cls.__name__, (cls,), namespace)
+
+    def _px_handle(self, request):
+        if self.root is not None and (request.method == "GET" or request.method == "HEAD"):
+            found = _static.resolve(self._px_static_real_root(), request.raw_path)
+            if found is not None and found[0] is _static.FILE:
+                return Response.file(found[1])
+        return _Exchange(self, request).run()
