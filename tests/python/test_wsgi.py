@@ -27,7 +27,7 @@ import time
 
 import pytest
 
-from conftest import LOCALHOST, expected_mode, gil_enabled, parallel_python, wait_for
+from conftest import LOCALHOST, expected_mode, gil_enabled, parallel_python, run_threads, speedup, wait_for
 from http_helpers import Client, build_request, fetch
 from pyparallel.http import AppError, WSGIServer, serve_app
 
@@ -403,26 +403,22 @@ def _connections_on_two_workers(port):
 @pytest.mark.skipif(not parallel_python(), reason="mode gil runs one request's Python at a time")
 @pytest.mark.timeout(120)
 def test_two_cpu_bound_requests_run_on_two_workers_at_once(conformance):
-    target = "/cpu?3000000"  # about 0.3 s of pure-Python work
+    """Two requests of about 0.3 s of pure-Python work each, on connections
+    of two different workers, take less than 1.6x the time of one (best of
+    3 interleaved attempts: the machine is shared)."""
+    target = "/cpu?3000000"
     clients, (first, second) = _connections_on_two_workers(conformance.port)
     try:
         _timed(first, target)  # warm up
-        best_one, best_two = float("inf"), float("inf")
-        for _ in range(3):
-            best_one = min(best_one, _timed(first, target))
-            times = []
-            threads = [threading.Thread(target=lambda c=c: times.append(_timed(c, target))) for c in (first, second)]
-            started = time.monotonic()
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(60)
-            assert len(times) == 2
-            best_two = min(best_two, time.monotonic() - started)
+
+        def both():
+            run_threads((_timed, first, target), (_timed, second, target))
+
+        ratio = speedup(lambda: _timed(first, target), both, target=1 / 1.6, attempts=3)
     finally:
         for client in clients:
             client.close()
-    assert best_two < 1.6 * best_one, (best_one, best_two)
+    assert ratio >= 1 / 1.6, f"two requests took {1 / ratio:.2f}x the time of one"
 
 
 def test_a_blocking_app_does_not_hold_up_other_connections(conformance):
@@ -520,6 +516,15 @@ def test_serve_app_errors():
         WSGIServer.for_app("apps.interfaces:wsgi_app", colour="blue")
     with pytest.raises(AppError, match="MODULE:ATTR"):
         WSGIServer.for_app("apps.interfaces")
+
+
+@pytest.mark.skipif(expected_mode() != "interpreters", reason="an app object crosses nothing in this mode")
+def test_serve_app_of_an_object_that_cannot_cross_says_what_to_give():
+    from apps.flask_app import app
+
+    with pytest.raises(AppError, match=r"<Flask 'apps.flask_app'> cannot cross to the workers' interpreters .* "
+                                       r"give it as \"module:attr\""):
+        serve_app(app, LOCALHOST, 0)
 
 
 # ---- diagnostics: extensions that refuse subinterpreters or enable the GIL ---

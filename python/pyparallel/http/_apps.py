@@ -26,6 +26,7 @@ worker:
 
 import importlib
 import inspect
+import pickle
 import re
 import sys
 import warnings
@@ -140,8 +141,10 @@ def _asgi_not_available(what):
 
 
 def _name(app):
-    module = getattr(app, "__module__", None) or type(app).__module__
-    return f"{module}:{getattr(app, '__qualname__', type(app).__qualname__)}"
+    qualname = getattr(app, "__qualname__", None)
+    if isinstance(qualname, str):  # a function or a class
+        return f"{app.__module__}:{qualname}"
+    return repr(app)
 
 
 def check_interface(app, interface):
@@ -211,14 +214,30 @@ def serve_app(app, host="", port=8080, *, interface="auto", **attributes):
     "module:attr" that a worker's interpreter cannot import)."""
     listener = px.server(host, port)
     try:
-        if isinstance(app, str) and px.stats()["mode"] == "interpreters":
-            check_workers(app)
+        if px.stats()["mode"] == "interpreters":
+            if isinstance(app, str):
+                check_workers(app)
+            else:
+                _check_crosses(app)
         cls, _ = server_class(app, interface, server=listener.sockname, **attributes)
         px.register(listener, cls)
     except BaseException:
         listener.close()
         raise
     return listener
+
+
+def _check_crosses(app):
+    """Mode interpreters: an app given as an object reaches the workers
+    pickled, which finds a module-level function or class by name and
+    which an app object (Flask's, Django's) refuses."""
+    try:
+        pickle.dumps(app)
+    except Exception:
+        raise AppError(
+            f"{_name(app)} cannot cross to the workers' interpreters (in mode interpreters every worker "
+            f"imports the app itself): give it as \"module:attr\", or use mode threads or gil"
+        ) from None
 
 
 def check_in_worker(spec):
