@@ -7,6 +7,7 @@
 #   make bench       every benchmark against its peers (bench-quick: ~2 min)
 #   make examples-c  the C examples against the engine alone
 #   make format      clang-format the C sources (format-check: only report)
+#   make typecheck   mypy over the Python package, stubtest in both venvs
 #   make clean       build artefacts (distclean: the venvs too)
 #
 # Set-up happens through file targets, so a second run does none of it:
@@ -166,7 +167,7 @@ setup: setup-ft setup-gil
 # target of its own (so one failure does not hide the rest), and prints a
 # summary; it fails when any step failed. Every step can also be run alone.
 
-TEST_STEPS := format-check test-c-asan test-c-tsan test-fuzz-quick \
+TEST_STEPS := format-check typecheck test-c-asan test-c-tsan test-fuzz-quick \
               test-py-ft-uring test-py-ft-epoll \
               test-py-gil-uring test-py-gil-epoll test-py-gil-interp \
               test-py-gil-asan
@@ -287,7 +288,7 @@ test-314:
 # ---- other entry points -------------------------------------------------
 
 .PHONY: serve fuzz bench bench-quick examples-c format format-check \
-        clean distclean
+        typecheck clean distclean
 
 serve: $(VENV_FT)/.pyparallel-stamp
 	$(VENV_FT)/bin/python -m pyparallel.http.server --port $(PORT)
@@ -334,6 +335,18 @@ format:
 
 format-check:
 	clang-format --dry-run -Werror $(FORMAT_FILES)
+
+# mypy (strict; [tool.mypy] in pyproject.toml) over python/pyparallel, and
+# stubtest comparing __init__.pyi and _core.pyi with the extension as each
+# venv built it: the free-threaded build's may differ. What cannot match is
+# in the allowlist, with the reason.
+STUBTEST := -m mypy.stubtest --mypy-config-file pyproject.toml \
+            --allowlist tools/stubtest-allowlist.txt pyparallel
+
+typecheck: $(VENV_GIL)/.pyparallel-stamp $(VENV_FT)/.pyparallel-stamp
+	$(VENV_GIL)/bin/python -m mypy
+	$(VENV_GIL)/bin/python $(STUBTEST)
+	$(VENV_FT)/bin/python $(STUBTEST)
 
 clean:
 	rm -rf $(BUILD) *.egg-info python/*.egg-info .hypothesis
