@@ -258,14 +258,10 @@ def map(
 ) -> builtins.list[_R]:
     """Apply func to every item on all workers; results in input order."""
 
-def call_from_main_thread(
-    func: Callable[_P, object], /, *args: _P.args, **kwargs: _P.kwargs
-) -> None:
+def call_from_main_thread(func: Callable[_P, object], /, *args: _P.args, **kwargs: _P.kwargs) -> None:
     """Run func on the main thread from run()/run_once(); don't wait."""
 
-def call_from_main_thread_and_wait(
-    func: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs
-) -> _R:
+def call_from_main_thread_and_wait(func: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
     """Run func on the main thread and return its result (or raise)."""
 
 @final

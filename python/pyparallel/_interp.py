@@ -85,8 +85,23 @@ def setup_worker(main_path: str | None, main_name: str | None) -> None:
 
 
 # The LogRecord attributes that cross (the message is formatted first).
-_RECORD_FIELDS = ("name", "levelno", "levelname", "pathname", "filename", "module", "lineno", "funcName",
-                  "created", "msecs", "thread", "threadName", "process", "processName", "stack_info")
+_RECORD_FIELDS = (
+    "name",
+    "levelno",
+    "levelname",
+    "pathname",
+    "filename",
+    "module",
+    "lineno",
+    "funcName",
+    "created",
+    "msecs",
+    "thread",
+    "threadName",
+    "process",
+    "processName",
+    "stack_info",
+)
 
 
 class _ToMainInterpreter(logging.Handler):
@@ -154,9 +169,11 @@ def _import_main() -> None:
         advice = _advice(exc) or (
             ": in mode 'interpreters' each worker imports the main script to find its functions and classes (as "
             "multiprocessing's spawn does), so the code that starts the program must be under "
-            "`if __name__ == \"__main__\":`"
+            '`if __name__ == "__main__":`'
         )
-        raise ImportError(f"importing the main script {value!r} in a worker interpreter failed: {exc!r}{advice}") from exc
+        raise ImportError(
+            f"importing the main script {value!r} in a worker interpreter failed: {exc!r}{advice}"
+        ) from exc
     finally:
         _core._importing_main(False)
     module.__dict__.update(content)

@@ -63,8 +63,7 @@ def map[T, R](func: Callable[[T], R], iterable: Iterable[T], *, chunksize: int |
     # mortal objects whose reference counts they would fight over.
     _core.immortalize_code(func)
     futures = [
-        _core.submit_work(_run_chunk, func, tuple(items[start : start + size]))
-        for start in range(0, len(items), size)
+        _core.submit_work(_run_chunk, func, tuple(items[start : start + size])) for start in range(0, len(items), size)
     ]
     results: list[R] = []
     error = None

@@ -511,13 +511,19 @@ def source_module(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
     sys.modules.pop("px_source_mod", None)
     import px_source_mod
+
     yield px_source_mod
     sys.modules.pop("px_source_mod", None)
 
 
 def big_consts(code):
-    return [c for c in code.co_consts if isinstance(c, (int, float, str, bytes, tuple))
-            and c not in (None, True, False) and not (isinstance(c, int) and -5 <= c <= 256)]
+    return [
+        c
+        for c in code.co_consts
+        if isinstance(c, (int, float, str, bytes, tuple))
+        and c not in (None, True, False)
+        and not (isinstance(c, int) and -5 <= c <= 256)
+    ]
 
 
 # ---- the Runtime harness ----------------------------------------------------

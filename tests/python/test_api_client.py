@@ -21,7 +21,6 @@ from conftest import (
     run_bounded,
 )
 
-
 # Protocol classes and functions given to the runtime are at module level,
 # so that the tests run in mode "interpreters" too (a worker's interpreter
 # finds them by name). What callbacks see reaches the test through conftest's

@@ -13,7 +13,6 @@ import pytest
 import pyparallel as px
 from conftest import expected_mode, gil_enabled, io_uring_unavailable
 
-
 # ---- the workers, backend and mode in use ------------------------------------------------
 
 
@@ -94,7 +93,8 @@ def test_bad_mode_variable_is_a_clear_error():
 def test_io_variable_selects_the_backend(io):
     if io == "uring" and io_uring_unavailable():
         pytest.skip(f"io_uring is unavailable here ({io_uring_unavailable()})")
-    result = run_with_env("import pyparallel as px; px.submit_work(int).result(timeout=10); print(px.stats()['io'])",
-                          PYPARALLEL_IO=io)
+    result = run_with_env(
+        "import pyparallel as px; px.submit_work(int).result(timeout=10); print(px.stats()['io'])", PYPARALLEL_IO=io
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == {"uring": "io_uring", "epoll": "epoll"}[io]

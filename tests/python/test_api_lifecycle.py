@@ -36,7 +36,6 @@ from conftest import (
     wait_for,
 )
 
-
 # Protocol classes and functions given to the runtime are at module level,
 # so that the tests run in mode "interpreters" too (a worker's interpreter
 # finds them by name). What callbacks see reaches the test through conftest's
@@ -303,8 +302,11 @@ def test_shutdown_joins_every_thread(rt):
         assert engine_thread_count() > baseline
 
     rt.run(driver)
-    wait_for(lambda: engine_thread_count() <= baseline, timeout=5,
-             message=f"{engine_thread_count()} threads after shutdown, {baseline} before")
+    wait_for(
+        lambda: engine_thread_count() <= baseline,
+        timeout=5,
+        message=f"{engine_thread_count()} threads after shutdown, {baseline} before",
+    )
 
 
 def test_shutdown_settles_every_future(rt):

@@ -24,7 +24,6 @@ from conftest import (
     wait_for,
 )
 
-
 STATS_KEYS = {
     "mode",
     "io",

@@ -226,6 +226,7 @@ def test_sleeping_callbacks_of_different_connections_run_in_parallel(rt, reports
 def workers_serving(socks):
     """The index of the worker serving each connection: each one echoes a
     byte in turn, and the worker whose callback counter moves is its own."""
+
     def counters():
         return [w["callbacks"] for w in px.stats()["worker"]]
 

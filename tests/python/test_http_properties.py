@@ -24,8 +24,10 @@ from pyparallel.http import HttpServer, Response, route
 
 # The workers import this module for its protocol classes, and hypothesis's
 # compiled extension does not load in subinterpreters.
-pytestmark = pytest.mark.shares_objects("this module imports hypothesis, whose compiled extension does not load in "
-                                        "subinterpreters, so worker interpreters cannot import its protocol classes")
+pytestmark = pytest.mark.shares_objects(
+    "this module imports hypothesis, whose compiled extension does not load in "
+    "subinterpreters, so worker interpreters cannot import its protocol classes"
+)
 
 SETTINGS = settings(
     max_examples=60,
@@ -60,7 +62,9 @@ SEGMENT = st.lists(
 ).map("".join)
 PATHS = st.lists(SEGMENT, min_size=1, max_size=5).map(lambda segments: "/" + "/".join(segments))
 QUERIES = st.one_of(st.just(""), st.lists(st.sampled_from(PLAIN + "?/%20"), max_size=20).map("".join))
-TOKEN = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-!#$%&'*+.^_`|~", min_size=1, max_size=20)
+TOKEN = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-!#$%&'*+.^_`|~", min_size=1, max_size=20
+)
 # Field values: visible ASCII and inner spaces or tabs (the parser trims
 # whitespace at both ends, so values start and end with a visible character).
 VISIBLE = st.characters(min_codepoint=0x21, max_codepoint=0x7E)

@@ -82,7 +82,7 @@ def test_iteration_under_read_lock_excludes_writers():
         n = 1000 + index * 1_000_000
         while not stop.is_set():
             n += 1
-            d[n] = n          # each mutation takes the write lock on its own
+            d[n] = n  # each mutation takes the write lock on its own
             del d[n]
             lst.append(n)
             lst.pop()
@@ -93,7 +93,7 @@ def test_iteration_under_read_lock_excludes_writers():
     try:
         for _ in range(300):
             with px.read_lock(d):
-                first = list(d)        # no "changed size during iteration"
+                first = list(d)  # no "changed size during iteration"
                 assert list(d) == first
             with px.read_lock(lst):
                 first = list(lst)

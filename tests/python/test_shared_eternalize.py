@@ -21,24 +21,36 @@ FREE_THREADED = not getattr(sys, "_is_gil_enabled", lambda: True)()
 
 
 def test_eternalize_every_supported_type():
-    leaves = [fresh("text " * 3), fresh(b"bytes" * 3), fresh(10**30), fresh(2.5),
-              fresh(3 + 4j), fresh(123456789)]
-    containers = [fresh((1000001, "t")), fresh([1000002]), fresh({"k": 1000003}),
-                  fresh({1000004}), fresh(frozenset({1000005})), slice(1000006, None, 2)]
+    leaves = [fresh("text " * 3), fresh(b"bytes" * 3), fresh(10**30), fresh(2.5), fresh(3 + 4j), fresh(123456789)]
+    containers = [
+        fresh((1000001, "t")),
+        fresh([1000002]),
+        fresh({"k": 1000003}),
+        fresh({1000004}),
+        fresh(frozenset({1000005})),
+        slice(1000006, None, 2),
+    ]
     for obj in leaves + containers:
         assert not _core.is_immortal(obj), obj
         assert px.eternalize(obj) is obj
         assert _core.is_immortal(obj), obj
     for obj in containers:
-        inner = obj.start if isinstance(obj, slice) else (
-            next(iter(obj.values())) if isinstance(obj, dict) else next(iter(obj)))
+        inner = (
+            obj.start
+            if isinstance(obj, slice)
+            else (next(iter(obj.values())) if isinstance(obj, dict) else next(iter(obj)))
+        )
         assert _core.is_immortal(inner)
 
 
 def test_eternalize_a_nested_graph_with_cycles():
-    graph = fresh({"rows": [(i, f"name{i}", float(i)) for i in range(300, 400)],
-                   "index": {f"name{i}": i for i in range(300, 400)},
-                   "tags": {frozenset({"a", "b"})}})
+    graph = fresh(
+        {
+            "rows": [(i, f"name{i}", float(i)) for i in range(300, 400)],
+            "index": {f"name{i}": i for i in range(300, 400)},
+            "tags": {frozenset({"a", "b"})},
+        }
+    )
     graph["self"] = graph
     graph["rows"].append(graph["rows"])
     px.eternalize(graph)
@@ -55,7 +67,7 @@ def test_eternalize_a_nested_graph_with_cycles():
         elif isinstance(obj, (list, tuple, set, frozenset)):
             pending.extend(obj)
     assert not gc.is_tracked(graph) and not gc.is_tracked(graph["rows"])
-    assert graph["index"]["name350"] == 350      # still an ordinary dict
+    assert graph["index"]["name350"] == 350  # still an ordinary dict
 
 
 def test_eternalize_deep_nesting_does_not_recurse():
@@ -92,8 +104,9 @@ class MyInt(int):
     pass
 
 
-@pytest.mark.parametrize("bad", [object(), bytearray(b"x"), MyInt(5), px.dict(), Plain(),
-                                 iter([]), range(3), memoryview(b"x")])
+@pytest.mark.parametrize(
+    "bad", [object(), bytearray(b"x"), MyInt(5), px.dict(), Plain(), iter([]), range(3), memoryview(b"x")]
+)
 def test_eternalize_rejects_unsupported_types_and_changes_nothing(bad):
     sibling = fresh("a sibling string")
     graph = fresh({"ok": [sibling]})
@@ -113,12 +126,16 @@ def test_eternalize_error_names_the_path():
 def test_eternalize_function_and_code():
     big = fresh(98765432109876)
     ns = {}
-    exec(textwrap.dedent("""
+    exec(
+        textwrap.dedent("""
         def f(x, y=BIG, *, z=(1.25, "kw")):
             def inner():
                 return 123456789012 + x
             return inner() + 987654321098
-    """), {"BIG": big}, ns)
+    """),
+        {"BIG": big},
+        ns,
+    )
     f = ns["f"]
     px.eternalize(f)
     code = f.__code__
@@ -140,11 +157,11 @@ def test_immortalize_code_of_a_function_from_source(source_module):
     assert consts
     assert _core.immortalize_code(work) is work
     assert all(_core.is_immortal(c) for c in consts)
-    assert _core.is_immortal(work.__code__.co_consts)     # the "done" mark
+    assert _core.is_immortal(work.__code__.co_consts)  # the "done" mark
     assert _core.is_immortal(work.__defaults__[0])
-    if not FREE_THREADED:      # (3.13t makes code objects immortal by itself)
+    if not FREE_THREADED:  # (3.13t makes code objects immortal by itself)
         assert not _core.is_immortal(work.__code__)
-    assert _core.immortalize_code(work) is work           # again: no change
+    assert _core.immortalize_code(work) is work  # again: no change
     assert work(10) == sum(i * 1000003 for i in range(10)) % 2147483647
 
 
@@ -158,8 +175,7 @@ def test_immortalize_code_leaves_mutable_defaults_alone(source_module):
 def test_immortalize_code_of_classes_methods_and_callables(source_module):
     handler = source_module.Handler
     _core.immortalize_code(handler)
-    for code in (handler.data_received.__code__, handler.helper.__code__,
-                 handler.make.__func__.__code__):
+    for code in (handler.data_received.__code__, handler.helper.__code__, handler.make.__func__.__code__):
         assert big_consts(code) and all(_core.is_immortal(c) for c in big_consts(code)), code
     obj = source_module.Callable()
     _core.immortalize_code(obj)

@@ -72,8 +72,11 @@ class MyPartial(functools.partial):
 def test_eternalize_rejects_partials_it_cannot_cover_and_changes_nothing(source_module, kind):
     work = source_module.work
     constants = mortal_parts(work)
-    bad = {"subclass": MyPartial(work, 1), "unsupported argument": functools.partial(work, object()),
-           "unsupported keyword": functools.partial(work, scale=bytearray(b"x"))}[kind]
+    bad = {
+        "subclass": MyPartial(work, 1),
+        "unsupported argument": functools.partial(work, object()),
+        "unsupported keyword": functools.partial(work, scale=bytearray(b"x")),
+    }[kind]
     graph = fresh({"ok": [fresh("sibling")], "bad": None})
     graph["bad"] = bad
     with pytest.raises(TypeError, match=r"cannot make an object of type '.*' immortal"):

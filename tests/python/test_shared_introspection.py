@@ -14,10 +14,10 @@ import time
 import pyparallel as px
 from conftest import run_on_threads
 
-
 IMF_FIXDATE = re.compile(
     r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
-    r"\d{4} \d\d:\d\d:\d\d GMT$")
+    r"\d{4} \d\d:\d\d:\d\d GMT$"
+)
 
 
 def test_gmtime_is_an_imf_fixdate_of_now():
@@ -26,7 +26,7 @@ def test_gmtime_is_an_imf_fixdate_of_now():
     parsed = email.utils.parsedate_to_datetime(text)
     now = datetime.datetime.now(datetime.timezone.utc)
     assert abs((now - parsed).total_seconds()) < 2
-    assert text.startswith(parsed.strftime("%a"))   # weekday agrees with the date
+    assert text.startswith(parsed.strftime("%a"))  # weekday agrees with the date
 
 
 def test_gmtime_advances_and_agrees_across_threads():
@@ -55,7 +55,7 @@ def test_rdtsc_increases():
 
 
 def test_thread_seq_id_is_unique_stable_and_ordered():
-    assert px.thread_seq_id() == 0     # the thread that imported pyparallel
+    assert px.thread_seq_id() == 0  # the thread that imported pyparallel
     start = threading.Barrier(8, timeout=10)
     turn = threading.Lock()
     first_calls = []
@@ -63,7 +63,7 @@ def test_thread_seq_id_is_unique_stable_and_ordered():
 
     def worker(index):
         start.wait()
-        with turn:      # first calls in a known order
+        with turn:  # first calls in a known order
             mine = px.thread_seq_id()
             first_calls.append(mine)
         for _ in range(100):

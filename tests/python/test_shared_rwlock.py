@@ -16,18 +16,17 @@ import pyparallel as px
 from conftest import JOIN_TIMEOUT, run_on_threads
 from pyparallel import _core
 
-
 # ---- lock semantics on one thread -------------------------------------------
 
 
 def test_nesting_rules():
     lock = _core.RWLock()
     with lock.read():
-        with lock.read():        # read inside read
+        with lock.read():  # read inside read
             pass
     with lock.write():
-        with lock.write():       # write inside write
-            with lock.read():    # read inside write
+        with lock.write():  # write inside write
+            with lock.read():  # read inside write
                 pass
     with lock.read():
         with pytest.raises(RuntimeError, match="upgrade"):
@@ -70,7 +69,7 @@ class LockModel(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         self.lock = _core.RWLock()
-        self.stack = []       # "r"/"w" of the holds entered, innermost last
+        self.stack = []  # "r"/"w" of the holds entered, innermost last
 
     def holds_write(self):
         return "w" in self.stack
@@ -126,7 +125,7 @@ def test_writers_are_exclusive():
                 state["inside"] += 1
                 state["max_inside"] = max(state["max_inside"], state["inside"])
                 value = obj["n"]
-                time.sleep(0)          # invite another thread in
+                time.sleep(0)  # invite another thread in
                 obj["n"] = value + 1
                 state["inside"] -= 1
 
@@ -145,7 +144,7 @@ def test_readers_hold_the_lock_together():
 
     def reader(_):
         with px.read_lock(obj):
-            barrier.wait()   # breaks (BrokenBarrierError) unless all are inside
+            barrier.wait()  # breaks (BrokenBarrierError) unless all are inside
 
     try:
         run_on_threads(reader, count)
@@ -239,7 +238,7 @@ def test_readers_never_see_a_half_done_write():
         for i in range(300):
             with px.write_lock(pair):
                 pair["a"] = i
-                time.sleep(0)          # a reader slipping in here would see a != b
+                time.sleep(0)  # a reader slipping in here would see a != b
                 pair["b"] = i
 
     def reader(_):
@@ -279,7 +278,7 @@ def test_locks_and_xlist_work_on_engine_workers():
         px.unprotect(counts)
     assert counts["n"] == 500
     assert sorted(results.flush()) == list(range(500))
-    assert 0 not in ids      # workers are not the importing thread
+    assert 0 not in ids  # workers are not the importing thread
 
 
 def test_one_guard_entered_from_many_threads():

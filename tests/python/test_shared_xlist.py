@@ -24,8 +24,8 @@ def test_xlist_basics():
     for i in range(20):
         x.push(i)
     assert len(x) == 20
-    assert x.pop() == 19 and x.pop() == 18          # LIFO
-    assert x.flush() == list(range(18))             # push order
+    assert x.pop() == 19 and x.pop() == 18  # LIFO
+    assert x.flush() == list(range(18))  # push order
     assert len(x) == 0
     with pytest.raises(IndexError):
         x.pop()
@@ -114,8 +114,11 @@ def test_xlist_concurrent_push_pop_flush_lose_and_duplicate_nothing():
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.one_of(st.tuples(st.just("push"), st.integers()),
-                          st.just(("pop",)), st.just(("flush",)), st.just(("len",)))))
+@given(
+    st.lists(
+        st.one_of(st.tuples(st.just("push"), st.integers()), st.just(("pop",)), st.just(("flush",)), st.just(("len",)))
+    )
+)
 def test_xlist_matches_a_stack_model(ops):
     x = px.xlist()
     model = []

@@ -57,7 +57,9 @@ def _new_json_encoder() -> Callable[[object], Iterable[str]]:
     # What JSONEncoder.encode builds for every call, built once: markers,
     # default, string encoder, indent, key and item separators, sort_keys,
     # skipkeys, allow_nan.
-    encode = c_make_encoder(None, _not_serializable, _json_encoder.encode_basestring, None, ":", ",", False, False, True)
+    encode = c_make_encoder(
+        None, _not_serializable, _json_encoder.encode_basestring, None, ":", ",", False, False, True
+    )
     return lambda obj: encode(obj, 0)
 
 
@@ -149,9 +151,7 @@ _SENDABLE = (str, bytes, bytearray, memoryview, dict, list)
 
 
 def _unsendable(value: object) -> TypeError:
-    return TypeError(
-        f"cannot send {type(value).__name__}: return str, bytes, dict, list, Response or Response.file()"
-    )
+    return TypeError(f"cannot send {type(value).__name__}: return str, bytes, dict, list, Response or Response.file()")
 
 
 class Response:

@@ -31,7 +31,12 @@ mimetypes.init()
 
 # Compressed files are served as what they are, not as their contents'
 # type with an encoding the client would undo (http.server does the same).
-_COMPRESSED = {".gz": "application/gzip", ".bz2": "application/x-bzip2", ".xz": "application/x-xz", ".z": "application/x-compress"}
+_COMPRESSED = {
+    ".gz": "application/gzip",
+    ".bz2": "application/x-bzip2",
+    ".xz": "application/x-xz",
+    ".z": "application/x-compress",
+}
 _content_types: dict[str, str] = {}
 
 INDEX_NAME = "index.html"

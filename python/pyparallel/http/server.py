@@ -112,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name, kind, help_text in LIMIT_FLAGS:
         metavar = "N" if kind is int else "SECONDS"
-        parser.add_argument("--" + name.replace("_", "-"), type=_positive(kind), dest=name, metavar=metavar, help=help_text)
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=_positive(kind), dest=name, metavar=metavar, help=help_text
+        )
     return parser
 
 
