@@ -108,7 +108,7 @@ def import_pyparallel(args):
         if not args.peers_only:
             raise SystemExit(
                 f"cannot import pyparallel ({exc}); run this with the venv that has it (.venv-ft), or pass --peers-only"
-            )
+            ) from None
         print(f"pyparallel not importable ({exc}): measuring the peers only", file=sys.stderr)
         return None
     if args.peers_only:

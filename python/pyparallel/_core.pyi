@@ -118,10 +118,6 @@ class HttpRequest:
     _query: object
     _headers: object
 
-# What _px_handle may return: (status, header fields, body), bytes or str
-# (200), or a file.
-_Wire = tuple[int, list[tuple[str, str]], bytes | bytearray | memoryview | str] | bytes | str | FileResponse
-
 @disjoint_base
 class HttpProtocol:
     """Base class of HTTP protocols (pyparallel.http.HttpServer): the C layer

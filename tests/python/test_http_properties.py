@@ -57,7 +57,7 @@ class EchoApp(HttpServer):
 # percent-encoded (a byte, so also invalid UTF-8).
 PLAIN = "abcXYZ019-._~!$&'()*+,;=:@"
 SEGMENT = st.lists(
-    st.one_of(st.sampled_from(PLAIN), st.integers(0, 255).map(lambda b: "%%%02X" % b)),
+    st.one_of(st.sampled_from(PLAIN), st.integers(0, 255).map(lambda b: f"%{b:02X}")),
     max_size=12,
 ).map("".join)
 PATHS = st.lists(SEGMENT, min_size=1, max_size=5).map(lambda segments: "/" + "/".join(segments))

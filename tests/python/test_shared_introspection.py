@@ -24,7 +24,7 @@ def test_gmtime_is_an_imf_fixdate_of_now():
     text = px.gmtime()
     assert IMF_FIXDATE.match(text), text
     parsed = email.utils.parsedate_to_datetime(text)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     assert abs((now - parsed).total_seconds()) < 2
     assert text.startswith(parsed.strftime("%a"))  # weekday agrees with the date
 

@@ -33,14 +33,14 @@ from . import _static
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
-    from typing import Any, NoReturn, TypeAlias
+    from typing import Any, NoReturn
 
     # A body to send, as the C layer takes it.
-    Body: TypeAlias = str | bytes | bytearray | memoryview
+    type Body = str | bytes | bytearray | memoryview
     # The header fields a handler gives: a mapping or (name, value) pairs.
-    Fields: TypeAlias = Mapping[str, str] | Iterable[tuple[str, str]]
+    type Fields = Mapping[str, str] | Iterable[tuple[str, str]]
     # What the C layer sends: (status, fields, body), or a file.
-    Wire: TypeAlias = tuple[int, list[tuple[str, str]], Body] | _core.FileResponse
+    type Wire = tuple[int, list[tuple[str, str]], Body] | _core.FileResponse
 
 _json_local = threading.local()
 

@@ -26,13 +26,13 @@ from .. import _core
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
-    from typing import Any, TypeAlias
+    from typing import Any
 
     # A handler: the class's plain function, called as
     # function(server, request, **parameters).
-    Handler: TypeAlias = Callable[..., object]
+    type Handler = Callable[..., object]
     # (path, methods, function, member name), as collect_routes finds them.
-    Declaration: TypeAlias = tuple[str, tuple[str, ...], Handler, str]
+    type Declaration = tuple[str, tuple[str, ...], Handler, str]
 
 # Members a protocol class may define for the runtime itself: never routes.
 PROTOCOL_MEMBERS = frozenset(
@@ -193,7 +193,7 @@ class RouteTable:
     def match(self, path: str, method: str) -> tuple[Handler | None, Any]:
         """lookup() for a path with no exact route: the patterns only."""
         allowed: set[str] = set()
-        for regex, table, allow in self.patterns:
+        for regex, table, _ in self.patterns:
             found = regex.fullmatch(path)
             if found is None:
                 continue
