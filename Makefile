@@ -6,7 +6,8 @@
 #   make fuzz        libFuzzer on every fuzz/fuzz_*.c, $(FUZZ_SECONDS) s each
 #   make bench       every benchmark against its peers (bench-quick: ~2 min)
 #   make examples-c  the C examples against the engine alone
-#   make format      clang-format the C sources (format-check: only report)
+#   make format      clang-format the C sources, ruff the Python ones
+#                    (format-check: only report, and run ruff's lint checks)
 #   make typecheck   mypy over the Python package, stubtest in both venvs
 #   make clean       build artefacts (distclean: the venvs too)
 #
@@ -330,11 +331,20 @@ examples-c: $(EXAMPLES)
 	@if [ -z "$(EXAMPLES_C)" ]; then \
 	  echo "no C examples: examples/c/*.c matched nothing" >&2; exit 1; fi
 
-format:
-	clang-format -i $(FORMAT_FILES)
+# The Python sources for ruff ([tool.ruff] in pyproject.toml), which runs
+# from .venv-gil: tools/requirements-dev.txt pins its version.
+PY_SOURCES := python tests bench examples setup.py $(wildcard tools/*.py)
+RUFF := $(VENV_GIL)/bin/ruff
 
-format-check:
+format: $(VENV_GIL)/.deps-stamp
+	clang-format -i $(FORMAT_FILES)
+	$(RUFF) check --select I --fix $(PY_SOURCES)
+	$(RUFF) format $(PY_SOURCES)
+
+format-check: $(VENV_GIL)/.deps-stamp
 	clang-format --dry-run -Werror $(FORMAT_FILES)
+	$(RUFF) check $(PY_SOURCES)
+	$(RUFF) format --check $(PY_SOURCES)
 
 # mypy (strict; [tool.mypy] in pyproject.toml) over python/pyparallel, and
 # stubtest comparing __init__.pyi and _core.pyi with the extension as each
