@@ -146,7 +146,7 @@ def test_root_flag(cli, tmp_path):
     server.stop()
 
 
-APP_MODULE = '''
+APP_MODULE = """
 from pyparallel.http import HttpServer, route
 
 class Api(HttpServer):
@@ -159,7 +159,7 @@ class Api(HttpServer):
 
 class NotAnApp:
     pass
-'''
+"""
 
 
 def test_app_flag_with_limit_flags(cli, tmp_path):

@@ -23,6 +23,8 @@ with Allow. A handler that raises is answered 500 with a generic body; the
 traceback goes to the "pyparallel" logger only.
 """
 
+from __future__ import annotations
+
 import logging
 
 from .. import _core
@@ -37,6 +39,16 @@ from ._response import (
     to_wire,
 )
 from ._routing import RouteTable, collect_routes
+
+# typing is imported for the type checker only (see _request.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Callable
+    from typing import Any, ClassVar
+
+    from ._response import Wire
+    from ._routing import Handler
 
 _log = logging.getLogger("pyparallel")
 
@@ -75,20 +87,21 @@ class HttpServer(_core.HttpProtocol):
         keepalive_timeout  seconds an idle connection is kept open
     """
 
-    root = None
-    _px_request_class = Request
+    root: ClassVar[str | os.PathLike[str] | None] = None
+    _px_request_class: ClassVar[type[Request]] = Request
 
     # Compiled per class by __init_subclass__ (see RouteTable): the tables
     # are copied to class attributes so that a request reaches them in one
     # attribute load. HttpServer itself routes nothing.
-    _px_routes = RouteTable(())
-    _px_exact = _px_routes.exact
-    _px_allow = _px_routes.allow
-    _px_handlers = _px_routes.handlers
-    _px_patterns = _px_routes.patterns
-    _px_static_root = (None, None)
+    _px_routes: ClassVar[RouteTable] = RouteTable(())
+    _px_exact: ClassVar[dict[str, dict[str, int]]] = _px_routes.exact
+    _px_allow: ClassVar[dict[str, str]] = _px_routes.allow
+    _px_handlers: ClassVar[tuple[Handler, ...]] = _px_routes.handlers
+    _px_patterns: ClassVar[tuple[object, ...]] = _px_routes.patterns
+    # (root, its real path), for the root the real path was made of.
+    _px_static_root: ClassVar[tuple[str | os.PathLike[str] | None, str | None]] = (None, None)
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         routes = cls._px_routes = collect_routes(cls, HttpServer)
         cls._px_exact = routes.exact
@@ -100,14 +113,16 @@ class HttpServer(_core.HttpProtocol):
             cls._px_static_root = (root, _static.real_root(root))
 
     @classmethod
-    def _px_dispatch(cls):
+    def _px_dispatch(
+        cls,
+    ) -> tuple[dict[str, dict[str, int]], tuple[Handler, ...], Callable[[Any], Wire], Callable[..., Wire]] | None:
         """The exact routes for the C layer to serve (read at register()), or
         None when a subclass replaced _px_handle: then it serves everything."""
         if cls._px_handle is not HttpServer._px_handle:
             return None
         return (cls._px_exact, cls._px_handlers, to_wire, cls._px_failed)
 
-    def _px_failed(self, request, error):
+    def _px_failed(self, request: Request, error: BaseException) -> Wire:
         """The answer to a request whose handler raised error: a 500 with a
         generic body; the traceback goes to the log."""
         _log.error(
@@ -119,7 +134,7 @@ class HttpServer(_core.HttpProtocol):
         )
         return INTERNAL_ERROR
 
-    def _px_handle(self, request):
+    def _px_handle(self, request: Request) -> Wire | bytes | str:
         try:
             methods = self._px_exact.get(request.path)
             if methods is not None:
@@ -131,7 +146,7 @@ class HttpServer(_core.HttpProtocol):
                 # to_wire would): no call and no tuple on the hot path.
                 kind = type(result)
                 if kind is bytes or kind is str:
-                    return result
+                    return result  # type: ignore[return-value]  # (mypy does not narrow through kind)
                 return to_wire(result)
             if self._px_patterns:
                 handler, found = self._px_routes.match(request.path, request.method)
@@ -145,16 +160,17 @@ class HttpServer(_core.HttpProtocol):
         except Exception as error:
             return self._px_failed(request, error)
 
-    def _px_static_real_root(self):
+    def _px_static_real_root(self) -> str:
         cls = type(self)
+        # Called for a class with a root only: neither root nor real is None.
         root = self.root
         cached_root, real = cls._px_static_root
         if cached_root is not root:
-            real = _static.real_root(root)
+            real = _static.real_root(root)  # type: ignore[arg-type]
             cls._px_static_root = (root, real)
-        return real
+        return real  # type: ignore[return-value]
 
-    def _px_static(self, request):
+    def _px_static(self, request: Request) -> Wire:
         found = _static.resolve(self._px_static_real_root(), request.raw_path)
         if found is None:
             return NOT_FOUND

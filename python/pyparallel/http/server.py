@@ -25,6 +25,8 @@ The implementation lives in the sibling modules, so that running this file
 with -m does not import it twice under two names.
 """
 
+from __future__ import annotations
+
 import argparse
 import importlib
 import logging
@@ -42,20 +44,27 @@ from ._routing import route
 
 __all__ = ["FileServer", "Headers", "HttpServer", "Request", "Response", "main", "route"]
 
+# typing is imported for the type checker only (see _request.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from pyparallel import _Listener
+
 
 class FileServer(HttpServer):
     """The command line's default application: static files under root,
     and the two TechEmpower-style routes."""
 
-    def plaintext(self, request):
+    def plaintext(self, request: Request) -> bytes:
         return b"Hello, World!"
 
-    def json(self, request):
+    def json(self, request: Request) -> dict[str, str]:
         return {"message": "Hello, World!"}
 
 
 # Command-line flags for the class attributes that the C layer reads.
-LIMIT_FLAGS = (
+LIMIT_FLAGS: tuple[tuple[str, type[int] | type[float], str], ...] = (
     ("max_header_size", int, "bytes of request line and header fields before 431"),
     ("max_uri_size", int, "bytes of request target before 414"),
     ("max_body_size", int, "bytes of request body before 413"),
@@ -65,8 +74,8 @@ LIMIT_FLAGS = (
 )
 
 
-def _positive(kind):
-    def parse(text):
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
         try:
             value = kind(text)
         except ValueError:
@@ -78,7 +87,7 @@ def _positive(kind):
     return parse
 
 
-def _port(text):
+def _port(text: str) -> int:
     try:
         port = int(text)
     except ValueError:
@@ -88,7 +97,7 @@ def _port(text):
     return port
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pyparallel.http.server",
         description="Serve a directory over HTTP/1.1 (plus /plaintext and /json), or an HttpServer application, "
@@ -122,7 +131,9 @@ def build_parser():
     )
     for name, kind, help_text in LIMIT_FLAGS:
         metavar = "N" if kind is int else "SECONDS"
-        parser.add_argument("--" + name.replace("_", "-"), type=_positive(kind), dest=name, metavar=metavar, help=help_text)
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=_positive(kind), dest=name, metavar=metavar, help=help_text
+        )
     parser.add_argument(
         "--version",
         action="store_true",
@@ -132,13 +143,13 @@ def build_parser():
     return parser
 
 
-def load_app(spec):
+def load_app(spec: str) -> type[_core.HttpProtocol]:
     """The protocol class named by "module:Class" (Class may be dotted)."""
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
         raise ValueError(f"--app wants MODULE:CLASS, not {spec!r}")
     try:
-        target = importlib.import_module(module_name)
+        target: object = importlib.import_module(module_name)
     except ImportError as exc:
         raise ValueError(f"--app {spec}: cannot import {module_name}: {exc}") from None
     for part in attribute.split("."):
@@ -151,7 +162,7 @@ def load_app(spec):
     return target
 
 
-def configure(args):
+def configure(args: argparse.Namespace) -> type[_core.HttpProtocol]:
     """The protocol class to serve: the application (or FileServer) with the
     command line's root and limits as class attributes of a subclass."""
     app = load_app(args.app) if args.app else FileServer
@@ -166,11 +177,11 @@ def configure(args):
     return type(app.__name__, (app,), {"__module__": app.__module__, "__qualname__": app.__qualname__, **overrides})
 
 
-def _url_host(host):
+def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def app_name(app):
+def app_name(app: type) -> str:
     """MODULE:CLASS, as --app takes it (this module under -m is __main__,
     whose spec still knows its real name)."""
     module = sys.modules.get(app.__module__)
@@ -178,7 +189,7 @@ def app_name(app):
     return f"{spec.name if spec is not None else app.__module__}:{app.__qualname__}"
 
 
-def startup_line(listener, app):
+def startup_line(listener: _Listener, app: type) -> str:
     host, port = listener.sockname[:2]
     stats = px.stats()
     root = getattr(app, "root", None)
@@ -190,7 +201,7 @@ def startup_line(listener, app):
     )
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # Before the engine's first use, which reads them once.
