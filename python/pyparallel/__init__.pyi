@@ -168,11 +168,14 @@ def register(transport: Transport, protocol: type[object]) -> None:
     Every member of the class is optional; ``_ProtocolClass`` lists them.
     """
 
-def run(*, mode: Literal["threads", "interpreters", "gil"] | None = None) -> None:
+def run(
+    *, mode: Literal["threads", "interpreters", "gil"] | None = None, graceful_timeout: float | None = None
+) -> None:
     """Run until stop(), SIGINT/SIGTERM, or nothing is registered or pending.
 
     Main thread only. mode (default: PYPARALLEL_MODE, else the build's own)
-    applies when run() starts the loop.
+    applies when run() starts the loop. A shutdown that takes longer than
+    graceful_timeout seconds (None: no limit) ends the process.
     """
 
 def run_once(timeout: float | None = None) -> int:

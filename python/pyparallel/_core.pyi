@@ -38,6 +38,7 @@ from pyparallel import submit_work as submit_work
 from pyparallel import thread_seq_id as thread_seq_id
 from pyparallel import timer as timer
 from pyparallel import unprotect as unprotect
+from pyparallel import worker_loop as worker_loop
 from pyparallel import write_lock as write_lock
 from pyparallel import xlist as xlist
 
@@ -159,7 +160,7 @@ class FileResponse:
 
 # ---- the runtime ---------------------------------------------------------------
 
-def run(*, mode: _Mode | None = None) -> None:
+def run(*, mode: _Mode | None = None, graceful_timeout: float | None = None) -> None:
     """The loop of pyparallel.run(), without its signal handling."""
 
 def _worker_count() -> int:

@@ -55,7 +55,7 @@ _log = logging.getLogger("pyparallel")
 _STATIC_ALLOW = "GET, HEAD"
 
 
-def _local_location(path, query):
+def _local_location(path: str, query: str) -> str:
     """The Location of a redirect to path on this server. A path that
     starts with two slashes ("//evil.com/", from a request for //evil.com
     where a directory evil.com exists) is a protocol-relative URL that
