@@ -22,14 +22,17 @@
  * written with one send) or later from any thread.
  *
  * The server writes Date (cached per second), Content-Length and Connection
- * on every response; HEAD gets the head a GET would get. A request that
- * cannot be parsed or framed is answered with its status (400, 413, 414,
- * 417, 431, 501, 505), a short body and "Connection: close"; the server then
- * discards further input for a short while (so that the client reads the
- * answer rather than a reset) and closes. Timeouts: header_timeout (from the
- * first byte of a head to its end; a client trickling its head gets 408),
- * body_timeout (between two reads of a body; 408), keepalive_timeout (idle
- * between requests; closed silently). A new connection that sends nothing
+ * on every response; HEAD gets the head a GET would get. "OPTIONS *" (about
+ * the server, not a resource: RFC 9110 §9.3.7) never reaches the callback:
+ * the server answers it 200 with an Allow field listing the methods it
+ * implements and no content; the asterisk with another method is a 400. A
+ * request that cannot be parsed or framed is answered with its status (400,
+ * 413, 414, 417, 431, 501, 505), a short body and "Connection: close"; the
+ * server then discards further input for a short while (so that the client
+ * reads the answer rather than a reset) and closes. Timeouts: header_timeout
+ * (from the first byte of a head to its end; a client trickling its head gets
+ * 408), body_timeout (between two reads of a body; 408), keepalive_timeout
+ * (idle between requests; closed silently). A new connection that sends nothing
  * is closed silently after header_timeout.
  *
  * Every function returns 0 or a negative code: a PX_E* or negated errno
@@ -62,8 +65,7 @@ typedef struct px_http_exchange_s px_http_exchange_t;
 typedef struct {
     px_http_request_t head; /* method, target, version, header fields */
     const char *path;       /* the target's path, raw (not decoded); "/"
-                               for an absolute-form target without one,
-                               "*" for OPTIONS * */
+                               for an absolute-form target without one */
     size_t path_len;
     const char *query; /* after the '?', raw; "" when there is none */
     size_t query_len;

@@ -506,6 +506,33 @@ static void split_target(px_http_server_request_t *req)
     req->query_len = q ? (size_t)(end - q - 1) : 0;
 }
 
+/* The methods the parser implements: every other one is answered 501
+ * (parser.c's classify_method; test_http_hardening checks the two agree). */
+#define IMPLEMENTED_METHODS                                                    \
+    "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH"
+
+/* "OPTIONS *" asks about the server, not about a resource (RFC 9110
+ * §9.3.7), so the server answers it rather than the request callback,
+ * whose routes name resources: 200, Allow and no content. */
+static void answer_options_asterisk(px_http_exchange_t *ex,
+                                    const px_http_server_request_t *req)
+{
+    (void)req;
+    static const px_http_header_t allow = {"Allow", 5, IMPLEMENTED_METHODS,
+                                           sizeof(IMPLEMENTED_METHODS) - 1};
+    int rc = px_http_respond(ex, 200, &allow, 1, NULL, 0);
+    /* Only a failed allocation leaves the exchange open. */
+    if (rc != 0 && rc != PX_ECLOSED)
+        px_http_abort(ex);
+}
+
+static bool is_options_asterisk(const px_http_request_t *head)
+{
+    /* The parser accepts the asterisk form with OPTIONS alone (400). */
+    return head->method_id == PX_HTTP_METHOD_OPTIONS && head->target_len == 1 &&
+           head->target[0] == '*';
+}
+
 /* Runs the request callback for the complete request at p->pos, without
  * hc->lock, and moves the pass past the request. */
 static void dispatch(px_http_conn_t *hc, pass_t *p)
@@ -543,8 +570,10 @@ static void dispatch(px_http_conn_t *hc, pass_t *p)
     set_no_wait(hc);
     px__http_conn_ref(hc); /* the exchange's */
 
+    px_http_request_cb on_request =
+        is_options_asterisk(&p->head) ? answer_options_asterisk : s->on_request;
     pthread_mutex_unlock(&hc->lock);
-    s->on_request(ex, &req);
+    on_request(ex, &req);
     pthread_mutex_lock(&hc->lock);
 
     p->pos += request_len;
