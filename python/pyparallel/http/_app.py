@@ -82,8 +82,13 @@ class HttpServer(_core.HttpProtocol):
         max_header_size    bytes of request line and header fields (431)
         max_uri_size       bytes of request target (414)
         max_body_size      bytes of body (413)
+        max_body_memory    bytes all bodies being received may hold, this
+                           server's and every other's (503); default: a
+                           quarter of the memory, at most 1 GiB
         header_timeout     seconds to receive a head (408)
         body_timeout       seconds between two reads of a body (408)
+        min_body_rate      bytes/s a body must average after its first
+                           body_timeout (408)
         keepalive_timeout  seconds an idle connection is kept open
     """
 

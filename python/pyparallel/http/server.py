@@ -68,8 +68,19 @@ LIMIT_FLAGS: tuple[tuple[str, type[int] | type[float], str], ...] = (
     ("max_header_size", int, "bytes of request line and header fields before 431"),
     ("max_uri_size", int, "bytes of request target before 414"),
     ("max_body_size", int, "bytes of request body before 413"),
+    (
+        "max_body_memory",
+        int,
+        "bytes the request bodies being received may hold together before new ones get 503 "
+        "(default: a quarter of the memory, at most 1 GiB)",
+    ),
     ("header_timeout", float, "seconds to receive a request head before 408"),
     ("body_timeout", float, "seconds between two reads of a request body before 408"),
+    (
+        "min_body_rate",
+        int,
+        "bytes/s a request body must average once its first body timeout passed, before 408 (default: 1024)",
+    ),
     ("keepalive_timeout", float, "seconds an idle keep-alive connection stays open"),
 )
 
