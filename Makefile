@@ -7,7 +7,9 @@
 #   make bench       every benchmark against its peers (bench-quick: ~2 min)
 #   make examples-c  the C examples against the engine alone
 #   make dist        the sdist and a wheel per interpreter into dist/
-#   make format      clang-format the C sources (format-check: only report)
+#   make format      clang-format the C sources, ruff the Python ones
+#                    (format-check: only report, and run ruff's lint checks)
+#   make typecheck   mypy over the Python package, stubtest in both venvs
 #   make clean       build artefacts (distclean: the venvs too)
 #
 # Set-up happens through file targets, so a second run does none of it:
@@ -169,7 +171,7 @@ setup: setup-ft setup-gil
 # target of its own (so one failure does not hide the rest), and prints a
 # summary; it fails when any step failed. Every step can also be run alone.
 
-TEST_STEPS := format-check test-c-asan test-c-tsan test-fuzz-quick \
+TEST_STEPS := format-check typecheck test-c-asan test-c-tsan test-fuzz-quick \
               test-py-ft-uring test-py-ft-epoll \
               test-py-gil-uring test-py-gil-epoll test-py-gil-interp \
               test-py-gil-asan dist-check
@@ -338,7 +340,7 @@ dist-check: $(DIST_STAMP)
 # ---- other entry points -------------------------------------------------
 
 .PHONY: serve fuzz bench bench-quick examples-c format format-check \
-        clean distclean
+        typecheck clean distclean
 
 serve: $(VENV_FT)/.pyparallel-stamp
 	$(VENV_FT)/bin/python -m pyparallel.http.server --port $(PORT)
@@ -380,11 +382,32 @@ examples-c: $(EXAMPLES)
 	@if [ -z "$(EXAMPLES_C)" ]; then \
 	  echo "no C examples: examples/c/*.c matched nothing" >&2; exit 1; fi
 
-format:
-	clang-format -i $(FORMAT_FILES)
+# The Python sources for ruff ([tool.ruff] in pyproject.toml), which runs
+# from .venv-gil: tools/requirements-dev.txt pins its version.
+PY_SOURCES := python tests bench examples setup.py $(wildcard tools/*.py)
+RUFF := $(VENV_GIL)/bin/ruff
 
-format-check:
+format: $(VENV_GIL)/.deps-stamp
+	clang-format -i $(FORMAT_FILES)
+	$(RUFF) check --select I --fix $(PY_SOURCES)
+	$(RUFF) format $(PY_SOURCES)
+
+format-check: $(VENV_GIL)/.deps-stamp
 	clang-format --dry-run -Werror $(FORMAT_FILES)
+	$(RUFF) check $(PY_SOURCES)
+	$(RUFF) format --check $(PY_SOURCES)
+
+# mypy (strict; [tool.mypy] in pyproject.toml) over python/pyparallel, and
+# stubtest comparing __init__.pyi and _core.pyi with the extension as each
+# venv built it: the free-threaded build's may differ. What cannot match is
+# in the allowlist, with the reason.
+STUBTEST := -m mypy.stubtest --mypy-config-file pyproject.toml \
+            --allowlist tools/stubtest-allowlist.txt pyparallel
+
+typecheck: $(VENV_GIL)/.pyparallel-stamp $(VENV_FT)/.pyparallel-stamp
+	$(VENV_GIL)/bin/python -m mypy
+	$(VENV_GIL)/bin/python $(STUBTEST)
+	$(VENV_FT)/bin/python $(STUBTEST)
 
 clean:
 	rm -rf $(BUILD) *.egg-info python/*.egg-info .hypothesis

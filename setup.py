@@ -18,9 +18,7 @@ C_DIRS = ["src/common", "src/engine", "src/http", "src/binding"]
 BINDING_DIRS = sorted(glob("src/binding/*/"))
 
 sources = sorted(path for d in C_DIRS + BINDING_DIRS for path in glob(f"{d}/*.c"))
-headers = sorted(
-    glob("include/*.h") + [h for d in C_DIRS + BINDING_DIRS for h in glob(f"{d}/*.h")]
-)
+headers = sorted(glob("include/*.h") + [h for d in C_DIRS + BINDING_DIRS for h in glob(f"{d}/*.h")])
 
 core = Extension(
     "pyparallel._core",

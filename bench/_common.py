@@ -48,22 +48,31 @@ DEFAULT_WORKERS = 2
 
 # ---- options ----------------------------------------------------------------
 
+
 def parser(description):
     """An argument parser with the options every script takes."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--quick", action="store_true",
-                   help="a short run (about 15 s) with fewer items and rounds")
-    p.add_argument("--repeat", type=int, default=None, metavar="N",
-                   help="rounds of measurement; the median is reported "
-                        "(default 5, 3 with --quick)")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="workers of pyparallel and of every peer pool "
-                        "(default: $PYPARALLEL_WORKERS, else 2)")
-    p.add_argument("--json", metavar="PATH",
-                   help="also write the results as JSON to PATH")
-    p.add_argument("--peers-only", action="store_true",
-                   help="measure only the peers (for an interpreter without "
-                        "pyparallel); otherwise a failed import is an error")
+    p.add_argument("--quick", action="store_true", help="a short run (about 15 s) with fewer items and rounds")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        metavar="N",
+        help="rounds of measurement; the median is reported (default 5, 3 with --quick)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="workers of pyparallel and of every peer pool (default: $PYPARALLEL_WORKERS, else 2)",
+    )
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    p.add_argument(
+        "--peers-only",
+        action="store_true",
+        help="measure only the peers (for an interpreter without pyparallel); otherwise a failed import is an error",
+    )
     return p
 
 
@@ -91,16 +100,16 @@ def import_pyparallel(args):
     """pyparallel, or None with --peers-only when it cannot be imported."""
     try:
         import pyparallel
+
         if not hasattr(pyparallel, "submit_work"):
             # A directory without its __init__ imports as a namespace package.
             raise ImportError(f"{list(pyparallel.__path__)} holds no pyparallel API")
     except ImportError as exc:
         if not args.peers_only:
             raise SystemExit(
-                f"cannot import pyparallel ({exc}); run this with the venv "
-                f"that has it (.venv-ft), or pass --peers-only")
-        print(f"pyparallel not importable ({exc}): measuring the peers only",
-              file=sys.stderr)
+                f"cannot import pyparallel ({exc}); run this with the venv that has it (.venv-ft), or pass --peers-only"
+            ) from None
+        print(f"pyparallel not importable ({exc}): measuring the peers only", file=sys.stderr)
         return None
     if args.peers_only:
         return None
@@ -108,6 +117,7 @@ def import_pyparallel(args):
 
 
 # ---- workload modules -----------------------------------------------------
+
 
 class _SourceOnlyLoader(importlib.machinery.SourceFileLoader):
     """Compiles the module from its source text even when a valid .pyc exists."""
@@ -155,6 +165,7 @@ def mp_context():
     Its children import the workload module from bench/ by name.
     """
     import multiprocessing
+
     if BENCH_DIR not in sys.path:
         sys.path.insert(0, BENCH_DIR)
     return multiprocessing.get_context("forkserver")
@@ -165,20 +176,16 @@ def build_c_tool(source_name, libs=()):
     include bench/clients.h), compiled into build/bench/ unless an up-to-date
     binary is there."""
     source = os.path.join(BENCH_DIR, source_name)
-    binary = os.path.join(os.path.dirname(BENCH_DIR), "build", "bench",
-                          os.path.splitext(source_name)[0])
-    newest_input = max(os.path.getmtime(path)
-                       for path in (source, os.path.join(BENCH_DIR, "clients.h")))
+    binary = os.path.join(os.path.dirname(BENCH_DIR), "build", "bench", os.path.splitext(source_name)[0])
+    newest_input = max(os.path.getmtime(path) for path in (source, os.path.join(BENCH_DIR, "clients.h")))
     if os.path.exists(binary) and os.path.getmtime(binary) >= newest_input:
         return binary
     os.makedirs(os.path.dirname(binary), exist_ok=True)
     cc = os.environ.get("CC") or "cc"
-    command = [cc, "-O2", "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror",
-               source, "-o", binary, *libs]
+    command = [cc, "-O2", "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", source, "-o", binary, *libs]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        raise SystemExit(f"cannot build the load generator: {' '.join(command)}\n"
-                         f"{result.stderr}")
+        raise SystemExit(f"cannot build the load generator: {' '.join(command)}\n{result.stderr}")
     return binary
 
 
@@ -234,8 +241,10 @@ def time_rounds(runs, repeat, warm_up=None, cpu_clocks=None):
     first = next(iter(results.values()))
     if any(result != first for result in results.values()):
         raise SystemExit(f"the contenders' results differ: {results}")
-    return ({name: [wall for wall, _ in s] for name, s in samples.items()},
-            {name: [cpu for _, cpu in s] for name, s in samples.items()})
+    return (
+        {name: [wall for wall, _ in s] for name, s in samples.items()},
+        {name: [cpu for _, cpu in s] for name, s in samples.items()},
+    )
 
 
 def cpu_seconds(pids=()):
@@ -254,7 +263,7 @@ def proc_cpu_seconds(pid):
         stat = f.read()
     # The command name (field 2) is in parentheses and may itself contain
     # spaces or parentheses, so the fields are counted after the last ")".
-    fields = stat[stat.rindex(b")") + 2:].split()
+    fields = stat[stat.rindex(b")") + 2 :].split()
     utime, stime = int(fields[11]), int(fields[12])
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
@@ -286,8 +295,9 @@ def environment(args, px=None):
     }
     if px is not None:
         stats = px.stats()
-        env.update(pyparallel_mode=stats.get("mode"), io_backend=stats.get("io"),
-                   pyparallel_workers=stats.get("workers"))
+        env.update(
+            pyparallel_mode=stats.get("mode"), io_backend=stats.get("io"), pyparallel_workers=stats.get("workers")
+        )
     return env
 
 
@@ -321,27 +331,28 @@ class Report:
         self.rows = []
         self.notes = []
 
-    def add(self, metric, contender, samples, unit, better, target=None,
-            group=None, column=None):
+    def add(self, metric, contender, samples, unit, better, target=None, group=None, column=None):
         """Adds a row; better is "lower" or "higher"; target e.g. ("<=", 2.0)."""
         if better not in ("lower", "higher"):
             raise ValueError(f"better must be 'lower' or 'higher', not {better!r}")
         if target is not None and target[0] not in _CHECKS:
             raise ValueError(f"target must be ('<=' or '>=', bound), not {target!r}")
         samples = [float(s) for s in samples]
-        self.rows.append({
-            "metric": metric,
-            "contender": contender,
-            "unit": unit,
-            "better": better,
-            "median": statistics.median(samples),
-            "min": min(samples),
-            "max": max(samples),
-            "samples": samples,
-            "target": list(target) if target else None,
-            "group": group or self.title,
-            "column": column or metric,
-        })
+        self.rows.append(
+            {
+                "metric": metric,
+                "contender": contender,
+                "unit": unit,
+                "better": better,
+                "median": statistics.median(samples),
+                "min": min(samples),
+                "max": max(samples),
+                "samples": samples,
+                "target": list(target) if target else None,
+                "group": group or self.title,
+                "column": column or metric,
+            }
+        )
 
     def add_speedups(self, metric, seconds, baseline, target=None):
         """Adds a row per contender of seconds (name -> seconds per round)
@@ -349,15 +360,20 @@ class Report:
         contender's, higher is better; target applies to pyparallel's row."""
         for name, times in seconds.items():
             if name != baseline:
-                self.add(metric, name, [b / t for b, t in zip(seconds[baseline], times)],
-                         "x", "higher", target if name == OURS else None)
+                self.add(
+                    metric,
+                    name,
+                    [b / t for b, t in zip(seconds[baseline], times)],
+                    "x",
+                    "higher",
+                    target if name == OURS else None,
+                )
 
     def note(self, text):
         self.notes.append(text)
 
     def _complete_rows(self):
-        ours = {row["metric"]: row["median"] for row in self.rows
-                if row["contender"] == self.reference}
+        ours = {row["metric"]: row["median"] for row in self.rows if row["contender"] == self.reference}
         for row in self.rows:
             base = ours.get(row["metric"])
             row["ratio_to_ours"] = (row["median"] / base) if base else None
@@ -419,17 +435,19 @@ def print_document(doc, out=None):
     if env["python_build"] == "free-threaded":
         build = f"free-threaded, GIL {'on' if env['gil_enabled'] else 'off'}"
     print(f"\n== {doc['title']} ==", file=out)
-    print(f"{env['cpu']}, {env['cores']} cores, Linux {env['kernel']}, "
-          f"Python {env['python']} ({build}){runtime}; "
-          f"{doc['workers']} workers; median of {doc['repeat']} rounds"
-          f"{' (quick)' if doc['quick'] else ''}; load average "
-          f"{env['load_average_before']:.2f} before, "
-          f"{env['load_average_after']:.2f} after", file=out)
+    print(
+        f"{env['cpu']}, {env['cores']} cores, Linux {env['kernel']}, "
+        f"Python {env['python']} ({build}){runtime}; "
+        f"{doc['workers']} workers; median of {doc['repeat']} rounds"
+        f"{' (quick)' if doc['quick'] else ''}; load average "
+        f"{env['load_average_before']:.2f} before, "
+        f"{env['load_average_after']:.2f} after",
+        file=out,
+    )
     reference = doc.get("reference", OURS)
     if reference != OURS:
         print(f"ratios: a contender's median / {reference}'s", file=out)
-    header = ("metric", "contender", "median", "unit", "min..max",
-              "ratio to ours", "target")
+    header = ("metric", "contender", "median", "unit", "min..max", "ratio to ours", "target")
     lines = []
     for row in doc["rows"]:
         arrow = "lower is better" if row["better"] == "lower" else "higher is better"
@@ -439,15 +457,20 @@ def print_document(doc, out=None):
             verdict = "met" if row["target_met"] else "MISSED"
             target = f"{op} {_fmt(bound)}: {verdict}"
         ratio = row["ratio_to_ours"]
-        lines.append((f"{row['metric']} ({arrow})", row["contender"],
-                      _fmt(row["median"]), row["unit"],
-                      f"{_fmt(row['min'])}..{_fmt(row['max'])}",
-                      "-" if ratio is None else f"{ratio:.2f}x", target))
-    widths = [max(len(line[i]) for line in [header] + lines)
-              for i in range(len(header))]
+        lines.append(
+            (
+                f"{row['metric']} ({arrow})",
+                row["contender"],
+                _fmt(row["median"]),
+                row["unit"],
+                f"{_fmt(row['min'])}..{_fmt(row['max'])}",
+                "-" if ratio is None else f"{ratio:.2f}x",
+                target,
+            )
+        )
+    widths = [max(len(line[i]) for line in [header] + lines) for i in range(len(header))]
     for i, line in enumerate([header] + lines):
-        cells = [cell.rjust(w) if j in (2, 4, 5) else cell.ljust(w)
-                 for j, (cell, w) in enumerate(zip(line, widths))]
+        cells = [cell.rjust(w) if j in (2, 4, 5) else cell.ljust(w) for j, (cell, w) in enumerate(zip(line, widths))]
         print("  ".join(cells).rstrip(), file=out)
         if i == 0:
             print("  ".join("-" * w for w in widths), file=out)

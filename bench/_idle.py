@@ -141,9 +141,18 @@ def hold_idle(server, path, count, settle=SETTLE_S):
         selector.close()
     growth = rss_after - rss_before
     counted = held - answered_before
-    return {"connections": count, "answered": len(answered), "held": held,
-            "failed": failed, "bad_status": bad_status, "not_kept": refused,
-            "unanswered": len(received), "timed_out": timed_out,
-            "rss_before_mib": rss_before, "rss_after_mib": rss_after,
-            "pss_before_mib": pss_before, "pss_after_mib": pss_after,
-            "kib_per_connection": growth * 1024 / counted if counted > 0 else None}
+    return {
+        "connections": count,
+        "answered": len(answered),
+        "held": held,
+        "failed": failed,
+        "bad_status": bad_status,
+        "not_kept": refused,
+        "unanswered": len(received),
+        "timed_out": timed_out,
+        "rss_before_mib": rss_before,
+        "rss_after_mib": rss_after,
+        "pss_before_mib": pss_before,
+        "pss_after_mib": pss_after,
+        "kib_per_connection": growth * 1024 / counted if counted > 0 else None,
+    }

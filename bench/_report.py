@@ -15,31 +15,34 @@ from _common import _fmt
 
 GROUP_TEXT = {
     "work": "GET /work, about 90 µs of pure Python per request. The compute limit is the "
-            "handler's loop alone, timed in CPU time on the 3.13 GIL build, times the workers: "
-            "what the cores could do with no HTTP, no load generator and no other process.",
-    "plaintext": "GET /plaintext, TechEmpower's rules (keep-alive, a Date field in every "
-                 "response).",
+    "handler's loop alone, timed in CPU time on the 3.13 GIL build, times the workers: "
+    "what the cores could do with no HTTP, no load generator and no other process.",
+    "plaintext": "GET /plaintext, TechEmpower's rules (keep-alive, a Date field in every response).",
     "json": "GET /json, TechEmpower's rules: a dict encoded per request.",
     "static": "GET of a 1 MiB file (nginx, pyparallel and gunicorn: sendfile; granian: its "
-              "own static file server). The asyncio peers serve no files.",
+    "own static file server). The asyncio peers serve no files.",
     "shared": "GET /shared?k=<random key>: a lookup in a dict of {entries:,} entries that every "
-              "server process loads at start-up. RSS and PSS are summed over all the server's "
-              "processes after the run; PSS splits pages shared between forked processes. Mode "
-              "interpreters imports the application in every worker's interpreter (and the "
-              "main one), so each holds its own dict; its SharedBuffer row holds the table "
-              "once, as bytes in a file mapped by every interpreter (sorted keys, binary "
-              "search), which is how that mode shares big read-only data.",
+    "server process loads at start-up. RSS and PSS are summed over all the server's "
+    "processes after the run; PSS splits pages shared between forked processes. Mode "
+    "interpreters imports the application in every worker's interpreter (and the "
+    "main one), so each holds its own dict; its SharedBuffer row holds the table "
+    "once, as bytes in a file mapped by every interpreter (sorted keys, binary "
+    "search), which is how that mode shares big read-only data.",
     "latency": "GET /json at a fixed {rate:g} req/s from an open-loop generator "
-               "(bench/latency_client.c): each request's latency counts from when it was due, "
-               "so a stall is paid by every request it delays. Milliseconds.",
+    "(bench/latency_client.c): each request's latency counts from when it was due, "
+    "so a stall is paid by every request it delays. Milliseconds.",
     "idle": "{connections:,} keep-alive connections, each after one GET /plaintext, held "
-            "open: the growth of the server's RSS per connection held. A server that answers "
-            "Connection: close holds none.",
+    "open: the growth of the server's RSS per connection held. A server that answers "
+    "Connection: close holds none.",
     "pyparallel workers": "The memory each worker's interpreter took when it was created "
-                          "(px.stats()), in mode interpreters.",
+    "(px.stats()), in mode interpreters.",
 }
-SHORT = {"pyparallel 3.13 interpreters": "px interpreters", "pyparallel 3.13t threads": "px threads",
-         "pyparallel 3.13 gil": "px gil", "pyparallel": "pyparallel"}
+SHORT = {
+    "pyparallel 3.13 interpreters": "px interpreters",
+    "pyparallel 3.13t threads": "px threads",
+    "pyparallel 3.13 gil": "px gil",
+    "pyparallel": "pyparallel",
+}
 COLOURS = {"pyparallel": "#1f6fb4", "nginx": "#444444", "limit": "#9ecae1", "peer": "#f28e2b"}
 
 
@@ -76,15 +79,15 @@ def _header_cell(column, rows):
 def _table(group, columns, contenders, cells, reference):
     rows = list(cells.values())
     ref = SHORT.get(reference, reference)
-    header = ["server" if group in GROUP_TEXT else "contender", _header_cell(columns[0], rows),
-              f"× {ref}"] + [_header_cell(c, rows) for c in columns[1:]]
+    header = ["server" if group in GROUP_TEXT else "contender", _header_cell(columns[0], rows), f"× {ref}"] + [
+        _header_cell(c, rows) for c in columns[1:]
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for contender in contenders:
         first = cells.get((contender, columns[0]))
         ratio = first.get("ratio_to_ours") if first else None
         name = f"**{contender}**" if contender == reference else contender
-        cell = [name, _fmt(first["median"]) if first else "-",
-                "-" if ratio is None else f"{ratio:.2f}"]
+        cell = [name, _fmt(first["median"]) if first else "-", "-" if ratio is None else f"{ratio:.2f}"]
         for column in columns[1:]:
             row = cells.get((contender, column))
             cell.append(_fmt(row["median"]) if row else "-")
@@ -111,15 +114,16 @@ def _header(run):
     for note in (http or {}).get("notes", []):
         if " io " in note:
             io.add(note.rsplit(" io ", 1)[1].strip())
-    peers = ", ".join(f"{name} {versions[name]}" for name in ("uvloop", "gunicorn", "granian")
-                      if versions.get(name))
+    peers = ", ".join(f"{name} {versions[name]}" for name in ("uvloop", "gunicorn", "granian") if versions.get(name))
     tools = ", ".join(versions[t] for t in ("wrk", "nginx") if versions.get(t))
     lines = [
-        "# Benchmark results", "",
+        "# Benchmark results",
+        "",
         f"Produced by `make bench{'-quick' if run['quick'] else ''}` on {run['date']} in "
         f"{run['seconds'] / 60:.0f} minutes; every contender of a table was measured in the "
         "same run, back to back, in rounds whose order rotates, and each figure is the "
-        "median of its rounds.", "",
+        "median of its rounds.",
+        "",
         f"- Machine: {env.get('cpu', '?')}, {env.get('cores', '?')} cores, Linux "
         f"{env.get('kernel', '?')}; load average {run['load_average_before']:.2f} before, "
         f"{run['load_average_after']:.2f} after (the machine is shared: other processes "
@@ -133,24 +137,36 @@ def _header(run):
         lines.append(f"- Peers: {', '.join(x for x in (peers, tools) if x)}.")
     if http:
         params = http["params"]
-        lines.append(f"- Load: wrk -t1 -c{params['connections']} -d{params['duration_s']}s "
-                     f"(it shares the cores with the server); {http['repeat']} round(s).")
+        lines.append(
+            f"- Load: wrk -t1 -c{params['connections']} -d{params['duration_s']}s "
+            f"(it shares the cores with the server); {http['repeat']} round(s)."
+        )
     if run["quick"]:
-        lines.append("- **Quick run** (`make bench-quick`): one round per measurement, 1 s "
-                     "wrk runs with no warm-up, 1 s latency windows, "
-                     f"{(http or {}).get('params', {}).get('idle_connections', '?')} idle "
-                     f"connections instead of 10,000; skipped: {', '.join(run['skipped'])}. "
-                     "Use `make bench` for figures to quote.")
-    lines.append("- Ratios (×): a contender's figure divided by the reference's (in bold) "
-                 "from the same run; ↑ higher is better, ↓ lower is better.")
+        lines.append(
+            "- **Quick run** (`make bench-quick`): one round per measurement, 1 s "
+            "wrk runs with no warm-up, 1 s latency windows, "
+            f"{(http or {}).get('params', {}).get('idle_connections', '?')} idle "
+            f"connections instead of 10,000; skipped: {', '.join(run['skipped'])}. "
+            "Use `make bench` for figures to quote."
+        )
+    lines.append(
+        "- Ratios (×): a contender's figure divided by the reference's (in bold) "
+        "from the same run; ↑ higher is better, ↓ lower is better."
+    )
     return lines
 
 
 # The summary's columns: (metric of the http report, heading).
-SUMMARY = (("work req/s", "work req/s"), ("plaintext req/s", "plaintext req/s"),
-           ("json req/s", "json req/s"), ("static req/s", "static req/s"),
-           ("shared req/s", "shared req/s"), ("shared server RSS", "shared RSS MiB"),
-           ("idle memory/connection", "idle KiB/conn"), ("latency p99", "p99 ms"))
+SUMMARY = (
+    ("work req/s", "work req/s"),
+    ("plaintext req/s", "plaintext req/s"),
+    ("json req/s", "json req/s"),
+    ("static req/s", "static req/s"),
+    ("shared req/s", "shared req/s"),
+    ("shared server RSS", "shared RSS MiB"),
+    ("idle memory/connection", "idle KiB/conn"),
+    ("latency p99", "p99 ms"),
+)
 
 
 def summary(run):
@@ -160,19 +176,22 @@ def summary(run):
     if http is None:
         return ""
     rows = {(row["metric"], row["contender"]): row for row in http["rows"]}
-    contenders = list(dict.fromkeys(row["contender"] for row in http["rows"]
-                                    if row["group"] in GROUP_TEXT
-                                    and row["group"] != "pyparallel workers"))
+    contenders = list(
+        dict.fromkeys(
+            row["contender"]
+            for row in http["rows"]
+            if row["group"] in GROUP_TEXT and row["group"] != "pyparallel workers"
+        )
+    )
+
     def rank(name):
         if name.startswith("compute limit"):
             return 0
         return 1 if name.startswith("pyparallel") else 2 if name == "nginx" else 3
 
     contenders.sort(key=rank)
-    columns = [(metric, heading) for metric, heading in SUMMARY
-               if any(m == metric for m, _ in rows)]
-    lines = ["| server | " + " | ".join(h for _, h in columns) + " |",
-             "|---|" + "---:|" * len(columns)]
+    columns = [(metric, heading) for metric, heading in SUMMARY if any(m == metric for m, _ in rows)]
+    lines = ["| server | " + " | ".join(h for _, h in columns) + " |", "|---|" + "---:|" * len(columns)]
     for contender in contenders:
         cells = []
         for metric, _ in columns:
@@ -181,8 +200,9 @@ def summary(run):
                 cells.append("")
                 continue
             ratio = row.get("ratio_to_ours")
-            cells.append(_fmt(row["median"]) + ("" if ratio is None or contender == http["reference"]
-                                                else f" ({ratio:.2f}×)"))
+            cells.append(
+                _fmt(row["median"]) + ("" if ratio is None or contender == http["reference"] else f" ({ratio:.2f}×)")
+            )
         name = f"**{contender}**" if contender == http["reference"] else contender
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -192,9 +212,15 @@ def markdown(run, plots):
     out = _header(run)
     table = summary(run)
     if table:
-        out += ["", "## Summary", "",
-                "The main figure of each HTTP scenario (ratio to the reference in "
-                "parentheses); the tables below have the rest.", "", table]
+        out += [
+            "",
+            "## Summary",
+            "",
+            "The main figure of each HTTP scenario (ratio to the reference in "
+            "parentheses); the tables below have the rest.",
+            "",
+            table,
+        ]
     for name in plots:
         out += ["", f"![{os.path.splitext(name)[0]}]({name})"]
     targets = []
@@ -208,9 +234,14 @@ def markdown(run, plots):
                 out += [f"### {group}", ""]
             text = GROUP_TEXT.get(group)
             if text:
-                out += [text.format(entries=params.get("shared_entries", 0),
-                                    rate=params.get("latency_rate", 0),
-                                    connections=params.get("idle_connections", 0)), ""]
+                out += [
+                    text.format(
+                        entries=params.get("shared_entries", 0),
+                        rate=params.get("latency_rate", 0),
+                        connections=params.get("idle_connections", 0),
+                    ),
+                    "",
+                ]
             out += [_table(group, columns, contenders, cells, doc["reference"]), ""]
         for row in doc["rows"]:
             if row["target"]:
@@ -220,19 +251,27 @@ def markdown(run, plots):
             out += [f"- {note}" for note in doc["notes"]]
             out += ["", "</details>"]
     if targets:
-        out += ["", "## Targets of the issues", "",
-                "| report | measure | contender | median | target | |", "|---|---|---|---|---|---|"]
+        out += [
+            "",
+            "## Targets of the issues",
+            "",
+            "| report | measure | contender | median | target | |",
+            "|---|---|---|---|---|---|",
+        ]
         for label, row in targets:
             op, bound = row["target"]
-            out.append(f"| {label} | {row['metric']} | {row['contender']} | "
-                       f"{_fmt(row['median'])} {row['unit']} | {op} {_fmt(bound)} | "
-                       f"{'met' if row['target_met'] else '**missed**'} |")
+            out.append(
+                f"| {label} | {row['metric']} | {row['contender']} | "
+                f"{_fmt(row['median'])} {row['unit']} | {op} {_fmt(bound)} | "
+                f"{'met' if row['target_met'] else '**missed**'} |"
+            )
     if run["failed"]:
         out += ["", f"Scenarios that failed: {', '.join(run['failed'])}."]
     return "\n".join(out) + "\n"
 
 
 # ---- plots -------------------------------------------------------------------------
+
 
 def _colour(name):
     if name.startswith("pyparallel"):
@@ -266,6 +305,7 @@ def draw_plots(run, directory):
     """Writes the PNGs into directory; returns their file names."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -282,32 +322,35 @@ def draw_plots(run, directory):
 
     http = docs.get("http")
     if http:
-        scenarios = [s for s in ("work", "plaintext", "json", "static", "shared")
-                     if _medians(http, f"{s} req/s")]
+        scenarios = [s for s in ("work", "plaintext", "json", "static", "shared") if _medians(http, f"{s} req/s")]
         if scenarios:
             fig, axes = plt.subplots(len(scenarios), 1, figsize=(7.5, 2.6 * len(scenarios)))
             for ax, scenario in zip(getattr(axes, "flat", [axes]), scenarios):
-                _bars(ax, _medians(http, f"{scenario} req/s"), f"{scenario}: requests per "
-                      f"second{quick}", "req/s")
+                _bars(ax, _medians(http, f"{scenario} req/s"), f"{scenario}: requests per second{quick}", "req/s")
             save(fig, "http_throughput.png")
-        panels = [(m, t, u, log) for m, t, u, log in (
-            ("shared server RSS", "shared: RSS of all server processes, 1M-entry dict", "MiB", False),
-            ("idle memory/connection", "idle: RSS per idle keep-alive connection", "KiB", False),
-            ("latency p99", f"latency: p99 at {http['params']['latency_rate']:g} req/s", "ms", True),
-        ) if _medians(http, m)]
+        panels = [
+            (m, t, u, log)
+            for m, t, u, log in (
+                ("shared server RSS", "shared: RSS of all server processes, 1M-entry dict", "MiB", False),
+                ("idle memory/connection", "idle: RSS per idle keep-alive connection", "KiB", False),
+                ("latency p99", f"latency: p99 at {http['params']['latency_rate']:g} req/s", "ms", True),
+            )
+            if _medians(http, m)
+        ]
         if panels:
             fig, axes = plt.subplots(len(panels), 1, figsize=(7.5, 2.8 * len(panels)))
             for ax, (metric, title, unit, log) in zip(getattr(axes, "flat", [axes]), panels):
                 _bars(ax, _medians(http, metric), title + quick, unit, log)
             save(fig, "http_memory_latency.png")
-    compute = [(name, label) for name, label in (("map", "3.13t, threads"),
-                                                  ("map-interpreters", "3.13, interpreters"))
-               if name in docs]
+    compute = [
+        (name, label)
+        for name, label in (("map", "3.13t, threads"), ("map-interpreters", "3.13, interpreters"))
+        if name in docs
+    ]
     if compute:
         fig, axes = plt.subplots(len(compute), 1, figsize=(7.5, 2.4 * len(compute)))
         for ax, (name, label) in zip(getattr(axes, "flat", [axes]), compute):
-            _bars(ax, _medians(docs[name], "speedup over serial"),
-                  f"map speedup over serial, {label}{quick}", "×")
+            _bars(ax, _medians(docs[name], "speedup over serial"), f"map speedup over serial, {label}{quick}", "×")
             ax.axvline(1.95, color="#2ca02c", linestyle="--", linewidth=1)
             ax.text(1.95, -0.6, " target 1.95", color="#2ca02c", fontsize=7, va="top")
         save(fig, "compute.png")

@@ -49,8 +49,12 @@ PX_THREADS = "pyparallel 3.13t threads"
 PX_INTERPRETERS = "pyparallel 3.13 interpreters"
 PX_GIL = "pyparallel 3.13 gil"
 PX_SHARED_BUFFER = "pyparallel 3.13 interpreters, SharedBuffer"
-PYPARALLEL_MODES = {PX_THREADS: "threads", PX_INTERPRETERS: "interpreters", PX_GIL: "gil",
-                    PX_SHARED_BUFFER: "interpreters"}
+PYPARALLEL_MODES = {
+    PX_THREADS: "threads",
+    PX_INTERPRETERS: "interpreters",
+    PX_GIL: "gil",
+    PX_SHARED_BUFFER: "interpreters",
+}
 NGINX = "nginx"
 ASYNCIO = "asyncio 3.13 1 loop"
 UVLOOP = "uvloop 3.13 1 loop"
@@ -105,6 +109,7 @@ def raise_open_files_limit():
     """Soft RLIMIT_NOFILE up to the hard limit, for this process and the
     servers it starts (the idle scenario holds thousands of connections)."""
     import resource
+
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -129,7 +134,7 @@ def _proc_table():
         except OSError:
             continue
         # Fields after the command name: state, ppid, pgrp, ...
-        fields = stat[stat.rindex(b")") + 2:].split()
+        fields = stat[stat.rindex(b")") + 2 :].split()
         table[int(name)] = (int(fields[1]), int(fields[2]))
     return table
 
@@ -173,8 +178,7 @@ def memory_kib(pid):
 class Server:
     """A server subprocess in its own process group, serving on self.port."""
 
-    def __init__(self, name, command, port, scenarios, cwd=PEERS, env=None,
-                 processes=1, paths=None):
+    def __init__(self, name, command, port, scenarios, cwd=PEERS, env=None, processes=1, paths=None):
         self.name = name
         self.command = command
         self.port = port
@@ -192,30 +196,38 @@ class Server:
         """Starts the process; wait_ready() then waits for it to serve."""
         self.launched = time.monotonic()
         self.process = subprocess.Popen(
-            self.command, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
-            stdout=self.output, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_die_with_parent)
+            self.command,
+            cwd=self.cwd,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
 
     def wait_ready(self):
         deadline = self.launched + START_TIMEOUT
         while True:
             if self.process.poll() is not None:
-                raise SystemExit(f"{self.name}: exited with status "
-                                 f"{self.process.returncode}{self.tail()}")
+                raise SystemExit(f"{self.name}: exited with status {self.process.returncode}{self.tail()}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise SystemExit(f"{self.name}: not listening on port {self.port} "
-                                     f"after {START_TIMEOUT:g} s{self.tail()}") from None
+                    raise SystemExit(
+                        f"{self.name}: not listening on port {self.port} after {START_TIMEOUT:g} s{self.tail()}"
+                    ) from None
                 time.sleep(0.05)
         # Pre-forking servers listen before their workers are up.
         while len(self.pids()) < self.processes:
             if time.monotonic() > deadline:
-                raise SystemExit(f"{self.name}: {len(self.pids())} processes after "
-                                 f"{START_TIMEOUT:g} s, expected {self.processes}"
-                                 f"{self.tail()}")
+                raise SystemExit(
+                    f"{self.name}: {len(self.pids())} processes after "
+                    f"{START_TIMEOUT:g} s, expected {self.processes}"
+                    f"{self.tail()}"
+                )
             time.sleep(0.05)
 
     def pids(self):
@@ -314,11 +326,12 @@ def dechunk(data):
         size = int(data[at:line_end].split(b";")[0], 16)
         if size == 0:
             return body
-        body += data[line_end + 2:line_end + 2 + size]
+        body += data[line_end + 2 : line_end + 2 + size]
         at = line_end + 2 + size + 2
 
 
 # ---- the contenders ------------------------------------------------------------
+
 
 def contenders(config, tmp, www, shared_entries):
     """Every server of the run (not started), with its scenarios.
@@ -335,8 +348,8 @@ def contenders(config, tmp, www, shared_entries):
     # The servers import pyparallel from the source tree when no venv has it
     # installed, and the peers' modules from bench/peers.
     env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (os.path.join(os.path.dirname(_common.BENCH_DIR), "python"), PEERS,
-                    env.get("PYTHONPATH")) if p)
+        p for p in (os.path.join(os.path.dirname(_common.BENCH_DIR), "python"), PEERS, env.get("PYTHONPATH")) if p
+    )
     env.pop("PYPARALLEL_MODE", None)
     keepalive = config.keepalive
     every = {"work", "plaintext", "json", "shared", "static", "latency", "idle"}
@@ -344,72 +357,175 @@ def contenders(config, tmp, www, shared_entries):
 
     def add(name, command, scenarios, **kw):
         port = free_port()
-        servers.append(Server(name, [part.format(port=port) for part in command], port,
-                              scenarios, **kw))
+        servers.append(Server(name, [part.format(port=port) for part in command], port, scenarios, **kw))
 
     if not config.peers_only:
-        for name, python in ((PX_THREADS, config.ft_python),
-                             (PX_INTERPRETERS, config.gil_python),
-                             (PX_GIL, config.gil_python)):
+        for name, python in (
+            (PX_THREADS, config.ft_python),
+            (PX_INTERPRETERS, config.gil_python),
+            (PX_GIL, config.gil_python),
+        ):
             px_env = dict(env, PYPARALLEL_MODE=PYPARALLEL_MODES[name])
-            add(name, [python, "-m", "pyparallel.http.server", "--bind", "127.0.0.1",
-                       "--port", "{port}", "--workers", str(workers),
-                       "--keepalive-timeout", str(keepalive),
-                       "--app", "http_pyparallel:Bench", "--root", www],
-                every, env=px_env)
+            add(
+                name,
+                [
+                    python,
+                    "-m",
+                    "pyparallel.http.server",
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    "{port}",
+                    "--workers",
+                    str(workers),
+                    "--keepalive-timeout",
+                    str(keepalive),
+                    "--app",
+                    "http_pyparallel:Bench",
+                    "--root",
+                    www,
+                ],
+                every,
+                env=px_env,
+            )
         if shared_entries:
             port = free_port()
-            px_env = dict(env, PYPARALLEL_MODE="interpreters", BENCH_SHARED_ENTRIES="0",
-                          BENCH_SHARED_FILE=os.path.join(tmp, f"shared-table-{port}.bin"),
-                          BENCH_SHARED_FILE_ENTRIES=str(shared_entries))
-            servers.append(Server(
-                PX_SHARED_BUFFER,
-                [config.gil_python, "-m", "pyparallel.http.server", "--bind", "127.0.0.1",
-                 "--port", str(port), "--workers", str(workers),
-                 "--keepalive-timeout", str(keepalive),
-                 "--app", "http_pyparallel:BenchSharedBuffer", "--root", www],
-                port, {"shared"}, env=px_env))
+            px_env = dict(
+                env,
+                PYPARALLEL_MODE="interpreters",
+                BENCH_SHARED_ENTRIES="0",
+                BENCH_SHARED_FILE=os.path.join(tmp, f"shared-table-{port}.bin"),
+                BENCH_SHARED_FILE_ENTRIES=str(shared_entries),
+            )
+            servers.append(
+                Server(
+                    PX_SHARED_BUFFER,
+                    [
+                        config.gil_python,
+                        "-m",
+                        "pyparallel.http.server",
+                        "--bind",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--workers",
+                        str(workers),
+                        "--keepalive-timeout",
+                        str(keepalive),
+                        "--app",
+                        "http_pyparallel:BenchSharedBuffer",
+                        "--root",
+                        www,
+                    ],
+                    port,
+                    {"shared"},
+                    env=px_env,
+                )
+            )
     if config.nginx:
         port = free_port()
         conf = os.path.join(tmp, f"nginx-{port}.conf")
         nofile = raise_open_files_limit()
         with open(conf, "w") as f:
-            f.write(NGINX_CONF.format(workers=workers, tmp=tmp, port=port, www=www,
-                                      nofile=nofile, connections=nofile // 2,
-                                      keepalive=int(keepalive)))
-        servers.append(Server(NGINX, [config.nginx, "-p", tmp, "-c", conf,
-                                      "-e", os.path.join(tmp, "error.log")], port,
-                              {"plaintext", "json", "static", "latency", "idle"},
-                              processes=1 + workers))
+            f.write(
+                NGINX_CONF.format(
+                    workers=workers,
+                    tmp=tmp,
+                    port=port,
+                    www=www,
+                    nofile=nofile,
+                    connections=nofile // 2,
+                    keepalive=int(keepalive),
+                )
+            )
+        servers.append(
+            Server(
+                NGINX,
+                [config.nginx, "-p", tmp, "-c", conf, "-e", os.path.join(tmp, "error.log")],
+                port,
+                {"plaintext", "json", "static", "latency", "idle"},
+                processes=1 + workers,
+            )
+        )
     no_static = every - {"static"}
     asyncio_app = os.path.join(PEERS, "http_asyncio.py")
     add(ASYNCIO, [config.gil_python, asyncio_app, "--port", "{port}"], no_static, env=env)
     if config.bench_python:
-        add(UVLOOP, [config.bench_python, asyncio_app, "--port", "{port}", "--uvloop"],
-            no_static, env=env)
-    add(f"asyncio 3.13t {workers} loops",
+        add(UVLOOP, [config.bench_python, asyncio_app, "--port", "{port}", "--uvloop"], no_static, env=env)
+    add(
+        f"asyncio 3.13t {workers} loops",
         [config.ft_python, asyncio_app, "--port", "{port}", "--loops", str(workers)],
-        no_static, env=env)
+        no_static,
+        env=env,
+    )
     if config.bench_python:
         bindir = os.path.dirname(config.bench_python)
-        gunicorn = [os.path.join(bindir, "gunicorn"), "--bind", "127.0.0.1:{port}",
-                    "--workers", str(workers), "--backlog", "4096",
-                    "--keep-alive", str(int(keepalive)), "--log-level", "warning"]
-        add(GUNICORN_SYNC, gunicorn + ["--worker-class", "sync", "http_wsgi:app"],
-            every, env=env, processes=1 + workers)
-        add(GUNICORN_GTHREAD, gunicorn + ["--worker-class", "gthread",
-                                          "--threads", str(GTHREAD_THREADS),
-                                          "--worker-connections", "20000", "http_wsgi:app"],
-            every, env=env, processes=1 + workers)
-        add(GRANIAN, [os.path.join(bindir, "granian"), "--interface", "wsgi",
-                      "--host", "127.0.0.1", "--port", "{port}", "--workers", str(workers),
-                      "--http", "1", "--backlog", "4096", "--log-level", "warning",
-                      "--http1-header-read-timeout", "60000",
-                      # Its default, backlog / workers, caps the connections a
-                      # worker serves at once (the idle scenario holds 10k).
-                      "--backpressure", "16384",
-                      # Static files as granian serves them best: from Rust.
-                      "--static-path-route", "/static", "--static-path-mount", www,
-                      "http_wsgi:app"],
-            every, env=env, processes=1 + workers, paths={"static": "/static/{name}"})
+        gunicorn = [
+            os.path.join(bindir, "gunicorn"),
+            "--bind",
+            "127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--backlog",
+            "4096",
+            "--keep-alive",
+            str(int(keepalive)),
+            "--log-level",
+            "warning",
+        ]
+        add(
+            GUNICORN_SYNC, gunicorn + ["--worker-class", "sync", "http_wsgi:app"], every, env=env, processes=1 + workers
+        )
+        add(
+            GUNICORN_GTHREAD,
+            gunicorn
+            + [
+                "--worker-class",
+                "gthread",
+                "--threads",
+                str(GTHREAD_THREADS),
+                "--worker-connections",
+                "20000",
+                "http_wsgi:app",
+            ],
+            every,
+            env=env,
+            processes=1 + workers,
+        )
+        add(
+            GRANIAN,
+            [
+                os.path.join(bindir, "granian"),
+                "--interface",
+                "wsgi",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "{port}",
+                "--workers",
+                str(workers),
+                "--http",
+                "1",
+                "--backlog",
+                "4096",
+                "--log-level",
+                "warning",
+                "--http1-header-read-timeout",
+                "60000",
+                # Its default, backlog / workers, caps the connections a
+                # worker serves at once (the idle scenario holds 10k).
+                "--backpressure",
+                "16384",
+                # Static files as granian serves them best: from Rust.
+                "--static-path-route",
+                "/static",
+                "--static-path-mount",
+                www,
+                "http_wsgi:app",
+            ],
+            every,
+            env=env,
+            processes=1 + workers,
+            paths={"static": "/static/{name}"},
+        )
     return servers

@@ -49,8 +49,9 @@ class Server:
         self.stop_note = None
 
     def start(self):
-        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE,
-                                        stderr=self.stderr, stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            self.command, stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL
+        )
         line = b""
         with selectors.DefaultSelector() as sel:
             sel.register(self.process.stdout, selectors.EVENT_READ)
@@ -58,12 +59,14 @@ class Server:
             while not line.endswith(b"\n"):
                 left = deadline - _common.now()
                 if left <= 0 or not sel.select(left):
-                    raise SystemExit(f"{self.name}: server not listening after "
-                                     f"{START_TIMEOUT:g} s{self.error_output()}")
+                    raise SystemExit(
+                        f"{self.name}: server not listening after {START_TIMEOUT:g} s{self.error_output()}"
+                    )
                 chunk = os.read(self.process.stdout.fileno(), 256)
                 if not chunk:
-                    raise SystemExit(f"{self.name}: server exited with status "
-                                     f"{self.process.wait()}{self.error_output()}")
+                    raise SystemExit(
+                        f"{self.name}: server exited with status {self.process.wait()}{self.error_output()}"
+                    )
                 line += chunk
         words = line.split()
         if len(words) != 2 or words[0] != b"LISTENING":
@@ -93,17 +96,23 @@ class Server:
 
 
 def run_client(client, server, args, duration):
-    command = [client, str(server.port), str(server.process.pid), str(args.connections),
-               str(args.depth), str(args.size), str(args.warmup), str(duration),
-               str(args.max_messages)]
+    command = [
+        client,
+        str(server.port),
+        str(server.process.pid),
+        str(args.connections),
+        str(args.depth),
+        str(args.size),
+        str(args.warmup),
+        str(duration),
+        str(args.max_messages),
+    ]
     try:
-        result = subprocess.run(command, capture_output=True, text=True,
-                                timeout=args.warmup + duration + 30)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=args.warmup + duration + 30)
     except subprocess.TimeoutExpired:
         raise SystemExit(f"{server.name}: the load generator hung") from None
     if result.returncode != 0:
-        raise SystemExit(f"{server.name}: the load generator failed: "
-                         f"{result.stderr.strip()}{server.error_output()}")
+        raise SystemExit(f"{server.name}: the load generator failed: {result.stderr.strip()}{server.error_output()}")
     sample = json.loads(result.stdout)
     if sample["messages"] == 0:
         raise SystemExit(f"{server.name}: no message echoed in the measured window")
@@ -111,30 +120,49 @@ def run_client(client, server, args, duration):
 
 
 def interpreter_label(python):
-    probe = ("import sys; print(sys.version.split()[0], "
-             "'GIL' if getattr(sys, '_is_gil_enabled', lambda: True)() else 'free-threaded')")
+    probe = (
+        "import sys; print(sys.version.split()[0], "
+        "'GIL' if getattr(sys, '_is_gil_enabled', lambda: True)() else 'free-threaded')"
+    )
     out = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True)
     return out.stdout.strip()
 
 
 def main(argv=None):
     p = _common.parser(__doc__.split("\n\n")[0])
-    p.add_argument("--connections", type=int, default=64, metavar="N",
-                   help="connections of the load generator (default 64)")
-    p.add_argument("--depth", type=int, default=16, metavar="N",
-                   help="messages in flight per connection (default 16)")
-    p.add_argument("--size", type=int, default=64, metavar="BYTES",
-                   help="bytes per message (default 64)")
-    p.add_argument("--warmup", type=float, default=None, metavar="S",
-                   help="seconds before the measured window (default 0.5, "
-                        "0.3 with --quick)")
-    p.add_argument("--duration", type=float, default=None, metavar="S",
-                   help="seconds of the measured window (default 3, 1 with --quick)")
-    p.add_argument("--max-messages", type=int, default=50_000_000, metavar="N",
-                   help="end the window early after N messages (default 50000000)")
-    p.add_argument("--asyncio-python", action="append", default=[], metavar="PYTHON",
-                   help="also run the asyncio server on this interpreter "
-                        "(for instance the GIL build); may be repeated")
+    p.add_argument(
+        "--connections", type=int, default=64, metavar="N", help="connections of the load generator (default 64)"
+    )
+    p.add_argument("--depth", type=int, default=16, metavar="N", help="messages in flight per connection (default 16)")
+    p.add_argument("--size", type=int, default=64, metavar="BYTES", help="bytes per message (default 64)")
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds before the measured window (default 0.5, 0.3 with --quick)",
+    )
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds of the measured window (default 3, 1 with --quick)",
+    )
+    p.add_argument(
+        "--max-messages",
+        type=int,
+        default=50_000_000,
+        metavar="N",
+        help="end the window early after N messages (default 50000000)",
+    )
+    p.add_argument(
+        "--asyncio-python",
+        action="append",
+        default=[],
+        metavar="PYTHON",
+        help="also run the asyncio server on this interpreter (for instance the GIL build); may be repeated",
+    )
     args = _common.parse(p, argv)
     if args.warmup is None:
         args.warmup = 0.3 if args.quick else 0.5
@@ -144,45 +172,58 @@ def main(argv=None):
 
     servers = []
     if px is not None:
-        servers.append(Server(_common.OURS, [sys.executable,
-                                             os.path.join(PEERS, "echo_pyparallel.py")]))
+        servers.append(Server(_common.OURS, [sys.executable, os.path.join(PEERS, "echo_pyparallel.py")]))
     asyncio_server = os.path.join(PEERS, "echo_asyncio.py")
     servers.append(Server("asyncio", [sys.executable, asyncio_server]))
     for python in args.asyncio_python:
-        servers.append(Server(f"asyncio ({interpreter_label(python)})",
-                              [python, asyncio_server]))
+        servers.append(Server(f"asyncio ({interpreter_label(python)})", [python, asyncio_server]))
     try:
         for server in servers:
             server.start()
         samples = _common.rounds(
-            {server.name: (lambda s=server: run_client(client, s, args, duration))
-             for server in servers}, args.repeat)
+            {server.name: (lambda s=server: run_client(client, s, args, duration)) for server in servers}, args.repeat
+        )
     finally:
         for server in servers:
             server.stop()
 
     report = _common.Report(
-        "echo", "echo: messages per second and server CPU per message",
-        {"connections": args.connections, "depth": args.depth, "size": args.size,
-         "warmup_s": args.warmup, "duration_s": duration})
+        "echo",
+        "echo: messages per second and server CPU per message",
+        {
+            "connections": args.connections,
+            "depth": args.depth,
+            "size": args.size,
+            "warmup_s": args.warmup,
+            "duration_s": duration,
+        },
+    )
     for server in servers:
-        report.add("messages per second", server.name,
-                   [s["messages"] / s["seconds"] for s in samples[server.name]],
-                   "msg/s", "higher")
+        report.add(
+            "messages per second",
+            server.name,
+            [s["messages"] / s["seconds"] for s in samples[server.name]],
+            "msg/s",
+            "higher",
+        )
     for server in servers:
-        report.add("server CPU per message", server.name,
-                   [s["server_cpu_seconds"] / s["messages"] * 1e6
-                    for s in samples[server.name]], "µs", "lower")
-    report.note(f"{args.connections} connections x {args.depth} messages of "
-                f"{args.size} bytes in flight; {duration:g} s windows after "
-                f"{args.warmup:g} s of warm-up")
+        report.add(
+            "server CPU per message",
+            server.name,
+            [s["server_cpu_seconds"] / s["messages"] * 1e6 for s in samples[server.name]],
+            "µs",
+            "lower",
+        )
+    report.note(
+        f"{args.connections} connections x {args.depth} messages of "
+        f"{args.size} bytes in flight; {duration:g} s windows after "
+        f"{args.warmup:g} s of warm-up"
+    )
     for server in servers:
         rows = samples[server.name]
         busy = statistics.median(s["server_cpu_seconds"] / s["seconds"] for s in rows)
-        client_busy = statistics.median(s["client_cpu_seconds"] / s["seconds"]
-                                        for s in rows)
-        report.note(f"{server.name}: the server kept {busy:.2f} cores busy, "
-                    f"the load generator {client_busy:.2f}")
+        client_busy = statistics.median(s["client_cpu_seconds"] / s["seconds"] for s in rows)
+        report.note(f"{server.name}: the server kept {busy:.2f} cores busy, the load generator {client_busy:.2f}")
         if server.stop_note:
             report.note(f"{server.name}: server {server.stop_note}")
     return report.finish(args, _common.environment(args, px))

@@ -46,8 +46,7 @@ import time
 import _common
 import _idle
 import _servers
-from _servers import (ASYNCIO, NGINX, PX_GIL, PX_INTERPRETERS, PX_THREADS,
-                      PYPARALLEL_MODES)
+from _servers import ASYNCIO, NGINX, PX_GIL, PX_INTERPRETERS, PX_THREADS, PYPARALLEL_MODES
 
 ROOT_DIR = os.path.dirname(_common.BENCH_DIR)
 CONNECTIONS = 64
@@ -55,8 +54,14 @@ STATIC_NAME = "file-1MiB.bin"
 STATIC_SIZE = 1 << 20
 WRK_SCENARIOS = ("work", "plaintext", "json", "static")
 SCENARIOS = WRK_SCENARIOS + ("shared", "latency", "idle")
-PATHS = {"work": "/work", "plaintext": "/plaintext", "json": "/json",
-         "static": "/" + STATIC_NAME, "latency": "/json", "idle": "/plaintext"}
+PATHS = {
+    "work": "/work",
+    "plaintext": "/plaintext",
+    "json": "/json",
+    "static": "/" + STATIC_NAME,
+    "latency": "/json",
+    "idle": "/plaintext",
+}
 REFERENCE = PX_INTERPRETERS
 LIMIT = "compute limit (3.13, serial loop x workers)"
 WORK_LIMIT_TARGET = 0.85
@@ -89,11 +94,18 @@ print(min(rounds))
 
 # ---- checks -----------------------------------------------------------------
 
+
 def expected_body(scenario, static_bytes):
     import http_logic  # bench/peers is on sys.path (see main)
-    return {"work": http_logic.work().encode(), "plaintext": http_logic.PLAINTEXT,
-            "json": http_logic.json_body(), "latency": http_logic.json_body(),
-            "idle": http_logic.PLAINTEXT, "static": static_bytes}[scenario]
+
+    return {
+        "work": http_logic.work().encode(),
+        "plaintext": http_logic.PLAINTEXT,
+        "json": http_logic.json_body(),
+        "latency": http_logic.json_body(),
+        "idle": http_logic.PLAINTEXT,
+        "static": static_bytes,
+    }[scenario]
 
 
 def check_routes(server, static_bytes):
@@ -105,8 +117,7 @@ def check_routes(server, static_bytes):
             path, body = PATHS[scenario], expected_body(scenario, static_bytes)
         status, head, got = _servers.http_get(server.port, server.path(scenario, path))
         if status != 200 or got != body:
-            raise SystemExit(f"{server.name}: GET {path} answered {status} "
-                             f"{got[:80]!r}{server.tail()}")
+            raise SystemExit(f"{server.name}: GET {path} answered {status} {got[:80]!r}{server.tail()}")
         if not re.search(rb"(?im)^date:", head):
             raise SystemExit(f"{server.name}: GET {path}: no Date field in {head!r}")
 
@@ -114,11 +125,13 @@ def check_routes(server, static_bytes):
 def pyparallel_stats(server):
     """What the /stats route of a pyparallel server says (mode, worker memory)."""
     import json
+
     status, _, body = _servers.http_get(server.port, "/stats")
     return json.loads(body) if status == 200 else None
 
 
 # ---- load generators ------------------------------------------------------------
+
 
 def run_wrk(server, path, seconds, script=None):
     """One wrk run: requests, req/s, CPU of server and wrk, server memory."""
@@ -145,35 +158,48 @@ def run_wrk(server, path, seconds, script=None):
     socket_errors = re.search(r"Socket errors: (.*)", output)
     requests = int(found.group(1))
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
-    return {"requests": requests, "req_per_s": rate, "elapsed_s": elapsed,
-            "server_cpu_s": server_cpu, "wrk_cpu_s": usage.ru_utime + usage.ru_stime,
-            "rss_mib": rss, "pss_mib": pss,
-            "socket_errors": socket_errors.group(1) if socket_errors else None}
+    return {
+        "requests": requests,
+        "req_per_s": rate,
+        "elapsed_s": elapsed,
+        "server_cpu_s": server_cpu,
+        "wrk_cpu_s": usage.ru_utime + usage.ru_stime,
+        "rss_mib": rss,
+        "pss_mib": pss,
+        "socket_errors": socket_errors.group(1) if socket_errors else None,
+    }
 
 
 def run_latency(client, server, args):
     import json
-    command = [client, str(server.port), server.path("latency", PATHS["latency"]),
-               str(args.latency_rate), str(args.latency_connections),
-               str(args.latency_warmup), str(args.latency_duration)]
-    result = subprocess.run(command, capture_output=True, text=True,
-                            timeout=args.latency_warmup + args.latency_duration + 60)
+
+    command = [
+        client,
+        str(server.port),
+        server.path("latency", PATHS["latency"]),
+        str(args.latency_rate),
+        str(args.latency_connections),
+        str(args.latency_warmup),
+        str(args.latency_duration),
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=args.latency_warmup + args.latency_duration + 60
+    )
     if result.returncode != 0:
-        raise SystemExit(f"{server.name}: latency client failed: "
-                         f"{result.stderr.strip()}{server.tail()}")
+        raise SystemExit(f"{server.name}: latency client failed: {result.stderr.strip()}{server.tail()}")
     return json.loads(result.stdout)
 
 
 def compute_limit(python, workers):
     """Seconds of CPU per call of the work loop on python, and the req/s
     that `workers` cores doing nothing else would reach."""
-    out = subprocess.run([python, "-c", LIMIT_PROBE, _servers.PEERS],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run([python, "-c", LIMIT_PROBE, _servers.PEERS], capture_output=True, text=True, check=True)
     seconds = float(out.stdout)
     return seconds, workers / seconds
 
 
 # ---- one group of servers ----------------------------------------------------------
+
 
 def run_group(servers, jobs, args, static_bytes, extra_rounds=None):
     """Starts servers, checks them, runs the jobs in rounds, stops them.
@@ -198,8 +224,7 @@ def run_group(servers, jobs, args, static_bytes, extra_rounds=None):
             # together on two cores, so this is only kept in the JSON.
             start_s = time.monotonic() - server.launched
             rss, pss = server.memory_mib()
-            facts[server.name] = {"start_s": start_s, "rest_rss_mib": rss,
-                                  "rest_pss_mib": pss}
+            facts[server.name] = {"start_s": start_s, "rest_rss_mib": rss, "rest_pss_mib": pss}
             if server.name in PYPARALLEL_MODES:
                 facts[server.name]["stats"] = pyparallel_stats(server)
         if not args.quick:
@@ -219,10 +244,12 @@ def wrk_job(server, scenario, duration, script=None):
 
     def job(warm_up=False):
         return run_wrk(server, path, 1 if warm_up else duration, script)
+
     return job
 
 
 # ---- the report -------------------------------------------------------------------
+
 
 def add_wrk_rows(report, scenario, samples, names):
     def values(name, func):
@@ -237,8 +264,7 @@ def add_wrk_rows(report, scenario, samples, names):
     )
     for column, unit, better, func in columns:
         for name in names:
-            report.add(f"{scenario} {column}", name, values(name, func), unit, better,
-                       group=scenario, column=column)
+            report.add(f"{scenario} {column}", name, values(name, func), unit, better, group=scenario, column=column)
 
 
 def add_ratio_target(report, metric, samples, scenario, ours, peer, cpu, target):
@@ -247,97 +273,147 @@ def add_ratio_target(report, metric, samples, scenario, ours, peer, cpu, target)
     if not a or not b:
         return
     if cpu:
-        values = [(x["server_cpu_s"] / x["requests"]) / (y["server_cpu_s"] / y["requests"])
-                  for x, y in zip(a, b)]
+        values = [(x["server_cpu_s"] / x["requests"]) / (y["server_cpu_s"] / y["requests"]) for x, y in zip(a, b)]
     else:
         values = [x["req_per_s"] / y["req_per_s"] for x, y in zip(a, b)]
-    report.add(metric, ours, values, "x", "lower" if cpu else "higher", target,
-               group="targets", column="ratio")
+    report.add(metric, ours, values, "x", "lower" if cpu else "higher", target, group="targets", column="ratio")
 
 
 def build_report(args, samples, facts, limits, servers, asyncio_ft):
     report = _common.Report(
-        "http", "HTTP: pyparallel against the servers users run instead",
-        {"connections": CONNECTIONS, "wrk_threads": 1, "duration_s": args.duration,
-         "static_bytes": STATIC_SIZE, "shared_entries": args.shared_entries,
-         "latency_rate": args.latency_rate, "latency_connections": args.latency_connections,
-         "latency_duration_s": args.latency_duration,
-         "idle_connections": args.idle_connections, "keepalive_s": args.keepalive},
-        reference=REFERENCE)
+        "http",
+        "HTTP: pyparallel against the servers users run instead",
+        {
+            "connections": CONNECTIONS,
+            "wrk_threads": 1,
+            "duration_s": args.duration,
+            "static_bytes": STATIC_SIZE,
+            "shared_entries": args.shared_entries,
+            "latency_rate": args.latency_rate,
+            "latency_connections": args.latency_connections,
+            "latency_duration_s": args.latency_duration,
+            "idle_connections": args.idle_connections,
+            "keepalive_s": args.keepalive,
+        },
+        reference=REFERENCE,
+    )
     for scenario in WRK_SCENARIOS + ("shared",):
         names = [s.name for s in servers if (scenario, s.name) in samples]
         if not names:
             continue
         if scenario == "work" and limits:
-            report.add("work req/s", LIMIT, [limits["gil"][1]], "req/s", "higher",
-                       group="work", column="req/s")
+            report.add("work req/s", LIMIT, [limits["gil"][1]], "req/s", "higher", group="work", column="req/s")
         add_wrk_rows(report, scenario, samples, names)
     names = [s.name for s in servers if ("latency", s.name) in samples]
     for column, key in (("p50", "p50_us"), ("p99", "p99_us"), ("p99.9", "p999_us")):
         for name in names:
-            report.add(f"latency {column}", name,
-                       [s[key] / 1000 for s in samples[("latency", name)]], "ms", "lower",
-                       group="latency", column=column)
+            report.add(
+                f"latency {column}",
+                name,
+                [s[key] / 1000 for s in samples[("latency", name)]],
+                "ms",
+                "lower",
+                group="latency",
+                column=column,
+            )
     for name in names:
-        report.add("latency failed requests", name,
-                   [s["errors"] + s["bad_status"] + s["unanswered"]
-                    for s in samples[("latency", name)]], "", "lower",
-                   group="latency", column="failed")
+        report.add(
+            "latency failed requests",
+            name,
+            [s["errors"] + s["bad_status"] + s["unanswered"] for s in samples[("latency", name)]],
+            "",
+            "lower",
+            group="latency",
+            column="failed",
+        )
     names = [s.name for s in servers if ("idle", s.name) in samples]
     for name in names:
         rows = samples[("idle", name)]
-        report.add("idle connections held", name, [s["held"] for s in rows], "", "higher",
-                   group="idle", column="held")
+        report.add("idle connections held", name, [s["held"] for s in rows], "", "higher", group="idle", column="held")
         # The first round's: later rounds find the memory that the previous
         # round's connections left in the server's allocators.
         if rows[0]["kib_per_connection"] is not None:
-            report.add("idle memory/connection", name, [rows[0]["kib_per_connection"]],
-                       "KiB", "lower", group="idle", column="RSS/connection")
-        report.add("idle server RSS", name, [s["rss_after_mib"] for s in rows], "MiB",
-                   "lower", group="idle", column="server RSS")
+            report.add(
+                "idle memory/connection",
+                name,
+                [rows[0]["kib_per_connection"]],
+                "KiB",
+                "lower",
+                group="idle",
+                column="RSS/connection",
+            )
+        report.add(
+            "idle server RSS",
+            name,
+            [s["rss_after_mib"] for s in rows],
+            "MiB",
+            "lower",
+            group="idle",
+            column="server RSS",
+        )
 
     # The targets of the HTTP and interpreters issues, round by round.
-    add_ratio_target(report, f"work req/s / {asyncio_ft}", samples, "work", PX_THREADS,
-                     asyncio_ft, False, (">=", 1.2))
+    add_ratio_target(report, f"work req/s / {asyncio_ft}", samples, "work", PX_THREADS, asyncio_ft, False, (">=", 1.2))
     for scenario in ("plaintext", "json"):
-        add_ratio_target(report, f"{scenario} CPU/request / {ASYNCIO}", samples, scenario,
-                         PX_THREADS, ASYNCIO, True, ("<=", 0.8))
+        add_ratio_target(
+            report, f"{scenario} CPU/request / {ASYNCIO}", samples, scenario, PX_THREADS, ASYNCIO, True, ("<=", 0.8)
+        )
     for scenario in ("plaintext", "static"):
-        add_ratio_target(report, f"{scenario} req/s / nginx", samples, scenario, PX_THREADS,
-                         NGINX, False, (">=", 1.0))
+        add_ratio_target(report, f"{scenario} req/s / nginx", samples, scenario, PX_THREADS, NGINX, False, (">=", 1.0))
     if limits:
         for name in (PX_INTERPRETERS, PX_THREADS, PX_GIL):
             rows = samples.get(("work", name))
             if rows:
                 target = (">=", WORK_LIMIT_TARGET) if name == PX_INTERPRETERS else None
-                report.add("work req/s / compute limit", name,
-                           [s["req_per_s"] / limits["gil"][1] for s in rows], "x",
-                           "higher", target, group="targets", column="ratio")
+                report.add(
+                    "work req/s / compute limit",
+                    name,
+                    [s["req_per_s"] / limits["gil"][1] for s in rows],
+                    "x",
+                    "higher",
+                    target,
+                    group="targets",
+                    column="ratio",
+                )
 
-    report.note(f"wrk -t1 -c{CONNECTIONS} -d{args.duration}s on 127.0.0.1"
-                + ("" if args.quick else ", after a 1 s warm-up per server and scenario")
-                + f"; static: one {STATIC_SIZE >> 20} MiB file; shared: "
-                f"{args.shared_entries:,} entries")
+    report.note(
+        f"wrk -t1 -c{CONNECTIONS} -d{args.duration}s on 127.0.0.1"
+        + ("" if args.quick else ", after a 1 s warm-up per server and scenario")
+        + f"; static: one {STATIC_SIZE >> 20} MiB file; shared: "
+        f"{args.shared_entries:,} entries"
+    )
     if limits:
         for build, (seconds, rate) in limits.items():
-            report.note(f"work loop alone on the {build} build: {seconds * 1e6:.1f} µs of "
-                        f"CPU per call, so {args.workers} cores reach {rate:,.0f} req/s")
-    report.note(f"latency: GET /json at {args.latency_rate:g} req/s over "
-                f"{args.latency_connections} connections, {args.latency_duration:g} s "
-                f"after {args.latency_warmup:g} s of warm-up, open loop")
-    report.note(f"idle: {args.idle_connections} connections after one GET /plaintext "
-                f"each; memory read {args.idle_settle:g} s after the last response; "
-                "RSS/connection from the first round (later rounds reuse what the "
-                "first one's connections left in the allocators)")
+            report.note(
+                f"work loop alone on the {build} build: {seconds * 1e6:.1f} µs of "
+                f"CPU per call, so {args.workers} cores reach {rate:,.0f} req/s"
+            )
+    report.note(
+        f"latency: GET /json at {args.latency_rate:g} req/s over "
+        f"{args.latency_connections} connections, {args.latency_duration:g} s "
+        f"after {args.latency_warmup:g} s of warm-up, open loop"
+    )
+    report.note(
+        f"idle: {args.idle_connections} connections after one GET /plaintext "
+        f"each; memory read {args.idle_settle:g} s after the last response; "
+        "RSS/connection from the first round (later rounds reuse what the "
+        "first one's connections left in the allocators)"
+    )
     for name in PYPARALLEL_MODES:
         fact = facts["base"].get(name) or facts["shared"].get(name) or {}
         stats = fact.get("stats")
         if stats:
             memory = [m for m in stats.get("worker_memory") or [] if m is not None]
             if memory:
-                report.add("memory per worker (px.stats)", name,
-                           [statistics.mean(memory) / (1 << 20)], "MiB", "lower",
-                           group="pyparallel workers", column="interpreter memory")
+                report.add(
+                    "memory per worker (px.stats)",
+                    name,
+                    [statistics.mean(memory) / (1 << 20)],
+                    "MiB",
+                    "lower",
+                    group="pyparallel workers",
+                    column="interpreter memory",
+                )
     for server in servers:
         line = server.startup_line()
         if line and server.name in PYPARALLEL_MODES:
@@ -347,32 +423,36 @@ def build_report(args, samples, facts, limits, servers, asyncio_ft):
     for name in names:
         rows = samples[("idle", name)]
         if any(s["timed_out"] for s in rows):
-            report.note(f"idle / {name}: connections still unanswered after "
-                        f"{_idle.TIMEOUT_S:g} s: {[s['unanswered'] for s in rows]}")
+            report.note(
+                f"idle / {name}: connections still unanswered after "
+                f"{_idle.TIMEOUT_S:g} s: {[s['unanswered'] for s in rows]}"
+            )
     for (scenario, name), rows in samples.items():
         errors = [s.get("socket_errors") for s in rows if s.get("socket_errors")]
         if errors:
             report.note(f"{scenario} / {name}: wrk socket errors: {errors}")
     report.params["facts"] = facts
     report.params["limits"] = limits
-    report.params["samples"] = [{"scenario": scenario, "contender": name, "runs": rows}
-                                for (scenario, name), rows in samples.items()]
+    report.params["samples"] = [
+        {"scenario": scenario, "contender": name, "runs": rows} for (scenario, name), rows in samples.items()
+    ]
     return report
 
 
 # ---- the run -------------------------------------------------------------------
 
+
 def interpreter_version(python):
-    out = subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"],
-                         capture_output=True, text=True)
+    out = subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"], capture_output=True, text=True)
     return out.stdout.strip() or None
 
 
 def versions(args):
-    found = {"ft_python": interpreter_version(args.ft_python),
-             "gil_python": interpreter_version(args.gil_python)}
-    for tool, command, pattern in (("wrk", ["wrk", "--version"], r"wrk \S*?([\d.]+)"),
-                                   ("nginx", [args.nginx or "nginx", "-v"], r"nginx/([\d.]+)")):
+    found = {"ft_python": interpreter_version(args.ft_python), "gil_python": interpreter_version(args.gil_python)}
+    for tool, command, pattern in (
+        ("wrk", ["wrk", "--version"], r"wrk \S*?([\d.]+)"),
+        ("nginx", [args.nginx or "nginx", "-v"], r"nginx/([\d.]+)"),
+    ):
         try:
             out = subprocess.run(command, capture_output=True, text=True)
             version = re.search(pattern, out.stdout + out.stderr)
@@ -380,9 +460,9 @@ def versions(args):
         except OSError:
             found[tool] = None
     if args.bench_python:
-        probe = ("import importlib.metadata as m\n"
-                 "for p in ('uvloop', 'gunicorn', 'granian'):\n"
-                 "    print(p, m.version(p))")
+        probe = (
+            "import importlib.metadata as m\nfor p in ('uvloop', 'gunicorn', 'granian'):\n    print(p, m.version(p))"
+        )
         out = subprocess.run([args.bench_python, "-c", probe], capture_output=True, text=True)
         for line in out.stdout.splitlines():
             name, version = line.split()
@@ -393,31 +473,70 @@ def versions(args):
 def main(argv=None):
     p = _common.parser(__doc__.split("\n\n")[0])
     venv = os.path.join(ROOT_DIR, "{}", "bin", "python")
-    p.add_argument("--duration", type=int, default=None, metavar="S",
-                   help="seconds of each wrk run (default 5, 1 with --quick)")
-    p.add_argument("--ft-python", default=venv.format(".venv-ft"), metavar="PY",
-                   help="the free-threaded 3.13t interpreter (default .venv-ft)")
-    p.add_argument("--gil-python", default=venv.format(".venv-gil"), metavar="PY",
-                   help="the GIL-build 3.13 interpreter (default .venv-gil)")
-    p.add_argument("--bench-python", default=venv.format(".venv-bench"), metavar="PY",
-                   help="the interpreter with uvloop, gunicorn and granian "
-                        "(default .venv-bench; missing: those peers are left out)")
-    p.add_argument("--nginx", default=shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin"),
-                   metavar="PATH", help="nginx (default: from PATH or /usr/sbin); "
-                                        "without it nginx is left out")
-    p.add_argument("--only", action="append", choices=SCENARIOS,
-                   help="run only this scenario (repeatable)")
-    p.add_argument("--shared-entries", type=int, default=1_000_000, metavar="N",
-                   help="entries of the shared table (default 1000000)")
-    p.add_argument("--latency-rate", type=float, default=2000.0, metavar="R",
-                   help="requests per second of the latency scenario (default 2000)")
-    p.add_argument("--latency-connections", type=int, default=16, metavar="N",
-                   help="connections of the latency scenario (default 16)")
-    p.add_argument("--idle-connections", type=int, default=None, metavar="N",
-                   help="connections of the idle scenario (default 10000, 1000 "
-                        "with --quick)")
-    p.add_argument("--keepalive", type=float, default=600.0, metavar="S",
-                   help="keep-alive timeout given to every server (default 600)")
+    p.add_argument(
+        "--duration", type=int, default=None, metavar="S", help="seconds of each wrk run (default 5, 1 with --quick)"
+    )
+    p.add_argument(
+        "--ft-python",
+        default=venv.format(".venv-ft"),
+        metavar="PY",
+        help="the free-threaded 3.13t interpreter (default .venv-ft)",
+    )
+    p.add_argument(
+        "--gil-python",
+        default=venv.format(".venv-gil"),
+        metavar="PY",
+        help="the GIL-build 3.13 interpreter (default .venv-gil)",
+    )
+    p.add_argument(
+        "--bench-python",
+        default=venv.format(".venv-bench"),
+        metavar="PY",
+        help="the interpreter with uvloop, gunicorn and granian "
+        "(default .venv-bench; missing: those peers are left out)",
+    )
+    p.add_argument(
+        "--nginx",
+        default=shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin"),
+        metavar="PATH",
+        help="nginx (default: from PATH or /usr/sbin); without it nginx is left out",
+    )
+    p.add_argument("--only", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)")
+    p.add_argument(
+        "--shared-entries",
+        type=int,
+        default=1_000_000,
+        metavar="N",
+        help="entries of the shared table (default 1000000)",
+    )
+    p.add_argument(
+        "--latency-rate",
+        type=float,
+        default=2000.0,
+        metavar="R",
+        help="requests per second of the latency scenario (default 2000)",
+    )
+    p.add_argument(
+        "--latency-connections",
+        type=int,
+        default=16,
+        metavar="N",
+        help="connections of the latency scenario (default 16)",
+    )
+    p.add_argument(
+        "--idle-connections",
+        type=int,
+        default=None,
+        metavar="N",
+        help="connections of the idle scenario (default 10000, 1000 with --quick)",
+    )
+    p.add_argument(
+        "--keepalive",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="keep-alive timeout given to every server (default 600)",
+    )
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--repeat" not in argv:
         argv += ["--repeat", "1" if "--quick" in argv else "3"]
@@ -434,14 +553,12 @@ def main(argv=None):
         if not os.access(python, os.X_OK):
             raise SystemExit(f"{python}: no such interpreter (see --ft-python, --gil-python)")
     if not os.access(args.bench_python, os.X_OK):
-        print(f"{args.bench_python} missing: uvloop, gunicorn and granian left out",
-              file=sys.stderr)
+        print(f"{args.bench_python} missing: uvloop, gunicorn and granian left out", file=sys.stderr)
         args.bench_python = None
     sys.path.insert(0, _servers.PEERS)
     nofile = _servers.raise_open_files_limit()
     if "idle" in scenarios and args.idle_connections + 100 > nofile:
-        raise SystemExit(f"--idle-connections {args.idle_connections}: the open files "
-                         f"limit is {nofile}")
+        raise SystemExit(f"--idle-connections {args.idle_connections}: the open files limit is {nofile}")
     latency_client = _common.build_c_tool("latency_client.c", ["-lm"])
 
     limits = {}
@@ -463,20 +580,34 @@ def main(argv=None):
         with open(lua, "w") as f:
             f.write(SHARED_LUA.format(entries=args.shared_entries))
 
-        base = [s for s in _servers.contenders(args, tmp, www, 0)
-                if s.scenarios & (scenarios - {"shared"})]
+        base = [s for s in _servers.contenders(args, tmp, www, 0) if s.scenarios & (scenarios - {"shared"})]
         for server in base:
             server.scenarios = server.scenarios & scenarios - {"shared"}
-        jobs = {(scenario, s.name): wrk_job(s, scenario, args.duration)
-                for scenario in WRK_SCENARIOS for s in base if scenario in s.scenarios}
+        jobs = {
+            (scenario, s.name): wrk_job(s, scenario, args.duration)
+            for scenario in WRK_SCENARIOS
+            for s in base
+            if scenario in s.scenarios
+        }
 
         def latency_and_idle():
             extra = {}
-            runs = {("latency", s.name): (lambda s=s: run_latency(latency_client, s, args))
-                    for s in base if "latency" in s.scenarios}
-            runs.update({("idle", s.name): (lambda s=s: _idle.hold_idle(
-                s, s.path("idle", PATHS["idle"]), args.idle_connections, args.idle_settle))
-                for s in base if "idle" in s.scenarios})
+            runs = {
+                ("latency", s.name): (lambda s=s: run_latency(latency_client, s, args))
+                for s in base
+                if "latency" in s.scenarios
+            }
+            runs.update(
+                {
+                    ("idle", s.name): (
+                        lambda s=s: _idle.hold_idle(
+                            s, s.path("idle", PATHS["idle"]), args.idle_connections, args.idle_settle
+                        )
+                    )
+                    for s in base
+                    if "idle" in s.scenarios
+                }
+            )
             extra.update(_common.rounds(runs, args.repeat))
             return extra
 
@@ -485,12 +616,10 @@ def main(argv=None):
             got, facts = run_group(base, jobs, args, static_bytes, latency_and_idle)
             samples.update(got)
         if "shared" in scenarios:
-            shared = [s for s in _servers.contenders(args, tmp, www, args.shared_entries)
-                      if "shared" in s.scenarios]
+            shared = [s for s in _servers.contenders(args, tmp, www, args.shared_entries) if "shared" in s.scenarios]
             for server in shared:
                 server.scenarios = {"shared"}
-            jobs = {("shared", s.name): wrk_job(s, "shared", args.duration, lua)
-                    for s in shared}
+            jobs = {("shared", s.name): wrk_job(s, "shared", args.duration, lua) for s in shared}
             got, shared_facts = run_group(shared, jobs, args, static_bytes)
             samples.update(got)
             facts = {"base": facts, "shared": shared_facts}

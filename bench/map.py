@@ -50,10 +50,12 @@ def calibrate(func, item_us):
 
 def main(argv=None):
     p = _common.parser(__doc__.split("\n\n")[0])
-    p.add_argument("--items", type=int, default=None, metavar="N",
-                   help="items per map (default 8000, 2000 with --quick)")
-    p.add_argument("--item-us", type=float, default=100.0, metavar="US",
-                   help="CPU time of one item, in µs (default 100)")
+    p.add_argument(
+        "--items", type=int, default=None, metavar="N", help="items per map (default 8000, 2000 with --quick)"
+    )
+    p.add_argument(
+        "--item-us", type=float, default=100.0, metavar="US", help="CPU time of one item, in µs (default 100)"
+    )
     args = _common.parse(p, argv)
     count = args.items or (2_000 if args.quick else 8_000)
     px = _common.import_pyparallel(args)
@@ -78,32 +80,34 @@ def main(argv=None):
     pool = f"multiprocessing.Pool({args.workers}).map"
     runs[pool] = lambda: processes.map(source.checksum, items)
     try:
-        seconds, cpu = _common.time_rounds(
-            runs, args.repeat, cpu_clocks={pool: _common.pool_cpu_clock(context)})
+        seconds, cpu = _common.time_rounds(runs, args.repeat, cpu_clocks={pool: _common.pool_cpu_clock(context)})
     finally:
         threads.shutdown()
         processes.terminate()
         processes.join()
 
     report = _common.Report(
-        "map", "map: CPU-bound pure Python over all workers",
-        {"items": count, "item_us": args.item_us, "checksum_n": n})
-    report.add_speedups("speedup over serial", seconds, "serial",
-                        (">=", TARGET_SPEEDUP))
+        "map", "map: CPU-bound pure Python over all workers", {"items": count, "item_us": args.item_us, "checksum_n": n}
+    )
+    report.add_speedups("speedup over serial", seconds, "serial", (">=", TARGET_SPEEDUP))
     for name in runs:
-        report.add("time per item", name,
-                   [t / count * 1e6 for t in seconds[name]], "µs", "lower")
+        report.add("time per item", name, [t / count * 1e6 for t in seconds[name]], "µs", "lower")
     for name in runs:
-        report.add("CPU time per item", name,
-                   [t / count * 1e6 for t in cpu[name]], "µs", "lower")
-    report.note(f"{count} items of checksum({n}), about {args.item_us:g} µs of CPU "
-                f"each; speedup = the round's serial time / the contender's")
-    report.note("CPU time: all threads of this process (and the pool's "
-                "processes for multiprocessing), whatever else the machine runs")
-    report.note("function compiled from source (as imported with "
-                "PYTHONDONTWRITEBYTECODE=1; in mode interpreters each worker "
-                "imports _workloads itself); '.pyc' rows: the same function "
-                "loaded from bytecode")
+        report.add("CPU time per item", name, [t / count * 1e6 for t in cpu[name]], "µs", "lower")
+    report.note(
+        f"{count} items of checksum({n}), about {args.item_us:g} µs of CPU "
+        f"each; speedup = the round's serial time / the contender's"
+    )
+    report.note(
+        "CPU time: all threads of this process (and the pool's "
+        "processes for multiprocessing), whatever else the machine runs"
+    )
+    report.note(
+        "function compiled from source (as imported with "
+        "PYTHONDONTWRITEBYTECODE=1; in mode interpreters each worker "
+        "imports _workloads itself); '.pyc' rows: the same function "
+        "loaded from bytecode"
+    )
     return report.finish(args, _common.environment(args, px))
 
 

@@ -79,8 +79,11 @@ def run_scenario(name, quick, raw_dir):
     env.pop("PYPARALLEL_MODE", None)
     if mode:
         env["PYPARALLEL_MODE"] = mode
-    print(f"\n### {name}: {' '.join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd)}"
-          f"{f' (PYPARALLEL_MODE={mode})' if mode else ''}", flush=True)
+    print(
+        f"\n### {name}: {' '.join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd)}"
+        f"{f' (PYPARALLEL_MODE={mode})' if mode else ''}",
+        flush=True,
+    )
     started = time.monotonic()
     _running = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
     try:
@@ -107,12 +110,11 @@ def run_scenario(name, quick, raw_dir):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true",
-                   help="the short version of every scenario (about two minutes)")
-    p.add_argument("--only", action="append", choices=list(SCENARIOS),
-                   help="run only this scenario (repeatable)")
-    p.add_argument("--render", action="store_true",
-                   help="run nothing: lay out latest.json again as latest.md and plots")
+    p.add_argument("--quick", action="store_true", help="the short version of every scenario (about two minutes)")
+    p.add_argument("--only", action="append", choices=list(SCENARIOS), help="run only this scenario (repeatable)")
+    p.add_argument(
+        "--render", action="store_true", help="run nothing: lay out latest.json again as latest.md and plots"
+    )
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, stop_running)
 
@@ -126,19 +128,23 @@ def main(argv=None):
         return write_outputs(run, results)
     raw_dir = os.path.join(results, "raw")
     os.makedirs(raw_dir, exist_ok=True)
-    names = args.only or [name for name, spec in SCENARIOS.items()
-                          if spec[3] or not args.quick]
+    names = args.only or [name for name, spec in SCENARIOS.items() if spec[3] or not args.quick]
     started = time.monotonic()
     load_before = os.getloadavg()[0]
     docs, failed = [], []
     for name in names:
         doc = run_scenario(name, args.quick, raw_dir)
         (docs if doc else failed).append(doc or name)
-    run = {"quick": args.quick, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-           "seconds": round(time.monotonic() - started, 1),
-           "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
-           "skipped": [name for name in SCENARIOS if name not in names],
-           "reports": docs, "failed": failed}
+    run = {
+        "quick": args.quick,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "seconds": round(time.monotonic() - started, 1),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg()[0],
+        "skipped": [name for name in SCENARIOS if name not in names],
+        "reports": docs,
+        "failed": failed,
+    }
     run = scrubbed(run)
     with open(os.path.join(results, "latest.json"), "w") as f:
         json.dump(run, f, indent=2)
@@ -150,8 +156,7 @@ def scrubbed(run):
     """run without this machine's paths (the checkout, home, temporary
     directories), which the reports pick up from interpreters and servers."""
     text = json.dumps(run)
-    for path, name in ((ROOT, "."), (tempfile.gettempdir(), "$TMPDIR"),
-                       (os.path.expanduser("~"), "~")):
+    for path, name in ((ROOT, "."), (tempfile.gettempdir(), "$TMPDIR"), (os.path.expanduser("~"), "~")):
         text = text.replace(json.dumps(path)[1:-1], name)
     return json.loads(text)
 
@@ -161,9 +166,11 @@ def write_outputs(run, results):
     with open(os.path.join(results, "latest.md"), "w") as f:
         f.write(_report.markdown(run, plots))
     failed = run["failed"]
-    print(f"\nwrote {os.path.relpath(results, ROOT)}/latest.md, latest.json"
-          f"{', ' + ', '.join(plots) if plots else ''} after {run['seconds']:.0f} s"
-          f"{'; failed: ' + ', '.join(failed) if failed else ''}")
+    print(
+        f"\nwrote {os.path.relpath(results, ROOT)}/latest.md, latest.json"
+        f"{', ' + ', '.join(plots) if plots else ''} after {run['seconds']:.0f} s"
+        f"{'; failed: ' + ', '.join(failed) if failed else ''}"
+    )
     return 1 if failed else 0
 
 

@@ -49,12 +49,17 @@ def phase_contenders(px, threads, workers, functions, starts):
 
 def main(argv=None):
     p = _common.parser(__doc__.split("\n\n")[0])
-    p.add_argument("--size", type=int, default=1_000_000, metavar="N",
-                   help="entries of the shared dict (default 1000000)")
-    p.add_argument("--lookups", type=int, default=None, metavar="N",
-                   help="lookups per round (default 1000000, 200000 with --quick)")
-    p.add_argument("--block", type=int, default=10_000, metavar="N",
-                   help="lookups per work item (default 10000)")
+    p.add_argument(
+        "--size", type=int, default=1_000_000, metavar="N", help="entries of the shared dict (default 1000000)"
+    )
+    p.add_argument(
+        "--lookups",
+        type=int,
+        default=None,
+        metavar="N",
+        help="lookups per round (default 1000000, 200000 with --quick)",
+    )
+    p.add_argument("--block", type=int, default=10_000, metavar="N", help="lookups per work item (default 10000)")
     args = _common.parse(p, argv)
     lookups = args.lookups or (200_000 if args.quick else 1_000_000)
     if args.size < 1 or args.block < 1 or lookups < args.block:
@@ -66,13 +71,16 @@ def main(argv=None):
     table = source.make_table(args.size)
     build_seconds = _common.now() - start
     starts = list(range(0, lookups - args.block + 1, args.block))
-    functions = (functools.partial(source.lookup_block, table, args.block),
-                 functools.partial(bytecode.lookup_block, table, args.block))
+    functions = (
+        functools.partial(source.lookup_block, table, args.block),
+        functools.partial(bytecode.lookup_block, table, args.block),
+    )
 
     report = _common.Report(
-        "shared_dict", "shared_dict: workers reading one big shared dict",
-        {"size": args.size, "lookups": len(starts) * args.block,
-         "block": args.block, "items": len(starts)})
+        "shared_dict",
+        "shared_dict: workers reading one big shared dict",
+        {"size": args.size, "lookups": len(starts) * args.block, "block": args.block, "items": len(starts)},
+    )
     threads = ThreadPoolExecutor(args.workers)
     try:
         phases = [("plain dict", None)]
@@ -84,31 +92,37 @@ def main(argv=None):
                 prepare(table)
                 eternalize_seconds = _common.now() - start
             runs = phase_contenders(px, threads, args.workers, functions, starts)
-            warm_up = phase_contenders(px, threads, args.workers, functions,
-                                       starts[:2 * args.workers])
+            warm_up = phase_contenders(px, threads, args.workers, functions, starts[: 2 * args.workers])
             seconds, cpu = _common.time_rounds(runs, args.repeat, warm_up)
             target = (">=", TARGET_SCALING) if prepare is not None else None
             report.add_speedups(f"scaling, {label}", seconds, "serial", target)
             lookups_done = len(starts) * args.block
             for name in runs:
-                report.add(f"time per lookup, {label}", name,
-                           [t / lookups_done * 1e9 for t in seconds[name]], "ns", "lower")
+                report.add(
+                    f"time per lookup, {label}", name, [t / lookups_done * 1e9 for t in seconds[name]], "ns", "lower"
+                )
             for name in runs:
-                report.add(f"CPU time per lookup, {label}", name,
-                           [t / lookups_done * 1e9 for t in cpu[name]], "ns", "lower")
+                report.add(
+                    f"CPU time per lookup, {label}", name, [t / lookups_done * 1e9 for t in cpu[name]], "ns", "lower"
+                )
     finally:
         threads.shutdown()
 
-    report.note(f"{args.size:,} entries built in {build_seconds:.2f} s; "
-                f"{len(starts)} items of {args.block:,} lookups per round")
+    report.note(
+        f"{args.size:,} entries built in {build_seconds:.2f} s; {len(starts)} items of {args.block:,} lookups per round"
+    )
     if px is not None:
         report.note(f"px.eternalize of the dict took {eternalize_seconds:.2f} s")
     else:
         report.note("no eternalized phase: it needs pyparallel")
-    report.note("CPU time: all threads of this process, whatever else the "
-                "machine runs; contention shows as CPU time above serial's")
-    report.note("lookup_block compiled from source (as imported with "
-                "PYTHONDONTWRITEBYTECODE=1); '.pyc' rows: loaded from bytecode")
+    report.note(
+        "CPU time: all threads of this process, whatever else the "
+        "machine runs; contention shows as CPU time above serial's"
+    )
+    report.note(
+        "lookup_block compiled from source (as imported with "
+        "PYTHONDONTWRITEBYTECODE=1); '.pyc' rows: loaded from bytecode"
+    )
     return report.finish(args, _common.environment(args, px))
 
 

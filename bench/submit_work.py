@@ -52,12 +52,20 @@ def async_result(result):
 
 def main(argv=None):
     p = _common.parser(__doc__.split("\n\n")[0])
-    p.add_argument("--items", type=int, default=None, metavar="N",
-                   help="items per round trip measurement (default 50000, "
-                        "20000 with --quick)")
-    p.add_argument("--lone", type=int, default=None, metavar="N",
-                   help="items per latency measurement (default 2000, 500 "
-                        "with --quick)")
+    p.add_argument(
+        "--items",
+        type=int,
+        default=None,
+        metavar="N",
+        help="items per round trip measurement (default 50000, 20000 with --quick)",
+    )
+    p.add_argument(
+        "--lone",
+        type=int,
+        default=None,
+        metavar="N",
+        help="items per latency measurement (default 2000, 500 with --quick)",
+    )
     args = _common.parse(p, argv)
     items = args.items or (20_000 if args.quick else 50_000)
     lone = args.lone or (500 if args.quick else 2_000)
@@ -78,41 +86,40 @@ def main(argv=None):
     clocks = {pool: _common.pool_cpu_clock(context)}
 
     def jobs(how, n):
-        return {name: functools.partial(how, submit, wait, func, n)
-                for name, submit, wait in contenders}
+        return {name: functools.partial(how, submit, wait, func, n) for name, submit, wait in contenders}
 
     try:
         warm_up = jobs(submit_all_then_wait, min(items, 2_000))
-        batch, batch_cpu = _common.time_rounds(
-            jobs(submit_all_then_wait, items), args.repeat, warm_up, clocks)
-        single, _ = _common.time_rounds(
-            jobs(submit_and_wait_each, lone), args.repeat, warm_up, clocks)
+        batch, batch_cpu = _common.time_rounds(jobs(submit_all_then_wait, items), args.repeat, warm_up, clocks)
+        single, _ = _common.time_rounds(jobs(submit_and_wait_each, lone), args.repeat, warm_up, clocks)
     finally:
         threads.shutdown()
         processes.terminate()
         processes.join()
 
     report = _common.Report(
-        "submit_work", "submit_work: cost of one work item",
-        {"items": items, "lone_items": lone, "function": "return_none"})
+        "submit_work",
+        "submit_work: cost of one work item",
+        {"items": items, "lone_items": lone, "function": "return_none"},
+    )
 
     def per_item(samples, n):
         return [seconds / n * 1e6 for seconds in samples]
 
     for name, _, _ in contenders:
         target = ("<=", TARGET_US) if name == _common.OURS else None
-        report.add("round trip per item", name, per_item(batch[name], items),
-                   "µs", "lower", target)
+        report.add("round trip per item", name, per_item(batch[name], items), "µs", "lower", target)
     for name, _, _ in contenders:
-        report.add("CPU time per item (round trip)", name,
-                   per_item(batch_cpu[name], items), "µs", "lower")
+        report.add("CPU time per item (round trip)", name, per_item(batch_cpu[name], items), "µs", "lower")
     for name, _, _ in contenders:
-        report.add("latency of a lone item", name, per_item(single[name], lone),
-                   "µs", "lower")
-    report.note(f"round trip: submit {items} items, then wait for all; "
-                f"latency: submit one and wait for it, {lone} times")
-    report.note("CPU time: all threads of this process (and the pool's "
-                "processes for multiprocessing), whatever else the machine runs")
+        report.add("latency of a lone item", name, per_item(single[name], lone), "µs", "lower")
+    report.note(
+        f"round trip: submit {items} items, then wait for all; latency: submit one and wait for it, {lone} times"
+    )
+    report.note(
+        "CPU time: all threads of this process (and the pool's "
+        "processes for multiprocessing), whatever else the machine runs"
+    )
     return report.finish(args, _common.environment(args, px))
 
 

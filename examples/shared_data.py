@@ -28,8 +28,7 @@ from _selftest import connect, recv_lines, run_clients, run_selftest, use_a_mode
 
 def build_table(entries):
     return {
-        f"user{i:06d}": (i, f"name-{i}", (i * 37) % 1000 / 10.0, frozenset({i % 7, i % 11}))
-        for i in range(entries)
+        f"user{i:06d}": (i, f"name-{i}", (i * 37) % 1000 / 10.0, frozenset({i % 7, i % 11})) for i in range(entries)
     }
 
 

@@ -22,15 +22,26 @@
  * written with one send) or later from any thread.
  *
  * The server writes Date (cached per second), Content-Length and Connection
- * on every response; HEAD gets the head a GET would get. A request that
- * cannot be parsed or framed is answered with its status (400, 413, 414,
- * 417, 431, 501, 505), a short body and "Connection: close"; the server then
- * discards further input for a short while (so that the client reads the
- * answer rather than a reset) and closes. Timeouts: header_timeout (from the
- * first byte of a head to its end; a client trickling its head gets 408),
- * body_timeout (between two reads of a body; 408), keepalive_timeout (idle
- * between requests; closed silently). A new connection that sends nothing
- * is closed silently after header_timeout.
+ * on every response; HEAD gets the head a GET would get. "OPTIONS *" (about
+ * the server, not a resource: RFC 9110 §9.3.7) never reaches the callback:
+ * the server answers it 200 with an Allow field listing the methods it
+ * implements and no content; the asterisk with another method is a 400. A
+ * request that cannot be parsed or framed is answered with its status (400,
+ * 413, 414, 417, 431, 501, 505), a short body and "Connection: close"; the
+ * server then discards further input for a short while (so that the client
+ * reads the answer rather than a reset) and closes. Timeouts: header_timeout
+ * (from the first byte of a head to its end; a client trickling its head gets
+ * 408), body_timeout (between two reads of a body; 408), min_body_rate (a
+ * body slower than that on average once its first body_timeout passed; 408),
+ * keepalive_timeout (idle between requests; closed silently). A new
+ * connection that sends nothing is closed silently after header_timeout.
+ *
+ * A body that does not arrive with its head is buffered: in a buffer of its
+ * declared Content-Length (a chunked body's grows as it arrives), counted
+ * against max_body_memory, a bound on the bodies every server of the process
+ * buffers together. A body that would pass it is answered 503 with
+ * "Retry-After" and "Connection: close" (before the client sends it, when it
+ * expects 100-continue).
  *
  * Every function returns 0 or a negative code: a PX_E* or negated errno
  * (px.h), or a PX_HTTP_E* code (px_http.h).
@@ -62,8 +73,7 @@ typedef struct px_http_exchange_s px_http_exchange_t;
 typedef struct {
     px_http_request_t head; /* method, target, version, header fields */
     const char *path;       /* the target's path, raw (not decoded); "/"
-                               for an absolute-form target without one,
-                               "*" for OPTIONS * */
+                               for an absolute-form target without one */
     size_t path_len;
     const char *query; /* after the '?', raw; "" when there is none */
     size_t query_len;
@@ -84,17 +94,38 @@ typedef void (*px_http_request_cb)(px_http_exchange_t *exchange,
 
 /* No timeout, for the *_timeout_ns fields. */
 #define PX_HTTP_NO_TIMEOUT UINT64_MAX
+/* No minimum, for min_body_rate. */
+#define PX_HTTP_NO_MIN_RATE UINT64_MAX
+/* No bound, for max_body_memory. */
+#define PX_HTTP_NO_MEMORY_BOUND UINT64_MAX
 
 typedef struct {
     px_http_options_t limits;      /* the parser's limits (px_http.h);
                                       max_headers is capped at
                                       PX_HTTP_SERVER_MAX_HEADERS */
     uint64_t header_timeout_ns;    /* 0: 10 s */
-    uint64_t body_timeout_ns;      /* 0: 30 s */
+    uint64_t body_timeout_ns;      /* between two reads of a body; 0: 30 s.
+                                      PX_HTTP_NO_TIMEOUT also turns
+                                      min_body_rate off */
     uint64_t keepalive_timeout_ns; /* 0: 5 s */
+    /* Bytes per second a body must average: it may take body_timeout +
+     * received / min_body_rate from its start (like Apache's mod_reqtimeout
+     * MinRate), so a client sending a byte now and then cannot hold its
+     * buffer for long. 0: 1024. */
+    uint64_t min_body_rate;
+    /* Bytes the bodies being received may hold, summed over every server
+     * of the process (each checks its own bound against the one count).
+     * 0: px_http_default_body_memory(). */
+    uint64_t max_body_memory;
     px_http_request_cb on_request; /* required */
     void *data;                    /* px_http_server_data() */
 } px_http_server_options_t;
+
+/* max_body_memory's default: a quarter of the machine's memory, at most
+ * 1 GiB. */
+uint64_t px_http_default_body_memory(void);
+/* Bytes held now by the bodies being received, every server's. */
+uint64_t px_http_body_memory_in_use(void);
 
 #define PX_HTTP_SERVER_MAX_HEADERS 256
 

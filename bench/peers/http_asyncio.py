@@ -107,16 +107,26 @@ class Http(asyncio.Protocol):
             self.transport.write(b"".join(replies))
 
     def response(self, status, content_type, body):
-        return b"".join((b"HTTP/1.1 ", status, b"\r\n", self.date.get(),
-                         b"Content-Type: ", content_type, b"\r\nContent-Length: ",
-                         str(len(body)).encode(), b"\r\n\r\n", body))
+        return b"".join(
+            (
+                b"HTTP/1.1 ",
+                status,
+                b"\r\n",
+                self.date.get(),
+                b"Content-Type: ",
+                content_type,
+                b"\r\nContent-Length: ",
+                str(len(body)).encode(),
+                b"\r\n\r\n",
+                body,
+            )
+        )
 
 
 async def serve(port, reuse_port, ready, stopped_by_signal):
     loop = asyncio.get_running_loop()
     date = DateField()
-    server = await loop.create_server(lambda: Http(date), "127.0.0.1", port,
-                                      backlog=4096, reuse_port=reuse_port)
+    server = await loop.create_server(lambda: Http(date), "127.0.0.1", port, backlog=4096, reuse_port=reuse_port)
     stopped = loop.create_future()
     if stopped_by_signal:
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -136,10 +146,10 @@ def main():
         parser.error("--loops must be at least 1")
     if args.uvloop:
         import uvloop
+
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     if args.loops == 1:
-        asyncio.run(serve(args.port, False,
-                          lambda loop, stopped: print("LISTENING", args.port, flush=True), True))
+        asyncio.run(serve(args.port, False, lambda loop, stopped: print("LISTENING", args.port, flush=True), True))
         return
     # The main thread waits for a signal and stops each thread's loop; the
     # threads inherit the blocked mask, so the signal reaches sigwait only.
@@ -151,8 +161,9 @@ def main():
         loops.append((loop, stopped))
         started.wait()
 
-    threads = [threading.Thread(target=asyncio.run, args=(serve(args.port, True, ready, False),))
-               for _ in range(args.loops)]
+    threads = [
+        threading.Thread(target=asyncio.run, args=(serve(args.port, True, ready, False),)) for _ in range(args.loops)
+    ]
     for thread in threads:
         thread.start()
     started.wait()

@@ -93,7 +93,7 @@ class TableView:
         i = bisect.bisect_left(self.keys, key)
         if i == len(self.keys) or self.keys[i] != key:
             raise KeyError(key)
-        return str(self.values[self.offsets[i]:self.offsets[i + 1]], "utf-8")
+        return str(self.values[self.offsets[i] : self.offsets[i + 1]], "utf-8")
 
 
 def shared_in(table, query_string):

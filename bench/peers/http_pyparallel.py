@@ -18,6 +18,7 @@ imports this module, so it builds a table of its own.
 import os
 
 import http_logic
+
 import pyparallel as px
 from pyparallel.http.server import FileServer, Response
 
@@ -46,8 +47,11 @@ class Bench(FileServer):
 
     def stats(self, request):
         stats = px.stats()
-        return {"mode": stats["mode"], "io": stats["io"],
-                "worker_memory": [worker.get("memory") for worker in stats["worker"]]}
+        return {
+            "mode": stats["mode"],
+            "io": stats["io"],
+            "worker_memory": [worker.get("memory") for worker in stats["worker"]],
+        }
 
 
 class BenchSharedBuffer(Bench):

@@ -52,8 +52,7 @@ def static_file(environ, start_response, path):
     except OSError:
         return None
     size = os.fstat(f.fileno()).st_size
-    start_response("200 OK", [("Content-Type", "application/octet-stream"),
-                              ("Content-Length", str(size))])
+    start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))])
     wrapper = environ.get("wsgi.file_wrapper")
     if wrapper is not None:
         return wrapper(f, 1 << 16)

@@ -49,7 +49,7 @@ from ._core import (
     xlist,
 )
 from ._protected import dict, list
-from ._version import __version__
+from ._version import __version__ as __version__
 from ._work import map
 
 __all__ = [

@@ -15,14 +15,15 @@ import builtins
 import os
 from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import Future
-from types import TracebackType
 from typing import (
     Any,
     ClassVar,
     Generic,
     Literal,
+    NotRequired,
     ParamSpec,
     Protocol,
+    Self,
     TypeAlias,
     TypedDict,
     TypeVar,
@@ -31,6 +32,11 @@ from typing import (
     overload,
     type_check_only,
 )
+
+from typing_extensions import disjoint_base
+
+from ._core import LockGuard as _LockGuard
+from ._core import RWLock as _RWLock
 
 __version__: str
 
@@ -88,6 +94,8 @@ _StrOrBytesPath: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 # ---- servers and clients -------------------------------------------------
 
+# Not @final although it cannot be subclassed: _Listener refines it below.
+@disjoint_base
 class Transport:
     """A connection, or a listener (from ``server``).
 
@@ -160,11 +168,14 @@ def register(transport: Transport, protocol: type[object]) -> None:
     Every member of the class is optional; ``_ProtocolClass`` lists them.
     """
 
-def run(*, mode: Literal["threads", "interpreters", "gil"] | None = None) -> None:
+def run(
+    *, mode: Literal["threads", "interpreters", "gil"] | None = None, graceful_timeout: float | None = None
+) -> None:
     """Run until stop(), SIGINT/SIGTERM, or nothing is registered or pending.
 
     Main thread only. mode (default: PYPARALLEL_MODE, else the build's own)
-    applies when run() starts the loop.
+    applies when run() starts the loop. A shutdown that takes longer than
+    graceful_timeout seconds (None: no limit) ends the process.
     """
 
 def run_once(timeout: float | None = None) -> int:
@@ -272,14 +283,10 @@ def map(
 ) -> builtins.list[_R]:
     """Apply func to every item on all workers; results in input order."""
 
-def call_from_main_thread(
-    func: Callable[_P, object], /, *args: _P.args, **kwargs: _P.kwargs
-) -> None:
+def call_from_main_thread(func: Callable[_P, object], /, *args: _P.args, **kwargs: _P.kwargs) -> None:
     """Run func on the main thread from run()/run_once(); don't wait."""
 
-def call_from_main_thread_and_wait(
-    func: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs
-) -> _R:
+def call_from_main_thread_and_wait(func: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
     """Run func on the main thread and return its result (or raise)."""
 
 @final
@@ -310,26 +317,6 @@ def unprotect(obj: _R, /) -> _R:
 def protected(obj: object, /) -> bool:
     """Whether obj has a lock (protect, px.dict, px.list)."""
 
-@final
-@type_check_only
-class _LockGuard(Generic[_R]):
-    """What read_lock/write_lock return (pyparallel._core.LockGuard)."""
-
-    @property
-    def exclusive(self) -> bool:
-        """True for a write lock, False for a read lock."""
-
-    def __enter__(self) -> _R:
-        """Take the lock for the calling thread; return the locked object."""
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-        /,
-    ) -> Literal[False]: ...
-
 def read_lock(obj: _R, /) -> _LockGuard[_R]:
     """``with read_lock(obj):`` shares obj's lock with other readers."""
 
@@ -341,9 +328,14 @@ class dict(builtins.dict[_KT, _VT]):
     """A dict protected from creation: mutations take its write lock,
     whole-container reads its read lock."""
 
+    # The lock that read_lock/write_lock take; its own, made with the dict.
+    __px_rwlock__: _RWLock
+
 class list(builtins.list[_T]):
     """A list protected from creation: mutations take its write lock,
     whole-container reads its read lock."""
+
+    __px_rwlock__: _RWLock
 
 @final
 class xlist(Generic[_T]):
@@ -369,7 +361,7 @@ class SharedBuffer:
     buffer protocol (``memoryview(buf)``); freed with its last holder. Pass
     it to workers and through channels (it cannot be pickled)."""
 
-    def __init__(self, size: int) -> None:
+    def __new__(cls, size: int) -> Self:
         """size zero-filled, writable bytes."""
 
     @classmethod
@@ -386,7 +378,7 @@ class Channel(Generic[_T]):
     """A FIFO of shareable values between the main thread and the workers,
     in every mode; items are copied (or shared: SharedBuffer, Channel)."""
 
-    def __init__(self, maxsize: int = 0, *, name: str | None = None) -> None:
+    def __new__(cls, maxsize: int = 0, *, name: str | None = None) -> Self:
         """maxsize: the most items it holds (0: no limit); name: for stats()."""
 
     @property
@@ -420,13 +412,13 @@ def is_parallel_thread() -> bool:
     """True on the engine's worker threads."""
 
 @type_check_only
-class _WorkerStats(TypedDict, total=False):
+class _WorkerStats(TypedDict):
     callbacks: int
     queue_depth: int
     handoffs: int
-    # Mode "interpreters": how much the resident set grew while the worker's
-    # interpreter was created and set up (bytes).
-    memory: int
+    # Mode "interpreters" only: how much the resident set grew while the
+    # worker's interpreter was created and set up (bytes).
+    memory: NotRequired[int]
 
 @type_check_only
 class _ChannelStats(TypedDict):

@@ -17,6 +17,8 @@ made here, and a setting the engine would refuse (an unknown mode, io_uring
 forced where the kernel refuses it) is reported as the error it would raise.
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import platform
@@ -26,8 +28,13 @@ import sysconfig
 from . import _core
 from ._version import __version__
 
+# typing is imported for the type checker only (see _interp.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
-def _interpreter():
+
+def _interpreter() -> str:
     """The interpreter as one phrase: "CPython 3.13.5, free-threaded build
     (GIL disabled)"."""
     name = f"{platform.python_implementation()} {platform.python_version()}"
@@ -39,7 +46,7 @@ def _interpreter():
     return f"{name}, free-threaded build (GIL {gil})"
 
 
-def _engine_choices():
+def _engine_choices() -> tuple[str, str]:
     """(mode, io) as the engine reports them, each with where it came from,
     or raises what starting the engine raises."""
     # One worker is enough to learn the choices: a machine with many cores
@@ -60,7 +67,7 @@ def _engine_choices():
     return mode, io
 
 
-def version_report():
+def version_report() -> tuple[list[str], str | None]:
     """(lines, error): the lines --version prints, and the engine's refusal
     of this environment's settings as a message (None when it starts)."""
     lines = [f"pyparallel {__version__}", f"python: {_interpreter()}"]
@@ -75,7 +82,13 @@ class VersionAction(argparse.Action):
     """--version for any of pyparallel's command lines: prints
     version_report() and exits (1 when the engine refuses the settings)."""
 
-    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+    def __init__(
+        self,
+        option_strings: Sequence[str],
+        dest: str = argparse.SUPPRESS,
+        default: object = argparse.SUPPRESS,
+        help: str | None = None,
+    ) -> None:
         if help is None:
             help = (
                 "print pyparallel's version, the interpreter, and the mode and I/O backend that PYPARALLEL_MODE and "
@@ -83,7 +96,13 @@ class VersionAction(argparse.Action):
             )
         super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
 
-    def __call__(self, parser, namespace, values, option_string=None):
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
         lines, error = version_report()
         print("\n".join(lines), flush=True)
         if error is not None:
@@ -91,7 +110,7 @@ class VersionAction(argparse.Action):
         parser.exit(0)
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pyparallel",
         description="pyparallel: Python protocol callbacks and work items in parallel on every core of one process. "
@@ -101,7 +120,7 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     parser.parse_args(argv)
     # --version exits from the parser; without it, nothing was asked.

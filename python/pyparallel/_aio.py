@@ -14,9 +14,18 @@ callbacks are ready. So the selector never blocks: the engine does the
 waiting.
 """
 
+from __future__ import annotations
+
 import asyncio
 import selectors
 import time
+
+# typing is imported for the type checker only (see _interp.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import collections
+    import contextvars
+    from collections.abc import Awaitable, Callable
 
 __all__ = ["WorkerEventLoop"]
 
@@ -36,7 +45,7 @@ class _PollingSelector(selectors.EpollSelector):
 
     blocking = False
 
-    def select(self, timeout=None):
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if not self.blocking:
             timeout = 0
         elif timeout is None or timeout > CLOSE_POLL:
@@ -47,7 +56,20 @@ class _PollingSelector(selectors.EpollSelector):
 class WorkerEventLoop(asyncio.SelectorEventLoop):
     """The asyncio loop of one worker, run by the engine (see the module)."""
 
-    def __init__(self):
+    if TYPE_CHECKING:
+        # BaseEventLoop's and BaseSelectorEventLoop's internals that this
+        # loop drives (typeshed leaves them out).
+        _thread_id: int | None
+        _selector: _PollingSelector
+        _ready: collections.deque[asyncio.Handle]
+        _scheduled: list[asyncio.TimerHandle]
+
+        def _write_to_self(self) -> None: ...
+        def _run_once(self) -> None: ...
+        def _run_forever_setup(self) -> None: ...
+        def _run_forever_cleanup(self) -> None: ...
+
+    def __init__(self) -> None:
         super().__init__(_PollingSelector())
 
     # A callback or timer added while the loop is not running on some thread
@@ -56,22 +78,30 @@ class WorkerEventLoop(asyncio.SelectorEventLoop):
     # loops need, but this loop is idle between iterations. The self-pipe
     # makes the selector's fd readable, which the engine watches.
 
-    def call_soon(self, callback, *args, context=None):
+    def call_soon[*Ts](
+        self, callback: Callable[[*Ts], object], *args: *Ts, context: contextvars.Context | None = None
+    ) -> asyncio.Handle:
         handle = super().call_soon(callback, *args, context=context)
         if self._thread_id is None:
             self._write_to_self()
         return handle
 
-    def call_at(self, when, callback, *args, context=None):
+    def call_at[*Ts](
+        self,
+        when: float,
+        callback: Callable[[*Ts], object],
+        *args: *Ts,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
         handle = super().call_at(when, callback, *args, context=context)
         if self._thread_id is None:
             self._write_to_self()
         return handle
 
-    def _px_fileno(self):
+    def _px_fileno(self) -> int:
         return self._selector.fileno()
 
-    def _px_step(self):
+    def _px_step(self) -> float | None:
         """Runs one iteration on the calling thread, as the running loop.
 
         Returns 0.0 when callbacks are ready (run again soon), the seconds
@@ -85,14 +115,14 @@ class WorkerEventLoop(asyncio.SelectorEventLoop):
         if self._ready:
             return 0.0
         if self._scheduled:
-            return max(0.0, self._scheduled[0]._when - self.time())
+            return max(0.0, self._scheduled[0].when() - self.time())
         return None
 
-    def _px_run_until(self, done, deadline):
+    def _px_run_until(self, done: Callable[[], bool], deadline: float) -> None:
         while not done() and time.monotonic() < deadline:
             self._px_step()
 
-    def _px_close(self):
+    def _px_close(self) -> None:
         """Cancels the tasks, lets them finish, shuts the async generators
         and the default executor down, and closes the loop; within
         CLOSE_BUDGET seconds. Called as the engine stops."""
@@ -116,7 +146,11 @@ class WorkerEventLoop(asyncio.SelectorEventLoop):
         self.close()
 
 
-def spawn(loop, awaitable, on_done):
+def spawn(
+    loop: asyncio.AbstractEventLoop,
+    awaitable: Awaitable[object],
+    on_done: Callable[[asyncio.Future[object]], object],
+) -> asyncio.Future[object]:
     """Runs awaitable as a task of loop; on_done(task) when it ends."""
     task = asyncio.ensure_future(awaitable, loop=loop)
     task.add_done_callback(on_done)

@@ -16,6 +16,8 @@ interpreter's logging (log_record), so that what the application
 configured there (handlers, levels, pytest's caplog) sees workers' records.
 """
 
+from __future__ import annotations
+
 import importlib
 import io
 import logging
@@ -26,21 +28,28 @@ import traceback
 
 from . import _core
 
+# typing is imported for the type checker only: every worker interpreter
+# imports this package, and typing would add milliseconds to each.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import types
+    from collections.abc import Callable
+
 MAIN_ALIAS = "__mp_main__"
 
 # In a worker interpreter: how to import the main script, as
 # ("path", file) or ("module", name), or None when there is none (an
 # interactive session, python -c, a package's __main__).
-_main_source = None
+_main_source: tuple[str, str] | None = None
 _in_worker = False
 # The main script's module once imported here; the lock makes threads of
 # this interpreter that need it at the same time import it once (runpy
 # puts a half-run module in sys.modules meanwhile, so that cannot tell).
-_main = None
+_main: types.ModuleType | None = None
 _main_lock = threading.Lock()
 
 
-def _advice(exc):
+def _advice(exc: BaseException) -> str:
     """The hint added to an import that failed because an extension cannot
     load in a subinterpreter."""
     if isinstance(exc, ImportError) and "subinterpreter" in str(exc):
@@ -51,7 +60,7 @@ def _advice(exc):
     return ""
 
 
-def _import(name):
+def _import(name: str) -> types.ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError as exc:
@@ -61,7 +70,7 @@ def _import(name):
         raise ImportError(f"cannot import {name!r} in a worker interpreter: {exc}{advice}", name=name) from exc
 
 
-def setup_worker(main_path, main_name):
+def setup_worker(main_path: str | None, main_name: str | None) -> None:
     """Called once in each new worker interpreter."""
     global _main_source, _in_worker
     _in_worker = True
@@ -76,12 +85,27 @@ def setup_worker(main_path, main_name):
 
 
 # The LogRecord attributes that cross (the message is formatted first).
-_RECORD_FIELDS = ("name", "levelno", "levelname", "pathname", "filename", "module", "lineno", "funcName",
-                  "created", "msecs", "thread", "threadName", "process", "processName", "stack_info")
+_RECORD_FIELDS = (
+    "name",
+    "levelno",
+    "levelname",
+    "pathname",
+    "filename",
+    "module",
+    "lineno",
+    "funcName",
+    "created",
+    "msecs",
+    "thread",
+    "threadName",
+    "process",
+    "processName",
+    "stack_info",
+)
 
 
 class _ToMainInterpreter(logging.Handler):
-    def emit(self, record):
+    def emit(self, record: logging.LogRecord) -> None:
         try:
             fields = tuple(getattr(record, name, None) for name in _RECORD_FIELDS)
             exc = record.exc_info[1] if record.exc_info else None
@@ -90,7 +114,7 @@ class _ToMainInterpreter(logging.Handler):
             self.handleError(record)
 
 
-def log_record(fields, message, exc):
+def log_record(fields: tuple[object, ...], message: str, exc: BaseException | None) -> None:
     """In the main interpreter: log a worker interpreter's record."""
     record = logging.makeLogRecord(dict(zip(_RECORD_FIELDS, fields), msg=message, args=None))
     if exc is not None:
@@ -100,7 +124,7 @@ def log_record(fields, message, exc):
         logger.handle(record)
 
 
-def main_source():
+def main_source() -> tuple[str | None, str | None]:
     """(path, module name) of the main script, as setup_worker takes them;
     called in the main interpreter."""
     main = sys.modules.get("__main__")
@@ -112,16 +136,16 @@ def main_source():
     return path, name
 
 
-def _main_module():
+def _main_module() -> types.ModuleType:
     if _main is not None:
         return _main
     with _main_lock:
         if _main is None:
             _import_main()
-    return _main
+    return _main  # type: ignore[return-value]  # (set by _import_main, which mypy does not follow)
 
 
-def _import_main():
+def _import_main() -> None:
     global _main
     if _main_source is None:
         raise ImportError(
@@ -145,9 +169,11 @@ def _import_main():
         advice = _advice(exc) or (
             ": in mode 'interpreters' each worker imports the main script to find its functions and classes (as "
             "multiprocessing's spawn does), so the code that starts the program must be under "
-            "`if __name__ == \"__main__\":`"
+            '`if __name__ == "__main__":`'
         )
-        raise ImportError(f"importing the main script {value!r} in a worker interpreter failed: {exc!r}{advice}") from exc
+        raise ImportError(
+            f"importing the main script {value!r} in a worker interpreter failed: {exc!r}{advice}"
+        ) from exc
     finally:
         _core._importing_main(False)
     module.__dict__.update(content)
@@ -158,7 +184,7 @@ def _import_main():
     _main = module
 
 
-def _module(name):
+def _module(name: str) -> types.ModuleType:
     if _in_worker:
         if name == "__main__" or name == MAIN_ALIAS:
             return _main_module()
@@ -172,7 +198,7 @@ def _module(name):
     return module
 
 
-def resolve(module, qualname):
+def resolve(module: str, qualname: str) -> object:
     """module.qualname, found in this interpreter."""
     obj = _module(module)
     for part in qualname.split("."):
@@ -195,19 +221,23 @@ _CLASS_DUNDERS = frozenset({"__module__", "__qualname__", "__doc__", "__dict__",
 class _ClassRecipe:
     """Pickles as the call that makes the class again (see class_recipe)."""
 
-    def __init__(self, base, name, qualname, module, doc, attrs):
+    def __init__(
+        self, base: type, name: str, qualname: str, module: str, doc: str | None, attrs: dict[str, object]
+    ) -> None:
         self.args = (base, name, qualname, module, doc, attrs)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[..., type], tuple[object, ...]]:
         return (_rebuild_class, self.args)
 
 
-def _rebuild_class(base, name, qualname, module, doc, attrs):
+def _rebuild_class(
+    base: type, name: str, qualname: str, module: str, doc: str | None, attrs: dict[str, object]
+) -> type:
     namespace = dict(attrs, __module__=module, __qualname__=qualname, __doc__=doc)
     return type(base)(name, (base,), namespace)
 
 
-def class_recipe(cls):
+def class_recipe(cls: type) -> bytes | None:
     """A pickle that makes cls again in another interpreter, or None. It
     exists for a class made at run time as a subclass of one class that can
     be found by name, adding attributes that can be pickled (the HTTP CLI's
@@ -226,7 +256,7 @@ def class_recipe(cls):
 
 
 class _Unpickler(pickle.Unpickler):
-    def find_class(self, module, name):
+    def find_class(self, module: str, name: str) -> object:
         if module in ("__main__", MAIN_ALIAS):
             return resolve(module, name)
         if module not in sys.modules:
@@ -234,11 +264,11 @@ class _Unpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def dumps(obj):
+def dumps(obj: object) -> bytes:
     return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def loads(data):
+def loads(data: bytes) -> object:
     return _Unpickler(io.BytesIO(data)).load()
 
 
@@ -247,15 +277,15 @@ class RemoteTraceback(Exception):
     the __cause__ of the exception that crossed, so that it is printed with
     it."""
 
-    def __init__(self, text):
+    def __init__(self, text: str) -> None:
         super().__init__(text)
         self.text = text
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f'\n"""\n{self.text}"""'
 
 
-def encode_exception(exc):
+def encode_exception(exc: BaseException) -> tuple[bytes | None, str]:
     """(pickle or None, traceback text) for an exception that crosses."""
     text = "".join(traceback.format_exception(exc))
     try:
@@ -266,7 +296,7 @@ def encode_exception(exc):
     return payload, text
 
 
-def decode_exception(payload, text, fallback):
+def decode_exception(payload: bytes | None, text: str, fallback: Callable[[str], BaseException]) -> BaseException:
     exc = None
     if payload is not None:
         try:

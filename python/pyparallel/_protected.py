@@ -32,10 +32,19 @@ Copies (``copy()``, pickling, ``copy.copy``) produce new containers of the
 same class with their own lock.
 """
 
+from __future__ import annotations
+
 import builtins
 import functools
 
 from ._core import RWLock
+
+# typing is imported for the type checker only: every worker interpreter
+# imports this package, and typing would add milliseconds to each.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, ClassVar, Self
 
 __all__ = ["dict", "list"]
 
@@ -43,23 +52,23 @@ _dict = builtins.dict
 _list = builtins.list
 
 
-def _locked(method, exclusive):
+def _locked[R](method: Callable[..., R], exclusive: bool) -> Callable[..., R]:
     """Wrap a base-class method so that it runs under the container's lock."""
     take = RWLock.write if exclusive else RWLock.read
 
     @functools.wraps(method)
-    def locked(self, *args, **kwargs):
+    def locked(self: _Protected, *args: Any, **kwargs: Any) -> R:
         with take(self.__px_rwlock__):
             return method(self, *args, **kwargs)
 
     return locked
 
 
-def _writes(method):
+def _writes[R](method: Callable[..., R]) -> Callable[..., R]:
     return _locked(method, True)
 
 
-def _reads(method):
+def _reads[R](method: Callable[..., R]) -> Callable[..., R]:
     return _locked(method, False)
 
 
@@ -67,26 +76,27 @@ class _Protected:
     """What px.dict and px.list share: the lock slot, copies, pickling."""
 
     __slots__ = ()
-    _plain = None    # the built-in base: dict or list
+    _plain: ClassVar[type[Any]] = None  # type: ignore[assignment]  # the built-in base: dict or list
+    __px_rwlock__: RWLock
 
-    def __new__(cls, *args, **kwargs):
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         self = super().__new__(cls, *args, **kwargs)
-        self.__px_rwlock__ = RWLock()
+        self.__px_rwlock__ = RWLock()  # type: ignore[misc]  # (the slot is the subclass's)
         return self
 
     # __init__ is the base's own: the object is not shared before it returns.
 
-    def copy(self):
+    def copy(self) -> Self:
         """A shallow copy, as a new container of this class with its own lock."""
         with self.__px_rwlock__.read():
             return type(self)(self)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Self], tuple[object]]:
         with self.__px_rwlock__.read():
             return (type(self), (self._plain(self),))
 
 
-class dict(_Protected, _dict):
+class dict(_Protected, _dict):  # type: ignore[type-arg]  # (__init__.pyi gives px.dict its parameters)
     """A dict protected from creation: see the module docstring."""
 
     __slots__ = ("__px_rwlock__", "__weakref__")
@@ -106,7 +116,7 @@ class dict(_Protected, _dict):
     __hash__ = None
     __repr__ = _reads(_dict.__repr__)
 
-    def __or__(self, other):
+    def __or__(self, other: object) -> Any:
         if not isinstance(other, _dict):
             return NotImplemented
         new = self.copy()
@@ -114,7 +124,7 @@ class dict(_Protected, _dict):
         return new
 
 
-class list(_Protected, _list):
+class list(_Protected, _list):  # type: ignore[type-arg]  # (as dict)
     """A list protected from creation: see the module docstring."""
 
     __slots__ = ("__px_rwlock__", "__weakref__")
@@ -145,11 +155,11 @@ class list(_Protected, _list):
     __hash__ = None
     __repr__ = _reads(_list.__repr__)
 
-    def __add__(self, other):
+    def __add__(self, other: Any) -> Any:
         with self.__px_rwlock__.read():
             return type(self)(_list.__add__(self, other))
 
-    def __mul__(self, n):
+    def __mul__(self, n: Any) -> Any:
         with self.__px_rwlock__.read():
             return type(self)(_list.__mul__(self, n))
 

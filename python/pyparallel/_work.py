@@ -10,10 +10,18 @@ earliest failing item (in input order) is raised, as builtins.map and
 Executor.map would.
 """
 
+from __future__ import annotations
+
 import builtins
 import operator
 
 from . import _core
+
+# typing is imported for the type checker only: every worker interpreter
+# imports this package, and typing would add milliseconds to each.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
 
 # Chunks per worker when the caller gives no chunksize.
 CHUNKS_PER_WORKER = 4
@@ -22,11 +30,11 @@ CHUNKS_PER_WORKER = 4
 # Chunks and their results travel as tuples: in mode "interpreters" a tuple
 # crosses to a worker's interpreter by direct copy (and may carry
 # SharedBuffers and Channels), where a list would be pickled.
-def _run_chunk(func, chunk):
+def _run_chunk[T, R](func: Callable[[T], R], chunk: tuple[T, ...]) -> tuple[R, ...]:
     return tuple([func(item) for item in chunk])
 
 
-def _chunksize(chunksize, count):
+def _chunksize(chunksize: int | None, count: int) -> int:
     if chunksize is None:
         chunks = _core._worker_count() * CHUNKS_PER_WORKER
         return builtins.max(1, -(-count // chunks))
@@ -41,7 +49,7 @@ def _chunksize(chunksize, count):
     return size
 
 
-def map(func, iterable, *, chunksize=None):
+def map[T, R](func: Callable[[T], R], iterable: Iterable[T], *, chunksize: int | None = None) -> list[R]:
     """Apply func to every item on the workers; return the results in input
     order. The first exception (in input order) is raised once every chunk
     has finished."""
@@ -55,10 +63,9 @@ def map(func, iterable, *, chunksize=None):
     # mortal objects whose reference counts they would fight over.
     _core.immortalize_code(func)
     futures = [
-        _core.submit_work(_run_chunk, func, tuple(items[start : start + size]))
-        for start in range(0, len(items), size)
+        _core.submit_work(_run_chunk, func, tuple(items[start : start + size])) for start in range(0, len(items), size)
     ]
-    results = []
+    results: list[R] = []
     error = None
     for future in futures:
         try:

@@ -36,6 +36,8 @@
 #define INPUT_LOW_WATER (256u << 10)
 /* Callbacks one connection runs before others get their turn. */
 #define CONN_BUDGET 8
+/* Capacity of a handed-over input buffer kept for the next bytes. */
+#define SPARE_KEEP_BYTES (64u << 10)
 
 px_conn_t *px__conn_new(px_loop_t *loop, px__worker_t *w, int fd,
                         const px_conn_callbacks_t *cbs, void *data)
@@ -668,7 +670,11 @@ bool px__conn_dispatch(px__worker_t *w, px_conn_t *c)
 
         pthread_mutex_lock(&c->lock);
         if (ev == EV_DATA) {
+            /* Kept for the next bytes, unless a burst grew it large: the
+             * connection would hold that memory for its whole life (an
+             * HTTP connection receiving a 1 MiB body held it twice). */
             data.len = 0;
+            px__bytebuf_trim(&data, SPARE_KEEP_BYTES);
             if (c->in_spare.data == NULL)
                 c->in_spare = data;
             else

@@ -157,13 +157,18 @@ static int put_head(px_http_conn_t *hc, int status, int minor_version,
 
 void px__http_put_error(px_http_conn_t *hc, int status)
 {
-    static const px_http_header_t text_plain = {
-        "Content-Type", 12, "text/plain; charset=utf-8", 25};
+    /* A 503 says the server is short of memory for bodies: that passes as
+     * the bodies being received complete, so the client may try again
+     * soon (RFC 9110 §10.2.3). */
+    static const px_http_header_t fields[] = {
+        {"Content-Type", 12, "text/plain; charset=utf-8", 25},
+        {"Retry-After", 11, "1", 1},
+    };
     const char *reason = px_http_reason_phrase(status);
     size_t reason_len = strlen(reason);
     size_t mark = hc->out.len;
-    if (put_head(hc, status, 1, false, &text_plain, 1, PX_HTTP_BODY_LENGTH,
-                 reason_len + 1) < 0 ||
+    if (put_head(hc, status, 1, false, fields, status == 503 ? 2 : 1,
+                 PX_HTTP_BODY_LENGTH, reason_len + 1) < 0 ||
         px__bytebuf_append(&hc->out, reason, reason_len) < 0 ||
         px__bytebuf_append(&hc->out, "\n", 1) < 0)
         hc->out.len = mark; /* out of memory: the close still happens */

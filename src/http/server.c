@@ -153,6 +153,7 @@ int px_http_server_new(px_loop_t *loop, const px_http_server_options_t *opts,
         timeout_or(opts->body_timeout_ns, DEFAULT_BODY_TIMEOUT_NS);
     s->keepalive_timeout_ns =
         timeout_or(opts->keepalive_timeout_ns, DEFAULT_KEEPALIVE_TIMEOUT_NS);
+    px__http_body_limits(s, opts);
     s->on_request = opts->on_request;
     s->data = opts->data;
     atomic_init(&s->refs, 2); /* the caller's and the timer's */
@@ -187,6 +188,7 @@ void px__http_conn_unref(px_http_conn_t *hc)
 {
     if (atomic_fetch_sub(&hc->refs, 1) != 1)
         return;
+    px__http_body_release(hc);
     px__bytebuf_free(&hc->in);
     px__bytebuf_free(&hc->pending);
     px__bytebuf_free(&hc->out);
@@ -204,7 +206,8 @@ void px__http_conn_unref(px_http_conn_t *hc)
  *         stops reading (see expire).
  *  HEAD   from the first byte of a head: header_timeout, then 408. Not
  *         pushed back by later bytes, which is what stops slowloris.
- *  BODY   between two reads of a body: body_timeout, then 408.
+ *  BODY   between two reads of a body: body_timeout, and the body's
+ *         pace: min_body_rate (see bodies.c); then 408.
  *  LINGER after an error response: closed after LINGER_NS.
  */
 static void arm_wait(px_http_conn_t *hc)
@@ -226,7 +229,6 @@ static void arm_wait(px_http_conn_t *hc)
         break;
     case PX__HC_BODY:
         want = PX__WAIT_BODY;
-        timeout = s->body_timeout_ns;
         break;
     case PX__HC_LINGER:
         want = PX__WAIT_LINGER;
@@ -241,8 +243,14 @@ static void arm_wait(px_http_conn_t *hc)
     hc->wait = want;
     hc->unsent_seen = 0;
     uint64_t deadline = 0;
-    if (want != PX__WAIT_NONE && timeout != PX_HTTP_NO_TIMEOUT)
+    if (want == PX__WAIT_BODY) {
+        uint64_t now = px_now_ns();
+        if (hc->body_start_ns == 0)
+            hc->body_start_ns = now;
+        deadline = px__http_body_deadline(hc, now);
+    } else if (want != PX__WAIT_NONE && timeout != PX_HTTP_NO_TIMEOUT) {
         deadline = px_now_ns() + timeout;
+    }
     atomic_store_explicit(&hc->deadline_ns, deadline, memory_order_relaxed);
 }
 
@@ -408,6 +416,8 @@ static bool read_head(px_http_conn_t *hc, pass_t *p)
     hc->head_len = (size_t)rc;
     hc->raw_len = (size_t)rc;
     hc->body_len = 0;
+    hc->body_received = 0;
+    hc->body_start_ns = 0;
     memset(&hc->chunked, 0, sizeof(hc->chunked));
     hc->continue_sent = false;
     hc->state = PX__HC_BODY;
@@ -422,6 +432,37 @@ static void send_continue(px_http_conn_t *hc, bool body_started)
         px__http_put_continue(hc);
         hc->continue_sent = true;
     }
+}
+
+/* A declared body that did not come with its head waits in hc->in, in a
+ * buffer of exactly the request's size (a doubling one could reach twice
+ * that), counted in the body memory: 503 past its bound. 0, or -1 after an
+ * error was answered. */
+static int hold_declared_body(px_http_conn_t *hc, pass_t *p, size_t need)
+{
+    if (p->owned && p->pos > 0) {
+        /* The requests before this one were served: the buffer is to hold
+         * this one alone. */
+        px__bytebuf_consume(&hc->in, p->pos);
+        p->pos = 0;
+        p->head_valid = false;
+        p->base = hc->in.data;
+        p->len = hc->in.len;
+    }
+    if (!px__http_body_charge(hc, hc->in.cap > need ? hc->in.cap : need)) {
+        fail(hc, 503);
+        return -1;
+    }
+    /* A pass over the engine's bytes has hc->in empty: finish_pass copies
+     * the request into the room reserved here. */
+    size_t held = p->owned ? hc->in.len : 0;
+    if (px__bytebuf_reserve_exact(&hc->in, need - held) < 0) {
+        fail(hc, 500);
+        return -1;
+    }
+    if (p->owned)
+        p->base = hc->in.data;
+    return 0;
 }
 
 /* Reads the body: 1 when complete, 0 when more is needed, -1 after an
@@ -440,6 +481,9 @@ static int read_body(px_http_conn_t *hc, pass_t *p)
             hc->raw_len = need;
             return 1;
         }
+        hc->body_received = avail - hc->head_len;
+        if (hold_declared_body(hc, p, need) < 0)
+            return -1;
         send_continue(hc, avail > hc->head_len);
         return 0;
     }
@@ -474,6 +518,13 @@ static int read_body(px_http_conn_t *hc, pass_t *p)
         }
         hc->raw_len = avail;
     }
+    /* A chunked body's size is known at its end only: its buffer is
+     * counted as it grows. */
+    hc->body_received = avail - hc->head_len;
+    if (!px__http_body_charge(hc, hc->in.cap)) {
+        fail(hc, 503);
+        return -1;
+    }
     send_continue(hc, started);
     return 0;
 }
@@ -504,6 +555,33 @@ static void split_target(px_http_server_request_t *req)
     }
     req->query = q ? q + 1 : "";
     req->query_len = q ? (size_t)(end - q - 1) : 0;
+}
+
+/* The methods the parser implements: every other one is answered 501
+ * (parser.c's classify_method; test_http_hardening checks the two agree). */
+#define IMPLEMENTED_METHODS                                                    \
+    "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH"
+
+/* "OPTIONS *" asks about the server, not about a resource (RFC 9110
+ * §9.3.7), so the server answers it rather than the request callback,
+ * whose routes name resources: 200, Allow and no content. */
+static void answer_options_asterisk(px_http_exchange_t *ex,
+                                    const px_http_server_request_t *req)
+{
+    (void)req;
+    static const px_http_header_t allow = {"Allow", 5, IMPLEMENTED_METHODS,
+                                           sizeof(IMPLEMENTED_METHODS) - 1};
+    int rc = px_http_respond(ex, 200, &allow, 1, NULL, 0);
+    /* Only a failed allocation leaves the exchange open. */
+    if (rc != 0 && rc != PX_ECLOSED)
+        px_http_abort(ex);
+}
+
+static bool is_options_asterisk(const px_http_request_t *head)
+{
+    /* The parser accepts the asterisk form with OPTIONS alone (400). */
+    return head->method_id == PX_HTTP_METHOD_OPTIONS && head->target_len == 1 &&
+           head->target[0] == '*';
 }
 
 /* Runs the request callback for the complete request at p->pos, without
@@ -543,9 +621,13 @@ static void dispatch(px_http_conn_t *hc, pass_t *p)
     set_no_wait(hc);
     px__http_conn_ref(hc); /* the exchange's */
 
+    px_http_request_cb on_request =
+        is_options_asterisk(&p->head) ? answer_options_asterisk : s->on_request;
     pthread_mutex_unlock(&hc->lock);
-    s->on_request(ex, &req);
+    on_request(ex, &req);
     pthread_mutex_lock(&hc->lock);
+    /* The request's bytes are consumed before this pass ends. */
+    px__http_body_release(hc);
 
     p->pos += request_len;
     p->head_valid = false;
@@ -583,12 +665,16 @@ static void finish_pass(px_http_conn_t *hc, pass_t *p)
         px__bytebuf_reset(&hc->pending, KEEP_IN_BYTES);
     } else if (p->owned) {
         px__bytebuf_consume(&hc->in, p->pos);
-        if (hc->in.len == 0)
-            px__bytebuf_reset(&hc->in, KEEP_IN_BYTES);
+        /* A large request served, what follows it need not keep its
+         * buffer (a body being received needs all of its own). */
+        if (hc->state != PX__HC_BODY)
+            px__bytebuf_trim(&hc->in, KEEP_IN_BYTES);
     } else if (px__bytebuf_append(&hc->in, p->base + p->pos, p->len - p->pos) <
                0) {
         fail(hc, 500);
     }
+    if (hc->state != PX__HC_BODY)
+        px__http_body_release(hc);
     px__http_flush(hc);
     if (hc->closed)
         return;
@@ -780,6 +866,7 @@ void px_http_conn_closed(px_http_conn_t *hc)
     hc->state = PX__HC_CLOSING;
     set_no_wait(hc);
     if (!hc->driving) {
+        px__http_body_release(hc);
         px__bytebuf_free(&hc->in);
         px__bytebuf_free(&hc->pending);
         px__bytebuf_free(&hc->out);

@@ -64,6 +64,8 @@ struct px_http_server_s {
     uint64_t header_timeout_ns; /* PX_HTTP_NO_TIMEOUT: none */
     uint64_t body_timeout_ns;
     uint64_t keepalive_timeout_ns;
+    uint64_t min_body_rate;   /* PX_HTTP_NO_MIN_RATE: none */
+    uint64_t max_body_memory; /* PX_HTTP_NO_MEMORY_BOUND: none */
     px_http_request_cb on_request;
     void *data;
     atomic_int refs;       /* the owner's, the timer's, each conn's */
@@ -109,14 +111,18 @@ struct px_http_conn_s {
     size_t body_len; /* body bytes so far (chunked: decoded) */
     size_t raw_len;  /* input bytes of the request so far */
     bool continue_sent;
+    /* While the body is buffered (bodies.c): */
+    size_t body_received;   /* its input bytes so far, framing included */
+    uint64_t body_start_ns; /* 0: not buffered yet */
+    size_t body_charge;     /* bytes of the body memory count it holds */
 
     px_http_exchange_t exchange;
 };
 
 /* ---- respond.c ---------------------------------------------------------- */
 
-/* Appends an error response (status, a short body, Connection: close) to
- * hc->out; hc->lock held. */
+/* Appends an error response (status, a short body, Connection: close; a
+ * 503 also Retry-After) to hc->out; hc->lock held. */
 void px__http_put_error(px_http_conn_t *hc, int status);
 /* Appends the interim "100 Continue"; hc->lock held. */
 void px__http_put_continue(px_http_conn_t *hc);
@@ -124,6 +130,22 @@ void px__http_put_continue(px_http_conn_t *hc);
  * connection output_full when the client left too much unread. hc->lock
  * held. Returns 0 or the send's error. */
 int px__http_flush(px_http_conn_t *hc);
+
+/* ---- bodies.c ----------------------------------------------------------- */
+
+/* Resolves the options' min_body_rate and max_body_memory into s. */
+void px__http_body_limits(px_http_server_t *s,
+                          const px_http_server_options_t *opts);
+/* Counts bytes (the capacity of the buffer holding the body) for hc
+ * instead of what it held so far; false, and nothing changed, when more
+ * would pass the server's max_body_memory. hc->lock held. */
+bool px__http_body_charge(px_http_conn_t *hc, size_t bytes);
+/* Stops counting hc's buffer: its body is complete or dropped. */
+void px__http_body_release(px_http_conn_t *hc);
+/* When a body being received times out: body_timeout after its last read
+ * at the latest, earlier when slower than min_body_rate; 0 for never.
+ * hc->lock held. */
+uint64_t px__http_body_deadline(const px_http_conn_t *hc, uint64_t now);
 
 /* ---- server.c ----------------------------------------------------------- */
 

@@ -185,3 +185,18 @@ void http_expect(http_client_t *c, int status, const char *body)
         ASSERT_SPAN_EQ(r.body, r.body_len, body);
     http_response_free(&r);
 }
+
+void http_trickle_until_answer(http_client_t *c, const char *piece,
+                               int every_ms, http_response_t *r)
+{
+    uint64_t start_ns = px_now_ns();
+    while (!client_readable_within(c->fd, every_ms)) {
+        if (px_now_ns() - start_ns > 5000 * 1000000ull)
+            TEST_FAIL("no answer after 5 s of trickling");
+        http_client_send_str(c, piece);
+    }
+    /* client_readable_within consumed the response's first byte. */
+    c->buf[0] = 'H';
+    c->len = 1;
+    http_read_response(c, r, false);
+}

@@ -47,4 +47,10 @@ void http_expect_silence(http_client_t *c, int ms);
 /* Reads one response and checks its status and body. */
 void http_expect(http_client_t *c, int status, const char *body);
 
+/* Sends piece every every_ms milliseconds until the server answers, then
+ * reads the answer; fails when none came within 5 s (a client trickling
+ * a request until it times out). */
+void http_trickle_until_answer(http_client_t *c, const char *piece,
+                               int every_ms, http_response_t *r);
+
 #endif /* PX_TEST_HTTP_CLIENT_H */

@@ -1,8 +1,9 @@
 /*
  * test_bytebuf.c - the growable byte buffer shared by the engine and the
  * HTTP layer: first allocation sized to the bytes at hand, doubling growth,
- * prefix consumption, reset that gives large buffers back, and requests too
- * large to represent refused without touching the buffer.
+ * exact reservations, prefix consumption, reset and trim that give large
+ * buffers back, and requests too large to represent refused without
+ * touching the buffer.
  */
 #include "bytebuf.h"
 #include "harness.h"
@@ -90,6 +91,44 @@ TEST(test_reset_gives_large_buffers_back)
     px__bytebuf_free(&b);
 }
 
+TEST(test_reserve_exact_does_not_double)
+{
+    px__bytebuf_t b = {0};
+    ASSERT_INT_EQ(px__bytebuf_append(&b, "head", 4), 0);
+    /* A declared length of 1 MiB + 1 would double to 2 MiB. */
+    ASSERT_INT_EQ(px__bytebuf_reserve_exact(&b, (1u << 20) + 1), 0);
+    ASSERT_UINT_EQ(b.cap, 4 + (1u << 20) + 1);
+    ASSERT_SPAN_EQ(b.data, b.len, "head");
+    /* Room already there: nothing changes. */
+    char *data = b.data;
+    ASSERT_INT_EQ(px__bytebuf_reserve_exact(&b, 100), 0);
+    ASSERT_TRUE(b.data == data);
+    ASSERT_UINT_EQ(b.cap, 4 + (1u << 20) + 1);
+    ASSERT_INT_EQ(px__bytebuf_reserve_exact(&b, SIZE_MAX / 2), -ENOMEM);
+    ASSERT_TRUE(b.data == data);
+    px__bytebuf_free(&b);
+}
+
+TEST(test_trim_gives_memory_back)
+{
+    px__bytebuf_t b = {0};
+    ASSERT_INT_EQ(px__bytebuf_reserve_exact(&b, 1u << 20), 0);
+    ASSERT_INT_EQ(px__bytebuf_append(&b, "0123456789", 10), 0);
+    px__bytebuf_trim(&b, 1u << 20); /* within keep: kept */
+    ASSERT_UINT_EQ(b.cap, 1u << 20);
+    px__bytebuf_trim(&b, 8); /* more than keep held: kept */
+    ASSERT_UINT_EQ(b.cap, 1u << 20);
+    px__bytebuf_consume(&b, 6);
+    px__bytebuf_trim(&b, 16);
+    ASSERT_UINT_EQ(b.cap, 16);
+    ASSERT_SPAN_EQ(b.data, b.len, "6789");
+    px__bytebuf_consume(&b, 4);
+    px__bytebuf_trim(&b, 8); /* empty: all of it */
+    ASSERT_TRUE(b.data == NULL);
+    ASSERT_UINT_EQ(b.cap, 0);
+    px__bytebuf_free(&b);
+}
+
 TEST(test_impossible_sizes_are_refused)
 {
     px__bytebuf_t b = {0};
@@ -110,6 +149,8 @@ static const test_case_t tests[] = {
     TEST_CASE(reserve_then_fill),
     TEST_CASE(consume),
     TEST_CASE(reset_gives_large_buffers_back),
+    TEST_CASE(reserve_exact_does_not_double),
+    TEST_CASE(trim_gives_memory_back),
     TEST_CASE(impossible_sizes_are_refused),
 };
 

@@ -19,6 +19,7 @@ PYPARALLEL_WORKERS, PYPARALLEL_IO and PYPARALLEL_MODE win.
 import contextlib
 import ctypes
 import os
+import pickle
 import queue
 
 os.environ.setdefault("PYPARALLEL_WORKERS", "2")
@@ -27,6 +28,7 @@ import signal
 import socket
 import sys
 import sysconfig
+import textwrap
 import threading
 import time
 
@@ -39,6 +41,8 @@ import pyparallel as px
 DEFAULT_TEST_TIMEOUT = 60
 # How long a client waits for any single answer before the test fails.
 SOCKET_TIMEOUT = 10.0
+# How long a test waits for one of its own threads to finish.
+JOIN_TIMEOUT = 30.0
 LOCALHOST = "127.0.0.1"
 # The io_uring_setup system call's number in Linux's common system call
 # table (x86-64, arm64, riscv and the others that use it).
@@ -219,6 +223,16 @@ def run_threads(*calls, timeout=30.0):
         raise AssertionError(f"a thread was still running after {timeout} s")
 
 
+def run_on_threads(target, count, *args):
+    """Runs target(index, *args) for index 0..count-1, each on its own
+    thread, like run_threads."""
+    run_threads(*((target, index, *args) for index in range(count)), timeout=JOIN_TIMEOUT)
+
+
+class Plain:
+    """An object that supports weak references (and nothing else)."""
+
+
 @contextlib.contextmanager
 def plain_server(handle):
     """A one-connection TCP server that is not pyparallel: handle(conn) runs
@@ -350,12 +364,12 @@ def logging_to(protocol, path):
     return type(protocol.__name__, (protocol,), {"log_path": str(path)})
 
 
-# ---- protocols of test_properties -----------------------------------------
+# ---- protocols of several test files -------------------------------------
 #
 # In mode "interpreters" a worker imports a protocol class's module to find
 # it, and test_properties imports hypothesis, whose compiled extension
 # (hypothesis._native) does not load in subinterpreters: its protocols live
-# here.
+# here, beside those that several test files use.
 
 
 class Netstring:
@@ -371,6 +385,14 @@ class Netstring:
 class Echo:
     def data_received(self, transport, data):
         return data
+
+
+class Keep:
+    """Hands every connection's transport to the test (as a handle on the
+    connection, in mode "interpreters")."""
+
+    def connection_made(self, transport):
+        report(transport)
 
 
 class Framed:
@@ -440,7 +462,92 @@ def speedup(serial, parallel, target, attempts=5):
     return best
 
 
+# ---- mortal objects and code (test_shared_eternalize*) -------------------
+#
+# eternalize() and immortalize_code() make objects immortal; the tests need
+# objects that are mortal to begin with: copies made at run time, and code
+# imported from source, not from a .pyc, whose constants CPython leaves
+# mortal (the pitfall immortalize_code exists for).
+
+
+def fresh(value):
+    """A new, mortal copy of value (literals may be shared constants)."""
+    return pickle.loads(pickle.dumps(value))
+
+
+MODULE_SOURCE = textwrap.dedent("""
+    def work(n, scale=1000003):
+        total = 0
+        for i in range(n):
+            total = (total + i * scale) % 2147483647
+        return total
+
+    def with_mutable_default(x, cache=[]):
+        return x + 77777777
+
+    class Handler:
+        def data_received(self, transport, data):
+            return (b"reply", 55555555)
+
+        @staticmethod
+        def helper():
+            return 44444444.5
+
+        @classmethod
+        def make(cls):
+            return "class method constant " * 2
+
+    class Callable:
+        def __call__(self):
+            return 33333333
+""")
+
+
+@pytest.fixture
+def source_module(tmp_path, monkeypatch):
+    """A module imported from source, not from a .pyc (the pitfall)."""
+    (tmp_path / "px_source_mod.py").write_text(MODULE_SOURCE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    sys.modules.pop("px_source_mod", None)
+    import px_source_mod
+
+    yield px_source_mod
+    sys.modules.pop("px_source_mod", None)
+
+
+def big_consts(code):
+    return [
+        c
+        for c in code.co_consts
+        if isinstance(c, (int, float, str, bytes, tuple))
+        and c not in (None, True, False)
+        and not (isinstance(c, int) and -5 <= c <= 256)
+    ]
+
+
 # ---- the Runtime harness ----------------------------------------------------
+
+
+def run_bounded(limit, **run_kwargs):
+    """px.run(**run_kwargs) with a watchdog: fails (after stopping it) if it
+    lasts longer than limit seconds. Returns the elapsed time."""
+    timed_out = threading.Event()
+
+    def expire():
+        timed_out.set()
+        px.stop()
+
+    watchdog = threading.Timer(limit, expire)
+    watchdog.daemon = True
+    watchdog.start()
+    started = time.monotonic()
+    try:
+        px.run(**run_kwargs)
+    finally:
+        watchdog.cancel()
+    assert not timed_out.is_set(), f"px.run() did not return within {limit} s"
+    return time.monotonic() - started
 
 
 class KeepAlive:

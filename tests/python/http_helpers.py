@@ -9,8 +9,6 @@ A Client keeps a receive buffer, so pipelined responses are read one after
 another in order.
 """
 
-import socket
-
 from conftest import LOCALHOST, SOCKET_TIMEOUT, connect
 
 
@@ -150,7 +148,7 @@ class Client:
                 self.buffer += chunk
         except ConnectionResetError:
             return not self.buffer
-        except socket.timeout:
+        except TimeoutError:
             return False
 
 

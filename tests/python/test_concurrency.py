@@ -226,6 +226,7 @@ def test_sleeping_callbacks_of_different_connections_run_in_parallel(rt, reports
 def workers_serving(socks):
     """The index of the worker serving each connection: each one echoes a
     byte in turn, and the worker whose callback counter moves is its own."""
+
     def counters():
         return [w["callbacks"] for w in px.stats()["worker"]]
 
@@ -235,7 +236,8 @@ def workers_serving(socks):
             before = counters()
             sock.sendall(b"?")
             assert recv_exactly(sock, 1) == b"?"
-            moved = wait_for(lambda: [i for i, (a, b) in enumerate(zip(counters(), before)) if a != b])
+            # wait_for calls the lambda within this iteration, with this before.
+            moved = wait_for(lambda: [i for i, (a, b) in enumerate(zip(counters(), before)) if a != b])  # noqa: B023
             if len(moved) == 1:  # anything else: another callback ran meanwhile
                 found.append(moved[0])
                 break
@@ -326,7 +328,7 @@ def test_blocking_callback_does_not_stall_other_connections(rt, reports):
         starts = [at for _, at in (next_report(timeout=5) for _ in range(blockers))]
         assert max(starts) - min(starts) < 1.0, "the blockers did not all sleep at once"
         latencies = []
-        for round_ in range(2):
+        for _round in range(2):
             for sock in socks[blockers:]:
                 started = time.monotonic()
                 sock.sendall(b"ping")

@@ -114,7 +114,7 @@ def test_eof_received_true_keeps_the_connection_open(rt):
             got = recv_until(sock, b"eof seen\n")
             sock.settimeout(0.5)
             with pytest.raises(socket.timeout):
-                sock.recv(1)          # neither bytes nor EOF: still open
+                sock.recv(1)  # neither bytes nor EOF: still open
             return got
 
     assert rt.run(driver) == b"ONE\nTWO\neof seen\n"
@@ -141,8 +141,9 @@ def answer_later(transport, request):
     transport.close()
 
 
-@pytest.mark.shares_objects(reason="the work item gets the connection's transport, which lives in its worker's "
-                                   "interpreter")
+@pytest.mark.shares_objects(
+    reason="the work item gets the connection's transport, which lives in its worker's interpreter"
+)
 def test_work_item_answers_after_the_peer_half_closed(rt):
     class Deferring:
         def data_received(self, transport, data):
@@ -174,7 +175,7 @@ def test_callbacks_in_order_and_the_transport_usable_after_eof(rt):
 
         def eof_received(self, transport):
             events.put(("eof", None))
-            return 1                  # any true value keeps it open
+            return 1  # any true value keeps it open
 
         def connection_lost(self, transport, exc):
             events.put(("lost", exc))
@@ -194,7 +195,7 @@ def test_callbacks_in_order_and_the_transport_usable_after_eof(rt):
             assert (kind, value) == ("eof", None)
             assert received == b"abc"
             time.sleep(0.2)
-            assert events.empty()     # no connection_lost while open
+            assert events.empty()  # no connection_lost while open
             transport.send(b"after eof")
             transport.close()
             reply = recv_to_eof(sock)
@@ -266,8 +267,9 @@ def test_http_pipelined_requests_then_half_close_are_all_answered(rt):
 
     def driver():
         with Client(port) as client:
-            client.send(build_request("GET", "/slow/0.2") + build_request("GET", "/hello")
-                        + build_request("GET", "/slow/0.1"))
+            client.send(
+                build_request("GET", "/slow/0.2") + build_request("GET", "/hello") + build_request("GET", "/slow/0.1")
+            )
             client.sock.shutdown(socket.SHUT_WR)
             responses = [client.read_response() for _ in range(3)]
             return responses, client.at_eof()
@@ -289,4 +291,4 @@ def test_http_half_close_inside_a_request_closes_without_waiting(rt):
             return closed, time.monotonic() - started
 
     closed, took = rt.run(driver)
-    assert closed and took < 5.0      # not the header timeout (10 s); wide for a loaded or sanitized run
+    assert closed and took < 5.0  # not the header timeout (10 s); wide for a loaded or sanitized run

@@ -43,7 +43,9 @@ def read_big(client, pause=0.0):
         time.sleep(pause)
     head = client._take_head().decode("latin-1")
     assert head.startswith("HTTP/1.1 200 "), head
-    length = int(next(line.split(":", 1)[1] for line in head.split("\r\n") if line.lower().startswith("content-length:")))
+    length = int(
+        next(line.split(":", 1)[1] for line in head.split("\r\n") if line.lower().startswith("content-length:"))
+    )
     body = bytearray(length)
     view = memoryview(body)
     have = min(len(client.buffer), length)
@@ -81,7 +83,9 @@ def test_large_responses_pipelined_arrive_in_order(rt):
     def driver(port):
         with Client(port, timeout=30) as client:
             client.send(
-                build_request("GET", "/bytes/16") + build_request("GET", "/plaintext") + build_request("GET", "/bytes/20")
+                build_request("GET", "/bytes/16")
+                + build_request("GET", "/plaintext")
+                + build_request("GET", "/bytes/20")
             )
             first, _ = read_big(client)
             second = client.read_response()

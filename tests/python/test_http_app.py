@@ -126,7 +126,9 @@ def run_app(rt, driver, app=App, **attributes):
 def test_method_name_routes_and_return_types(rt):
     def driver(port):
         with Client(port) as client:
-            return {target: client.request("GET", target) for target in ("/plaintext", "/json", "/text", "/items", "/view")}
+            return {
+                target: client.request("GET", target) for target in ("/plaintext", "/json", "/text", "/items", "/view")
+            }
 
     got = run_app(rt, driver)
     assert (got["/plaintext"].status, got["/plaintext"].body) == (200, b"Hello, World!")

@@ -147,7 +147,7 @@ def test_root_flag(cli, tmp_path):
     server.stop()
 
 
-APP_MODULE = '''
+APP_MODULE = """
 from pyparallel.http import HttpServer, route
 
 class Api(HttpServer):
@@ -160,7 +160,7 @@ class Api(HttpServer):
 
 class NotAnApp:
     pass
-'''
+"""
 
 
 def test_app_flag_with_limit_flags(cli, tmp_path):

@@ -102,4 +102,3 @@ def test_register_rejects_a_misconfigured_class_with_the_fix(attributes, error, 
     with pytest.raises(error) as raised:
         _register(protocol)
     assert message in str(raised.value)
-

@@ -33,12 +33,14 @@ SETTINGS = settings(
 # percent-encoded (a byte, so also invalid UTF-8).
 PLAIN = "abcXYZ019-._~!$&'()*+,;=:@"
 SEGMENT = st.lists(
-    st.one_of(st.sampled_from(PLAIN), st.integers(0, 255).map(lambda b: "%%%02X" % b)),
+    st.one_of(st.sampled_from(PLAIN), st.integers(0, 255).map(lambda b: f"%{b:02X}")),
     max_size=12,
 ).map("".join)
 PATHS = st.lists(SEGMENT, min_size=1, max_size=5).map(lambda segments: "/" + "/".join(segments))
 QUERIES = st.one_of(st.just(""), st.lists(st.sampled_from(PLAIN + "?/%20"), max_size=20).map("".join))
-TOKEN = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-!#$%&'*+.^_`|~", min_size=1, max_size=20)
+TOKEN = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-!#$%&'*+.^_`|~", min_size=1, max_size=20
+)
 # Field values: visible ASCII and inner spaces or tabs (the parser trims
 # whitespace at both ends, so values start and end with a visible character).
 VISIBLE = st.characters(min_codepoint=0x21, max_codepoint=0x7E)

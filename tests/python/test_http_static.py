@@ -56,7 +56,11 @@ def run_site(rt, site, driver):
 def test_files_with_type_length_and_validators(rt, site):
     def driver(port):
         with Client(port) as client:
-            return client.request("GET", "/hello.txt"), client.request("GET", "/page.html"), client.request("GET", "/big.bin")
+            return (
+                client.request("GET", "/hello.txt"),
+                client.request("GET", "/page.html"),
+                client.request("GET", "/big.bin"),
+            )
 
     text, html, big = run_site(rt, site, driver)
     assert (text.status, text.body) == (200, b"0123456789")

@@ -17,9 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyparallel import _core
-from pyparallel.http import Headers, HttpServer, Request, Response, route
-from pyparallel.http import _request, _response, _static
-
+from pyparallel.http import Headers, HttpServer, Request, Response, _request, _response, _static, route
 
 # ---- routing -------------------------------------------------------------------------------
 

@@ -19,7 +19,8 @@ BLOCK = re.compile(r"^```python\n(.*?)^```$", re.S | re.M)
 EXAMPLE_TIMEOUT = 60
 
 pytestmark = pytest.mark.skipif(
-    not gil_enabled(), reason="mode 'interpreters' needs a CPython with the GIL; free-threaded builds use mode 'threads'"
+    not gil_enabled(),
+    reason="mode 'interpreters' needs a CPython with the GIL; free-threaded builds use mode 'threads'",
 )
 
 

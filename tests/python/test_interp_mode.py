@@ -19,7 +19,8 @@ import pytest
 from conftest import gil_enabled
 
 pytestmark = pytest.mark.skipif(
-    not gil_enabled(), reason="mode 'interpreters' needs a CPython with the GIL; free-threaded builds use mode 'threads'"
+    not gil_enabled(),
+    reason="mode 'interpreters' needs a CPython with the GIL; free-threaded builds use mode 'threads'",
 )
 
 RUN_TIMEOUT = 60
@@ -314,9 +315,11 @@ def test_values_cross_by_copy_or_pickle(tmp_path):
             return Point(point.x + 1, point.y + 1)
 
         if __name__ == "__main__":
-            values = (None, True, 1 << 80, -3, 2.5, "\\u2603", b"\\x00", (1, (2, "x")), [1, {2: 3}], fractions.Fraction(1, 3))
+            values = (None, True, 1 << 80, -3, 2.5, "\\u2603", b"\\x00", (1, (2, "x")), [1, {2: 3}],
+                      fractions.Fraction(1, 3))
             args, kwargs = px.submit_work(identity, *values, key=[4]).result(timeout=10)
-            print(args == values, kwargs == {"key": [4]}, [type(v).__name__ for v in args] == [type(v).__name__ for v in values])
+            print(args == values, kwargs == {"key": [4]},
+                  [type(v).__name__ for v in args] == [type(v).__name__ for v in values])
             point = px.submit_work(moved, Point(1, 2)).result(timeout=10)
             print(type(point).__module__, point)
         """,
@@ -452,7 +455,8 @@ def test_per_module_state_is_per_interpreter(tmp_path):
 
         def identities():
             guarded = px.protect([])
-            return (id(_core), id(px.AsyncError), id(_core.Future), px.protected(guarded), sys.modules["__main__"].__name__)
+            return (id(_core), id(px.AsyncError), id(_core.Future), px.protected(guarded),
+                    sys.modules["__main__"].__name__)
 
         if __name__ == "__main__":
             mine = (id(_core), id(px.AsyncError), id(_core.Future))

@@ -172,8 +172,22 @@ def test_channel_is_first_in_first_out():
 
 def test_channel_copies_values_across():
     channel = px.Channel()
-    values = [None, True, False, 0, -5, 1 << 100, -(1 << 70), 2.5, "s\u00e9\u2603\U0001f600", b"\x00bytes",
-              (1, ("nested", b"x"), None), [1, 2], {"a": 1}, {3, 4}]
+    values = [
+        None,
+        True,
+        False,
+        0,
+        -5,
+        1 << 100,
+        -(1 << 70),
+        2.5,
+        "s\u00e9\u2603\U0001f600",
+        b"\x00bytes",
+        (1, ("nested", b"x"), None),
+        [1, 2],
+        {"a": 1},
+        {3, 4},
+    ]
     for value in values:
         channel.put(value)
     for value in values:

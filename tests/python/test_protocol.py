@@ -106,8 +106,17 @@ def exchange(rt, protocol, message, nbytes):
         ("tuple-200", b"".join(LETTER_BLOCKS)),
         ("bytes-4MiB", b"x" * (4 << 20)),
     ],
-    ids=["bytes", "bytearray", "memoryview", "memoryview-slice", "str-utf8", "tuple-mixed", "tuple-one",
-         "tuple-200", "bytes-4MiB"],
+    ids=[
+        "bytes",
+        "bytearray",
+        "memoryview",
+        "memoryview-slice",
+        "str-utf8",
+        "tuple-mixed",
+        "tuple-one",
+        "tuple-200",
+        "bytes-4MiB",
+    ],
 )
 def test_data_received_return_value_is_sent(rt, name, expected):
     reply = exchange(rt, returning(name), b"?", len(expected))
@@ -217,8 +226,7 @@ class BadLinesReceived:
 
 @pytest.mark.parametrize(
     "callback, protocol",
-    [("connection_made", BadConnectionMade), ("send_complete", BadSendComplete),
-     ("lines_received", BadLinesReceived)],
+    [("connection_made", BadConnectionMade), ("send_complete", BadSendComplete), ("lines_received", BadLinesReceived)],
     ids=["connection_made", "send_complete", "lines_received"],
 )
 def test_non_sendable_return_names_the_callback(rt, pxlog, callback, protocol):

@@ -23,6 +23,8 @@ with Allow. A handler that raises is answered 500 with a generic body; the
 traceback goes to the "pyparallel" logger only.
 """
 
+from __future__ import annotations
+
 import logging
 
 from .. import _core
@@ -38,12 +40,22 @@ from ._response import (
 )
 from ._routing import RouteTable, collect_routes
 
+# typing is imported for the type checker only (see _request.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Callable
+    from typing import Any, ClassVar
+
+    from ._response import Wire
+    from ._routing import Handler
+
 _log = logging.getLogger("pyparallel")
 
 _STATIC_ALLOW = "GET, HEAD"
 
 
-def _local_location(path, query):
+def _local_location(path: str, query: str) -> str:
     """The Location of a redirect to path on this server. A path that
     starts with two slashes ("//evil.com/", from a request for //evil.com
     where a directory evil.com exists) is a protocol-relative URL that
@@ -70,25 +82,31 @@ class HttpServer(_core.HttpProtocol):
         max_header_size    bytes of request line and header fields (431)
         max_uri_size       bytes of request target (414)
         max_body_size      bytes of body (413)
+        max_body_memory    bytes all bodies being received may hold, this
+                           server's and every other's (503); default: a
+                           quarter of the memory, at most 1 GiB
         header_timeout     seconds to receive a head (408)
         body_timeout       seconds between two reads of a body (408)
+        min_body_rate      bytes/s a body must average after its first
+                           body_timeout (408)
         keepalive_timeout  seconds an idle connection is kept open
     """
 
-    root = None
-    _px_request_class = Request
+    root: ClassVar[str | os.PathLike[str] | None] = None
+    _px_request_class: ClassVar[type[Request]] = Request
 
     # Compiled per class by __init_subclass__ (see RouteTable): the tables
     # are copied to class attributes so that a request reaches them in one
     # attribute load. HttpServer itself routes nothing.
-    _px_routes = RouteTable(())
-    _px_exact = _px_routes.exact
-    _px_allow = _px_routes.allow
-    _px_handlers = _px_routes.handlers
-    _px_patterns = _px_routes.patterns
-    _px_static_root = (None, None)
+    _px_routes: ClassVar[RouteTable] = RouteTable(())
+    _px_exact: ClassVar[dict[str, dict[str, int]]] = _px_routes.exact
+    _px_allow: ClassVar[dict[str, str]] = _px_routes.allow
+    _px_handlers: ClassVar[tuple[Handler, ...]] = _px_routes.handlers
+    _px_patterns: ClassVar[tuple[object, ...]] = _px_routes.patterns
+    # (root, its real path), for the root the real path was made of.
+    _px_static_root: ClassVar[tuple[str | os.PathLike[str] | None, str | None]] = (None, None)
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         routes = cls._px_routes = collect_routes(cls, HttpServer)
         cls._px_exact = routes.exact
@@ -100,14 +118,16 @@ class HttpServer(_core.HttpProtocol):
             cls._px_static_root = (root, _static.real_root(root))
 
     @classmethod
-    def _px_dispatch(cls):
+    def _px_dispatch(
+        cls,
+    ) -> tuple[dict[str, dict[str, int]], tuple[Handler, ...], Callable[[Any], Wire], Callable[..., Wire]] | None:
         """The exact routes for the C layer to serve (read at register()), or
         None when a subclass replaced _px_handle: then it serves everything."""
         if cls._px_handle is not HttpServer._px_handle:
             return None
         return (cls._px_exact, cls._px_handlers, to_wire, cls._px_failed)
 
-    def _px_failed(self, request, error):
+    def _px_failed(self, request: Request, error: BaseException) -> Wire:
         """The answer to a request whose handler raised error: a 500 with a
         generic body; the traceback goes to the log."""
         _log.error(
@@ -119,7 +139,7 @@ class HttpServer(_core.HttpProtocol):
         )
         return INTERNAL_ERROR
 
-    def _px_handle(self, request):
+    def _px_handle(self, request: Request) -> Wire | bytes | str:
         try:
             methods = self._px_exact.get(request.path)
             if methods is not None:
@@ -131,7 +151,7 @@ class HttpServer(_core.HttpProtocol):
                 # to_wire would): no call and no tuple on the hot path.
                 kind = type(result)
                 if kind is bytes or kind is str:
-                    return result
+                    return result  # type: ignore[return-value]  # (mypy does not narrow through kind)
                 return to_wire(result)
             if self._px_patterns:
                 handler, found = self._px_routes.match(request.path, request.method)
@@ -145,16 +165,17 @@ class HttpServer(_core.HttpProtocol):
         except Exception as error:
             return self._px_failed(request, error)
 
-    def _px_static_real_root(self):
+    def _px_static_real_root(self) -> str:
         cls = type(self)
+        # Called for a class with a root only: neither root nor real is None.
         root = self.root
         cached_root, real = cls._px_static_root
         if cached_root is not root:
-            real = _static.real_root(root)
+            real = _static.real_root(root)  # type: ignore[arg-type]
             cls._px_static_root = (root, real)
-        return real
+        return real  # type: ignore[return-value]
 
-    def _px_static(self, request):
+    def _px_static(self, request: Request) -> Wire:
         found = _static.resolve(self._px_static_real_root(), request.raw_path)
         if found is None:
             return NOT_FOUND

@@ -12,12 +12,20 @@ CPython, where urllib's version runs generators and looks every escape up in
 a dict that all threads share.
 """
 
-from collections.abc import Mapping
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
 
 from .. import _core
 
+# typing is imported for the type checker only: every worker interpreter
+# imports this package, and typing would add milliseconds to each.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import overload
 
-def unquote_to_bytes(text):
+
+def unquote_to_bytes(text: str) -> bytes:
     """The bytes of text with every %XX escape decoded (a "%" not followed
     by two hex digits stays as it is): urllib.parse.unquote_to_bytes, which
     looks every escape up in a dict that all threads share, a costly thing
@@ -39,7 +47,7 @@ def unquote_to_bytes(text):
     return b"".join(out)
 
 
-def decode_path(raw_path):
+def decode_path(raw_path: str) -> str:
     """The percent-decoded form of a raw request path: UTF-8, an invalid
     sequence becoming U+FFFD (what urllib.parse.unquote gives)."""
     if "%" not in raw_path:
@@ -47,11 +55,11 @@ def decode_path(raw_path):
     return unquote_to_bytes(raw_path).decode("utf-8", "replace")
 
 
-def parse_query(query_string):
+def parse_query(query_string: str) -> dict[str, list[str]]:
     """urllib.parse.parse_qs(query_string, keep_blank_values=True), in a
     third of its time: {name: [value, ...]}, "+" read as a space, escapes
     decoded, fields without "=" kept with the value ""."""
-    result = {}
+    result: dict[str, list[str]] = {}
     for field in query_string.split("&"):
         if not field:
             continue
@@ -70,7 +78,7 @@ def parse_query(query_string):
     return result
 
 
-class Headers(Mapping):
+class Headers(Mapping[str, str]):
     """The request's header fields as a read-only, case-insensitive mapping.
 
     headers["content-type"] and headers["Content-Type"] are the same field.
@@ -80,12 +88,14 @@ class Headers(Mapping):
     """
 
     __slots__ = ("_fields", "_index")
+    _fields: list[tuple[str, str]]
+    _index: dict[str, list[str]] | None
 
-    def __init__(self, fields):
+    def __init__(self, fields: list[tuple[str, str]]) -> None:
         self._fields = fields
         self._index = None
 
-    def _lookup(self):
+    def _lookup(self) -> dict[str, list[str]]:
         index = self._index
         if index is None:
             index = {}
@@ -94,35 +104,42 @@ class Headers(Mapping):
             self._index = index
         return index
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> str:
         values = self._lookup()[name.lower()]
         return values[0] if len(values) == 1 else ", ".join(values)
 
-    def __contains__(self, name):
+    def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() in self._lookup()
 
-    def get(self, name, default=None):
+    if TYPE_CHECKING:
+
+        @overload
+        def get(self, name: str, default: None = None) -> str | None: ...
+        @overload
+        def get[T](self, name: str, default: str | T) -> str | T: ...
+
+    def get(self, name: str, default: object = None) -> object:
         values = self._lookup().get(name.lower())
         if values is None:
             return default
         return values[0] if len(values) == 1 else ", ".join(values)
 
-    def get_all(self, name):
+    def get_all(self, name: str) -> list[str]:
         """Every value of the field name, in order of arrival ([] if absent)."""
         return list(self._lookup().get(name.lower(), ()))
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self._lookup())
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._lookup())
 
     @property
-    def fields(self):
+    def fields(self) -> list[tuple[str, str]]:
         """The fields as received: a list of (name, value) pairs."""
         return list(self._fields)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Headers({self._fields!r})"
 
 
@@ -151,9 +168,11 @@ class Request(_core.HttpRequest):
     """
 
     __slots__ = ()
+    _query: dict[str, list[str]]
+    _headers: Headers
 
     @property
-    def query(self):
+    def query(self) -> dict[str, list[str]]:
         try:
             return self._query
         except AttributeError:
@@ -161,7 +180,7 @@ class Request(_core.HttpRequest):
             return query
 
     @property
-    def headers(self):
+    def headers(self) -> Headers:
         try:
             return self._headers
         except AttributeError:

@@ -18,6 +18,8 @@ response are built once and made immortal (px.eternalize), so that workers
 answering at once do not contend on their reference counts.
 """
 
+from __future__ import annotations
+
 import json
 import os
 import re
@@ -27,25 +29,41 @@ from json import encoder as _json_encoder
 from .. import _core
 from . import _static
 
+# typing is imported for the type checker only (see _request.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+    from typing import Any, NoReturn
+
+    # A body to send, as the C layer takes it.
+    type Body = str | bytes | bytearray | memoryview
+    # The header fields a handler gives: a mapping or (name, value) pairs.
+    type Fields = Mapping[str, str] | Iterable[tuple[str, str]]
+    # What the C layer sends: (status, fields, body), or a file.
+    type Wire = tuple[int, list[tuple[str, str]], Body] | _core.FileResponse
+
 _json_local = threading.local()
 
 
-def _not_serializable(obj):
+def _not_serializable(obj: object) -> NoReturn:
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
-def _new_json_encoder():
-    c_make_encoder = _json_encoder.c_make_encoder
+def _new_json_encoder() -> Callable[[object], Iterable[str]]:
+    # The C accelerator of the json module, which typeshed does not describe.
+    c_make_encoder = _json_encoder.c_make_encoder  # type: ignore[attr-defined]
     if c_make_encoder is None:
         return json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).iterencode
     # What JSONEncoder.encode builds for every call, built once: markers,
     # default, string encoder, indent, key and item separators, sort_keys,
     # skipkeys, allow_nan.
-    encode = c_make_encoder(None, _not_serializable, _json_encoder.encode_basestring, None, ":", ",", False, False, True)
+    encode = c_make_encoder(
+        None, _not_serializable, _json_encoder.encode_basestring, None, ":", ",", False, False, True
+    )
     return lambda obj: encode(obj, 0)
 
 
-def _dumps(obj):
+def _dumps(obj: object) -> str:
     """json.dumps(obj, ensure_ascii=False, separators=(",", ":")), faster.
 
     On free-threaded CPython json.dumps and a shared JSONEncoder cost 8 to
@@ -81,12 +99,12 @@ _NOT_TOKEN = re.compile(r"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
 _LINE_BREAK = re.compile(r"[\r\n\0]")
 
 
-def method_not_allowed(allow):
+def method_not_allowed(allow: str) -> Wire:
     """The 405 answer, with Allow listing the methods the path serves."""
     return (405, [("Allow", allow), ("Content-Type", TEXT_UTF8)], b"Method Not Allowed\n")
 
 
-def _check_field(name, value):
+def _check_field(name: object, value: object) -> None:
     if not isinstance(name, str) or not isinstance(value, str):
         raise TypeError(f"header fields are (str, str) pairs, not ({type(name).__name__}, {type(value).__name__})")
     if not name or _NOT_TOKEN.search(name):
@@ -97,7 +115,7 @@ def _check_field(name, value):
         raise ValueError(f"header field {name} is written by the server; do not give it")
 
 
-def normalise_fields(headers):
+def normalise_fields(headers: Fields | None) -> list[tuple[str, str]]:
     """A list of (name, value) pairs from None, a mapping, or pairs; checked
     so that a bad field fails in the handler that gave it."""
     if headers is None:
@@ -111,7 +129,7 @@ def normalise_fields(headers):
     return fields
 
 
-def _body_and_type(body):
+def _body_and_type(body: Any) -> tuple[Body, str]:
     """(body to send, its default Content-Type) for a handler's value."""
     kind = type(body)
     if kind is bytes:
@@ -132,10 +150,8 @@ def _body_and_type(body):
 _SENDABLE = (str, bytes, bytearray, memoryview, dict, list)
 
 
-def _unsendable(value):
-    return TypeError(
-        f"cannot send {type(value).__name__}: return str, bytes, dict, list, Response or Response.file()"
-    )
+def _unsendable(value: object) -> TypeError:
+    return TypeError(f"cannot send {type(value).__name__}: return str, bytes, dict, list, Response or Response.file()")
 
 
 class Response:
@@ -145,8 +161,13 @@ class Response:
     given here replaces the one derived from the body."""
 
     __slots__ = ("body", "status", "headers")
+    body: Body | dict[str, Any] | list[Any]
+    status: int
+    headers: list[tuple[str, str]]
 
-    def __init__(self, body=b"", status=200, headers=None):
+    def __init__(
+        self, body: Body | dict[str, Any] | list[Any] = b"", status: int = 200, headers: Fields | None = None
+    ) -> None:
         if type(status) is not int:
             raise TypeError(f"status must be an int, not {type(status).__name__}")
         if not 200 <= status <= 599:
@@ -158,7 +179,12 @@ class Response:
         self.headers = normalise_fields(headers)
 
     @staticmethod
-    def file(path, content_type=None, status=200, headers=None):
+    def file(
+        path: str | bytes | os.PathLike[str] | os.PathLike[bytes],
+        content_type: str | None = None,
+        status: int = 200,
+        headers: Fields | None = None,
+    ) -> _core.FileResponse:
         """The file at path as the response, sent by the C layer with
         sendfile; it answers ETag/If-None-Match/If-Modified-Since (304) and
         a byte range (206, 416) itself. content_type defaults to the guess
@@ -170,7 +196,7 @@ class Response:
             content_type = _static.content_type(path)
         return _core.FileResponse(path, content_type, status=status, headers=normalise_fields(headers) or None)
 
-    def wire(self):
+    def wire(self) -> tuple[int, list[tuple[str, str]], Body]:
         """The (status, fields, body) tuple for the C layer."""
         body, default_type = _body_and_type(self.body)
         fields = self.headers
@@ -181,11 +207,11 @@ class Response:
                 return (self.status, fields, body)
         return (self.status, [("Content-Type", default_type), *fields], body)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<Response {self.status} {self.headers!r}>"
 
 
-def to_wire(result):
+def to_wire(result: Any) -> Wire:
     """What the C layer sends for a handler's return value."""
     kind = type(result)
     if kind is bytes:

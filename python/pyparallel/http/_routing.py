@@ -15,10 +15,24 @@ of definition. Serving a request is then a dict lookup, plus a regex match
 per pattern only when no exact path matched.
 """
 
+from __future__ import annotations
+
 import re
 import types
 
 from .. import _core
+
+# typing is imported for the type checker only (see _request.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+    from typing import Any
+
+    # A handler: the class's plain function, called as
+    # function(server, request, **parameters).
+    type Handler = Callable[..., object]
+    # (path, methods, function, member name), as collect_routes finds them.
+    type Declaration = tuple[str, tuple[str, ...], Handler, str]
 
 # Members a protocol class may define for the runtime itself: never routes.
 PROTOCOL_MEMBERS = frozenset(
@@ -39,7 +53,7 @@ _PARAMETER = re.compile(r"\{([^{}]*)\}")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
-def route(path, methods=("GET",)):
+def route[F: Callable[..., object]](path: str, methods: Sequence[str] = ("GET",)) -> Callable[[F], F]:
     """Declares the decorated method a handler of path for methods.
 
     path is a literal path ("/about") or a pattern with {name} parameters
@@ -50,7 +64,7 @@ def route(path, methods=("GET",)):
     _compile_path(path)  # a bad pattern fails where it is written
     methods = _normalise_methods(methods)
 
-    def decorate(func):
+    def decorate(func: F) -> F:
         if not isinstance(func, types.FunctionType):
             raise TypeError(f"@route() decorates a function, not {type(func).__name__}")
         func.__dict__.setdefault("_px_routes", []).append((path, methods))
@@ -59,7 +73,7 @@ def route(path, methods=("GET",)):
     return decorate
 
 
-def _normalise_methods(methods):
+def _normalise_methods(methods: Sequence[str]) -> tuple[str, ...]:
     if isinstance(methods, str):
         raise TypeError("route() methods must be a sequence of names, like ('GET',), not a str")
     normalised = []
@@ -74,7 +88,7 @@ def _normalise_methods(methods):
     return tuple(normalised)
 
 
-def _compile_path(path):
+def _compile_path(path: str) -> re.Pattern[str] | None:
     """None for a literal path, else the pattern's compiled regex."""
     if not isinstance(path, str) or not path.startswith("/"):
         raise ValueError(f"route path must be a str starting with '/', not {path!r}")
@@ -106,7 +120,7 @@ def _compile_path(path):
     return re.compile("".join(parts), re.DOTALL)
 
 
-def _allow(methods):
+def _allow(methods: Iterable[str]) -> str:
     return ", ".join(sorted(methods))
 
 
@@ -130,14 +144,18 @@ class RouteTable:
     """
 
     __slots__ = ("exact", "allow", "patterns", "handlers")
+    exact: dict[str, dict[str, int]]
+    allow: dict[str, str]
+    patterns: tuple[tuple[re.Pattern[str], dict[str, int], str], ...]
+    handlers: tuple[Handler, ...]
 
-    def __init__(self, declarations):
+    def __init__(self, declarations: Iterable[Declaration]) -> None:
         """declarations: (path, methods, function, name) in order."""
-        exact = {}
-        patterns = {}  # path -> [regex, {method: index}]
-        handlers = []
-        indexes = {}
-        owners = {}
+        exact: dict[str, dict[str, int]] = {}
+        patterns: dict[str, list[Any]] = {}  # path -> [regex, {method: index}]
+        handlers: list[Handler] = []
+        indexes: dict[str, int] = {}
+        owners: dict[tuple[str, str], str] = {}
         for path, methods, func, name in declarations:
             if name not in indexes:
                 indexes[name] = len(handlers)
@@ -160,7 +178,7 @@ class RouteTable:
         )
         self.handlers = tuple(handlers)
 
-    def lookup(self, path, method):
+    def lookup(self, path: str, method: str) -> tuple[Handler | None, Any]:
         """(function, parameters) of the route that serves method on path,
         else (None, allow), where allow lists the methods that the routes
         matching path serve ("" when none matches: the path is unknown)."""
@@ -172,10 +190,10 @@ class RouteTable:
             return self.handlers[index], {}
         return self.match(path, method)
 
-    def match(self, path, method):
+    def match(self, path: str, method: str) -> tuple[Handler | None, Any]:
         """lookup() for a path with no exact route: the patterns only."""
-        allowed = set()
-        for regex, table, allow in self.patterns:
+        allowed: set[str] = set()
+        for regex, table, _ in self.patterns:
             found = regex.fullmatch(path)
             if found is None:
                 continue
@@ -186,16 +204,16 @@ class RouteTable:
         return None, _allow(allowed)
 
 
-def collect_routes(cls, base):
+def collect_routes(cls: type, base: type) -> RouteTable:
     """The RouteTable of cls, a subclass of base: the routes declared by
     every class between cls and base in the MRO, a subclass's member
     replacing a base class's member of the same name."""
-    namespace = {}
+    namespace: dict[str, object] = {}
     for klass in reversed(cls.__mro__):
         if klass is base or not issubclass(klass, base):
             continue
         namespace.update(klass.__dict__)
-    declarations = []
+    declarations: list[Declaration] = []
     for name, value in namespace.items():
         if not isinstance(value, types.FunctionType):
             continue

@@ -15,6 +15,8 @@ The file itself is sent by the C layer (sendfile, ETag, ranges); this module
 only decides which file, or which redirect or listing.
 """
 
+from __future__ import annotations
+
 import html
 import mimetypes
 import os
@@ -29,8 +31,13 @@ mimetypes.init()
 
 # Compressed files are served as what they are, not as their contents'
 # type with an encoding the client would undo (http.server does the same).
-_COMPRESSED = {".gz": "application/gzip", ".bz2": "application/x-bzip2", ".xz": "application/x-xz", ".z": "application/x-compress"}
-_content_types = {}
+_COMPRESSED = {
+    ".gz": "application/gzip",
+    ".bz2": "application/x-bzip2",
+    ".xz": "application/x-xz",
+    ".z": "application/x-compress",
+}
+_content_types: dict[str, str] = {}
 
 INDEX_NAME = "index.html"
 
@@ -40,7 +47,7 @@ DIRECTORY = "directory"
 REDIRECT = "redirect"
 
 
-def content_type(path):
+def content_type(path: str) -> str:
     """The Content-Type for a file name, from mimetypes (by extension);
     application/octet-stream when unknown."""
     extension = posixpath.splitext(path)[1].lower()
@@ -52,7 +59,7 @@ def content_type(path):
     return found
 
 
-def real_root(root):
+def real_root(root: str | os.PathLike[str]) -> str:
     """The real path of a root directory, or ValueError when it is not one."""
     real = os.path.realpath(os.fspath(root))
     if not os.path.isdir(real):
@@ -60,11 +67,11 @@ def real_root(root):
     return real
 
 
-def _inside(root, path):
+def _inside(root: str, path: str) -> bool:
     return path == root or os.path.commonpath((root, path)) == root
 
 
-def _walk(root, segments):
+def _walk(root: str, segments: list[bytes]) -> tuple[str, int | None] | tuple[None, None]:
     """(path, mode) of root/segments when no segment is a symbolic link:
     root is real and resolve() refuses "..", so the path is then real and
     under root as it is, and one lstat per segment replaces realpath's lstat
@@ -85,7 +92,7 @@ def _walk(root, segments):
     return path, mode
 
 
-def resolve(root, raw_path):
+def resolve(root: str, raw_path: str) -> tuple[str, str] | None:
     """Where a raw (not decoded) request path leads under root (a real
     path, from real_root). Returns one of
         (FILE, real_path)        a regular file to send
@@ -134,7 +141,7 @@ def resolve(root, raw_path):
     return (DIRECTORY, real)
 
 
-def listing(directory, display_path):
+def listing(directory: str, display_path: str) -> bytes | None:
     """The HTML listing of directory (bytes, UTF-8), titled with
     display_path (the decoded request path); None when it cannot be read."""
     try:

@@ -35,15 +35,15 @@ The implementation lives in the sibling modules, so that running this file
 with -m does not import it twice under two names.
 """
 
+from __future__ import annotations
+
 import argparse
-import importlib
 import logging
 import os
 import sys
 
 import pyparallel as px
 
-from .. import _core
 from ..__main__ import version_report
 from . import _apps
 from ._app import HttpServer
@@ -53,31 +53,50 @@ from ._routing import route
 
 __all__ = ["FileServer", "Headers", "HttpServer", "Request", "Response", "main", "route"]
 
+# typing is imported for the type checker only (see _request.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    from pyparallel import _Listener
+
 
 class FileServer(HttpServer):
     """The command line's default application: static files under root,
     and the two TechEmpower-style routes."""
 
-    def plaintext(self, request):
+    def plaintext(self, request: Request) -> bytes:
         return b"Hello, World!"
 
-    def json(self, request):
+    def json(self, request: Request) -> dict[str, str]:
         return {"message": "Hello, World!"}
 
 
 # Command-line flags for the class attributes that the C layer reads.
-LIMIT_FLAGS = (
+LIMIT_FLAGS: tuple[tuple[str, type[int] | type[float], str], ...] = (
     ("max_header_size", int, "bytes of request line and header fields before 431"),
     ("max_uri_size", int, "bytes of request target before 414"),
     ("max_body_size", int, "bytes of request body before 413"),
+    (
+        "max_body_memory",
+        int,
+        "bytes the request bodies being received may hold together before new ones get 503 "
+        "(default: a quarter of the memory, at most 1 GiB)",
+    ),
     ("header_timeout", float, "seconds to receive a request head before 408"),
     ("body_timeout", float, "seconds between two reads of a request body before 408"),
+    (
+        "min_body_rate",
+        int,
+        "bytes/s a request body must average once its first body timeout passed, before 408 (default: 1024)",
+    ),
     ("keepalive_timeout", float, "seconds an idle keep-alive connection stays open"),
 )
 
 
-def _positive(kind):
-    def parse(text):
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
         try:
             value = kind(text)
         except ValueError:
@@ -89,7 +108,7 @@ def _positive(kind):
     return parse
 
 
-def _port(text):
+def _port(text: str) -> int:
     try:
         port = int(text)
     except ValueError:
@@ -99,7 +118,7 @@ def _port(text):
     return port
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pyparallel.http.server",
         description="Serve a directory over HTTP/1.1 (plus /plaintext and /json), or an HttpServer application, "
@@ -144,7 +163,9 @@ def build_parser():
     )
     for name, kind, help_text in LIMIT_FLAGS:
         metavar = "N" if kind is int else "SECONDS"
-        parser.add_argument("--" + name.replace("_", "-"), type=_positive(kind), dest=name, metavar=metavar, help=help_text)
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=_positive(kind), dest=name, metavar=metavar, help=help_text
+        )
     parser.add_argument(
         "--version",
         action="store_true",
@@ -154,14 +175,14 @@ def build_parser():
     return parser
 
 
-def load_app(spec, interface="auto"):
+def load_app(spec: str, interface: str = "auto") -> tuple[object, str, list[str]]:
     """(the application named by "module:attr", its interface, the modules
     whose import enabled the GIL); _apps.AppError when it cannot be served."""
     target, gil_modules = _apps.load(spec)
     return target, _apps.check_interface(target, interface), gil_modules
 
 
-def attributes(args):
+def attributes(args: argparse.Namespace) -> dict[str, Any]:
     """The class attributes the command line sets: the limits, and root."""
     overrides = {name: getattr(args, name) for name, _, _ in LIMIT_FLAGS if getattr(args, name) is not None}
     root = args.root if args.root is not None else (None if args.app else os.getcwd())
@@ -172,7 +193,7 @@ def attributes(args):
     return overrides
 
 
-def configure(args, server=None):
+def configure(args: argparse.Namespace, server: tuple[str, int] | None = None) -> tuple[type, str]:
     """(the protocol class to serve, its interface): the application (or
     FileServer) with the command line's root and limits as class
     attributes of a subclass. server is the listener's address, for WSGI's
@@ -187,7 +208,7 @@ def configure(args, server=None):
     return _apps.server_class(app, interface, server=server, **attributes(args))
 
 
-def _gil_decision(parser, spec, gil_modules):
+def _gil_decision(parser: argparse.ArgumentParser, spec: str, gil_modules: list[str]) -> None:
     """On a free-threaded build whose GIL the app's import enabled: mode gil
     from now on, said on stderr, or the end when mode threads was asked."""
     names = ", ".join(gil_modules) or "an extension module"
@@ -197,29 +218,32 @@ def _gil_decision(parser, spec, gil_modules):
     )
     asked = os.environ.get("PYPARALLEL_MODE", "").lower()
     if asked == "threads":
-        parser.exit(2, f"{parser.prog}: {cause}, so mode threads cannot run Python in parallel; run it with "
-                       f"--mode gil, or use a build of {names} that supports free-threading\n")
+        parser.exit(
+            2,
+            f"{parser.prog}: {cause}, so mode threads cannot run Python in parallel; run it with "
+            f"--mode gil, or use a build of {names} that supports free-threading\n",
+        )
     if asked != "gil":
         os.environ["PYPARALLEL_MODE"] = "gil"
         print(f"{parser.prog}: {cause}; the server runs in mode gil from now on", file=sys.stderr, flush=True)
 
 
-def _url_host(host):
+def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def app_name(app):
+def app_name(app: type) -> str:
     """MODULE:ATTR, as --app takes it (this module under -m is __main__,
     whose spec still knows its real name)."""
     wsgi_app = getattr(app, "_px_app", None)
     if wsgi_app is not None:
-        return wsgi_app.name
+        return str(wsgi_app.name)
     module = sys.modules.get(app.__module__)
     spec = getattr(module, "__spec__", None)
     return f"{spec.name if spec is not None else app.__module__}:{app.__qualname__}"
 
 
-def startup_line(listener, app, interface=_apps.PYPARALLEL):
+def startup_line(listener: _Listener, app: type, interface: str = _apps.PYPARALLEL) -> str:
     host, port = listener.sockname[:2]
     stats = px.stats()
     root = getattr(app, "root", None)
@@ -231,7 +255,7 @@ def startup_line(listener, app, interface=_apps.PYPARALLEL):
     )
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # Before the engine's first use, which reads them once.

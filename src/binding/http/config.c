@@ -35,15 +35,26 @@
 
 typedef struct {
     const char *name;
-    bool is_timeout; /* seconds (a float), else a byte count */
-    double default_value;
+    bool is_timeout;      /* seconds (a float), else a byte count */
+    bool may_be_none;     /* a count that may be None: no limit */
+    double default_value; /* 0: px_http_default_body_memory() */
 } limit_t;
+
+/* None is UINT64_MAX for every count that may be None. */
+_Static_assert(PX_HTTP_NO_MIN_RATE == UINT64_MAX &&
+                   PX_HTTP_NO_MEMORY_BOUND == UINT64_MAX,
+               "a count's None is UINT64_MAX");
 
 /* In the order of the fields they fill, see read_limits. */
 static const limit_t limits[] = {
-    {"max_header_size", false, 16384}, {"max_uri_size", false, 8192},
-    {"max_body_size", false, 1048576}, {"header_timeout", true, 10.0},
-    {"body_timeout", true, 30.0},      {"keepalive_timeout", true, 5.0},
+    {"max_header_size", false, false, 16384},
+    {"max_uri_size", false, false, 8192},
+    {"max_body_size", false, true, 1048576},
+    {"header_timeout", true, false, 10.0},
+    {"body_timeout", true, false, 30.0},
+    {"keepalive_timeout", true, false, 5.0},
+    {"min_body_rate", false, true, 1024},
+    {"max_body_memory", false, true, 0},
 };
 
 #define LIMIT_COUNT (sizeof(limits) / sizeof(limits[0]))
@@ -101,11 +112,11 @@ static PyType_Spec config_spec = {
     .slots = config_slots,
 };
 
-/* A byte limit: an int >= 1 (max_body_size also None: unlimited). */
+/* A byte limit: an int >= 1, or None when the limit allows none. */
 static int read_size(PyObject *cls, const limit_t *l, PyObject *v,
                      uint64_t *out)
 {
-    if (v == Py_None && strcmp(l->name, "max_body_size") == 0) {
+    if (v == Py_None && l->may_be_none) {
         *out = UINT64_MAX;
         return 0;
     }
@@ -173,6 +184,8 @@ static int read_limits(PyObject *cls, px_http_server_options_t *opts)
     opts->header_timeout_ns = values[3];
     opts->body_timeout_ns = values[4];
     opts->keepalive_timeout_ns = values[5];
+    opts->min_body_rate = values[6];
+    opts->max_body_memory = values[7];
     return 0;
 }
 
@@ -358,8 +371,9 @@ static PyType_Slot protocol_slots[] = {
      "arguments). _px_handle returns (status, fields, body), bytes or "
      "str (200, text/plain; str as UTF-8 with charset=utf-8) or a "
      "FileResponse. The class attributes max_header_size, max_uri_size, "
-     "max_body_size (bytes) and header_timeout, body_timeout, "
-     "keepalive_timeout (seconds, None: none) are read at register()."},
+     "max_body_size, max_body_memory (bytes), min_body_rate (bytes/s) and "
+     "header_timeout, body_timeout, keepalive_timeout (seconds, None: "
+     "none) are read at register()."},
     {Py_tp_new, protocol_new},
     {Py_tp_traverse, protocol_traverse},
     {Py_tp_clear, protocol_clear},
@@ -385,9 +399,11 @@ static int add_class_defaults(pxpy_http_t *h, PyTypeObject *type)
     int rc = PyDict_SetItemString(dict, "_px_request_class",
                                   (PyObject *)h->request_type);
     for (size_t i = 0; i < LIMIT_COUNT && rc == 0; i++) {
-        PyObject *v = limits[i].is_timeout
-                          ? PyFloat_FromDouble(limits[i].default_value)
-                          : PyLong_FromDouble(limits[i].default_value);
+        double value = limits[i].default_value;
+        if (value == 0)
+            value = (double)px_http_default_body_memory();
+        PyObject *v = limits[i].is_timeout ? PyFloat_FromDouble(value)
+                                           : PyLong_FromDouble(value);
         rc = v ? PyDict_SetItemString(dict, limits[i].name, v) : -1;
         Py_XDECREF(v);
     }

@@ -4,8 +4,8 @@ function it wraps (code constants, defaults), its arguments and keywords;
 immortalize_code and submit_work follow a partial to its function but leave
 its arguments (often made per call) mortal.
 
-The function is test_shared's module imported from source (no .pyc), whose
-constants CPython leaves mortal.
+The function is conftest's module imported from source (the source_module
+fixture: no .pyc), whose constants CPython leaves mortal.
 """
 
 import functools
@@ -14,9 +14,8 @@ import sys
 import pytest
 
 import pyparallel as px
-from conftest import gil_enabled
+from conftest import big_consts, fresh, gil_enabled
 from pyparallel import _core
-from test_shared import big_consts, fresh, source_module  # noqa: F401 (a fixture)
 
 
 def expected_work(n, scale=1000003):
@@ -73,8 +72,11 @@ class MyPartial(functools.partial):
 def test_eternalize_rejects_partials_it_cannot_cover_and_changes_nothing(source_module, kind):
     work = source_module.work
     constants = mortal_parts(work)
-    bad = {"subclass": MyPartial(work, 1), "unsupported argument": functools.partial(work, object()),
-           "unsupported keyword": functools.partial(work, scale=bytearray(b"x"))}[kind]
+    bad = {
+        "subclass": MyPartial(work, 1),
+        "unsupported argument": functools.partial(work, object()),
+        "unsupported keyword": functools.partial(work, scale=bytearray(b"x")),
+    }[kind]
     graph = fresh({"ok": [fresh("sibling")], "bad": None})
     graph["bad"] = bad
     with pytest.raises(TypeError, match=r"cannot make an object of type '.*' immortal"):

@@ -1,0 +1,178 @@
+"""Type stubs for pyparallel._core, the C extension under ``pyparallel``.
+
+Most of its names are pyparallel's public API, described in __init__.pyi and
+re-exported here from there, so that each type is defined once. This file
+describes the rest, which the pure-Python package builds on: the lock object
+behind px.dict and px.list, the HTTP layer's base classes, and the helpers
+and hooks that pyparallel's own modules call. None of it is public API.
+"""
+
+from types import TracebackType
+from typing import ClassVar, Generic, Literal, TypeVar, final
+
+from typing_extensions import disjoint_base
+
+from pyparallel import AsyncError as AsyncError
+from pyparallel import Channel as Channel
+from pyparallel import ProtectionError as ProtectionError
+from pyparallel import SharedBuffer as SharedBuffer
+from pyparallel import Timer as Timer
+from pyparallel import Transport as Transport
+from pyparallel import call_from_main_thread as call_from_main_thread
+from pyparallel import call_from_main_thread_and_wait as call_from_main_thread_and_wait
+from pyparallel import client as client
+from pyparallel import cpu_count as cpu_count
+from pyparallel import eternalize as eternalize
+from pyparallel import gmtime as gmtime
+from pyparallel import is_parallel_thread as is_parallel_thread
+from pyparallel import protect as protect
+from pyparallel import protected as protected
+from pyparallel import rdtsc as rdtsc
+from pyparallel import read_lock as read_lock
+from pyparallel import register as register
+from pyparallel import run_once as run_once
+from pyparallel import server as server
+from pyparallel import stats as stats
+from pyparallel import stop as stop
+from pyparallel import submit_work as submit_work
+from pyparallel import thread_seq_id as thread_seq_id
+from pyparallel import timer as timer
+from pyparallel import unprotect as unprotect
+from pyparallel import worker_loop as worker_loop
+from pyparallel import write_lock as write_lock
+from pyparallel import xlist as xlist
+
+_R = TypeVar("_R")
+_Mode = Literal["threads", "interpreters", "gil"]
+
+# ---- locks -----------------------------------------------------------------
+
+@final
+class RWLock:
+    """A many-readers/one-writer lock whose holds nest per thread (a read
+    inside a write is fine, a write inside only a read is RuntimeError)."""
+
+    def read(self) -> LockGuard[None]:
+        """A context manager holding the lock shared for the with-block."""
+
+    def write(self) -> LockGuard[None]:
+        """A context manager holding the lock alone for the with-block."""
+
+@final
+class LockGuard(Generic[_R]):
+    """What read_lock/write_lock (and RWLock.read/write) return; its
+    __enter__ gives the locked object (None for an RWLock's own guards)."""
+
+    @property
+    def exclusive(self) -> bool:
+        """True for a write lock, False for a read lock."""
+
+    def __enter__(self) -> _R:
+        """Take the lock for the calling thread."""
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> Literal[False]:
+        """Release the calling thread's hold."""
+
+# ---- immortality -------------------------------------------------------------
+
+def immortalize_code(obj: _R, /) -> _R:
+    """Make the constants of the code obj would run immortal (a function, a
+    class's methods, a callable's __call__, a partial's function); return
+    obj."""
+
+def is_immortal(obj: object, /) -> bool:
+    """Whether obj is immortal."""
+
+# ---- HTTP ----------------------------------------------------------------------
+
+@disjoint_base
+class HttpRequest:
+    """One HTTP request, as the C layer parsed it; made by the C layer only."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def client(self) -> tuple[str, int]: ...
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def keep_alive(self) -> bool: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def raw_path(self) -> str: ...
+    @property
+    def query_string(self) -> str: ...
+    @property
+    def header_fields(self) -> list[tuple[str, str]]: ...
+    # Storage for what a subclass builds on first use; unset until then.
+    _query: object
+    _headers: object
+
+@disjoint_base
+class HttpProtocol:
+    """Base class of HTTP protocols (pyparallel.http.HttpServer): the C layer
+    parses and frames HTTP/1.1 and calls _px_handle(request) for each request
+    on the connection's instance. The class attributes are read at
+    register()."""
+
+    max_header_size: ClassVar[int]
+    max_uri_size: ClassVar[int]
+    max_body_size: ClassVar[int]
+    # Seconds; None: no limit.
+    header_timeout: ClassVar[float | None]
+    body_timeout: ClassVar[float | None]
+    keepalive_timeout: ClassVar[float | None]
+    # The class the C layer makes requests of (an HttpRequest subclass with
+    # __slots__ = ()).
+    _px_request_class: ClassVar[type[HttpRequest]]
+
+@final
+class FileResponse:
+    """A response _px_handle may return: the file at path, sent by the C
+    layer with sendfile (ETag, Last-Modified, 304, ranges: 206, 416)."""
+
+    def __init__(
+        self,
+        path: str,
+        content_type: str | None,
+        status: int = 200,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def content_type(self) -> str | None: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def headers(self) -> list[tuple[str, str]] | None: ...
+
+# ---- the runtime ---------------------------------------------------------------
+
+def run(*, mode: _Mode | None = None, graceful_timeout: float | None = None) -> None:
+    """The loop of pyparallel.run(), without its signal handling."""
+
+def _worker_count() -> int:
+    """The number of workers (starting the loop if needed)."""
+
+def _shutdown() -> None:
+    """Stop the loop and join its threads; registered with atexit."""
+
+def _importing_main(flag: bool, /) -> None:
+    """Mode "interpreters": whether a worker interpreter is importing the
+    main script now (submitting work meanwhile is refused)."""
+
+def _log_in_main(fields: tuple[object, ...], message: str, exc: BaseException | None, /) -> None:
+    """Mode "interpreters": log a worker interpreter's record in the main
+    interpreter (see pyparallel._interp)."""
