@@ -97,8 +97,9 @@ def served_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def conformance(tmp_path_factory, served_file):
-    server = AppServer("apps.conformance:app", tmp_path_factory.mktemp("conformance"),
-                       env={"WSGI_TEST_FILE": str(served_file)})
+    server = AppServer(
+        "apps.conformance:app", tmp_path_factory.mktemp("conformance"), env={"WSGI_TEST_FILE": str(served_file)}
+    )
     yield server
     server.kill()
 
@@ -114,8 +115,12 @@ def test_startup_line_names_the_wsgi_interface(conformance):
 
 @pytest.mark.parametrize(
     "how, expected",
-    [("", b"line one\n+line two\nend"), ("lines", b"line one\n|line two\n|end"),
-     ("iterate", b"line one\n|line two\n|end"), ("chunks", b"lin|e o|ne\n|lin|e t|wo\n|end")],
+    [
+        ("", b"line one\n+line two\nend"),
+        ("lines", b"line one\n|line two\n|end"),
+        ("iterate", b"line one\n|line two\n|end"),
+        ("chunks", b"lin|e o|ne\n|lin|e t|wo\n|end"),
+    ],
 )
 def test_wsgiref_validator_passes_reading_the_body_every_way(conformance, how, expected):
     body = b"line one\nline two\nend"
@@ -126,8 +131,15 @@ def test_wsgiref_validator_passes_reading_the_body_every_way(conformance, how, e
 
 def test_validator_with_a_chunked_body_and_a_get(conformance):
     with Client(conformance.port) as client:
-        client.send(build_request("POST", "/validated?lines", headers=[("Transfer-Encoding", "chunked")],
-                                  body=b"5\r\nab\ncd\r\n3\r\nef\n\r\n0\r\n\r\n", length=False))
+        client.send(
+            build_request(
+                "POST",
+                "/validated?lines",
+                headers=[("Transfer-Encoding", "chunked")],
+                body=b"5\r\nab\ncd\r\n3\r\nef\n\r\n0\r\n\r\n",
+                length=False,
+            )
+        )
         assert client.read_response().body == b"ab\n|cdef\n"
         assert client.request("GET", "/validated").body == b"+"
 
@@ -138,8 +150,15 @@ def test_environ_keys_and_types(conformance):
         response = client.request(
             "POST",
             "/environ/caf%C3%A9%2Fx%ff?q=a%20b&r",
-            headers=[("Content-Type", "text/plain"), ("X-Dup", "one"), ("x-dup", "two"), ("Cookie", "a=1"),
-                     ("Cookie", "b=2"), ("X_Smuggled", "dropped"), ("X-Latin", "caf\xe9")],
+            headers=[
+                ("Content-Type", "text/plain"),
+                ("X-Dup", "one"),
+                ("x-dup", "two"),
+                ("Cookie", "a=1"),
+                ("Cookie", "b=2"),
+                ("X_Smuggled", "dropped"),
+                ("X-Latin", "caf\xe9"),
+            ],
             body=b"12345",
         )
     data = json.loads(response.body)
@@ -160,8 +179,15 @@ def test_environ_keys_and_types(conformance):
     assert not any("SMUGGLED" in key for key in fields)
     assert "HTTP_CONTENT_TYPE" not in fields and "HTTP_CONTENT_LENGTH" not in fields
     assert wsgi == {
-        "version": [1, 0], "url_scheme": "http", "multithread": True, "multiprocess": False, "run_once": False,
-        "input_read": True, "errors": True, "file_wrapper": True, "types": ["str"],
+        "version": [1, 0],
+        "url_scheme": "http",
+        "multithread": True,
+        "multiprocess": False,
+        "run_once": False,
+        "input_read": True,
+        "errors": True,
+        "file_wrapper": True,
+        "types": ["str"],
     }
 
 
@@ -277,13 +303,20 @@ def test_flask_routes_json_and_forms(flask_server):
         index = client.request("GET", "/")
         item = client.request("GET", "/items/42?q=x%20y")
         missing = client.request("GET", "/items/nope")
-        posted = client.request("POST", "/json", headers=[("Content-Type", "application/json")],
-                                body=json.dumps({"values": [1, 2, 3]}).encode())
-        form = client.request("POST", "/form", headers=[("Content-Type", "application/x-www-form-urlencoded")],
-                              body=b"name=Ada+L&age=36")
+        posted = client.request(
+            "POST",
+            "/json",
+            headers=[("Content-Type", "application/json")],
+            body=json.dumps({"values": [1, 2, 3]}).encode(),
+        )
+        form = client.request(
+            "POST", "/form", headers=[("Content-Type", "application/x-www-form-urlencoded")], body=b"name=Ada+L&age=36"
+        )
         boundary = "pyparallelboundary"
         upload = client.request(
-            "POST", "/upload", headers=[("Content-Type", f"multipart/form-data; boundary={boundary}")],
+            "POST",
+            "/upload",
+            headers=[("Content-Type", f"multipart/form-data; boundary={boundary}")],
             body=_multipart(boundary, [("note", None, b"hello"), ("document", "report.bin", bytes(range(256)) * 8)]),
         )
     assert (index.status, index.body) == (200, b"Hello from Flask")
@@ -341,8 +374,14 @@ def test_django_view_orm_and_template(django_server):
     with Client(django_server.port) as client:
         hello = client.request("GET", "/hello?name=Grace")
         counts = [
-            json.loads(client.request("POST", "/notes", headers=[("Content-Type", "application/x-www-form-urlencoded")],
-                                      body=f"text=note+{n}".encode()).body)["count"]
+            json.loads(
+                client.request(
+                    "POST",
+                    "/notes",
+                    headers=[("Content-Type", "application/x-www-form-urlencoded")],
+                    body=f"text=note+{n}".encode(),
+                ).body
+            )["count"]
             for n in range(3)
         ]
         listing = client.request("GET", "/notes")
@@ -361,8 +400,12 @@ def test_django_csrf_protected_post(django_server):
         token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', page.body).group(1).decode()
         cookie = next(v.split(";")[0] for v in page.header_values("Set-Cookie") if v.startswith("csrftoken="))
         form = [("Content-Type", "application/x-www-form-urlencoded")]
-        accepted = client.request("POST", "/protected", headers=[*form, ("Cookie", cookie)],
-                                  body=f"csrfmiddlewaretoken={token}&value=7".encode())
+        accepted = client.request(
+            "POST",
+            "/protected",
+            headers=[*form, ("Cookie", cookie)],
+            body=f"csrfmiddlewaretoken={token}&value=7".encode(),
+        )
         refused = client.request("POST", "/protected", headers=form, body=b"value=7")
     assert (accepted.status, accepted.body) == (200, b"accepted 7")
     assert refused.status == 403
@@ -438,19 +481,28 @@ def test_a_blocking_app_does_not_hold_up_other_connections(conformance):
 def _run_cli(*args, env=None):
     return subprocess.run(
         [sys.executable, "-m", "pyparallel.http.server", "--bind", LOCALHOST, "--port", "0", *args],
-        capture_output=True, text=True, timeout=60, cwd=HERE, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=HERE,
+        env={**os.environ, **(env or {})},
     )
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--app", "apps.interfaces:asgi_app"], "apps.interfaces:asgi_app is an ASGI application: ASGI support is "
-         "not available yet in this version of pyparallel; the interfaces it serves are pyparallel"),
+        (
+            ["--app", "apps.interfaces:asgi_app"],
+            "apps.interfaces:asgi_app is an ASGI application: ASGI support is "
+            "not available yet in this version of pyparallel; the interfaces it serves are pyparallel",
+        ),
         (["--app", "apps.interfaces:AsgiCallable"], "is a class but not an HttpServer subclass"),
         (["--app", "apps.interfaces:asgi_instance"], "is an ASGI application: ASGI support is not available yet"),
-        (["--app", "apps.interfaces:wsgi_app", "--interface", "asgi"], "interface asgi: ASGI support is not "
-         "available yet"),
+        (
+            ["--app", "apps.interfaces:wsgi_app", "--interface", "asgi"],
+            "interface asgi: ASGI support is not available yet",
+        ),
         (["--app", "apps.interfaces:Pages", "--interface", "wsgi"], "is an HttpServer subclass, not a WSGI callable"),
         (["--app", "apps.interfaces:wsgi_app", "--interface", "pyparallel"], "wants an HttpServer subclass"),
         (["--app", "apps.interfaces:not_callable"], "is not an application"),
@@ -467,8 +519,11 @@ def test_interfaces_that_cannot_be_served_exit_2_with_one_line(args, message):
 
 @pytest.mark.parametrize(
     "spec, interface, expected",
-    [("apps.interfaces:wsgi_app", "auto", "wsgi"), ("apps.interfaces:Pages", "auto", "pyparallel"),
-     ("apps.interfaces:WsgiClass", "wsgi", "wsgi")],
+    [
+        ("apps.interfaces:wsgi_app", "auto", "wsgi"),
+        ("apps.interfaces:Pages", "auto", "pyparallel"),
+        ("apps.interfaces:WsgiClass", "wsgi", "wsgi"),
+    ],
 )
 def test_interface_detection_and_override(tmp_path, spec, interface, expected):
     server = AppServer(spec, tmp_path, "--interface", interface)
@@ -522,8 +577,11 @@ def test_serve_app_errors():
 def test_serve_app_of_an_object_that_cannot_cross_says_what_to_give():
     from apps.flask_app import app
 
-    with pytest.raises(AppError, match=r"<Flask 'apps.flask_app'> cannot cross to the workers' interpreters .* "
-                                       r"give it as \"module:attr\""):
+    with pytest.raises(
+        AppError,
+        match=r"<Flask 'apps.flask_app'> cannot cross to the workers' interpreters .* "
+        r"give it as \"module:attr\"",
+    ):
         serve_app(app, LOCALHOST, 0)
 
 
@@ -555,9 +613,18 @@ def legacy_app(tmp_path_factory):
     compiler = os.environ.get("CC") or sysconfig.get_config_var("CC").split()[0]
     target = directory / ("px_legacy_ext" + sysconfig.get_config_var("EXT_SUFFIX"))
     subprocess.run(
-        [compiler, "-shared", "-fPIC", f"-I{sysconfig.get_paths()['include']}", "-o", str(target),
-         str(directory / "px_legacy_ext.c")],
-        check=True, capture_output=True, timeout=120,
+        [
+            compiler,
+            "-shared",
+            "-fPIC",
+            f"-I{sysconfig.get_paths()['include']}",
+            "-o",
+            str(target),
+            str(directory / "px_legacy_ext.c"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     return directory
 

@@ -24,6 +24,8 @@ worker:
     module's refusal into a line naming it.
 """
 
+from __future__ import annotations
+
 import importlib
 import inspect
 import pickle
@@ -34,6 +36,11 @@ import warnings
 import pyparallel as px
 
 from .. import _core
+
+# typing is imported for the type checker only (see _request.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pyparallel import _Listener
 
 PYPARALLEL = "pyparallel"
 WSGI = "wsgi"
@@ -51,18 +58,18 @@ class AppError(ValueError):
     is one line for the user."""
 
 
-def split_spec(spec, flag="--app"):
+def split_spec(spec: str, flag: str = "--app") -> tuple[str, str]:
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
         raise AppError(f"{flag} wants MODULE:ATTR, not {spec!r}")
     return module_name, attribute
 
 
-def resolve_spec(spec, flag="--app"):
+def resolve_spec(spec: str, flag: str = "--app") -> object:
     """The object named by "module:attr" (attr may be dotted)."""
     module_name, attribute = split_spec(spec, flag)
     try:
-        target = importlib.import_module(module_name)
+        target: object = importlib.import_module(module_name)
     except ImportError as exc:
         raise AppError(f"{flag} {spec}: cannot import {module_name}: {exc}") from None
     for part in attribute.split("."):
@@ -73,12 +80,12 @@ def resolve_spec(spec, flag="--app"):
     return target
 
 
-def _gil_enabled():
+def _gil_enabled() -> bool:
     is_enabled = getattr(sys, "_is_gil_enabled", None)
     return True if is_enabled is None else is_enabled()
 
 
-def load(spec, flag="--app"):
+def load(spec: str, flag: str = "--app") -> tuple[object, list[str]]:
     """(the object named by spec, the modules whose import enabled the GIL
     meanwhile: empty unless this is a free-threaded build whose GIL was off
     and is on now)."""
@@ -87,7 +94,7 @@ def load(spec, flag="--app"):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         target = resolve_spec(spec, flag)
-    gil_modules = []
+    gil_modules: list[str] = []
     if not was_enabled and _gil_enabled():
         for warning in caught:
             found = _GIL_WARNING.search(str(warning.message))
@@ -105,16 +112,17 @@ def load(spec, flag="--app"):
     return target, gil_modules
 
 
-def is_asgi(app):
+def is_asgi(app: object) -> bool:
     """Whether app is an ASGI 3 callable: a coroutine function, or an object
     whose __call__ is one."""
     if inspect.iscoroutinefunction(app):
         return True
-    call = getattr(type(app), "__call__", None)
-    return call is not None and not isinstance(app, type) and inspect.iscoroutinefunction(call)
+    # Looked up on the type, as a call does (a class's own __call__ there
+    # is its metaclass's, never a coroutine function).
+    return not isinstance(app, type) and inspect.iscoroutinefunction(type(app).__call__)
 
 
-def detect(app):
+def detect(app: object) -> str:
     """The interface app speaks (see the module's docstring); AppError when
     it is no application at all."""
     if isinstance(app, type):
@@ -133,21 +141,21 @@ def detect(app):
     raise AppError(f"{app!r} is not an application: not an HttpServer subclass, nor a WSGI or ASGI callable")
 
 
-def _asgi_not_available(what):
+def _asgi_not_available(what: str) -> AppError:
     return AppError(
         f"{what}: ASGI support is not available yet in this version of pyparallel; the interfaces it serves are "
         f"pyparallel (an HttpServer subclass) and wsgi (a WSGI callable)"
     )
 
 
-def _name(app):
+def _name(app: object) -> str:
     qualname = getattr(app, "__qualname__", None)
     if isinstance(qualname, str):  # a function or a class
         return f"{app.__module__}:{qualname}"
     return repr(app)
 
 
-def check_interface(app, interface):
+def check_interface(app: object, interface: str) -> str:
     """The interface to serve app with: detected for "auto", else checked
     against what app is."""
     if interface not in INTERFACES:
@@ -164,11 +172,13 @@ def check_interface(app, interface):
     if interface == PYPARALLEL and found != PYPARALLEL:
         raise AppError(f"interface pyparallel wants an HttpServer subclass, not {app!r}")
     if interface == WSGI and found == PYPARALLEL:
-        raise AppError(f"{app.__qualname__} is an HttpServer subclass, not a WSGI callable: use interface pyparallel")
+        raise AppError(f"{_name(app)} is an HttpServer subclass, not a WSGI callable: use interface pyparallel")
     return interface
 
 
-def server_class(app, interface="auto", *, server=None, **attributes):
+def server_class(
+    app: object, interface: str = "auto", *, server: tuple[str, int] | None = None, **attributes: object
+) -> tuple[type, str]:
     """(the HttpServer subclass that serves app, its interface). app is the
     application or its "module:attr"; attributes are class attributes of
     the subclass (root and the limits). In mode interpreters each worker
@@ -180,13 +190,14 @@ def server_class(app, interface="auto", *, server=None, **attributes):
     interface = check_interface(target, interface)
     if interface == WSGI:
         return WSGIServer.for_app(app, server=server, **attributes), interface
+    assert isinstance(target, type)  # check_interface made sure
     if not attributes:
         return target, interface
     namespace = {"__module__": target.__module__, "__qualname__": target.__qualname__, **attributes}
     return type(target.__name__, (target,), namespace), interface
 
 
-def check_workers(spec):
+def check_workers(spec: str) -> None:
     """Mode interpreters: a worker imports the app in its own interpreter
     before any connection is accepted (the workers share sys.path, so one
     tells for all); AppError, one line, when that fails."""
@@ -205,7 +216,9 @@ def check_workers(spec):
         raise AppError(f"{spec}: importing it in a worker interpreter failed: {reason}") from None
 
 
-def serve_app(app, host="", port=8080, *, interface="auto", **attributes):
+def serve_app(
+    app: object, host: str = "", port: int = 8080, *, interface: str = "auto", **attributes: object
+) -> _Listener:
     """Listens on host:port and registers the HttpServer subclass that
     serves app there (see server_class): what `python -m
     pyparallel.http.server --app` does, for a program that calls px.run()
@@ -227,7 +240,7 @@ def serve_app(app, host="", port=8080, *, interface="auto", **attributes):
     return listener
 
 
-def _check_crosses(app):
+def _check_crosses(app: object) -> None:
     """Mode interpreters: an app given as an object reaches the workers
     pickled, which finds a module-level function or class by name and
     which an app object (Flask's, Django's) refuses."""
@@ -236,17 +249,17 @@ def _check_crosses(app):
     except Exception:
         raise AppError(
             f"{_name(app)} cannot cross to the workers' interpreters (in mode interpreters every worker "
-            f"imports the app itself): give it as \"module:attr\", or use mode threads or gil"
+            f'imports the app itself): give it as "module:attr", or use mode threads or gil'
         ) from None
 
 
-def check_in_worker(spec):
+def check_in_worker(spec: str) -> None:
     """Imports spec's module and finds its attribute in the calling
     interpreter (run as work, so in a worker's in mode interpreters)."""
     resolve_spec(spec)
 
 
-def subinterpreter_refusal(exc):
+def subinterpreter_refusal(exc: BaseException | None) -> str | None:
     """The extension module named by an ImportError that says it cannot load
     in a subinterpreter, or None."""
     text = str(exc)

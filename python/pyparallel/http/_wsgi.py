@@ -32,6 +32,8 @@ the subclass crosses as a recipe (pyparallel._interp.class_recipe) whose
 _AppRef names the app by "module:attr", or by module and qualified name.
 """
 
+from __future__ import annotations
+
 import io
 import logging
 import os
@@ -45,6 +47,19 @@ from ._apps import resolve_spec
 from ._request import unquote_to_bytes
 from ._response import INTERNAL_ERROR, Response
 
+# typing is imported for the type checker only (see _request.py).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from types import TracebackType
+    from typing import Any, ClassVar
+
+    from ._request import Request
+    from ._response import Wire
+
+    type ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+    type Write = Callable[[bytes], None]
+
 _log = logging.getLogger("pyparallel")
 
 _STATUS = re.compile(r"([1-9][0-9][0-9])(?: [^\r\n\0]*)?")
@@ -52,8 +67,16 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _LINE_BREAK = re.compile(r"[\r\n\0]")
 # The class attributes for_app accepts besides server.
 _ATTRIBUTES = frozenset(
-    {"root", "url_scheme", "max_header_size", "max_uri_size", "max_body_size", "header_timeout", "body_timeout",
-     "keepalive_timeout"}
+    {
+        "root",
+        "url_scheme",
+        "max_header_size",
+        "max_uri_size",
+        "max_body_size",
+        "header_timeout",
+        "body_timeout",
+        "keepalive_timeout",
+    }
 )
 # Fields the C layer writes for a file itself (FileResponse), from the file.
 _FILE_FIELDS = ("content-type", "etag", "last-modified", "accept-ranges")
@@ -68,25 +91,25 @@ class _AppRef:
 
     __slots__ = ("app", "spec")
 
-    def __init__(self, app, spec=None):
+    def __init__(self, app: Any, spec: str | None = None) -> None:
         self.app = app
         self.spec = spec
 
     @property
-    def name(self):
+    def name(self) -> str:
         if self.spec is not None:
             return self.spec
         app = self.app
         module = getattr(app, "__module__", None) or type(app).__module__
         return f"{module}:{getattr(app, '__qualname__', type(app).__qualname__)}"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[..., _AppRef], tuple[Any, ...]]:
         if self.spec is not None:
             return (_imported, (self.spec,))
         return (_AppRef, (self.app,))
 
 
-def _imported(spec):
+def _imported(spec: str) -> _AppRef:
     """An _AppRef in another interpreter, its app imported now: when the
     worker finds the class (register() has every worker do it at once), so
     that no request waits for the import."""
@@ -98,13 +121,13 @@ class FileWrapper:
     the object is a real file read from its start, the response is sent
     from the file with sendfile instead (see _Exchange._file_answer)."""
 
-    def __init__(self, filelike, blksize=8192):
+    def __init__(self, filelike: Any, blksize: int = 8192) -> None:
         self.filelike = filelike
         self.blksize = blksize
         if hasattr(filelike, "close"):
             self.close = filelike.close
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[bytes]:
         read = self.filelike.read
         while True:
             block = read(self.blksize)
@@ -119,10 +142,10 @@ class _Errors:
 
     __slots__ = ("_pending",)
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._pending = ""
 
-    def write(self, text):
+    def write(self, text: str) -> int:
         if not isinstance(text, str):
             raise TypeError(f"wsgi.errors takes str, not {type(text).__name__}")
         *lines, self._pending = (self._pending + text).split("\n")
@@ -130,17 +153,17 @@ class _Errors:
             _log.error("WSGI app: %s", line)
         return len(text)
 
-    def writelines(self, lines):
+    def writelines(self, lines: list[str]) -> None:
         for line in lines:
             self.write(line)
 
-    def flush(self):
+    def flush(self) -> None:
         if self._pending:
             _log.error("WSGI app: %s", self._pending)
             self._pending = ""
 
 
-def _latin1(raw_path):
+def _latin1(raw_path: str) -> str:
     """PATH_INFO: the raw path percent-decoded to bytes, read as Latin-1 (the
     PEP's "native string" of bytes from the wire)."""
     if "%" not in raw_path:
@@ -148,7 +171,7 @@ def _latin1(raw_path):
     return unquote_to_bytes(raw_path).decode("latin-1")
 
 
-def _status_code(status):
+def _status_code(status: object) -> int:
     if not isinstance(status, str):
         raise TypeError(f"the WSGI status must be a str like '200 OK', not {type(status).__name__}")
     found = _STATUS.fullmatch(status)
@@ -162,21 +185,21 @@ class _Exchange:
 
     __slots__ = ("server", "request", "errors", "status", "fields", "length", "sent", "chunks")
 
-    def __init__(self, server, request):
+    def __init__(self, server: WSGIServer, request: Request) -> None:
         self.server = server
         self.request = request
         self.errors = _Errors()
-        self.status = None  # an int once start_response was called
-        self.fields = None
-        self.length = None  # the app's Content-Length
+        self.status: int | None = None  # once start_response was called
+        self.fields: list[tuple[str, str]] = []
+        self.length: int | None = None  # the app's Content-Length
         self.sent = False  # whether body data was given: the head counts as sent
-        self.chunks = []
+        self.chunks: list[bytes] = []
 
-    def environ(self):
+    def environ(self) -> dict[str, Any]:
         request = self.request
         server = self.server
-        client = request.client or ("", 0)
-        environ = {
+        client = request.client
+        environ: dict[str, Any] = {
             "REQUEST_METHOD": request.method,
             "SCRIPT_NAME": "",
             "PATH_INFO": _latin1(request.raw_path),
@@ -221,18 +244,18 @@ class _Exchange:
         if has_length:
             # The body as the app will read it (a chunked one is decoded).
             environ["CONTENT_LENGTH"] = str(len(request.body))
-        name = server.server_name
-        if name is None:
+        server_name = server.server_name
+        if server_name is None:
             host = environ.get("HTTP_HOST", "")
             name, _, port = host.rpartition(":") if host.rpartition(":")[2].isdigit() else (host, "", "")
             environ["SERVER_NAME"] = name or "localhost"
             environ["SERVER_PORT"] = port or ("443" if server.url_scheme == "https" else "80")
         else:
-            environ["SERVER_NAME"] = name
+            environ["SERVER_NAME"] = server_name
             environ["SERVER_PORT"] = server.server_port
         return environ
 
-    def start_response(self, status, headers, exc_info=None):
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None) -> Write:
         if exc_info is not None:
             try:
                 if self.sent:
@@ -248,7 +271,7 @@ class _Exchange:
         return self.write
 
     @staticmethod
-    def _check_headers(headers):
+    def _check_headers(headers: object) -> tuple[list[tuple[str, str]], int | None]:
         if not isinstance(headers, list):
             raise TypeError(
                 f"WSGI response headers must be a list of (name, value) tuples, not {type(headers).__name__}"
@@ -280,12 +303,12 @@ class _Exchange:
                 fields.append(item)
         return fields, length
 
-    def write(self, data):
+    def write(self, data: bytes) -> None:
         if self.status is None:
             raise RuntimeError("write() called before start_response()")
         self._body(data)
 
-    def _body(self, data):
+    def _body(self, data: object) -> None:
         if type(data) is not bytes:
             if not isinstance(data, (bytes, bytearray)):
                 raise TypeError(f"a WSGI body is made of bytes, not {type(data).__name__}")
@@ -296,7 +319,7 @@ class _Exchange:
             self.sent = True
             self.chunks.append(data)
 
-    def run(self):
+    def run(self) -> Wire:
         environ = self.environ()
         result = None
         try:
@@ -308,7 +331,7 @@ class _Exchange:
             self._close(result)
             self.errors.flush()
 
-    def _respond(self, result):
+    def _respond(self, result: Any) -> Wire:
         """What the C layer sends for the app's iterable. The body is
         consumed here and nowhere else; joined, as long as responses are
         sent whole."""
@@ -331,7 +354,7 @@ class _Exchange:
             body = body[: self.length]  # the PEP: never more than Content-Length
         return (self.status, self.fields, body)
 
-    def _file_answer(self, filelike):
+    def _file_answer(self, filelike: Any) -> _core.FileResponse | None:
         """A FileResponse (sendfile) for a real file read from its start,
         else None (the wrapper is iterated)."""
         try:
@@ -360,7 +383,7 @@ class _Exchange:
         # 304 its own way, for the same file the app chose.
         return _core.FileResponse(os.path.abspath(path), content_type, status=200, headers=fields or None)
 
-    def _failed(self, error):
+    def _failed(self, error: BaseException) -> Wire:
         request = self.request
         _log.error(
             "WSGI app %s failed on %s %s",
@@ -371,7 +394,7 @@ class _Exchange:
         )
         return INTERNAL_ERROR
 
-    def _close(self, result):
+    def _close(self, result: object) -> None:
         close = getattr(result, "close", None)
         if close is None:
             return
@@ -390,13 +413,13 @@ class WSGIServer(HttpServer):
         url_scheme                wsgi.url_scheme ("http")
     """
 
-    _px_app = None
-    server_name = None
-    server_port = None
-    url_scheme = "http"
+    _px_app: ClassVar[_AppRef]
+    server_name: ClassVar[str | None] = None
+    server_port: ClassVar[str | None] = None
+    url_scheme: ClassVar[str] = "http"
 
     @classmethod
-    def for_app(cls, app, *, server=None, **attributes):
+    def for_app(cls, app: object, *, server: tuple[str, int] | None = None, **attributes: object) -> type[WSGIServer]:
         """A subclass serving app: a WSGI callable, or its "module:attr"
         (which mode interpreters needs for an app object, such as Flask's,
         that cannot be found by module and qualified name). server is the
@@ -417,7 +440,7 @@ class WSGIServer(HttpServer):
             namespace["server_port"] = str(server[1])
         return type(cls.__name__, (cls,), namespace)
 
-    def _px_handle(self, request):
+    def _px_handle(self, request: Request) -> Wire:
         if self.root is not None and (request.method == "GET" or request.method == "HEAD"):
             found = _static.resolve(self._px_static_real_root(), request.raw_path)
             if found is not None and found[0] is _static.FILE:
