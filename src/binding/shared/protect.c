@@ -133,7 +133,8 @@ static PyObject *lock_guard(PyObject *module, PyObject *obj, int exclusive)
         return raise_not_protected(st, exclusive ? "write_lock" : "read_lock",
                                    obj);
     }
-    PyObject *guard = pxpy_lock_guard_new(st, lock, obj, exclusive);
+    PyObject *guard =
+        pxpy_lock_guard_new(st, pxpy_rwlock_core(lock), obj, exclusive);
     Py_DECREF(lock);
     return guard;
 }
