@@ -38,6 +38,15 @@ static PyObject *find_lock(pxpy_state *st, PyObject *obj)
     return NULL;
 }
 
+int pxpy_has_lock(pxpy_state *st, PyObject *obj)
+{
+    PyObject *lock = find_lock(st, obj);
+    if (lock == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    Py_DECREF(lock);
+    return 1;
+}
+
 static PyObject *raise_not_protected(pxpy_state *st, const char *function,
                                      PyObject *obj)
 {

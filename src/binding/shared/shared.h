@@ -136,6 +136,12 @@ pxpy_rwcore_t *pxpy_rwlock_core(PyObject *lock);
 PyObject *pxpy_lock_guard_new(pxpy_state *st, pxpy_rwcore_t *core,
                               PyObject *target, int exclusive);
 
+/* ---- protection (protect.c) ------------------------------------------- */
+
+/* Whether read_lock(obj) would find a lock: 1 yes, 0 no, -1 with an
+ * exception (obj's attribute lookup failed). */
+int pxpy_has_lock(pxpy_state *st, PyObject *obj);
+
 /* ---- immortal objects (eternal.c) -------------------------------------- */
 
 /* Makes the constants of the code a callable runs immortal, so threads
