@@ -138,6 +138,10 @@ PyObject *pxpy_lock_guard_new(pxpy_state *st, pxpy_rwcore_t *core,
 
 /* ---- protection (protect.c) ------------------------------------------- */
 
+/* The AsyncError of protect() and eternalize() (function) called on obj
+ * in a worker's interpreter, where no other interpreter sees obj; NULL. */
+PyObject *pxpy_only_this_interp(pxpy_state *st, const char *function,
+                                PyObject *obj);
 /* Whether read_lock(obj) would find a lock: 1 yes, 0 no, -1 with an
  * exception (obj's attribute lookup failed). */
 int pxpy_has_lock(pxpy_state *st, PyObject *obj);
