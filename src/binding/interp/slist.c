@@ -293,9 +293,12 @@ static int insert_all(slist_t *l, Py_ssize_t i, pxpy_xi_t **xis, Py_ssize_t n,
             i = i + l->len < 0 ? 0 : i + l->len;
         else if (i > l->len)
             i = l->len;
-        memmove(&l->items[i + n], &l->items[i],
-                (size_t)(l->len - i) * sizeof(*l->items));
-        memcpy(&l->items[i], xis, (size_t)n * sizeof(*xis));
+        /* An empty list may have no array at all: nothing to move. */
+        if (n > 0) {
+            memmove(&l->items[i + n], &l->items[i],
+                    (size_t)(l->len - i) * sizeof(*l->items));
+            memcpy(&l->items[i], xis, (size_t)n * sizeof(*xis));
+        }
         l->len += n;
         l->version++;
     }
@@ -513,7 +516,8 @@ static int ass_slice(PyObject *self, PyObject *slice, PyObject *value)
                 PyErr_NoMemory();
                 rc = -1;
             }
-            if (rc == 0) {
+            if (rc == 0 && l->items != NULL) {
+                /* (No array: the list is empty and stays so.) */
                 nremoved = b - a;
                 memcpy(removed, &l->items[a],
                        (size_t)nremoved * sizeof(*removed));
@@ -703,13 +707,14 @@ static PyObject *slist_sort(PyObject *self, PyObject *args, PyObject *kwargs)
             return NULL;
         }
         bool applied = l->version == version;
-        if (applied) {
+        if (applied && n > 0) {
             for (Py_ssize_t i = 0; i < n; i++)
                 sorted[i] =
                     l->items[PyLong_AsSsize_t(PyList_GET_ITEM(perm, i))];
             memcpy(l->items, sorted, (size_t)n * sizeof(*sorted));
-            l->version++;
         }
+        if (applied)
+            l->version++;
         pxpy_scont_unlock(&l->head, 1);
         PyMem_RawFree(sorted);
         Py_DECREF(perm);
