@@ -13,6 +13,9 @@ objects and memory stay away from the next):
   map, submit_work            on .venv-ft (3.13t, mode threads)
   map, submit_work            on .venv-gil with PYPARALLEL_MODE=interpreters
    (interpreters)
+  shared_kv                   on .venv-gil with PYPARALLEL_MODE=interpreters
+                              (px.dict shared by every interpreter against
+                              multiprocessing's Manager().dict())
   shared_dict, echo           on .venv-ft (not with --quick)
 
 Every script prints its table with ratios against pyparallel as it goes and
@@ -48,6 +51,7 @@ SCENARIOS = {
     "map-interpreters": ("map.py", VENV_GIL, "interpreters", True),
     "submit_work": ("submit_work.py", VENV_FT, None, True),
     "submit_work-interpreters": ("submit_work.py", VENV_GIL, "interpreters", True),
+    "shared_kv": ("shared_kv.py", VENV_GIL, "interpreters", True),
     "shared_dict": ("shared_dict.py", VENV_FT, None, False),
     "echo": ("echo.py", VENV_FT, None, False),
 }

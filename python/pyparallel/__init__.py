@@ -5,7 +5,9 @@ core of one process.
 
 The engine and most of the API are in the C extension pyparallel._core;
 this package adds what is easier in Python: run() (which turns SIGINT and
-SIGTERM into a clean stop), map(), the protected containers dict and list,
+SIGTERM into a clean stop), map(), the protected containers dict and list
+and the xlist factory (each the kind every interpreter shares in mode
+"interpreters"),
 and the atexit hook that stops the engine before the interpreter finalizes.
 docs/api.md describes every name.
 """
@@ -46,9 +48,8 @@ from ._core import (
     unprotect,
     worker_loop,
     write_lock,
-    xlist,
 )
-from ._protected import dict, list
+from ._protected import dict, list, xlist
 from ._version import __version__ as __version__
 from ._work import map
 

@@ -308,7 +308,8 @@ def timer(
 # ---- shared state --------------------------------------------------------
 
 def protect(obj: _R, /) -> _R:
-    """Attach a readers-writer lock to obj; return obj."""
+    """Attach a readers-writer lock to obj; return obj. AsyncError in a
+    worker's interpreter (mode interpreters), where no other sees obj."""
 
 def unprotect(obj: _R, /) -> _R:
     """Remove the lock protect() gave obj; return obj (ProtectionError for
@@ -326,20 +327,28 @@ def write_lock(obj: _R, /) -> _LockGuard[_R]:
 
 class dict(builtins.dict[_KT, _VT]):
     """A dict protected from creation: mutations take its write lock,
-    whole-container reads its read lock."""
+    whole-container reads its read lock. In mode interpreters px.dict()
+    makes a pyparallel._core.SharedDict instead: one dict for every
+    interpreter, holding None, bool, int, float, str, bytes, tuples of these
+    and SharedBuffers (with a dict's methods, but no dict subclass;
+    isinstance(d, px.dict) holds)."""
 
     # The lock that read_lock/write_lock take; its own, made with the dict.
     __px_rwlock__: _RWLock
 
 class list(builtins.list[_T]):
     """A list protected from creation: mutations take its write lock,
-    whole-container reads its read lock."""
+    whole-container reads its read lock. In mode interpreters px.list()
+    makes a pyparallel._core.SharedList, one list for every interpreter
+    holding the values a SharedDict holds."""
 
     __px_rwlock__: _RWLock
 
 @final
 class xlist(Generic[_T]):
-    """Interlocked list: push from any thread, pop (LIFO), or flush all."""
+    """Interlocked list: push from any thread, pop (LIFO), or flush all. In
+    mode interpreters px.xlist() makes a pyparallel._core.SharedXList, one
+    for every interpreter, holding the values a SharedDict holds."""
 
     def push(self, obj: _T, /) -> None:
         """Add obj; safe from any thread."""
@@ -353,7 +362,8 @@ class xlist(Generic[_T]):
     def __len__(self) -> int: ...
 
 def eternalize(obj: _R, /) -> _R:
-    """Make obj's graph immortal (never freed; treat it as read-only)."""
+    """Make obj's graph immortal (never freed; treat it as read-only).
+    AsyncError in a worker's interpreter outside a module's top level."""
 
 @final
 class SharedBuffer:

@@ -7,6 +7,7 @@ behind px.dict and px.list, the HTTP layer's base classes, and the helpers
 and hooks that pyparallel's own modules call. None of it is public API.
 """
 
+import builtins
 from types import TracebackType
 from typing import ClassVar, Generic, Literal, TypeVar, final
 
@@ -132,6 +133,8 @@ class HttpProtocol:
     # Seconds; None: no limit.
     header_timeout: ClassVar[float | None]
     body_timeout: ClassVar[float | None]
+    max_body_memory: ClassVar[int | None]
+    min_body_rate: ClassVar[int | None]
     keepalive_timeout: ClassVar[float | None]
     # The class the C layer makes requests of (an HttpRequest subclass with
     # __slots__ = ()).
@@ -162,6 +165,46 @@ class FileResponse:
 
 def run(*, mode: _Mode | None = None, graceful_timeout: float | None = None) -> None:
     """The loop of pyparallel.run(), without its signal handling."""
+
+# ---- mode "interpreters": containers every interpreter shares -------------------
+
+class SharedDict:
+    """px.dict() in mode "interpreters": one dict for the main interpreter and
+    every worker, holding values that can cross interpreters."""
+
+    def __new__(cls, *args: object, **kwargs: object) -> SharedDict: ...
+    def __len__(self) -> int: ...
+    def __getitem__(self, key: object, /) -> object: ...
+    def __setitem__(self, key: object, value: object, /) -> None: ...
+    def __delitem__(self, key: object, /) -> None: ...
+    def __contains__(self, key: object, /) -> bool: ...
+    def get(self, key: object, default: object = None, /) -> object: ...
+
+class SharedList:
+    """px.list() in mode "interpreters": one list for the main interpreter and
+    every worker, holding values that can cross interpreters."""
+
+    def __new__(cls, *args: object, **kwargs: object) -> SharedList: ...
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: object, /) -> object: ...
+    def append(self, value: object, /) -> None: ...
+
+class SharedXList:
+    """px.xlist() in mode "interpreters": one interlocked list for the main
+    interpreter and every worker."""
+
+    def __new__(cls, *args: object, **kwargs: object) -> SharedXList: ...
+    def __len__(self) -> int: ...
+    def push(self, obj: object) -> None: ...
+    def pop(self) -> object: ...
+    def flush(self) -> builtins.list[object]: ...
+
+def _shared_containers() -> bool:
+    """Whether px.dict(), px.list() and px.xlist() make the shared kinds."""
+
+def _main_shared(names: tuple[str, ...], /) -> dict[str, SharedDict | SharedList | SharedXList]:
+    """The main interpreter's __main__ globals of these names that are shared
+    containers (a worker interpreter's engine thread only)."""
 
 def _worker_count() -> int:
     """The number of workers (starting the loop if needed)."""

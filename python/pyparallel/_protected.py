@@ -1,6 +1,15 @@
-"""Protected containers: ``px.dict`` and ``px.list``.
+"""Protected containers: ``px.dict``, ``px.list``, and the ``px.xlist`` factory.
 
-Both are ordinary ``dict``/``list`` subclasses that carry their own
+In mode "interpreters" (the current loop's mode, else PYPARALLEL_MODE or the
+build's default) ``px.dict()``, ``px.list()`` and ``px.xlist()`` make the
+kinds that every interpreter shares (``SharedDict``, ``SharedList``,
+``SharedXList`` of pyparallel._core: one container in memory outside every
+interpreter, holding values that can cross interpreters), since a Python
+object belongs to one interpreter and a worker's writes to it would never
+reach the others. ``isinstance(obj, px.dict)`` (``px.list``, ``px.xlist``)
+holds for both kinds. In the other modes:
+
+``px.dict`` and ``px.list`` are ordinary ``dict``/``list`` subclasses that carry their own
 many-readers/one-writer lock from creation (the ``__px_rwlock__`` slot, an
 ``RWLock``), so ``px.protected(d)`` is True and ``px.read_lock(d)`` /
 ``px.write_lock(d)`` work on them without ``px.protect()``. The lock lives and
@@ -37,6 +46,7 @@ from __future__ import annotations
 import builtins
 import functools
 
+from . import _core
 from ._core import RWLock
 
 # typing is imported for the type checker only: every worker interpreter
@@ -46,7 +56,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, ClassVar, Self
 
-__all__ = ["dict", "list"]
+__all__ = ["dict", "list", "xlist"]
 
 _dict = builtins.dict
 _list = builtins.list
@@ -72,7 +82,16 @@ def _reads[R](method: Callable[..., R]) -> Callable[..., R]:
     return _locked(method, False)
 
 
-class _Protected:
+class _EitherKind(type):
+    """The metaclass of px.dict, px.list and px.xlist: the kind shared by
+    every interpreter counts as an instance too."""
+
+    def __instancecheck__(cls, obj: object) -> bool:
+        # Of the class itself only: a subclass's instances are its own.
+        return type.__instancecheck__(cls, obj) or type(obj) in cls.__dict__.get("_kinds", ())
+
+
+class _Protected(metaclass=_EitherKind):
     """What px.dict and px.list share: the lock slot, copies, pickling."""
 
     __slots__ = ()
@@ -80,6 +99,11 @@ class _Protected:
     __px_rwlock__: RWLock
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        # Only px.dict() and px.list() themselves switch kinds: a subclass
+        # asked for its own class.
+        shared = cls.__dict__.get("_kinds")
+        if shared and _core._shared_containers():
+            return shared[0](*args, **kwargs)  # type: ignore[no-any-return]
         self = super().__new__(cls, *args, **kwargs)
         self.__px_rwlock__ = RWLock()  # type: ignore[misc]  # (the slot is the subclass's)
         return self
@@ -101,6 +125,7 @@ class dict(_Protected, _dict):  # type: ignore[type-arg]  # (__init__.pyi gives 
 
     __slots__ = ("__px_rwlock__", "__weakref__")
     _plain = _dict
+    _kinds = (_core.SharedDict,)  # the kind of mode "interpreters"
 
     __setitem__ = _writes(_dict.__setitem__)
     __delitem__ = _writes(_dict.__delitem__)
@@ -129,6 +154,7 @@ class list(_Protected, _list):  # type: ignore[type-arg]  # (as dict)
 
     __slots__ = ("__px_rwlock__", "__weakref__")
     _plain = _list
+    _kinds = (_core.SharedList,)
 
     __setitem__ = _writes(_list.__setitem__)
     __delitem__ = _writes(_list.__delitem__)
@@ -164,3 +190,17 @@ class list(_Protected, _list):  # type: ignore[type-arg]  # (as dict)
             return type(self)(_list.__mul__(self, n))
 
     __rmul__ = __mul__
+
+
+class xlist(metaclass=_EitherKind):
+    """px.xlist(): the interlocked list (push, pop, flush, len) of
+    pyparallel._core, in mode "interpreters" the one every interpreter
+    shares."""
+
+    __slots__ = ()
+    _kinds = (_core.SharedXList, _core.xlist)
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if _core._shared_containers():
+            return _core.SharedXList(*args, **kwargs)
+        return _core.xlist(*args, **kwargs)

@@ -119,6 +119,9 @@ typedef struct {
     PyTypeObject *future_core_type; /* future.c's C layer of Future */
     PyTypeObject *sharedbuf_type;
     PyTypeObject *channel_type;
+    PyTypeObject *sdict_type; /* mode "interpreters"' px.dict, px.list, */
+    PyTypeObject *slist_type; /* px.xlist (interp/scont.c) */
+    PyTypeObject *sxlist_type;
     /* Exceptions: AsyncError is the root of the binding's own errors. */
     PyObject *async_error;
     PyObject *protection_error;

@@ -285,7 +285,8 @@ static int module_exec(PyObject *module)
         pxpy_transport_exec(module, st) < 0 ||
         pxpy_register_exec(module, st) < 0 ||
         pxpy_shared_exec(module, st) < 0 || pxpy_http_exec(module, st) < 0 ||
-        pxpy_aio_exec(module, st) < 0 || pxpy_interp_exec(module, st) < 0)
+        pxpy_aio_exec(module, st) < 0 || pxpy_interp_exec(module, st) < 0 ||
+        pxpy_scont_exec(module, st) < 0)
         return -1;
     return 0;
 }
@@ -304,6 +305,9 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->protection_error);
     Py_VISIT(st->logger);
     Py_VISIT(st->future_type);
+    Py_VISIT(st->sdict_type);
+    Py_VISIT(st->slist_type);
+    Py_VISIT(st->sxlist_type);
     for (int i = 0; i < PXPY_STR_COUNT; i++)
         Py_VISIT(st->str_cache[i]);
     int rc = pxpy_runtime_traverse(st, visit, arg);
@@ -340,6 +344,9 @@ static int module_clear(PyObject *module)
     Py_CLEAR(st->protection_error);
     Py_CLEAR(st->logger);
     Py_CLEAR(st->future_type);
+    Py_CLEAR(st->sdict_type);
+    Py_CLEAR(st->slist_type);
+    Py_CLEAR(st->sxlist_type);
     for (int i = 0; i < PXPY_STR_COUNT; i++)
         Py_CLEAR(st->str_cache[i]);
     return 0;

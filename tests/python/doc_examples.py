@@ -39,13 +39,6 @@ MARKER = re.compile(r"^<!-- not in mode (\w+): (.+?) -->$")
 PRINT = re.compile(r"^\s*print\(.*\)\s+# (.*)$")
 
 
-# Why an example that needs objects shared by every interpreter fails in mode
-# "interpreters" today: each worker's interpreter has its own px.dict, px.list,
-# px.xlist and registry of protected objects, and builds its own copy of what
-# the script makes at the top level.
-SHARED_CONTAINERS = "px.dict/px.list/px.xlist are per-interpreter in mode interpreters until the shared containers land"
-
-
 class Example:
     def __init__(self, name, code, failures):
         self.name = name
@@ -138,14 +131,6 @@ def parse(text):
     return examples
 
 
-def params(examples, mode, need_shared_containers):
-    """pytest parameters for examples, named after them; those named in
-    need_shared_containers are strict xfails in mode "interpreters", so that
-    they fail the suite once they pass and their mark must go."""
-    found = []
-    for example in examples:
-        marks = []
-        if example.name in need_shared_containers and mode == "interpreters":
-            marks.append(pytest.mark.xfail(strict=True, reason=SHARED_CONTAINERS))
-        found.append(pytest.param(example, id=example.name, marks=marks))
-    return found
+def params(examples):
+    """pytest parameters for examples, named after them."""
+    return [pytest.param(example, id=example.name) for example in examples]

@@ -16,21 +16,14 @@ from doc_examples import Example, params, parse
 DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "api.md"
 EXAMPLE_TIMEOUT = 30
 
+
 # The examples that need px.dict, px.list, px.xlist or protected objects
 # shared by every interpreter.
-NEED_SHARED_CONTAINERS = {"px.read_lock", "px.xlist", "px.eternalize"}
-
-
 def test_the_doc_has_examples_and_every_one_says_what_it_prints():
     found = parse(DOC.read_text())
     assert len(found) >= 40
     silent = [example.name for example in found if not example.expected_output() and not example.only_imports()]
     assert not silent, f"examples that promise no output: {silent}"
-
-
-def test_the_examples_known_to_need_shared_containers_are_in_the_doc():
-    names = {example.name for example in parse(DOC.read_text())}
-    assert NEED_SHARED_CONTAINERS <= names, NEED_SHARED_CONTAINERS - names
 
 
 @pytest.mark.parametrize(
@@ -70,6 +63,6 @@ def test_a_marked_example_must_fail_with_the_documented_error(tmp_path):
 
 
 @pytest.mark.timeout(EXAMPLE_TIMEOUT + 10)
-@pytest.mark.parametrize("example", params(parse(DOC.read_text()), expected_mode(), NEED_SHARED_CONTAINERS))
+@pytest.mark.parametrize("example", params(parse(DOC.read_text())))
 def test_doc_example(example, tmp_path):
     example.check(tmp_path, expected_mode(), EXAMPLE_TIMEOUT)

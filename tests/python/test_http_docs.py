@@ -17,10 +17,8 @@ from doc_examples import params, parse
 DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "http.md"
 EXAMPLE_TIMEOUT = 60
 
+
 # The handlers count their visits in a px.dict that the main thread reads.
-NEED_SHARED_CONTAINERS = {"concurrency"}
-
-
 def programs():
     return [example for example in parse(DOC.read_text()) if "px.run()" in example.code]
 
@@ -28,10 +26,9 @@ def programs():
 def test_the_doc_has_examples():
     found = programs()
     assert len(found) >= 8
-    assert NEED_SHARED_CONTAINERS <= {example.name for example in found}
 
 
 @pytest.mark.timeout(EXAMPLE_TIMEOUT + 10)
-@pytest.mark.parametrize("example", params(programs(), expected_mode(), NEED_SHARED_CONTAINERS))
+@pytest.mark.parametrize("example", params(programs()))
 def test_doc_example(example, tmp_path):
     example.check(tmp_path, expected_mode(), EXAMPLE_TIMEOUT)

@@ -454,8 +454,7 @@ def test_per_module_state_is_per_interpreter(tmp_path):
         from pyparallel import _core
 
         def identities():
-            guarded = px.protect([])
-            return (id(_core), id(px.AsyncError), id(_core.Future), px.protected(guarded),
+            return (id(_core), id(px.AsyncError), id(_core.Future), px.protected(px.dict()),
                     sys.modules["__main__"].__name__)
 
         if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""px.xlist, the lock-free stack: push, pop (LIFO), flush (push order), the
-references it holds, and pushes, pops and flushes from many threads at once
-that lose and duplicate nothing; a hypothesis model of its sequential
-behaviour.
+"""_core.xlist, the interlocked list of one interpreter (what px.xlist()
+makes in modes "threads" and "gil"; test_interp_shared_containers.py tests
+the one that mode "interpreters" shares between interpreters): push, pop
+(LIFO), flush (push order), the references it holds, and pushes, pops and
+flushes from many threads at once that lose and duplicate nothing; a
+hypothesis model of its sequential behaviour.
 """
 
 import gc
@@ -12,12 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import pyparallel as px
 from conftest import JOIN_TIMEOUT, Plain, run_on_threads
+from pyparallel import _core
 
 
 def test_xlist_basics():
-    x = px.xlist()
+    x = _core.xlist()
     assert len(x) == 0 and x.flush() == []
     with pytest.raises(IndexError):
         x.pop()
@@ -30,12 +32,12 @@ def test_xlist_basics():
     with pytest.raises(IndexError):
         x.pop()
     with pytest.raises(TypeError):
-        px.xlist([1])
+        _core.xlist([1])
     assert "len=0" in repr(x)
 
 
 def test_xlist_holds_and_releases_references():
-    x = px.xlist()
+    x = _core.xlist()
     obj = Plain()
     ref = weakref.ref(obj)
     x.push(obj)
@@ -48,7 +50,7 @@ def test_xlist_holds_and_releases_references():
 
 
 def test_xlist_cycle_is_collected():
-    x = px.xlist()
+    x = _core.xlist()
     obj = Plain()
     obj.x = x
     x.push(obj)
@@ -59,7 +61,7 @@ def test_xlist_cycle_is_collected():
 
 
 def test_xlist_pushes_from_many_threads_arrive_once_in_order():
-    x = px.xlist()
+    x = _core.xlist()
     per_thread = 5000
 
     def push(index):
@@ -74,7 +76,7 @@ def test_xlist_pushes_from_many_threads_arrive_once_in_order():
 
 
 def test_xlist_concurrent_push_pop_flush_lose_and_duplicate_nothing():
-    x = px.xlist()
+    x = _core.xlist()
     per_producer = 4000
     producers = 3
     done = threading.Event()
@@ -120,7 +122,7 @@ def test_xlist_concurrent_push_pop_flush_lose_and_duplicate_nothing():
     )
 )
 def test_xlist_matches_a_stack_model(ops):
-    x = px.xlist()
+    x = _core.xlist()
     model = []
     for op in ops:
         if op[0] == "push":

@@ -121,6 +121,11 @@ pxpy_transport_t *pxpy_xproto_client_open(pxpy_transport_t *main_t,
  * for: marks it closed and uncounts it, in the main interpreter. */
 void pxpy_xproto_release_peer(pxpy_transport_t *peer);
 
+/* ---- shared containers (scont.c), for module.c --------------------------- */
+
+/* Adds SharedDict, SharedList, SharedXList and _shared_containers(). */
+int pxpy_scont_exec(PyObject *module, pxpy_state *st);
+
 /* ---- shareable objects (channel.c), for runtime.c ------------------------ */
 
 /* stats()["channels"]: the channels alive now (runtime-wide). */

@@ -23,6 +23,7 @@
 #define PXPY_INTERP_INTERNAL_H
 
 #include "interp/interp.h"
+#include "shared/shared.h"
 
 #include <stdatomic.h>
 
@@ -62,6 +63,20 @@ pxpy_xi_t *pxpy_xi_encode_callable(pxpy_state *st, PyObject *func,
 /* Encodes the exception set (clearing it): the exception pickled when it
  * can be, and its formatted traceback. */
 pxpy_xi_t *pxpy_xi_encode_exception(pxpy_state *st);
+/* Encodes a value a shared container holds (who names the container in
+ * errors: "px.dict value"): None, bool, int, float, str, bytes, tuples of
+ * those and SharedBuffers only; TypeError, saying what to store instead,
+ * for anything else. */
+pxpy_xi_t *pxpy_xi_encode_value(pxpy_state *st, PyObject *obj, const char *who);
+/* A copy that owns references of its own to the handles in it; NULL with
+ * MemoryError. Any thread, no thread state needed beyond the error. */
+pxpy_xi_t *pxpy_xi_dup(const pxpy_xi_t *xi);
+/* Whether a and b hold the same data, and a hash of the data (a shared
+ * dict compares and hashes keys in this form; see sdict.c). */
+bool pxpy_xi_equal(const pxpy_xi_t *a, const pxpy_xi_t *b);
+uint64_t pxpy_xi_hash(const pxpy_xi_t *xi);
+/* The bytes xi takes in memory. */
+size_t pxpy_xi_size(const pxpy_xi_t *xi);
 /* Decodes into new objects of the current interpreter (st is its state).
  * A decoded exception comes back as the exception object, with the
  * traceback text of where it was raised as its __cause__. */
@@ -92,6 +107,7 @@ int pxpy_xi_name_of(pxpy_state *st, PyObject *obj, const char *who,
 
 typedef struct pxpy_region_s pxpy_region_t; /* a SharedBuffer's memory */
 typedef struct pxpy_chan_s pxpy_chan_t;     /* a Channel's queue */
+typedef struct pxpy_scont_s pxpy_scont_t;   /* a shared container */
 
 /* The region behind a SharedBuffer object (NULL if obj is not one of this
  * interpreter's), borrowed; and a new SharedBuffer for a region (which it
@@ -107,6 +123,75 @@ PyObject *pxpy_channel_wrap(pxpy_state *st, pxpy_chan_t *chan);
 void pxpy_chan_ref(pxpy_chan_t *chan);
 void pxpy_chan_unref(pxpy_chan_t *chan);
 int pxpy_channel_exec(PyObject *module, pxpy_state *st);
+
+/* The container behind a shared px.dict, px.list or px.xlist of this
+ * interpreter (NULL if obj is none), borrowed; a new object of this
+ * interpreter over a container (which it references). */
+pxpy_scont_t *pxpy_scont_of(pxpy_state *st, PyObject *obj);
+PyObject *pxpy_scont_wrap(pxpy_state *st, pxpy_scont_t *c);
+void pxpy_scont_ref(pxpy_scont_t *c);
+void pxpy_scont_unref(pxpy_scont_t *c);
+
+/* ---- shared containers (scont.c, sdict.c, slist.c, sxlist.c) ------------ */
+
+/* What px.dict(), px.list() and px.xlist() make in mode "interpreters":
+ * one container in raw memory that every interpreter sees, each through an
+ * object of its own (as a SharedBuffer's region). Every kind starts with
+ * this header; refs counts the objects over it and cross-interpreter data
+ * in flight; lock is the container's RWLock core (NULL for the xlist,
+ * which has a mutex of its own and no read/write locks). */
+typedef enum {
+    PXPY_SCONT_DICT,
+    PXPY_SCONT_LIST,
+    PXPY_SCONT_XLIST,
+} pxpy_scont_kind_t;
+
+struct pxpy_scont_s {
+    _Atomic size_t refs;
+    pxpy_scont_kind_t kind;
+    pxpy_rwcore_t *lock;
+    /* Frees what the kind holds (its items), then nothing else. */
+    void (*clear)(pxpy_scont_t *c);
+};
+
+/* The object type of every kind: the header is all it holds. */
+typedef struct {
+    PyObject_HEAD
+    pxpy_scont_t *c;
+} pxpy_scont_object_t;
+
+/* A new zero-filled container of size bytes (a kind's struct), its header
+ * set (one reference, a new lock when locked); NULL with MemoryError. */
+void *pxpy_scont_alloc(size_t size, pxpy_scont_kind_t kind, bool locked,
+                       void (*clear)(pxpy_scont_t *c));
+/* f(items) for a snapshot (a new reference, released; NULL: passed on),
+ * and the reversed iterator of a list, for such calls. */
+PyObject *pxpy_scont_apply(PyObject *items, PyObject *(*f)(PyObject *));
+PyObject *pxpy_scont_reversed_iter(PyObject *list);
+/* A new object of the kind's type for c; steals the caller's reference. */
+PyObject *pxpy_scont_new_object(PyTypeObject *type, pxpy_scont_t *c);
+/* Takes and releases c's lock (see pxpy_rwcore_take). */
+int pxpy_scont_lock(pxpy_scont_t *c, int exclusive);
+void pxpy_scont_unlock(pxpy_scont_t *c, int exclusive);
+/* The slots and methods every locked kind shares: __px_rwlock__, pickling
+ * refused, the GC's view of the object. */
+void pxpy_scont_dealloc(PyObject *op);
+int pxpy_scont_traverse(PyObject *op, visitproc visit, void *arg);
+PyObject *pxpy_scont_reduce(PyObject *op, PyObject *ignored);
+PyObject *pxpy_scont_get_rwlock(PyObject *op, void *closure);
+/* Decodes n values (consumed, whatever happens) into a new list; NULL
+ * with an exception. */
+PyObject *pxpy_scont_decode_all(pxpy_state *st, pxpy_xi_t **xis, Py_ssize_t n);
+void pxpy_scont_free_all(pxpy_xi_t **xis, Py_ssize_t n);
+
+/* Makes a kind's type from spec into *slot (a field of the state) and adds
+ * it to the module. */
+int pxpy_scont_add_type(PyObject *module, PyType_Spec *spec,
+                        PyTypeObject **slot);
+int pxpy_sdict_exec(PyObject *module, pxpy_state *st);
+int pxpy_slist_exec(PyObject *module, pxpy_state *st);
+int pxpy_sxlist_exec(PyObject *module, pxpy_state *st);
+
 /* ---- work across interpreters (xwork.c) --------------------------------- */
 
 int pxpy_xwork_exec(PyObject *module, pxpy_state *st);

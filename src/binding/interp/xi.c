@@ -6,9 +6,10 @@
  *
  * The encoding is a tagged byte string. None, bool, int, float, str and
  * bytes (exact types) and tuples of encodable values are copied directly;
- * a SharedBuffer, a Channel or a connection's Transport travels as its
- * handle (a referenced pointer: the other interpreter gets an object over
- * the same memory, queue or connection);
+ * a SharedBuffer, a Channel, a shared container (px.dict, px.list,
+ * px.xlist of this mode) or a connection's Transport travels as its handle
+ * (a referenced pointer: the other interpreter gets an object over the same
+ * memory, queue, container or connection);
  * module-level functions, classes and module functions of extensions
  * travel as (module, qualified name) and are found again by name; any
  * other object is pickled (pyparallel._interp, which also maps the main
@@ -17,7 +18,14 @@
  * which becomes the decoded exception's __cause__.
  *
  * Errors name the rule: what may cross, and that modes "threads" and "gil"
- * (one interpreter) need no crossing.
+ * (one interpreter) need no crossing. An object with a lock of
+ * px.protect() or of px.dict/px.list of another mode never crosses: a
+ * pickled copy would be a second object that the lock does not guard.
+ *
+ * The values a shared container holds use the same encoding restricted to
+ * plain values (pxpy_xi_encode_value): copies that need no interpreter to
+ * live in, and no handle that could make a reference cycle between
+ * containers.
  */
 #include "interp/interp_internal.h"
 
@@ -39,6 +47,7 @@ enum {
     TAG_BUFFER = 'B',    /* pxpy_region_t *, referenced */
     TAG_CHANNEL = 'C',   /* pxpy_chan_t *, referenced */
     TAG_TRANSPORT = 'W', /* px_conn_t *, referenced */
+    TAG_SHARED = 'S',    /* pxpy_scont_t *, referenced */
     TAG_EXCEPTION = 'X', /* has-pickle byte, [pickle], traceback text */
 };
 
@@ -92,6 +101,9 @@ static int load_helper(pxpy_state *st)
 typedef struct {
     pxpy_xi_t *xi;
     size_t cap;
+    /* Plain values only (what a shared container holds); names the
+     * container in errors. */
+    const char *values_only;
 } writer_t;
 
 static int grow(writer_t *w, size_t more)
@@ -157,6 +169,7 @@ static int put_ptr(writer_t *w, unsigned char tag, void *p)
 static int writer_init(writer_t *w)
 {
     w->cap = 64;
+    w->values_only = NULL;
     w->xi = PyMem_RawMalloc(sizeof(pxpy_xi_t) + w->cap);
     if (w->xi == NULL) {
         PyErr_NoMemory();
@@ -198,8 +211,36 @@ static const char *get_bytes(reader_t *r, size_t *n)
     return p;
 }
 
-/* Steps over one value, releasing the handles in it. */
-static void skip_value(reader_t *r)
+/* What walk_value does to the handles it steps over. */
+typedef enum {
+    HANDLES_RELEASE, /* freeing the data */
+    HANDLES_KEEP,    /* a decoding that failed: the data still owns them */
+    HANDLES_TAKE,    /* a copy of the data owns references of its own */
+} handles_t;
+
+static void handle_ref(unsigned char tag, void *p, handles_t op)
+{
+    if (op == HANDLES_KEEP)
+        return;
+    bool take = op == HANDLES_TAKE;
+    switch (tag) {
+    case TAG_BUFFER:
+        take ? pxpy_region_ref(p) : pxpy_region_unref(p);
+        break;
+    case TAG_CHANNEL:
+        take ? pxpy_chan_ref(p) : pxpy_chan_unref(p);
+        break;
+    case TAG_TRANSPORT:
+        take ? px_conn_ref(p) : px_conn_unref(p);
+        break;
+    default: /* TAG_SHARED */
+        take ? pxpy_scont_ref(p) : pxpy_scont_unref(p);
+        break;
+    }
+}
+
+/* Steps over one value, doing op to the handles in it. */
+static void walk_value(reader_t *r, handles_t op)
 {
     size_t n;
     unsigned char tag = get_tag(r);
@@ -227,16 +268,13 @@ static void skip_value(reader_t *r)
         /* A failed encoding may have written fewer items. */
         n = get_size(r);
         for (size_t i = 0; i < n && r->p < r->end; i++)
-            skip_value(r);
+            walk_value(r, op);
         break;
     case TAG_BUFFER:
-        pxpy_region_unref(get_ptr(r));
-        break;
     case TAG_CHANNEL:
-        pxpy_chan_unref(get_ptr(r));
-        break;
     case TAG_TRANSPORT:
-        px_conn_unref(get_ptr(r));
+    case TAG_SHARED:
+        handle_ref(tag, get_ptr(r), op);
         break;
     case TAG_EXCEPTION:
         if (get_tag(r))
@@ -254,9 +292,41 @@ void pxpy_xi_free(pxpy_xi_t *xi)
         return;
     reader_t r = {xi->data, xi->data + xi->len};
     while (r.p < r.end)
-        skip_value(&r);
+        walk_value(&r, HANDLES_RELEASE);
     PyMem_RawFree(xi);
 }
+
+pxpy_xi_t *pxpy_xi_dup(const pxpy_xi_t *xi)
+{
+    pxpy_xi_t *copy = PyMem_RawMalloc(sizeof(*xi) + xi->len);
+    if (copy == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    memcpy(copy, xi, sizeof(*xi) + xi->len);
+    reader_t r = {copy->data, copy->data + copy->len};
+    while (r.p < r.end)
+        walk_value(&r, HANDLES_TAKE);
+    return copy;
+}
+
+bool pxpy_xi_equal(const pxpy_xi_t *a, const pxpy_xi_t *b)
+{
+    return a->len == b->len && memcmp(a->data, b->data, a->len) == 0;
+}
+
+uint64_t pxpy_xi_hash(const pxpy_xi_t *xi)
+{
+    /* FNV-1a: the data of a key's matching form is short. */
+    uint64_t h = 0xcbf29ce484222325u;
+    for (size_t i = 0; i < xi->len; i++) {
+        h ^= xi->data[i];
+        h *= 0x100000001b3u;
+    }
+    return h;
+}
+
+size_t pxpy_xi_size(const pxpy_xi_t *xi) { return sizeof(*xi) + xi->len; }
 
 bool pxpy_xi_is_exception(const pxpy_xi_t *xi)
 {
@@ -283,6 +353,32 @@ static int put_ref(writer_t *w, PyObject *module, PyObject *qualname)
 }
 
 /* ---- encoding ----------------------------------------------------------- */
+
+/* The TypeError for a value a shared container (named by who) cannot
+ * hold, with what to store instead. */
+static int value_error(pxpy_state *st, const char *who, PyObject *o)
+{
+    const char *instead;
+    if (PyList_Check(o) || PyAnySet_Check(o))
+        instead = "store a tuple of its items";
+    else if (PyDict_Check(o))
+        instead = "store a tuple of its (key, value) pairs";
+    else if (PyCallable_Check(o))
+        instead = "store the name of the function (or class) and look it "
+                  "up where it is used";
+    else if (pxpy_scont_of(st, o) != NULL)
+        instead = "a shared container holds no other (that could make a "
+                  "cycle that is never freed): pass both to the workers";
+    else
+        instead = "store a tuple of its fields, or its pickle as bytes";
+    PyErr_Format(PyExc_TypeError,
+                 "%s in mode 'interpreters' holds values that can cross "
+                 "interpreters (None, bool, int, float, str, bytes, tuples "
+                 "of these, SharedBuffer); got %.100s: %s, or use mode "
+                 "'threads' or 'gil'",
+                 who, Py_TYPE(o)->tp_name, instead);
+    return -1;
+}
 
 static int encode_value(pxpy_state *st, writer_t *w, PyObject *o,
                         const char *who);
@@ -438,6 +534,17 @@ static int encode_value(pxpy_state *st, writer_t *w, PyObject *o,
         }
         return 0;
     }
+    if (w->values_only != NULL)
+        return value_error(st, w->values_only, o);
+    pxpy_scont_t *shared = pxpy_scont_of(st, o);
+    if (shared != NULL) {
+        pxpy_scont_ref(shared);
+        if (put_ptr(w, TAG_SHARED, shared) < 0) {
+            pxpy_scont_unref(shared);
+            return -1;
+        }
+        return 0;
+    }
     pxpy_chan_t *chan = pxpy_channel_queue(st, o);
     if (chan != NULL) {
         pxpy_chan_ref(chan);
@@ -458,6 +565,20 @@ static int encode_value(pxpy_state *st, writer_t *w, PyObject *o,
         Py_DECREF(qualname);
         return rc;
     }
+    int locked = pxpy_has_lock(st, o);
+    if (locked != 0) {
+        if (locked > 0)
+            PyErr_Format(
+                PyExc_TypeError,
+                "%s of type %.100s is protected (px.protect, or a px.dict or "
+                "px.list made for another mode) and cannot cross to another "
+                "interpreter: a copy would not be guarded by its lock. In mode "
+                "'interpreters' share state through px.dict(), px.list() or "
+                "px.xlist() made in this mode, a SharedBuffer or a Channel; "
+                "or use mode 'threads' or 'gil'",
+                who, Py_TYPE(o)->tp_name);
+        return -1;
+    }
     return encode_pickled(st, w, o, who);
 }
 
@@ -476,6 +597,15 @@ pxpy_xi_t *pxpy_xi_encode(pxpy_state *st, PyObject *obj, const char *who)
     writer_t w;
     if (writer_init(&w) < 0)
         return NULL;
+    return finish(&w, encode_value(st, &w, obj, who));
+}
+
+pxpy_xi_t *pxpy_xi_encode_value(pxpy_state *st, PyObject *obj, const char *who)
+{
+    writer_t w;
+    if (writer_init(&w) < 0)
+        return NULL;
+    w.values_only = who;
     return finish(&w, encode_value(st, &w, obj, who));
 }
 
@@ -534,7 +664,7 @@ pxpy_xi_t *pxpy_xi_encode_exception(pxpy_state *st)
     size_t plen = payload ? (size_t)PyBytes_GET_SIZE(payload) : 0;
     Py_ssize_t tlen = 0;
     const char *t = text ? PyUnicode_AsUTF8AndSize(text, &tlen) : NULL;
-    writer_t w = {NULL, 0};
+    writer_t w = {NULL, 0, NULL};
     int rc = t == NULL ? -1 : writer_init(&w);
     if (rc == 0)
         rc = grow(&w, 2 + 2 * sizeof(size_t) + plen + (size_t)tlen);
@@ -637,7 +767,7 @@ static PyObject *decode_value(pxpy_state *st, reader_t *r)
         PyObject *t = PyTuple_New((Py_ssize_t)n);
         for (size_t i = 0; i < n; i++) {
             if (t == NULL) {
-                skip_value(r);
+                walk_value(r, HANDLES_KEEP);
                 continue;
             }
             PyObject *item = decode_value(st, r);
@@ -671,6 +801,8 @@ static PyObject *decode_value(pxpy_state *st, reader_t *r)
         return pxpy_channel_wrap(st, get_ptr(r));
     case TAG_TRANSPORT:
         return pxpy_transport_handle(st, get_ptr(r));
+    case TAG_SHARED:
+        return pxpy_scont_wrap(st, get_ptr(r));
     case TAG_EXCEPTION: {
         PyObject *payload = Py_NewRef(Py_None);
         if (get_tag(r)) {

@@ -34,6 +34,7 @@
  *                    every immortal object (gh-129984)
  * and, like _Py_SetImmortal(), untracks containers from the GC.
  */
+#include "interp/interp.h"
 #include "shared/shared.h"
 
 #include <string.h>
@@ -436,8 +437,37 @@ int pxpy_immortalize_code(PyObject *callable)
 
 /* ---- module functions ------------------------------------------------ */
 
-static PyObject *eternalize(PyObject *Py_UNUSED(module), PyObject *obj)
+/* Whether the top level of a module runs on this thread now (an import,
+ * which every interpreter runs for itself): some frame of the calling
+ * thread is a module's code. */
+static bool importing(void)
 {
+    PyFrameObject *frame = PyEval_GetFrame();
+    Py_XINCREF(frame);
+    bool found = false;
+    while (frame != NULL && !found) {
+        PyCodeObject *code = PyFrame_GetCode(frame);
+        found =
+            PyUnicode_CompareWithASCIIString(code->co_name, "<module>") == 0;
+        Py_DECREF(code);
+        Py_SETREF(frame, PyFrame_GetBack(frame));
+    }
+    Py_XDECREF(frame);
+    return found;
+}
+
+/* In a worker's interpreter (mode "interpreters"), eternalize() of
+ * something a module builds as it is imported is what every interpreter
+ * does for its own copy of that module (pyparallel.http's constants, a
+ * table the main script builds at its top level): each gets the same
+ * read-only data. Called from a work item or a callback, it would make
+ * immortal an object that no other interpreter will ever see, while the
+ * caller may believe it shared: that raises. */
+static PyObject *eternalize(PyObject *module, PyObject *obj)
+{
+    pxpy_state *st = pxpy_get_state(module);
+    if (pxpy_in_worker_interp(st) && !importing())
+        return pxpy_only_this_interp(st, "eternalize", obj);
     walk_t w = {.strict = 1};
     int rc = walk_add(&w, obj, -1);
     if (rc < 0)
@@ -475,7 +505,10 @@ PyDoc_STRVAR(
     "unchanged.\n\n"
     "An eternalized graph is never freed and must be treated as read-only:\n"
     "mutating it is memory-safe but leaks. Call it from the thread that built\n"
-    "the graph, before sharing it.");
+    "the graph, before sharing it. In a worker's interpreter (mode\n"
+    "'interpreters') only a module's top level may call it (each\n"
+    "interpreter imports its own copy); elsewhere there it raises\n"
+    "AsyncError, since no other interpreter would see obj.");
 PyDoc_STRVAR(
     immortalize_code_doc,
     "immortalize_code(callable) -> callable\n\n"

@@ -12,11 +12,19 @@
  *    the lock lives and dies with the object; unprotect() refuses them.
  * read_lock()/write_lock() on anything else raise ProtectionError.
  *
+ * In a worker's interpreter (mode "interpreters") protect() raises
+ * AsyncError: the object lives in that interpreter alone, so a lock on it
+ * would guard nothing that another worker or the main interpreter sees,
+ * and the program would quietly compute per-interpreter answers. The error
+ * points to what is shared there (px.dict, px.list, SharedBuffer, Channel)
+ * or to the modes that share objects.
+ *
  * unprotect() of an unprotected object does nothing, like protect() of a
  * protected one. unprotect() of an object whose lock is held is allowed: guards
  * already handed out keep their RWLock alive and release it normally; new
  * read_lock()/write_lock() calls raise ProtectionError.
  */
+#include "interp/interp.h"
 #include "shared/shared.h"
 
 /* The RWLock guarding obj (the registry's, else obj's own __px_rwlock__),
@@ -38,6 +46,28 @@ static PyObject *find_lock(pxpy_state *st, PyObject *obj)
     return NULL;
 }
 
+PyObject *pxpy_only_this_interp(pxpy_state *st, const char *function,
+                                PyObject *obj)
+{
+    PyErr_Format(st->async_error,
+                 "%s() in a worker interpreter (mode 'interpreters'): this "
+                 "%.100s lives only in this worker's interpreter, and neither "
+                 "the main interpreter nor the other workers will ever see "
+                 "it; share state through px.dict(), px.list(), px.xlist(), a "
+                 "SharedBuffer or a Channel, or use mode 'threads' or 'gil'",
+                 function, Py_TYPE(obj)->tp_name);
+    return NULL;
+}
+
+int pxpy_has_lock(pxpy_state *st, PyObject *obj)
+{
+    PyObject *lock = find_lock(st, obj);
+    if (lock == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    Py_DECREF(lock);
+    return 1;
+}
+
 static PyObject *raise_not_protected(pxpy_state *st, const char *function,
                                      PyObject *obj)
 {
@@ -53,6 +83,8 @@ static PyObject *protect(PyObject *module, PyObject *obj)
     pxpy_state *st = pxpy_shared_state(module);
     if (st == NULL)
         return NULL;
+    if (pxpy_in_worker_interp(st))
+        return pxpy_only_this_interp(st, "protect", obj);
     pxpy_shared_t *sh = st->shared;
     PyObject *lock = find_lock(st, obj);
     if (lock != NULL) {
@@ -133,7 +165,8 @@ static PyObject *lock_guard(PyObject *module, PyObject *obj, int exclusive)
         return raise_not_protected(st, exclusive ? "write_lock" : "read_lock",
                                    obj);
     }
-    PyObject *guard = pxpy_lock_guard_new(st, lock, obj, exclusive);
+    PyObject *guard =
+        pxpy_lock_guard_new(st, pxpy_rwlock_core(lock), obj, exclusive);
     Py_DECREF(lock);
     return guard;
 }
@@ -153,7 +186,9 @@ PyDoc_STRVAR(
     "protect(obj) -> obj\n\n"
     "Give obj a read/write lock so read_lock(obj)/write_lock(obj) work on it.\n"
     "The registry keeps obj alive until unprotect(obj). Protecting an already\n"
-    "protected object does nothing.");
+    "protected object does nothing. Raises AsyncError in a worker's\n"
+    "interpreter (mode 'interpreters'), where no other interpreter would see\n"
+    "obj: use px.dict()/px.list() there.");
 PyDoc_STRVAR(
     unprotect_doc,
     "unprotect(obj) -> obj\n\n"

@@ -23,10 +23,16 @@
  *    the GC; it wakes every 100 ms to run signal handlers, so Ctrl-C
  *    interrupts a main thread stuck on a lock.
  *
- * Implementation: a pthread mutex guards the fields and is held only for a
- * few instructions, never across Python code; waits use two condition
- * variables on CLOCK_MONOTONIC. The uncontended path takes the mutex with
- * trylock and never detaches.
+ * Implementation: the state lives in a core (pxpy_rwcore_t) of raw memory
+ * with an atomic reference count, apart from the RWLock object, so that the
+ * lock can be shared by objects of several interpreters: mode
+ * "interpreters"' shared containers hold one core, and each interpreter's
+ * object over a container hands out RWLock objects over that same core.
+ * Holds are keyed by the OS thread's identity, which is the same whatever
+ * interpreter the thread runs. A pthread mutex guards the fields and is held
+ * only for a few instructions, never across Python code; waits use two
+ * condition variables on CLOCK_MONOTONIC. The uncontended path takes the
+ * mutex with trylock and never detaches.
  */
 #include "shared/shared.h"
 
@@ -41,8 +47,8 @@ typedef struct {
     Py_ssize_t depth;     /* nested read holds of that thread */
 } reader_hold_t;
 
-typedef struct {
-    PyObject_HEAD
+struct pxpy_rwcore_s {
+    _Atomic size_t refs;
     pthread_mutex_t mutex;
     pthread_cond_t readers_cv;
     pthread_cond_t writers_cv;
@@ -53,12 +59,17 @@ typedef struct {
     Py_ssize_t nreaders;
     Py_ssize_t readers_capacity;
     reader_hold_t inline_readers[INLINE_READERS];
+};
+
+typedef struct {
+    PyObject_HEAD
+    pxpy_rwcore_t *core; /* referenced */
 } rwlock_object;
 
 typedef struct {
     PyObject_HEAD
-    PyObject *lock;   /* an RWLock */
-    PyObject *target; /* what __enter__ returns */
+    pxpy_rwcore_t *core; /* referenced; NULL once cleared */
+    PyObject *target;    /* what __enter__ returns */
     int exclusive;
 } guard_object;
 
@@ -71,7 +82,7 @@ typedef enum {
 
 /* ---- the lock's state machine (called with l->mutex held) -------------- */
 
-static reader_hold_t *find_reader(rwlock_object *l, unsigned long me)
+static reader_hold_t *find_reader(pxpy_rwcore_t *l, unsigned long me)
 {
     for (Py_ssize_t i = 0; i < l->nreaders; i++) {
         if (l->readers[i].thread == me)
@@ -80,7 +91,7 @@ static reader_hold_t *find_reader(rwlock_object *l, unsigned long me)
     return NULL;
 }
 
-static int add_reader(rwlock_object *l, unsigned long me)
+static int add_reader(pxpy_rwcore_t *l, unsigned long me)
 {
     if (l->nreaders == l->readers_capacity) {
         Py_ssize_t capacity = l->readers_capacity * 2;
@@ -103,7 +114,7 @@ static int add_reader(rwlock_object *l, unsigned long me)
     return 0;
 }
 
-static attempt_t try_take(rwlock_object *l, unsigned long me, int exclusive)
+static attempt_t try_take(pxpy_rwcore_t *l, unsigned long me, int exclusive)
 {
     if (l->writer == me) {
         l->writer_depth++;
@@ -129,7 +140,7 @@ static attempt_t try_take(rwlock_object *l, unsigned long me, int exclusive)
 }
 
 /* Returns 0, or -1 when the thread holds nothing to release. */
-static int give_back(rwlock_object *l, unsigned long me, int exclusive)
+static int give_back(pxpy_rwcore_t *l, unsigned long me, int exclusive)
 {
     if (l->writer == me) {
         /* Every hold of the writer, read or write, is in writer_depth:
@@ -169,7 +180,7 @@ static void deadline_after(struct timespec *ts, long ns)
 /* Locks l->mutex; the caller is attached. The mutex is only ever held for a
  * few instructions, but a thread that finds it taken still detaches first,
  * so that it never waits with its thread state attached. */
-static void lock_mutex(rwlock_object *l)
+static void lock_mutex(pxpy_rwcore_t *l)
 {
     if (pthread_mutex_trylock(&l->mutex) == 0)
         return;
@@ -198,7 +209,7 @@ static int report(attempt_t got)
     return -1;
 }
 
-static int take_slow(rwlock_object *l, unsigned long me, int exclusive)
+static int take_slow(pxpy_rwcore_t *l, unsigned long me, int exclusive)
 {
     pthread_cond_t *cv = exclusive ? &l->writers_cv : &l->readers_cv;
     int registered = 0; /* counted in writers_waiting */
@@ -238,7 +249,7 @@ static int take_slow(rwlock_object *l, unsigned long me, int exclusive)
     return -1;
 }
 
-static int rwlock_take(rwlock_object *l, int exclusive)
+int pxpy_rwcore_take(pxpy_rwcore_t *l, int exclusive)
 {
     unsigned long me = PyThread_get_thread_ident();
     if (pthread_mutex_trylock(&l->mutex) == 0) {
@@ -250,7 +261,7 @@ static int rwlock_take(rwlock_object *l, int exclusive)
     return take_slow(l, me, exclusive);
 }
 
-static int rwlock_release(rwlock_object *l, int exclusive)
+int pxpy_rwcore_release(pxpy_rwcore_t *l, int exclusive)
 {
     unsigned long me = PyThread_get_thread_ident();
     lock_mutex(l);
@@ -265,24 +276,63 @@ static int rwlock_release(rwlock_object *l, int exclusive)
     return 0;
 }
 
+/* ---- the core's life -------------------------------------------------- */
+
+pxpy_rwcore_t *pxpy_rwcore_new(void)
+{
+    pxpy_rwcore_t *l = PyMem_RawCalloc(1, sizeof(*l));
+    if (l == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    pthread_condattr_t attr;
+    if (pthread_condattr_init(&attr) != 0) {
+        PyMem_RawFree(l);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    atomic_init(&l->refs, 1);
+    pthread_mutex_init(&l->mutex, NULL);
+    pthread_cond_init(&l->readers_cv, &attr);
+    pthread_cond_init(&l->writers_cv, &attr);
+    pthread_condattr_destroy(&attr);
+    l->readers = l->inline_readers;
+    l->readers_capacity = INLINE_READERS;
+    return l;
+}
+
+void pxpy_rwcore_ref(pxpy_rwcore_t *l)
+{
+    atomic_fetch_add_explicit(&l->refs, 1, memory_order_relaxed);
+}
+
+void pxpy_rwcore_unref(pxpy_rwcore_t *l)
+{
+    if (atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    if (l->readers != l->inline_readers)
+        PyMem_RawFree(l->readers);
+    pthread_cond_destroy(&l->readers_cv);
+    pthread_cond_destroy(&l->writers_cv);
+    pthread_mutex_destroy(&l->mutex);
+    PyMem_RawFree(l);
+}
+
 /* ---- RWLock type ------------------------------------------------------ */
 
-static PyObject *rwlock_alloc(PyTypeObject *type)
+/* Steals the caller's reference to core. */
+static PyObject *rwlock_wrap(PyTypeObject *type, pxpy_rwcore_t *core)
 {
-    pthread_condattr_t attr;
-    if (pthread_condattr_init(&attr) != 0)
-        return PyErr_NoMemory();
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    rwlock_object *l = (rwlock_object *)type->tp_alloc(type, 0);
-    if (l != NULL) {
-        pthread_mutex_init(&l->mutex, NULL);
-        pthread_cond_init(&l->readers_cv, &attr);
-        pthread_cond_init(&l->writers_cv, &attr);
-        l->readers = l->inline_readers;
-        l->readers_capacity = INLINE_READERS;
+    if (core == NULL)
+        return NULL;
+    rwlock_object *self = (rwlock_object *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        pxpy_rwcore_unref(core);
+        return NULL;
     }
-    pthread_condattr_destroy(&attr);
-    return (PyObject *)l;
+    self->core = core;
+    return (PyObject *)self;
 }
 
 static PyObject *rwlock_tp_new(PyTypeObject *type, PyObject *args,
@@ -293,18 +343,13 @@ static PyObject *rwlock_tp_new(PyTypeObject *type, PyObject *args,
         PyErr_SetString(PyExc_TypeError, "RWLock() takes no arguments");
         return NULL;
     }
-    return rwlock_alloc(type);
+    return rwlock_wrap(type, pxpy_rwcore_new());
 }
 
 static void rwlock_dealloc(PyObject *self)
 {
-    rwlock_object *l = (rwlock_object *)self;
     PyTypeObject *type = Py_TYPE(self);
-    if (l->readers != l->inline_readers)
-        PyMem_RawFree(l->readers);
-    pthread_cond_destroy(&l->readers_cv);
-    pthread_cond_destroy(&l->writers_cv);
-    pthread_mutex_destroy(&l->mutex);
+    pxpy_rwcore_unref(((rwlock_object *)self)->core);
     type->tp_free(self);
     Py_DECREF(type);
 }
@@ -319,7 +364,8 @@ static PyObject *rwlock_guard(PyObject *self, int exclusive)
                         "pyparallel._core has been torn down");
         return NULL;
     }
-    return pxpy_lock_guard_new(st, self, Py_None, exclusive);
+    return pxpy_lock_guard_new(st, ((rwlock_object *)self)->core, Py_None,
+                               exclusive);
 }
 
 static PyObject *rwlock_read(PyObject *self, PyObject *Py_UNUSED(ignored))
@@ -334,7 +380,7 @@ static PyObject *rwlock_write(PyObject *self, PyObject *Py_UNUSED(ignored))
 
 static PyObject *rwlock_repr(PyObject *self)
 {
-    rwlock_object *l = (rwlock_object *)self;
+    pxpy_rwcore_t *l = ((rwlock_object *)self)->core;
     lock_mutex(l);
     Py_ssize_t readers = l->nreaders;
     int writer = l->writer != 0;
@@ -343,6 +389,21 @@ static PyObject *rwlock_repr(PyObject *self)
     return PyUnicode_FromFormat(
         "<%s readers=%zd writer=%s writers_waiting=%zd>",
         Py_TYPE(self)->tp_name, readers, writer ? "True" : "False", waiting);
+}
+
+/* Two RWLock objects are equal when they stand for the same lock (a shared
+ * container hands out a new object over its one lock each time). */
+static PyObject *rwlock_richcompare(PyObject *self, PyObject *other, int op)
+{
+    if (!Py_IS_TYPE(other, Py_TYPE(self)) || (op != Py_EQ && op != Py_NE))
+        Py_RETURN_NOTIMPLEMENTED;
+    int same = ((rwlock_object *)self)->core == ((rwlock_object *)other)->core;
+    return PyBool_FromLong(op == Py_EQ ? same : !same);
+}
+
+static Py_hash_t rwlock_hash(PyObject *self)
+{
+    return Py_HashPointer(((rwlock_object *)self)->core);
 }
 
 PyDoc_STRVAR(rwlock_read_doc,
@@ -370,7 +431,8 @@ static PyMethodDef rwlock_methods[] = {
 
 static PyType_Slot rwlock_slots[] = {
     {Py_tp_new, rwlock_tp_new},      {Py_tp_dealloc, rwlock_dealloc},
-    {Py_tp_repr, rwlock_repr},       {Py_tp_methods, rwlock_methods},
+    {Py_tp_repr, rwlock_repr},       {Py_tp_richcompare, rwlock_richcompare},
+    {Py_tp_hash, rwlock_hash},       {Py_tp_methods, rwlock_methods},
     {Py_tp_doc, (void *)rwlock_doc}, {0, NULL},
 };
 
@@ -388,19 +450,30 @@ int pxpy_rwlock_check(pxpy_state *st, PyObject *obj)
 
 PyObject *pxpy_rwlock_new(pxpy_state *st)
 {
-    PyTypeObject *type = st->shared->rwlock_type;
-    return rwlock_alloc(type);
+    return rwlock_wrap(st->shared->rwlock_type, pxpy_rwcore_new());
+}
+
+PyObject *pxpy_rwlock_wrap(pxpy_state *st, pxpy_rwcore_t *core)
+{
+    pxpy_rwcore_ref(core);
+    return rwlock_wrap(st->shared->rwlock_type, core);
+}
+
+pxpy_rwcore_t *pxpy_rwlock_core(PyObject *lock)
+{
+    return ((rwlock_object *)lock)->core;
 }
 
 /* ---- LockGuard type --------------------------------------------------- */
 
-PyObject *pxpy_lock_guard_new(pxpy_state *st, PyObject *lock, PyObject *target,
-                              int exclusive)
+PyObject *pxpy_lock_guard_new(pxpy_state *st, pxpy_rwcore_t *core,
+                              PyObject *target, int exclusive)
 {
     guard_object *g = PyObject_GC_New(guard_object, st->lock_guard_type);
     if (g == NULL)
         return NULL;
-    g->lock = Py_NewRef(lock);
+    pxpy_rwcore_ref(core);
+    g->core = core;
     g->target = Py_NewRef(target);
     g->exclusive = exclusive;
     PyObject_GC_Track(g);
@@ -411,7 +484,6 @@ static int guard_traverse(PyObject *self, visitproc visit, void *arg)
 {
     guard_object *g = (guard_object *)self;
     Py_VISIT(Py_TYPE(self));
-    Py_VISIT(g->lock);
     Py_VISIT(g->target);
     return 0;
 }
@@ -419,7 +491,6 @@ static int guard_traverse(PyObject *self, visitproc visit, void *arg)
 static int guard_clear(PyObject *self)
 {
     guard_object *g = (guard_object *)self;
-    Py_CLEAR(g->lock);
     Py_CLEAR(g->target);
     return 0;
 }
@@ -427,8 +498,10 @@ static int guard_clear(PyObject *self)
 static void guard_dealloc(PyObject *self)
 {
     PyTypeObject *type = Py_TYPE(self);
+    guard_object *g = (guard_object *)self;
     PyObject_GC_UnTrack(self);
     guard_clear(self);
+    pxpy_rwcore_unref(g->core);
     type->tp_free(self);
     Py_DECREF(type);
 }
@@ -436,11 +509,11 @@ static void guard_dealloc(PyObject *self)
 static PyObject *guard_enter(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     guard_object *g = (guard_object *)self;
-    if (g->lock == NULL) {
+    if (g->target == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "lock guard was cleared");
         return NULL;
     }
-    if (rwlock_take((rwlock_object *)g->lock, g->exclusive) < 0)
+    if (pxpy_rwcore_take(g->core, g->exclusive) < 0)
         return NULL;
     return Py_NewRef(g->target);
 }
@@ -449,11 +522,7 @@ static PyObject *guard_exit(PyObject *self, PyObject *const *Py_UNUSED(args),
                             Py_ssize_t Py_UNUSED(nargs))
 {
     guard_object *g = (guard_object *)self;
-    if (g->lock == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "lock guard was cleared");
-        return NULL;
-    }
-    if (rwlock_release((rwlock_object *)g->lock, g->exclusive) < 0)
+    if (pxpy_rwcore_release(g->core, g->exclusive) < 0)
         return NULL;
     Py_RETURN_FALSE;
 }

@@ -106,14 +106,45 @@ int pxpy_eternal_exec(PyObject *module, pxpy_state *st);
 
 /* ---- RWLock (rwlock.c) ------------------------------------------------ */
 
+/* The lock itself, apart from any Python object: raw memory with an atomic
+ * reference count, usable from any interpreter (holds are keyed by the OS
+ * thread). An RWLock object holds one reference; so does each shared
+ * container of mode "interpreters" (interp/) and each LockGuard. */
+typedef struct pxpy_rwcore_s pxpy_rwcore_t;
+
+/* A new core (one reference); NULL with MemoryError. */
+pxpy_rwcore_t *pxpy_rwcore_new(void);
+void pxpy_rwcore_ref(pxpy_rwcore_t *core);
+/* Drops a reference; any thread, no thread state needed. */
+void pxpy_rwcore_unref(pxpy_rwcore_t *core);
+/* Takes or releases the calling thread's hold (attached; a wait detaches).
+ * 0, or -1 with an exception: RuntimeError for an upgrade or a release of
+ * a hold the thread does not have, or what a signal handler raised. */
+int pxpy_rwcore_take(pxpy_rwcore_t *core, int exclusive);
+int pxpy_rwcore_release(pxpy_rwcore_t *core, int exclusive);
+
 /* Whether obj is an instance of this module's RWLock type. */
 int pxpy_rwlock_check(pxpy_state *st, PyObject *obj);
 /* A new RWLock; NULL with an exception set. */
 PyObject *pxpy_rwlock_new(pxpy_state *st);
-/* A new LockGuard that takes lock (an RWLock) in __enter__, shared or
+/* A new RWLock of this interpreter over an existing core (referenced). */
+PyObject *pxpy_rwlock_wrap(pxpy_state *st, pxpy_rwcore_t *core);
+/* The core of an RWLock (borrowed). */
+pxpy_rwcore_t *pxpy_rwlock_core(PyObject *lock);
+/* A new LockGuard that takes core (referenced) in __enter__, shared or
  * exclusive, and returns target from __enter__. */
-PyObject *pxpy_lock_guard_new(pxpy_state *st, PyObject *lock, PyObject *target,
-                              int exclusive);
+PyObject *pxpy_lock_guard_new(pxpy_state *st, pxpy_rwcore_t *core,
+                              PyObject *target, int exclusive);
+
+/* ---- protection (protect.c) ------------------------------------------- */
+
+/* The AsyncError of protect() and eternalize() (function) called on obj
+ * in a worker's interpreter, where no other interpreter sees obj; NULL. */
+PyObject *pxpy_only_this_interp(pxpy_state *st, const char *function,
+                                PyObject *obj);
+/* Whether read_lock(obj) would find a lock: 1 yes, 0 no, -1 with an
+ * exception (obj's attribute lookup failed). */
+int pxpy_has_lock(pxpy_state *st, PyObject *obj);
 
 /* ---- immortal objects (eternal.c) -------------------------------------- */
 
