@@ -145,6 +145,46 @@ def _main_module() -> types.ModuleType:
     return _main  # type: ignore[return-value]  # (set by _import_main, which mypy does not follow)
 
 
+def _share_main_containers(content: dict[str, object], script: str) -> None:
+    """Makes the px.dict(), px.list() and px.xlist() that the main script's
+    top level made in this worker interpreter the main interpreter's own.
+
+    The worker runs the script's top level again (under __mp_main__), and a
+    line such as ``hits = px.dict()`` made a second container here; the
+    program means the one the main interpreter made under that name. Each
+    such global is rebound, in the module's namespace and in the globals of
+    the script's functions, to the main interpreter's container. A name the
+    main interpreter does not bind to a container of the same kind would
+    leave two different objects behind one name: that is an ImportError.
+    """
+    kinds = (_core.SharedDict, _core.SharedList, _core.SharedXList)
+    made = {name: obj for name, obj in content.items() if type(obj) in kinds}
+    if not made:
+        return
+    theirs = _core._main_shared(tuple(made))
+    missing = [name for name, obj in made.items() if type(theirs.get(name)) is not type(obj)]
+    if missing:
+        raise ImportError(
+            f"the main script {script!r} makes {', '.join(missing)} at its top level, but in the main interpreter "
+            f"{'these names are' if len(missing) > 1 else 'this name is'} not bound to the same kind of shared "
+            "container: in mode 'interpreters' each worker imports the script and takes the main interpreter's "
+            "px.dict/px.list/px.xlist of the same name, so make them at the top level, before any other use"
+        )
+    # The script's functions (and its classes' methods) read their globals
+    # from the namespace they ran in, which runpy copied into content.
+    namespaces = [content]
+    functions = [obj for obj in content.values() if callable(obj)]
+    functions += [member for obj in content.values() if isinstance(obj, type) for member in vars(obj).values()]
+    for function in functions:
+        namespace = getattr(function, "__globals__", None)
+        if isinstance(namespace, dict) and all(namespace is not seen for seen in namespaces):
+            namespaces.append(namespace)
+    for namespace in namespaces:
+        for name in made:
+            if namespace.get(name) is made[name]:
+                namespace[name] = theirs[name]
+
+
 def _import_main() -> None:
     global _main
     if _main_source is None:
@@ -176,6 +216,7 @@ def _import_main() -> None:
         ) from exc
     finally:
         _core._importing_main(False)
+    _share_main_containers(content, value)
     module.__dict__.update(content)
     sys.modules[MAIN_ALIAS] = module
     # As multiprocessing's spawn does, so that code and pickles that name

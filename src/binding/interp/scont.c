@@ -223,7 +223,89 @@ static PyObject *shared_containers(PyObject *module,
     return PyBool_FromLong(mode == PXPY_MODE_INTERPRETERS);
 }
 
+/* ---- the main script's containers in a worker ------------------------- */
+
+/* The main script's global names, for a worker interpreter that has just
+ * imported it: a container its top level made there (hits = px.dict())
+ * must be the main interpreter's, not a second one. For each name in
+ * names, the main interpreter's __main__ global of that name when it is a
+ * shared container, as this interpreter's object over the same container
+ * ({name: container}). Reading the main interpreter's objects takes its
+ * GIL: the calling engine thread enters it, as logging from a worker does.
+ * A thread that is not the engine's cannot, and gets AsyncError. */
+static PyObject *main_shared(PyObject *module, PyObject *names)
+{
+    pxpy_state *st = pxpy_get_state(module);
+    if (!PyTuple_Check(names))
+        return PyErr_Format(PyExc_TypeError,
+                            "_main_shared() takes a tuple of names, not %.100s",
+                            Py_TYPE(names)->tp_name);
+    if (!pxpy_in_worker_interp(st) || px_current_worker() < 0)
+        return PyErr_Format(st->async_error,
+                            "the main script's shared containers can only be "
+                            "found from an engine thread of a worker "
+                            "interpreter");
+    Py_ssize_t n = PyTuple_GET_SIZE(names);
+    pxpy_scont_t **found = PyMem_RawCalloc((size_t)(n ? n : 1), sizeof(*found));
+    if (found == NULL)
+        return PyErr_NoMemory();
+    /* Names as C strings: this interpreter's str objects must not be
+     * touched while the main interpreter is entered. */
+    const char **cnames = PyMem_RawCalloc((size_t)(n ? n : 1), sizeof(char *));
+    if (cnames == NULL) {
+        PyMem_RawFree(found);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name = PyTuple_GET_ITEM(names, i);
+        cnames[i] = PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+        if (cnames[i] == NULL) {
+            PyMem_RawFree(cnames);
+            PyMem_RawFree(found);
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError,
+                                "_main_shared() names must be str");
+            return NULL;
+        }
+    }
+    pxpy_runtime_t *rt = st->runtime;
+    pxpy_entered_t e = pxpy_interp_enter(rt, PXPY_MAIN);
+    pxpy_state *main_st = pxpy_interp_state(rt, PXPY_MAIN);
+    PyObject *main_module = PyImport_AddModule("__main__"); /* borrowed */
+    PyObject *globals = main_module ? PyModule_GetDict(main_module) : NULL;
+    for (Py_ssize_t i = 0; globals != NULL && i < n; i++) {
+        PyObject *value;
+        if (PyDict_GetItemStringRef(globals, cnames[i], &value) <= 0)
+            continue;
+        found[i] = pxpy_scont_of(main_st, value);
+        if (found[i] != NULL)
+            pxpy_scont_ref(found[i]);
+        Py_DECREF(value);
+    }
+    PyErr_Clear(); /* a lookup's error in the main interpreter stays there */
+    pxpy_interp_leave(e);
+    PyMem_RawFree(cnames);
+
+    PyObject *result = PyDict_New();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (found[i] == NULL)
+            continue;
+        PyObject *obj = result ? pxpy_scont_wrap(st, found[i]) : NULL;
+        if (obj == NULL ||
+            PyDict_SetItem(result, PyTuple_GET_ITEM(names, i), obj) < 0)
+            Py_CLEAR(result);
+        Py_XDECREF(obj);
+        pxpy_scont_unref(found[i]);
+    }
+    PyMem_RawFree(found);
+    return result;
+}
+
 static PyMethodDef scont_functions[] = {
+    {"_main_shared", main_shared, METH_O,
+     "_main_shared(names, /)\n--\n\nThe main interpreter's __main__ "
+     "globals of these names that are shared containers, as objects of this "
+     "worker interpreter."},
     {"_shared_containers", shared_containers, METH_NOARGS,
      "_shared_containers()\n--\n\nWhether px.dict(), px.list() and "
      "px.xlist() make the kinds shared by every interpreter (mode "
