@@ -142,6 +142,8 @@ void px_http_conn_closed(px_http_conn_t *hc);
 px_http_server_t *px_http_exchange_server(const px_http_exchange_t *ex);
 px_conn_t *px_http_exchange_conn(const px_http_exchange_t *ex);
 void *px_http_exchange_conn_data(const px_http_exchange_t *ex);
+/* Whether the request is a HEAD: its response has no body. */
+int px_http_exchange_head_only(const px_http_exchange_t *ex);
 
 /*
  * Answers the exchange with status, the caller's header fields and body

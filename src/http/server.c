@@ -881,3 +881,8 @@ void *px_http_exchange_conn_data(const px_http_exchange_t *ex)
 {
     return ex->hc->data;
 }
+
+int px_http_exchange_head_only(const px_http_exchange_t *ex)
+{
+    return ex->head_only;
+}

@@ -21,6 +21,11 @@ Order of resolution for a request:
 A path that a route serves, asked for with another method, is answered 405
 with Allow. A handler that raises is answered 500 with a generic body; the
 traceback goes to the "pyparallel" logger only.
+
+A handler may be async def: _px_handle then returns a coroutine that awaits
+it and gives its answer in wire form (or _px_failed's), which the C layer
+runs on the worker loop. Iterators (streamed bodies) and the request's
+HttpStream pass through to_wire to the C layer as they are.
 """
 
 import logging
@@ -132,16 +137,29 @@ class HttpServer(_core.HttpProtocol):
                 kind = type(result)
                 if kind is bytes or kind is str:
                     return result
-                return to_wire(result)
+                return self._px_wire(request, result)
             if self._px_patterns:
                 handler, found = self._px_routes.match(request.path, request.method)
                 if handler is not None:
-                    return to_wire(handler(self, request, **found))
+                    return self._px_wire(request, handler(self, request, **found))
                 if found:
                     return method_not_allowed(found)
             if self.root is not None:
                 return self._px_static(request)
             return NOT_FOUND
+        except Exception as error:
+            return self._px_failed(request, error)
+
+    def _px_wire(self, request, result):
+        """What C sends for a handler's result: to_wire's, or for an
+        awaitable a coroutine that gives it once ready."""
+        if hasattr(type(result), "__await__"):
+            return self._px_await(request, result)
+        return to_wire(result)
+
+    async def _px_await(self, request, awaitable):
+        try:
+            return to_wire(await awaitable)
         except Exception as error:
             return self._px_failed(request, error)
 

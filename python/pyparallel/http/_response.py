@@ -11,23 +11,36 @@ return:
     Response            its status, fields and body (body converted as above
                         when no Content-Type field is given)
     Response.file(...)  a file
+    an iterator         a streamed body (sync or async; items bytes-like or
+                        str), chunked, text/plain; in a Response, it may
+                        come with a Content-Length field
+    an awaitable        (an async def handler) its outcome, once ready
+    the HttpStream      of the request (HttpProtocol._px_stream()): the
+                        answer is what was done through it
 Anything else is a TypeError, answered like any failing handler (500).
+Streams, awaitables and HttpStream objects pass through to_wire as they
+are; the C layer runs them (src/binding/http/stream.c), with the
+coroutines below for async bodies and awrite().
 
 The fixed answers (404, 405, 500) and the header lists shared by every
 response are built once and made immortal (px.eternalize), so that workers
 answering at once do not contend on their reference counts.
 """
 
+import asyncio
 import json
+import logging
 import os
 import re
 import threading
+from collections.abc import AsyncIterator, Iterator
 from json import encoder as _json_encoder
 
 from .. import _core
 from . import _static
 
 _json_local = threading.local()
+_log = logging.getLogger("pyparallel")
 
 
 def _not_serializable(obj):
@@ -130,6 +143,29 @@ def _body_and_type(body):
 
 
 _SENDABLE = (str, bytes, bytearray, memoryview, dict, list)
+_STREAMS = (Iterator, AsyncIterator)
+
+
+def is_stream(value):
+    """Whether value is a body to stream: a sync or an async iterator."""
+    return isinstance(value, _STREAMS)
+
+
+def _stream_fields(headers):
+    """(fields, Content-Length or None) of a Response with a streamed body:
+    the one framing field it may give is Content-Length."""
+    if headers is None:
+        return [], None
+    items = headers.items() if hasattr(headers, "items") else headers
+    fields, length = [], None
+    for name, value in items:
+        if isinstance(name, str) and name.lower() == "content-length":
+            if not isinstance(value, (str, int)) or not str(value).isdigit():
+                raise ValueError(f"invalid Content-Length {value!r}")
+            length = int(value)
+            continue
+        fields.append((name, value))
+    return normalise_fields(fields), length
 
 
 def _unsendable(value):
@@ -140,22 +176,28 @@ def _unsendable(value):
 
 class Response:
     """A response with full control: body (str, bytes-like, dict or list,
-    converted like a handler's return value), status (200..599) and extra
-    header fields (a mapping or (name, value) pairs). A Content-Type field
-    given here replaces the one derived from the body."""
+    converted like a handler's return value, or a sync or async iterator of
+    bytes-like or str, streamed), status (200..599) and extra header fields
+    (a mapping or (name, value) pairs). A Content-Type field given here
+    replaces the one derived from the body. With a streamed body, a
+    Content-Length field sends it with that length rather than chunked."""
 
-    __slots__ = ("body", "status", "headers")
+    __slots__ = ("body", "status", "headers", "length")
 
     def __init__(self, body=b"", status=200, headers=None):
         if type(status) is not int:
             raise TypeError(f"status must be an int, not {type(status).__name__}")
         if not 200 <= status <= 599:
             raise ValueError(f"status must be within 200..599, not {status}")
-        if not isinstance(body, _SENDABLE):
+        self.length = None
+        if is_stream(body):
+            self.headers, self.length = _stream_fields(headers)
+        elif not isinstance(body, _SENDABLE):
             raise _unsendable(body)  # here, rather than once the handler has returned
+        else:
+            self.headers = normalise_fields(headers)
         self.body = body
         self.status = status
-        self.headers = normalise_fields(headers)
 
     @staticmethod
     def file(path, content_type=None, status=200, headers=None):
@@ -171,7 +213,13 @@ class Response:
         return _core.FileResponse(path, content_type, status=status, headers=normalise_fields(headers) or None)
 
     def wire(self):
-        """The (status, fields, body) tuple for the C layer."""
+        """The (status, fields, body) tuple for the C layer; a streamed
+        body's is (status, fields, body, length)."""
+        if is_stream(self.body):
+            fields = self.headers
+            if not any(name.lower() == "content-type" for name, _ in fields):
+                fields = [("Content-Type", TEXT), *fields]
+            return (self.status, fields, self.body, self.length)
         body, default_type = _body_and_type(self.body)
         fields = self.headers
         if not len(body):
@@ -198,5 +246,74 @@ def to_wire(result):
         return result.wire()
     if isinstance(result, _core.FileResponse):
         return result
+    if isinstance(result, _PASS_THROUGH) or hasattr(type(result), "__await__"):
+        return result
     body, content_type = _body_and_type(result)
     return (200, [("Content-Type", content_type)], body)
+
+
+# What the C layer takes as it is (see the top of this file).
+_PASS_THROUGH = (_core.HttpStream, Iterator, AsyncIterator)
+_NOTHING = object()
+
+
+async def stream_async_body(stream, status, fields, body, length):
+    """Streams an async iterator through the request's stream (a task of
+    the worker loop; returns the stream, which answers the request). Its
+    first item is awaited before the head goes, so that a body failing at
+    once is answered 500 like any failing handler; after the head, a
+    failure is logged and the connection closed. aclose() always runs."""
+    if fields is None:
+        fields = TEXT_FIELDS
+    try:
+        if stream.head_only:
+            stream.start(status, fields, length)
+            stream.end()
+            return stream
+        try:
+            first = await anext(body)
+        except StopAsyncIteration:
+            first = _NOTHING
+        stream.start(status, fields, length)
+        try:
+            if first is _NOTHING or await stream.awrite(first):
+                async for item in body:
+                    if not await stream.awrite(item):
+                        break
+        except Exception:
+            _log.error("the streamed body of a request failed after its head was sent", exc_info=True)
+            stream.abort()
+            return stream
+        stream.end()
+        return stream
+    finally:
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _wake(future):
+    if not future.done():
+        future.set_result(None)
+
+
+async def _wait(register):
+    """Waits, in the running loop, until register(callback) calls back;
+    register returns False when there is nothing to wait for."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    if register(lambda: loop.call_soon_threadsafe(_wake, future)):
+        await future
+
+
+async def stream_awrite(stream, data):
+    """HttpStream.awrite: write, then wait while the stream is full."""
+    state = stream._write(data)
+    if state == 1:
+        await _wait(stream._when_drained)
+    return not stream.disconnected
+
+
+async def stream_wait_disconnected(stream):
+    """HttpStream.wait_disconnected."""
+    await _wait(stream._when_disconnected)
