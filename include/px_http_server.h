@@ -88,7 +88,9 @@ typedef struct {
 
 /* Called on an engine thread for each request, never concurrently for one
  * connection. It must answer every exchange exactly once (px_http_respond,
- * px_http_respond_file or px_http_abort), now or later. */
+ * px_http_respond_file, px_http_abort or a stream), now or later. A
+ * callback for a request that waited behind a late answer runs in a work
+ * item of the connection's worker. */
 typedef void (*px_http_request_cb)(px_http_exchange_t *exchange,
                                    const px_http_server_request_t *request);
 
@@ -171,6 +173,8 @@ void px_http_conn_closed(px_http_conn_t *hc);
 px_http_server_t *px_http_exchange_server(const px_http_exchange_t *ex);
 px_conn_t *px_http_exchange_conn(const px_http_exchange_t *ex);
 void *px_http_exchange_conn_data(const px_http_exchange_t *ex);
+/* Whether the request is a HEAD: its response has no body. */
+int px_http_exchange_head_only(const px_http_exchange_t *ex);
 
 /*
  * Answers the exchange with status, the caller's header fields and body
@@ -212,6 +216,83 @@ int px_http_respond_file(px_http_exchange_t *ex, int status,
 
 /* Answers nothing and resets the connection; the exchange is done. */
 void px_http_abort(px_http_exchange_t *ex);
+
+/* ---- streamed responses ------------------------------------------------- */
+
+/*
+ * A streamed response answers an exchange with a head first and its body
+ * in pieces, written as they are produced, from any thread, during or
+ * after the request callback. The next pipelined request is served once
+ * the stream ends. Chunked by default; with a content length, that many
+ * bytes exactly; an HTTP/1.0 client, which cannot read chunks, gets a body
+ * that ends when the connection closes. A HEAD request gets the head only
+ * (writes are dropped).
+ *
+ * Memory is bounded by the producer, with the stream's help: a write
+ * copies its bytes and reports whether the stream's unsent bytes passed
+ * high_water; the producer then stops, and on_drain tells it to carry on
+ * once they fell to low_water. Producers inside a callback of the
+ * connection must stop and return rather than wait: the engine writes a
+ * connection's queue out between its callbacks.
+ */
+
+/* The content length of a chunked (or, for HTTP/1.0, close-delimited)
+ * stream. */
+#define PX_HTTP_STREAM_CHUNKED UINT64_MAX
+/* px_http_stream_write: queued, and the unsent bytes passed high_water. */
+#define PX_HTTP_STREAM_FULL 1
+
+typedef void (*px_http_stream_cb)(void *arg);
+
+typedef struct {
+    size_t high_water; /* 0: 1 MiB */
+    size_t low_water;  /* 0: 256 KiB (at most high_water) */
+    /* After a write returned PX_HTTP_STREAM_FULL: the unsent bytes fell to
+     * low_water. Runs once per such write (unless on_close ran first), on
+     * the connection's worker, in its dispatch, or on the writer's thread
+     * before the write returns 0 instead. */
+    px_http_stream_cb on_drain;
+    /* The connection closed before the stream ended; runs at most once,
+     * on the thread that learnt of it (the connection's on_close). */
+    px_http_stream_cb on_close;
+    /* Runs exactly once, after px_http_stream_end or _abort, when no other
+     * callback of the stream runs or will: the owner frees arg there. */
+    px_http_stream_cb on_done;
+    void *arg;
+} px_http_stream_options_t;
+
+/*
+ * Starts answering ex with status and the caller's fields (as
+ * px_http_respond: the server owns the framing fields, "Connection:
+ * close" closes after the response) and a body of content_length bytes, or
+ * PX_HTTP_STREAM_CHUNKED. 0: the head is queued; finish with
+ * px_http_stream_end or px_http_stream_abort. PX_ECLOSED: the connection
+ * closed meanwhile; the exchange is done and no callback will run. Other
+ * codes (those of px_http_respond; PX_HTTP_E_RESPONSE_FRAMING for 204 and
+ * 304, which have no body) leave the exchange open, unanswered.
+ */
+int px_http_stream_start(px_http_exchange_t *ex, int status,
+                         const px_http_header_t *headers, size_t num_headers,
+                         uint64_t content_length,
+                         const px_http_stream_options_t *opts);
+
+/* Queues len bytes of the body (copied). 0, or PX_HTTP_STREAM_FULL (see
+ * above); PX_ECLOSED when the connection closed (the bytes are dropped);
+ * PX_HTTP_E_RESPONSE_FRAMING past the content length (nothing queued);
+ * PX_EBADSTATE when ex is not streaming. */
+int px_http_stream_write(px_http_exchange_t *ex, const void *data, size_t len);
+
+/* The stream's bytes queued and not yet written to the socket. */
+size_t px_http_stream_unsent(px_http_exchange_t *ex);
+
+/* Ends the body; the exchange is done. PX_HTTP_E_RESPONSE_FRAMING when
+ * fewer bytes than the content length were written: the connection is
+ * then closed, as the client cannot tell the response complete. */
+int px_http_stream_end(px_http_exchange_t *ex);
+
+/* Ends the exchange by resetting the connection (a producer that failed
+ * after the head was sent); the exchange is done. */
+void px_http_stream_abort(px_http_exchange_t *ex);
 
 /* ---- static files ------------------------------------------------------- */
 

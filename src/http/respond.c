@@ -207,6 +207,28 @@ int px__http_flush(px_http_conn_t *hc)
     return 0;
 }
 
+int px__http_put_answer_head(px_http_conn_t *hc, const px_http_exchange_t *ex,
+                             int status, const px_http_header_t *headers,
+                             size_t num_headers, px_http_body_t body,
+                             uint64_t length, bool keep, bool *kept)
+{
+    fields_t f;
+    int rc = collect_fields(&f, headers, num_headers);
+    if (rc < 0)
+        return rc;
+    bool keep_alive =
+        keep && ex->keep_alive && !f.close && !atomic_load(&hc->server->closed);
+    size_t mark = hc->out.len;
+    rc = put_head(hc, status, ex->minor_version, keep_alive, f.fields, f.count,
+                  body, length);
+    if (rc < 0)
+        hc->out.len = mark;
+    else
+        *kept = keep_alive;
+    free(f.heap);
+    return rc;
+}
+
 /* ---- responses ---------------------------------------------------------- */
 
 typedef struct {

@@ -715,16 +715,19 @@ static void continue_cancel(void *arg)
     px__http_conn_unref(hc);
 }
 
-/* Queues the parsing of buffered requests on a worker; hc->lock held, by
- * a caller that holds a reference (so the failure's unref is not the
- * last). */
+/* Queues the parsing of buffered requests on the connection's worker, so
+ * that its request callbacks all run where its other callbacks do (an
+ * embedder's per-worker state, such as an interpreter, is found there);
+ * hc->lock held, by a caller that holds a reference (so the failure's
+ * unref is not the last). */
 static void continue_later(px_http_conn_t *hc)
 {
     if (hc->in.len == 0 || hc->continuation_queued)
         return;
     hc->continuation_queued = true;
     px__http_conn_ref(hc);
-    if (px_submit(hc->server->loop, continue_work, continue_cancel, hc) < 0) {
+    if (px_submit_to(hc->server->loop, px_conn_worker(hc->conn), continue_work,
+                     continue_cancel, hc) < 0) {
         /* The loop is stopping; it closes the connection. */
         hc->continuation_queued = false;
         px__http_conn_unref(hc);
@@ -872,6 +875,7 @@ void px_http_conn_closed(px_http_conn_t *hc)
         px__bytebuf_free(&hc->out);
     }
     pthread_mutex_unlock(&hc->lock);
+    px__http_stream_closed(hc);
 
     pthread_mutex_lock(&s->lock);
     if (hc->prev != NULL)
@@ -963,4 +967,9 @@ px_conn_t *px_http_exchange_conn(const px_http_exchange_t *ex)
 void *px_http_exchange_conn_data(const px_http_exchange_t *ex)
 {
     return ex->hc->data;
+}
+
+int px_http_exchange_head_only(const px_http_exchange_t *ex)
+{
+    return ex->head_only;
 }

@@ -51,11 +51,15 @@ typedef enum {
     PX__WAIT_LINGER, /* discarding after an error: close */
 } px__wait_t;
 
+typedef struct px__http_stream_s px__http_stream_t;
+
 struct px_http_exchange_s {
     px_http_conn_t *hc;
     bool head_only;  /* a HEAD request: no body in the response */
     bool keep_alive; /* the request allows keeping the connection */
     int minor_version;
+    px__http_stream_t *stream; /* a streamed answer under way (stream.c);
+                                  guarded by hc->lock */
 };
 
 struct px_http_server_s {
@@ -130,6 +134,15 @@ void px__http_put_continue(px_http_conn_t *hc);
  * connection output_full when the client left too much unread. hc->lock
  * held. Returns 0 or the send's error. */
 int px__http_flush(px_http_conn_t *hc);
+/* Appends the head of ex's response (the caller's fields less those the
+ * server owns) to hc->out, framed by body and length; a connection that
+ * may be kept (the request's wish, no "Connection: close" field, a server
+ * not closing) is kept only if keep is true. Sets *kept to the outcome.
+ * hc->lock held. 0, or a code with nothing appended. */
+int px__http_put_answer_head(px_http_conn_t *hc, const px_http_exchange_t *ex,
+                             int status, const px_http_header_t *headers,
+                             size_t num_headers, px_http_body_t body,
+                             uint64_t length, bool keep, bool *kept);
 
 /* ---- bodies.c ----------------------------------------------------------- */
 
@@ -154,5 +167,11 @@ void px__http_conn_unref(px_http_conn_t *hc);
 /* After a response, with hc->lock held and the state set: closes, or
  * continues with pipelined input when no thread is driving. */
 void px__http_after_response(px_http_conn_t *hc);
+
+/* ---- stream.c ----------------------------------------------------------- */
+
+/* The connection closed (px_http_conn_closed, hc->lock not held): tells a
+ * stream under way. */
+void px__http_stream_closed(px_http_conn_t *hc);
 
 #endif /* PX_HTTP_SERVER_INTERNAL_H */

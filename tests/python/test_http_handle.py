@@ -61,7 +61,10 @@ def test_other_values_are_a_500_and_the_connection_keeps_serving(rt, pxlog):
         assert response.status == 500, response
         assert response.body == b"Internal Server Error\n"
     assert (after.status, after.body) == (200, b"raw bytes")
-    assert "_px_handle must return (status, fields, body), bytes, str or a FileResponse, not _Bytes" in pxlog.text
+    assert (
+        "_px_handle must return (status, fields, body), bytes, str, a FileResponse, an iterator, an awaitable or the "
+        "request's HttpStream, not _Bytes"
+    ) in pxlog.text
     assert "not int" in pxlog.text
     assert "surrogates not allowed" in pxlog.text
 

@@ -21,6 +21,11 @@ Order of resolution for a request:
 A path that a route serves, asked for with another method, is answered 405
 with Allow. A handler that raises is answered 500 with a generic body; the
 traceback goes to the "pyparallel" logger only.
+
+A handler may be async def: _px_handle then returns a coroutine that awaits
+it and gives its answer in wire form (or _px_failed's), which the C layer
+runs on the worker loop. Iterators (streamed bodies) and the request's
+HttpStream pass through to_wire to the C layer as they are.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from ._routing import RouteTable, collect_routes
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import os
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable, Coroutine
     from typing import Any, ClassVar
 
     from ._response import Wire
@@ -152,16 +157,29 @@ class HttpServer(_core.HttpProtocol):
                 kind = type(result)
                 if kind is bytes or kind is str:
                     return result  # type: ignore[return-value]  # (mypy does not narrow through kind)
-                return to_wire(result)
+                return self._px_wire(request, result)
             if self._px_patterns:
                 handler, found = self._px_routes.match(request.path, request.method)
                 if handler is not None:
-                    return to_wire(handler(self, request, **found))
+                    return self._px_wire(request, handler(self, request, **found))
                 if found:
                     return method_not_allowed(found)
             if self.root is not None:
                 return self._px_static(request)
             return NOT_FOUND
+        except Exception as error:
+            return self._px_failed(request, error)
+
+    def _px_wire(self, request: Request, result: object) -> Wire | Coroutine[object, None, Wire]:
+        """What C sends for a handler's result: to_wire's, or for an
+        awaitable a coroutine that gives it once ready."""
+        if hasattr(type(result), "__await__"):
+            return self._px_await(request, result)  # type: ignore[arg-type]
+        return to_wire(result)
+
+    async def _px_await(self, request: Request, awaitable: Awaitable[object]) -> Wire:
+        try:
+            return to_wire(await awaitable)
         except Exception as error:
             return self._px_failed(request, error)
 

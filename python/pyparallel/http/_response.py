@@ -11,7 +11,16 @@ return:
     Response            its status, fields and body (body converted as above
                         when no Content-Type field is given)
     Response.file(...)  a file
+    an iterator         a streamed body (sync or async; items bytes-like or
+                        str), chunked, text/plain; in a Response, it may
+                        come with a Content-Length field
+    an awaitable        (an async def handler) its outcome, once ready
+    the HttpStream      of the request (HttpProtocol._px_stream()): the
+                        answer is what was done through it
 Anything else is a TypeError, answered like any failing handler (500).
+Streams, awaitables and HttpStream objects pass through to_wire as they
+are; the C layer runs them (src/binding/http/stream.c), with the
+coroutines below for async bodies and awrite().
 
 The fixed answers (404, 405, 500) and the header lists shared by every
 response are built once and made immortal (px.eternalize), so that workers
@@ -20,10 +29,13 @@ answering at once do not contend on their reference counts.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import re
 import threading
+from collections.abc import AsyncIterator, Iterator, Mapping
 from json import encoder as _json_encoder
 
 from .. import _core
@@ -32,17 +44,29 @@ from . import _static
 # typing is imported for the type checker only (see _request.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Awaitable, Callable, Iterable
     from typing import Any, NoReturn
 
     # A body to send, as the C layer takes it.
     type Body = str | bytes | bytearray | memoryview
     # The header fields a handler gives: a mapping or (name, value) pairs.
     type Fields = Mapping[str, str] | Iterable[tuple[str, str]]
-    # What the C layer sends: (status, fields, body), or a file.
-    type Wire = tuple[int, list[tuple[str, str]], Body] | _core.FileResponse
+    # A body streamed as it is produced.
+    type Stream = Iterator[Body] | AsyncIterator[Body]
+    # What the C layer sends: (status, fields, body), a streamed body with
+    # its length (or None: chunked), a file, or what passes through as it
+    # is (a stream, an iterator or awaitable the C layer runs).
+    type Wire = (
+        tuple[int, list[tuple[str, str]], Body]
+        | tuple[int, list[tuple[str, str]], Stream, int | None]
+        | _core.FileResponse
+        | _core.HttpStream
+        | Stream
+        | Awaitable[object]
+    )
 
 _json_local = threading.local()
+_log = logging.getLogger("pyparallel")
 
 
 def _not_serializable(obj: object) -> NoReturn:
@@ -148,6 +172,30 @@ def _body_and_type(body: Any) -> tuple[Body, str]:
 
 
 _SENDABLE = (str, bytes, bytearray, memoryview, dict, list)
+_STREAMS = (Iterator, AsyncIterator)
+
+
+def is_stream(value: object) -> bool:
+    """Whether value is a body to stream: a sync or an async iterator."""
+    return isinstance(value, _STREAMS)
+
+
+def _stream_fields(headers: Fields | None) -> tuple[list[tuple[str, str]], int | None]:
+    """(fields, Content-Length or None) of a Response with a streamed body:
+    the one framing field it may give is Content-Length."""
+    if headers is None:
+        return [], None
+    items: Iterable[tuple[str, str]] = headers.items() if isinstance(headers, Mapping) else headers
+    fields: list[tuple[str, str]] = []
+    length: int | None = None
+    for name, value in items:
+        if isinstance(name, str) and name.lower() == "content-length":
+            if not isinstance(value, (str, int)) or not str(value).isdigit():
+                raise ValueError(f"invalid Content-Length {value!r}")
+            length = int(value)
+            continue
+        fields.append((name, value))
+    return normalise_fields(fields), length
 
 
 def _unsendable(value: object) -> TypeError:
@@ -156,14 +204,17 @@ def _unsendable(value: object) -> TypeError:
 
 class Response:
     """A response with full control: body (str, bytes-like, dict or list,
-    converted like a handler's return value), status (200..599) and extra
-    header fields (a mapping or (name, value) pairs). A Content-Type field
-    given here replaces the one derived from the body."""
+    converted like a handler's return value, or a sync or async iterator of
+    bytes-like or str, streamed), status (200..599) and extra header fields
+    (a mapping or (name, value) pairs). A Content-Type field given here
+    replaces the one derived from the body. With a streamed body, a
+    Content-Length field sends it with that length rather than chunked."""
 
-    __slots__ = ("body", "status", "headers")
-    body: Body | dict[str, Any] | list[Any]
+    __slots__ = ("body", "status", "headers", "length")
+    body: Body | dict[str, Any] | list[Any] | Iterator[Body] | AsyncIterator[Body]
     status: int
     headers: list[tuple[str, str]]
+    length: int | None
 
     def __init__(
         self, body: Body | dict[str, Any] | list[Any] = b"", status: int = 200, headers: Fields | None = None
@@ -172,11 +223,15 @@ class Response:
             raise TypeError(f"status must be an int, not {type(status).__name__}")
         if not 200 <= status <= 599:
             raise ValueError(f"status must be within 200..599, not {status}")
-        if not isinstance(body, _SENDABLE):
+        self.length = None
+        if is_stream(body):
+            self.headers, self.length = _stream_fields(headers)
+        elif not isinstance(body, _SENDABLE):
             raise _unsendable(body)  # here, rather than once the handler has returned
+        else:
+            self.headers = normalise_fields(headers)
         self.body = body
         self.status = status
-        self.headers = normalise_fields(headers)
 
     @staticmethod
     def file(
@@ -196,8 +251,14 @@ class Response:
             content_type = _static.content_type(path)
         return _core.FileResponse(path, content_type, status=status, headers=normalise_fields(headers) or None)
 
-    def wire(self) -> tuple[int, list[tuple[str, str]], Body]:
-        """The (status, fields, body) tuple for the C layer."""
+    def wire(self) -> Wire:
+        """The (status, fields, body) tuple for the C layer; a streamed
+        body's is (status, fields, body, length)."""
+        if isinstance(self.body, _STREAMS):
+            fields = self.headers
+            if not any(name.lower() == "content-type" for name, _ in fields):
+                fields = [("Content-Type", TEXT), *fields]
+            return (self.status, fields, self.body, self.length)
         body, default_type = _body_and_type(self.body)
         fields = self.headers
         if not len(body):
@@ -224,5 +285,80 @@ def to_wire(result: Any) -> Wire:
         return result.wire()
     if isinstance(result, _core.FileResponse):
         return result
+    if isinstance(result, _PASS_THROUGH) or hasattr(type(result), "__await__"):
+        return result  # type: ignore[no-any-return]  # (a stream or an awaitable)
     body, content_type = _body_and_type(result)
     return (200, [("Content-Type", content_type)], body)
+
+
+# What the C layer takes as it is (see the top of this file).
+_PASS_THROUGH = (_core.HttpStream, Iterator, AsyncIterator)
+
+
+async def stream_async_body(
+    stream: _core.HttpStream,
+    status: int,
+    fields: list[tuple[str, str]] | None,
+    body: AsyncIterator[Body],
+    length: int | None,
+) -> _core.HttpStream:
+    """Streams an async iterator through the request's stream (a task of
+    the worker loop; returns the stream, which answers the request). Its
+    first item is awaited before the head goes, so that a body failing at
+    once is answered 500 like any failing handler; after the head, a
+    failure is logged and the connection closed. aclose() always runs."""
+    if fields is None:
+        fields = TEXT_FIELDS
+    try:
+        if stream.head_only:
+            stream.start(status, fields, length)
+            stream.end()
+            return stream
+        empty = False
+        try:
+            first = await anext(body)
+        except StopAsyncIteration:
+            empty = True
+        stream.start(status, fields, length)
+        try:
+            if empty or await stream.awrite(first):
+                async for item in body:
+                    if not await stream.awrite(item):
+                        break
+        except Exception:
+            _log.error("the streamed body of a request failed after its head was sent", exc_info=True)
+            stream.abort()
+            return stream
+        stream.end()
+        return stream
+    finally:
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _wait(register: Callable[[Callable[[], object]], bool]) -> None:
+    """Waits, in the running loop, until register(callback) calls back;
+    register returns False when there is nothing to wait for."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+    if register(lambda: loop.call_soon_threadsafe(_wake, future)):
+        await future
+
+
+async def stream_awrite(stream: _core.HttpStream, data: Body) -> bool:
+    """HttpStream.awrite: write, then wait while the stream is full."""
+    state = stream._write(data)
+    if state == 1:
+        await _wait(stream._when_drained)
+    return not stream.disconnected
+
+
+async def stream_wait_disconnected(stream: _core.HttpStream) -> None:
+    """HttpStream.wait_disconnected."""
+    await _wait(stream._when_disconnected)

@@ -270,24 +270,27 @@ static PyObject *transport_sendfile_ranged(PyObject *op, PyObject *args)
 
 static PyMethodDef transport_methods[] = {
     {"send", transport_send, METH_O,
-     "send(data, /)\n--\n\nQueue data (bytes-like, str, or a tuple of those) "
+     "send($self, data, /)\n--\n\nQueue data (bytes-like, str, or a tuple of "
+     "those) "
      "for sending, from any thread; returns its send_id."},
     {"close", transport_close, METH_NOARGS,
-     "close()\n--\n\nClose once queued data is sent (a listener: stop "
+     "close($self, /)\n--\n\nClose once queued data is sent (a listener: stop "
      "accepting)."},
     {"is_closing", transport_is_closing, METH_NOARGS,
-     "is_closing()\n--\n\nTrue once close() was called or the connection "
+     "is_closing($self, /)\n--\n\nTrue once close() was called or the "
+     "connection "
      "ended."},
     {"sendfile", transport_sendfile, METH_VARARGS,
-     "sendfile(before, path, after, /)\n--\n\nSend before, the file at path "
+     "sendfile($self, before, path, after, /)\n--\n\nSend before, the file at "
+     "path "
      "and after as one send; returns its send_id."},
     {"sendfile_ranged", transport_sendfile_ranged, METH_VARARGS,
-     "sendfile_ranged(before, path, after, offset, nbytes, /)\n--\n\n"
+     "sendfile_ranged($self, before, path, after, offset, nbytes, /)\n--\n\n"
      "Like sendfile, for nbytes bytes of the file from offset."},
     {"pause_reading", transport_pause_reading, METH_NOARGS,
-     "pause_reading()\n--\n\nStop delivering received data."},
+     "pause_reading($self, /)\n--\n\nStop delivering received data."},
     {"resume_reading", transport_resume_reading, METH_NOARGS,
-     "resume_reading()\n--\n\nDeliver received data again."},
+     "resume_reading($self, /)\n--\n\nDeliver received data again."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -499,7 +499,8 @@ static void timer_dealloc(PyObject *op)
 
 static PyMethodDef timer_methods[] = {
     {"cancel", timer_cancel, METH_NOARGS,
-     "cancel()\n--\n\nStop the timer (a run under way completes); calling "
+     "cancel($self, /)\n--\n\nStop the timer (a run under way completes); "
+     "calling "
      "it again is harmless."},
     {NULL, NULL, 0, NULL},
 };

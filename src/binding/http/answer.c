@@ -5,11 +5,9 @@
  * instance._px_handle(request)), and answers with what it returned: a
  * (status, fields, body) tuple or bytes or str (200, text/plain), framed in
  * C, or a _core.FileResponse, sent from the file (conditionals and ranges
- * in C, the bytes with sendfile).
- *
- * The answer is always given inside the callback, so the engine never
- * continues a connection on another thread: the instance and the transport
- * outlive every callback of their connection.
+ * in C, the bytes with sendfile). A body that is an iterator, an awaitable
+ * (an async def handler) or the request's HttpStream is answered later, by
+ * stream.c; what keeps the instance alive then is said there.
  *
  * Field names the server writes itself (Content-Length, Transfer-Encoding,
  * Date, Connection) are dropped from a handler's fields rather than
@@ -29,41 +27,30 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Header fields converted on the stack before allocating. */
-#define STACK_FIELDS 16
-
 static const px_http_header_t text_plain = {"Content-Type", 12,
                                             "text/plain; charset=utf-8", 25};
 /* What a handler's bytes are sent as (pyparallel.http's convention). */
-static const px_http_header_t text_plain_bytes = {"Content-Type", 12,
-                                                  "text/plain", 10};
+const px_http_header_t pxpy_http_text_plain_bytes = {"Content-Type", 12,
+                                                     "text/plain", 10};
 
 /* ---- answering ---------------------------------------------------------- */
 
-/* Header fields converted from Python, and what keeps their bytes alive. */
-typedef struct {
-    px_http_header_t stack[STACK_FIELDS];
-    px_http_header_t *fields;
-    size_t count, cap;
-    PyObject *owners; /* a list of encoded values, or NULL */
-} fields_t;
-
-static void fields_init(fields_t *f)
+void pxpy_http_fields_init(pxpy_http_fields_t *f)
 {
     f->fields = f->stack;
     f->count = 0;
-    f->cap = STACK_FIELDS;
+    f->cap = PXPY_HTTP_STACK_FIELDS;
     f->owners = NULL;
 }
 
-static void fields_free(fields_t *f)
+void pxpy_http_fields_free(pxpy_http_fields_t *f)
 {
     if (f->fields != f->stack)
         PyMem_Free(f->fields);
     Py_XDECREF(f->owners);
 }
 
-static int fields_reserve(fields_t *f, size_t extra)
+static int fields_reserve(pxpy_http_fields_t *f, size_t extra)
 {
     if (f->count + extra <= f->cap)
         return 0;
@@ -83,7 +70,7 @@ static int fields_reserve(fields_t *f, size_t extra)
 
 /* The bytes of a field name or value: ASCII as it is, other text as
  * Latin-1 (a value outside it is an error). */
-static const char *field_text(fields_t *f, PyObject *s, size_t *len)
+static const char *field_text(pxpy_http_fields_t *f, PyObject *s, size_t *len)
 {
     if (!PyUnicode_Check(s)) {
         PyErr_Format(PyExc_TypeError,
@@ -111,8 +98,7 @@ static const char *field_text(fields_t *f, PyObject *s, size_t *len)
     return PyBytes_AS_STRING(encoded);
 }
 
-/* Appends the fields of a list or tuple of (name, value) pairs (or None). */
-static int fields_add(fields_t *f, PyObject *seq)
+int pxpy_http_fields_add(pxpy_http_fields_t *f, PyObject *seq)
 {
     if (seq == Py_None)
         return 0;
@@ -154,7 +140,7 @@ static int fields_add(fields_t *f, PyObject *seq)
     return rc;
 }
 
-static int response_error(int rc)
+int pxpy_http_response_error(int rc)
 {
     if (rc == -ENOMEM) {
         PyErr_NoMemory();
@@ -172,7 +158,7 @@ static int responded(int rc)
 {
     if (rc == 0 || rc == PX_ECLOSED)
         return 0;
-    return response_error(rc);
+    return pxpy_http_response_error(rc);
 }
 
 static int status_of(PyObject *v, int *status)
@@ -239,26 +225,58 @@ static int respond_body(px_http_exchange_t *ex, int status,
                                  release_lent, lent);
 }
 
-/* (status, fields, body). */
-static int answer_tuple(px_http_exchange_t *ex, PyObject *result)
+/* A streamed body's Content-Length, the tuple's fourth item: an int, or
+ * None for a chunked body. */
+static int length_of(PyObject *v, uint64_t *length)
 {
-    if (PyTuple_GET_SIZE(result) != 3) {
+    *length = PX_HTTP_STREAM_CHUNKED;
+    if (v == Py_None)
+        return 0;
+    unsigned long long n = PyLong_Check(v) ? PyLong_AsUnsignedLongLong(v) : 0;
+    if (!PyLong_Check(v) || (n == (unsigned long long)-1 && PyErr_Occurred()) ||
+        n >= PX_HTTP_STREAM_CHUNKED) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError,
+                     "a streamed body's length must be an int from 0, or "
+                     "None, not %.100R",
+                     v);
+        return -1;
+    }
+    *length = n;
+    return 0;
+}
+
+/* (status, fields, body), or (status, fields, body, length) for a body
+ * that is an iterator. */
+static int answer_tuple(pxpy_http_answer_t *a, PyObject *result)
+{
+    px_http_exchange_t *ex = a->ex;
+    Py_ssize_t size = PyTuple_GET_SIZE(result);
+    if (size != 3 && size != 4) {
         PyErr_Format(PyExc_TypeError,
                      "_px_handle must return (status, fields, body), not a "
                      "tuple of %zd",
-                     PyTuple_GET_SIZE(result));
+                     size);
         return -1;
     }
     int status;
     if (status_of(PyTuple_GET_ITEM(result, 0), &status) < 0)
         return -1;
-    fields_t f;
-    fields_init(&f);
-    if (fields_add(&f, PyTuple_GET_ITEM(result, 1)) < 0) {
-        fields_free(&f);
+    pxpy_http_fields_t f;
+    pxpy_http_fields_init(&f);
+    if (pxpy_http_fields_add(&f, PyTuple_GET_ITEM(result, 1)) < 0) {
+        pxpy_http_fields_free(&f);
         return -1;
     }
     PyObject *body = PyTuple_GET_ITEM(result, 2);
+    if (size == 4 || pxpy_http_is_stream_body(body)) {
+        pxpy_http_fields_free(&f);
+        uint64_t length = PX_HTTP_STREAM_CHUNKED;
+        if (size == 4 && length_of(PyTuple_GET_ITEM(result, 3), &length) < 0)
+            return -1;
+        return pxpy_http_stream_body(a, status, PyTuple_GET_ITEM(result, 1),
+                                     body, length);
+    }
     int rc;
     if (PyBytes_Check(body)) {
         rc =
@@ -269,7 +287,7 @@ static int answer_tuple(px_http_exchange_t *ex, PyObject *result)
         Py_ssize_t len;
         const char *utf8 = PyUnicode_AsUTF8AndSize(body, &len);
         if (utf8 == NULL) {
-            fields_free(&f);
+            pxpy_http_fields_free(&f);
             return -1;
         }
         rc = respond_body(ex, status, f.fields, f.count, utf8, (size_t)len,
@@ -277,7 +295,7 @@ static int answer_tuple(px_http_exchange_t *ex, PyObject *result)
     } else {
         Py_buffer view;
         if (PyObject_GetBuffer(body, &view, PyBUF_SIMPLE) < 0) {
-            fields_free(&f);
+            pxpy_http_fields_free(&f);
             PyErr_Format(PyExc_TypeError,
                          "the body must be bytes, bytearray, memoryview or "
                          "str, not %.100s",
@@ -287,7 +305,7 @@ static int answer_tuple(px_http_exchange_t *ex, PyObject *result)
         rc = respond_body(ex, status, f.fields, f.count, view.buf,
                           (size_t)view.len, NULL, &view);
     }
-    fields_free(&f);
+    pxpy_http_fields_free(&f);
     return responded(rc);
 }
 
@@ -318,9 +336,33 @@ static int answer_unopened(px_http_exchange_t *ex, int error, PyObject *path)
         px_http_respond(ex, status, &text_plain, 1, reason, strlen(reason)));
 }
 
-static int answer_file(px_http_exchange_t *ex,
-                       const px_http_server_request_t *req, PyObject *result)
+/* Plans a file answer from the request's conditional and range fields:
+ * those of the request at hand, or, after the callback, of its head parsed
+ * again (it parsed once, so it parses the same way). */
+static void plan_file(const pxpy_http_answer_t *a, const struct stat *st,
+                      int status, px_http_file_plan_t *plan)
 {
+    if (a->req != NULL) {
+        px_http_file_plan(a->req, st, status, plan);
+        return;
+    }
+    px_http_server_request_t req;
+    memset(&req, 0, sizeof(req));
+    px_http_header_t headers[PX_HTTP_SERVER_MAX_HEADERS];
+    const char *head = PyBytes_AS_STRING(a->raw_head);
+    size_t len = (size_t)PyBytes_GET_SIZE(a->raw_head);
+    px_http_options_t limits = {.max_header_size = len,
+                                .max_uri_size = len,
+                                .max_headers = PX_HTTP_SERVER_MAX_HEADERS};
+    if (px_http_parse_request(head, len, 0, &limits, &req.head, headers,
+                              PX_HTTP_SERVER_MAX_HEADERS) != (ssize_t)len)
+        req.head.num_headers = 0; /* no conditionals: the whole file */
+    px_http_file_plan(&req, st, status, plan);
+}
+
+static int answer_file(const pxpy_http_answer_t *a, PyObject *result)
+{
+    px_http_exchange_t *ex = a->ex;
     pxpy_file_response_t *file = (pxpy_file_response_t *)result;
     if (file->path == NULL) {
         PyErr_SetString(PyExc_TypeError,
@@ -353,10 +395,10 @@ static int answer_file(px_http_exchange_t *ex,
     Py_DECREF(path);
 
     px_http_file_plan_t plan;
-    px_http_file_plan(req, &st, file->status, &plan);
-    fields_t f;
-    fields_init(&f);
-    int rc = fields_add(&f, file->headers);
+    plan_file(a, &st, file->status, &plan);
+    pxpy_http_fields_t f;
+    pxpy_http_fields_init(&f);
+    int rc = pxpy_http_fields_add(&f, file->headers);
     if (rc == 0 && file->content_type != Py_None)
         rc = fields_reserve(&f, 1);
     if (rc == 0 && file->content_type != Py_None) {
@@ -376,7 +418,7 @@ static int answer_file(px_http_exchange_t *ex,
                                             fd, plan.offset, plan.length));
     }
     close(fd);
-    fields_free(&f);
+    pxpy_http_fields_free(&f);
     return rc;
 }
 
@@ -387,7 +429,7 @@ static int answer_text(px_http_exchange_t *ex, PyObject *result)
 {
     if (PyBytes_CheckExact(result))
         return responded(respond_body(
-            ex, 200, &text_plain_bytes, 1, PyBytes_AS_STRING(result),
+            ex, 200, &pxpy_http_text_plain_bytes, 1, PyBytes_AS_STRING(result),
             (size_t)PyBytes_GET_SIZE(result), result, NULL));
     Py_ssize_t len;
     const char *utf8 = PyUnicode_AsUTF8AndSize(result, &len);
@@ -397,34 +439,63 @@ static int answer_text(px_http_exchange_t *ex, PyObject *result)
         respond_body(ex, 200, &text_plain, 1, utf8, (size_t)len, result, NULL));
 }
 
-static int answer(pxpy_http_config_t *cfg, px_http_exchange_t *ex,
-                  const px_http_server_request_t *req, PyObject *result)
+int pxpy_http_answer(pxpy_http_answer_t *a, PyObject *result)
 {
+    pxpy_http_config_t *cfg = a->self->config;
     if (PyTuple_Check(result))
-        return answer_tuple(ex, result);
+        return answer_tuple(a, result);
     if (PyBytes_CheckExact(result) || PyUnicode_CheckExact(result))
-        return answer_text(ex, result);
+        return answer_text(a->ex, result);
     if (Py_IS_TYPE(result, cfg->st->http->file_type))
-        return answer_file(ex, req, result);
+        return answer_file(a, result);
+    if (Py_IS_TYPE(result, cfg->st->http->stream_type))
+        return pxpy_http_stream_returned(a, result);
+    if (pxpy_is_awaitable(result))
+        return pxpy_http_await(a, result, false);
+    if (pxpy_http_is_stream_body(result))
+        return pxpy_http_stream_body(a, 200, NULL, result,
+                                     PX_HTTP_STREAM_CHUNKED);
     PyErr_Format(PyExc_TypeError,
-                 "_px_handle must return (status, fields, body), bytes, str "
-                 "or a FileResponse, not %.100s",
+                 "_px_handle must return (status, fields, body), bytes, str, "
+                 "a FileResponse, an iterator, an awaitable or the request's "
+                 "HttpStream, not %.100s",
                  Py_TYPE(result)->tp_name);
     return -1;
 }
 
 /* The fallback when the handler failed: logged, answered 500. */
-static void answer_failure(pxpy_http_config_t *cfg, px_http_exchange_t *ex,
-                           PyObject *instance, const char *what)
+static void answer_failure(pxpy_http_answer_t *a, const char *what)
 {
     char where[256];
-    PyOS_snprintf(where, sizeof(where), "%.150s.%s", Py_TYPE(instance)->tp_name,
+    PyOS_snprintf(where, sizeof(where), "%.150s.%s", Py_TYPE(a->self)->tp_name,
                   what);
-    pxpy_report_callback_error(cfg->st, where);
+    pxpy_report_callback_error(a->self->config->st, where);
     static const char body[] = "Internal Server Error\n";
-    int rc = px_http_respond(ex, 500, &text_plain, 1, body, sizeof(body) - 1);
+    pxpy_http_request_done(a->self);
+    int rc =
+        px_http_respond(a->ex, 500, &text_plain, 1, body, sizeof(body) - 1);
     if (rc != 0 && rc != PX_ECLOSED)
-        px_http_abort(ex);
+        px_http_abort(a->ex);
+}
+
+void pxpy_http_answer_failed(pxpy_http_answer_t *a, const char *what)
+{
+    pxpy_http_config_t *cfg = a->self->config;
+    /* Like _px_handle's "except Exception": BaseExceptions go by. */
+    if (cfg->failed == NULL || a->request == NULL ||
+        !PyErr_ExceptionMatches(PyExc_Exception)) {
+        answer_failure(a, what);
+        return;
+    }
+    PyObject *args[] = {(PyObject *)a->self, a->request,
+                        PyErr_GetRaisedException()};
+    pxpy_http_request_done(a->self);
+    PyObject *result = PyObject_Vectorcall(cfg->failed, args, 3, NULL);
+    Py_DECREF(args[2]);
+    int rc = result ? pxpy_http_answer(a, result) : -1;
+    Py_XDECREF(result);
+    if (rc < 0)
+        answer_failure(a, "_px_failed");
 }
 
 static PyObject *client_address(pxpy_http_protocol_t *self)
@@ -480,15 +551,22 @@ static int exact_handler(pxpy_http_config_t *cfg,
 
 /* Calls handler(instance, request) and converts what it returns as
  * _px_handle would: bytes and str as they are, anything else through
- * to_wire; an Exception through failed(instance, request, exc). */
+ * to_wire; an Exception through failed(instance, request, exc). An
+ * awaitable is returned as it is, with *raw set: its outcome is converted
+ * when it is ready. */
 static PyObject *call_handler(pxpy_http_config_t *cfg, PyObject *handler,
-                              PyObject *instance, PyObject *request)
+                              PyObject *instance, PyObject *request, bool *raw)
 {
     PyObject *args[] = {instance, request, NULL};
     PyObject *result = PyObject_Vectorcall(handler, args, 2, NULL);
     if (result != NULL && !PyBytes_CheckExact(result) &&
-        !PyUnicode_CheckExact(result))
+        !PyUnicode_CheckExact(result)) {
+        if (pxpy_is_awaitable(result)) {
+            *raw = true;
+            return result;
+        }
         Py_SETREF(result, PyObject_CallOneArg(cfg->to_wire, result));
+    }
     /* Like _px_handle's "except Exception": BaseExceptions go by. */
     if (result == NULL && PyErr_ExceptionMatches(PyExc_Exception)) {
         args[2] = PyErr_GetRaisedException();
@@ -498,35 +576,59 @@ static PyObject *call_handler(pxpy_http_config_t *cfg, PyObject *handler,
     return result;
 }
 
-/* The engine's request callback: runs on a worker, attached (it is called
- * from protocol.c's on_data). */
+/* The engine's request callback: runs on the connection's worker (inside
+ * protocol.c's on_data, or in a work item that serves a request pipelined
+ * behind a late answer), attached. */
 void pxpy_http_on_request(px_http_exchange_t *ex,
                           const px_http_server_request_t *req)
 {
+    bool attached = pxpy_attach();
     pxpy_http_protocol_t *self = px_http_exchange_conn_data(ex);
     pxpy_http_config_t *cfg = self->config;
+    /* Held for the callback: a late answer's work item is no callback of
+     * the connection, so its close may run meanwhile. */
+    Py_INCREF(self);
+    self->ex = ex;
+    self->request_seq++;
+    self->callback_thread = PyThread_get_thread_ident();
+    pxpy_http_answer_t a = {self, ex, req, NULL, NULL};
     PyObject *client = client_address(self);
-    PyObject *request =
+    a.request =
         client ? pxpy_http_request_new(cfg->st, cfg->request_type, req, client)
                : NULL;
     PyObject *result = NULL;
-    if (request != NULL) {
+    bool raw = false;
+    if (a.request != NULL) {
         PyObject *handler = NULL;
-        int rc = cfg->exact ? exact_handler(cfg, req, request, &handler) : 0;
+        int rc = cfg->exact ? exact_handler(cfg, req, a.request, &handler) : 0;
         if (rc > 0) {
-            result = call_handler(cfg, handler, (PyObject *)self, request);
+            result =
+                call_handler(cfg, handler, (PyObject *)self, a.request, &raw);
         } else if (rc == 0) {
-            PyObject *args[] = {(PyObject *)self, request};
+            PyObject *args[] = {(PyObject *)self, a.request};
             result = cfg->handle_is_function
                          ? PyObject_Vectorcall(cfg->handle, args, 2, NULL)
                          : PyObject_VectorcallMethod(
                                cfg->st->http->str_px_handle, args, 2, NULL);
         }
-        Py_DECREF(request);
     }
-    if (result == NULL)
-        answer_failure(cfg, ex, (PyObject *)self, "_px_handle");
-    else if (answer(cfg, ex, req, result) < 0)
-        answer_failure(cfg, ex, (PyObject *)self, "_px_handle's result");
+    int rc;
+    if (result == NULL) {
+        answer_failure(&a, "_px_handle");
+    } else if (raw) {
+        rc = pxpy_http_await(&a, result, true);
+        if (rc < 0)
+            answer_failure(&a, "_px_handle");
+    } else if ((rc = pxpy_http_answer(&a, result)) < 0) {
+        pxpy_http_answer_failed(&a, "_px_handle's result");
+    } else if (rc == 0) {
+        /* Answered inside the callback: the next request waits for it to
+         * return, so forgetting the exchange now is in time. */
+        pxpy_http_request_done(self);
+    }
+    self->callback_thread = 0;
     Py_XDECREF(result);
+    Py_XDECREF(a.request);
+    Py_DECREF(self);
+    pxpy_detach(attached);
 }

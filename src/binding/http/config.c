@@ -325,6 +325,7 @@ static int protocol_traverse(PyObject *op, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(op));
     Py_VISIT(self->config);
     Py_VISIT(self->client);
+    Py_VISIT(self->stream);
     return 0;
 }
 
@@ -333,6 +334,7 @@ static int protocol_clear(PyObject *op)
     pxpy_http_protocol_t *self = (pxpy_http_protocol_t *)op;
     Py_CLEAR(self->config);
     Py_CLEAR(self->client);
+    Py_CLEAR(self->stream);
     return 0;
 }
 
@@ -357,9 +359,22 @@ static PyObject *protocol_new(PyTypeObject *type, PyObject *args,
         self->config = NULL;
         self->client = NULL;
         self->transport = NULL;
+        self->ex = NULL;
+        self->request_seq = 0;
+        self->callback_thread = 0;
+        self->stream = NULL;
+        self->input_ended = false;
     }
     return (PyObject *)self;
 }
+
+static PyMethodDef protocol_methods[] = {
+    {"_px_stream", pxpy_http_protocol_stream, METH_NOARGS,
+     "_px_stream()\n--\n\n"
+     "The HttpStream of the request being handled (made on first use): "
+     "a handler that asks for it answers through it, and returns it."},
+    {NULL, NULL, 0, NULL},
+};
 
 static PyType_Slot protocol_slots[] = {
     {Py_tp_doc,
@@ -375,6 +390,7 @@ static PyType_Slot protocol_slots[] = {
      "header_timeout, body_timeout, keepalive_timeout (seconds, None: "
      "none) are read at register()."},
     {Py_tp_new, protocol_new},
+    {Py_tp_methods, protocol_methods},
     {Py_tp_traverse, protocol_traverse},
     {Py_tp_clear, protocol_clear},
     {Py_tp_dealloc, protocol_dealloc},
@@ -456,6 +472,10 @@ void pxpy_http_eof(pxpy_transport_t *t)
     pxpy_http_protocol_t *self = http_instance(t);
     if (self != NULL && self->hc != NULL)
         px_http_conn_eof(self->hc);
+    if (self != NULL) {
+        self->input_ended = true;
+        pxpy_http_stream_conn_ended(self);
+    }
 }
 
 void pxpy_http_closed(pxpy_transport_t *t)
@@ -465,6 +485,8 @@ void pxpy_http_closed(pxpy_transport_t *t)
         px_http_conn_closed(self->hc);
         self->hc = NULL;
     }
+    if (self != NULL)
+        pxpy_http_stream_conn_closed(self);
 }
 
 /* ---- module part -------------------------------------------------------- */
@@ -486,6 +508,7 @@ int pxpy_http_exec(PyObject *module, pxpy_state *st)
         (PyTypeObject *)PyType_FromModuleAndSpec(module, &protocol_spec, NULL);
     if (h->config_type == NULL || h->protocol_type == NULL ||
         pxpy_http_types_exec(module, st) < 0 ||
+        pxpy_http_stream_exec(module, st) < 0 ||
         add_class_defaults(h, h->protocol_type) < 0 ||
         PyModule_AddType(module, h->protocol_type) < 0)
         return -1;
@@ -499,6 +522,7 @@ int pxpy_http_traverse(pxpy_state *st, visitproc visit, void *arg)
         return 0;
     Py_VISIT(h->protocol_type);
     Py_VISIT(h->config_type);
+    Py_VISIT(h->stream_type);
     return pxpy_http_types_traverse(st, visit, arg);
 }
 
@@ -510,6 +534,7 @@ void pxpy_http_free(pxpy_state *st)
     pxpy_http_types_free(st);
     Py_CLEAR(h->protocol_type);
     Py_CLEAR(h->config_type);
+    Py_CLEAR(h->stream_type);
     Py_CLEAR(h->str_px_handle);
     PyMem_Free(h);
     st->http = NULL;

@@ -2,7 +2,9 @@
  * http_binding.h - what the HTTP files of the binding share: config.c (the
  * HttpProtocol base class, the configuration of a registered class and the
  * hooks protocol.c calls), answer.c (the request callback and the framing
- * of results) and types.c (the HttpRequest and FileResponse types).
+ * of results), stream.c (streamed bodies, the HttpStream type, and answers
+ * that come from a task of the worker loop) and types.c (the HttpRequest
+ * and FileResponse types).
  * binding.h declares what the rest of the binding calls.
  */
 #ifndef PXPY_HTTP_BINDING_H
@@ -17,6 +19,7 @@ struct pxpy_http_s {
     PyTypeObject *config_type;   /* HttpConfig: a registered class's */
     PyTypeObject *request_type;  /* HttpRequest */
     PyTypeObject *file_type;     /* FileResponse */
+    PyTypeObject *stream_type;   /* HttpStream */
     PyObject *str_px_handle;     /* "_px_handle" */
     /* Request attributes shared by every request. */
     PyObject *methods[PX_HTTP_METHOD_PATCH + 1]; /* by px_http_method_t;
@@ -48,7 +51,88 @@ typedef struct {
     pxpy_http_config_t *config;
     PyObject *client;            /* (host, port), at the first request */
     pxpy_transport_t *transport; /* borrowed: it owns the instance */
+    /* The request being handled: its exchange until it is answered, the
+     * thread that runs its request callback while it runs, and its
+     * HttpStream once _px_stream() made one (see stream.c). */
+    px_http_exchange_t *ex;
+    uint64_t request_seq; /* counts requests: tells a late answer whether
+                             its request is still the one being handled */
+    unsigned long callback_thread;
+    PyObject *stream;
+    bool input_ended; /* the client ended its side of the connection */
 } pxpy_http_protocol_t;
+
+/* Header fields converted from Python, and what keeps their bytes alive
+ * (answer.c). */
+#define PXPY_HTTP_STACK_FIELDS 16
+typedef struct {
+    px_http_header_t stack[PXPY_HTTP_STACK_FIELDS];
+    px_http_header_t *fields;
+    size_t count, cap;
+    PyObject *owners; /* a list of encoded values, or NULL */
+} pxpy_http_fields_t;
+
+void pxpy_http_fields_init(pxpy_http_fields_t *f);
+void pxpy_http_fields_free(pxpy_http_fields_t *f);
+/* Appends the fields of a list or tuple of (name, value) str pairs (or
+ * None): 0, or -1 with an exception. */
+int pxpy_http_fields_add(pxpy_http_fields_t *f, PyObject *seq);
+
+/* What answering a request needs, inside its callback or later. */
+typedef struct {
+    pxpy_http_protocol_t *self;
+    px_http_exchange_t *ex;
+    /* Inside the callback: the request as parsed (file answers plan from
+     * its fields); later NULL, and raw_head (bytes) holds its head. */
+    const px_http_server_request_t *req;
+    PyObject *raw_head;
+    PyObject *request; /* the Request, for _px_failed */
+} pxpy_http_answer_t;
+
+/* Answers with what a handler (or _px_handle) gave, already in wire form:
+ * 0 when the exchange is answered or will be (a task, a stream), -1 with
+ * an exception when it is still open. */
+int pxpy_http_answer(pxpy_http_answer_t *a, PyObject *result);
+/* Answers a still open exchange after a failure (the exception set):
+ * through _px_failed when the class has one (Exceptions only), else 500;
+ * logged either way. */
+void pxpy_http_answer_failed(pxpy_http_answer_t *a, const char *what);
+/* Raises the Python error for a px_http_respond* (or stream) code that
+ * left the exchange open (ValueError, MemoryError); returns -1. */
+int pxpy_http_response_error(int rc);
+/* The Content-Type of a handler's bytes (text/plain). */
+extern const px_http_header_t pxpy_http_text_plain_bytes;
+
+/* ---- stream.c ---- */
+
+/* Whether result is a body to stream: a sync or an async iterator. */
+bool pxpy_http_is_stream_body(PyObject *result);
+/* Answers with status, fields and a body iterator (length: its
+ * Content-Length, or PX_HTTP_STREAM_CHUNKED): iterated on the connection's
+ * worker with backpressure (sync), or by a task of the worker loop (async).
+ * Returns as pxpy_http_answer. */
+int pxpy_http_stream_body(pxpy_http_answer_t *a, int status, PyObject *fields,
+                          PyObject *body, uint64_t length);
+/* A handler returned the request's HttpStream: checks that it is this
+ * exchange's. */
+int pxpy_http_stream_returned(pxpy_http_answer_t *a, PyObject *stream);
+/* A handler returned an awaitable: runs it as a task of the worker loop
+ * and answers with its outcome; raw: it is the handler's own coroutine,
+ * whose result still goes through to_wire (and a failure through
+ * _px_failed). Returns as pxpy_http_answer. */
+int pxpy_http_await(pxpy_http_answer_t *a, PyObject *awaitable, bool raw);
+/* The request was answered (or is about to be, by the caller): forgets
+ * its exchange, and lets go of its stream, which can no longer act on it
+ * unless it is the one answering. Call before giving the answer. */
+void pxpy_http_request_done(pxpy_http_protocol_t *self);
+/* The client ended its side of the connection: tells the request's
+ * stream, if any (its disconnect waiters). */
+void pxpy_http_stream_conn_ended(pxpy_http_protocol_t *self);
+/* The connection closed: tells the request's stream, if any. */
+void pxpy_http_stream_conn_closed(pxpy_http_protocol_t *self);
+/* HttpProtocol._px_stream(). */
+PyObject *pxpy_http_protocol_stream(PyObject *self, PyObject *unused);
+int pxpy_http_stream_exec(PyObject *module, pxpy_state *st);
 
 /* FileResponse(path, content_type, status=200, headers=None). */
 typedef struct {

@@ -435,12 +435,14 @@ static void channel_dealloc(PyObject *op)
 static PyMethodDef channel_methods[] = {
     {"put", (PyCFunction)(void (*)(void))channel_put,
      METH_VARARGS | METH_KEYWORDS,
-     "put(item, timeout=None)\n--\n\nAppend item (a shareable value); when "
+     "put($self, item, timeout=None)\n--\n\nAppend item (a shareable value); "
+     "when "
      "the channel is full, wait up to timeout seconds (None: as long as it "
      "takes), then raise queue.Full."},
     {"get", (PyCFunction)(void (*)(void))channel_get,
      METH_VARARGS | METH_KEYWORDS,
-     "get(timeout=None)\n--\n\nRemove and return the oldest item, waiting up "
+     "get($self, timeout=None)\n--\n\nRemove and return the oldest item, "
+     "waiting up "
      "to timeout seconds (None: as long as it takes) for one, then raise "
      "queue.Empty."},
     {"__reduce__", channel_reduce, METH_NOARGS, NULL},
