@@ -16,7 +16,6 @@ worker); what a handler learns reaches the test through a file
 
 import asyncio
 import http.client
-import os
 import socket
 import subprocess
 import sys
@@ -28,7 +27,6 @@ import pytest
 
 from conftest import LOCALHOST, FileLogged, connect, logged_lines, logging_to, recv_until
 from http_helpers import Client, build_request, serve_http
-
 from pyparallel.http import HttpServer, Response, route
 
 BLOCK = b"0123456789abcdef" * 64  # 1 KiB
@@ -124,7 +122,7 @@ class Streams(HttpServer, FileLogged):
 
         def produce():
             stream.start(200, [("Content-Type", "text/plain")])
-            for i in range(200):
+            for _ in range(200):
                 stream.write(BLOCK)
             stream.end()
 
