@@ -235,6 +235,10 @@ def _main_shared(names: tuple[str, ...], /) -> dict[str, SharedDict | SharedList
     """The main interpreter's __main__ globals of these names that are shared
     containers (a worker interpreter's engine thread only)."""
 
+def _eternalize_here[T](obj: T, /) -> T:
+    """eternalize() of data each interpreter builds for itself (never refused
+    in a worker interpreter)."""
+
 def _worker_count() -> int:
     """The number of workers (starting the loop if needed)."""
 

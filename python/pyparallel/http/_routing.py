@@ -171,10 +171,13 @@ class RouteTable:
                     raise TypeError(f"{method} {path} is routed to both {previous}() and {name}()")
                 owners[path, method] = name
                 table[method] = indexes[name]
-        self.exact = _core.eternalize(exact)
-        self.allow = _core.eternalize({path: _allow(table) for path, table in exact.items()})
+        # Each interpreter builds its own table (a worker interpreter too,
+        # when it makes a class again from its recipe), hence _here.
+        self.exact = _core._eternalize_here(exact)
+        self.allow = _core._eternalize_here({path: _allow(table) for path, table in exact.items()})
         self.patterns = tuple(
-            (regex, _core.eternalize(table), _core.eternalize(_allow(table))) for regex, table in patterns.values()
+            (regex, _core._eternalize_here(table), _core._eternalize_here(_allow(table)))
+            for regex, table in patterns.values()
         )
         self.handlers = tuple(handlers)
 

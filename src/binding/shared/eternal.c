@@ -463,11 +463,8 @@ static bool importing(void)
  * read-only data. Called from a work item or a callback, it would make
  * immortal an object that no other interpreter will ever see, while the
  * caller may believe it shared: that raises. */
-static PyObject *eternalize(PyObject *module, PyObject *obj)
+static PyObject *eternalize_here(PyObject *Py_UNUSED(module), PyObject *obj)
 {
-    pxpy_state *st = pxpy_get_state(module);
-    if (pxpy_in_worker_interp(st) && !importing())
-        return pxpy_only_this_interp(st, "eternalize", obj);
     walk_t w = {.strict = 1};
     int rc = walk_add(&w, obj, -1);
     if (rc < 0)
@@ -478,6 +475,14 @@ static PyObject *eternalize(PyObject *module, PyObject *obj)
         walk_mark(&w);
     walk_release(&w);
     return rc < 0 ? NULL : Py_NewRef(obj);
+}
+
+static PyObject *eternalize(PyObject *module, PyObject *obj)
+{
+    pxpy_state *st = pxpy_get_state(module);
+    if (pxpy_in_worker_interp(st) && !importing())
+        return pxpy_only_this_interp(st, "eternalize", obj);
+    return eternalize_here(module, obj);
 }
 
 static PyObject *immortalize_code(PyObject *Py_UNUSED(module),
@@ -523,6 +528,11 @@ PyDoc_STRVAR(is_immortal_doc,
 
 static PyMethodDef eternal_functions[] = {
     {"eternalize", eternalize, METH_O, eternalize_doc},
+    {"_eternalize_here", eternalize_here, METH_O,
+     "_eternalize_here(obj, /)\n--\n\neternalize() of data that each "
+     "interpreter builds for itself (the package's own tables, such as an "
+     "HttpServer class's routes, made again in every worker interpreter "
+     "that rebuilds the class): never refused in a worker interpreter."},
     {"immortalize_code", immortalize_code, METH_O, immortalize_code_doc},
     {"is_immortal", is_immortal, METH_O, is_immortal_doc},
     {NULL, NULL, 0, NULL},
