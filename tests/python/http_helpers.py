@@ -113,6 +113,26 @@ class Client:
         data, self.buffer = self.buffer[:n], self.buffer[n:]
         return data
 
+    def _take_line(self):
+        while b"\r\n" not in self.buffer:
+            if not self._fill():
+                raise AssertionError(f"EOF inside a chunked body; got {self.buffer[-300:]!r}")
+        line, self.buffer = self.buffer.split(b"\r\n", 1)
+        return line
+
+    def _take_chunked(self):
+        """A chunked body, decoded (RFC 9112 7.1); trailer fields are read
+        and dropped."""
+        body = b""
+        while True:
+            size = int(self._take_line().split(b";", 1)[0], 16)
+            if size == 0:
+                while self._take_line():
+                    pass
+                return body
+            body += self._take(size)
+            assert self._take(2) == b"\r\n", "a chunk not followed by CRLF"
+
     def read_response(self, head=False):
         """The next response. head: it answers a HEAD request (no body)."""
         raw_head = self._take_head()
@@ -128,7 +148,9 @@ class Client:
         length = response.header("Content-Length")
         if head or response.status in (204, 304) or 100 <= response.status < 200:
             return response
-        if length is not None:
+        if (response.header("Transfer-Encoding") or "").lower() == "chunked":
+            response.body = self._take_chunked()
+        elif length is not None:
             response.body = self._take(int(length))
         else:
             while self._fill():

@@ -12,13 +12,17 @@ request:
   1. environ built from the request (the C layer has read the body whole,
      bounded by max_body_size; wsgi.input reads it from memory);
   2. app(environ, start_response) called: the app may call write();
-  3. the iterable it returned consumed in _respond, the one place where
-     body data leaves the app;
+  3. the iterable it returned consumed through _respond, the one place
+     where body data leaves the app: a list or tuple (what most apps
+     return) is joined and sent whole with its Content-Length; any other
+     iterable is streamed as it produces (chunked, or with the app's
+     Content-Length), at the pace the client reads: _respond takes its
+     first piece of body (the app's status is known by then, and a failure
+     there is still a 500) and hands the C layer a generator of the rest;
   4. the iterable's close() called whatever happened (a failing app, a
-     failing close(), a bad status or header), then the answer returned
-     to the C layer.
-Until pyparallel's HTTP layer streams responses, _respond joins the body
-and answers with it whole. An app that breaks the protocol (start_response
+     failing close(), a bad status or header, the client going away in the
+     middle of a streamed body), once the answer is done.
+An app that breaks the protocol (start_response
 twice without exc_info, a non-iterable, a str body, a header with a line
 break, an exception from the app or its iterator) is answered 500, with
 its traceback in the "pyparallel" logger; the connection goes on serving.
@@ -322,19 +326,23 @@ class _Exchange:
     def run(self) -> Wire:
         environ = self.environ()
         result = None
+        streamed = False
         try:
             result = self.server._px_app.app(environ, self.start_response)
-            return self._respond(result)
+            answer = self._respond(result)
+            streamed = isinstance(answer, tuple) and len(answer) == 4
+            return answer
         except Exception as error:
             return self._failed(error)
         finally:
-            self._close(result)
+            if not streamed:  # else the stream's generator closes it
+                self._close(result)
             self.errors.flush()
 
     def _respond(self, result: Any) -> Wire:
         """What the C layer sends for the app's iterable. The body is
-        consumed here and nowhere else; joined, as long as responses are
-        sent whole."""
+        consumed here and nowhere else: a list or tuple is joined, any
+        other iterable streamed (see the top of this file)."""
         if isinstance(result, FileWrapper) and self.status == 200:
             answer = self._file_answer(result.filelike)
             if answer is not None:
@@ -343,6 +351,18 @@ class _Exchange:
             chunks = iter(result)
         except TypeError:
             raise TypeError(f"the WSGI app returned {type(result).__name__}, not an iterable of bytes") from None
+        if not isinstance(result, (list, tuple)):
+            # The first piece of body (or the end) decides the head.
+            for chunk in chunks:
+                self._body(chunk)
+                if self.chunks:
+                    break
+            else:
+                chunks = iter(())
+            if self.status is None:
+                raise RuntimeError("the WSGI app returned without calling start_response()")
+            if self.chunks:
+                return (self.status, self.fields, self._rest(chunks, result), self.length)
         for chunk in chunks:
             self._body(chunk)
         if self.status is None:
@@ -353,6 +373,27 @@ class _Exchange:
                 raise ValueError(f"the WSGI app's Content-Length is {self.length}, but it gave {len(body)} bytes")
             body = body[: self.length]  # the PEP: never more than Content-Length
         return (self.status, self.fields, body)
+
+    def _rest(self, chunks: Iterator[object], result: object) -> Iterator[bytes]:
+        """The streamed body: what write() and the iterable have given so
+        far, then the rest of the iterable, piece by piece; the iterable's
+        close() when it ends, fails or the client goes away (the C layer
+        closes this generator then)."""
+        try:
+            while True:
+                pending, self.chunks = self.chunks, []
+                yield from pending
+                for chunk in chunks:
+                    self._body(chunk)
+                    if self.chunks:
+                        break
+                else:
+                    pending, self.chunks = self.chunks, []
+                    yield from pending
+                    return
+        finally:
+            self._close(result)
+            self.errors.flush()
 
     def _file_answer(self, filelike: Any) -> _core.FileResponse | None:
         """A FileResponse (sendfile) for a real file read from its start,

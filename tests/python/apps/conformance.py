@@ -218,6 +218,18 @@ def whoami(environ, start_response):
     return text(start_response, str(threading.get_native_id()))
 
 
+def streamed(environ, start_response):
+    """A generator body of /stream?N pieces of 64 KiB, with the app's
+    Content-Length when asked (/stream?N&length)."""
+    query = environ["QUERY_STRING"].split("&")
+    pieces = int(query[0])
+    fields = [("Content-Type", "application/octet-stream")]
+    if "length" in query:
+        fields.append(("Content-Length", str(pieces << 16)))
+    start_response("200 OK", fields)
+    return (bytes([index % 256]) * (1 << 16) for index in range(pieces))
+
+
 ROUTES = {
     "validated": validated,
     "environ": environ_dump,
@@ -235,6 +247,7 @@ ROUTES = {
     "cpu": cpu,
     "sleep": blocking,
     "whoami": whoami,
+    "stream": streamed,
 }
 
 
