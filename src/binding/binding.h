@@ -266,6 +266,9 @@ bool pxpy_is_awaitable(PyObject *obj);
 /* Receives a task's outcome: its result, or NULL with its exception set
  * (asyncio.CancelledError when it was cancelled, as at loop stop), which it
  * must clear. Runs on the task's worker, attached. */
+/* Whether the exception set (which stays set) is asyncio.CancelledError:
+ * a task that the stopping loop cancelled, not a failure to report. */
+bool pxpy_aio_cancelled(void);
 typedef void (*pxpy_aio_done_fn)(void *arg, PyObject *result);
 /* Runs awaitable as a task of the calling worker's asyncio loop (created on
  * first use); done(arg, outcome) runs exactly once when it ends. 0, or -1

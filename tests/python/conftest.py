@@ -26,6 +26,7 @@ os.environ.setdefault("PYPARALLEL_WORKERS", "2")
 
 import signal
 import socket
+import subprocess
 import sys
 import sysconfig
 import textwrap
@@ -194,6 +195,30 @@ def wait_for(predicate, timeout=SOCKET_TIMEOUT, interval=0.005, message=None):
         if time.monotonic() >= deadline:
             raise AssertionError(message or f"timed out after {timeout} s waiting for {predicate}")
         time.sleep(interval)
+
+
+def run_script(tmp_path, source, *args, env=None, timeout=60):
+    """Writes source (dedented) as tmp_path/main.py and runs it in a fresh
+    process, in the mode of this test run unless env says otherwise, with
+    2 workers; its stdout lines. Fails on a non-zero exit."""
+    script = tmp_path / "main.py"
+    script.write_text(textwrap.dedent(source))
+    result = subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp_path,
+        env={**os.environ, "PYPARALLEL_WORKERS": "2", **(env or {})},
+    )
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return result.stdout.splitlines()
+
+
+def interpreters_mode():
+    """Whether programs run in mode "interpreters" (PYPARALLEL_MODE, or the
+    default of a GIL build)."""
+    return expected_mode() == "interpreters"
 
 
 def run_threads(*calls, timeout=30.0):

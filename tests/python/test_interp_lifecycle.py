@@ -10,12 +10,7 @@ checks hold (trivially) in modes "threads" and "gil", where the work runs in
 the main interpreter.
 """
 
-import os
-import subprocess
-import sys
-import textwrap
-
-RUN_TIMEOUT = 120
+from conftest import interpreters_mode, run_script
 
 CYCLES_PROGRAM = """
 import gc
@@ -83,31 +78,8 @@ if __name__ == "__main__":
 """
 
 
-def run_program(tmp_path, source, *args):
-    script = tmp_path / "main.py"
-    script.write_text(textwrap.dedent(source))
-    env = dict(os.environ, PYPARALLEL_WORKERS="2")
-    result = subprocess.run(
-        [sys.executable, str(script), *args],
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        cwd=tmp_path,
-        env=env,
-    )
-    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    return dict(line.split(" ", 1) for line in result.stdout.splitlines())
-
-
-def interpreters_mode():
-    """Whether the programs run in mode "interpreters" (set, or the default
-    of a GIL build)."""
-    mode = os.environ.get("PYPARALLEL_MODE")
-    return mode == "interpreters" or (not mode and sys._is_gil_enabled())
-
-
 def test_run_cycles_do_not_grow_the_process_and_reuse_the_workers(tmp_path):
-    out = run_program(tmp_path, CYCLES_PROGRAM, "30")
+    out = dict(line.split(" ", 1) for line in run_script(tmp_path, CYCLES_PROGRAM, "30", timeout=120))
     # 28 cycles at ~7.5 MiB each grew it by ~210 MiB before; allocator
     # noise is a few MiB.
     assert float(out["growth"]) < 24, out
@@ -118,7 +90,7 @@ def test_run_cycles_do_not_grow_the_process_and_reuse_the_workers(tmp_path):
 
 
 def test_another_worker_count_starts_new_worker_interpreters(tmp_path):
-    out = run_program(tmp_path, WORKER_COUNT_PROGRAM)
+    out = dict(line.split(" ", 1) for line in run_script(tmp_path, WORKER_COUNT_PROGRAM, timeout=120))
     if interpreters_mode():
         assert out == {"overlap": "0", "second": "1"}, out
     else:

@@ -8,12 +8,7 @@ that the program gives the answer it gives in modes "threads" and "gil".
 Each program runs in a fresh process in the mode of this test run.
 """
 
-import os
-import subprocess
-import sys
-import textwrap
-
-RUN_TIMEOUT = 60
+from conftest import interpreters_mode, run_script
 
 SHARED_PROGRAM = """
 import pyparallel as px
@@ -68,31 +63,11 @@ if __name__ == "__main__":
 """
 
 
-def run_program(tmp_path, source):
-    script = tmp_path / "main.py"
-    script.write_text(textwrap.dedent(source))
-    result = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        cwd=tmp_path,
-        env=dict(os.environ, PYPARALLEL_WORKERS="2"),
-    )
-    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    return result.stdout.splitlines()
-
-
-def interpreters_mode():
-    mode = os.environ.get("PYPARALLEL_MODE")
-    return mode == "interpreters" or (not mode and sys._is_gil_enabled())
-
-
 def test_top_level_containers_of_the_main_script_are_shared_with_the_workers(tmp_path):
-    assert run_program(tmp_path, SHARED_PROGRAM) == ["True", "210 True 20"]
+    assert run_script(tmp_path, SHARED_PROGRAM) == ["True", "210 True 20"]
 
 
 def test_a_name_bound_to_a_container_only_in_the_workers_is_an_error(tmp_path):
-    out = run_program(tmp_path, MISMATCH_PROGRAM)
+    out = run_script(tmp_path, MISMATCH_PROGRAM)
     # Elsewhere there is one interpreter, and one object behind the name.
     assert out == (["ImportError True"] if interpreters_mode() else ["no error"])

@@ -437,3 +437,14 @@ void pxpy_aio_free(pxpy_state *st)
     PyMem_RawFree(st->aio);
     st->aio = NULL;
 }
+
+bool pxpy_aio_cancelled(void)
+{
+    PyObject *exc = PyErr_GetRaisedException();
+    PyObject *cancelled = pxpy_import_attr("asyncio", "CancelledError");
+    bool is = cancelled != NULL && PyErr_GivenExceptionMatches(exc, cancelled);
+    Py_XDECREF(cancelled);
+    PyErr_Clear();
+    PyErr_SetRaisedException(exc);
+    return is;
+}

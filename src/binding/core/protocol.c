@@ -523,25 +523,13 @@ static void deliver_lines(pxpy_transport_t *t, const char *data, size_t len)
 static void eof_outcome(pxpy_transport_t *t, PyObject *r);
 static void lost_cleanup(pxpy_transport_t *t);
 
-/* Whether the exception set is asyncio.CancelledError (it stays set). */
-static bool is_cancelled(void)
-{
-    PyObject *exc = PyErr_GetRaisedException();
-    PyObject *cancelled = pxpy_import_attr("asyncio", "CancelledError");
-    bool is = cancelled != NULL && PyErr_GivenExceptionMatches(exc, cancelled);
-    Py_XDECREF(cancelled);
-    PyErr_Clear();
-    PyErr_SetRaisedException(exc);
-    return is;
-}
-
 static void member_awaited(void *arg, PyObject *result)
 {
     awaited_t *aw = arg;
     pxpy_transport_t *t = aw->t;
     /* Cancelled: the loop is stopping (or the coroutine gave up), not a
      * failure of the protocol. */
-    if (result == NULL && is_cancelled()) {
+    if (result == NULL && pxpy_aio_cancelled()) {
         PyErr_Clear();
         result = Py_None;
     }

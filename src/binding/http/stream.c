@@ -855,17 +855,6 @@ typedef struct {
     bool raw;
 } awaited_t;
 
-static bool is_cancelled(void)
-{
-    PyObject *exc = PyErr_GetRaisedException();
-    PyObject *cancelled = pxpy_import_attr("asyncio", "CancelledError");
-    bool is = cancelled != NULL && PyErr_GivenExceptionMatches(exc, cancelled);
-    Py_XDECREF(cancelled);
-    PyErr_Clear();
-    PyErr_SetRaisedException(exc);
-    return is;
-}
-
 static void awaited(void *arg, PyObject *result)
 {
     awaited_t *w = arg;
@@ -876,7 +865,7 @@ static void awaited(void *arg, PyObject *result)
     if (result == NULL) {
         if (!ours) {
             PyErr_Clear();
-        } else if (is_cancelled()) {
+        } else if (pxpy_aio_cancelled()) {
             /* The loop is stopping: nothing will answer. */
             PyErr_Clear();
             pxpy_http_request_done(self);
