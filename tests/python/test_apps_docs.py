@@ -22,6 +22,6 @@ def test_the_doc_has_examples():
 
 
 @pytest.mark.timeout(EXAMPLE_TIMEOUT + 10)
-@pytest.mark.parametrize("example", params(programs(), expected_mode(), set()))
+@pytest.mark.parametrize("example", params(programs()))
 def test_doc_example(example, tmp_path):
     example.check(tmp_path, expected_mode(), EXAMPLE_TIMEOUT)
