@@ -14,7 +14,7 @@ import struct
 import termios
 import time
 
-from conftest import connect
+from conftest import connect, memory_not_under_sanitizer
 from http_helpers import Client, build_request, serve_http
 from pyparallel.http import HttpServer, route
 
@@ -75,6 +75,7 @@ def settled_rss(socks, timeout=60.0):
         last = now
 
 
+@memory_not_under_sanitizer
 def test_a_held_body_costs_its_size_not_twice(rt):
     port = serve_http(rt, Uploads)
     head = build_request("POST", "/upload", headers=[("Content-Length", str(MIB))])

@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from conftest import LOCALHOST, FileLogged, connect, logged_lines, logging_to, recv_until
+from conftest import LOCALHOST, FileLogged, connect, logged_lines, logging_to, memory_not_under_sanitizer, recv_until
 from http_helpers import Client, build_request, serve_http
 from pyparallel.http import HttpServer, Response, route
 
@@ -403,6 +403,7 @@ def rss_kib(pid):
     raise AssertionError("no VmRSS")
 
 
+@memory_not_under_sanitizer
 @pytest.mark.timeout(120)
 def test_a_gigabyte_to_a_slow_reader_keeps_memory_bounded(tmp_path):
     (tmp_path / "bigapp.py").write_text(BIG_APP)
