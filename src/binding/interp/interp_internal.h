@@ -213,4 +213,20 @@ struct pxpy_xproto_s {
  * interpreter, at loop stop). */
 void pxpy_xproto_clear_worker(pxpy_xproto_t *x, int index);
 
+/* ---- SharedDict keys (skey.c) ------------------------------------------ */
+
+/* A key encoded for a lookup (match only) or an insertion (key too, when
+ * the form it is given back in differs from its matching form). */
+typedef struct {
+    pxpy_xi_t *key, *match;
+    uint64_t hash;
+} pxpy_skey_t;
+
+/* Encodes k; with insert, also as it will be given back. 0, or -1 with
+ * TypeError/ValueError for what cannot be a key. */
+int pxpy_skey_make(pxpy_state *st, PyObject *k, bool insert, pxpy_skey_t *out);
+/* The form lookups compare. */
+const pxpy_xi_t *pxpy_skey_match(const pxpy_skey_t *k);
+void pxpy_skey_free(pxpy_skey_t *k);
+
 #endif /* PXPY_INTERP_INTERNAL_H */

@@ -6,13 +6,9 @@
  * The table is the compact layout CPython's dict uses: entries in insertion
  * order (deleted ones left as holes until the next resize) and an
  * open-addressing index into them. Keys and values are cross-interpreter
- * data. A key is compared and hashed in a matching form in which keys that
- * Python finds equal are identical bytes: True and 1.0 become 1, an
- * integral float becomes an int, -0.0 becomes 0, tuples are matched item by
- * item. So 1, 1.0 and True are one key, as in a dict, and the key that was
- * inserted first is the one iteration gives back. NaN cannot be a key: it
- * equals nothing, not even itself, and an object's identity, which is how a
- * dict still finds it, does not cross interpreters.
+ * data; a key is compared and hashed in its matching form (skey.c), so 1,
+ * 1.0 and True are one key, as in a dict, and the key that was inserted
+ * first is the one iteration gives back.
  *
  * Locking, as px.dict does in the other modes (python/pyparallel/
  * _protected.py): mutations take the write lock; reads take the read lock
@@ -23,8 +19,6 @@
  * all of them or, when one cannot be stored, none.
  */
 #include "interp/interp_internal.h"
-
-#include <math.h>
 
 #define INDEX_EMPTY (-1)
 #define INDEX_DUMMY (-2)
@@ -63,119 +57,6 @@ static void entry_free(entry_t *e)
     e->key = e->match = e->value = NULL;
 }
 
-/* ---- keys --------------------------------------------------------------- */
-
-/* A key encoded for a lookup (match only) or an insertion (key too). */
-typedef struct {
-    pxpy_xi_t *key, *match;
-    uint64_t hash;
-} skey_t;
-
-static void key_free(skey_t *k)
-{
-    pxpy_xi_free(k->key);
-    pxpy_xi_free(k->match);
-    k->key = k->match = NULL;
-}
-
-/* The matching form of k (see the top of the file), a new reference; k
- * itself when nothing changes. NULL with an error for what cannot be a
- * key. */
-static PyObject *matching_form(PyObject *k)
-{
-    if (k == Py_True || k == Py_False)
-        return PyLong_FromLong(k == Py_True);
-    if (k == Py_None || PyLong_CheckExact(k) || PyUnicode_CheckExact(k) ||
-        PyBytes_CheckExact(k))
-        return Py_NewRef(k);
-    if (PyFloat_CheckExact(k)) {
-        double d = PyFloat_AS_DOUBLE(k);
-        if (isnan(d)) {
-            PyErr_SetString(PyExc_ValueError,
-                            "px.dict in mode 'interpreters' cannot use NaN "
-                            "as a key: NaN equals nothing, not even itself, "
-                            "and the identity by which a dict finds it "
-                            "again does not cross interpreters");
-            return NULL;
-        }
-        if (isfinite(d) && floor(d) == d)
-            return PyLong_FromDouble(d);
-        return Py_NewRef(k);
-    }
-    if (PyTuple_CheckExact(k)) {
-        Py_ssize_t n = PyTuple_GET_SIZE(k);
-        PyObject *t = PyTuple_New(n);
-        if (t == NULL)
-            return NULL;
-        if (Py_EnterRecursiveCall(" in a px.dict key")) {
-            Py_DECREF(t);
-            return NULL;
-        }
-        bool changed = false;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *item = matching_form(PyTuple_GET_ITEM(k, i));
-            if (item == NULL) {
-                Py_LeaveRecursiveCall();
-                Py_DECREF(t);
-                return NULL;
-            }
-            changed |= item != PyTuple_GET_ITEM(k, i);
-            PyTuple_SET_ITEM(t, i, item);
-        }
-        Py_LeaveRecursiveCall();
-        if (changed)
-            return t;
-        Py_DECREF(t);
-        return Py_NewRef(k);
-    }
-    /* What a dict refuses, it refuses with its own error. */
-    if (PyObject_Hash(k) == -1)
-        return NULL;
-    PyErr_Format(PyExc_TypeError,
-                 "px.dict keys in mode 'interpreters' are None, bool, int, "
-                 "float, str, bytes or tuples of these; got %.100s: use one "
-                 "of those (a tuple of its fields, its name), or mode "
-                 "'threads' or 'gil'",
-                 Py_TYPE(k)->tp_name);
-    return NULL;
-}
-
-/* Encodes k; with insert, also as it will be given back. */
-static int key_make(pxpy_state *st, PyObject *k, bool insert, skey_t *out)
-{
-    out->key = out->match = NULL;
-    PyObject *m = matching_form(k);
-    if (m == NULL)
-        return -1;
-    pxpy_xi_t *mx = pxpy_xi_encode_value(st, m, "px.dict key");
-    pxpy_xi_t *kx = NULL;
-    if (mx != NULL && insert && m != k) {
-        kx = pxpy_xi_encode_value(st, k, "px.dict key");
-        if (kx == NULL) {
-            pxpy_xi_free(mx);
-            mx = NULL;
-        }
-    }
-    Py_DECREF(m);
-    if (mx == NULL)
-        return -1;
-    out->hash = pxpy_xi_hash(mx);
-    if (kx != NULL) {
-        out->key = kx;
-        out->match = mx;
-    } else if (insert) {
-        out->key = mx; /* the same: kept once, as the key */
-    } else {
-        out->match = mx;
-    }
-    return 0;
-}
-
-static const pxpy_xi_t *key_match(const skey_t *k)
-{
-    return k->match != NULL ? k->match : k->key;
-}
-
 /* Checks the number of positional arguments of a METH_FASTCALL method. */
 static int check_nargs(const char *name, Py_ssize_t nargs, Py_ssize_t min,
                        Py_ssize_t max)
@@ -203,11 +84,11 @@ static void set_key_error(PyObject *k)
 
 /* The entry matching key, or -1; *slot receives its index slot, or the
  * first empty one on the way. */
-static Py_ssize_t find(const sdict_t *d, const skey_t *key, size_t *slot)
+static Py_ssize_t find(const sdict_t *d, const pxpy_skey_t *key, size_t *slot)
 {
     if (d->index == NULL)
         return -1;
-    const pxpy_xi_t *match = key_match(key);
+    const pxpy_xi_t *match = pxpy_skey_match(key);
     size_t i = key->hash & d->mask;
     for (;;) {
         Py_ssize_t ix = d->index[i];
@@ -278,7 +159,7 @@ static int resize(sdict_t *d)
  * its key and takes the value. What is left over (the replaced value, the
  * unused key) goes to *garbage, to be freed once the lock is released.
  * 0, or -1 with MemoryError (nothing stored; key and value in garbage). */
-static int store(sdict_t *d, skey_t *key, pxpy_xi_t *value,
+static int store(sdict_t *d, pxpy_skey_t *key, pxpy_xi_t *value,
                  pxpy_xi_t *garbage[3])
 {
     size_t slot;
@@ -359,18 +240,18 @@ static PyObject *lookup(PyObject *self, PyObject *k)
 {
     pxpy_state *st = pxpy_state_from_type(Py_TYPE(self));
     sdict_t *d = SDICT(self);
-    skey_t key;
-    if (key_make(st, k, false, &key) < 0)
+    pxpy_skey_t key;
+    if (pxpy_skey_make(st, k, false, &key) < 0)
         return NULL;
     if (pxpy_scont_lock(&d->head, 0) < 0) {
-        key_free(&key);
+        pxpy_skey_free(&key);
         return NULL;
     }
     size_t slot;
     Py_ssize_t ix = find(d, &key, &slot);
     pxpy_xi_t *value = ix >= 0 ? pxpy_xi_dup(d->entries[ix].value) : NULL;
     pxpy_scont_unlock(&d->head, 0);
-    key_free(&key);
+    pxpy_skey_free(&key);
     if (value == NULL)
         return NULL;
     PyObject *r = pxpy_xi_decode(st, value);
@@ -568,19 +449,19 @@ static int sdict_ass_subscript(PyObject *self, PyObject *k, PyObject *v)
 {
     pxpy_state *st = pxpy_state_from_type(Py_TYPE(self));
     sdict_t *d = SDICT(self);
-    skey_t key;
-    if (key_make(st, k, v != NULL, &key) < 0)
+    pxpy_skey_t key;
+    if (pxpy_skey_make(st, k, v != NULL, &key) < 0)
         return -1;
     pxpy_xi_t *value = NULL;
     if (v != NULL) {
         value = pxpy_xi_encode_value(st, v, "px.dict value");
         if (value == NULL) {
-            key_free(&key);
+            pxpy_skey_free(&key);
             return -1;
         }
     }
     if (pxpy_scont_lock(&d->head, 1) < 0) {
-        key_free(&key);
+        pxpy_skey_free(&key);
         pxpy_xi_free(value);
         return -1;
     }
@@ -603,7 +484,7 @@ static int sdict_ass_subscript(PyObject *self, PyObject *k, PyObject *v)
     }
     pxpy_scont_unlock(&d->head, 1);
     garbage_free(garbage);
-    key_free(&key);
+    pxpy_skey_free(&key);
     if (rc < 0 && v == NULL)
         set_key_error(k);
     return rc;
@@ -617,11 +498,11 @@ static PyObject *sdict_pop(PyObject *self, PyObject *const *args,
         return NULL;
     pxpy_state *st = pxpy_state_from_type(Py_TYPE(self));
     sdict_t *d = SDICT(self);
-    skey_t key;
-    if (key_make(st, args[0], false, &key) < 0)
+    pxpy_skey_t key;
+    if (pxpy_skey_make(st, args[0], false, &key) < 0)
         return NULL;
     if (pxpy_scont_lock(&d->head, 1) < 0) {
-        key_free(&key);
+        pxpy_skey_free(&key);
         return NULL;
     }
     size_t slot;
@@ -630,7 +511,7 @@ static PyObject *sdict_pop(PyObject *self, PyObject *const *args,
     if (ix >= 0)
         take_out(d, ix, slot, &out);
     pxpy_scont_unlock(&d->head, 1);
-    key_free(&key);
+    pxpy_skey_free(&key);
     if (ix < 0) {
         if (nargs > 1)
             return Py_NewRef(args[1]);
@@ -676,12 +557,12 @@ static PyObject *sdict_setdefault(PyObject *self, PyObject *const *args,
     pxpy_state *st = pxpy_state_from_type(Py_TYPE(self));
     sdict_t *d = SDICT(self);
     PyObject *dflt = nargs > 1 ? args[1] : Py_None;
-    skey_t key;
-    if (key_make(st, args[0], true, &key) < 0)
+    pxpy_skey_t key;
+    if (pxpy_skey_make(st, args[0], true, &key) < 0)
         return NULL;
     pxpy_xi_t *value = pxpy_xi_encode_value(st, dflt, "px.dict value");
     if (value == NULL || pxpy_scont_lock(&d->head, 1) < 0) {
-        key_free(&key);
+        pxpy_skey_free(&key);
         pxpy_xi_free(value);
         return NULL;
     }
@@ -699,7 +580,7 @@ static PyObject *sdict_setdefault(PyObject *self, PyObject *const *args,
     }
     pxpy_scont_unlock(&d->head, 1);
     garbage_free(garbage);
-    key_free(&key);
+    pxpy_skey_free(&key);
     if (rc < 0)
         return NULL;
     if (found == NULL)
@@ -738,7 +619,7 @@ static int merge(PyObject *self, PyObject *items)
     Py_ssize_t n = PyDict_GET_SIZE(items);
     if (n == 0)
         return 0;
-    skey_t *keys = PyMem_RawCalloc((size_t)n, sizeof(*keys));
+    pxpy_skey_t *keys = PyMem_RawCalloc((size_t)n, sizeof(*keys));
     pxpy_xi_t **values = PyMem_RawCalloc((size_t)n, sizeof(*values));
     /* Three leftovers at most per item. */
     pxpy_xi_t **garbage = PyMem_RawCalloc((size_t)n * 3, sizeof(*garbage));
@@ -748,7 +629,7 @@ static int merge(PyObject *self, PyObject *items)
     Py_ssize_t pos = 0, i = 0;
     PyObject *k, *v;
     while (rc == 0 && PyDict_Next(items, &pos, &k, &v)) {
-        if (key_make(st, k, true, &keys[i]) < 0)
+        if (pxpy_skey_make(st, k, true, &keys[i]) < 0)
             rc = -1;
         else if ((values[i] = pxpy_xi_encode_value(st, v, "px.dict value")) ==
                  NULL)
@@ -767,7 +648,7 @@ static int merge(PyObject *self, PyObject *items)
         pxpy_scont_unlock(&d->head, 1);
     }
     for (Py_ssize_t j = 0; j < i; j++) {
-        key_free(&keys[j]);
+        pxpy_skey_free(&keys[j]);
         pxpy_xi_free(values != NULL ? values[j] : NULL);
     }
     if (garbage != NULL)
@@ -828,13 +709,13 @@ static PyObject *sdict_copy(PyObject *self, PyObject *Py_UNUSED(ignored))
         const entry_t *e = &d->entries[ix];
         if (e->key == NULL)
             continue;
-        skey_t key = {pxpy_xi_dup(e->key),
-                      e->match ? pxpy_xi_dup(e->match) : NULL, e->hash};
+        pxpy_skey_t key = {pxpy_xi_dup(e->key),
+                           e->match ? pxpy_xi_dup(e->match) : NULL, e->hash};
         pxpy_xi_t *value = pxpy_xi_dup(e->value);
         pxpy_xi_t *garbage[3] = {NULL, NULL, NULL};
         if (key.key == NULL || (e->match && key.match == NULL) ||
             value == NULL) {
-            key_free(&key);
+            pxpy_skey_free(&key);
             pxpy_xi_free(value);
             rc = -1;
         } else {
