@@ -350,6 +350,9 @@ struct px__worker_s {
     /* Until when callbacks are handed off as they start (px_now_ns): set
      * whenever one of its callbacks is found blocked (worker.c). */
     _Atomic uint64_t blocking_until;
+    /* Callbacks in a row that were handed off as they started and then
+     * returned within a threshold: enough of them end the spell. */
+    atomic_uint quick_in_spell;
 
     atomic_int nconns;   /* live connections it owns */
     atomic_int adopting; /* accepted, ADOPT not yet handled */

@@ -30,7 +30,7 @@ import time
 
 import pytest
 
-from conftest import LOCALHOST
+from conftest import LOCALHOST, run_script
 from test_http_cli import CliServer
 
 SLEEPY_APP = """
@@ -184,3 +184,39 @@ def test_max_threads_flag_is_validated(tmp_path):
     )
     assert child.returncode == 2
     assert "--max-threads" in child.stderr and "must be greater than 0" in child.stderr
+
+
+SPELL_PROGRAM = """
+import time
+
+import pyparallel as px
+
+
+def block():
+    time.sleep(0.05)
+
+
+def quick():
+    return None
+
+
+def handoffs():
+    return px.stats()["worker"][0]["handoffs"]
+
+
+if __name__ == "__main__":
+    px.submit_work(block).result()
+    before = handoffs()
+    for _ in range(500):
+        px.submit_work(quick).result()
+    print(handoffs() - before)
+"""
+
+
+def test_a_spell_of_early_hand_offs_ends_once_callbacks_return_quickly(tmp_path):
+    # A callback found blocked starts a spell in which its worker is handed
+    # to another thread as each callback starts. Quick callbacks end it:
+    # without that, every one of them paid a thread switch for a second
+    # (submit_work in mode interpreters cost 9 us an item instead of 2).
+    out = run_script(tmp_path, SPELL_PROGRAM, env={"PYPARALLEL_WORKERS": "1"})
+    assert int(out[0]) < 100, f"{out[0]} of 500 quick work items were handed off"
