@@ -469,6 +469,13 @@ def timed(func, *args):
     return time.perf_counter() - started
 
 
+# How many times longer a latency bound is with the extension built under
+# a sanitizer (make test's ASan step): the binding runs several times
+# slower there, and unevenly, while the property a latency test checks (no
+# request waits behind blocked ones) holds or fails by far more than that.
+SANITIZER_SLOWDOWN = 4 if os.environ.get("PYPARALLEL_SANITIZED") else 1
+
+
 # Resident memory is not measured with the extension built under a
 # sanitizer (make test's ASan step): ASan keeps freed memory in quarantine
 # and adds shadow memory, so RSS says nothing of what the code holds.
