@@ -68,16 +68,22 @@ class _AppRef:
     qualified name, and which a framework's app object usually refuses
     (register() then says so)."""
 
-    __slots__ = ("app", "spec")
+    __slots__ = ("app", "spec", "given_name")
 
-    def __init__(self, app: Any, spec: str | None = None) -> None:
+    def __init__(self, app: Any, spec: str | None = None, name: str | None = None) -> None:
         self.app = app
         self.spec = spec
+        self.given_name = name
 
     @property
     def name(self) -> str:
+        """The app's "module:attr", as the main interpreter names it (a
+        worker keeps that name: there the main script's module is not
+        __main__)."""
         if self.spec is not None:
             return self.spec
+        if self.given_name is not None:
+            return self.given_name
         app = self.app
         module = getattr(app, "__module__", None) or type(app).__module__
         return f"{module}:{getattr(app, '__qualname__', type(app).__qualname__)}"
@@ -85,7 +91,7 @@ class _AppRef:
     def __reduce__(self) -> tuple[Callable[..., _AppRef], tuple[Any, ...]]:
         if self.spec is not None:
             return (_imported, (self.spec,))
-        return (_AppRef, (self.app,))
+        return (_AppRef, (self.app, None, self.name))
 
 
 def _imported(spec: str) -> _AppRef:

@@ -384,7 +384,10 @@ def start_lifespan(cls: type[ASGIServer]) -> None:
     sent lifespan.startup.failed."""
     ref = cls._px_app
     if px.stats()["mode"] == "interpreters":
-        futures = [_core._submit_to(worker, lifespan_startup, ref.name, ref.name) for worker in range(_workers())]
+        # Each worker imports the app by its "module:attr", or finds a
+        # function or class by name as it crosses.
+        app = ref.spec if ref.spec is not None else ref.app
+        futures = [_core._submit_to(worker, lifespan_startup, ref.name, app) for worker in range(_workers())]
     else:
         futures = [_core._submit_to(0, lifespan_startup, ref.name, ref.app)]
     failures = {future.result(timeout=120) for future in futures} - {None}
