@@ -363,6 +363,39 @@ def test_starlette_shutdown_runs_its_lifespan_exit(tmp_path, served_file):
         server.kill()
 
 
+# ---- Django's ASGI handler ----------------------------------------------------------------
+
+
+def test_django_through_its_asgi_handler(tmp_path):
+    env = {"DJANGO_TEST_DB": str(tmp_path / "db.sqlite3"), "DJANGO_TEST_STATIC": str(tmp_path)}
+    server = AppServer("apps.django_site:asgi_application", tmp_path, env=env)
+    try:
+        assert server.info["interface"] == "asgi"
+        assert server.get("/hello?name=Ada").body == b"Hello from Django, Ada"
+        form = [("Content-Type", "application/x-www-form-urlencoded")]
+        counts = [
+            json.loads(fetch(server.port, "POST", "/notes", headers=form, body=f"text=n{n}".encode()).body)["count"]
+            for n in range(2)
+        ]
+        assert counts == [1, 2]
+        assert fetch(server.port, "GET", "/notes").body == b"<ul><li>n0</li><li>n1</li></ul>"
+        assert server.get("/nowhere").status == 404
+    finally:
+        server.kill()
+
+
+def test_root_and_limits_with_an_asgi_app(tmp_path):
+    (tmp_path / "static.txt").write_text("from the root")
+    server = asgi_server("apps.asgi_raw:app", tmp_path, None, "--root", str(tmp_path), "--max-body-size", "10")
+    try:
+        assert server.get("/static.txt").body == b"from the root"
+        assert server.get("/whoami").status == 200  # not a file: the app
+        assert fetch(server.port, "POST", "/echo", body=b"x" * 10).body == b"x" * 10
+        assert fetch(server.port, "POST", "/echo", body=b"x" * 11).status == 413
+    finally:
+        server.kill()
+
+
 # ---- FastAPI ------------------------------------------------------------------------------
 
 

@@ -49,7 +49,7 @@ import pyparallel as px
 
 from .. import _core
 from ._adapter import AppServer, file_answer
-from ._apps import AppError, resolve_spec
+from ._apps import AppError, check_in_worker, resolve_spec
 from ._response import FRAMING_FIELDS, INTERNAL_ERROR, check_field
 
 # typing is imported for the type checker only (see _request.py).
@@ -387,6 +387,12 @@ def start_lifespan(cls: type[ASGIServer]) -> None:
         # Each worker imports the app by its "module:attr", or finds a
         # function or class by name as it crosses.
         app = ref.spec if ref.spec is not None else ref.app
+        if ref.spec is not None:
+            # Imported first by a plain work item: the app's module may do
+            # synchronous work at import that refuses a running loop
+            # (Django's ORM does).
+            for future in [_core._submit_to(worker, check_in_worker, ref.spec) for worker in range(_workers())]:
+                future.result(timeout=120)
         futures = [_core._submit_to(worker, lifespan_startup, ref.name, app) for worker in range(_workers())]
     else:
         futures = [_core._submit_to(0, lifespan_startup, ref.name, ref.app)]

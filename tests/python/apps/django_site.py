@@ -1,10 +1,11 @@
-"""A one-file Django project for test_wsgi.py: a view, the ORM on SQLite
+"""A one-file Django project for test_wsgi.py and test_asgi.py: a view, the ORM on SQLite
 (the database file named by DJANGO_TEST_DB), a template, a CSRF-protected
 POST, and static files (from DJANGO_TEST_STATIC).
 
 The module is its own settings, URLconf and app: settings.configure()
 before django.setup(), and the model defined once the registry is ready,
-under this module's app label. Served as `--app apps.django_site:application`;
+under this module's app label. Served as `--app apps.django_site:application`
+(WSGI) or `--app apps.django_site:asgi_application` (ASGI);
 in mode interpreters every worker imports it, so creating the table
 tolerates another worker having done it first.
 """
@@ -45,6 +46,7 @@ settings.configure(
 )
 django.setup()
 
+from django.core.asgi import get_asgi_application  # noqa: E402
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 from django.db import OperationalError, connection, models  # noqa: E402
 from django.http import HttpResponse, JsonResponse  # noqa: E402
@@ -94,3 +96,5 @@ urlpatterns = [
 ]
 
 application = get_wsgi_application()
+# The same project through Django's ASGI handler (test_asgi.py).
+asgi_application = get_asgi_application()
