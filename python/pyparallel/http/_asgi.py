@@ -55,7 +55,7 @@ from ._response import FRAMING_FIELDS, INTERNAL_ERROR, check_field
 # typing is imported for the type checker only (see _request.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, MutableMapping
+    from collections.abc import Awaitable, Callable, Generator, MutableMapping
     from typing import Any, ClassVar
 
     from ._request import Request
@@ -78,6 +78,47 @@ _HTTP_VERSIONS = {"HTTP/1.1": "1.1", "HTTP/1.0": "1.0"}
 
 # The states of a cycle's response.
 _NEW, _HEAD, _STREAMING, _DONE = range(4)
+
+
+class _Ready:
+    """An awaitable that is complete already: what send() returns for an
+    event it has acted on. Its __await__ gives one shared, exhausted
+    iterator, so awaiting it costs no allocation."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any]:
+        return _EXHAUSTED  # type: ignore[return-value]  # (an iterator that yields nothing is what await needs)
+
+
+_EXHAUSTED = iter(())
+_READY = _Ready()
+
+# The response header pairs (tuples of bytes) seen before, checked and
+# decoded: an app sends the same few again and again. _FRAMING: a field the
+# server writes itself; _LENGTH: Content-Length, read each time. Cleared
+# when full, so that an app that varies its values holds no more.
+_FRAMING = ("", "")
+_LENGTH = ("content-length", "")
+_CHECKED: dict[tuple[bytes, bytes], tuple[str, str]] = {}
+_CHECKED_MAX = 4096
+
+
+def _field(pair: object) -> tuple[str, str]:
+    """The (name, value) field of an ASGI header pair, checked as a
+    handler's fields are; _FRAMING or _LENGTH for those fields."""
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise TypeError(f"ASGI response headers are pairs of bytes, not {pair!r}")
+    name, value = pair
+    if not isinstance(name, bytes) or not isinstance(value, bytes):
+        raise TypeError(f"ASGI response headers are pairs of bytes, not {pair!r}")
+    text = name.decode("latin-1")
+    lowered = text.lower()
+    if lowered in FRAMING_FIELDS:  # the server frames the body
+        return _LENGTH if lowered == "content-length" else _FRAMING
+    field = (text, value.decode("latin-1"))
+    check_field(*field)
+    return field
 
 
 class ClientDisconnected(OSError):
@@ -118,7 +159,7 @@ class _Cycle:
                 (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in request.header_fields
             ],
             "client": request.client,
-            "server": (server.server_name, int(server.server_port)) if server.server_port is not None else None,
+            "server": server._px_address,
             "extensions": _EXTENSIONS,
         }
         lifespan = _LIFESPANS.get(server._px_app.name)
@@ -174,7 +215,11 @@ class _Cycle:
         await self.stream.wait_disconnected()
         return {"type": "http.disconnect"}
 
-    async def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Awaitable[None]:
+        """ASGI's send. Not a coroutine function: an event is acted on
+        before send() returns, which returns an awaitable that is complete
+        already (a coroutine would cost a frame per event), or, for body
+        data that must wait for the client, the coroutine that waits."""
         kind = message["type"]
         state = self.state
         if state == _DONE:
@@ -184,8 +229,8 @@ class _Cycle:
         if kind == "http.response.body":
             if state == _NEW:
                 raise RuntimeError("the ASGI app sent 'http.response.body' before 'http.response.start'")
-            await self._body(message.get("body", b""), message.get("more_body", False))
-        elif kind == "http.response.start":
+            return self._body(message.get("body", b""), message.get("more_body", False))
+        if kind == "http.response.start":
             if state != _NEW:
                 raise RuntimeError("the ASGI app sent 'http.response.start' a second time")
             self._start(message)
@@ -198,6 +243,7 @@ class _Cycle:
             self._pathsend(message.get("path"))
         else:
             raise RuntimeError(f"the ASGI app sent {kind!r}, not an event of an http response")
+        return _READY
 
     def _start(self, message: Message) -> None:
         status = message.get("status")
@@ -207,25 +253,26 @@ class _Cycle:
             raise ValueError("the ASGI app asked for trailers, which this server does not advertise")
         fields = []
         length = None
+        checked = _CHECKED
         for pair in message.get("headers", ()):
-            name, value = pair
-            if not isinstance(name, bytes) or not isinstance(value, bytes):
-                raise TypeError(f"ASGI response headers are pairs of bytes, not {pair!r}")
-            text = name.decode("latin-1")
-            lowered = text.lower()
-            if lowered in FRAMING_FIELDS:  # the server frames the body
-                if lowered == "content-length":
-                    if not value.strip().isdigit():
-                        raise ValueError(f"invalid Content-Length {value!r} from the ASGI app")
-                    length = int(value)
-                continue
-            field = (text, value.decode("latin-1"))
-            check_field(*field)
-            fields.append(field)
+            field = checked.get(pair) if type(pair) is tuple else None
+            if field is None:
+                field = _field(pair)
+                if type(pair) is tuple and field is not _LENGTH:
+                    if len(checked) >= _CHECKED_MAX:
+                        checked.clear()
+                    checked[pair] = field
+            if field is _LENGTH:
+                value = pair[1]
+                if not value.strip().isdigit():
+                    raise ValueError(f"invalid Content-Length {value!r} from the ASGI app")
+                length = int(value)
+            elif field is not _FRAMING:
+                fields.append(field)
         self.status, self.fields, self.length = status, fields, length
         self.state = _HEAD
 
-    async def _body(self, body: object, more_body: object) -> None:
+    def _body(self, body: object, more_body: object) -> Awaitable[None]:
         if not isinstance(body, (bytes, bytearray, memoryview)):
             raise TypeError(f"an ASGI body is bytes, not {type(body).__name__}")
         stream = self.stream
@@ -234,18 +281,27 @@ class _Cycle:
                 if more_body:  # nothing of it may be sent: kept for the end
                     if body:
                         raise ValueError(f"the ASGI app sent body data with status {self.status}")
-                    return
-                self._whole(bytes(body))
+                    return _READY
+                self._whole(body if type(body) is bytes else bytes(body))
                 self.state = _DONE
-                return
+                return _READY
             self.state = _STREAMING
             stream.start(self.status, self.fields, self.length)
-        if body and not await stream.awrite(body):
+        if body:
+            return self._write(body, more_body)
+        if not more_body:
+            self.state = _DONE
+            stream.end()
+        return _READY
+
+    async def _write(self, body: bytes | bytearray | memoryview, more_body: object) -> None:
+        """A piece of a streamed body: waits while the client is behind."""
+        if not await self.stream.awrite(body):
             self.state = _DONE
             raise ClientDisconnected("the client closed the connection")
         if not more_body:
             self.state = _DONE
-            stream.end()
+            self.stream.end()
 
     def _whole(self, body: bytes) -> None:
         """The response given in one piece, with its Content-Length."""
@@ -284,11 +340,23 @@ class ASGIServer(AppServer):
     """
 
     _px_interface: ClassVar[str] = "ASGI"
+    # The scope's "server": (host, port) of the listener, when for_app was
+    # told it.
+    _px_address: ClassVar[tuple[str, int] | None] = None
     _px_attributes: ClassVar[frozenset[str]] = AppServer._px_attributes | {"root_path"}
     root_path: ClassVar[str] = ""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.server_port is not None:
+            cls._px_address = (cls.server_name or "0.0.0.0", int(cls.server_port))
+
     def _px_handle(self, request: Request) -> Wire:
-        return self._px_static_file(request) or _Cycle(self, request, self._px_stream()).run()
+        if self.root is not None:
+            answer = self._px_static_file(request)
+            if answer is not None:
+                return answer
+        return _Cycle(self, request, self._px_stream()).run()
 
 
 # ---- lifespan ---------------------------------------------------------------
