@@ -45,11 +45,12 @@ import time
 
 import _common
 import _idle
+import _load
 import _servers
 from _servers import ASYNCIO, NGINX, PX_GIL, PX_INTERPRETERS, PX_THREADS, PYPARALLEL_MODES
 
 ROOT_DIR = os.path.dirname(_common.BENCH_DIR)
-CONNECTIONS = 64
+CONNECTIONS = _load.CONNECTIONS
 STATIC_NAME = "file-1MiB.bin"
 STATIC_SIZE = 1 << 20
 WRK_SCENARIOS = ("work", "plaintext", "json", "static")
@@ -130,64 +131,7 @@ def pyparallel_stats(server):
     return json.loads(body) if status == 200 else None
 
 
-# ---- load generators ------------------------------------------------------------
-
-
-def run_wrk(server, path, seconds, script=None):
-    """One wrk run: requests, req/s, CPU of server and wrk, server memory."""
-    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "10s"]
-    if script:
-        command += ["-s", script]
-    command.append(f"http://127.0.0.1:{server.port}{path}")
-    server_cpu = server.cpu_seconds()
-    start = _common.now()
-    wrk = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    output = wrk.stdout.read().decode(errors="replace")
-    # wait4 gives wrk's own rusage; subprocess's wait would discard it.
-    _, status, usage = os.wait4(wrk.pid, 0)
-    wrk.returncode = os.waitstatus_to_exitcode(status)
-    elapsed = _common.now() - start
-    server_cpu = server.cpu_seconds() - server_cpu
-    rss, pss = server.memory_mib()
-    found = re.search(r"(\d+) requests in", output)
-    if wrk.returncode != 0 or not found or int(found.group(1)) == 0:
-        raise SystemExit(f"{server.name} {path}: wrk failed:\n{output}{server.tail()}")
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    if errors:
-        raise SystemExit(f"{server.name} {path}: {errors.group(1)} error responses")
-    socket_errors = re.search(r"Socket errors: (.*)", output)
-    requests = int(found.group(1))
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
-    return {
-        "requests": requests,
-        "req_per_s": rate,
-        "elapsed_s": elapsed,
-        "server_cpu_s": server_cpu,
-        "wrk_cpu_s": usage.ru_utime + usage.ru_stime,
-        "rss_mib": rss,
-        "pss_mib": pss,
-        "socket_errors": socket_errors.group(1) if socket_errors else None,
-    }
-
-
-def run_latency(client, server, args):
-    import json
-
-    command = [
-        client,
-        str(server.port),
-        server.path("latency", PATHS["latency"]),
-        str(args.latency_rate),
-        str(args.latency_connections),
-        str(args.latency_warmup),
-        str(args.latency_duration),
-    ]
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=args.latency_warmup + args.latency_duration + 60
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"{server.name}: latency client failed: {result.stderr.strip()}{server.tail()}")
-    return json.loads(result.stdout)
+# ---- the compute limit ---------------------------------------------------------
 
 
 def compute_limit(python, workers):
@@ -243,7 +187,7 @@ def wrk_job(server, scenario, duration, script=None):
     path = server.path(scenario, PATHS.get(scenario, "/shared"))
 
     def job(warm_up=False):
-        return run_wrk(server, path, 1 if warm_up else duration, script)
+        return _load.run_wrk(server, path, 1 if warm_up else duration, script)
 
     return job
 
@@ -442,13 +386,11 @@ def build_report(args, samples, facts, limits, servers, asyncio_ft):
 # ---- the run -------------------------------------------------------------------
 
 
-def interpreter_version(python):
-    out = subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"], capture_output=True, text=True)
-    return out.stdout.strip() or None
-
-
 def versions(args):
-    found = {"ft_python": interpreter_version(args.ft_python), "gil_python": interpreter_version(args.gil_python)}
+    found = {
+        "ft_python": _load.interpreter_version(args.ft_python),
+        "gil_python": _load.interpreter_version(args.gil_python),
+    }
     for tool, command, pattern in (
         ("wrk", ["wrk", "--version"], r"wrk \S*?([\d.]+)"),
         ("nginx", [args.nginx or "nginx", "-v"], r"nginx/([\d.]+)"),
@@ -593,7 +535,17 @@ def main(argv=None):
         def latency_and_idle():
             extra = {}
             runs = {
-                ("latency", s.name): (lambda s=s: run_latency(latency_client, s, args))
+                ("latency", s.name): (
+                    lambda s=s: _load.run_latency(
+                        latency_client,
+                        s,
+                        s.path("latency", PATHS["latency"]),
+                        args.latency_rate,
+                        args.latency_connections,
+                        args.latency_warmup,
+                        args.latency_duration,
+                    )
+                )
                 for s in base
                 if "latency" in s.scenarios
             }
