@@ -333,6 +333,92 @@ def dechunk(data):
 # ---- the contenders ------------------------------------------------------------
 
 
+def server_env(**extra):
+    """The environment of every server: pyparallel from the source tree when
+    no venv has it installed, the peers' modules from bench/peers, no
+    PYPARALLEL_MODE of the caller's; extra on top."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (os.path.join(os.path.dirname(_common.BENCH_DIR), "python"), PEERS, env.get("PYTHONPATH")) if p
+    )
+    env.pop("PYPARALLEL_MODE", None)
+    env.update(extra)
+    return env
+
+
+def pyparallel_command(python, workers, keepalive, app, port="{port}", root=None):
+    """python -m pyparallel.http.server serving app on 127.0.0.1."""
+    command = [
+        python,
+        "-m",
+        "pyparallel.http.server",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--keepalive-timeout",
+        str(keepalive),
+        "--app",
+        app,
+    ]
+    return command + (["--root", root] if root else [])
+
+
+def gunicorn_command(bench_python, workers, keepalive, worker_class, app):
+    """gunicorn from bench_python's venv: one process per worker (gthread:
+    GTHREAD_THREADS threads each) serving the WSGI app."""
+    command = [
+        os.path.join(os.path.dirname(bench_python), "gunicorn"),
+        "--bind",
+        "127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--backlog",
+        "4096",
+        "--keep-alive",
+        str(int(keepalive)),
+        "--log-level",
+        "warning",
+        "--worker-class",
+        worker_class,
+    ]
+    if worker_class == "gthread":
+        command += ["--threads", str(GTHREAD_THREADS), "--worker-connections", "20000"]
+    return command + [app]
+
+
+def granian_command(bench_python, interface, workers, app, extra=()):
+    """granian from bench_python's venv (HTTP/1 only): one process per worker
+    serving app through interface ("wsgi" or "asgi")."""
+    return [
+        os.path.join(os.path.dirname(bench_python), "granian"),
+        "--interface",
+        interface,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--workers",
+        str(workers),
+        "--http",
+        "1",
+        "--backlog",
+        "4096",
+        "--log-level",
+        "warning",
+        "--http1-header-read-timeout",
+        "60000",
+        # Its default, backlog / workers, caps the connections a worker
+        # serves at once (the idle scenario holds 10k).
+        "--backpressure",
+        "16384",
+        *extra,
+        app,
+    ]
+
+
 def contenders(config, tmp, www, shared_entries):
     """Every server of the run (not started), with its scenarios.
 
@@ -342,15 +428,7 @@ def contenders(config, tmp, www, shared_entries):
     the shared table (BENCH_SHARED_ENTRIES) in every Python server.
     """
     workers = config.workers
-    env = dict(os.environ)
-    env["BENCH_SHARED_ENTRIES"] = str(shared_entries)
-    env["BENCH_STATIC_ROOT"] = www
-    # The servers import pyparallel from the source tree when no venv has it
-    # installed, and the peers' modules from bench/peers.
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (os.path.join(os.path.dirname(_common.BENCH_DIR), "python"), PEERS, env.get("PYTHONPATH")) if p
-    )
-    env.pop("PYPARALLEL_MODE", None)
+    env = server_env(BENCH_SHARED_ENTRIES=str(shared_entries), BENCH_STATIC_ROOT=www)
     keepalive = config.keepalive
     every = {"work", "plaintext", "json", "shared", "static", "latency", "idle"}
     servers = []
@@ -368,23 +446,7 @@ def contenders(config, tmp, www, shared_entries):
             px_env = dict(env, PYPARALLEL_MODE=PYPARALLEL_MODES[name])
             add(
                 name,
-                [
-                    python,
-                    "-m",
-                    "pyparallel.http.server",
-                    "--bind",
-                    "127.0.0.1",
-                    "--port",
-                    "{port}",
-                    "--workers",
-                    str(workers),
-                    "--keepalive-timeout",
-                    str(keepalive),
-                    "--app",
-                    "http_pyparallel:Bench",
-                    "--root",
-                    www,
-                ],
+                pyparallel_command(python, workers, keepalive, "http_pyparallel:Bench", root=www),
                 every,
                 env=px_env,
             )
@@ -397,31 +459,10 @@ def contenders(config, tmp, www, shared_entries):
                 BENCH_SHARED_FILE=os.path.join(tmp, f"shared-table-{port}.bin"),
                 BENCH_SHARED_FILE_ENTRIES=str(shared_entries),
             )
-            servers.append(
-                Server(
-                    PX_SHARED_BUFFER,
-                    [
-                        config.gil_python,
-                        "-m",
-                        "pyparallel.http.server",
-                        "--bind",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                        "--workers",
-                        str(workers),
-                        "--keepalive-timeout",
-                        str(keepalive),
-                        "--app",
-                        "http_pyparallel:BenchSharedBuffer",
-                        "--root",
-                        www,
-                    ],
-                    port,
-                    {"shared"},
-                    env=px_env,
-                )
+            command = pyparallel_command(
+                config.gil_python, workers, keepalive, "http_pyparallel:BenchSharedBuffer", port=port, root=www
             )
+            servers.append(Server(PX_SHARED_BUFFER, command, port, {"shared"}, env=px_env))
     if config.nginx:
         port = free_port()
         conf = os.path.join(tmp, f"nginx-{port}.conf")
@@ -459,70 +500,14 @@ def contenders(config, tmp, www, shared_entries):
         env=env,
     )
     if config.bench_python:
-        bindir = os.path.dirname(config.bench_python)
-        gunicorn = [
-            os.path.join(bindir, "gunicorn"),
-            "--bind",
-            "127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-            "--backlog",
-            "4096",
-            "--keep-alive",
-            str(int(keepalive)),
-            "--log-level",
-            "warning",
-        ]
-        add(
-            GUNICORN_SYNC, gunicorn + ["--worker-class", "sync", "http_wsgi:app"], every, env=env, processes=1 + workers
-        )
-        add(
-            GUNICORN_GTHREAD,
-            gunicorn
-            + [
-                "--worker-class",
-                "gthread",
-                "--threads",
-                str(GTHREAD_THREADS),
-                "--worker-connections",
-                "20000",
-                "http_wsgi:app",
-            ],
-            every,
-            env=env,
-            processes=1 + workers,
-        )
+        for name, worker_class in ((GUNICORN_SYNC, "sync"), (GUNICORN_GTHREAD, "gthread")):
+            command = gunicorn_command(config.bench_python, workers, keepalive, worker_class, "http_wsgi:app")
+            add(name, command, every, env=env, processes=1 + workers)
+        # Static files as granian serves them best: from Rust.
+        static = ("--static-path-route", "/static", "--static-path-mount", www)
         add(
             GRANIAN,
-            [
-                os.path.join(bindir, "granian"),
-                "--interface",
-                "wsgi",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "{port}",
-                "--workers",
-                str(workers),
-                "--http",
-                "1",
-                "--backlog",
-                "4096",
-                "--log-level",
-                "warning",
-                "--http1-header-read-timeout",
-                "60000",
-                # Its default, backlog / workers, caps the connections a
-                # worker serves at once (the idle scenario holds 10k).
-                "--backpressure",
-                "16384",
-                # Static files as granian serves them best: from Rust.
-                "--static-path-route",
-                "/static",
-                "--static-path-mount",
-                www,
-                "http_wsgi:app",
-            ],
+            granian_command(config.bench_python, "wsgi", workers, "http_wsgi:app", static),
             every,
             env=env,
             processes=1 + workers,
