@@ -29,6 +29,7 @@ the group's members plus the descendants of its first process, and their CPU
 time and memory are summed.
 """
 
+import contextlib
 import ctypes
 import os
 import re
@@ -191,6 +192,7 @@ class Server:
         self.launched = None
         self.output = tempfile.TemporaryFile()
         self.stop_note = None
+        self.ready_s = None  # set by serving()
 
     def launch(self):
         """Starts the process; wait_ready() then waits for it to serve."""
@@ -287,6 +289,30 @@ class Server:
         except ProcessLookupError:
             pass
         self.process.wait()
+
+
+@contextlib.contextmanager
+def serving(servers, check):
+    """Launches servers all at once (importing an application or loading a
+    table takes a while per process), waits until each serves and passes
+    check(server), and stops every one launched when the block ends, on
+    error and Ctrl-C too. Sets each server's ready_s: the seconds from its
+    launch until it passed check (pre-forking servers listen before their
+    workers have imported the application; they all start together on the
+    same cores, so this is only kept in the JSON)."""
+    launched = []
+    try:
+        for server in servers:
+            launched.append(server)
+            server.launch()
+        for server in servers:
+            server.wait_ready()
+            check(server)
+            server.ready_s = time.monotonic() - server.launched
+        yield servers
+    finally:
+        for server in launched:
+            server.stop()
 
 
 def http_get(port, path):

@@ -41,7 +41,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import _common
 import _idle
@@ -154,21 +153,11 @@ def run_group(servers, jobs, args, static_bytes, extra_rounds=None):
     at rest, pyparallel's /stats).
     """
     facts = {}
-    started = []
-    try:
-        # All at once: loading the shared table takes seconds per server.
+    # All at once: loading the shared table takes seconds per server.
+    with _servers.serving(servers, lambda server: check_routes(server, static_bytes)):
         for server in servers:
-            started.append(server)
-            server.launch()
-        for server in servers:
-            server.wait_ready()
-            check_routes(server, static_bytes)
-            # Until every route answered (pre-forking servers listen before
-            # their workers have imported the application). They all start
-            # together on two cores, so this is only kept in the JSON.
-            start_s = time.monotonic() - server.launched
             rss, pss = server.memory_mib()
-            facts[server.name] = {"start_s": start_s, "rest_rss_mib": rss, "rest_pss_mib": pss}
+            facts[server.name] = {"start_s": server.ready_s, "rest_rss_mib": rss, "rest_pss_mib": pss}
             if server.name in PYPARALLEL_MODES:
                 facts[server.name]["stats"] = pyparallel_stats(server)
         if not args.quick:
@@ -177,9 +166,6 @@ def run_group(servers, jobs, args, static_bytes, extra_rounds=None):
         samples = _common.rounds({key: job for key, job in jobs.items()}, args.repeat)
         if extra_rounds:
             samples.update(extra_rounds())
-    finally:
-        for server in started:
-            server.stop()
     return samples, facts
 
 
@@ -479,10 +465,7 @@ def main(argv=None):
         metavar="S",
         help="keep-alive timeout given to every server (default 600)",
     )
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--repeat" not in argv:
-        argv += ["--repeat", "1" if "--quick" in argv else "3"]
-    args = _common.parse(p, argv)
+    args = _common.parse(p, sys.argv[1:] if argv is None else argv, repeats=(3, 1))
     args.duration = args.duration or (1 if args.quick else 5)
     args.latency_warmup = 0.3 if args.quick else 1.0
     args.latency_duration = 1.0 if args.quick else 5.0
