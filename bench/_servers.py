@@ -1,7 +1,8 @@
-"""The HTTP servers of bench/http.py: how each contender is started, watched and stopped.
+"""The HTTP servers of bench/http.py and bench/apps.py: how each contender is started, watched and stopped.
 
 A contender is a command line (and environment) that serves the routes of
-bench/peers/ on a port of 127.0.0.1, plus the scenarios it takes part in:
+bench/peers/ on a port of 127.0.0.1, plus the scenarios (or routes) it takes
+part in:
 
   pyparallel 3.13t threads      python -m pyparallel.http.server on the
   pyparallel 3.13 interpreters  free-threaded venv (mode threads), and on the
@@ -19,6 +20,13 @@ bench/peers/ on a port of 127.0.0.1, plus the scenarios it takes part in:
                                 core (gthread: 4 threads each)
   granian wsgi                  the same WSGI app, one worker per core; its
                                 static files from its own (Rust) file server
+
+bench/apps.py starts pyparallel, gunicorn and granian wsgi the same way with
+its Flask app, and for its Starlette app:
+
+  uvicorn uvloop                uvicorn --workers N (a process per core) on
+                                uvloop and httptools
+  granian asgi                  granian --interface asgi, one worker per core
 
 Each runs in a process group (and session) of its own, so that stop() can end
 it and every process it forked (nginx's and gunicorn's workers), on success,
@@ -62,6 +70,8 @@ UVLOOP = "uvloop 3.13 1 loop"
 GUNICORN_SYNC = "gunicorn sync"
 GUNICORN_GTHREAD = "gunicorn gthread"
 GRANIAN = "granian wsgi"
+GRANIAN_ASGI = "granian asgi"
+UVICORN = "uvicorn uvloop"
 GTHREAD_THREADS = 4
 
 NGINX_CONF = """\
@@ -415,34 +425,38 @@ def gunicorn_command(bench_python, workers, keepalive, worker_class, app):
     return command + [app]
 
 
-def granian_command(bench_python, interface, workers, app, extra=()):
-    """granian from bench_python's venv (HTTP/1 only): one process per worker
-    serving app through interface ("wsgi" or "asgi")."""
+def _python_server(bench_python, tool, workers, *options):
+    """tool from bench_python's venv, listening on 127.0.0.1 with a process
+    per worker and a listen backlog of 4096 (as every server here)."""
     return [
-        os.path.join(os.path.dirname(bench_python), "granian"),
-        "--interface",
-        interface,
+        os.path.join(os.path.dirname(bench_python), tool),
         "--host",
         "127.0.0.1",
         "--port",
         "{port}",
         "--workers",
         str(workers),
-        "--http",
-        "1",
         "--backlog",
         "4096",
         "--log-level",
         "warning",
-        "--http1-header-read-timeout",
-        "60000",
-        # Its default, backlog / workers, caps the connections a worker
-        # serves at once (the idle scenario holds 10k).
-        "--backpressure",
-        "16384",
-        *extra,
-        app,
+        *options,
     ]
+
+
+def granian_command(bench_python, interface, workers, app, extra=()):
+    """granian (HTTP/1 only): one process per worker serving app through
+    interface ("wsgi" or "asgi")."""
+    # Its default backpressure, backlog / workers, caps the connections a
+    # worker serves at once (the idle scenario holds 10k).
+    options = ["--interface", interface, "--http", "1", "--http1-header-read-timeout", "60000"]
+    return _python_server(bench_python, "granian", workers, *options, "--backpressure", "16384", *extra, app)
+
+
+def uvicorn_command(bench_python, workers, keepalive, app):
+    """uvicorn as deployed for speed: a process per worker, uvloop, httptools."""
+    options = ["--loop", "uvloop", "--http", "httptools", "--timeout-keep-alive", str(int(keepalive))]
+    return _python_server(bench_python, "uvicorn", workers, *options, "--no-access-log", app)
 
 
 def contenders(config, tmp, www, shared_entries):
