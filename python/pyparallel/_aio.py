@@ -34,6 +34,9 @@ __all__ = ["WorkerEventLoop"]
 CLOSE_BUDGET = 2.0
 # The longest single wait of the selector while the loop closes.
 CLOSE_POLL = 0.01
+# How long the coroutines given to on_close (an ASGI app's lifespan
+# shutdown) may take, together, in seconds, before the rest of the close.
+ON_CLOSE_BUDGET = 10.0
 
 
 class _PollingSelector(selectors.EpollSelector):
@@ -71,6 +74,13 @@ class WorkerEventLoop(asyncio.SelectorEventLoop):
 
     def __init__(self) -> None:
         super().__init__(_PollingSelector())
+        self._px_on_close: list[Callable[[], Awaitable[object]]] = []
+
+    def _px_add_on_close(self, fn: Callable[[], Awaitable[object]]) -> None:
+        """fn() is awaited first when the loop closes, while its tasks still
+        run (an ASGI app's lifespan shutdown, which may need them): the
+        coroutines given, one after the other, within ON_CLOSE_BUDGET."""
+        self._px_on_close.append(fn)
 
     # A callback or timer added while the loop is not running on some thread
     # (from a plain protocol callback, a work item, another thread) must wake
@@ -129,6 +139,10 @@ class WorkerEventLoop(asyncio.SelectorEventLoop):
         if self.is_closed():
             return
         self._selector.blocking = True
+        if self._px_on_close:
+            hooks, self._px_on_close = self._px_on_close, []
+            task = self.create_task(_run_in_turn(hooks))
+            self._px_run_until(task.done, time.monotonic() + ON_CLOSE_BUDGET)
         deadline = time.monotonic() + CLOSE_BUDGET
         tasks = [t for t in asyncio.all_tasks(self) if not t.done()]
         for task in tasks:
@@ -144,6 +158,11 @@ class WorkerEventLoop(asyncio.SelectorEventLoop):
                 task.cancel()
                 self._px_step()
         self.close()
+
+
+async def _run_in_turn(hooks: list[Callable[[], Awaitable[object]]]) -> None:
+    for hook in hooks:
+        await hook()
 
 
 def spawn(

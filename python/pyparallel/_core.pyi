@@ -9,6 +9,7 @@ and hooks that pyparallel's own modules call. None of it is public API.
 
 import builtins
 from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
 from types import TracebackType
 from typing import ClassVar, Generic, Literal, TypeVar, final
 
@@ -140,6 +141,7 @@ class HttpProtocol:
     # The class the C layer makes requests of (an HttpRequest subclass with
     # __slots__ = ()).
     _px_request_class: ClassVar[type[HttpRequest]]
+    def _px_stream(self, /) -> HttpStream: ...
 
 @final
 class HttpStream:
@@ -163,6 +165,9 @@ class HttpStream:
     def write(self, data: bytes | bytearray | memoryview | str, /) -> bool: ...
     def awrite(self, data: bytes | bytearray | memoryview | str, /) -> Coroutine[object, None, bool]: ...
     def end(self, /) -> None: ...
+    def respond(
+        self, answer: tuple[int, list[tuple[str, str]], bytes | bytearray | memoryview | str] | FileResponse, /
+    ) -> None: ...
     def abort(self, /) -> None: ...
     def wait_disconnected(self, /) -> Coroutine[object, None, None]: ...
     def _write(self, data: bytes | bytearray | memoryview | str, /) -> int: ...
@@ -191,6 +196,9 @@ class FileResponse:
     def headers(self) -> list[tuple[str, str]] | None: ...
 
 # ---- the runtime ---------------------------------------------------------------
+
+def _submit_to(worker: int, func: Callable[..., object], /, *args: object, **kwargs: object) -> Future[object]:
+    """submit_work() on the given worker (0 .. workers - 1)."""
 
 def run(*, mode: _Mode | None = None, graceful_timeout: float | None = None) -> None:
     """The loop of pyparallel.run(), without its signal handling."""

@@ -183,6 +183,13 @@ const char *pxpy_mode_name(pxpy_mode_t mode);
 
 /* The engine loop, started on first use; NULL with an exception set. */
 px_loop_t *pxpy_loop(pxpy_state *st);
+/* px_submit, or px_submit_to the given worker when it is not negative. */
+static inline int pxpy_submit_on(px_loop_t *loop, int worker, px_work_fn fn,
+                                 px_work_fn cancel, void *arg)
+{
+    return worker < 0 ? px_submit(loop, fn, cancel, arg)
+                      : px_submit_to(loop, worker, fn, cancel, arg);
+}
 /* Registration bookkeeping: run() ends when nothing is registered and no
  * work is pending. */
 void pxpy_registered_add(pxpy_state *st, Py_ssize_t delta);

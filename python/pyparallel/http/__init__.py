@@ -5,16 +5,18 @@
 The protocol work (parsing, framing, keep-alive, pipelining, limits and
 timeouts, sending files) is done in C by pyparallel._core.HttpProtocol; this
 package adds routing, the request object, the conversion of return values,
-and static files; WSGIServer and serve_app serve WSGI applications (Flask,
-Django). `python -m pyparallel.http.server` serves a directory or an app.
+and static files; WSGIServer, ASGIServer and serve_app serve WSGI
+applications (Flask, Django) and ASGI ones (Starlette, FastAPI).
+`python -m pyparallel.http.server` serves a directory or an app.
 docs/http.md and docs/apps.md describe it all.
 """
 
 from ._app import HttpServer
 from ._apps import AppError, serve_app
+from ._asgi import ASGIServer
 from ._request import Headers, Request
 from ._response import Response
 from ._routing import route
 from ._wsgi import WSGIServer
 
-__all__ = ["AppError", "Headers", "HttpServer", "Request", "Response", "WSGIServer", "route", "serve_app"]
+__all__ = ["ASGIServer", "AppError", "Headers", "HttpServer", "Request", "Response", "WSGIServer", "route", "serve_app"]

@@ -5,7 +5,7 @@ it (serve_app, and the command line's --app/--interface).
 The interfaces:
     pyparallel  an HttpServer subclass, served as it is
     wsgi        a PEP 3333 callable, served by a WSGIServer made for it
-    asgi        an ASGI 3 callable; not served by this version (AppError)
+    asgi        an ASGI 3 callable, served by an ASGIServer made for it
 
 Detection ("auto"): an HttpServer subclass is pyparallel; a coroutine
 function, or an object whose __call__ is one, is ASGI 3 (what asgiref's
@@ -141,13 +141,6 @@ def detect(app: object) -> str:
     raise AppError(f"{app!r} is not an application: not an HttpServer subclass, nor a WSGI or ASGI callable")
 
 
-def _asgi_not_available(what: str) -> AppError:
-    return AppError(
-        f"{what}: ASGI support is not available yet in this version of pyparallel; the interfaces it serves are "
-        f"pyparallel (an HttpServer subclass) and wsgi (a WSGI callable)"
-    )
-
-
 def _name(app: object) -> str:
     qualname = getattr(app, "__qualname__", None)
     if isinstance(qualname, str):  # a function or a class
@@ -162,17 +155,21 @@ def check_interface(app: object, interface: str) -> str:
         raise AppError(f"unknown interface {interface!r}; interfaces: {', '.join(INTERFACES)}")
     if interface == WSGI and isinstance(app, type) and not issubclass(app, _core.HttpProtocol):
         return WSGI
-    if interface == ASGI:
-        raise _asgi_not_available("interface asgi")
     found = detect(app)
-    if found == ASGI and interface == "auto":
-        raise _asgi_not_available(f"{_name(app)} is an ASGI application")
     if interface == "auto":
         interface = found
     if interface == PYPARALLEL and found != PYPARALLEL:
         raise AppError(f"interface pyparallel wants an HttpServer subclass, not {app!r}")
-    if interface == WSGI and found == PYPARALLEL:
-        raise AppError(f"{_name(app)} is an HttpServer subclass, not a WSGI callable: use interface pyparallel")
+    if interface in (WSGI, ASGI) and found == PYPARALLEL:
+        raise AppError(
+            f"{_name(app)} is an HttpServer subclass, not a{' WSGI' if interface == WSGI else 'n ASGI'} callable: "
+            f"use interface pyparallel"
+        )
+    if interface == ASGI and found != ASGI:
+        raise AppError(
+            f"{_name(app)} is not an ASGI 3 application: its call is not a coroutine function taking "
+            f"(scope, receive, send)"
+        )
     return interface
 
 
@@ -184,12 +181,15 @@ def server_class(
     the subclass (root and the limits). In mode interpreters each worker
     finds the app again: by the "module:attr" when given one, else by its
     module and qualified name."""
+    from ._asgi import ASGIServer
     from ._wsgi import WSGIServer
 
     target = resolve_spec(app, "app") if isinstance(app, str) else app
     interface = check_interface(target, interface)
     if interface == WSGI:
         return WSGIServer.for_app(app, server=server, **attributes), interface
+    if interface == ASGI:
+        return ASGIServer.for_app(app, server=server, **attributes), interface
     assert isinstance(target, type)  # check_interface made sure
     if not attributes:
         return target, interface
@@ -222,9 +222,11 @@ def serve_app(
     """Listens on host:port and registers the HttpServer subclass that
     serves app there (see server_class): what `python -m
     pyparallel.http.server --app` does, for a program that calls px.run()
-    itself. Returns the listening transport. AppError for an app that
-    cannot be served (ASGI, or, in mode interpreters, an app given as
-    "module:attr" that a worker's interpreter cannot import)."""
+    itself. Returns the listening transport. An ASGI app's lifespan
+    startup runs before the class is registered. AppError for an app that
+    cannot be served (in mode interpreters, an app given as "module:attr"
+    that a worker's interpreter cannot import; an ASGI app whose startup
+    failed)."""
     listener = px.server(host, port)
     try:
         if px.stats()["mode"] == "interpreters":
@@ -232,7 +234,11 @@ def serve_app(
                 check_workers(app)
             else:
                 _check_crosses(app)
-        cls, _ = server_class(app, interface, server=listener.sockname, **attributes)
+        cls, interface = server_class(app, interface, server=listener.sockname, **attributes)
+        if interface == ASGI:
+            from ._asgi import start_lifespan
+
+            start_lifespan(cls)
         px.register(listener, cls)
     except BaseException:
         listener.close()

@@ -128,7 +128,7 @@ def method_not_allowed(allow: str) -> Wire:
     return (405, [("Allow", allow), ("Content-Type", TEXT_UTF8)], b"Method Not Allowed\n")
 
 
-def _check_field(name: object, value: object) -> None:
+def check_field(name: object, value: object) -> None:
     if not isinstance(name, str) or not isinstance(value, str):
         raise TypeError(f"header fields are (str, str) pairs, not ({type(name).__name__}, {type(value).__name__})")
     if not name or _NOT_TOKEN.search(name):
@@ -148,7 +148,7 @@ def normalise_fields(headers: Fields | None) -> list[tuple[str, str]]:
     fields = []
     for item in items:
         name, value = item
-        _check_field(name, value)
+        check_field(name, value)
         fields.append((name, value))
     return fields
 

@@ -45,11 +45,9 @@ import re
 import stat
 
 from .. import _core
-from . import _static
-from ._app import HttpServer
-from ._apps import resolve_spec
+from ._adapter import AppServer, file_answer
 from ._request import unquote_to_bytes
-from ._response import INTERNAL_ERROR, Response
+from ._response import INTERNAL_ERROR
 
 # typing is imported for the type checker only (see _request.py).
 TYPE_CHECKING = False
@@ -69,55 +67,6 @@ _log = logging.getLogger("pyparallel")
 _STATUS = re.compile(r"([1-9][0-9][0-9])(?: [^\r\n\0]*)?")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _LINE_BREAK = re.compile(r"[\r\n\0]")
-# The class attributes for_app accepts besides server.
-_ATTRIBUTES = frozenset(
-    {
-        "root",
-        "url_scheme",
-        "max_header_size",
-        "max_uri_size",
-        "max_body_size",
-        "header_timeout",
-        "body_timeout",
-        "keepalive_timeout",
-    }
-)
-# Fields the C layer writes for a file itself (FileResponse), from the file.
-_FILE_FIELDS = ("content-type", "etag", "last-modified", "accept-ranges")
-
-
-class _AppRef:
-    """The app a WSGIServer subclass serves. In another interpreter it is
-    found again by its "module:attr" when it was given one; else it is
-    pickled, which finds a module-level function or class by module and
-    qualified name, and which a framework's app object usually refuses
-    (register() then says so)."""
-
-    __slots__ = ("app", "spec")
-
-    def __init__(self, app: Any, spec: str | None = None) -> None:
-        self.app = app
-        self.spec = spec
-
-    @property
-    def name(self) -> str:
-        if self.spec is not None:
-            return self.spec
-        app = self.app
-        module = getattr(app, "__module__", None) or type(app).__module__
-        return f"{module}:{getattr(app, '__qualname__', type(app).__qualname__)}"
-
-    def __reduce__(self) -> tuple[Callable[..., _AppRef], tuple[Any, ...]]:
-        if self.spec is not None:
-            return (_imported, (self.spec,))
-        return (_AppRef, (self.app,))
-
-
-def _imported(spec: str) -> _AppRef:
-    """An _AppRef in another interpreter, its app imported now: when the
-    worker finds the class (register() has every worker do it at once), so
-    that no request waits for the import."""
-    return _AppRef(resolve_spec(spec, "app"), spec)
 
 
 class FileWrapper:
@@ -410,19 +359,7 @@ class _Exchange:
             return None
         if self.length is not None and self.length != opened.st_size:
             return None
-        content_type = None
-        fields = []
-        for name, value in self.fields:
-            lowered = name.lower()
-            if lowered == "content-type":
-                content_type = value
-            elif lowered not in _FILE_FIELDS:
-                fields.append((name, value))
-        if content_type is None:
-            content_type = _static.content_type(path)
-        # The C layer answers from the file: ETag, Last-Modified, ranges and
-        # 304 its own way, for the same file the app chose.
-        return _core.FileResponse(os.path.abspath(path), content_type, status=200, headers=fields or None)
+        return file_answer(path, self.fields)
 
     def _failed(self, error: BaseException) -> Wire:
         request = self.request
@@ -445,7 +382,7 @@ class _Exchange:
             _log.error("close() of the WSGI app %s's response failed", self.server._px_app.name, exc_info=error)
 
 
-class WSGIServer(HttpServer):
+class WSGIServer(AppServer):
     """The HttpServer that serves a WSGI app; make one with for_app().
 
     Class attributes, besides HttpServer's (root, the limits):
@@ -454,36 +391,7 @@ class WSGIServer(HttpServer):
         url_scheme                wsgi.url_scheme ("http")
     """
 
-    _px_app: ClassVar[_AppRef]
-    server_name: ClassVar[str | None] = None
-    server_port: ClassVar[str | None] = None
-    url_scheme: ClassVar[str] = "http"
-
-    @classmethod
-    def for_app(cls, app: object, *, server: tuple[str, int] | None = None, **attributes: object) -> type[WSGIServer]:
-        """A subclass serving app: a WSGI callable, or its "module:attr"
-        (which mode interpreters needs for an app object, such as Flask's,
-        that cannot be found by module and qualified name). server is the
-        listener's (host, port), for SERVER_NAME and SERVER_PORT;
-        attributes are root, url_scheme and the limits."""
-        unknown = set(attributes) - _ATTRIBUTES
-        if unknown:
-            raise TypeError(f"for_app() got unknown attributes: {', '.join(sorted(unknown))}")
-        if isinstance(app, str):
-            ref = _AppRef(resolve_spec(app, "app"), app)
-        else:
-            ref = _AppRef(app)
-        if not callable(ref.app):
-            raise TypeError(f"a WSGI app must be callable, not {type(ref.app).__name__}")
-        namespace = {"_px_app": ref, "__module__": cls.__module__, **attributes}
-        if server is not None:
-            namespace["server_name"] = server[0] or "0.0.0.0"
-            namespace["server_port"] = str(server[1])
-        return type(cls.__name__, (cls,), namespace)
+    _px_interface: ClassVar[str] = "WSGI"
 
     def _px_handle(self, request: Request) -> Wire:
-        if self.root is not None and (request.method == "GET" or request.method == "HEAD"):
-            found = _static.resolve(self._px_static_real_root(), request.raw_path)
-            if found is not None and found[0] is _static.FILE:
-                return Response.file(found[1])
-        return _Exchange(self, request).run()
+        return self._px_static_file(request) or _Exchange(self, request).run()

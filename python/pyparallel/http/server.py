@@ -11,7 +11,9 @@
 Without --app it serves the current directory (or --root) the way
 `python -m http.server` does, plus two built-in routes: /plaintext and
 /json. With --app it serves that application: an HttpServer subclass, or
-a WSGI callable (Flask, Django); --interface overrides the detection (see
+a WSGI callable (Flask, Django), or an ASGI 3 one (Starlette, FastAPI;
+its lifespan startup runs before the first connection is accepted);
+--interface overrides the detection (see
 _apps.py and docs/apps.md). With --root, static files come from there.
 One line on stdout says where it listens, the app and its interface, how
 many workers, which mode and which I/O backend; Ctrl-C or
@@ -47,6 +49,7 @@ import pyparallel as px
 from ..__main__ import version_report
 from . import _apps
 from ._app import HttpServer
+from ._asgi import start_lifespan
 from ._request import Headers, Request
 from ._response import Response
 from ._routing import route
@@ -137,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--interface",
         choices=_apps.INTERFACES,
         default="auto",
-        help="the app's interface (default: auto, detected from what --app names); asgi is not served yet",
+        help="the app's interface (default: auto, detected from what --app names)",
     )
     parser.add_argument("--workers", type=_positive(int), metavar="N", help="number of workers (default: one per CPU)")
     parser.add_argument("--io", choices=("uring", "epoll"), help="I/O backend (default: io_uring when available)")
@@ -203,8 +206,9 @@ def configure(args: argparse.Namespace, server: tuple[str, int] | None = None) -
             raise _apps.AppError(f"--interface {args.interface} needs --app")
         return _apps.server_class(FileServer, _apps.PYPARALLEL, **attributes(args))
     target, interface, _ = load_app(args.app, args.interface)
-    # A WSGI app goes by its spec, which mode interpreters' workers import.
-    app = args.app if interface == _apps.WSGI else target
+    # A WSGI or ASGI app goes by its spec, which mode interpreters' workers
+    # import.
+    app = args.app if interface in (_apps.WSGI, _apps.ASGI) else target
     return _apps.server_class(app, interface, server=server, **attributes(args))
 
 
@@ -298,6 +302,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except _apps.AppError as exc:
             parser.exit(2, f"{parser.prog}: --app {exc}\n")
     app, interface = configure(args, server=listener.sockname)
+    if interface == _apps.ASGI:
+        try:
+            start_lifespan(app)
+        except _apps.AppError as exc:
+            listener.close()
+            px.stop()
+            parser.exit(3, f"{parser.prog}: --app {exc}\n")
     px.register(listener, app)
     # Printed from run() on the main thread, so that once the line is out,
     # SIGINT and SIGTERM already stop the server cleanly.

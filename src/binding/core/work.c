@@ -171,15 +171,15 @@ static int check_hook(PyObject *hook, const char *name)
 }
 
 /* Mode "interpreters": the keywords other than callback and errback. */
-static PyObject *submit_crossing(pxpy_state *st, px_loop_t *loop,
+static PyObject *submit_crossing(pxpy_state *st, px_loop_t *loop, int worker,
                                  PyObject *const *args, Py_ssize_t nargs,
                                  PyObject *kwnames, Py_ssize_t own,
                                  PyObject *callback, PyObject *errback)
 {
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     if (own == 0)
-        return pxpy_xwork_submit(st, loop, args, nargs, kwnames, args + nargs,
-                                 callback, errback);
+        return pxpy_xwork_submit(st, loop, worker, args, nargs, kwnames,
+                                 args + nargs, callback, errback);
     PyObject *names = PyTuple_New(nkw - own);
     PyObject **values =
         PyMem_Malloc((size_t)(nkw - own + 1) * sizeof(PyObject *));
@@ -194,8 +194,8 @@ static PyObject *submit_crossing(pxpy_state *st, px_loop_t *loop,
             PyTuple_SET_ITEM(names, k, Py_NewRef(name));
             values[k++] = args[nargs + i];
         }
-        future = pxpy_xwork_submit(st, loop, args, nargs, k ? names : NULL,
-                                   values, callback, errback);
+        future = pxpy_xwork_submit(st, loop, worker, args, nargs,
+                                   k ? names : NULL, values, callback, errback);
     } else if (values == NULL) {
         PyErr_NoMemory();
     }
@@ -204,11 +204,11 @@ static PyObject *submit_crossing(pxpy_state *st, px_loop_t *loop,
     return future;
 }
 
-/* submit_work(func, /, *args, callback=None, errback=None, **kwargs) */
-static PyObject *submit_work(PyObject *module, PyObject *const *args,
-                             Py_ssize_t nargs, PyObject *kwnames)
+/* submit_work(func, /, *args, callback=None, errback=None, **kwargs), on
+ * the given worker, or (worker negative) the next one in turn. */
+static PyObject *submit_on(pxpy_state *st, int worker, PyObject *const *args,
+                           Py_ssize_t nargs, PyObject *kwnames)
 {
-    pxpy_state *st = pxpy_get_state(module);
     if (nargs < 1) {
         PyErr_SetString(PyExc_TypeError,
                         "submit_work() missing the function to run");
@@ -241,8 +241,8 @@ static PyObject *submit_work(PyObject *module, PyObject *const *args,
     if (loop == NULL)
         return NULL;
     if (st->mode == PXPY_MODE_INTERPRETERS)
-        return submit_crossing(st, loop, args, nargs, kwnames, own, callback,
-                               errback);
+        return submit_crossing(st, loop, worker, args, nargs, kwnames, own,
+                               callback, errback);
     if (pxpy_immortalize_func(args[0]) < 0)
         return NULL;
 
@@ -289,7 +289,7 @@ static PyObject *submit_work(PyObject *module, PyObject *const *args,
     }
     PyObject *future = Py_NewRef(w->future);
     pxpy_pending_add(st, 1);
-    int rc = px_submit(loop, work_run, work_cancel, w);
+    int rc = pxpy_submit_on(loop, worker, work_run, work_cancel, w);
     if (rc < 0) {
         work_item_free(w);
         pxpy_pending_add(st, -1);
@@ -297,6 +297,41 @@ static PyObject *submit_work(PyObject *module, PyObject *const *args,
         return pxpy_raise_engine_error(st, rc, "submit_work");
     }
     return future;
+}
+
+static PyObject *submit_work(PyObject *module, PyObject *const *args,
+                             Py_ssize_t nargs, PyObject *kwnames)
+{
+    return submit_on(pxpy_get_state(module), -1, args, nargs, kwnames);
+}
+
+/* _submit_to(worker, func, /, *args, **kwargs): submit_work on one worker,
+ * for what must run on each (in mode "interpreters", in each worker's
+ * interpreter and on its loop: an ASGI app's lifespan). */
+static PyObject *submit_to(PyObject *module, PyObject *const *args,
+                           Py_ssize_t nargs, PyObject *kwnames)
+{
+    pxpy_state *st = pxpy_get_state(module);
+    if (nargs < 2 || !PyLong_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_submit_to() takes a worker index and a function");
+        return NULL;
+    }
+    px_loop_t *loop = pxpy_loop(st);
+    if (loop == NULL)
+        return NULL;
+    int overflow;
+    long worker = PyLong_AsLongAndOverflow(args[0], &overflow);
+    if (worker == -1 && PyErr_Occurred())
+        return NULL;
+    int count = px_loop_worker_count(loop);
+    if (overflow || worker < 0 || worker >= count) {
+        PyErr_Format(PyExc_ValueError,
+                     "_submit_to(): worker %R out of range 0..%d", args[0],
+                     count - 1);
+        return NULL;
+    }
+    return submit_on(st, (int)worker, args + 1, nargs - 1, kwnames);
 }
 
 /* ---- Timer -------------------------------------------------------------- */
@@ -532,6 +567,10 @@ static PyMethodDef work_methods[] = {
      "--\n\n"
      "Run func(*args, **kwargs) on a worker; returns a "
      "concurrent.futures.Future."},
+    {"_submit_to", (PyCFunction)(void (*)(void))submit_to,
+     METH_FASTCALL | METH_KEYWORDS,
+     "_submit_to($module, worker, func, /, *args, **kwargs)\n--\n\n"
+     "submit_work() on the given worker (0 .. workers - 1)."},
     {"timer", (PyCFunction)(void (*)(void))timer_start,
      METH_FASTCALL | METH_KEYWORDS,
      "timer(delay, func, /, *args, period=None)\n--\n\n"

@@ -338,7 +338,9 @@ static int answer_unopened(px_http_exchange_t *ex, int error, PyObject *path)
 
 /* Plans a file answer from the request's conditional and range fields:
  * those of the request at hand, or, after the callback, of its head parsed
- * again (it parsed once, so it parses the same way). */
+ * again (it parsed once, so it parses the same way); with neither (an
+ * adapter's answer through HttpStream.respond, whose app decided already),
+ * the whole file. */
 static void plan_file(const pxpy_http_answer_t *a, const struct stat *st,
                       int status, px_http_file_plan_t *plan)
 {
@@ -348,6 +350,10 @@ static void plan_file(const pxpy_http_answer_t *a, const struct stat *st,
     }
     px_http_server_request_t req;
     memset(&req, 0, sizeof(req));
+    if (a->raw_head == NULL) {
+        px_http_file_plan(&req, st, status, plan);
+        return;
+    }
     px_http_header_t headers[PX_HTTP_SERVER_MAX_HEADERS];
     const char *head = PyBytes_AS_STRING(a->raw_head);
     size_t len = (size_t)PyBytes_GET_SIZE(a->raw_head);

@@ -370,7 +370,7 @@ static PyObject *protocol_new(PyTypeObject *type, PyObject *args,
 
 static PyMethodDef protocol_methods[] = {
     {"_px_stream", pxpy_http_protocol_stream, METH_NOARGS,
-     "_px_stream()\n--\n\n"
+     "_px_stream($self, /)\n--\n\n"
      "The HttpStream of the request being handled (made on first use): "
      "a handler that asks for it answers through it, and returns it."},
     {NULL, NULL, 0, NULL},

@@ -738,6 +738,51 @@ static PyObject *stream_end(PyObject *op, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* The whole answer at once, as a handler's result is given: what an
+ * adapter sends when the app's response arrived complete (most do), in one
+ * call instead of start, write and end, and for the answers a stream
+ * cannot give (204, 304, a file). */
+static PyObject *stream_respond(PyObject *op, PyObject *answer)
+{
+    stream_t *s = (stream_t *)op;
+    bool is_file = Py_IS_TYPE(answer, s->st->http->file_type);
+    if (!is_file && (!PyTuple_Check(answer) || PyTuple_GET_SIZE(answer) != 3 ||
+                     pxpy_http_is_stream_body(PyTuple_GET_ITEM(answer, 2)))) {
+        PyErr_Format(PyExc_TypeError,
+                     "HttpStream.respond() takes (status, fields, body) with "
+                     "a bytes-like or str body, or a FileResponse, not %.100s "
+                     "(stream a body with start(), write() and end())",
+                     Py_TYPE(answer)->tp_name);
+        return NULL;
+    }
+    if (exchange_in(s, STREAM_NEW, "respond") == NULL)
+        return NULL;
+    pxpy_http_protocol_t *self =
+        (pxpy_http_protocol_t *)Py_XNewRef(s->protocol);
+    /* Taken before answering: once answered, the connection's next request
+     * may start on another thread, and it must find nothing of this one. */
+    px_http_exchange_t *ex = take_exchange(s);
+    int rc = 0;
+    if (ex != NULL && self != NULL) {
+        pxpy_http_answer_t a = {self, ex, NULL, NULL, NULL};
+        rc = pxpy_http_answer(&a, answer);
+        if (rc < 0) {
+            /* The answer was refused (a bad status or field) with nothing
+             * sent: the request is ours alone to answer. */
+            static const char body[] = "Internal Server Error\n";
+            int sent = px_http_respond(ex, 500, &pxpy_http_text_plain_bytes, 1,
+                                       body, sizeof(body) - 1);
+            if (sent != 0 && sent != PX_ECLOSED)
+                px_http_abort(ex);
+        }
+    }
+    Py_CLEAR(s->protocol);
+    Py_XDECREF(self);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *stream_abort(PyObject *op, PyObject *unused)
 {
     (void)unused;
@@ -793,6 +838,10 @@ static PyMethodDef stream_methods[] = {
      "worker "
      "loop."},
     {"end", stream_end, METH_NOARGS, "end($self, /)\n--\n\nFinishes the body."},
+    {"respond", stream_respond, METH_O,
+     "respond($self, answer, /)\n--\n\nAnswers at once with (status, fields, "
+     "body) or a FileResponse (a file sent whole), instead of start(), "
+     "write() and end()."},
     {"abort", stream_abort, METH_NOARGS,
      "abort($self, /)\n--\n\nEnds the exchange by closing the connection."},
     {"wait_disconnected", stream_wait_disconnected, METH_NOARGS,

@@ -74,7 +74,7 @@ void pxpy_interp_leave(pxpy_entered_t e);
 
 /* submit_work() and timer() in mode "interpreters" (work.c validated the
  * arguments; kwnames excludes callback/errback). */
-PyObject *pxpy_xwork_submit(pxpy_state *st, px_loop_t *loop,
+PyObject *pxpy_xwork_submit(pxpy_state *st, px_loop_t *loop, int worker,
                             PyObject *const *args, Py_ssize_t nargs,
                             PyObject *kwnames, PyObject *const *kwvalues,
                             PyObject *callback, PyObject *errback);

@@ -271,7 +271,7 @@ static void xwork_cancel(void *arg)
     pxpy_detach(attached);
 }
 
-PyObject *pxpy_xwork_submit(pxpy_state *st, px_loop_t *loop,
+PyObject *pxpy_xwork_submit(pxpy_state *st, px_loop_t *loop, int worker,
                             PyObject *const *args, Py_ssize_t nargs,
                             PyObject *kwnames, PyObject *const *kwvalues,
                             PyObject *callback, PyObject *errback)
@@ -295,7 +295,7 @@ PyObject *pxpy_xwork_submit(pxpy_state *st, px_loop_t *loop,
     x->errback = errback == Py_None ? NULL : Py_NewRef(errback);
     PyObject *future = Py_NewRef(x->future);
     pxpy_pending_add(st, 1);
-    int rc = px_submit(loop, xwork_run, xwork_cancel, x);
+    int rc = pxpy_submit_on(loop, worker, xwork_run, xwork_cancel, x);
     if (rc < 0) {
         xwork_free(x);
         Py_DECREF(future);

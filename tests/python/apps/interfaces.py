@@ -26,13 +26,20 @@ class Pages(HttpServer):
         return "pyparallel page"
 
 
+async def _asgi_page(scope, receive, send):
+    if scope["type"] != "http":  # lifespan: not supported, which is allowed
+        raise RuntimeError(f"no {scope['type']} here")
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"asgi page"})
+
+
 async def asgi_app(scope, receive, send):
-    raise AssertionError("ASGI apps are not served by this version")
+    await _asgi_page(scope, receive, send)
 
 
 class AsgiCallable:
     async def __call__(self, scope, receive, send):
-        raise AssertionError("ASGI apps are not served by this version")
+        await _asgi_page(scope, receive, send)
 
 
 asgi_instance = AsgiCallable()
