@@ -374,8 +374,9 @@ def add_app_rows(report, app, servers, samples, latencies, cpu):
 
 
 def ratio_row(report, metric, samples_of, names_ours, names_peers, value, higher, target, lines):
-    """The best of ours over the best peer, round by round; a line saying
-    whether target (op, bound) is met. samples_of(name) -> rounds' samples."""
+    """Adds the row of target (op, bound): value() of the best of ours over
+    that of the best peer (by median), round by round; samples_of(name) ->
+    the rounds' samples. A line in lines when it cannot be measured."""
     pick = max if higher else min
     if not names_ours or not names_peers:
         lines.append(f"target {metric}: not measured (no {'pyparallel' if not names_ours else 'peer'} server)")
