@@ -58,7 +58,7 @@ def parser(description):
         type=int,
         default=None,
         metavar="N",
-        help="rounds of measurement; the median is reported (default 5, 3 with --quick)",
+        help="rounds of measurement; the median is reported (default 5, 3 with --quick; http.py, apps.py: 3, 1)",
     )
     p.add_argument(
         "--workers",
@@ -76,11 +76,12 @@ def parser(description):
     return p
 
 
-def parse(p, argv):
-    """Parses argv and settles the defaults that depend on --quick."""
+def parse(p, argv, repeats=(5, 3)):
+    """Parses argv and settles the defaults that depend on --quick; repeats:
+    the default rounds of a full and of a quick run."""
     args = p.parse_args(argv)
     if args.repeat is None:
-        args.repeat = 3 if args.quick else 5
+        args.repeat = repeats[1] if args.quick else repeats[0]
     if args.repeat < 1:
         p.error("--repeat must be at least 1")
     if args.workers is None:

@@ -5,8 +5,9 @@ contender and a column per metric, with the first metric also given as a
 ratio to the report's reference (pyparallel) measured in the same run; the
 issues' targets follow in a table of their own, and a header says what
 machine, interpreters, peers and I/O backend produced the figures.
-draw_plots(run, directory) draws throughput, memory, latency and compute
-plots with matplotlib's Agg backend (none when matplotlib is missing).
+draw_plots(run, directory) draws throughput, memory, latency, application
+and compute plots with matplotlib's Agg backend (none when matplotlib is
+missing).
 """
 
 import os
@@ -37,6 +38,23 @@ GROUP_TEXT = {
     "pyparallel workers": "The memory each worker's interpreter took when it was created "
     "(px.stats()), in mode interpreters.",
 }
+# bench/apps.py's groups are "<framework> <route>": their text is the
+# framework's, the route's and what every such table shows.
+APP_TEXT = {
+    "Flask": "Flask (WSGI), the same module on every server (bench/peers/apps_flask.py).",
+    "Starlette": "Starlette (ASGI), the same module on every server (bench/peers/apps_starlette.py).",
+}
+ROUTE_TEXT = {
+    "/json": "GET /json: TechEmpower's json test through the framework.",
+    "/fortunes": "GET /fortunes: TechEmpower's fortunes test without a database: 20 rows held in memory, one "
+    "added per request, sorted, rendered by a Jinja2 template that escapes them.",
+    "/sleep": "GET /sleep: the handler awaits asyncio.sleep(0.01), with 256 connections: a worker serves its "
+    "other connections while handlers wait.",
+}
+APP_ROUTE_TEXT = (
+    "App CPU: the application called in-process on the server's interpreter; overhead = server CPU − app CPU "
+    "(what serving costs). p99 at a fixed {rate:g} req/s, open loop."
+)
 SHORT = {
     "pyparallel 3.13 interpreters": "px interpreters",
     "pyparallel 3.13t threads": "px threads",
@@ -46,10 +64,21 @@ SHORT = {
 COLOURS = {"pyparallel": "#1f6fb4", "nginx": "#444444", "limit": "#9ecae1", "peer": "#f28e2b"}
 
 
+def group_text(group):
+    """The paragraph above a group's table, or None (then the table lists
+    contenders, not servers)."""
+    if group in GROUP_TEXT:
+        return GROUP_TEXT[group]
+    framework, _, route = group.partition(" ")
+    if framework in APP_TEXT and route in ROUTE_TEXT:
+        return f"{APP_TEXT[framework]} {ROUTE_TEXT[route]} {APP_ROUTE_TEXT}"
+    return None
+
+
 def _doc_label(doc):
     """The report's title, with the interpreter and mode it ran on."""
     env = doc["environment"]
-    if doc["scenario"] == "http":
+    if doc["scenario"] in ("http", "apps"):
         return doc["title"]
     build = "3.13t" if env.get("python_build") == "free-threaded" else "3.13"
     mode = env.get("pyparallel_mode")
@@ -79,9 +108,11 @@ def _header_cell(column, rows):
 def _table(group, columns, contenders, cells, reference):
     rows = list(cells.values())
     ref = SHORT.get(reference, reference)
-    header = ["server" if group in GROUP_TEXT else "contender", _header_cell(columns[0], rows), f"× {ref}"] + [
-        _header_cell(c, rows) for c in columns[1:]
-    ]
+    header = [
+        "server" if group_text(group) is not None else "contender",
+        _header_cell(columns[0], rows),
+        f"× {ref}",
+    ] + [_header_cell(c, rows) for c in columns[1:]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for contender in contenders:
         first = cells.get((contender, columns[0]))
@@ -108,13 +139,19 @@ def _header(run):
         if e.get("io_backend"):
             io.add(e["io_backend"])
     versions = (http or {}).get("params", {}).get("versions", {})
+    apps = next((d for d in docs if d["scenario"] == "apps"), None)
+    packages = {**(apps or {}).get("params", {}).get("versions", {}).get("bench", {}), **versions}
     for key, label in (("ft_python", "free-threaded"), ("gil_python", "GIL build")):
         if versions.get(key):
             pythons[f"CPython {versions[key]} ({label})"] = True
     for note in (http or {}).get("notes", []):
         if " io " in note:
             io.add(note.rsplit(" io ", 1)[1].strip())
-    peers = ", ".join(f"{name} {versions[name]}" for name in ("uvloop", "gunicorn", "granian") if versions.get(name))
+    peers = ", ".join(
+        f"{name} {packages[name]}"
+        for name in ("uvloop", "gunicorn", "granian", "uvicorn", "httptools", "flask", "starlette", "jinja2")
+        if packages.get(name)
+    )
     tools = ", ".join(versions[t] for t in ("wrk", "nginx") if versions.get(t))
     lines = [
         "# Benchmark results",
@@ -232,7 +269,7 @@ def markdown(run, plots):
                 continue
             if group != doc["title"]:
                 out += [f"### {group}", ""]
-            text = GROUP_TEXT.get(group)
+            text = group_text(group)
             if text:
                 out += [
                     text.format(
@@ -342,6 +379,14 @@ def draw_plots(run, directory):
             for ax, (metric, title, unit, log) in zip(getattr(axes, "flat", [axes]), panels):
                 _bars(ax, _medians(http, metric), title + quick, unit, log)
             save(fig, "http_memory_latency.png")
+    apps = docs.get("apps")
+    if apps:
+        groups = list(dict.fromkeys(row["group"] for row in apps["rows"] if row["column"] == "req/s"))
+        if groups:
+            fig, axes = plt.subplots(len(groups), 1, figsize=(7.5, 2.2 * len(groups)))
+            for ax, group in zip(getattr(axes, "flat", [axes]), groups):
+                _bars(ax, _medians(apps, f"{group} req/s"), f"{group}: requests per second{quick}", "req/s")
+            save(fig, "apps_throughput.png")
     compute = [
         (name, label)
         for name, label in (("map", "3.13t, threads"), ("map-interpreters", "3.13, interpreters"))

@@ -1,7 +1,8 @@
-"""The HTTP servers of bench/http.py: how each contender is started, watched and stopped.
+"""The HTTP servers of bench/http.py and bench/apps.py: how each contender is started, watched and stopped.
 
 A contender is a command line (and environment) that serves the routes of
-bench/peers/ on a port of 127.0.0.1, plus the scenarios it takes part in:
+bench/peers/ on a port of 127.0.0.1, plus the scenarios (or routes) it takes
+part in:
 
   pyparallel 3.13t threads      python -m pyparallel.http.server on the
   pyparallel 3.13 interpreters  free-threaded venv (mode threads), and on the
@@ -20,6 +21,13 @@ bench/peers/ on a port of 127.0.0.1, plus the scenarios it takes part in:
   granian wsgi                  the same WSGI app, one worker per core; its
                                 static files from its own (Rust) file server
 
+bench/apps.py starts pyparallel, gunicorn and granian wsgi the same way with
+its Flask app, and for its Starlette app:
+
+  uvicorn uvloop                uvicorn --workers N (a process per core) on
+                                uvloop and httptools
+  granian asgi                  granian --interface asgi, one worker per core
+
 Each runs in a process group (and session) of its own, so that stop() can end
 it and every process it forked (nginx's and gunicorn's workers), on success,
 error or Ctrl-C alike; it is also asked to die with the benchmark
@@ -29,6 +37,7 @@ the group's members plus the descendants of its first process, and their CPU
 time and memory are summed.
 """
 
+import contextlib
 import ctypes
 import os
 import re
@@ -61,6 +70,8 @@ UVLOOP = "uvloop 3.13 1 loop"
 GUNICORN_SYNC = "gunicorn sync"
 GUNICORN_GTHREAD = "gunicorn gthread"
 GRANIAN = "granian wsgi"
+GRANIAN_ASGI = "granian asgi"
+UVICORN = "uvicorn uvloop"
 GTHREAD_THREADS = 4
 
 NGINX_CONF = """\
@@ -191,6 +202,7 @@ class Server:
         self.launched = None
         self.output = tempfile.TemporaryFile()
         self.stop_note = None
+        self.ready_s = None  # set by serving()
 
     def launch(self):
         """Starts the process; wait_ready() then waits for it to serve."""
@@ -289,6 +301,30 @@ class Server:
         self.process.wait()
 
 
+@contextlib.contextmanager
+def serving(servers, check):
+    """Launches servers all at once (importing an application or loading a
+    table takes a while per process), waits until each serves and passes
+    check(server), and stops every one launched when the block ends, on
+    error and Ctrl-C too. Sets each server's ready_s: the seconds from its
+    launch until it passed check (pre-forking servers listen before their
+    workers have imported the application; they all start together on the
+    same cores, so this is only kept in the JSON)."""
+    launched = []
+    try:
+        for server in servers:
+            launched.append(server)
+            server.launch()
+        for server in servers:
+            server.wait_ready()
+            check(server)
+            server.ready_s = time.monotonic() - server.launched
+        yield servers
+    finally:
+        for server in launched:
+            server.stop()
+
+
 def http_get(port, path):
     """(status, head, body) of one GET, read as far as its Content-Length."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
@@ -333,6 +369,96 @@ def dechunk(data):
 # ---- the contenders ------------------------------------------------------------
 
 
+def server_env(**extra):
+    """The environment of every server: pyparallel from the source tree when
+    no venv has it installed, the peers' modules from bench/peers, no
+    PYPARALLEL_MODE of the caller's; extra on top."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (os.path.join(os.path.dirname(_common.BENCH_DIR), "python"), PEERS, env.get("PYTHONPATH")) if p
+    )
+    env.pop("PYPARALLEL_MODE", None)
+    env.update(extra)
+    return env
+
+
+def pyparallel_command(python, workers, keepalive, app, port="{port}", root=None):
+    """python -m pyparallel.http.server serving app on 127.0.0.1."""
+    command = [
+        python,
+        "-m",
+        "pyparallel.http.server",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--keepalive-timeout",
+        str(keepalive),
+        "--app",
+        app,
+    ]
+    return command + (["--root", root] if root else [])
+
+
+def gunicorn_command(bench_python, workers, keepalive, worker_class, app):
+    """gunicorn from bench_python's venv: one process per worker (gthread:
+    GTHREAD_THREADS threads each) serving the WSGI app."""
+    command = [
+        os.path.join(os.path.dirname(bench_python), "gunicorn"),
+        "--bind",
+        "127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--backlog",
+        "4096",
+        "--keep-alive",
+        str(int(keepalive)),
+        "--log-level",
+        "warning",
+        "--worker-class",
+        worker_class,
+    ]
+    if worker_class == "gthread":
+        command += ["--threads", str(GTHREAD_THREADS), "--worker-connections", "20000"]
+    return command + [app]
+
+
+def _python_server(bench_python, tool, workers, *options):
+    """tool from bench_python's venv, listening on 127.0.0.1 with a process
+    per worker and a listen backlog of 4096 (as every server here)."""
+    return [
+        os.path.join(os.path.dirname(bench_python), tool),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--workers",
+        str(workers),
+        "--backlog",
+        "4096",
+        "--log-level",
+        "warning",
+        *options,
+    ]
+
+
+def granian_command(bench_python, interface, workers, app, extra=()):
+    """granian (HTTP/1 only): one process per worker serving app through
+    interface ("wsgi" or "asgi")."""
+    # Its default backpressure, backlog / workers, caps the connections a
+    # worker serves at once (the idle scenario holds 10k).
+    options = ["--interface", interface, "--http", "1", "--http1-header-read-timeout", "60000"]
+    return _python_server(bench_python, "granian", workers, *options, "--backpressure", "16384", *extra, app)
+
+
+def uvicorn_command(bench_python, workers, keepalive, app):
+    """uvicorn as deployed for speed: a process per worker, uvloop, httptools."""
+    options = ["--loop", "uvloop", "--http", "httptools", "--timeout-keep-alive", str(int(keepalive))]
+    return _python_server(bench_python, "uvicorn", workers, *options, "--no-access-log", app)
+
+
 def contenders(config, tmp, www, shared_entries):
     """Every server of the run (not started), with its scenarios.
 
@@ -342,15 +468,7 @@ def contenders(config, tmp, www, shared_entries):
     the shared table (BENCH_SHARED_ENTRIES) in every Python server.
     """
     workers = config.workers
-    env = dict(os.environ)
-    env["BENCH_SHARED_ENTRIES"] = str(shared_entries)
-    env["BENCH_STATIC_ROOT"] = www
-    # The servers import pyparallel from the source tree when no venv has it
-    # installed, and the peers' modules from bench/peers.
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (os.path.join(os.path.dirname(_common.BENCH_DIR), "python"), PEERS, env.get("PYTHONPATH")) if p
-    )
-    env.pop("PYPARALLEL_MODE", None)
+    env = server_env(BENCH_SHARED_ENTRIES=str(shared_entries), BENCH_STATIC_ROOT=www)
     keepalive = config.keepalive
     every = {"work", "plaintext", "json", "shared", "static", "latency", "idle"}
     servers = []
@@ -368,23 +486,7 @@ def contenders(config, tmp, www, shared_entries):
             px_env = dict(env, PYPARALLEL_MODE=PYPARALLEL_MODES[name])
             add(
                 name,
-                [
-                    python,
-                    "-m",
-                    "pyparallel.http.server",
-                    "--bind",
-                    "127.0.0.1",
-                    "--port",
-                    "{port}",
-                    "--workers",
-                    str(workers),
-                    "--keepalive-timeout",
-                    str(keepalive),
-                    "--app",
-                    "http_pyparallel:Bench",
-                    "--root",
-                    www,
-                ],
+                pyparallel_command(python, workers, keepalive, "http_pyparallel:Bench", root=www),
                 every,
                 env=px_env,
             )
@@ -397,31 +499,10 @@ def contenders(config, tmp, www, shared_entries):
                 BENCH_SHARED_FILE=os.path.join(tmp, f"shared-table-{port}.bin"),
                 BENCH_SHARED_FILE_ENTRIES=str(shared_entries),
             )
-            servers.append(
-                Server(
-                    PX_SHARED_BUFFER,
-                    [
-                        config.gil_python,
-                        "-m",
-                        "pyparallel.http.server",
-                        "--bind",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                        "--workers",
-                        str(workers),
-                        "--keepalive-timeout",
-                        str(keepalive),
-                        "--app",
-                        "http_pyparallel:BenchSharedBuffer",
-                        "--root",
-                        www,
-                    ],
-                    port,
-                    {"shared"},
-                    env=px_env,
-                )
+            command = pyparallel_command(
+                config.gil_python, workers, keepalive, "http_pyparallel:BenchSharedBuffer", port=port, root=www
             )
+            servers.append(Server(PX_SHARED_BUFFER, command, port, {"shared"}, env=px_env))
     if config.nginx:
         port = free_port()
         conf = os.path.join(tmp, f"nginx-{port}.conf")
@@ -459,70 +540,14 @@ def contenders(config, tmp, www, shared_entries):
         env=env,
     )
     if config.bench_python:
-        bindir = os.path.dirname(config.bench_python)
-        gunicorn = [
-            os.path.join(bindir, "gunicorn"),
-            "--bind",
-            "127.0.0.1:{port}",
-            "--workers",
-            str(workers),
-            "--backlog",
-            "4096",
-            "--keep-alive",
-            str(int(keepalive)),
-            "--log-level",
-            "warning",
-        ]
-        add(
-            GUNICORN_SYNC, gunicorn + ["--worker-class", "sync", "http_wsgi:app"], every, env=env, processes=1 + workers
-        )
-        add(
-            GUNICORN_GTHREAD,
-            gunicorn
-            + [
-                "--worker-class",
-                "gthread",
-                "--threads",
-                str(GTHREAD_THREADS),
-                "--worker-connections",
-                "20000",
-                "http_wsgi:app",
-            ],
-            every,
-            env=env,
-            processes=1 + workers,
-        )
+        for name, worker_class in ((GUNICORN_SYNC, "sync"), (GUNICORN_GTHREAD, "gthread")):
+            command = gunicorn_command(config.bench_python, workers, keepalive, worker_class, "http_wsgi:app")
+            add(name, command, every, env=env, processes=1 + workers)
+        # Static files as granian serves them best: from Rust.
+        static = ("--static-path-route", "/static", "--static-path-mount", www)
         add(
             GRANIAN,
-            [
-                os.path.join(bindir, "granian"),
-                "--interface",
-                "wsgi",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "{port}",
-                "--workers",
-                str(workers),
-                "--http",
-                "1",
-                "--backlog",
-                "4096",
-                "--log-level",
-                "warning",
-                "--http1-header-read-timeout",
-                "60000",
-                # Its default, backlog / workers, caps the connections a
-                # worker serves at once (the idle scenario holds 10k).
-                "--backpressure",
-                "16384",
-                # Static files as granian serves them best: from Rust.
-                "--static-path-route",
-                "/static",
-                "--static-path-mount",
-                www,
-                "http_wsgi:app",
-            ],
+            granian_command(config.bench_python, "wsgi", workers, "http_wsgi:app", static),
             every,
             env=env,
             processes=1 + workers,

@@ -41,15 +41,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import _common
 import _idle
+import _load
 import _servers
 from _servers import ASYNCIO, NGINX, PX_GIL, PX_INTERPRETERS, PX_THREADS, PYPARALLEL_MODES
 
 ROOT_DIR = os.path.dirname(_common.BENCH_DIR)
-CONNECTIONS = 64
+CONNECTIONS = _load.CONNECTIONS
 STATIC_NAME = "file-1MiB.bin"
 STATIC_SIZE = 1 << 20
 WRK_SCENARIOS = ("work", "plaintext", "json", "static")
@@ -130,64 +130,7 @@ def pyparallel_stats(server):
     return json.loads(body) if status == 200 else None
 
 
-# ---- load generators ------------------------------------------------------------
-
-
-def run_wrk(server, path, seconds, script=None):
-    """One wrk run: requests, req/s, CPU of server and wrk, server memory."""
-    command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "10s"]
-    if script:
-        command += ["-s", script]
-    command.append(f"http://127.0.0.1:{server.port}{path}")
-    server_cpu = server.cpu_seconds()
-    start = _common.now()
-    wrk = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    output = wrk.stdout.read().decode(errors="replace")
-    # wait4 gives wrk's own rusage; subprocess's wait would discard it.
-    _, status, usage = os.wait4(wrk.pid, 0)
-    wrk.returncode = os.waitstatus_to_exitcode(status)
-    elapsed = _common.now() - start
-    server_cpu = server.cpu_seconds() - server_cpu
-    rss, pss = server.memory_mib()
-    found = re.search(r"(\d+) requests in", output)
-    if wrk.returncode != 0 or not found or int(found.group(1)) == 0:
-        raise SystemExit(f"{server.name} {path}: wrk failed:\n{output}{server.tail()}")
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    if errors:
-        raise SystemExit(f"{server.name} {path}: {errors.group(1)} error responses")
-    socket_errors = re.search(r"Socket errors: (.*)", output)
-    requests = int(found.group(1))
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
-    return {
-        "requests": requests,
-        "req_per_s": rate,
-        "elapsed_s": elapsed,
-        "server_cpu_s": server_cpu,
-        "wrk_cpu_s": usage.ru_utime + usage.ru_stime,
-        "rss_mib": rss,
-        "pss_mib": pss,
-        "socket_errors": socket_errors.group(1) if socket_errors else None,
-    }
-
-
-def run_latency(client, server, args):
-    import json
-
-    command = [
-        client,
-        str(server.port),
-        server.path("latency", PATHS["latency"]),
-        str(args.latency_rate),
-        str(args.latency_connections),
-        str(args.latency_warmup),
-        str(args.latency_duration),
-    ]
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=args.latency_warmup + args.latency_duration + 60
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"{server.name}: latency client failed: {result.stderr.strip()}{server.tail()}")
-    return json.loads(result.stdout)
+# ---- the compute limit ---------------------------------------------------------
 
 
 def compute_limit(python, workers):
@@ -210,21 +153,11 @@ def run_group(servers, jobs, args, static_bytes, extra_rounds=None):
     at rest, pyparallel's /stats).
     """
     facts = {}
-    started = []
-    try:
-        # All at once: loading the shared table takes seconds per server.
+    # All at once: loading the shared table takes seconds per server.
+    with _servers.serving(servers, lambda server: check_routes(server, static_bytes)):
         for server in servers:
-            started.append(server)
-            server.launch()
-        for server in servers:
-            server.wait_ready()
-            check_routes(server, static_bytes)
-            # Until every route answered (pre-forking servers listen before
-            # their workers have imported the application). They all start
-            # together on two cores, so this is only kept in the JSON.
-            start_s = time.monotonic() - server.launched
             rss, pss = server.memory_mib()
-            facts[server.name] = {"start_s": start_s, "rest_rss_mib": rss, "rest_pss_mib": pss}
+            facts[server.name] = {"start_s": server.ready_s, "rest_rss_mib": rss, "rest_pss_mib": pss}
             if server.name in PYPARALLEL_MODES:
                 facts[server.name]["stats"] = pyparallel_stats(server)
         if not args.quick:
@@ -233,9 +166,6 @@ def run_group(servers, jobs, args, static_bytes, extra_rounds=None):
         samples = _common.rounds({key: job for key, job in jobs.items()}, args.repeat)
         if extra_rounds:
             samples.update(extra_rounds())
-    finally:
-        for server in started:
-            server.stop()
     return samples, facts
 
 
@@ -243,7 +173,7 @@ def wrk_job(server, scenario, duration, script=None):
     path = server.path(scenario, PATHS.get(scenario, "/shared"))
 
     def job(warm_up=False):
-        return run_wrk(server, path, 1 if warm_up else duration, script)
+        return _load.run_wrk(server, path, 1 if warm_up else duration, script)
 
     return job
 
@@ -442,13 +372,11 @@ def build_report(args, samples, facts, limits, servers, asyncio_ft):
 # ---- the run -------------------------------------------------------------------
 
 
-def interpreter_version(python):
-    out = subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"], capture_output=True, text=True)
-    return out.stdout.strip() or None
-
-
 def versions(args):
-    found = {"ft_python": interpreter_version(args.ft_python), "gil_python": interpreter_version(args.gil_python)}
+    found = {
+        "ft_python": _load.interpreter_version(args.ft_python),
+        "gil_python": _load.interpreter_version(args.gil_python),
+    }
     for tool, command, pattern in (
         ("wrk", ["wrk", "--version"], r"wrk \S*?([\d.]+)"),
         ("nginx", [args.nginx or "nginx", "-v"], r"nginx/([\d.]+)"),
@@ -537,10 +465,7 @@ def main(argv=None):
         metavar="S",
         help="keep-alive timeout given to every server (default 600)",
     )
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--repeat" not in argv:
-        argv += ["--repeat", "1" if "--quick" in argv else "3"]
-    args = _common.parse(p, argv)
+    args = _common.parse(p, sys.argv[1:] if argv is None else argv, repeats=(3, 1))
     args.duration = args.duration or (1 if args.quick else 5)
     args.latency_warmup = 0.3 if args.quick else 1.0
     args.latency_duration = 1.0 if args.quick else 5.0
@@ -593,7 +518,17 @@ def main(argv=None):
         def latency_and_idle():
             extra = {}
             runs = {
-                ("latency", s.name): (lambda s=s: run_latency(latency_client, s, args))
+                ("latency", s.name): (
+                    lambda s=s: _load.run_latency(
+                        latency_client,
+                        s,
+                        s.path("latency", PATHS["latency"]),
+                        args.latency_rate,
+                        args.latency_connections,
+                        args.latency_warmup,
+                        args.latency_duration,
+                    )
+                )
                 for s in base
                 if "latency" in s.scenarios
             }

@@ -2,14 +2,17 @@
 
 `make bench` runs this on .venv-bench (the GIL-build venv with the Python
 peers and matplotlib); `make bench-quick` adds --quick (about two minutes:
-one round, 1 s wrk runs, 1000 idle connections, and neither shared_dict nor
-echo). Each scenario script runs in a subprocess of its own, on the
-interpreter it measures (so one scenario's worker threads, eternalized
-objects and memory stay away from the next):
+one round, 1 s wrk runs, 1000 idle connections, no p99 for the apps, and
+neither shared_dict nor echo). Each scenario script runs in a subprocess of
+its own, on the interpreter it measures (so one scenario's worker threads,
+eternalized objects and memory stay away from the next):
 
   http                        bench/http.py: every HTTP server, every HTTP
                               scenario (it starts the servers on .venv-ft,
                               .venv-gil and .venv-bench itself)
+  apps                        bench/apps.py: a Flask and a Starlette app on
+                              pyparallel and on gunicorn, granian and uvicorn
+                              (servers started the same way)
   map, submit_work            on .venv-ft (3.13t, mode threads)
   map, submit_work            on .venv-gil with PYPARALLEL_MODE=interpreters
    (interpreters)
@@ -47,6 +50,7 @@ VENV_GIL = os.path.join(ROOT, ".venv-gil", "bin", "python")
 # In the order a reader meets them: serving first, then the runtime.
 SCENARIOS = {
     "http": ("http.py", None, None, True),
+    "apps": ("apps.py", None, None, True),
     "map": ("map.py", VENV_FT, None, True),
     "map-interpreters": ("map.py", VENV_GIL, "interpreters", True),
     "submit_work": ("submit_work.py", VENV_FT, None, True),
