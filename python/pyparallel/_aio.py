@@ -47,8 +47,13 @@ class _PollingSelector(selectors.EpollSelector):
     """
 
     blocking = False
+    # Set for an iteration whose caller knows there is nothing to poll for
+    # (the engine's watch of the fd is armed and has not fired).
+    skip = False
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if self.skip and not self.blocking:
+            return []
         if not self.blocking:
             timeout = 0
         elif timeout is None or timeout > CLOSE_POLL:
@@ -74,6 +79,9 @@ class WorkerEventLoop(asyncio.SelectorEventLoop):
 
     def __init__(self) -> None:
         super().__init__(_PollingSelector())
+        # True while spawn() makes a task: the binding queues the loop's
+        # next iteration itself, so call_soon need not wake it.
+        self._px_spawning = False
         self._px_on_close: list[Callable[[], Awaitable[object]]] = []
 
     def _px_add_on_close(self, fn: Callable[[], Awaitable[object]]) -> None:
@@ -92,7 +100,7 @@ class WorkerEventLoop(asyncio.SelectorEventLoop):
         self, callback: Callable[[*Ts], object], *args: *Ts, context: contextvars.Context | None = None
     ) -> asyncio.Handle:
         handle = super().call_soon(callback, *args, context=context)
-        if self._thread_id is None:
+        if self._thread_id is None and not self._px_spawning:
             self._write_to_self()
         return handle
 
@@ -111,12 +119,15 @@ class WorkerEventLoop(asyncio.SelectorEventLoop):
     def _px_fileno(self) -> int:
         return self._selector.fileno()
 
-    def _px_step(self) -> float | None:
-        """Runs one iteration on the calling thread, as the running loop.
+    def _px_step(self, poll: bool = True) -> float | None:
+        """Runs one iteration on the calling thread, as the running loop;
+        poll False: without polling the selector (the binding knows it has
+        nothing).
 
         Returns 0.0 when callbacks are ready (run again soon), the seconds
         until the next timer is due, or None when only I/O can wake it.
         """
+        self._selector.skip = not poll
         self._run_forever_setup()
         try:
             self._run_once()
@@ -165,12 +176,46 @@ async def _run_in_turn(hooks: list[Callable[[], Awaitable[object]]]) -> None:
         await hook()
 
 
+def spawn_eager(
+    loop: WorkerEventLoop,
+    awaitable: Awaitable[object],
+    on_done: Callable[[asyncio.Future[object]], object],
+) -> asyncio.Future[object] | None:
+    """spawn(), with the task's first step run now, on the calling thread,
+    as the running loop (asyncio's eager tasks): a handler that finishes
+    without waiting for anything (most requests) is done before this
+    returns, without an iteration of the loop. Returns the task, or None
+    when it finished (on_done has run). The binding calls it only while no
+    other thread runs the loop."""
+    if not asyncio.iscoroutine(awaitable):
+        return spawn(loop, awaitable, on_done)
+    try:
+        loop._run_forever_setup()
+    except RuntimeError:  # a loop runs on this thread already
+        return spawn(loop, awaitable, on_done)
+    try:
+        task = asyncio.Task(awaitable, loop=loop, eager_start=True)
+    finally:
+        loop._run_forever_cleanup()
+    if task.done():
+        on_done(task)
+        return None
+    task.add_done_callback(on_done)
+    return task
+
+
 def spawn(
     loop: asyncio.AbstractEventLoop,
     awaitable: Awaitable[object],
     on_done: Callable[[asyncio.Future[object]], object],
 ) -> asyncio.Future[object]:
-    """Runs awaitable as a task of loop; on_done(task) when it ends."""
-    task = asyncio.ensure_future(awaitable, loop=loop)
+    """Runs awaitable as a task of loop; on_done(task) when it ends. The
+    caller (the binding) queues the loop's next iteration: the task's first
+    step does not wake the loop through the self-pipe."""
+    loop._px_spawning = True  # type: ignore[attr-defined]
+    try:
+        task = asyncio.ensure_future(awaitable, loop=loop)
+    finally:
+        loop._px_spawning = False  # type: ignore[attr-defined]
     task.add_done_callback(on_done)
     return task

@@ -282,6 +282,13 @@ typedef void (*pxpy_aio_done_fn)(void *arg, PyObject *result);
  * with an exception (done will not run). */
 int pxpy_aio_spawn(pxpy_state *st, PyObject *awaitable, pxpy_aio_done_fn done,
                    void *arg);
+/* The same, with the task's first step run now on the calling thread when
+ * no other thread runs the loop (as asyncio's eager tasks): an awaitable
+ * that completes without waiting (most async handlers' requests) is done,
+ * and done has run, before this returns, without an iteration of the
+ * loop. */
+int pxpy_aio_spawn_eager(pxpy_state *st, PyObject *awaitable,
+                         pxpy_aio_done_fn done, void *arg);
 
 /* ---- futures (core/future.c) ------------------------------------------- */
 

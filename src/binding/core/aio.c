@@ -48,8 +48,10 @@ typedef struct aio_s {
     px_loop_t *loop;
     int worker;
     atomic_int refs;
-    PyObject *pyloop; /* the WorkerEventLoop, until closed */
-    PyObject *step;   /* its _px_step */
+    PyObject *pyloop;      /* the WorkerEventLoop, until closed */
+    PyObject *step;        /* its _px_step */
+    PyObject *spawn;       /* pyparallel._aio.spawn */
+    PyObject *spawn_eager; /* pyparallel._aio.spawn_eager */
     px_watch_t *watch;
     /* Touched by the running thread only (run()). */
     px_timer_t *timer; /* the pending wake-up, our reference */
@@ -122,20 +124,26 @@ static void drop_timer(aio_t *a)
     }
 }
 
+/* The next iteration, soon: a work item on the loop's worker, after the
+ * worker's other queued events (fairness). Any thread. */
+static void step_soon(aio_t *a)
+{
+    if (atomic_exchange(&a->work_queued, true))
+        return;
+    atomic_fetch_add(&a->refs, 1);
+    if (px_submit_to(a->loop, a->worker, on_work, on_work_cancelled, a) < 0) {
+        /* The engine stops: the watch's on_done closes the loop. */
+        atomic_store(&a->work_queued, false);
+        atomic_fetch_sub(&a->refs, 1);
+    }
+}
+
 /* What the loop waits for after an iteration: delay 0 (callbacks ready),
  * seconds until a timer, or < 0 (I/O only). */
 static void schedule(aio_t *a, double delay)
 {
     if (delay == 0) {
-        if (atomic_exchange(&a->work_queued, true))
-            return;
-        atomic_fetch_add(&a->refs, 1);
-        if (px_submit_to(a->loop, a->worker, on_work, on_work_cancelled, a) <
-            0) {
-            /* The engine stops: the watch's on_done closes the loop. */
-            atomic_store(&a->work_queued, false);
-            atomic_fetch_sub(&a->refs, 1);
-        }
+        step_soon(a);
         return;
     }
     if (delay > 0) {
@@ -163,7 +171,11 @@ static void schedule(aio_t *a, double delay)
 
 static void step(aio_t *a)
 {
-    PyObject *r = PyObject_CallNoArgs(a->step);
+    /* While the watch is armed the selector has nothing to report (the
+     * watch fires, and runs an iteration, once it has): the iteration
+     * skips its poll, a system call per request otherwise. */
+    PyObject *r =
+        PyObject_CallOneArg(a->step, a->watch_armed ? Py_False : Py_True);
     double delay = -1;
     if (r == NULL) {
         pxpy_report_callback_error(a->st, "the worker's asyncio loop");
@@ -192,6 +204,8 @@ static void close_loop(aio_t *a)
         pxpy_report_callback_error(a->st, "closing the worker's asyncio loop");
     Py_XDECREF(r);
     Py_CLEAR(a->step);
+    Py_CLEAR(a->spawn);
+    Py_CLEAR(a->spawn_eager);
     Py_CLEAR(a->pyloop);
 }
 
@@ -224,6 +238,8 @@ static void discard(aio_t *a)
         PyErr_Clear();
     Py_XDECREF(r);
     Py_CLEAR(a->step);
+    Py_CLEAR(a->spawn);
+    Py_CLEAR(a->spawn_eager);
     Py_CLEAR(a->pyloop);
     aio_unref(a);
 }
@@ -249,8 +265,12 @@ static aio_t *create(pxpy_state *st, px_loop_t *loop, int worker)
         return NULL;
     }
     a->step = PyObject_GetAttrString(a->pyloop, "_px_step");
-    PyObject *fdobj =
-        a->step ? PyObject_CallMethod(a->pyloop, "_px_fileno", NULL) : NULL;
+    a->spawn = a->step ? pxpy_import_attr("pyparallel._aio", "spawn") : NULL;
+    a->spawn_eager =
+        a->spawn ? pxpy_import_attr("pyparallel._aio", "spawn_eager") : NULL;
+    PyObject *fdobj = a->spawn_eager
+                          ? PyObject_CallMethod(a->pyloop, "_px_fileno", NULL)
+                          : NULL;
     int fd = fdobj ? PyLong_AsInt(fdobj) : -1;
     Py_XDECREF(fdobj);
     if (fd < 0) {
@@ -356,8 +376,28 @@ bool pxpy_is_awaitable(PyObject *obj)
     return am != NULL && am->am_await != NULL;
 }
 
-int pxpy_aio_spawn(pxpy_state *st, PyObject *awaitable, pxpy_aio_done_fn done,
-                   void *arg)
+/* Calls spawn_eager when no other thread runs the loop (the task's first
+ * step runs here, on this thread, as the loop's), else spawn. The task;
+ * None when it finished in its first step (done ran); NULL with an
+ * exception. */
+static PyObject *start_task(aio_t *a, PyObject *awaitable, PyObject *cb,
+                            bool eager)
+{
+    if (!eager || atomic_exchange(&a->running, true))
+        return PyObject_CallFunctionObjArgs(a->spawn, a->pyloop, awaitable, cb,
+                                            NULL);
+    PyObject *task = PyObject_CallFunctionObjArgs(a->spawn_eager, a->pyloop,
+                                                  awaitable, cb, NULL);
+    atomic_store(&a->running, false);
+    /* Another thread came to run an iteration meanwhile and left it to the
+     * runner (see run()): queued now. */
+    if (atomic_exchange(&a->again, false))
+        step_soon(a);
+    return task;
+}
+
+static int spawn_on(pxpy_state *st, PyObject *awaitable, pxpy_aio_done_fn done,
+                    void *arg, bool eager)
 {
     aio_t *a = current(st);
     if (a == NULL)
@@ -380,21 +420,40 @@ int pxpy_aio_spawn(pxpy_state *st, PyObject *awaitable, pxpy_aio_done_fn done,
         return -1;
     }
     PyObject *cb = PyCFunction_New(&spawn_done_def, capsule);
-    PyObject *spawner =
-        cb ? pxpy_import_attr("pyparallel._aio", "spawn") : NULL;
-    PyObject *task = spawner ? PyObject_CallFunctionObjArgs(spawner, a->pyloop,
-                                                            awaitable, cb, NULL)
-                             : NULL;
-    Py_XDECREF(spawner);
+    PyObject *task = cb ? start_task(a, awaitable, cb, eager) : NULL;
     Py_XDECREF(cb);
     if (task == NULL) {
+        if (s->fired) {
+            /* done ran (the task finished) and something failed after:
+             * the outcome is given, the rest is reported. */
+            pxpy_report_callback_error(st, "starting a task");
+            Py_DECREF(capsule);
+            return 0;
+        }
         s->fired = true; /* the caller handles the failure */
         Py_DECREF(capsule);
         return -1;
     }
+    /* spawn() does not wake the loop through its self-pipe (a write, then
+     * a read and a poll): the task's next step is queued here, unless it
+     * finished already. */
+    if (task != Py_None)
+        step_soon(a);
     Py_DECREF(task);
     Py_DECREF(capsule);
     return 0;
+}
+
+int pxpy_aio_spawn(pxpy_state *st, PyObject *awaitable, pxpy_aio_done_fn done,
+                   void *arg)
+{
+    return spawn_on(st, awaitable, done, arg, false);
+}
+
+int pxpy_aio_spawn_eager(pxpy_state *st, PyObject *awaitable,
+                         pxpy_aio_done_fn done, void *arg)
+{
+    return spawn_on(st, awaitable, done, arg, true);
 }
 
 /* ---- module part ----------------------------------------------------------

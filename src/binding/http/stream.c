@@ -968,7 +968,7 @@ int pxpy_http_await(pxpy_http_answer_t *a, PyObject *awaitable, bool raw)
     w->seq = a->self->request_seq;
     w->request = Py_XNewRef(a->request);
     w->raw = raw;
-    if (pxpy_aio_spawn(a->self->config->st, awaitable, awaited, w) < 0) {
+    if (pxpy_aio_spawn_eager(a->self->config->st, awaitable, awaited, w) < 0) {
         Py_DECREF(w->self);
         Py_XDECREF(w->request);
         Py_DECREF(w->raw_head);
