@@ -415,6 +415,7 @@ void px_loop_stats(px_loop_t *loop, px_stats_t *st)
     st->bytes_in = atomic_load(&loop->stat_bytes_in);
     st->bytes_out = atomic_load(&loop->stat_bytes_out);
     st->io_hogs = atomic_load(&loop->stat_hogs);
+    st->datagrams_dropped = atomic_load(&loop->stat_datagrams_dropped);
     for (int i = 0; i < loop->nworkers; i++) {
         px__worker_t *w = &loop->workers[i];
         st->worker[i].callbacks = atomic_load(&w->stat_callbacks);

@@ -407,6 +407,7 @@ struct px_loop_s {
     atomic_uint_fast64_t stat_bytes_in;
     atomic_uint_fast64_t stat_bytes_out;
     atomic_uint_fast64_t stat_hogs;
+    atomic_uint_fast64_t stat_datagrams_dropped; /* udp.c */
 };
 
 /* ---- functions shared across files ------------------------------------ */
