@@ -318,6 +318,33 @@ int px_udp_worker(const px_udp_t *udp);
 int px_udp_sockname(const px_udp_t *udp, char *host, size_t hostlen, int *port);
 int px_udp_peername(const px_udp_t *udp, char *host, size_t hostlen, int *port);
 
+/* ---- files (file.c) ---------------------------------------------------- */
+
+/* Reads and writes of whole regular files, off the workers: they run on the
+ * loop's file threads (through an io_uring of theirs with the io_uring
+ * backend) in pieces of PX_FILE_PIECE bytes, and done(arg, result, data,
+ * len) then runs on the given worker (-1: the next in turn), like a work
+ * item: result is the count of bytes read or written, or a negative errno
+ * (-ENOENT, -EISDIR, -EINVAL for a file that is not regular, ...). A
+ * read's data is malloc'd and becomes the callback's to free (NULL after
+ * an error). When the loop stops first, done still runs, at the stop. */
+#define PX_FILE_PIECE (1u << 20)
+#define PX_FILE_APPEND 1    /* write at the end instead of truncating */
+#define PX_FILE_EXCLUSIVE 2 /* fail with -EEXIST when the file exists */
+
+typedef void (*px_file_done_fn)(void *arg, int64_t result, char *data,
+                                size_t len);
+/* Reads length bytes (-1: to the end of the file) from offset; fewer at
+ * the end of the file. */
+int px_file_read(px_loop_t *loop, int worker, const char *path, uint64_t offset,
+                 int64_t length, px_file_done_fn done, void *arg);
+/* Writes len bytes at data, which stay the caller's and unchanged until
+ * done runs, to path: created (mode 0666 less the umask) when missing,
+ * truncated first unless flags has PX_FILE_APPEND. */
+int px_file_write(px_loop_t *loop, int worker, const char *path,
+                  const void *data, size_t len, int flags, px_file_done_fn done,
+                  void *arg);
+
 /* ---- statistics ------------------------------------------------------- */
 
 #define PX_MAX_WORKERS 256
