@@ -124,9 +124,10 @@ static PyObject *call(dgram_t *d, PyObject *name, PyObject *a, PyObject *b)
     return PyObject_VectorcallMethod(name, args, n, NULL);
 }
 
-static int send_to(dgram_t *d, PyObject *data, PyObject *addr, const char *who);
+static int send_to(dgram_t *d, PyObject *data, PyObject *addr, const char *who,
+                   bool from_callback);
 
-/* What a callback returned: None, or data to send to addr (NULL: the
+/* What a callback returned: None, or data to send to addr (None: the
  * connected remote). */
 static void deliver(dgram_t *d, const char *what, PyObject *r, PyObject *addr)
 {
@@ -134,7 +135,7 @@ static void deliver(dgram_t *d, const char *what, PyObject *r, PyObject *addr)
         report(d, what);
         return;
     }
-    if (r != Py_None && send_to(d, r, addr, what) < 0)
+    if (r != Py_None && send_to(d, r, addr, what, true) < 0)
         report(d, what);
     Py_DECREF(r);
 }
@@ -183,7 +184,7 @@ static void on_open(px_udp_t *udp)
         px_udp_close(udp);
     } else if (d->has & HAS_MADE) {
         deliver(d, "connection_made",
-                call(d, PXPY_STR(st, CONNECTION_MADE), NULL, NULL), NULL);
+                call(d, PXPY_STR(st, CONNECTION_MADE), NULL, NULL), Py_None);
     }
     pxpy_detach(attached);
 }
@@ -329,7 +330,10 @@ static px_udp_t *udp_of(dgram_t *d)
     return udp;
 }
 
-static int send_to(dgram_t *d, PyObject *data, PyObject *addr, const char *who)
+/* from_callback: what a callback returned, which an endpoint the callback
+ * closed drops quietly, as a connection does. */
+static int send_to(dgram_t *d, PyObject *data, PyObject *addr, const char *who,
+                   bool from_callback)
 {
     const char *host;
     int port;
@@ -344,6 +348,8 @@ static int send_to(dgram_t *d, PyObject *data, PyObject *addr, const char *who)
     int rc = px_udp_sendto(udp, PyBytes_AS_STRING(bytes),
                            (size_t)PyBytes_GET_SIZE(bytes), host, port);
     Py_DECREF(bytes);
+    if (rc == PX_ECLOSED && from_callback)
+        return 0;
     if (rc == -EINVAL && host != NULL) {
         PyErr_Format(PyExc_ValueError,
                      "sendto() needs a numeric IPv4 or IPv6 address, not "
@@ -393,7 +399,7 @@ static PyObject *dgram_sendto(PyObject *op, PyObject *const *args,
         PyErr_SetString(PyExc_TypeError, "sendto() missing data");
         return NULL;
     }
-    if (send_to((dgram_t *)op, data, addr, "sendto() got") < 0)
+    if (send_to((dgram_t *)op, data, addr, "sendto() got", false) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
