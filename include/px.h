@@ -260,6 +260,91 @@ void px_watch_stop(px_watch_t *watch);
 void px_watch_ref(px_watch_t *watch);
 void px_watch_unref(px_watch_t *watch);
 
+/* ---- datagram endpoints (udp.c) --------------------------------------- */
+
+/* A UDP socket served on one worker. Its callbacks never run concurrently:
+ * on_open first, then on_datagram and on_error as the socket reports them,
+ * and on_close last (after px_udp_close, or at the loop's stop). */
+typedef struct px_udp_s px_udp_t;
+
+/* Datagrams up to this size are received whole (the largest UDP payload). */
+#define PX_UDP_MAX_DATAGRAM 65536
+/* Datagrams that px_udp_sendto may hold back while the socket's buffer is
+ * full (EAGAIN, ENOBUFS), and their bytes: past either bound a datagram is
+ * dropped and counted in px_stats_t.datagrams_dropped, as the network may
+ * drop any datagram. */
+#define PX_UDP_MAX_QUEUED 1024
+#define PX_UDP_MAX_QUEUED_BYTES (4u << 20)
+
+typedef struct {
+    void (*on_open)(px_udp_t *udp);
+    /* A datagram from host:port; data is valid until the callback returns. */
+    void (*on_datagram)(px_udp_t *udp, const char *data, size_t len,
+                        const char *host, int port);
+    /* A receive reported an error (an ICMP "port unreachable" for a
+     * datagram sent earlier shows as -ECONNREFUSED); the endpoint stays
+     * open. */
+    void (*on_error)(px_udp_t *udp, int error);
+    /* Always the last callback: error 0 after px_udp_close, PX_ESTOPPED
+     * when the loop stopped. */
+    void (*on_close)(px_udp_t *udp, int error);
+} px_udp_callbacks_t;
+
+/* Opens a UDP socket bound to host:port (host NULL or "" with a remote:
+ * any local address of the remote's family and a port the kernel picks)
+ * and, when remote_host is not NULL, connected to remote_host:remote_port
+ * (then only its datagrams arrive, and px_udp_sendto may omit the
+ * address). Names are resolved, numeric addresses are not. Served on the
+ * given worker (-1: the next in turn). */
+int px_udp_open(px_loop_t *loop, int worker, const char *host, int port,
+                const char *remote_host, int remote_port,
+                const px_udp_callbacks_t *cbs, void *data, px_udp_t **udp);
+/* Sends one datagram to host:port (a numeric IPv4 or IPv6 address; NULL:
+ * the connected remote), from any thread, without blocking: when the
+ * socket's buffer is full it is queued and sent later by the worker (see
+ * PX_UDP_MAX_QUEUED). Errors the kernel reports at once are returned
+ * (-EMSGSIZE for a datagram too large, -ECONNREFUSED after an ICMP error
+ * on a connected socket); PX_ECLOSED after px_udp_close. */
+int px_udp_sendto(px_udp_t *udp, const void *data, size_t len, const char *host,
+                  int port);
+/* Closes (idempotent, any thread): datagrams still queued are dropped. */
+void px_udp_close(px_udp_t *udp);
+void px_udp_ref(px_udp_t *udp);
+void px_udp_unref(px_udp_t *udp);
+void *px_udp_data(const px_udp_t *udp);
+void px_udp_set_data(px_udp_t *udp, void *data);
+int px_udp_worker(const px_udp_t *udp);
+/* The bound address, and the connected remote (-ENOTCONN without one). */
+int px_udp_sockname(const px_udp_t *udp, char *host, size_t hostlen, int *port);
+int px_udp_peername(const px_udp_t *udp, char *host, size_t hostlen, int *port);
+
+/* ---- files (file.c) ---------------------------------------------------- */
+
+/* Reads and writes of whole regular files, off the workers: they run on the
+ * loop's file threads (through an io_uring of theirs with the io_uring
+ * backend) in pieces of PX_FILE_PIECE bytes, and done(arg, result, data,
+ * len) then runs on the given worker (-1: the next in turn), like a work
+ * item: result is the count of bytes read or written, or a negative errno
+ * (-ENOENT, -EISDIR, -EINVAL for a file that is not regular, ...). A
+ * read's data is malloc'd and becomes the callback's to free (NULL after
+ * an error). When the loop stops first, done still runs, at the stop. */
+#define PX_FILE_PIECE (1u << 20)
+#define PX_FILE_APPEND 1    /* write at the end instead of truncating */
+#define PX_FILE_EXCLUSIVE 2 /* fail with -EEXIST when the file exists */
+
+typedef void (*px_file_done_fn)(void *arg, int64_t result, char *data,
+                                size_t len);
+/* Reads length bytes (-1: to the end of the file) from offset; fewer at
+ * the end of the file. */
+int px_file_read(px_loop_t *loop, int worker, const char *path, uint64_t offset,
+                 int64_t length, px_file_done_fn done, void *arg);
+/* Writes len bytes at data, which stay the caller's and unchanged until
+ * done runs, to path: created (mode 0666 less the umask) when missing,
+ * truncated first unless flags has PX_FILE_APPEND. */
+int px_file_write(px_loop_t *loop, int worker, const char *path,
+                  const void *data, size_t len, int flags, px_file_done_fn done,
+                  void *arg);
+
 /* ---- statistics ------------------------------------------------------- */
 
 #define PX_MAX_WORKERS 256
@@ -279,6 +364,8 @@ typedef struct {
     uint64_t bytes_out;
     uint64_t io_hogs; /* connections over hog_threshold now */
     uint64_t pending_work;
+    uint64_t datagrams_dropped; /* sends over PX_UDP_MAX_QUEUED, or failed
+                                 * after being queued */
     px_worker_stats_t worker[PX_MAX_WORKERS];
 } px_stats_t;
 

@@ -22,6 +22,7 @@ from . import _core
 from ._core import (
     AsyncError,
     Channel,
+    DatagramTransport,
     ProtectionError,
     SharedBuffer,
     Timer,
@@ -30,12 +31,14 @@ from ._core import (
     call_from_main_thread_and_wait,
     client,
     cpu_count,
+    datagram_endpoint,
     eternalize,
     gmtime,
     is_parallel_thread,
     protect,
     protected,
     rdtsc,
+    read_file,
     read_lock,
     register,
     run_once,
@@ -47,6 +50,7 @@ from ._core import (
     timer,
     unprotect,
     worker_loop,
+    write_file,
     write_lock,
 )
 from ._protected import dict, list, xlist
@@ -56,6 +60,7 @@ from ._work import map
 __all__ = [
     "AsyncError",
     "Channel",
+    "DatagramTransport",
     "ProtectionError",
     "SharedBuffer",
     "Timer",
@@ -64,6 +69,7 @@ __all__ = [
     "call_from_main_thread_and_wait",
     "client",
     "cpu_count",
+    "datagram_endpoint",
     "dict",
     "eternalize",
     "gmtime",
@@ -73,6 +79,7 @@ __all__ = [
     "protect",
     "protected",
     "rdtsc",
+    "read_file",
     "read_lock",
     "register",
     "run",
@@ -85,6 +92,7 @@ __all__ = [
     "timer",
     "unprotect",
     "worker_loop",
+    "write_file",
     "write_lock",
     "xlist",
 ]

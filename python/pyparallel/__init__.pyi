@@ -43,6 +43,7 @@ __version__: str
 __all__ = [
     "AsyncError",
     "Channel",
+    "DatagramTransport",
     "ProtectionError",
     "SharedBuffer",
     "Timer",
@@ -51,6 +52,7 @@ __all__ = [
     "call_from_main_thread_and_wait",
     "client",
     "cpu_count",
+    "datagram_endpoint",
     "dict",
     "eternalize",
     "gmtime",
@@ -60,6 +62,7 @@ __all__ = [
     "protect",
     "protected",
     "rdtsc",
+    "read_file",
     "read_lock",
     "register",
     "run",
@@ -72,6 +75,7 @@ __all__ = [
     "timer",
     "unprotect",
     "worker_loop",
+    "write_file",
     "write_lock",
     "xlist",
 ]
@@ -183,6 +187,50 @@ def run_once(timeout: float | None = None) -> int:
 
 def stop() -> None:
     """Ask run() to return (from any thread); shutdown is clean."""
+
+# ---- datagram endpoints --------------------------------------------------
+
+@final
+class DatagramTransport:
+    """A UDP endpoint (from ``datagram_endpoint``), served on one worker.
+
+    Not instantiable directly. Every method may be called from any thread.
+    """
+
+    def sendto(self, data: _Sendable, addr: tuple[str, int] | None = None) -> None:
+        """Send data as one datagram to addr, a (host, port) with a numeric
+        address; None: the remote of a connected endpoint."""
+
+    def close(self) -> None:
+        """Close the endpoint; connection_lost runs on its worker."""
+
+    @property
+    def sockname(self) -> tuple[str, int]:
+        """The bound address as (host, port)."""
+
+    @property
+    def peername(self) -> tuple[str, int] | None:
+        """The remote address of a connected endpoint, else None."""
+
+def datagram_endpoint(
+    protocol: type[object],
+    *,
+    local_addr: tuple[str, int] | None = None,
+    remote_addr: tuple[str, int] | None = None,
+) -> DatagramTransport:
+    """A UDP endpoint bound to local_addr and/or connected to remote_addr,
+    served by one instance of protocol (``_DatagramProtocolClass``)."""
+
+@type_check_only
+class _DatagramProtocolClass(Protocol):
+    """The members a datagram protocol class may define; all optional."""
+
+    def connection_made(self, transport: DatagramTransport, /) -> _Sendable | None: ...
+    def datagram_received(
+        self, transport: DatagramTransport, data: bytes, addr: tuple[str, int], /
+    ) -> _Sendable | None: ...
+    def error_received(self, transport: DatagramTransport, exc: OSError, /) -> object: ...
+    def connection_lost(self, transport: DatagramTransport, exc: BaseException | None, /) -> object: ...
 
 # ---- protocol classes ----------------------------------------------------
 
@@ -304,6 +352,16 @@ def timer(
     period: float | None = None,
 ) -> Timer:
     """Run func(*args) on a worker after delay seconds, every period if given."""
+
+# ---- files ---------------------------------------------------------------
+
+def read_file(path: _StrOrBytesPath, *, offset: int = 0, length: int | None = None) -> Future[bytes]:
+    """Read the file (length bytes from offset; None: to its end) off the
+    workers; the Future gets the bytes or an OSError."""
+
+def write_file(path: _StrOrBytesPath, data: _Sendable, *, append: bool = False, exclusive: bool = False) -> Future[int]:
+    """Write data to the file (created; truncated unless append; exclusive:
+    fail when it exists) off the workers; the Future gets the byte count."""
 
 # ---- shared state --------------------------------------------------------
 
@@ -453,6 +511,7 @@ class _Stats(TypedDict):
     bytes_out: int
     io_hogs: int
     pending_work: int
+    datagrams_dropped: int
     errors: int
     channels: builtins.list[_ChannelStats]
 

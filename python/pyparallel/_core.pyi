@@ -17,6 +17,7 @@ from typing_extensions import disjoint_base
 
 from pyparallel import AsyncError as AsyncError
 from pyparallel import Channel as Channel
+from pyparallel import DatagramTransport as DatagramTransport
 from pyparallel import ProtectionError as ProtectionError
 from pyparallel import SharedBuffer as SharedBuffer
 from pyparallel import Timer as Timer
@@ -25,12 +26,14 @@ from pyparallel import call_from_main_thread as call_from_main_thread
 from pyparallel import call_from_main_thread_and_wait as call_from_main_thread_and_wait
 from pyparallel import client as client
 from pyparallel import cpu_count as cpu_count
+from pyparallel import datagram_endpoint as datagram_endpoint
 from pyparallel import eternalize as eternalize
 from pyparallel import gmtime as gmtime
 from pyparallel import is_parallel_thread as is_parallel_thread
 from pyparallel import protect as protect
 from pyparallel import protected as protected
 from pyparallel import rdtsc as rdtsc
+from pyparallel import read_file as read_file
 from pyparallel import read_lock as read_lock
 from pyparallel import register as register
 from pyparallel import run_once as run_once
@@ -42,6 +45,7 @@ from pyparallel import thread_seq_id as thread_seq_id
 from pyparallel import timer as timer
 from pyparallel import unprotect as unprotect
 from pyparallel import worker_loop as worker_loop
+from pyparallel import write_file as write_file
 from pyparallel import write_lock as write_lock
 from pyparallel import xlist as xlist
 

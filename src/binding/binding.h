@@ -79,7 +79,9 @@ typedef enum {
     X(ERROR, "error")                                                          \
     X(EXC_INFO, "exc_info")                                                    \
     X(CALLBACK, "callback")                                                    \
-    X(ERRBACK, "errback")
+    X(ERRBACK, "errback")                                                      \
+    X(DATAGRAM_RECEIVED, "datagram_received")                                  \
+    X(ERROR_RECEIVED, "error_received")
 
 enum {
 #define PXPY_STR_ENUM(name, text) PXPY_STR_##name,
@@ -122,6 +124,7 @@ typedef struct {
     PyTypeObject *sdict_type; /* mode "interpreters"' px.dict, px.list, */
     PyTypeObject *slist_type; /* px.xlist (interp/scont.c) */
     PyTypeObject *sxlist_type;
+    PyTypeObject *datagram_type; /* core/datagram.c */
     /* Exceptions: AsyncError is the root of the binding's own errors. */
     PyObject *async_error;
     PyObject *protection_error;
@@ -162,6 +165,8 @@ int pxpy_future_traverse(pxpy_state *st, visitproc visit, void *arg);
 void pxpy_future_free(pxpy_state *st);
 int pxpy_transport_exec(PyObject *module, pxpy_state *st);
 int pxpy_register_exec(PyObject *module, pxpy_state *st);
+int pxpy_datagram_exec(PyObject *module, pxpy_state *st);
+int pxpy_files_exec(PyObject *module, pxpy_state *st);
 int pxpy_protocol_exec(PyObject *module, pxpy_state *st);
 int pxpy_shared_exec(PyObject *module, pxpy_state *st);
 int pxpy_shared_traverse(pxpy_state *st, visitproc visit, void *arg);

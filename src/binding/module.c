@@ -284,6 +284,7 @@ static int module_exec(PyObject *module)
         pxpy_work_exec(module, st) < 0 || pxpy_protocol_exec(module, st) < 0 ||
         pxpy_transport_exec(module, st) < 0 ||
         pxpy_register_exec(module, st) < 0 ||
+        pxpy_datagram_exec(module, st) < 0 || pxpy_files_exec(module, st) < 0 ||
         pxpy_shared_exec(module, st) < 0 || pxpy_http_exec(module, st) < 0 ||
         pxpy_aio_exec(module, st) < 0 || pxpy_interp_exec(module, st) < 0 ||
         pxpy_scont_exec(module, st) < 0)
@@ -297,6 +298,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     if (st == NULL)
         return 0;
     Py_VISIT(st->transport_type);
+    Py_VISIT(st->datagram_type);
     Py_VISIT(st->timer_type);
     Py_VISIT(st->ilist_type);
     Py_VISIT(st->lock_guard_type);
@@ -336,6 +338,7 @@ static int module_clear(PyObject *module)
     pxpy_aio_free(st);
     pxpy_interp_free(st);
     Py_CLEAR(st->transport_type);
+    Py_CLEAR(st->datagram_type);
     Py_CLEAR(st->timer_type);
     Py_CLEAR(st->ilist_type);
     Py_CLEAR(st->lock_guard_type);

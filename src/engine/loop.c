@@ -155,6 +155,8 @@ int px_loop_stop(px_loop_t *loop)
         return 0;
     if (!atomic_load(&loop->started))
         return 0;
+    /* File results go to the workers: finish them while they still run. */
+    px__files_stop(loop);
     for (int i = 0; i < loop->nworkers; i++)
         px__worker_post(&loop->workers[i], PX__MSG_STOP, NULL);
     pthread_mutex_lock(&loop->threads_lock);
@@ -169,6 +171,7 @@ void px_loop_free(px_loop_t *loop)
 {
     if (loop == NULL)
         return;
+    px__files_free(loop);
     if (loop->workers) {
         for (int i = 0; i < loop->nworkers; i++)
             px__worker_destroy(&loop->workers[i]);
@@ -415,6 +418,7 @@ void px_loop_stats(px_loop_t *loop, px_stats_t *st)
     st->bytes_in = atomic_load(&loop->stat_bytes_in);
     st->bytes_out = atomic_load(&loop->stat_bytes_out);
     st->io_hogs = atomic_load(&loop->stat_hogs);
+    st->datagrams_dropped = atomic_load(&loop->stat_datagrams_dropped);
     for (int i = 0; i < loop->nworkers; i++) {
         px__worker_t *w = &loop->workers[i];
         st->worker[i].callbacks = atomic_load(&w->stat_callbacks);

@@ -407,6 +407,9 @@ struct px_loop_s {
     atomic_uint_fast64_t stat_bytes_in;
     atomic_uint_fast64_t stat_bytes_out;
     atomic_uint_fast64_t stat_hogs;
+    atomic_uint_fast64_t stat_datagrams_dropped; /* udp.c */
+
+    struct px__files_s *_Atomic files; /* file.c, made on first use */
 };
 
 /* ---- functions shared across files ------------------------------------ */
@@ -473,6 +476,12 @@ void px__loop_worker_finished(px_loop_t *loop, px__worker_t *w);
 void px__listener_start(px__worker_t *w, px_listener_t *l);
 void px__listener_stop(px__worker_t *w, px_listener_t *l);
 void px__listeners_stop_all(px__worker_t *w);
+
+/* Files (file.c): stop finishes the requests queued and joins the file
+ * threads (px_loop_stop, before the workers stop); free releases them. */
+typedef struct px__files_s px__files_t;
+void px__files_stop(px_loop_t *loop);
+void px__files_free(px_loop_t *loop);
 
 /* Sockets (net.c). */
 int px__resolve(const char *host, int port, struct sockaddr_storage *addr,

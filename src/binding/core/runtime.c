@@ -623,6 +623,7 @@ static PyObject *stats(PyObject *module, PyObject *Py_UNUSED(ignored))
         set_u64(d, "bytes_out", s->bytes_out) < 0 ||
         set_u64(d, "io_hogs", s->io_hogs) < 0 ||
         set_u64(d, "pending_work", s->pending_work) < 0 ||
+        set_u64(d, "datagrams_dropped", s->datagrams_dropped) < 0 ||
         set_u64(d, "errors", atomic_load(&st->runtime->errors)) < 0) {
         Py_XDECREF(workers);
         Py_XDECREF(d);

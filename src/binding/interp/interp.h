@@ -121,6 +121,21 @@ pxpy_transport_t *pxpy_xproto_client_open(pxpy_transport_t *main_t,
  * for: marks it closed and uncounts it, in the main interpreter. */
 void pxpy_xproto_release_peer(pxpy_transport_t *peer);
 
+/* ---- datagram endpoints across interpreters (xdgram.c) ------------------ */
+
+/* register()'s counterpart for core/datagram.c: the protocol class
+ * encoded by the main interpreter (NULL with an exception), and freed. */
+struct pxpy_xi_s *pxpy_xdgram_encode_class(pxpy_state *st, PyObject *cls);
+void pxpy_xdgram_free_class(struct pxpy_xi_s *cls);
+/* On the endpoint's worker: the class found in that worker's interpreter
+ * (new reference), with *st switched to its state; NULL with an
+ * exception. */
+PyObject *pxpy_xdgram_worker_class(pxpy_state **st,
+                                   const struct pxpy_xi_s *cls);
+/* Drops a reference to an object of the main interpreter (whose state is
+ * st) from a worker's. */
+void pxpy_xdgram_release_main(pxpy_state *st, PyObject *obj);
+
 /* ---- shared containers (scont.c), for module.c --------------------------- */
 
 /* Adds SharedDict, SharedList, SharedXList and _shared_containers(). */
