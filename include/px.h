@@ -44,6 +44,14 @@ enum {
 #undef PX_ERRNO_ENUM
 };
 
+/* A name that getaddrinfo could not resolve: PX_EAI(eai) carries its EAI_*
+ * code (negative in glibc) so that px_strerror gives the resolver's own
+ * message. EAI_SYSTEM is reported as the negated errno instead. */
+#define PX_EAI_BASE (-11000)
+#define PX_EAI(eai) (PX_EAI_BASE + (eai))
+#define PX_IS_EAI(code) ((code) < PX_EAI_BASE && (code) > PX_EAI_BASE - 1000)
+#define PX_EAI_CODE(code) ((code)-PX_EAI_BASE)
+
 /* A message for any code these functions return (negated errno included). */
 const char *px_strerror(int code);
 
@@ -136,20 +144,51 @@ typedef struct {
 } px_conn_callbacks_t;
 
 /* Listens on host:port (host NULL or "" for all IPv4 addresses; a name is
- * resolved). Connections accepted on it use cbs, and start with user data
- * conn_data. */
+ * resolved, by the caller's thread: listening reports its errors at once).
+ * Connections accepted on it use cbs, and start with user data conn_data. */
 int px_listen(px_loop_t *loop, const char *host, int port, int backlog,
               const px_conn_callbacks_t *cbs, void *conn_data,
               px_listener_t **listener);
-/* The bound port (useful after listening on port 0). */
+
+/* The longest Unix domain socket path: sun_path less its terminating NUL
+ * (an abstract name, which has none, may be one byte longer). */
+#define PX_UNIX_PATH_MAX 107
+/* Room for any address px_conn_peername and px_conn_sockname report. */
+#define PX_ADDRSTRLEN 112
+
+/* Listens on a Unix domain stream socket: path is len bytes, a file system
+ * path (relative ones resolve against the current directory, as bind does)
+ * or, when it starts with a NUL byte, a Linux abstract name. The socket
+ * file is created with mode 0777 less the process's umask, and connecting
+ * needs write permission on it. An existing file at path is removed only
+ * when it is a socket that refuses connections (a crashed server's);
+ * otherwise -EADDRINUSE (a server accepts on it) or -EEXIST (not a
+ * socket). The file is unlinked when the listener's socket closes, unless
+ * another file replaced it meanwhile. -ENAMETOOLONG past
+ * PX_UNIX_PATH_MAX. */
+int px_listen_unix(px_loop_t *loop, const char *path, size_t len, int backlog,
+                   const px_conn_callbacks_t *cbs, void *conn_data,
+                   px_listener_t **listener);
+/* The bound port (useful after listening on port 0); -1 for a Unix
+ * socket. */
 int px_listener_port(const px_listener_t *listener);
 /* Stops accepting; established connections are not affected. */
 void px_listener_close(px_listener_t *listener);
 
-/* Connects asynchronously; the connection's callbacks report the outcome. */
+/* Connects asynchronously; the connection's callbacks report the outcome.
+ * A numeric address is used as it is; a name is resolved by the loop's
+ * resolver threads, never by the caller or a worker, so that a slow name
+ * server stalls no other connection. A name that does not resolve reaches
+ * on_close as PX_EAI(code), the way a refused connect reaches it as
+ * -ECONNREFUSED. */
 int px_connect(px_loop_t *loop, const char *host, int port,
                const px_conn_callbacks_t *cbs, void *conn_data,
                px_conn_t **conn);
+/* Connects to the Unix domain stream socket at path (as px_listen_unix
+ * takes it); a refused or missing socket reaches on_close as well. */
+int px_connect_unix(px_loop_t *loop, const char *path, size_t len,
+                    const px_conn_callbacks_t *cbs, void *conn_data,
+                    px_conn_t **conn);
 
 void px_conn_ref(px_conn_t *conn);
 void px_conn_unref(px_conn_t *conn);
@@ -191,7 +230,10 @@ int px_conn_sendfile(px_conn_t *conn, const struct iovec *head, int fd,
 void px_conn_close(px_conn_t *conn, int abort);
 int px_conn_pause_reading(px_conn_t *conn);
 int px_conn_resume_reading(px_conn_t *conn);
-/* Peer and local addresses as "host", port. */
+/* Peer and local addresses as "host", port (hostlen: PX_ADDRSTRLEN is
+ * enough). For a Unix domain socket *port is -1 and host is the path, ""
+ * when the socket has none (as a connecting socket usually has not); an
+ * abstract name is a NUL byte followed by the name and its own NUL. */
 int px_conn_peername(const px_conn_t *conn, char *host, size_t hostlen,
                      int *port);
 int px_conn_sockname(const px_conn_t *conn, char *host, size_t hostlen,

@@ -138,14 +138,15 @@ class Transport:
         """Resume delivering received bytes."""
 
     @property
-    def peername(self) -> tuple[str, int] | None:
-        """The remote address as (host, port); None for a listener or a
-        client that is not connected yet."""
+    def peername(self) -> tuple[str, int] | str | None:
+        """The remote address as (host, port), or a Unix socket's path (""
+        for a peer without one, as a connecting socket has); None for a
+        listener or a client that is not connected yet."""
 
     @property
-    def sockname(self) -> tuple[str, int] | None:
-        """The local address as (host, port); None before a client's
-        connection exists."""
+    def sockname(self) -> tuple[str, int] | str | None:
+        """The local address as (host, port), or a Unix socket's path;
+        None before a client's connection exists."""
 
 @final
 @type_check_only
@@ -160,11 +161,38 @@ class _Listener(Transport):
     def sockname(self) -> tuple[str, int]:
         """The bound address as (host, port): the port chosen for port 0."""
 
-def server(host: str, port: int, *, backlog: int = 1024) -> _Listener:
+@final
+@type_check_only
+class _UnixListener(Transport):
+    """What ``server(path=...)`` returns."""
+
+    @property
+    def peername(self) -> None:
+        """A listener has no peer."""
+
+    @property
+    def sockname(self) -> str:
+        """The socket's path as given (an abstract name starts with "\\0")."""
+
+_UnixPath: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+
+@overload
+def server(host: str, port: int, *, backlog: int = 1024, path: None = None) -> _Listener:
     """Listen on host:port; connections are accepted once registered."""
 
-def client(host: str, port: int) -> Transport:
-    """Connect to host:port; the connection starts once registered."""
+@overload
+def server(host: None = None, port: None = None, *, backlog: int = 1024, path: _UnixPath) -> _UnixListener:
+    """Listen on the Unix domain socket at path (a stale socket file is
+    replaced, and the file is removed at close)."""
+
+@overload
+def client(host: str, port: int, *, path: None = None) -> Transport:
+    """Connect to host:port (a name is resolved off the workers); the
+    connection starts once registered."""
+
+@overload
+def client(host: None = None, port: None = None, *, path: _UnixPath) -> Transport:
+    """Connect to the Unix domain socket at path once registered."""
 
 def register(transport: Transport, protocol: type[object]) -> None:
     """Serve transport with protocol, a class (one instance per connection).

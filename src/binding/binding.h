@@ -329,7 +329,11 @@ enum {
     PXPY_T_AWAITING = 1u << 6, /* a coroutine callback runs: events wait */
 };
 
-#define PXPY_HOST_MAX 64
+/* An address field of a Transport: a numeric address, a client's host
+ * name before it connects (at most 253 bytes in DNS), or a Unix socket's
+ * path as the engine reports it (PX_ADDRSTRLEN). */
+#define PXPY_HOST_MAX 256
+_Static_assert(PXPY_HOST_MAX >= PX_ADDRSTRLEN, "room for a Unix path");
 
 typedef struct pxpy_transport_s {
     PyObject_HEAD
@@ -345,7 +349,9 @@ typedef struct pxpy_transport_s {
     size_t line_len, line_cap;
     /* Addresses, captured when the connection opens so that they remain
      * known in connection_lost (listener: sockname only; a client that is
-     * not registered yet: the peer to connect to). */
+     * not connected yet: the peer to connect to). A port of -1 marks a
+     * Unix domain socket, whose host field is its path as px.h describes
+     * (pxpy_address turns it into the Python value). */
     _Atomic bool have_addrs;
     int peer_port, sock_port;
     char peer_host[PXPY_HOST_MAX], sock_host[PXPY_HOST_MAX];
@@ -357,6 +363,11 @@ typedef struct pxpy_transport_s {
     struct pxpy_xproto_s *xproto;
     struct pxpy_transport_s *main_peer;
 } pxpy_transport_t;
+
+/* An address as Transport.peername and sockname give it: (host, port), or
+ * a Unix socket's path as a str when port is -1 (an abstract name starts
+ * with "\0"; "" for a socket without a name). */
+PyObject *pxpy_address(const char *host, int port);
 
 /* A new Transport of that kind, not yet tracked by the GC; NULL with an
  * exception set. */

@@ -99,7 +99,7 @@ static int conn_name(const px_conn_t *c, bool peer, char *host, size_t hostlen,
     if (rc < 0 && rc != PX_ECLOSED)
         rc = -errno;
     pthread_mutex_unlock(&mc->lock);
-    return rc < 0 ? rc : px__format_addr(&addr, host, hostlen, port);
+    return rc < 0 ? rc : px__format_addr(&addr, len, host, hostlen, port);
 }
 
 int px_conn_peername(const px_conn_t *c, char *host, size_t hostlen, int *port)
@@ -119,8 +119,11 @@ void px__conn_ready_locked(px__worker_t *w, px_conn_t *c)
 {
     /* A finalized connection is off the worker's books: the ready list
      * holds no reference, so a late message (e.g. the READY posted by a
-     * thread that lost the worker) must not bring it back. */
-    if (atomic_load(&c->flags) & PX__CONN_FINALIZED)
+     * thread that lost the worker) must not bring it back. One not adopted
+     * yet (its name still resolving) is not on them either: adopt
+     * schedules it. */
+    unsigned f = atomic_load(&c->flags);
+    if ((f & PX__CONN_FINALIZED) || !(f & PX__CONN_ADOPTED))
         return;
     if (c->queued_ready || c->busy)
         return; /* a busy connection is rescheduled by its thread */
@@ -294,6 +297,13 @@ void px_conn_close(px_conn_t *c, int abort)
         c->close_requested = true;
         c->close_abort = c->close_abort || abort;
     }
+    if (f & PX__CONN_RESOLVING) {
+        /* No worker has it yet: the resolver fails it with PX_ECLOSED
+         * once the name is known (it tests close_requested under c->lock,
+         * so the request cannot be missed). */
+        pthread_mutex_unlock(&c->lock);
+        return;
+    }
     pthread_mutex_unlock(&c->lock);
     if (already)
         return;
@@ -359,6 +369,7 @@ void px__on_connected(px__worker_t *w, px_conn_t *c, int error)
 
 static void adopt(px__worker_t *w, px_conn_t *c)
 {
+    atomic_fetch_or(&c->flags, PX__CONN_ADOPTED);
     if (!(atomic_load(&c->flags) & PX__CONN_CONNECTING))
         atomic_fetch_sub(&w->adopting, 1); /* counted by px__on_accept */
     px_conn_ref(c);                        /* the list's reference */
@@ -371,7 +382,8 @@ static void adopt(px__worker_t *w, px_conn_t *c)
     }
     unsigned f = atomic_load(&c->flags);
     if (f & PX__CONN_CONNECTING) {
-        int rc = w->backend_ops->conn_connect(w, c);
+        int rc = c->connect_error ? c->connect_error
+                                  : w->backend_ops->conn_connect(w, c);
         if (rc < 0)
             px__on_connected(w, c, rc);
         return;
@@ -381,6 +393,28 @@ static void adopt(px__worker_t *w, px_conn_t *c)
     c->open_pending = true;
     px__conn_ready_locked(w, c);
     pthread_mutex_unlock(&c->lock);
+}
+
+int px__conn_outgoing(px_loop_t *loop, int fd, int error,
+                      const px_conn_callbacks_t *cbs, void *conn_data,
+                      px_conn_t **out)
+{
+    px_conn_t *c =
+        px__conn_new(loop, px__pick_worker(loop), fd, cbs, conn_data);
+    if (c == NULL) {
+        if (fd >= 0)
+            close(fd);
+        return -ENOMEM;
+    }
+    c->connect_error = error;
+    atomic_fetch_or(&c->flags, PX__CONN_CONNECTING);
+    if (out) {
+        px_conn_ref(c);
+        *out = c;
+    }
+    int rc = px__worker_post(c->worker, PX__MSG_CONN_ADOPT, c);
+    px_conn_unref(c);
+    return rc;
 }
 
 /* The worker a new connection goes to: the one with the fewest live

@@ -7,6 +7,7 @@
  */
 #include "px.h"
 
+#include <netdb.h>
 #include <string.h>
 
 const char *px_strerror(int code)
@@ -22,5 +23,7 @@ const char *px_strerror(int code)
     }
     if (code < 0 && code > -4096)
         return strerror(-code); /* glibc's table is read-only and shared */
+    if (PX_IS_EAI(code))
+        return gai_strerror(PX_EAI_CODE(code)); /* static strings as well */
     return "unknown error";
 }

@@ -1,9 +1,10 @@
 /*
  * loop.c - the loop object: options, backend choice, start and clean
- * shutdown, listeners, outgoing connections, work submission and
- * statistics.
+ * shutdown, listeners' life (net.c makes them), placing new work and
+ * outgoing connections, work submission and statistics.
  *
- * Shutdown, in order: px_loop_stop marks the loop stopping and posts STOP to
+ * Shutdown, in order: px_loop_stop marks the loop stopping, fails the
+ * connections still waiting for a name (net.c's resolver), posts STOP to
  * every worker; each worker stops accepting, aborts its connections (their
  * on_close callbacks run), cancels its timers and queued work (their cancel
  * callbacks run), and finishes once nothing refers to it. Then the monitor
@@ -12,8 +13,6 @@
 #include "px_internal.h"
 
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +109,11 @@ int px_loop_new(px_loop_t **out, const px_loop_options_t *opts)
     pthread_cond_init(&loop->finished_cond, NULL);
     pthread_mutex_init(&loop->listeners_lock, NULL);
     px__q_init(&loop->listeners);
+    int rc = px__resolver_new(loop);
+    if (rc < 0) {
+        px_loop_free(loop);
+        return rc;
+    }
     loop->nworkers = loop->opts.workers;
     loop->workers = calloc((size_t)loop->nworkers, sizeof(px__worker_t));
     if (loop->workers == NULL) {
@@ -117,7 +121,7 @@ int px_loop_new(px_loop_t **out, const px_loop_options_t *opts)
         return -ENOMEM;
     }
     for (int i = 0; i < loop->nworkers; i++) {
-        int rc = px__worker_init(loop, &loop->workers[i], i);
+        rc = px__worker_init(loop, &loop->workers[i], i);
         if (rc < 0) {
             loop->nworkers = i;
             px_loop_free(loop);
@@ -153,6 +157,9 @@ int px_loop_stop(px_loop_t *loop)
         return PX_EBADSTATE; /* a loop thread would wait for itself */
     if (atomic_exchange(&loop->stopping, true))
         return 0;
+    /* Before the workers stop: the connections still waiting for their
+     * names are handed to them, failed, so their on_close runs. */
+    px__resolver_detach(loop);
     if (!atomic_load(&loop->started))
         return 0;
     /* File results go to the workers: finish them while they still run. */
@@ -172,6 +179,9 @@ void px_loop_free(px_loop_t *loop)
     if (loop == NULL)
         return;
     px__files_free(loop);
+    /* A loop that never ran was never stopped; its workers' inboxes still
+     * take (and px__worker_destroy drops) what the resolver hands over. */
+    px__resolver_detach(loop);
     if (loop->workers) {
         for (int i = 0; i < loop->nworkers; i++)
             px__worker_destroy(&loop->workers[i]);
@@ -183,8 +193,10 @@ void px_loop_free(px_loop_t *loop)
         int fd = atomic_load(&l->fd);
         if (fd >= 0)
             close(fd);
+        px__listener_unlink(l);
         free(l);
     }
+    px__resolver_release(loop);
     pthread_mutex_destroy(&loop->listeners_lock);
     pthread_cond_destroy(&loop->finished_cond);
     pthread_cond_destroy(&loop->monitor_wake);
@@ -201,47 +213,28 @@ const char *px_loop_backend_name(const px_loop_t *loop)
 
 /* ---- listeners -------------------------------------------------------- */
 
-int px_listen(px_loop_t *loop, const char *host, int port, int backlog,
-              const px_conn_callbacks_t *cbs, void *conn_data,
-              px_listener_t **out)
+px_listener_t *px__listener_new(px_loop_t *loop, int fd, int port,
+                                const px_conn_callbacks_t *cbs, void *conn_data)
 {
-    if (cbs == NULL || backlog < 0)
-        return -EINVAL;
-    if (atomic_load(&loop->stopping))
-        return PX_ESTOPPED;
-    struct sockaddr_storage addr;
-    socklen_t len;
-    int fd = px__open_socket(host, port, &addr, &len);
-    if (fd < 0)
-        return fd;
-    int rc, one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&addr, len) < 0 ||
-        listen(fd, backlog ? backlog : SOMAXCONN) < 0) {
-        rc = -errno;
-        close(fd);
-        return rc;
-    }
-    len = sizeof(addr);
-    getsockname(fd, (struct sockaddr *)&addr, &len);
-    char name[64];
     px_listener_t *l = calloc(1, sizeof(*l));
-    if (l == NULL) {
-        close(fd);
-        return -ENOMEM;
-    }
+    if (l == NULL)
+        return NULL;
     l->loop = loop;
     atomic_init(&l->fd, fd);
-    px__format_addr(&addr, name, sizeof(name), &l->port);
+    l->port = port;
     l->cbs = *cbs;
     l->conn_data = conn_data;
+    return l;
+}
+
+void px__listener_publish(px_listener_t *l)
+{
+    px_loop_t *loop = l->loop;
     pthread_mutex_lock(&loop->listeners_lock);
     px__q_push(&loop->listeners, &l->node);
     pthread_mutex_unlock(&loop->listeners_lock);
     for (int i = 0; i < loop->nworkers; i++)
         px__worker_post(&loop->workers[i], PX__MSG_LISTEN, l);
-    *out = l;
-    return 0;
 }
 
 int px_listener_port(const px_listener_t *l) { return l->port; }
@@ -262,8 +255,10 @@ static void listener_maybe_close(px_listener_t *l)
         /* No lock: this runs from backends while px__listeners_stop_all
          * holds listeners_lock. */
         int fd = atomic_exchange(&l->fd, -1);
-        if (fd >= 0)
+        if (fd >= 0) {
             close(fd);
+            px__listener_unlink(l);
+        }
     }
 }
 
@@ -312,9 +307,9 @@ void px__listeners_stop_all(px__worker_t *w)
     pthread_mutex_unlock(&loop->listeners_lock);
 }
 
-/* ---- outgoing connections --------------------------------------------- */
+/* ---- placing new work and connections ---------------------------------- */
 
-static px__worker_t *pick_worker(px_loop_t *loop)
+px__worker_t *px__pick_worker(px_loop_t *loop)
 {
     /* The least loaded worker, scanning from a rotating start so that ties
      * spread out. */
@@ -333,42 +328,6 @@ static px__worker_t *pick_worker(px_loop_t *loop)
         }
     }
     return best;
-}
-
-int px_connect(px_loop_t *loop, const char *host, int port,
-               const px_conn_callbacks_t *cbs, void *conn_data, px_conn_t **out)
-{
-    if (cbs == NULL || host == NULL)
-        return -EINVAL;
-    if (atomic_load(&loop->stopping))
-        return PX_ESTOPPED;
-    struct sockaddr_storage addr;
-    socklen_t len;
-    int fd = px__open_socket(host, port, &addr, &len);
-    if (fd < 0)
-        return fd;
-    int rc, one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (connect(fd, (struct sockaddr *)&addr, len) < 0 &&
-        errno != EINPROGRESS) {
-        rc = -errno;
-        close(fd);
-        return rc;
-    }
-    px__worker_t *w = pick_worker(loop);
-    px_conn_t *c = px__conn_new(loop, w, fd, cbs, conn_data);
-    if (c == NULL) {
-        close(fd);
-        return -ENOMEM;
-    }
-    atomic_fetch_or(&c->flags, PX__CONN_CONNECTING);
-    if (out) {
-        px_conn_ref(c);
-        *out = c;
-    }
-    rc = px__worker_post(w, PX__MSG_CONN_ADOPT, c);
-    px_conn_unref(c);
-    return rc;
 }
 
 /* ---- work ------------------------------------------------------------- */
@@ -393,7 +352,7 @@ int px_submit(px_loop_t *loop, px_work_fn fn, px_work_fn cancel, void *arg)
         return -EINVAL;
     if (atomic_load(&loop->stopping) || !atomic_load(&loop->started))
         return PX_ESTOPPED;
-    return submit(loop, pick_worker(loop), fn, cancel, arg);
+    return submit(loop, px__pick_worker(loop), fn, cancel, arg);
 }
 
 int px_submit_to(px_loop_t *loop, int worker, px_work_fn fn, px_work_fn cancel,

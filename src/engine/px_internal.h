@@ -41,6 +41,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 
 /* ---- intrusive doubly linked queue ----------------------------------- */
 
@@ -158,6 +159,11 @@ struct px_listener_s {
     /* Per-worker backend bookkeeping (e.g. whether a multishot accept is
      * armed); indexed by worker. */
     void *backend_slot[PX_MAX_WORKERS];
+    /* A Unix socket's file, unlinked when the socket closes if it is still
+     * the one bound (device and inode); NULL for other listeners. */
+    char *unix_path;
+    dev_t unix_dev;
+    ino_t unix_ino;
 };
 
 enum {
@@ -174,6 +180,9 @@ enum {
     PX__CONN_RELEASING = 1u << 10,  /* backend asked to release it */
     PX__CONN_START_READ = 1u << 11, /* reading is to start (dispatch) */
     PX__CONN_FINALIZED = 1u << 12,  /* the worker dropped it */
+    PX__CONN_RESOLVING = 1u << 13,  /* its name is being resolved: no
+                                     * worker has it yet */
+    PX__CONN_ADOPTED = 1u << 14,    /* its worker took it (adopt) */
 };
 
 /* One entry of a connection's send queue. */
@@ -206,17 +215,19 @@ struct px_conn_s {
     px__bytebuf_t in;       /* received, not yet dispatched */
     px__bytebuf_t in_spare; /* reused for the next bytes */
     px__send_t *sendq_head, *sendq_tail;
-    size_t queued;                     /* bytes copied into the send queue */
-    size_t queued_file;                /* file bytes queued for sendfile */
-    size_t queued_owned;               /* the callers' bytes, not copied */
-    px__send_t *released;              /* owned sends to give back, in
-                                        * dispatch */
-    uint64_t next_send_id;             /* id of the next px_conn_send */
-    uint64_t completed_send_id;        /* all sends up to this are written */
-    uint64_t notified_send_id;         /* on_send_complete delivered up to */
-    int close_error;                   /* for on_close */
-    int read_error;                    /* how reading ended (0: EOF) */
-    int write_error;                   /* a failed write: close the conn */
+    size_t queued;              /* bytes copied into the send queue */
+    size_t queued_file;         /* file bytes queued for sendfile */
+    size_t queued_owned;        /* the callers' bytes, not copied */
+    px__send_t *released;       /* owned sends to give back, in
+                                 * dispatch */
+    uint64_t next_send_id;      /* id of the next px_conn_send */
+    uint64_t completed_send_id; /* all sends up to this are written */
+    uint64_t notified_send_id;  /* on_send_complete delivered up to */
+    int close_error;            /* for on_close */
+    int read_error;             /* how reading ended (0: EOF) */
+    int write_error;            /* a failed write: close the conn */
+    int connect_error;          /* an outgoing connection that failed before its
+                                 * worker adopted it (resolution, a Unix connect) */
     bool close_requested, close_abort; /* px_conn_close was called */
     bool rearm_write;                  /* arm writability from dispatch */
     bool throttled;                    /* reading stopped: input backlog */
@@ -402,6 +413,8 @@ struct px_loop_s {
     pthread_mutex_t listeners_lock;
     px__qnode_t listeners; /* every px_listener_t, until free */
 
+    struct px__resolver_s *resolver; /* name resolution (net.c) */
+
     atomic_uint_fast64_t stat_connections;
     atomic_uint_fast64_t stat_accepted;
     atomic_uint_fast64_t stat_bytes_in;
@@ -471,8 +484,23 @@ void px__dispatch_leave(px__worker_t *w);
 void px__callback_enter(px__worker_t *w);
 bool px__callback_leave(px__worker_t *w);
 
+/* Starts an outgoing connection on fd (a connect issued, or -1 with error
+ * set): a worker adopts it, then its callbacks report the outcome. */
+int px__conn_outgoing(px_loop_t *loop, int fd, int error,
+                      const px_conn_callbacks_t *cbs, void *conn_data,
+                      px_conn_t **out);
+
 /* Loop (loop.c). */
 void px__loop_worker_finished(px_loop_t *loop, px__worker_t *w);
+/* The least loaded worker, for new work and outgoing connections. */
+px__worker_t *px__pick_worker(px_loop_t *loop);
+/* A listener on a bound, listening fd (owned from now on), not yet
+ * accepting: set its other fields, then px__listener_publish. */
+px_listener_t *px__listener_new(px_loop_t *loop, int fd, int port,
+                                const px_conn_callbacks_t *cbs,
+                                void *conn_data);
+/* Makes every worker accept on it. */
+void px__listener_publish(px_listener_t *l);
 void px__listener_start(px__worker_t *w, px_listener_t *l);
 void px__listener_stop(px__worker_t *w, px_listener_t *l);
 void px__listeners_stop_all(px__worker_t *w);
@@ -484,14 +512,23 @@ void px__files_stop(px_loop_t *loop);
 void px__files_free(px_loop_t *loop);
 
 /* Sockets (net.c). */
+/* host:port into addr: a numeric address (NULL or "": every IPv4 one), or
+ * a name resolved with getaddrinfo, which blocks: for the calling thread
+ * of px_listen and px_udp_open, never a worker's. */
 int px__resolve(const char *host, int port, struct sockaddr_storage *addr,
                 socklen_t *len);
-/* Resolves host:port and opens a non-blocking TCP socket of its family;
- * returns the fd or a negative errno. */
-int px__open_socket(const char *host, int port, struct sockaddr_storage *addr,
-                    socklen_t *len);
 int px__set_nonblocking(int fd);
-int px__format_addr(const struct sockaddr_storage *addr, char *host,
-                    size_t hostlen, int *port);
+/* Formats an address of len bytes as px_conn_peername reports it. */
+int px__format_addr(const struct sockaddr_storage *addr, socklen_t len,
+                    char *host, size_t hostlen, int *port);
+/* Removes a Unix listener's file if it is still the one it bound. */
+void px__listener_unlink(px_listener_t *l);
+
+/* The resolver threads (net.c): created with the loop; detached when it
+ * stops (every connection still waiting for its name then fails with
+ * PX_ECLOSED), released when it is freed. */
+int px__resolver_new(px_loop_t *loop);
+void px__resolver_detach(px_loop_t *loop);
+void px__resolver_release(px_loop_t *loop);
 
 #endif /* PX_INTERNAL_H */

@@ -118,12 +118,14 @@ class AppServer(HttpServer):
     url_scheme: ClassVar[str] = "http"
 
     @classmethod
-    def for_app(cls, app: object, *, server: tuple[str, int] | None = None, **attributes: object) -> type[Self]:
+    def for_app(cls, app: object, *, server: tuple[str, int] | str | None = None, **attributes: object) -> type[Self]:
         """A subclass serving app: a callable, or its "module:attr" (which
         mode interpreters needs for an app object, such as Flask's, that
         cannot be found by module and qualified name). server is the
-        listener's (host, port), for the app's server name and port;
-        attributes are root, url_scheme and the limits."""
+        listener's (host, port), for the app's server name and port (a Unix
+        socket's path, a str, names neither: WSGI takes them from the Host
+        header, as gunicorn does, and ASGI's scope has no "server", as
+        uvicorn's); attributes are root, url_scheme and the limits."""
         unknown = set(attributes) - cls._px_attributes
         if unknown:
             raise TypeError(f"for_app() got unknown attributes: {', '.join(sorted(unknown))}")
@@ -134,7 +136,7 @@ class AppServer(HttpServer):
         if not callable(ref.app):
             raise TypeError(f"a {cls._px_interface} app must be callable, not {type(ref.app).__name__}")
         namespace = {"_px_app": ref, "__module__": cls.__module__, **attributes}
-        if server is not None:
+        if server is not None and not isinstance(server, str):
             namespace["server_name"] = server[0] or "0.0.0.0"
             namespace["server_port"] = str(server[1])
         return type(cls.__name__, (cls,), namespace)

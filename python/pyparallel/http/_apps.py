@@ -174,7 +174,7 @@ def check_interface(app: object, interface: str) -> str:
 
 
 def server_class(
-    app: object, interface: str = "auto", *, server: tuple[str, int] | None = None, **attributes: object
+    app: object, interface: str = "auto", *, server: tuple[str, int] | str | None = None, **attributes: object
 ) -> tuple[type, str]:
     """(the HttpServer subclass that serves app, its interface). app is the
     application or its "module:attr"; attributes are class attributes of

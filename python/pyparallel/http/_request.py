@@ -159,7 +159,8 @@ class Request(_core.HttpRequest):
     body        bytes (a chunked body arrives decoded)
     version     "HTTP/1.1" or "HTTP/1.0"
     keep_alive  True when the connection stays open after the response
-    client      the client's (host, port)
+    client      the client's (host, port); None over a Unix domain socket,
+                which has no network peer (as uvicorn's scope gives)
 
     The C layer makes requests itself, for each request it parses; they
     cannot be made from Python. Everything but query and headers is the C

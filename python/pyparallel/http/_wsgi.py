@@ -158,8 +158,6 @@ class _Exchange:
             "PATH_INFO": _latin1(request.raw_path),
             "QUERY_STRING": request.query_string,
             "SERVER_PROTOCOL": request.version,
-            "REMOTE_ADDR": client[0],
-            "REMOTE_PORT": str(client[1]),
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": server.url_scheme,
             # Buffered whole by the C layer (max_body_size bounds it), so
@@ -172,6 +170,14 @@ class _Exchange:
             "wsgi.run_once": False,
             "wsgi.file_wrapper": FileWrapper,
         }
+        # Over a Unix domain socket the peer has no address: REMOTE_ADDR is
+        # "" and REMOTE_PORT is left out, as gunicorn does (a proxy in front
+        # passes the real client in X-Forwarded-For).
+        if client is None:
+            environ["REMOTE_ADDR"] = ""
+        else:
+            environ["REMOTE_ADDR"] = client[0]
+            environ["REMOTE_PORT"] = str(client[1])
         has_length = bool(request.body)
         for name, value in request.header_fields:
             key = name.upper()

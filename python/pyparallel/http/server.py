@@ -1,6 +1,6 @@
 """pyparallel.http.server: the HTTP server's public names and its command line.
 
-    python -m pyparallel.http.server [--bind ADDR] [--port 8080] [--root DIR]
+    python -m pyparallel.http.server [--bind ADDR] [--port 8080 | --uds PATH] [--root DIR]
         [--app module:attr] [--interface auto|pyparallel|wsgi|asgi]
         [--workers N] [--io uring|epoll] [--max-threads N]
         [--mode threads|interpreters|gil]
@@ -15,6 +15,11 @@ a WSGI callable (Flask, Django), or an ASGI 3 one (Starlette, FastAPI;
 its lifespan startup runs before the first connection is accepted);
 --interface overrides the detection (see
 _apps.py and docs/apps.md). With --root, static files come from there.
+--uds PATH listens on a Unix domain socket instead of a TCP port, for a
+proxy on the same machine (nginx's `proxy_pass http://unix:PATH;`): a
+stale socket file at PATH is replaced, a live one is an error, and the
+file is removed at shutdown; its mode is 0777 less the umask.
+
 One line on stdout says where it listens, the app and its interface, how
 many workers, which mode and which I/O backend; Ctrl-C or
 SIGTERM shut it down cleanly (px.run() turns both into px.stop()); a
@@ -62,7 +67,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import Any
 
-    from pyparallel import _Listener
+    from pyparallel import _Listener, _UnixListener
 
 
 class FileServer(HttpServer):
@@ -127,8 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve a directory over HTTP/1.1 (plus /plaintext and /json), or an HttpServer application, "
         "with Python handlers on every core.",
     )
-    parser.add_argument("--bind", metavar="ADDR", default="", help="address to listen on (default: every IPv4 address)")
-    parser.add_argument("--port", type=_port, default=8080, help="port to listen on (default: 8080; 0: any free port)")
+    parser.add_argument("--bind", metavar="ADDR", help="address to listen on (default: every IPv4 address)")
+    parser.add_argument("--port", type=_port, help="port to listen on (default: 8080; 0: any free port)")
+    parser.add_argument(
+        "--uds",
+        metavar="PATH",
+        help="listen on the Unix domain socket at PATH instead of --bind/--port (a stale socket file is "
+        "replaced; the file is removed at shutdown; its mode is 0777 less the umask)",
+    )
     parser.add_argument("--root", metavar="DIR", help="directory of the static files (default: the current directory)")
     parser.add_argument(
         "--app",
@@ -196,7 +207,7 @@ def attributes(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def configure(args: argparse.Namespace, server: tuple[str, int] | None = None) -> tuple[type, str]:
+def configure(args: argparse.Namespace, server: tuple[str, int] | str | None = None) -> tuple[type, str]:
     """(the protocol class to serve, its interface): the application (or
     FileServer) with the command line's root and limits as class
     attributes of a subclass. server is the listener's address, for WSGI's
@@ -247,13 +258,18 @@ def app_name(app: type) -> str:
     return f"{spec.name if spec is not None else app.__module__}:{app.__qualname__}"
 
 
-def startup_line(listener: _Listener, app: type, interface: str = _apps.PYPARALLEL) -> str:
-    host, port = listener.sockname[:2]
+def startup_line(listener: _Listener | _UnixListener, app: type, interface: str = _apps.PYPARALLEL) -> str:
+    sockname = listener.sockname
+    if isinstance(sockname, str):
+        where = f"unix:{sockname}"
+    else:
+        host, port = sockname[:2]
+        where = f"{host} port {port} (http://{_url_host(host)}:{port}/)"
     stats = px.stats()
     root = getattr(app, "root", None)
     serving = f"root {root}" if root is not None else "no static files"
     return (
-        f"Serving HTTP on {host} port {port} (http://{_url_host(host)}:{port}/): "
+        f"Serving HTTP on {where}: "
         f"app {app_name(app)}, interface {interface}, {serving}, "
         f"{stats['workers']} workers, mode {stats['mode']}, io {stats['io']}"
     )
@@ -262,6 +278,11 @@ def startup_line(listener: _Listener, app: type, interface: str = _apps.PYPARALL
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.uds is not None and (args.bind is not None or args.port is not None):
+        parser.error("--uds listens on a Unix domain socket instead of --bind and --port: give one or the other")
+    if args.uds is None:
+        args.bind = "" if args.bind is None else args.bind
+        args.port = 8080 if args.port is None else args.port
     # Before the engine's first use, which reads them once.
     if args.workers is not None:
         os.environ["PYPARALLEL_WORKERS"] = str(args.workers)
@@ -289,12 +310,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: {exc}\n")
     except ValueError as exc:
         parser.error(str(exc))
+    listener: _Listener | _UnixListener
     try:
-        listener = px.server(args.bind, args.port)
-    except ValueError as exc:  # the engine refuses the mode on this build
+        listener = px.server(path=args.uds) if args.uds is not None else px.server(args.bind, args.port)
+    except ValueError as exc:  # the engine refuses the mode, or a path too long
         parser.error(str(exc))
     except OSError as exc:
-        print(f"{parser.prog}: cannot listen on {args.bind or '*'} port {args.port}: {exc}", file=sys.stderr)
+        where = f"unix:{args.uds}" if args.uds is not None else f"{args.bind or '*'} port {args.port}"
+        print(f"{parser.prog}: cannot listen on {where}: {exc}", file=sys.stderr)
         return 1
     if args.app and px.stats()["mode"] == "interpreters":
         try:

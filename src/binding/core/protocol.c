@@ -759,12 +759,41 @@ static void on_send_complete(px_conn_t *conn, uint64_t send_id)
     pxpy_detach(attached);
 }
 
+/* A client's name that did not resolve: socket.gaierror, as
+ * socket.getaddrinfo raises it, with the name added to the resolver's
+ * message. */
+static PyObject *resolve_error(int error, const char *host)
+{
+    PyObject *socket = PyImport_ImportModule("socket");
+    PyObject *type = socket ? PyObject_GetAttrString(socket, "gaierror") : NULL;
+    Py_XDECREF(socket);
+    if (type == NULL)
+        return NULL;
+    PyObject *name =
+        PyUnicode_DecodeUTF8(host, (Py_ssize_t)strlen(host), "replace");
+    PyObject *exc = NULL;
+    if (name != NULL) {
+        PyObject *message =
+            PyUnicode_FromFormat("%s (resolving %R)", px_strerror(error), name);
+        if (message != NULL)
+            exc =
+                PyObject_CallFunction(type, "iO", PX_EAI_CODE(error), message);
+        Py_XDECREF(message);
+        Py_DECREF(name);
+    }
+    Py_DECREF(type);
+    return exc;
+}
+
 /* connection_lost's exc: None for a clean or local close, else an OSError
- * (the errno's subclass) or an AsyncError. */
-static PyObject *close_reason(pxpy_state *st, int error)
+ * (the errno's subclass; socket.gaierror for a name that did not resolve)
+ * or an AsyncError. */
+static PyObject *close_reason(pxpy_state *st, int error, const char *host)
 {
     if (error == 0 || error == PX_ECLOSED)
         return Py_NewRef(Py_None);
+    if (PX_IS_EAI(error))
+        return resolve_error(error, host);
     if (error < 0 && error > -4096)
         return PyObject_CallFunction(PyExc_OSError, "is", -error,
                                      px_strerror(error));
@@ -802,7 +831,7 @@ static void on_close(px_conn_t *conn, int error)
         pxpy_http_closed(t);
     if (t->instance != NULL &&
         PROTOCOL(t)->cb_kind[PXPY_CB_CONNECTION_LOST] != CB_ABSENT) {
-        PyObject *exc = close_reason(t->st, error);
+        PyObject *exc = close_reason(t->st, error, t->peer_host);
         PyObject *r = exc ? call_member(t, PXPY_CB_CONNECTION_LOST, exc) : NULL;
         Py_XDECREF(exc);
         if (r != NULL && pxpy_is_awaitable(r)) {

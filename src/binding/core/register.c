@@ -3,16 +3,22 @@
  * serving them with a protocol class.
  *
  * A listening Transport (server()) listens at once, so that port 0 reports
- * its port and a port in use fails at the call; it is the listener's user
- * data, kept alive by the runtime until the loop stops. Connections it
+ * its port and an address in use fails at the call; it is the listener's
+ * user data, kept alive by the runtime until the loop stops. Connections it
  * accepts before register() wait for the protocol in their first callback
- * (pxpy_await_protocol). A client Transport (client()) only validates and
- * resolves its address; register() publishes the protocol and then
- * connects, so its callbacks always find the protocol.
+ * (pxpy_await_protocol). A client Transport (client()) only validates its
+ * address; register() publishes the protocol and then connects, so its
+ * callbacks always find the protocol. A client's host name is resolved by
+ * the engine's resolver threads, not here: client() and register() may run
+ * on a worker, whose other connections must not wait for a name server.
+ *
+ * Both take either host and port (TCP) or path (a Unix domain socket); a
+ * Transport of a Unix socket keeps its port at -1 (transport.c).
  */
 #include "interp/interp.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netdb.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -70,18 +76,178 @@ static int parse_port(PyObject *port, const char *fname, int *out)
     return 0;
 }
 
+/* A Unix socket's path (str, bytes or os.PathLike) as the engine takes it:
+ * bytes in the file system encoding, an abstract name with its leading NUL.
+ * NULL with ValueError for a path the socket cannot have. */
+static PyObject *unix_path(PyObject *path, const char *fname)
+{
+    PyObject *fs = PyOS_FSPath(path);
+    if (fs == NULL)
+        return NULL;
+    PyObject *bytes =
+        PyUnicode_Check(fs) ? PyUnicode_EncodeFSDefault(fs) : Py_NewRef(fs);
+    Py_DECREF(fs);
+    if (bytes == NULL)
+        return NULL;
+    const char *p = PyBytes_AS_STRING(bytes);
+    Py_ssize_t n = PyBytes_GET_SIZE(bytes);
+    bool abstract = n > 0 && p[0] == '\0';
+    const char *problem = NULL;
+    if (n == 0)
+        problem = "is empty";
+    else if (abstract && n == 1)
+        problem = "is an abstract name without a name after its NUL";
+    else if (strlen(p + 1) != (size_t)n - 1) /* bytes end with a NUL */
+        problem = "has a NUL byte (only an abstract name starts with one)";
+    if (problem != NULL) {
+        PyErr_Format(PyExc_ValueError, "%s() path %s", fname, problem);
+        Py_DECREF(bytes);
+        return NULL;
+    }
+    Py_ssize_t limit = PX_UNIX_PATH_MAX + abstract;
+    if (n > limit) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s() path is %zd bytes long; a Unix socket path holds "
+                     "at most %zd bytes (sun_path is %d bytes%s)",
+                     fname, n, limit, PX_UNIX_PATH_MAX + 1,
+                     abstract ? "" : ", its terminating NUL included");
+        Py_DECREF(bytes);
+        return NULL;
+    }
+    return bytes;
+}
+
+/* Whether server()/client() got path rather than host and port: -1 with
+ * an exception when both or neither were given. */
+static int wants_path(PyObject *host, PyObject *port, PyObject *path,
+                      const char *fname)
+{
+    if (path == Py_None) {
+        if (host == Py_None || port == Py_None) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() needs host and port, or path= for a Unix "
+                         "domain socket",
+                         fname);
+            return -1;
+        }
+        return 0;
+    }
+    if (host != Py_None || port != Py_None) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s() takes host and port, or path, not both", fname);
+        return -1;
+    }
+    return 1;
+}
+
+static const char *host_str(PyObject *host, const char *fname)
+{
+    if (!PyUnicode_Check(host)) {
+        PyErr_Format(PyExc_TypeError, "%s() host must be a str, not %.100s",
+                     fname, Py_TYPE(host)->tp_name);
+        return NULL;
+    }
+    return PyUnicode_AsUTF8(host);
+}
+
+/* The errors of a Unix listen that a user acts on, named plainly. */
+static PyObject *raise_unix_listen_error(pxpy_state *st, int rc, PyObject *path)
+{
+    const char *why = NULL;
+    if (rc == -EADDRINUSE)
+        why = "address already in use: a server accepts connections on this "
+              "socket";
+    else if (rc == -EEXIST)
+        why = "the path exists and is not a socket (only a stale socket file, "
+              "one that refuses connections, is replaced)";
+    if (why == NULL) {
+        PyObject *text = PyUnicode_FromFormat("unix:%S", path);
+        if (text == NULL)
+            return NULL;
+        pxpy_raise_engine_error(st, rc, PyUnicode_AsUTF8(text));
+        Py_DECREF(text);
+        return NULL;
+    }
+    PyObject *exc = PyObject_CallFunction(PyExc_OSError, "isO", -rc, why, path);
+    if (exc != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+/* Stores a Unix path (checked by unix_path) in a Transport's address field,
+ * as the engine reports addresses (px.h). */
+static void store_path(char *field, PyObject *bytes)
+{
+    Py_ssize_t n = PyBytes_GET_SIZE(bytes);
+    memcpy(field, PyBytes_AS_STRING(bytes), (size_t)n);
+    field[n] = '\0';
+}
+
 /* ---- server, client, register ------------------------------------------- */
+
+/* Hands a server()'s Transport, whose addresses are set, its listener. */
+static PyObject *publish_listener(pxpy_state *st, pxpy_transport_t *t,
+                                  px_listener_t *listener)
+{
+    atomic_store(&t->listener, listener);
+    atomic_store(&t->have_addrs, true);
+    PyObject_GC_Track(t);
+    if (pxpy_keep_listener(st, (PyObject *)t) < 0) {
+        /* Out of memory. The listener may still hand t to a connection
+         * until the loop stops, so t must stay alive: it leaks. */
+        px_listener_close(listener);
+        return NULL;
+    }
+    return (PyObject *)t;
+}
+
+static PyObject *server_unix(pxpy_state *st, PyObject *path, int backlog)
+{
+    PyObject *bytes = unix_path(path, "server");
+    if (bytes == NULL)
+        return NULL;
+    px_loop_t *loop = pxpy_loop(st);
+    pxpy_transport_t *t =
+        loop ? pxpy_transport_alloc(st, PXPY_TRANSPORT_LISTENER) : NULL;
+    if (t == NULL) {
+        Py_DECREF(bytes);
+        return NULL;
+    }
+    px_listener_t *listener = NULL;
+    int rc = px_listen_unix(loop, PyBytes_AS_STRING(bytes),
+                            (size_t)PyBytes_GET_SIZE(bytes), backlog,
+                            &pxpy_conn_callbacks, t, &listener);
+    if (rc < 0) {
+        Py_DECREF(bytes);
+        Py_DECREF(t);
+        PyObject *fs = PyOS_FSPath(path);
+        if (fs != NULL)
+            raise_unix_listen_error(st, rc, fs);
+        Py_XDECREF(fs);
+        return NULL;
+    }
+    store_path(t->sock_host, bytes);
+    Py_DECREF(bytes);
+    t->sock_port = -1;
+    return publish_listener(st, t, listener);
+}
 
 static PyObject *server(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *const kwlist[] = {"host", "port", "backlog", NULL};
-    const char *host;
-    PyObject *port_obj;
+    static char *const kwlist[] = {"host", "port", "backlog", "path", NULL};
+    PyObject *host_obj = Py_None, *port_obj = Py_None, *path = Py_None;
     int backlog = 1024, port;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sO|$i:server", kwlist,
-                                     &host, &port_obj, &backlog))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OO$iO:server", kwlist,
+                                     &host_obj, &port_obj, &backlog, &path))
         return NULL;
-    if (parse_port(port_obj, "server", &port) < 0)
+    int unix_socket = wants_path(host_obj, port_obj, path, "server");
+    if (unix_socket < 0)
+        return NULL;
+    const char *host = unix_socket ? "" : host_str(host_obj, "server");
+    if (host == NULL ||
+        (!unix_socket && parse_port(port_obj, "server", &port) < 0))
         return NULL;
     if (backlog < 1) {
         PyErr_SetString(PyExc_ValueError, "server() backlog must be >= 1");
@@ -90,6 +256,8 @@ static PyObject *server(PyObject *module, PyObject *args, PyObject *kwargs)
     pxpy_state *st = pxpy_get_state(module);
     if (pxpy_in_worker_interp(st))
         return pxpy_not_in_worker_interp(st, "server()");
+    if (unix_socket)
+        return server_unix(st, path, backlog);
     char numeric[PXPY_HOST_MAX];
     if (resolve_numeric(st, host, numeric, sizeof(numeric)) < 0)
         return NULL;
@@ -109,48 +277,55 @@ static PyObject *server(PyObject *module, PyObject *args, PyObject *kwargs)
                  port);
         return pxpy_raise_engine_error(st, rc, where);
     }
-    atomic_store(&t->listener, listener);
     snprintf(t->sock_host, sizeof(t->sock_host), "%s",
              numeric[0] ? numeric : "0.0.0.0");
     t->sock_port = px_listener_port(listener);
-    atomic_store(&t->have_addrs, true);
-    PyObject_GC_Track(t);
-    if (pxpy_keep_listener(st, (PyObject *)t) < 0) {
-        /* Out of memory. The listener may still hand t to a connection
-         * until the loop stops, so t must stay alive: it leaks. */
-        px_listener_close(listener);
-        return NULL;
-    }
-    return (PyObject *)t;
+    return publish_listener(st, t, listener);
 }
 
 static PyObject *client(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *const kwlist[] = {"host", "port", NULL};
-    const char *host;
-    PyObject *port_obj;
-    int port;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sO:client", kwlist, &host,
-                                     &port_obj))
+    static char *const kwlist[] = {"host", "port", "path", NULL};
+    PyObject *host_obj = Py_None, *port_obj = Py_None, *path = Py_None;
+    int port = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OO$O:client", kwlist,
+                                     &host_obj, &port_obj, &path))
         return NULL;
-    if (parse_port(port_obj, "client", &port) < 0)
+    int unix_socket = wants_path(host_obj, port_obj, path, "client");
+    if (unix_socket < 0)
         return NULL;
-    if (host[0] == '\0') {
-        PyErr_SetString(PyExc_ValueError, "client() needs a host to connect "
-                                          "to");
+    const char *host = unix_socket ? "" : host_str(host_obj, "client");
+    if (host == NULL ||
+        (!unix_socket && parse_port(port_obj, "client", &port) < 0))
+        return NULL;
+    size_t hostlen = strlen(host);
+    if (!unix_socket && (hostlen == 0 || hostlen >= PXPY_HOST_MAX)) {
+        PyErr_Format(PyExc_ValueError,
+                     hostlen ? "client() host is %zu bytes long; a host name "
+                               "has at most %d"
+                             : "client() needs a host to connect to",
+                     hostlen, PXPY_HOST_MAX - 1);
         return NULL;
     }
+    PyObject *bytes = unix_socket ? unix_path(path, "client") : NULL;
+    if (unix_socket && bytes == NULL)
+        return NULL;
     pxpy_state *st = pxpy_get_state(module);
-    if (pxpy_in_worker_interp(st))
-        return pxpy_not_in_worker_interp(st, "client()");
-    pxpy_transport_t *t = pxpy_transport_alloc(st, PXPY_TRANSPORT_CONNECTION);
-    if (t == NULL)
-        return NULL;
-    /* Until it connects, the peer fields hold the address to connect to. */
-    if (resolve_numeric(st, host, t->peer_host, sizeof(t->peer_host)) < 0) {
-        Py_DECREF(t);
+    pxpy_transport_t *t =
+        pxpy_in_worker_interp(st)
+            ? (pxpy_transport_t *)pxpy_not_in_worker_interp(st, "client()")
+            : pxpy_transport_alloc(st, PXPY_TRANSPORT_CONNECTION);
+    if (t == NULL) {
+        Py_XDECREF(bytes);
         return NULL;
     }
+    /* Until it connects, the peer fields hold the address to connect to:
+     * the name as given (the engine resolves it), or the path. */
+    if (unix_socket)
+        store_path(t->peer_host, bytes);
+    else
+        memcpy(t->peer_host, host, hostlen + 1);
+    Py_XDECREF(bytes);
     t->peer_port = port;
     PyObject_GC_Track(t);
     return (PyObject *)t;
@@ -161,12 +336,22 @@ static int connect_client(pxpy_state *st, pxpy_transport_t *t, px_loop_t *loop)
 {
     px_conn_t *conn = NULL;
     Py_INCREF(t); /* the connection's, released after connection_lost */
-    int rc = px_connect(loop, t->peer_host, t->peer_port, &pxpy_conn_callbacks,
+    int rc;
+    if (t->peer_port < 0) {
+        const char *path = t->peer_host;
+        size_t len = path[0] ? strlen(path) : 1 + strlen(path + 1);
+        rc = px_connect_unix(loop, path, len, &pxpy_conn_callbacks, t, &conn);
+    } else {
+        rc = px_connect(loop, t->peer_host, t->peer_port, &pxpy_conn_callbacks,
                         t, &conn);
+    }
     if (rc < 0) {
         Py_DECREF(t);
         char where[PXPY_HOST_MAX + 16];
-        snprintf(where, sizeof(where), "%s:%d", t->peer_host, t->peer_port);
+        if (t->peer_port < 0)
+            snprintf(where, sizeof(where), "unix:%s", t->peer_host);
+        else
+            snprintf(where, sizeof(where), "%s:%d", t->peer_host, t->peer_port);
         pxpy_raise_engine_error(st, rc, where);
         return -1;
     }
@@ -265,12 +450,15 @@ static PyObject *register_protocol(PyObject *module, PyObject *args,
 static PyMethodDef transport_module_methods[] = {
     {"server", (PyCFunction)(void (*)(void))server,
      METH_VARARGS | METH_KEYWORDS,
-     "server(host, port, *, backlog=1024)\n--\n\n"
-     "Listen on host:port; returns the listening Transport."},
+     "server($module, /, host=None, port=None, *, backlog=1024, "
+     "path=None)\n--\n\n"
+     "Listen on host:port, or on the Unix domain socket at path; returns "
+     "the listening Transport."},
     {"client", (PyCFunction)(void (*)(void))client,
      METH_VARARGS | METH_KEYWORDS,
-     "client(host, port)\n--\n\n"
-     "A Transport that connects to host:port once registered."},
+     "client($module, /, host=None, port=None, *, path=None)\n--\n\n"
+     "A Transport that connects to host:port, or to the Unix domain socket "
+     "at path, once registered."},
     {"register", (PyCFunction)(void (*)(void))register_protocol,
      METH_VARARGS | METH_KEYWORDS,
      "register(transport, protocol)\n--\n\n"

@@ -35,13 +35,27 @@ void pxpy_transport_capture_addrs(pxpy_transport_t *t)
         atomic_store(&t->have_addrs, true);
 }
 
+PyObject *pxpy_address(const char *host, int port)
+{
+    if (port >= 0)
+        return Py_BuildValue("(si)", host, port);
+    if (host[0] != '\0' || host[1] == '\0')
+        return PyUnicode_DecodeFSDefault(host);
+    PyObject *name = PyUnicode_DecodeFSDefault(host + 1);
+    if (name == NULL)
+        return NULL;
+    PyObject *abstract = PyUnicode_FromFormat("%c%U", 0, name);
+    Py_DECREF(name);
+    return abstract;
+}
+
 static PyObject *address(pxpy_transport_t *t, bool peer)
 {
     if (t->kind == PXPY_TRANSPORT_LISTENER && peer)
         Py_RETURN_NONE;
     if (atomic_load(&t->have_addrs)) {
-        return peer ? Py_BuildValue("(si)", t->peer_host, t->peer_port)
-                    : Py_BuildValue("(si)", t->sock_host, t->sock_port);
+        return peer ? pxpy_address(t->peer_host, t->peer_port)
+                    : pxpy_address(t->sock_host, t->sock_port);
     }
     /* Not captured (the connection is not open yet): ask the socket. */
     px_conn_t *conn = atomic_load(&t->conn);
@@ -53,7 +67,7 @@ static PyObject *address(pxpy_transport_t *t, bool peer)
                   : px_conn_sockname(conn, host, sizeof(host), &port);
     if (rc < 0)
         Py_RETURN_NONE;
-    return Py_BuildValue("(si)", host, port);
+    return pxpy_address(host, port);
 }
 
 static PyObject *transport_get_peername(PyObject *op, void *Py_UNUSED(c))
@@ -163,11 +177,32 @@ static PyObject *transport_repr(PyObject *op)
     const char *state = (f & PXPY_T_CLOSED)    ? "closed"
                         : (f & PXPY_T_CLOSING) ? "closing"
                                                : "open";
+    bool have = atomic_load(&t->have_addrs);
+    if (t->kind == PXPY_TRANSPORT_LISTENER ? t->sock_port < 0
+                                           : t->peer_port < 0) {
+        PyObject *sock = pxpy_address(t->sock_host, t->sock_port);
+        PyObject *peer = pxpy_address(t->peer_host, t->peer_port);
+        PyObject *r = NULL;
+        if (sock != NULL && peer != NULL)
+            r = t->kind == PXPY_TRANSPORT_LISTENER
+                    ? PyUnicode_FromFormat("<pyparallel.Transport listening "
+                                           "on unix:%R %s>",
+                                           sock, state)
+                : have ? PyUnicode_FromFormat("<pyparallel.Transport unix:%R "
+                                              "-> unix:%R %s>",
+                                              sock, peer, state)
+                       : PyUnicode_FromFormat("<pyparallel.Transport to "
+                                              "unix:%R %s>",
+                                              peer, state);
+        Py_XDECREF(sock);
+        Py_XDECREF(peer);
+        return r;
+    }
     if (t->kind == PXPY_TRANSPORT_LISTENER)
         return PyUnicode_FromFormat("<pyparallel.Transport listening on "
                                     "%s:%d %s>",
                                     t->sock_host, t->sock_port, state);
-    if (!atomic_load(&t->have_addrs))
+    if (!have)
         return PyUnicode_FromFormat("<pyparallel.Transport to %s:%d %s>",
                                     t->peer_host, t->peer_port, state);
     return PyUnicode_FromFormat("<pyparallel.Transport %s:%d -> %s:%d %s>",

@@ -508,7 +508,9 @@ static PyObject *client_address(pxpy_http_protocol_t *self)
 {
     if (self->client == NULL) {
         pxpy_transport_t *t = self->transport;
-        if (t != NULL && atomic_load(&t->have_addrs))
+        /* Over a Unix socket there is no network peer: None, as
+         * uvicorn's scope gives. */
+        if (t != NULL && atomic_load(&t->have_addrs) && t->peer_port >= 0)
             self->client = Py_BuildValue("(si)", t->peer_host, t->peer_port);
         else
             self->client = Py_NewRef(Py_None);
