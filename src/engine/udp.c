@@ -100,7 +100,7 @@ int px_udp_sockname(const px_udp_t *u, char *host, size_t hostlen, int *port)
     socklen_t len = sizeof(a);
     if (getsockname(u->fd, (struct sockaddr *)&a, &len) < 0)
         return -errno;
-    return px__format_addr(&a, host, hostlen, port);
+    return px__format_addr(&a, len, host, hostlen, port);
 }
 
 int px_udp_peername(const px_udp_t *u, char *host, size_t hostlen, int *port)
@@ -111,7 +111,7 @@ int px_udp_peername(const px_udp_t *u, char *host, size_t hostlen, int *port)
     socklen_t len = sizeof(a);
     if (getpeername(u->fd, (struct sockaddr *)&a, &len) < 0)
         return -errno;
-    return px__format_addr(&a, host, hostlen, port);
+    return px__format_addr(&a, len, host, hostlen, port);
 }
 
 /* ---- the worker's side ------------------------------------------------ */
@@ -145,7 +145,8 @@ static void on_ready(void *arg)
         atomic_fetch_add(&u->loop->stat_bytes_in, (uint64_t)n);
         char host[INET6_ADDRSTRLEN];
         int port = 0;
-        if (px__format_addr(&from, host, sizeof(host), &port) < 0)
+        if (px__format_addr(&from, msg.msg_namelen, host, sizeof(host), &port) <
+            0)
             host[0] = '\0';
         if (u->cbs.on_datagram)
             u->cbs.on_datagram(u, u->rbuf, (size_t)n, host, port);
