@@ -255,6 +255,9 @@ void pxpy_count_error(pxpy_state *st);
  * context) and returns NULL. context may be NULL. */
 PyObject *pxpy_raise_engine_error(pxpy_state *st, int code,
                                   const char *context);
+/* socket.gaierror(EAI code of PX_EAI code, message): a new exception, or
+ * NULL with one set. */
+PyObject *pxpy_gaierror(int code, PyObject *message);
 
 /* ---- work (core/work.c) ----------------------------------------------- */
 

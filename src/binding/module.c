@@ -162,10 +162,36 @@ int pxpy_parse_mode(PyObject *name, pxpy_mode_t *mode)
 
 /* ---- errors ------------------------------------------------------------ */
 
+PyObject *pxpy_gaierror(int code, PyObject *message)
+{
+    PyObject *socket = PyImport_ImportModule("socket");
+    PyObject *type = socket ? PyObject_GetAttrString(socket, "gaierror") : NULL;
+    Py_XDECREF(socket);
+    PyObject *exc =
+        type ? PyObject_CallFunction(type, "iO", PX_EAI_CODE(code), message)
+             : NULL;
+    Py_XDECREF(type);
+    return exc;
+}
+
 PyObject *pxpy_raise_engine_error(pxpy_state *st, int code, const char *context)
 {
     if (code == -ENOMEM)
         return PyErr_NoMemory();
+    if (PX_IS_EAI(code)) {
+        /* A name that did not resolve: socket.gaierror, as
+         * socket.getaddrinfo raises it. */
+        PyObject *message =
+            context ? PyUnicode_FromFormat("%s: %s", context, px_strerror(code))
+                    : PyUnicode_FromString(px_strerror(code));
+        PyObject *exc = message ? pxpy_gaierror(code, message) : NULL;
+        Py_XDECREF(message);
+        if (exc != NULL) {
+            PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+            Py_DECREF(exc);
+        }
+        return NULL;
+    }
     if (code < 0 && code > -4096) {
         PyObject *exc = context
                             ? PyObject_CallFunction(PyExc_OSError, "iss", -code,

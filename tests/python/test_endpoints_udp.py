@@ -160,7 +160,7 @@ def test_an_endpoint_keeps_run_going_until_stop(reports):
         ({"local_addr": LOCALHOST}, TypeError),
         ({"local_addr": (LOCALHOST, "0")}, TypeError),
         ({"local_addr": (LOCALHOST, 70000)}, ValueError),
-        ({"local_addr": ("no-such-host.invalid", 0)}, OSError),
+        ({"local_addr": ("no-such-host.invalid", 0)}, socket.gaierror),
     ],
 )
 def test_bad_endpoint_arguments(kwargs, error):

@@ -764,24 +764,14 @@ static void on_send_complete(px_conn_t *conn, uint64_t send_id)
  * message. */
 static PyObject *resolve_error(int error, const char *host)
 {
-    PyObject *socket = PyImport_ImportModule("socket");
-    PyObject *type = socket ? PyObject_GetAttrString(socket, "gaierror") : NULL;
-    Py_XDECREF(socket);
-    if (type == NULL)
-        return NULL;
     PyObject *name =
         PyUnicode_DecodeUTF8(host, (Py_ssize_t)strlen(host), "replace");
-    PyObject *exc = NULL;
-    if (name != NULL) {
-        PyObject *message =
-            PyUnicode_FromFormat("%s (resolving %R)", px_strerror(error), name);
-        if (message != NULL)
-            exc =
-                PyObject_CallFunction(type, "iO", PX_EAI_CODE(error), message);
-        Py_XDECREF(message);
-        Py_DECREF(name);
-    }
-    Py_DECREF(type);
+    PyObject *message = name ? PyUnicode_FromFormat("%s (resolving %R)",
+                                                    px_strerror(error), name)
+                             : NULL;
+    PyObject *exc = message ? pxpy_gaierror(error, message) : NULL;
+    Py_XDECREF(message);
+    Py_XDECREF(name);
     return exc;
 }
 
