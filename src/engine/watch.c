@@ -44,7 +44,9 @@ int px_watch_start(px_loop_t *loop, int worker, int fd, px_work_fn on_ready,
     x->on_done = on_done;
     x->arg = arg;
     x->want_arm = true;
-    atomic_init(&x->refs, watch ? 2 : 1); /* the worker's, the caller's */
+    /* The worker's (its list's, dropped after on_done; the ADD message
+     * carries its own while in the inbox) and the caller's. */
+    atomic_init(&x->refs, watch ? 2 : 1);
     pthread_mutex_init(&x->lock, NULL);
     px__q_init(&x->ready_node);
     px__q_init(&x->all_node);
@@ -171,7 +173,8 @@ void px__watch_handle_msg(px__worker_t *w, px__msg_t *m)
             x->stop_requested = true;
             pthread_mutex_unlock(&x->lock);
         }
-        px_watch_ref(x); /* the worker's list: dropped after on_done */
+        /* The list holds the worker's reference from px_watch_start: taking
+         * another here would leave one that nothing drops. */
     }
     /* done is the holder's to set: an update that arrives after on_done
      * (posted before it) has nothing left to do. */

@@ -3,13 +3,16 @@
  * connections: readiness of a pipe or an eventfd is reported on the chosen
  * worker, once per arm (re-armed from on_ready or from another thread);
  * a watch stopped before or after it fired, from on_ready, or by the loop's
- * stop gets its on_done exactly once and never while on_ready runs; many
+ * stop gets its on_done exactly once and never while on_ready runs, after
+ * which the owner's reference is the only one left; many
  * watches on both workers; px_submit_to and px_timer_start_on run on the
  * worker they name; a suspended connection's events wait for
  * px_conn_resume_events and arrive in order. Each case runs under both
  * backends.
  */
 #include "engine_util.h"
+/* For a watch's reference count, which no public call shows. */
+#include "px_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -100,10 +103,19 @@ static void check_clean(probe_t *p)
     ASSERT_INT_EQ(atomic_load(&p->late), 0);
 }
 
-/* Checks what every probe must show, and drops its watch. */
+/* The references the probe's watch holds now. */
+static int watch_refs(probe_t *p)
+{
+    return atomic_load(&atomic_load(&p->watch)->refs);
+}
+
+/* Checks what every probe must show, and drops its watch: once on_done ran
+ * the worker lets go of it (right after on_done returns), so the probe's
+ * reference is the last and dropping it frees the watch. */
 static void finish_probe(probe_t *p)
 {
     check_clean(p);
+    WAIT_FOR(watch_refs(p) == 1, WAIT_MS);
     px_watch_unref(atomic_load(&p->watch));
 }
 
@@ -218,6 +230,7 @@ static void test_stop_with_loop(int backend)
     check_clean(&fired);
     /* Stopping after the loop did is harmless. */
     px_watch_stop(atomic_load(&fired.watch));
+    ASSERT_INT_EQ(watch_refs(&fired), 1);
     px_watch_unref(atomic_load(&fired.watch));
     close_pipe(a);
     close_pipe(b);
