@@ -254,12 +254,14 @@ void px_conn_resume_events(px_conn_t *conn);
 
 /* A work item runs fn(arg) once on a worker; when the loop stops first,
  * cancel(arg) runs instead, on a worker thread inside the dispatch bracket
- * (so a binding may touch its runtime there). */
+ * (so a binding may touch its runtime there). It is queued on the least
+ * busy worker, and an idle worker takes it from there while that worker is
+ * inside a callback: fn must not depend on which worker runs it. */
 typedef void (*px_work_fn)(void *arg);
 int px_submit(px_loop_t *loop, px_work_fn fn, px_work_fn cancel, void *arg);
 /* px_submit on the given worker (0 .. px_loop_worker_count - 1), in FIFO
- * order with that worker's other work: for state that lives on one worker.
- * -EINVAL for another index. */
+ * order with that worker's other work, and never taken by another: for
+ * state that lives on one worker. -EINVAL for another index. */
 int px_submit_to(px_loop_t *loop, int worker, px_work_fn fn, px_work_fn cancel,
                  void *arg);
 
@@ -394,7 +396,9 @@ int px_file_write(px_loop_t *loop, int worker, const char *path,
 typedef struct {
     uint64_t callbacks;   /* callbacks and work items run */
     uint64_t queue_depth; /* events and work waiting for this worker */
-    uint64_t handoffs;    /* times its thread blocked and was replaced */
+    uint64_t handoffs;    /* times its thread was replaced while blocked,
+                           * or while computing, in one callback */
+    uint64_t steals;      /* work items it took from a busy worker */
 } px_worker_stats_t;
 
 typedef struct {

@@ -512,6 +512,7 @@ class _WorkerStats(TypedDict):
     callbacks: int
     queue_depth: int
     handoffs: int
+    steals: int
     # Mode "interpreters" only: how much the resident set grew while the
     # worker's interpreter was created and set up (bytes).
     memory: NotRequired[int]

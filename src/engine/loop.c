@@ -312,14 +312,16 @@ void px__listeners_stop_all(px__worker_t *w)
 px__worker_t *px__pick_worker(px_loop_t *loop)
 {
     /* The least loaded worker, scanning from a rotating start so that ties
-     * spread out. */
+     * spread out. A callback under way counts as one item: an idle worker
+     * starts at once, where a busy one may compute for long. */
     unsigned start = atomic_fetch_add(&loop->next_worker, 1);
     px__worker_t *best = NULL;
     size_t best_load = SIZE_MAX;
     for (int i = 0; i < loop->nworkers; i++) {
         px__worker_t *w =
             &loop->workers[(start + (unsigned)i) % (unsigned)loop->nworkers];
-        size_t load = atomic_load(&w->work_count);
+        size_t load = atomic_load(&w->work_count) +
+                      (atomic_load(&w->state) & PX__IN_CALLBACK);
         if (load < best_load) {
             best = w;
             best_load = load;
@@ -332,7 +334,7 @@ px__worker_t *px__pick_worker(px_loop_t *loop)
 
 /* ---- work ------------------------------------------------------------- */
 
-static int submit(px_loop_t *loop, px__worker_t *w, px_work_fn fn,
+static int submit(px_loop_t *loop, px__worker_t *w, bool pinned, px_work_fn fn,
                   px_work_fn cancel, void *arg)
 {
     if (atomic_load(&loop->stopping) || !atomic_load(&loop->started))
@@ -343,6 +345,7 @@ static int submit(px_loop_t *loop, px__worker_t *w, px_work_fn fn,
     work->fn = fn;
     work->cancel = cancel;
     work->arg = arg;
+    work->pinned = pinned;
     return px__worker_submit(w, work);
 }
 
@@ -352,7 +355,7 @@ int px_submit(px_loop_t *loop, px_work_fn fn, px_work_fn cancel, void *arg)
         return -EINVAL;
     if (atomic_load(&loop->stopping) || !atomic_load(&loop->started))
         return PX_ESTOPPED;
-    return submit(loop, px__pick_worker(loop), fn, cancel, arg);
+    return submit(loop, px__pick_worker(loop), false, fn, cancel, arg);
 }
 
 int px_submit_to(px_loop_t *loop, int worker, px_work_fn fn, px_work_fn cancel,
@@ -360,7 +363,7 @@ int px_submit_to(px_loop_t *loop, int worker, px_work_fn fn, px_work_fn cancel,
 {
     if (fn == NULL || worker < 0 || worker >= loop->nworkers)
         return -EINVAL;
-    return submit(loop, &loop->workers[worker], fn, cancel, arg);
+    return submit(loop, &loop->workers[worker], true, fn, cancel, arg);
 }
 
 /* ---- statistics ------------------------------------------------------- */
@@ -382,6 +385,7 @@ void px_loop_stats(px_loop_t *loop, px_stats_t *st)
         px__worker_t *w = &loop->workers[i];
         st->worker[i].callbacks = atomic_load(&w->stat_callbacks);
         st->worker[i].handoffs = atomic_load(&w->stat_handoffs);
+        st->worker[i].steals = atomic_load(&w->stat_steals);
         st->worker[i].queue_depth =
             atomic_load(&w->work_count) + atomic_load(&w->inbox_count);
         st->pending_work += atomic_load(&w->work_count);

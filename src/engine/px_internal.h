@@ -14,12 +14,16 @@
  *     worker; a thread holding none waits as a spare.
  *   monitor: a thread that checks, every few milliseconds, whether a worker's
  *     thread has been inside one user callback for longer than handoff_ms.
- *     If so it takes the worker from that thread (one CAS on the worker's
- *     state word, see below) and hands it to a spare, so the other
- *     connections of that worker keep being served: IOCP's "one active thread
- *     per core". The thread that blocked finishes its callback, notices it
- *     lost the worker, hands back what it was doing through the inbox, and
- *     becomes a spare.
+ *     If so (the callback blocks, or it computes while a core is left for
+ *     the others) it takes the worker from that thread (one CAS on the
+ *     worker's state word, see below) and hands it to a spare, so the other
+ *     connections of that worker keep being served: IOCP's "one active
+ *     thread per core". The thread that blocked finishes its callback,
+ *     notices it lost the worker, hands back what it was doing through the
+ *     inbox, and becomes a spare.
+ *   work stealing: a worker with nothing of its own to run takes the oldest
+ *     work item (px_submit's, not px_submit_to's) queued on a worker that
+ *     is inside a callback.
  *
  * The rule that makes the hand-off safe: backend state (ring, epoll set,
  * ready list, timer heap) is touched only by the thread that holds the
@@ -250,6 +254,7 @@ typedef struct px__work_s {
     px_work_fn fn;
     px_work_fn cancel;
     void *arg;
+    bool pinned; /* px_submit_to: runs on its worker only, never stolen */
 } px__work_t;
 
 struct px_timer_s {
@@ -345,6 +350,7 @@ struct px__worker_s {
     atomic_size_t inbox_count;
     px__qnode_t work; /* px__work_t, FIFO */
     atomic_size_t work_count;
+    atomic_size_t stealable_count; /* of those, not pinned */
 
     /* Holder-only state. */
     bool stopping;           /* STOP received */
@@ -365,12 +371,17 @@ struct px__worker_s {
      * returned within a threshold: enough of them end the spell. */
     atomic_uint quick_in_spell;
 
+    /* The monitor's verdict on the callback under way (monitor only): it
+     * computes for longer than a threshold. */
+    bool mon_computing;
+
     atomic_int nconns;   /* live connections it owns */
     atomic_int adopting; /* accepted, ADOPT not yet handled */
 
     /* Statistics (relaxed atomics). */
     atomic_uint_fast64_t stat_callbacks;
     atomic_uint_fast64_t stat_handoffs;
+    atomic_uint_fast64_t stat_steals;
     atomic_uint_fast64_t stat_events;
 };
 
@@ -381,6 +392,9 @@ typedef struct px__thread_s {
     uint64_t epoch;               /* state epoch when it took it */
     int last_worker;              /* index of the last worker held */
     _Atomic pid_t kernel_tid;     /* for the monitor's /proc look-up */
+    atomic_bool taken_computing;  /* lost its worker while computing in
+                                   * a callback (counted in the loop's
+                                   * computing_orphans until it returns) */
     bool gave_early;              /* gave its worker away as its callback
                                    * started; the callback's start: */
     uint64_t early_wall, early_cpu;
@@ -405,6 +419,10 @@ struct px_loop_s {
     int workers_finished;
     pthread_cond_t finished_cond;
     bool threads_exit; /* spares exit instead of waiting */
+    /* Threads still computing in the callback their worker was taken from:
+     * together with the holders computing past a threshold, the cores that
+     * long computations occupy (worker.c). */
+    atomic_int computing_orphans;
     pthread_t monitor;
     pthread_cond_t monitor_wake;
     bool monitor_running;

@@ -1,16 +1,24 @@
 /*
- * worker.c - the thread pool, the worker loop, the inbox and the hand-off
- * monitor.
+ * worker.c - the thread pool, the worker loop, the inbox, work stealing and
+ * the hand-off monitor.
  *
  * A worker is a slot (backend instance, ready list, timers, inbox); a thread
  * holds at most one worker and runs its loop. The monitor takes a worker away
  * from a thread that has been inside one user callback for longer than
  * handoff_ms and gives it to a spare thread (creating one if none waits and
  * max_threads allows), so a blocking callback stalls only its own connection.
- * The thread that blocked learns it lost the worker when its callback
+ * A computing callback's worker is taken too, as long as the threads
+ * computing in long callbacks leave a worker's worth of cores for the rest:
+ * the thread that takes it mostly waits for I/O, so it uses the core an idle
+ * worker left. The thread that lost the worker learns it when its callback
  * returns (px__callback_leave fails), finishes what it was doing through
  * thread-safe paths and waits as a spare. See px_internal.h for the state
  * word protocol that guarantees exactly one holder.
+ *
+ * Work items are queued on one worker, but a worker that has nothing of its
+ * own to run takes (steals) the oldest item that may run anywhere from a
+ * worker busy in a callback, so one long item does not hold up the items
+ * queued behind it while another worker idles.
  */
 #include "px_internal.h"
 
@@ -171,6 +179,8 @@ bool px__callback_leave(px__worker_t *w)
      * the callback (or we gave it away as the callback started): we no
      * longer hold it. A callback given away early that blocked (it ran
      * for a threshold, mostly off the CPU) keeps the spell going. */
+    if (atomic_exchange(&t->taken_computing, false))
+        atomic_fetch_sub(&w->loop->computing_orphans, 1);
     if (t->gave_early) {
         t->gave_early = false;
         uint64_t now = px_now_ns();
@@ -304,9 +314,20 @@ int px__worker_submit(px__worker_t *w, px__work_t *work)
     pthread_mutex_lock(&w->inbox_lock);
     px__q_push(&w->work, &work->node);
     atomic_fetch_add(&w->work_count, 1);
+    if (!work->pinned)
+        atomic_fetch_add(&w->stealable_count, 1);
     pthread_mutex_unlock(&w->inbox_lock);
     px__worker_wake(w);
     return 0;
+}
+
+/* Takes work off w's queue; inbox_lock held. */
+static void work_remove_locked(px__worker_t *w, px__work_t *work)
+{
+    px__q_remove(&work->node);
+    atomic_fetch_sub(&w->work_count, 1);
+    if (!work->pinned)
+        atomic_fetch_sub(&w->stealable_count, 1);
 }
 
 static px__work_t *pop_work(px__worker_t *w)
@@ -314,11 +335,67 @@ static px__work_t *pop_work(px__worker_t *w)
     if (atomic_load(&w->work_count) == 0)
         return NULL;
     pthread_mutex_lock(&w->inbox_lock);
-    px__qnode_t *n = px__q_pop(&w->work);
-    if (n)
-        atomic_fetch_sub(&w->work_count, 1);
+    px__work_t *work = NULL;
+    if (!px__q_empty(&w->work)) {
+        work = px__container_of(w->work.next, px__work_t, node);
+        work_remove_locked(w, work);
+    }
     pthread_mutex_unlock(&w->inbox_lock);
-    return n ? px__container_of(n, px__work_t, node) : NULL;
+    return work;
+}
+
+/* Whether v is inside a callback with work that may run elsewhere queued
+ * behind it. */
+static bool worth_stealing_from(px__worker_t *v)
+{
+    return (atomic_load(&v->state) & PX__IN_CALLBACK) &&
+           atomic_load(&v->stealable_count) > 0;
+}
+
+/* The busy worker with the most stealable work, other than w; NULL when
+ * there is none. Only a worker inside a callback is robbed: any other runs
+ * its queue itself within a round, and taking items from it would only move
+ * them between caches. */
+static px__worker_t *steal_victim(px__worker_t *w)
+{
+    px_loop_t *loop = w->loop;
+    px__worker_t *best = NULL;
+    size_t most = 0;
+    for (int i = 1; i < loop->nworkers; i++) {
+        px__worker_t *v = &loop->workers[(w->index + i) % loop->nworkers];
+        size_t n = atomic_load(&v->stealable_count);
+        if (n > most && worth_stealing_from(v)) {
+            best = v;
+            most = n;
+        }
+    }
+    return best;
+}
+
+/* The oldest work item of a busy worker's queue that is not pinned to it,
+ * for w to run; NULL when there is none. Items pinned to their worker
+ * (px_submit_to) stay, in their order. */
+static px__work_t *steal_work(px__worker_t *w)
+{
+    if (w->stopping || atomic_load(&w->loop->stopping))
+        return NULL; /* the victim's stop cancels what it has queued */
+    px__worker_t *v = steal_victim(w);
+    if (v == NULL)
+        return NULL;
+    px__work_t *work = NULL;
+    pthread_mutex_lock(&v->inbox_lock);
+    for (px__qnode_t *n = v->work.next; n != &v->work; n = n->next) {
+        px__work_t *candidate = px__container_of(n, px__work_t, node);
+        if (!candidate->pinned) {
+            work = candidate;
+            work_remove_locked(v, work);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&v->inbox_lock);
+    if (work)
+        atomic_fetch_add_explicit(&w->stat_steals, 1, memory_order_relaxed);
+    return work;
 }
 
 /* Runs the work items still queued at shutdown through their cancel
@@ -382,6 +459,9 @@ static bool dispatch(px__worker_t *w, bool *entered)
                 return false;
         }
         px__work_t *work = pop_work(w);
+        /* Nothing of its own ran this round: help a busy worker. */
+        if (work == NULL && !progressed)
+            work = steal_work(w);
         if (work) {
             if (!*entered) {
                 px__dispatch_enter(w);
@@ -404,7 +484,9 @@ static bool dispatch(px__worker_t *w, bool *entered)
 static bool has_pending(px__worker_t *w)
 {
     return !px__q_empty(&w->ready) || !px__q_empty(&w->watch_ready) ||
-           atomic_load(&w->work_count) > 0 || atomic_load(&w->inbox_count) > 0;
+           atomic_load(&w->work_count) > 0 ||
+           atomic_load(&w->inbox_count) > 0 ||
+           (!w->stopping && steal_victim(w) != NULL);
 }
 
 /* The worker is finished when it was told to stop and nothing of it is
@@ -592,29 +674,77 @@ static bool holder_sleeping(px__worker_t *w)
     return p == NULL || p[1] != ' ' || p[2] == 'S' || p[2] == 'D';
 }
 
-/* Whether the callback that started at `since` is blocked rather than
- * computing. IOCP replaces a thread that blocks, not one that works: a
- * CPU-bound callback handed off would only add a thread competing for the
- * same cores. Blocked means the holder used less than half of the last
+typedef enum {
+    CALLBACK_YOUNG,    /* not judged yet */
+    CALLBACK_BLOCKED,  /* past a threshold, mostly off the CPU */
+    CALLBACK_COMPUTING /* past a threshold, computing */
+} callback_verdict_t;
+
+/* What the callback that started at `since` is doing, once it has run for
+ * a threshold. Blocked means the holder used less than half of the last
  * wall time since the monitor first saw the callback (at least half a
- * threshold) on a CPU, once the callback has run for a threshold. */
-static bool holder_blocked(px__worker_t *w, uint64_t since, uint64_t now,
-                           uint64_t threshold)
+ * threshold) on a CPU, and sleeps in the kernel; otherwise it computes.
+ * Between two samples the last verdict stands. */
+static callback_verdict_t judge_callback(px__worker_t *w, uint64_t since,
+                                         uint64_t now, uint64_t threshold)
 {
     if (w->mon_since != since) {
         w->mon_since = since;
         w->mon_wall = now;
         w->mon_cpu = holder_cpu_ns(w);
-        return false;
+        w->mon_computing = false;
+        return CALLBACK_YOUNG;
     }
     uint64_t wall = now - w->mon_wall;
-    if (now < since + threshold || wall < threshold / 2)
-        return false;
+    if (now < since + threshold)
+        return CALLBACK_YOUNG;
+    if (wall < threshold / 2)
+        return w->mon_computing ? CALLBACK_COMPUTING : CALLBACK_YOUNG;
     uint64_t cpu = holder_cpu_ns(w);
     uint64_t used = cpu > w->mon_cpu ? cpu - w->mon_cpu : 0;
     w->mon_wall = now;
     w->mon_cpu = cpu;
-    return used < wall / 2 && holder_sleeping(w);
+    w->mon_computing = !(used < wall / 2 && holder_sleeping(w));
+    return w->mon_computing ? CALLBACK_COMPUTING : CALLBACK_BLOCKED;
+}
+
+/* Whether w has anything for a new holder to serve besides the callback
+ * under way: connections, messages, or work only it may run. */
+static bool has_others(px__worker_t *w)
+{
+    return atomic_load(&w->nconns) > 0 || atomic_load(&w->inbox_count) > 0 ||
+           atomic_load(&w->work_count) > atomic_load(&w->stealable_count);
+}
+
+/* Takes the worker of a computing callback; threads_lock held. The thread
+ * computing is counted in computing_orphans until its callback returns
+ * (px__callback_leave). */
+static void take_computing_locked(px_loop_t *loop, px__worker_t *w,
+                                  uint64_t held)
+{
+    px__thread_t *t = atomic_load(&w->holder);
+    if (t == NULL)
+        return;
+    /* Marked before the CAS: the holder reads the mark only after its own
+     * CAS failed, that is after ours succeeded. */
+    atomic_store(&t->taken_computing, true);
+    atomic_fetch_add(&loop->computing_orphans, 1);
+    if (!take_worker_locked(loop, w, held)) {
+        atomic_store(&t->taken_computing, false);
+        atomic_fetch_sub(&loop->computing_orphans, 1);
+    }
+}
+
+/* Wakes one sleeping worker other than w to steal from it. */
+static void wake_a_thief(px_loop_t *loop, px__worker_t *w)
+{
+    for (int i = 1; i < loop->nworkers; i++) {
+        px__worker_t *o = &loop->workers[(w->index + i) % loop->nworkers];
+        if (atomic_load(&o->sleeping)) {
+            px__worker_wake(o);
+            return;
+        }
+    }
 }
 
 static void *monitor_main(void *arg)
@@ -640,19 +770,48 @@ static void *monitor_main(void *arg)
             break;
         uint64_t now = px_now_ns();
         watching = false;
+        /* Threads computing in long callbacks: those that lost their
+         * worker, and the holders judged below. */
+        int computing = atomic_load(&loop->computing_orphans);
+        int ncandidates = 0;
+        px__worker_t *candidates[PX_MAX_WORKERS];
+        uint64_t held[PX_MAX_WORKERS];
         for (int i = 0; i < loop->nworkers; i++) {
             px__worker_t *w = &loop->workers[i];
             uint64_t s = atomic_load(&w->state);
             if (!(s & PX__IN_CALLBACK))
                 continue;
             watching = true;
+            /* Items queued behind a callback go to an idle worker, which
+             * a submit may not have woken (it was busy then). */
+            if (worth_stealing_from(w))
+                wake_a_thief(loop, w);
             uint64_t since =
                 atomic_load_explicit(&w->callback_since, memory_order_relaxed);
-            if (!holder_blocked(w, since, now, threshold))
-                continue;
-            mark_blocking(w, now);
-            take_worker_locked(loop, w, s);
+            switch (judge_callback(w, since, now, threshold)) {
+            case CALLBACK_YOUNG:
+                break;
+            case CALLBACK_BLOCKED:
+                mark_blocking(w, now);
+                take_worker_locked(loop, w, s);
+                break;
+            case CALLBACK_COMPUTING:
+                computing++;
+                if (has_others(w)) {
+                    candidates[ncandidates] = w;
+                    held[ncandidates++] = s;
+                }
+                break;
+            }
         }
+        /* A computing callback's other connections are served by a new
+         * holder while the long computations leave at least a worker's
+         * worth of cores idle: the new holder mostly waits for I/O and
+         * uses that core. Past that every core computes, and a thread
+         * more would only compete with them (IOCP's concurrency limit). */
+        if (computing < loop->nworkers)
+            for (int i = 0; i < ncandidates; i++)
+                take_computing_locked(loop, candidates[i], held[i]);
     }
     pthread_mutex_unlock(&loop->threads_lock);
     return NULL;
