@@ -257,6 +257,8 @@ static void *file_thread_main(void *arg)
         r->work->fn = deliver;
         r->work->cancel = deliver;
         r->work->arg = r;
+        /* Settled on the worker that asked: never taken by another. */
+        r->work->pinned = true;
         px__worker_submit(&r->loop->workers[r->worker], r->work);
         pthread_mutex_lock(&fs->lock);
     }
