@@ -448,15 +448,15 @@ def _connections_on_two_workers(port):
     """Two connections served by different workers (a connection stays on
     the worker that accepted it), out of up to 8 opened."""
     clients = []
-    by_thread = {}
+    by_worker = {}
     for _ in range(8):
         client = Client(port)
         clients.append(client)
-        by_thread.setdefault(client.request("GET", "/whoami").body, client)
-        if len(by_thread) == 2:
+        by_worker.setdefault(client.request("GET", "/whoami").body, client)
+        if len(by_worker) == 2:
             break
-    assert len(by_thread) == 2, "8 connections, all served by one worker"
-    return clients, list(by_thread.values())
+    assert len(by_worker) == 2, "8 connections, all served by one worker"
+    return clients, list(by_worker.values())
 
 
 def two_workers_ratio(port, target):

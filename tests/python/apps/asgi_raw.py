@@ -11,7 +11,6 @@ failing_app's lifespan startup fails; it serves nothing.
 import asyncio
 import json
 import os
-import threading
 
 
 def note(line):
@@ -135,7 +134,8 @@ async def cpu(scope, receive, send):
 
 
 async def whoami(scope, receive, send):
-    await respond(send, str(threading.get_ident()).encode())
+    """The serving worker, told by its loop (see conformance.whoami)."""
+    await respond(send, str(id(asyncio.get_running_loop())).encode())
 
 
 async def state(scope, receive, send):

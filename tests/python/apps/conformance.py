@@ -11,10 +11,11 @@ import io
 import json
 import os
 import sys
-import threading
 import time
 import warnings
 from wsgiref.validate import WSGIWarning, validator
+
+import pyparallel as px
 
 # A validator warning is a failure of the server under test, not a note.
 warnings.simplefilter("error", WSGIWarning)
@@ -213,9 +214,11 @@ def blocking(environ, start_response):
 
 
 def whoami(environ, start_response):
-    """The serving thread: a connection stays on the worker that accepted it,
-    and a computing request keeps its worker's thread."""
-    return text(start_response, str(threading.get_native_id()))
+    """The serving worker, told by its asyncio loop (one per worker): a
+    connection stays on the worker that accepted it, though a worker may
+    move to another thread (a blocked or computing callback's is handed
+    off)."""
+    return text(start_response, str(id(px.worker_loop())))
 
 
 def streamed(environ, start_response):
