@@ -4,9 +4,10 @@ hypothesis, which worker interpreters cannot load."""
 
 import asyncio
 import hashlib
+import json
 
 from conftest import FileLogged
-from pyparallel.http import HttpServer, RequestBodyError, route
+from pyparallel.http import HttpServer, RequestBodyError, WSGIServer, route
 
 MIB = 1 << 20
 BLOCK = bytes(range(256)) * 256  # 64 KiB
@@ -135,3 +136,26 @@ class Buffered(HttpServer):
         except RuntimeError as error:
             return {"data": data.decode(), "again": str(error), "body": request.body.decode()}
         return "stream() twice was allowed"
+
+
+def incremental_app(environ, start_response):
+    """Reads wsgi.input in pieces; notes in the file its query names when it
+    saw the first piece."""
+    stream = environ["wsgi.input"]
+    first = stream.read(1024)
+    with open(environ["QUERY_STRING"], "a") as log:
+        log.write(f"first {len(first)}\n")
+    rest = stream.read()
+    body = json.dumps(
+        {
+            "length": len(first) + len(rest),
+            "sha256": digest(first + rest),
+            "content_length": environ.get("CONTENT_LENGTH"),
+            "terminated": environ["wsgi.input_terminated"],
+        }
+    ).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+
+
+IncrementalWSGI = WSGIServer.for_app(incremental_app)

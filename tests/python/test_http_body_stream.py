@@ -7,13 +7,14 @@ once per request, both on a buffered class too, "100 Continue" sent when
 the handler first reads, the limits (413 before the handler for a
 Content-Length, mid-stream for a chunked body; 408 for a stalled body), a
 client that goes away mid-body, answers given without reading (kept alive
-or closed), pipelining after a streamed body, and a property test: a body
-cut at random points, chunked or not, reads back the same on both kinds of
-class.
+or closed), pipelining after a streamed body, WSGI's wsgi.input read
+incrementally, and a property test: a body cut at random points, chunked
+or not, reads back the same on both kinds of class.
 
 The apps are in http_body_stream_apps.py (mode "interpreters" imports them
 in each worker, which cannot import hypothesis); what a handler learns
-reaches the test through a file (conftest's FileLogged).
+reaches the test through a file (conftest's FileLogged), or the WSGI app's
+through the file its query names.
 """
 
 import hashlib
@@ -26,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import connect, logged_lines, logging_to, memory_not_under_sanitizer, wait_for
-from http_body_stream_apps import BLOCK, Buffered, Limited, Streamed, digest
+from http_body_stream_apps import BLOCK, Buffered, IncrementalWSGI, Limited, Streamed, digest
 from http_helpers import Client, build_request, chunked, serve_http
 
 MIB = 1 << 20
@@ -326,6 +327,38 @@ def test_pipelined_requests_after_a_streamed_body(rt, tmp_path):
             assert answer["sha256"] == digest(data)
             assert client.read_response().body == b"hello"
             assert client.read_response().body == b"hello"
+
+    rt.run(drive)
+
+
+# ---- WSGI ------------------------------------------------------------------------
+
+
+def test_wsgi_input_is_read_as_the_body_arrives(rt, tmp_path):
+    assert IncrementalWSGI.stream_request_body is True
+    port = serve_http(rt, IncrementalWSGI)
+    log = tmp_path / "wsgi.log"
+    log.write_text("")
+    data = BLOCK * 2
+
+    def drive():
+        with Client(port) as client:
+            client.send(build_request("POST", f"/?{log}", [("Content-Length", str(len(data)))]) + data[:1024])
+            # The app sees its first piece while the rest is not sent.
+            wait_for(lambda: log.read_text() == "first 1024\n", message="the app did not see the first piece")
+            client.send(data[1024:])
+            answer = json.loads(client.read_response().body)
+            assert answer == {
+                "length": len(data),
+                "sha256": digest(data),
+                "content_length": str(len(data)),
+                "terminated": True,
+            }
+            client.send(build_request("POST", f"/?{log}", [("Transfer-Encoding", "chunked")]))
+            client.send(chunked(data, [100, 5000]))
+            answer = json.loads(client.read_response().body)
+        assert answer["sha256"] == digest(data)
+        assert answer["content_length"] is None and answer["terminated"] is True
 
     rt.run(drive)
 
