@@ -64,7 +64,8 @@ extern "C" {
     X(E_RESPONSE_HEADER, -20032, 500, "invalid response header or reason")     \
     X(E_RESPONSE_RESERVED, -20033, 500, "response header owned by the writer") \
     X(E_RESPONSE_FRAMING, -20034, 500, "response framing invalid for status")  \
-    X(E_NOSPACE, -20035, 500, "response head does not fit the buffer")
+    X(E_NOSPACE, -20035, 500, "response head does not fit the buffer")         \
+    X(E_BODY_TIMEOUT, -20036, 408, "request body timed out")
 
 enum {
 #define PX_HTTP_ERROR_ENUM(name, value, status, message)                       \

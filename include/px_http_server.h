@@ -43,6 +43,11 @@
  * "Retry-After" and "Connection: close" (before the client sends it, when it
  * expects 100-continue).
  *
+ * A server made with stream_request_body calls back as soon as a head is
+ * complete instead: a body that did not arrive whole with its head is then
+ * read by the exchange's owner while it arrives (px_http_body_read, below),
+ * with a bounded window of received bytes in between.
+ *
  * Every function returns 0 or a negative code: a PX_E* or negated errno
  * (px.h), or a PX_HTTP_E* code (px_http.h).
  */
@@ -77,8 +82,11 @@ typedef struct {
     size_t path_len;
     const char *query; /* after the '?', raw; "" when there is none */
     size_t query_len;
-    const char *body; /* the whole body (chunked: decoded) */
+    const char *body; /* the whole body (chunked: decoded); empty when
+                         body_streamed */
     size_t body_len;
+    int body_streamed;    /* the body is still arriving: read it with
+                             px_http_body_read (stream_request_body) */
     int keep_alive;       /* the connection stays open after this one,
                              unless the response closes it */
     const char *raw_head; /* the head as received, request line through
@@ -119,6 +127,9 @@ typedef struct {
      * of the process (each checks its own bound against the one count).
      * 0: px_http_default_body_memory(). */
     uint64_t max_body_memory;
+    /* Call on_request once a head is complete, with a body that did not
+     * arrive whole with it left to px_http_body_read (see below). */
+    int stream_request_body;
     px_http_request_cb on_request; /* required */
     void *data;                    /* px_http_server_data() */
 } px_http_server_options_t;
@@ -293,6 +304,61 @@ int px_http_stream_end(px_http_exchange_t *ex);
 /* Ends the exchange by resetting the connection (a producer that failed
  * after the head was sent); the exchange is done. */
 void px_http_stream_abort(px_http_exchange_t *ex);
+
+/* ---- streamed request bodies -------------------------------------------- */
+
+/*
+ * With stream_request_body, a request whose body did not arrive whole with
+ * its head reaches the callback with body_streamed set, and its owner reads
+ * the body (decoded, for chunked) as it arrives, from any thread, until the
+ * exchange is done (answered, or its stream ended). The request callback
+ * itself must not wait for the body: the connection's bytes are received
+ * between its callbacks, so read from a work item, a thread, or when told.
+ *
+ * Memory: reading from the socket pauses while PX_HTTP_BODY_WINDOW bytes
+ * of body are received and not read, and resumes once the reader took all
+ * but a quarter of them; the engine's own input buffer adds at most its
+ * bound (1 MiB) on top. body_timeout and min_body_rate count only the time
+ * the server waits for the client, not the time it waits for the reader.
+ *
+ * "Expect: 100-continue" is answered when the reader first finds no body
+ * byte (px_http_body_read or _available finding none, or px_http_body_wait).
+ *
+ * Errors end the body: PX_HTTP_E_BODY_TOO_LARGE when a chunked body passes
+ * max_body_size, another PX_HTTP_E_* code for bad chunked framing,
+ * PX_HTTP_E_BODY_TIMEOUT, PX_ECLOSED when the client ended the connection
+ * first. The server answers the first three itself (413, 400, 408, with
+ * "Connection: close") when no response was started, and closes the
+ * connection; the exchange then stays the owner's to finish, and an answer
+ * given after that is dropped (PX_ECLOSED).
+ *
+ * Answered before its end (the reader stopped early, or never read), the
+ * rest of a body is read and dropped when it has a Content-Length of at
+ * most PX_HTTP_BODY_DISCARD_MAX bytes left and the client is not waiting
+ * for a 100 Continue, so that the connection serves its next request;
+ * otherwise the response says "Connection: close" and the connection
+ * closes after it (RFC 9112 §9.6).
+ */
+
+#define PX_HTTP_BODY_WINDOW (256u << 10)
+#define PX_HTTP_BODY_DISCARD_MAX (1u << 20)
+
+/* What is there to read: > 0 bytes ready now, 0 at the end of the body,
+ * PX_HTTP_INCOMPLETE when more is to come and none is there yet, an error
+ * code once every byte received before the error was read, or
+ * PX_EBADSTATE when the exchange is done or its body was not streamed. */
+ssize_t px_http_body_available(px_http_exchange_t *ex);
+
+/* Copies up to len bytes of the body into buf: the count copied (> 0), or
+ * what px_http_body_available returns when it has none. */
+ssize_t px_http_body_read(px_http_exchange_t *ex, void *buf, size_t len);
+
+/* Asks for cb(arg) once px_http_body_available has something other than
+ * PX_HTTP_INCOMPLETE to say, or the exchange is done: it runs exactly once,
+ * on the thread that learnt it, with no lock of the server held. 0: asked;
+ * 1: there is something already (nothing asked); PX_EBADSTATE: the exchange
+ * is done, its body was not streamed, or a wait is pending already. */
+int px_http_body_wait(px_http_exchange_t *ex, px_http_stream_cb cb, void *arg);
 
 /* ---- static files ------------------------------------------------------- */
 

@@ -13,6 +13,7 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import ClassVar, Generic, Literal, TypeVar, final
 
+from _typeshed import WriteableBuffer
 from typing_extensions import disjoint_base
 
 from pyparallel import AsyncError as AsyncError
@@ -122,9 +123,20 @@ class HttpRequest:
     def query_string(self) -> str: ...
     @property
     def header_fields(self) -> list[tuple[str, str]]: ...
+    def _px_take_body(self, /) -> bytes | HttpBody: ...
     # Storage for what a subclass builds on first use; unset until then.
     _query: object
     _headers: object
+
+@final
+class HttpBody:
+    """The body of a request being received, read as it arrives
+    (stream_request_body; Request.stream() and Request.reader())."""
+
+    def read(self, size: int | None = -1, /) -> bytes: ...
+    def readinto(self, buffer: WriteableBuffer, /) -> int: ...
+    def _read(self, size: int | None = -1, /) -> bytes | None: ...
+    def _when_readable(self, fn: Callable[[], object], /) -> bool: ...
 
 @disjoint_base
 class HttpProtocol:
@@ -142,6 +154,9 @@ class HttpProtocol:
     max_body_memory: ClassVar[int | None]
     min_body_rate: ClassVar[int | None]
     keepalive_timeout: ClassVar[float | None]
+    # True: the handler is called once the head is complete, and reads the
+    # body as it arrives.
+    stream_request_body: ClassVar[bool]
     # The class the C layer makes requests of (an HttpRequest subclass with
     # __slots__ = ()).
     _px_request_class: ClassVar[type[HttpRequest]]

@@ -216,8 +216,9 @@ int px__http_put_answer_head(px_http_conn_t *hc, const px_http_exchange_t *ex,
     int rc = collect_fields(&f, headers, num_headers);
     if (rc < 0)
         return rc;
-    bool keep_alive =
-        keep && ex->keep_alive && !f.close && !atomic_load(&hc->server->closed);
+    bool keep_alive = keep && ex->keep_alive && !f.close &&
+                      !atomic_load(&hc->server->closed) &&
+                      px__http_body_allows_keep(hc);
     size_t mark = hc->out.len;
     rc = put_head(hc, status, ex->minor_version, keep_alive, f.fields, f.count,
                   body, length);
@@ -305,12 +306,15 @@ static int respond(px_http_exchange_t *ex, int status,
         free(f.heap);
         return PX_EBADSTATE;
     }
-    if (hc->closed) {
+    px__http_body_waiter_t told;
+    if (px__http_exchange_lost(hc)) {
         rc = PX_ECLOSED;
         hc->unanswered = false;
+        told = px__http_body_answered(hc);
     } else {
-        bool keep_alive =
-            ex->keep_alive && !f.close && !atomic_load(&hc->server->closed);
+        bool keep_alive = ex->keep_alive && !f.close &&
+                          !atomic_load(&hc->server->closed) &&
+                          px__http_body_allows_keep(hc);
         size_t mark = hc->out.len;
         rc = put_head(
             hc, status, ex->minor_version, keep_alive, f.fields, f.count,
@@ -328,10 +332,12 @@ static int respond(px_http_exchange_t *ex, int status,
         if (!ex->head_only && !no_content && body->length > 0 &&
             queue_body(hc, body) < 0)
             rc = PX_ECLOSED;
+        told = px__http_body_answered(hc);
         px__http_after_response(hc);
     }
     pthread_mutex_unlock(&hc->lock);
     free(f.heap);
+    px__http_body_tell(told);
     px__http_conn_unref(hc); /* the exchange's */
     return rc;
 }
@@ -374,10 +380,16 @@ void px_http_abort(px_http_exchange_t *ex)
         return;
     }
     hc->unanswered = false;
-    hc->out.len = 0;
-    hc->state = PX__HC_CLOSING;
-    if (!hc->closed)
-        px_conn_close(hc->conn, 1);
+    /* After the server answered a failed streamed body itself, that
+     * answer is left to reach the client. */
+    if (hc->state != PX__HC_LINGER) {
+        hc->out.len = 0;
+        hc->state = PX__HC_CLOSING;
+        if (!hc->closed)
+            px_conn_close(hc->conn, 1);
+    }
+    px__http_body_waiter_t told = px__http_body_answered(hc);
     pthread_mutex_unlock(&hc->lock);
+    px__http_body_tell(told);
     px__http_conn_unref(hc);
 }

@@ -154,6 +154,7 @@ int px_http_server_new(px_loop_t *loop, const px_http_server_options_t *opts,
     s->keepalive_timeout_ns =
         timeout_or(opts->keepalive_timeout_ns, DEFAULT_KEEPALIVE_TIMEOUT_NS);
     px__http_body_limits(s, opts);
+    s->stream_request_body = opts->stream_request_body != 0;
     s->on_request = opts->on_request;
     s->data = opts->data;
     atomic_init(&s->refs, 2); /* the caller's and the timer's */
@@ -192,6 +193,7 @@ void px__http_conn_unref(px_http_conn_t *hc)
     px__bytebuf_free(&hc->in);
     px__bytebuf_free(&hc->pending);
     px__bytebuf_free(&hc->out);
+    px__bytebuf_free(&hc->body);
     pthread_mutex_destroy(&hc->lock);
     px_conn_unref(hc->conn);
     server_unref(hc->server);
@@ -207,10 +209,12 @@ void px__http_conn_unref(px_http_conn_t *hc)
  *  HEAD   from the first byte of a head: header_timeout, then 408. Not
  *         pushed back by later bytes, which is what stops slowloris.
  *  BODY   between two reads of a body: body_timeout, and the body's
- *         pace: min_body_rate (see bodies.c); then 408.
+ *         pace: min_body_rate (see bodies.c); then 408. Also for a
+ *         streamed body (reqbody.c) while the server waits for the client
+ *         rather than for the reader, and while one is discarded.
  *  LINGER after an error response: closed after LINGER_NS.
  */
-static void arm_wait(px_http_conn_t *hc)
+void px__http_arm_wait(px_http_conn_t *hc)
 {
     px_http_server_t *s = hc->server;
     px__wait_t want = PX__WAIT_NONE;
@@ -228,13 +232,17 @@ static void arm_wait(px_http_conn_t *hc)
         }
         break;
     case PX__HC_BODY:
+    case PX__HC_DISCARD:
         want = PX__WAIT_BODY;
+        break;
+    case PX__HC_HANDLING:
+        if (hc->body_open && !hc->body_full)
+            want = PX__WAIT_BODY;
         break;
     case PX__HC_LINGER:
         want = PX__WAIT_LINGER;
         timeout = LINGER_NS;
         break;
-    case PX__HC_HANDLING:
     case PX__HC_CLOSING:
         break;
     }
@@ -261,7 +269,7 @@ static void set_no_wait(px_http_conn_t *hc)
 }
 
 /* Closes after what is queued was sent; hc->lock held. */
-static void close_gracefully(px_http_conn_t *hc)
+void px__http_close_gracefully(px_http_conn_t *hc)
 {
     hc->state = PX__HC_CLOSING;
     set_no_wait(hc);
@@ -277,7 +285,7 @@ static void close_if_input_ended(px_http_conn_t *hc)
     if (!hc->read_ended || hc->closed || hc->continuation_queued ||
         hc->state == PX__HC_HANDLING || hc->state == PX__HC_CLOSING)
         return;
-    close_gracefully(hc);
+    px__http_close_gracefully(hc);
 }
 
 /* A deadline passed, or the server is closed and the connection may be
@@ -309,19 +317,43 @@ static void expire(px_http_conn_t *hc, uint64_t now, bool server_closed)
         }
     }
     if (hc->wait == PX__WAIT_HEAD || hc->wait == PX__WAIT_BODY) {
-        px__http_put_error(hc, 408);
-        px__http_flush(hc);
+        /* A streamed body's handler has the exchange: 408 only if it has
+         * not answered; a body being discarded was answered already. */
+        bool answer = hc->state == PX__HC_HEAD || hc->state == PX__HC_BODY;
+        if (hc->state == PX__HC_HANDLING && hc->body_open) {
+            hc->body_error = PX_HTTP_E_BODY_TIMEOUT;
+            hc->body_open = false;
+            answer = hc->unanswered && hc->exchange.stream == NULL;
+            px__http_body_tell_later(hc);
+        }
+        if (answer) {
+            px__http_put_error(hc, 408);
+            px__http_flush(hc);
+        }
     }
-    close_gracefully(hc);
+    px__http_close_gracefully(hc);
     pthread_mutex_unlock(&hc->lock);
 }
 
-/* Pauses reading while a late response keeps much input waiting, or while
- * the client leaves too many responses unread; hc->lock held. */
-static void update_reading(px_http_conn_t *hc)
+/* Pauses reading while a late response keeps much input waiting, while
+ * the client leaves too many responses unread, or while a streamed body's
+ * reader is a window behind; hc->lock held. */
+void px__http_update_reading(px_http_conn_t *hc)
 {
+    bool full = px__http_body_window_full(hc);
+    if (full != hc->body_full) {
+        /* The body's pace (min_body_rate) counts the time the server
+         * reads, not the time it waits for the reader. */
+        uint64_t now = px_now_ns();
+        if (full)
+            hc->body_full_ns = now;
+        else if (hc->body_start_ns != 0)
+            hc->body_start_ns += now - hc->body_full_ns;
+        hc->body_full = full;
+    }
     bool pause =
-        !hc->closed && ((hc->state == PX__HC_HANDLING &&
+        !hc->closed && (full ||
+                        (hc->state == PX__HC_HANDLING &&
                          hc->in.len + hc->pending.len > PIPELINE_PAUSE_BYTES) ||
                         atomic_load(&hc->output_full));
     if (pause && !hc->paused) {
@@ -420,13 +452,14 @@ static bool read_head(px_http_conn_t *hc, pass_t *p)
     hc->body_start_ns = 0;
     memset(&hc->chunked, 0, sizeof(hc->chunked));
     hc->continue_sent = false;
+    hc->body_error = 0;
     hc->state = PX__HC_BODY;
     return true;
 }
 
 /* RFC 9110 §10.1.1: a client that expects 100-continue waits for it before
  * sending the body; send it when the body is wanted and none came yet. */
-static void send_continue(px_http_conn_t *hc, bool body_started)
+void px__http_send_continue(px_http_conn_t *hc, bool body_started)
 {
     if (hc->framing.expect_continue && !hc->continue_sent && !body_started) {
         px__http_put_continue(hc);
@@ -484,7 +517,7 @@ static int read_body(px_http_conn_t *hc, pass_t *p)
         hc->body_received = avail - hc->head_len;
         if (hold_declared_body(hc, p, need) < 0)
             return -1;
-        send_continue(hc, avail > hc->head_len);
+        px__http_send_continue(hc, avail > hc->head_len);
         return 0;
     }
     case PX_HTTP_BODY_CHUNKED:
@@ -525,8 +558,43 @@ static int read_body(px_http_conn_t *hc, pass_t *p)
         fail(hc, 503);
         return -1;
     }
-    send_continue(hc, started);
+    px__http_send_continue(hc, started);
     return 0;
+}
+
+/* stream_request_body: a body that is not all here reaches the handler
+ * while it arrives (reqbody.c), fed first what came with the head; a
+ * Content-Length body that is all here is dispatched as it is, from the
+ * input. 1 when the request is to be dispatched, -1 after an error was
+ * answered. */
+static int start_streamed_body(px_http_conn_t *hc, pass_t *p)
+{
+    size_t avail = p->len - p->pos;
+    if (hc->framing.body == PX_HTTP_BODY_LENGTH &&
+        avail - hc->head_len >= hc->framing.content_length)
+        return read_body(hc, p);
+    hc->body_streamed = true;
+    hc->body_open = true;
+    hc->body_full = false;
+    hc->body_pos = 0;
+    hc->body.len = 0;
+    hc->body_left = hc->framing.content_length;
+    hc->body_start_ns = px_now_ns();
+    size_t used = 0;
+    int rc = px__http_body_feed(hc, p->base + p->pos + hc->head_len,
+                                avail - hc->head_len, &used);
+    if (rc < 0) {
+        /* Before the handler: answered as for a buffered body. */
+        int status = px_http_error_status(rc);
+        px__http_body_reset(hc);
+        fail(hc, status != 0 ? status : 500);
+        return -1;
+    }
+    hc->raw_len = hc->head_len + used;
+    /* A chunked body that was all here is dispatched whole, from
+     * hc->body. */
+    hc->body_streamed = hc->body_open;
+    return 1;
 }
 
 /* Splits the target into path and query (RFC 9112 §3.2). */
@@ -606,6 +674,14 @@ static void dispatch(px_http_conn_t *hc, pass_t *p)
     split_target(&req);
     req.body = start + hc->head_len;
     req.body_len = hc->body_len;
+    req.body_streamed = hc->body_streamed;
+    /* A streamed server's chunked bodies are decoded into hc->body. */
+    bool decoded_apart =
+        s->stream_request_body && hc->framing.body == PX_HTTP_BODY_CHUNKED;
+    if (decoded_apart) {
+        req.body = hc->body_streamed ? "" : hc->body.data;
+        req.body_len = hc->body_streamed ? 0 : hc->body.len;
+    }
     req.keep_alive = hc->framing.keep_alive;
     req.raw_head = p->head.method;
     req.raw_head_len = (size_t)(start + hc->head_len - p->head.method);
@@ -628,6 +704,8 @@ static void dispatch(px_http_conn_t *hc, pass_t *p)
     pthread_mutex_lock(&hc->lock);
     /* The request's bytes are consumed before this pass ends. */
     px__http_body_release(hc);
+    if (decoded_apart && !req.body_streamed)
+        px__http_body_reset(hc);
 
     p->pos += request_len;
     p->head_valid = false;
@@ -648,7 +726,13 @@ static void drive(px_http_conn_t *hc, pass_t *p)
             return;
         if (hc->state == PX__HC_HEAD && !read_head(hc, p))
             return;
-        if (hc->state != PX__HC_BODY || read_body(hc, p) <= 0)
+        if (hc->state != PX__HC_BODY)
+            return;
+        int rc = hc->server->stream_request_body &&
+                         hc->framing.body != PX_HTTP_BODY_NONE
+                     ? start_streamed_body(hc, p)
+                     : read_body(hc, p);
+        if (rc <= 0)
             return;
         dispatch(hc, p);
     }
@@ -679,10 +763,10 @@ static void finish_pass(px_http_conn_t *hc, pass_t *p)
     if (hc->closed)
         return;
     if (hc->state == PX__HC_CLOSING)
-        close_gracefully(hc);
+        px__http_close_gracefully(hc);
     close_if_input_ended(hc);
-    update_reading(hc);
-    arm_wait(hc);
+    px__http_update_reading(hc);
+    px__http_arm_wait(hc);
 }
 
 static void continue_work(void *arg)
@@ -745,10 +829,10 @@ static void resume_output(px_http_conn_t *hc)
     pthread_mutex_lock(&hc->lock);
     atomic_store(&hc->output_full, false);
     if (!hc->closed && !hc->driving && hc->state != PX__HC_CLOSING) {
-        update_reading(hc);
+        px__http_update_reading(hc);
         if (hc->state == PX__HC_HEAD)
             continue_later(hc);
-        arm_wait(hc);
+        px__http_arm_wait(hc);
     }
     pthread_mutex_unlock(&hc->lock);
 }
@@ -762,15 +846,15 @@ void px__http_after_response(px_http_conn_t *hc)
     if (hc->closed)
         return;
     if (hc->state == PX__HC_CLOSING) {
-        close_gracefully(hc);
+        px__http_close_gracefully(hc);
         return;
     }
-    update_reading(hc);
+    px__http_update_reading(hc);
     /* Pipelined requests wait: parse them on a worker, not on the thread
      * that answered, which may be anyone's. */
     continue_later(hc);
     close_if_input_ended(hc);
-    arm_wait(hc);
+    px__http_arm_wait(hc);
 }
 
 /* ---- connections -------------------------------------------------------- */
@@ -800,7 +884,7 @@ int px_http_conn_start(px_http_server_t *s, px_conn_t *conn, void *data,
     pthread_mutex_init(&hc->lock, NULL);
     hc->state = PX__HC_HEAD;
     pthread_mutex_lock(&hc->lock);
-    arm_wait(hc);
+    px__http_arm_wait(hc);
     pthread_mutex_unlock(&hc->lock);
 
     pthread_mutex_lock(&s->lock);
@@ -813,12 +897,38 @@ int px_http_conn_start(px_http_server_t *s, px_conn_t *conn, void *data,
     return 0;
 }
 
+/* Gives the open streamed body (being read, or discarded) its part of the
+ * input; false when nothing is left for the requests after it. hc->lock
+ * held; *told receives the reader's wait to tell. */
+static bool feed_body(px_http_conn_t *hc, const char **data, size_t *len,
+                      px__http_body_waiter_t *told)
+{
+    size_t used = 0;
+    int rc = px__http_body_feed(hc, *data, *len, &used);
+    if (rc < 0)
+        px__http_body_fail(hc, rc);
+    else if (!hc->body_open && hc->state == PX__HC_DISCARD)
+        hc->state = PX__HC_HEAD; /* dropped to its end: serve the next */
+    *data += used;
+    *len -= used;
+    *told = px__http_body_take_waiter(hc, false);
+    px__http_update_reading(hc);
+    px__http_arm_wait(hc);
+    return rc == 0 && *len > 0;
+}
+
 void px_http_conn_input(px_http_conn_t *hc, const char *data, size_t len)
 {
+    px__http_body_waiter_t told = {NULL, NULL};
     pthread_mutex_lock(&hc->lock);
     if (hc->closed || hc->state == PX__HC_LINGER ||
         hc->state == PX__HC_CLOSING) {
         pthread_mutex_unlock(&hc->lock);
+        return;
+    }
+    if (hc->body_open && !feed_body(hc, &data, &len, &told)) {
+        pthread_mutex_unlock(&hc->lock);
+        px__http_body_tell(told);
         return;
     }
     if (hc->driving || hc->state == PX__HC_HANDLING) {
@@ -829,8 +939,9 @@ void px_http_conn_input(px_http_conn_t *hc, const char *data, size_t len)
             hc->state = PX__HC_CLOSING;
             px_conn_close(hc->conn, 1);
         }
-        update_reading(hc);
+        px__http_update_reading(hc);
         pthread_mutex_unlock(&hc->lock);
+        px__http_body_tell(told);
         return;
     }
     pass_t p;
@@ -850,15 +961,28 @@ void px_http_conn_input(px_http_conn_t *hc, const char *data, size_t len)
     finish_pass(hc, &p);
     hc->driving = false;
     pthread_mutex_unlock(&hc->lock);
+    px__http_body_tell(told);
 }
 
 void px_http_conn_eof(px_http_conn_t *hc)
 {
+    px__http_body_waiter_t told = {NULL, NULL};
     pthread_mutex_lock(&hc->lock);
     hc->read_ended = true;
+    if (hc->body_open) {
+        /* The rest of the body will not come: its reader learns it (a
+         * body being discarded just ends, with the connection). */
+        hc->body_open = false;
+        if (hc->state == PX__HC_HANDLING)
+            hc->body_error = PX_ECLOSED;
+        told = px__http_body_take_waiter(hc, false);
+        px__http_update_reading(hc);
+        px__http_arm_wait(hc);
+    }
     if (!hc->driving)
         close_if_input_ended(hc); /* else the driving pass ends with it */
     pthread_mutex_unlock(&hc->lock);
+    px__http_body_tell(told);
 }
 
 void px_http_conn_closed(px_http_conn_t *hc)
@@ -868,6 +992,11 @@ void px_http_conn_closed(px_http_conn_t *hc)
     hc->closed = true;
     hc->state = PX__HC_CLOSING;
     set_no_wait(hc);
+    if (hc->body_open) {
+        hc->body_open = false;
+        hc->body_error = PX_ECLOSED;
+    }
+    px__http_body_waiter_t told = px__http_body_take_waiter(hc, true);
     if (!hc->driving) {
         px__http_body_release(hc);
         px__bytebuf_free(&hc->in);
@@ -875,6 +1004,7 @@ void px_http_conn_closed(px_http_conn_t *hc)
         px__bytebuf_free(&hc->out);
     }
     pthread_mutex_unlock(&hc->lock);
+    px__http_body_tell(told);
     px__http_stream_closed(hc);
 
     pthread_mutex_lock(&s->lock);

@@ -12,6 +12,10 @@
  *                       \----> CLOSING     (Connection: close, errors, abort)
  *   HEAD or BODY --error--> LINGER -> (closed by the peer or a deadline)
  *
+ * A streamed request body (stream_request_body, reqbody.c) is still being
+ * received in HANDLING ("body_open"); answered before its end, the
+ * connection goes HANDLING -> DISCARD -> HEAD while the rest is dropped.
+ *
  * "driving" marks the one thread that parses and runs the request callback
  * at a time: on_data normally, or a work item that continues with pipelined
  * requests after a response given outside the callback. Input that arrives
@@ -38,6 +42,7 @@ typedef enum {
     PX__HC_HEAD = 0, /* reading a request head (or waiting for one) */
     PX__HC_BODY,     /* reading the body of a parsed head */
     PX__HC_HANDLING, /* the request callback has it, no response yet */
+    PX__HC_DISCARD,  /* answered: the rest of its streamed body is dropped */
     PX__HC_LINGER,   /* an error was answered: discard input, then close */
     PX__HC_CLOSING,  /* closing: input is dropped */
 } px__hc_state_t;
@@ -70,6 +75,7 @@ struct px_http_server_s {
     uint64_t keepalive_timeout_ns;
     uint64_t min_body_rate;   /* PX_HTTP_NO_MIN_RATE: none */
     uint64_t max_body_memory; /* PX_HTTP_NO_MEMORY_BOUND: none */
+    bool stream_request_body;
     px_http_request_cb on_request;
     void *data;
     atomic_int refs;       /* the owner's, the timer's, each conn's */
@@ -119,9 +125,27 @@ struct px_http_conn_s {
     size_t body_received;   /* its input bytes so far, framing included */
     uint64_t body_start_ns; /* 0: not buffered yet */
     size_t body_charge;     /* bytes of the body memory count it holds */
+    /* A body streamed to the exchange's owner (reqbody.c): */
+    bool body_streamed;    /* the current exchange's body is streamed */
+    bool body_open;        /* more of it is to be received */
+    bool body_full;        /* reading paused: the reader is behind */
+    int body_error;        /* what ended it early: 0 or a code */
+    uint64_t body_left;    /* of a Content-Length body */
+    uint64_t body_full_ns; /* when body_full was set */
+    px__bytebuf_t body;    /* decoded bytes from body_pos not yet read */
+    size_t body_pos;
+    px_http_stream_cb body_cb; /* a px_http_body_wait, until told */
+    void *body_arg;
 
     px_http_exchange_t exchange;
 };
+
+/* A body reader's wait, taken out under hc->lock and told after unlocking
+ * (px__http_body_tell). */
+typedef struct {
+    px_http_stream_cb cb;
+    void *arg;
+} px__http_body_waiter_t;
 
 /* ---- respond.c ---------------------------------------------------------- */
 
@@ -144,6 +168,16 @@ int px__http_put_answer_head(px_http_conn_t *hc, const px_http_exchange_t *ex,
                              size_t num_headers, px_http_body_t body,
                              uint64_t length, bool keep, bool *kept);
 
+/* Whether the connection went, or is going, away under an unanswered
+ * exchange (closed; closing, or lingering after the server answered a
+ * failed streamed body itself): its answer can only be dropped. hc->lock
+ * held. */
+static inline bool px__http_exchange_lost(const px_http_conn_t *hc)
+{
+    return hc->closed || hc->state == PX__HC_CLOSING ||
+           hc->state == PX__HC_LINGER;
+}
+
 /* ---- bodies.c ----------------------------------------------------------- */
 
 /* Resolves the options' min_body_rate and max_body_memory into s. */
@@ -160,6 +194,66 @@ void px__http_body_release(px_http_conn_t *hc);
  * hc->lock held. */
 uint64_t px__http_body_deadline(const px_http_conn_t *hc, uint64_t now);
 
+/* ---- reqbody.c ---------------------------------------------------------- */
+
+/* Takes up to len input bytes for the open streamed body (decoding a
+ * chunked one); *used says how many: what follows is the next request's.
+ * 0, or the code that ended the body (set in hc->body_error). hc->lock
+ * held. */
+int px__http_body_feed(px_http_conn_t *hc, const char *data, size_t len,
+                       size_t *used);
+/* Ends the open streamed body with an error code and answers it as
+ * reqbody.c's top says; hc->lock held. */
+void px__http_body_fail(px_http_conn_t *hc, int code);
+/* Whether a response given now may keep the connection, as far as an
+ * open streamed body is concerned; hc->lock held. */
+bool px__http_body_open_allows_keep(const px_http_conn_t *hc);
+/* See px__http_body_answered. */
+px__http_body_waiter_t px__http_body_answered_streamed(px_http_conn_t *hc);
+/* Whether the reader is far enough behind for reading to pause; hc->lock
+ * held. */
+bool px__http_body_window_full(const px_http_conn_t *hc);
+/* Takes the pending wait, if the body has something to say or the
+ * exchange is done (or always: force); hc->lock held. */
+px__http_body_waiter_t px__http_body_take_waiter(px_http_conn_t *hc,
+                                                 bool force);
+
+/* Tells the pending wait from a work item on the connection's worker, for
+ * a caller that holds locks it may not release (the sweep); hc->lock
+ * held. Left pending, to be told at the close, when that fails. */
+void px__http_body_tell_later(px_http_conn_t *hc);
+/* Drops the body's bytes and state; hc->lock held. */
+void px__http_body_reset(px_http_conn_t *hc);
+
+/* The three below run for every response: inline, they cost a request
+ * without a streamed body a test or two. */
+
+/* Whether a response given now may keep the connection, as far as the
+ * request's body is concerned; hc->lock held. */
+static inline bool px__http_body_allows_keep(const px_http_conn_t *hc)
+{
+    return hc->body_open ? px__http_body_open_allows_keep(hc)
+                         : hc->body_error == 0;
+}
+
+/* The exchange is done, with hc->state set for what follows: an open
+ * streamed body is dropped from here on (DISCARD, or nothing when
+ * closing). Returns the reader's wait, to tell once unlocked. hc->lock
+ * held. */
+static inline px__http_body_waiter_t px__http_body_answered(px_http_conn_t *hc)
+{
+    if (!hc->body_streamed && hc->body_cb == NULL)
+        return (px__http_body_waiter_t){NULL, NULL};
+    return px__http_body_answered_streamed(hc);
+}
+
+/* Tells a taken wait; no lock held. */
+static inline void px__http_body_tell(px__http_body_waiter_t w)
+{
+    if (w.cb != NULL)
+        w.cb(w.arg);
+}
+
 /* ---- server.c ----------------------------------------------------------- */
 
 void px__http_conn_ref(px_http_conn_t *hc);
@@ -167,6 +261,16 @@ void px__http_conn_unref(px_http_conn_t *hc);
 /* After a response, with hc->lock held and the state set: closes, or
  * continues with pipelined input when no thread is driving. */
 void px__http_after_response(px_http_conn_t *hc);
+/* Reading pauses or resumes as the connection's state asks; hc->lock
+ * held. */
+void px__http_update_reading(px_http_conn_t *hc);
+/* Sets the deadline for what the connection waits for; hc->lock held. */
+void px__http_arm_wait(px_http_conn_t *hc);
+/* Closes after what is queued was sent; hc->lock held. */
+void px__http_close_gracefully(px_http_conn_t *hc);
+/* Sends "100 Continue" when the client waits for it before sending a
+ * body that is wanted now; hc->lock held. */
+void px__http_send_continue(px_http_conn_t *hc, bool body_started);
 
 /* ---- stream.c ----------------------------------------------------------- */
 

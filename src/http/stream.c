@@ -134,10 +134,12 @@ int px_http_stream_start(px_http_exchange_t *ex, int status,
         free(s);
         return PX_EBADSTATE;
     }
-    if (hc->closed) {
+    if (px__http_exchange_lost(hc)) {
         hc->unanswered = false;
+        px__http_body_waiter_t told = px__http_body_answered(hc);
         pthread_mutex_unlock(&hc->lock);
         free(s);
+        px__http_body_tell(told);
         px__http_conn_unref(hc); /* the exchange's */
         return PX_ECLOSED;
     }
@@ -274,23 +276,28 @@ int px_http_stream_end(px_http_exchange_t *ex)
         pthread_mutex_unlock(&hc->lock);
         return PX_EBADSTATE;
     }
+    px__http_body_waiter_t told;
     int rc = 0;
-    if (hc->closed || s->broken) {
+    if (hc->closed || s->broken || hc->state == PX__HC_CLOSING) {
         rc = PX_ECLOSED;
+        told = px__http_body_answered(hc);
     } else if (s->has_length && s->remaining > 0 && !s->discard) {
         /* The client would wait for the missing bytes, or read the next
          * response as them. */
         rc = PX_HTTP_E_RESPONSE_FRAMING;
         hc->state = PX__HC_CLOSING;
         px_conn_close(hc->conn, 1);
+        told = px__http_body_answered(hc);
     } else {
         if (s->chunked && px__bytebuf_append(&hc->out, last_chunk,
                                              sizeof(last_chunk) - 1) < 0)
             s->keep = false; /* unterminated: only closing ends it */
         hc->state = s->keep ? PX__HC_HEAD : PX__HC_CLOSING;
+        told = px__http_body_answered(hc);
         px__http_after_response(hc);
     }
     pthread_mutex_unlock(&hc->lock);
+    px__http_body_tell(told);
     px__http_conn_unref(hc); /* the exchange's */
     stream_unref(s);
     return rc;
@@ -308,7 +315,9 @@ void px_http_stream_abort(px_http_exchange_t *ex)
     hc->state = PX__HC_CLOSING;
     if (!hc->closed)
         px_conn_close(hc->conn, 1);
+    px__http_body_waiter_t told = px__http_body_answered(hc);
     pthread_mutex_unlock(&hc->lock);
+    px__http_body_tell(told);
     px__http_conn_unref(hc); /* the exchange's */
     stream_unref(s);
 }

@@ -738,7 +738,7 @@ TEST(test_error_statuses)
     ASSERT_STR_EQ(px_http_strerror(PX_HTTP_E_OBS_FOLD),
                   "obsolete line folding");
     /* Every error a request can cause answers with a 4xx or 5xx status. */
-    for (long code = PX_HTTP_E_METHOD; code >= PX_HTTP_E_NOSPACE; code--) {
+    for (long code = PX_HTTP_E_METHOD; code >= PX_HTTP_E_BODY_TIMEOUT; code--) {
         int status = px_http_error_status(code);
         ASSERT_TRUE(status >= 400 && status <= 599);
     }

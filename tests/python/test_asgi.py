@@ -116,6 +116,24 @@ def test_request_body_reaches_the_app(raw, chunked_body):
     assert response.status == 200 and response.body == body
 
 
+def test_a_body_arriving_in_pieces_reaches_the_app_as_it_comes(raw):
+    """The app has the first piece of a chunked upload before the client
+    sent the rest (test_http_body_stream.py checks that a streamed body
+    holds no more than its bound, and the limits)."""
+    with Client(raw.port) as client:
+        client.send(build_request("POST", "/upload", headers=[("Transfer-Encoding", "chunked")]))
+        client.send(b"3e8\r\n" + b"a" * 1000 + b"\r\n")
+        wait_for(lambda: any(line.startswith("first piece") for line in raw.events()), message=raw.events())
+        assert "more True" in next(line for line in raw.events() if line.startswith("first piece"))
+        piece = b"b" * 65536
+        for _ in range(8):
+            client.send(b"10000\r\n" + piece + b"\r\n")
+        client.send(b"0\r\n\r\n")
+        result = json.loads(client.read_response().body)
+    assert result["size"] == 1000 + 8 * 65536
+    assert result["events"] >= 3
+
+
 def test_a_whole_response_has_its_content_length(raw):
     response = raw.get("/whoami")
     assert response.header("Content-Length") == str(len(response.body))

@@ -14,9 +14,20 @@ docs/http.md and docs/apps.md describe it all.
 from ._app import HttpServer
 from ._apps import AppError, serve_app
 from ._asgi import ASGIServer
-from ._request import Headers, Request
+from ._request import Headers, Request, RequestBodyError
 from ._response import Response
 from ._routing import route
 from ._wsgi import WSGIServer
 
-__all__ = ["ASGIServer", "AppError", "Headers", "HttpServer", "Request", "Response", "WSGIServer", "route", "serve_app"]
+__all__ = [
+    "ASGIServer",
+    "AppError",
+    "Headers",
+    "HttpServer",
+    "Request",
+    "RequestBodyError",
+    "Response",
+    "WSGIServer",
+    "route",
+    "serve_app",
+]

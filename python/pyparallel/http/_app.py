@@ -34,12 +34,13 @@ import logging
 
 from .. import _core
 from . import _static
-from ._request import Request
+from ._request import Request, RequestBodyError
 from ._response import (
     HTML_FIELDS,
     INTERNAL_ERROR,
     NOT_FOUND,
     Response,
+    body_failed,
     method_not_allowed,
     to_wire,
 )
@@ -95,6 +96,11 @@ class HttpServer(_core.HttpProtocol):
         min_body_rate      bytes/s a body must average after its first
                            body_timeout (408)
         keepalive_timeout  seconds an idle connection is kept open
+        stream_request_body  False: a body is read whole (up to
+                           max_body_size) before the handler runs; True:
+                           the handler runs once the head is complete and
+                           reads the body as it arrives (request.stream(),
+                           request.reader())
     """
 
     root: ClassVar[str | os.PathLike[str] | None] = None
@@ -134,7 +140,11 @@ class HttpServer(_core.HttpProtocol):
 
     def _px_failed(self, request: Request, error: BaseException) -> Wire:
         """The answer to a request whose handler raised error: a 500 with a
-        generic body; the traceback goes to the log."""
+        generic body; the traceback goes to the log. A body that could not
+        be read (RequestBodyError) is the client's doing: one line in the
+        log, and its status (the server has usually answered it already)."""
+        if isinstance(error, RequestBodyError):
+            return body_failed(type(self).__qualname__, request, error)
         _log.error(
             "HTTP handler of %s failed on %s %s",
             type(self).__qualname__,

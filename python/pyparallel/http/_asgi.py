@@ -18,9 +18,12 @@ A cycle answers through the request's HttpStream (HttpProtocol._px_stream()):
     behind (backpressure), and stream.end();
   - http.response.pathsend (an extension: the app names a file) is sent
     with sendfile through a FileResponse.
-receive() gives the request body (http.request, more_body False), then
-waits for the client to go away (http.disconnect), or returns that at once
-once the response is complete. send() on a connection the client closed
+receive() gives the request body as it arrives: one http.request event
+when it came whole with the head, else one per piece with more_body and an
+empty last one (reading pauses while the app does not receive, so an
+upload larger than memory streams through); then it waits for the client
+to go away (http.disconnect), or returns that at once once the response is
+complete. send() on a connection the client closed
 raises ClientDisconnected, an OSError (spec 2.4), so a streaming app stops.
 
 An app that breaks the protocol (events out of order, an event after the
@@ -50,12 +53,13 @@ import pyparallel as px
 from .. import _core
 from ._adapter import AppServer, file_answer
 from ._apps import AppError, check_in_worker, resolve_spec
+from ._request import RequestBodyError, _arriving
 from ._response import FRAMING_FIELDS, INTERNAL_ERROR, check_field
 
 # typing is imported for the type checker only (see _request.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Generator, MutableMapping
+    from collections.abc import AsyncIterator, Awaitable, Callable, Generator, MutableMapping
     from typing import Any, ClassVar
 
     from ._request import Request
@@ -128,7 +132,7 @@ class ClientDisconnected(OSError):
 class _Cycle:
     """One request and its response; see the module's docstring."""
 
-    __slots__ = ("server", "request", "stream", "state", "status", "fields", "length", "received")
+    __slots__ = ("server", "request", "stream", "state", "status", "fields", "length", "body")
 
     def __init__(self, server: ASGIServer, request: Request, stream: _core.HttpStream) -> None:
         self.server = server
@@ -138,7 +142,9 @@ class _Cycle:
         self.status = 0
         self.fields: list[tuple[str, str]] = []
         self.length: int | None = None  # the app's Content-Length
-        self.received = False  # whether receive() gave the body
+        # The body's chunks as they arrive (after the first receive());
+        # None before it, () once it was all given.
+        self.body: AsyncIterator[bytes] | tuple[()] | None = None
 
     def scope(self) -> dict[str, Any]:
         request = self.request
@@ -209,9 +215,26 @@ class _Cycle:
         # step) learns so at once.
         if self.state == _DONE:
             return {"type": "http.disconnect"}
-        if not self.received:
-            self.received = True
-            return {"type": "http.request", "body": self.request.body, "more_body": False}
+        body = self.body
+        if body is None:
+            taken = self.request._px_take_body()
+            if isinstance(taken, bytes):  # it came whole: one event
+                self.body = ()
+                return {"type": "http.request", "body": taken, "more_body": False}
+            body = self.body = _arriving(taken)
+        if body != ():
+            try:
+                chunk = await anext(body)  # type: ignore[arg-type]
+            except StopAsyncIteration:
+                self.body = ()
+                return {"type": "http.request", "body": b"", "more_body": False}
+            except RequestBodyError:
+                # The body cannot be read to its end (the client went
+                # away, or it broke a limit, which the server answers):
+                # for the app, the client is gone.
+                self.body = ()
+                return {"type": "http.disconnect"}
+            return {"type": "http.request", "body": chunk, "more_body": True}
         await self.stream.wait_disconnected()
         return {"type": "http.disconnect"}
 
@@ -340,6 +363,9 @@ class ASGIServer(AppServer):
     """
 
     _px_interface: ClassVar[str] = "ASGI"
+    # The app is called once the head is in; receive() gives the body as
+    # it arrives (http.request events with more_body).
+    stream_request_body: ClassVar[bool] = True
     # The scope's "server": (host, port) of the listener, when for_app was
     # told it.
     _px_address: ClassVar[tuple[str, int] | None] = None

@@ -40,6 +40,7 @@ from json import encoder as _json_encoder
 
 from .. import _core
 from . import _static
+from ._request import RequestBodyError
 
 # typing is imported for the type checker only (see _request.py).
 TYPE_CHECKING = False
@@ -121,6 +122,14 @@ FRAMING_FIELDS = ("content-length", "transfer-encoding", "date")
 # A field name is a token (RFC 9110); a value must not break the line.
 _NOT_TOKEN = re.compile(r"[^!#$%&'*+\-.^_`|~0-9A-Za-z]")
 _LINE_BREAK = re.compile(r"[\r\n\0]")
+
+
+def body_failed(who: str, request: _core.HttpRequest, error: RequestBodyError) -> Wire:
+    """The answer to a handler that failed because its request's body could
+    not be read: the error's status, logged in one line (no traceback: the
+    client caused it)."""
+    _log.info("%s: the body of %s %s failed: %s", who, request.method, request.target, error)
+    return (error.status, TEXT_UTF8_FIELDS, f"{error}\n".encode())
 
 
 def method_not_allowed(allow: str) -> Wire:

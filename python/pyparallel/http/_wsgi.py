@@ -9,8 +9,10 @@ that serves the connection, and turns what the app gave into the answer.
 One request-response cycle is an _Exchange: it holds the environ, what
 start_response was given, and the body so far. Its life, for every
 request:
-  1. environ built from the request (the C layer has read the body whole,
-     bounded by max_body_size; wsgi.input reads it from memory);
+  1. environ built from the request; wsgi.input reads the body as it
+     arrives (stream_request_body: the app is called once the head is
+     complete, and a read waits for the client, blocking the app's thread
+     as any blocking call does), bounded by max_body_size;
   2. app(environ, start_response) called: the app may call write();
   3. the iterable it returned consumed through _respond, the one place
      where body data leaves the app: a list or tuple (what most apps
@@ -46,8 +48,8 @@ import stat
 
 from .. import _core
 from ._adapter import AppServer, file_answer
-from ._request import unquote_to_bytes
-from ._response import INTERNAL_ERROR
+from ._request import RequestBodyError, unquote_to_bytes
+from ._response import INTERNAL_ERROR, body_failed
 
 # typing is imported for the type checker only (see _request.py).
 TYPE_CHECKING = False
@@ -160,9 +162,10 @@ class _Exchange:
             "SERVER_PROTOCOL": request.version,
             "wsgi.version": (1, 0),
             "wsgi.url_scheme": server.url_scheme,
-            # Buffered whole by the C layer (max_body_size bounds it), so
-            # reading never waits for the client.
-            "wsgi.input": io.BytesIO(request.body),
+            # Read as it arrives, not buffered whole: a read may wait for
+            # the client. It ends with the body (chunked ones too), hence
+            # input_terminated.
+            "wsgi.input": request.reader(),
             "wsgi.input_terminated": True,
             "wsgi.errors": self.errors,
             "wsgi.multithread": True,
@@ -178,7 +181,6 @@ class _Exchange:
         else:
             environ["REMOTE_ADDR"] = client[0]
             environ["REMOTE_PORT"] = str(client[1])
-        has_length = bool(request.body)
         for name, value in request.header_fields:
             key = name.upper()
             # "X_Forwarded_For" would land on the same key as
@@ -188,10 +190,8 @@ class _Exchange:
             if "_" in key:
                 continue
             key = key.replace("-", "_")
-            if key == "CONTENT_LENGTH":
-                has_length = True
-                continue
-            if key == "CONTENT_TYPE":
+            if key == "CONTENT_LENGTH" or key == "CONTENT_TYPE":
+                # The C layer refused a repeated or malformed length.
                 environ[key] = value
                 continue
             key = "HTTP_" + key
@@ -200,9 +200,6 @@ class _Exchange:
                 environ[key] = value
             else:
                 environ[key] = previous + ("; " if key == "HTTP_COOKIE" else ", ") + value
-        if has_length:
-            # The body as the app will read it (a chunked one is decoded).
-            environ["CONTENT_LENGTH"] = str(len(request.body))
         server_name = server.server_name
         if server_name is None:
             host = environ.get("HTTP_HOST", "")
@@ -369,6 +366,8 @@ class _Exchange:
 
     def _failed(self, error: BaseException) -> Wire:
         request = self.request
+        if isinstance(error, RequestBodyError):
+            return body_failed(f"WSGI app {self.server._px_app.name}", request, error)
         _log.error(
             "WSGI app %s failed on %s %s",
             self.server._px_app.name,
@@ -398,6 +397,7 @@ class WSGIServer(AppServer):
     """
 
     _px_interface: ClassVar[str] = "WSGI"
+    stream_request_body: ClassVar[bool] = True
 
     def _px_handle(self, request: Request) -> Wire:
         return self._px_static_file(request) or _Exchange(self, request).run()

@@ -9,6 +9,13 @@
  * (an async def handler) or the request's HttpStream is answered later, by
  * stream.c; what keeps the instance alive then is said there.
  *
+ * A request whose body is still arriving (stream_request_body) is handled
+ * in a work item of the connection's worker rather than in the callback:
+ * its handler may wait for the body, which the connection receives between
+ * its callbacks, so waiting inside one would wait for ever. Out of the
+ * callback, a handler that blocks is handed off like any blocking one, and
+ * the worker keeps receiving its body meanwhile.
+ *
  * Field names the server writes itself (Content-Length, Transfer-Encoding,
  * Date, Connection) are dropped from a handler's fields rather than
  * refused; "Connection: close" closes the connection after the response. A
@@ -522,13 +529,12 @@ static PyObject *client_address(pxpy_http_protocol_t *self)
  * one, 0 when the table has none (_px_handle decides: 405, patterns, static
  * files, 404), -1 with an exception. Methods outside the parser's list are
  * left to _px_handle too. */
-static int exact_handler(pxpy_http_config_t *cfg,
-                         const px_http_server_request_t *req, PyObject *request,
+static int exact_handler(pxpy_http_config_t *cfg, PyObject *request,
                          PyObject **handler)
 {
-    if (req->head.method_id == PX_HTTP_METHOD_OTHER ||
-        req->head.method_id > PX_HTTP_METHOD_PATCH)
-        return 0;
+    /* The parser answers other methods 501: this is one of the shared
+     * method strings the route table is keyed by. */
+    PyObject *method = pxpy_http_request_method(request);
     PyObject *path = pxpy_http_request_path(request);
     if (path == NULL)
         return -1;
@@ -537,10 +543,7 @@ static int exact_handler(pxpy_http_config_t *cfg,
     Py_DECREF(path);
     if (rc <= 0)
         return rc;
-    rc = PyDict_Check(methods)
-             ? PyDict_GetItemRef(
-                   methods, cfg->st->http->methods[req->head.method_id], &index)
-             : 0;
+    rc = PyDict_Check(methods) ? PyDict_GetItemRef(methods, method, &index) : 0;
     Py_DECREF(methods);
     if (rc <= 0)
         return rc;
@@ -584,6 +587,132 @@ static PyObject *call_handler(pxpy_http_config_t *cfg, PyObject *handler,
     return result;
 }
 
+/* Calls the handler of the request in a (its exact route's, or
+ * _px_handle) and answers with what it gives, or answers its failure. */
+static void serve(pxpy_http_answer_t *a)
+{
+    pxpy_http_protocol_t *self = a->self;
+    pxpy_http_config_t *cfg = self->config;
+    PyObject *result = NULL;
+    bool raw = false;
+    PyObject *handler = NULL;
+    int rc = cfg->exact ? exact_handler(cfg, a->request, &handler) : 0;
+    if (rc > 0) {
+        result = call_handler(cfg, handler, (PyObject *)self, a->request, &raw);
+    } else if (rc == 0) {
+        PyObject *args[] = {(PyObject *)self, a->request};
+        result = cfg->handle_is_function
+                     ? PyObject_Vectorcall(cfg->handle, args, 2, NULL)
+                     : PyObject_VectorcallMethod(cfg->st->http->str_px_handle,
+                                                 args, 2, NULL);
+    }
+    if (result == NULL) {
+        answer_failure(a, "_px_handle");
+    } else if (raw) {
+        rc = pxpy_http_await(a, result, true);
+        if (rc < 0)
+            answer_failure(a, "_px_handle");
+    } else if ((rc = pxpy_http_answer(a, result)) < 0) {
+        pxpy_http_answer_failed(a, "_px_handle's result");
+    } else if (rc == 0) {
+        /* Answered now: the next request waits for the answer, so
+         * forgetting the exchange now is in time. */
+        pxpy_http_request_done(self);
+    }
+    Py_XDECREF(result);
+}
+
+/* ---- answers after the callback ---------------------------------------- */
+
+int pxpy_http_later_hold(pxpy_http_later_t *l, const pxpy_http_answer_t *a)
+{
+    l->raw_head =
+        a->req ? PyBytes_FromStringAndSize(a->req->raw_head,
+                                           (Py_ssize_t)a->req->raw_head_len)
+               : Py_XNewRef(a->raw_head);
+    if (l->raw_head == NULL)
+        return -1;
+    l->self = (pxpy_http_protocol_t *)Py_NewRef(a->self);
+    l->ex = a->ex;
+    l->seq = a->self->request_seq;
+    l->request = Py_XNewRef(a->request);
+    return 0;
+}
+
+void pxpy_http_later_release(pxpy_http_later_t *l)
+{
+    Py_CLEAR(l->self);
+    Py_CLEAR(l->request);
+    Py_CLEAR(l->raw_head);
+}
+
+bool pxpy_http_later_current(const pxpy_http_later_t *l)
+{
+    return l->self->ex == l->ex && l->self->request_seq == l->seq;
+}
+
+pxpy_http_answer_t pxpy_http_later_answer(const pxpy_http_later_t *l)
+{
+    pxpy_http_answer_t a = {l->self, l->ex, NULL, l->raw_head, l->request};
+    return a;
+}
+
+/* A request served by a work item (see the top of this file). */
+static void serve_later_run(void *arg)
+{
+    pxpy_http_later_t *l = arg;
+    bool attached = pxpy_attach();
+    if (pxpy_http_later_current(l)) {
+        pxpy_http_answer_t a = pxpy_http_later_answer(l);
+        serve(&a);
+    }
+    pxpy_http_later_release(l);
+    PyMem_RawFree(l);
+    pxpy_detach(attached);
+}
+
+/* The loop stops first: nothing will answer. */
+static void serve_later_cancel(void *arg)
+{
+    pxpy_http_later_t *l = arg;
+    bool attached = pxpy_attach();
+    if (pxpy_http_later_current(l)) {
+        pxpy_http_request_done(l->self);
+        px_http_abort(l->ex);
+    }
+    pxpy_http_later_release(l);
+    PyMem_RawFree(l);
+    pxpy_detach(attached);
+}
+
+/* Queues the request in a on the connection's worker: 0, or -1 with an
+ * exception (the exchange still open). */
+static int serve_later(pxpy_http_answer_t *a)
+{
+    px_loop_t *loop = pxpy_loop(a->self->config->st);
+    if (loop == NULL)
+        return -1;
+    pxpy_http_later_t *l = PyMem_RawMalloc(sizeof(*l));
+    if (l == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (pxpy_http_later_hold(l, a) < 0) {
+        PyMem_RawFree(l);
+        return -1;
+    }
+    int worker = px_conn_worker(px_http_exchange_conn(a->ex));
+    int rc = px_submit_to(loop, worker, serve_later_run, serve_later_cancel, l);
+    if (rc < 0) {
+        pxpy_http_later_release(l);
+        PyMem_RawFree(l);
+        pxpy_raise_engine_error(a->self->config->st, rc,
+                                "queueing an HTTP request");
+        return -1;
+    }
+    return 0;
+}
+
 /* The engine's request callback: runs on the connection's worker (inside
  * protocol.c's on_data, or in a work item that serves a request pipelined
  * behind a late answer), attached. */
@@ -598,44 +727,25 @@ void pxpy_http_on_request(px_http_exchange_t *ex,
     Py_INCREF(self);
     self->ex = ex;
     self->request_seq++;
-    self->callback_thread = PyThread_get_thread_ident();
     pxpy_http_answer_t a = {self, ex, req, NULL, NULL};
     PyObject *client = client_address(self);
-    a.request =
-        client ? pxpy_http_request_new(cfg->st, cfg->request_type, req, client)
-               : NULL;
-    PyObject *result = NULL;
-    bool raw = false;
-    if (a.request != NULL) {
-        PyObject *handler = NULL;
-        int rc = cfg->exact ? exact_handler(cfg, req, a.request, &handler) : 0;
-        if (rc > 0) {
-            result =
-                call_handler(cfg, handler, (PyObject *)self, a.request, &raw);
-        } else if (rc == 0) {
-            PyObject *args[] = {(PyObject *)self, a.request};
-            result = cfg->handle_is_function
-                         ? PyObject_Vectorcall(cfg->handle, args, 2, NULL)
-                         : PyObject_VectorcallMethod(
-                               cfg->st->http->str_px_handle, args, 2, NULL);
-        }
-    }
-    int rc;
-    if (result == NULL) {
+    PyObject *body = NULL;
+    if (client != NULL && req->body_streamed)
+        body = pxpy_http_body_new(self, ex);
+    if (client != NULL && (body != NULL || !req->body_streamed))
+        a.request = pxpy_http_request_new(cfg->st, cfg->request_type, req,
+                                          client, body);
+    Py_XDECREF(body);
+    if (a.request == NULL) {
         answer_failure(&a, "_px_handle");
-    } else if (raw) {
-        rc = pxpy_http_await(&a, result, true);
-        if (rc < 0)
+    } else if (req->body_streamed) {
+        if (serve_later(&a) < 0)
             answer_failure(&a, "_px_handle");
-    } else if ((rc = pxpy_http_answer(&a, result)) < 0) {
-        pxpy_http_answer_failed(&a, "_px_handle's result");
-    } else if (rc == 0) {
-        /* Answered inside the callback: the next request waits for it to
-         * return, so forgetting the exchange now is in time. */
-        pxpy_http_request_done(self);
+    } else {
+        self->callback_thread = PyThread_get_thread_ident();
+        serve(&a);
+        self->callback_thread = 0;
     }
-    self->callback_thread = 0;
-    Py_XDECREF(result);
     Py_XDECREF(a.request);
     Py_DECREF(self);
     pxpy_detach(attached);

@@ -189,6 +189,22 @@ static int read_limits(PyObject *cls, px_http_server_options_t *opts)
     return 0;
 }
 
+/* stream_request_body: a bool. */
+static int read_stream_body(PyObject *cls, px_http_server_options_t *opts)
+{
+    PyObject *v = PyObject_GetAttrString(cls, "stream_request_body");
+    if (v == NULL)
+        return -1;
+    int rc = PyBool_Check(v) ? 0 : -1;
+    if (rc < 0)
+        PyErr_Format(PyExc_TypeError,
+                     "%.200s.stream_request_body must be a bool, not %.100s",
+                     ((PyTypeObject *)cls)->tp_name, Py_TYPE(v)->tp_name);
+    opts->stream_request_body = v == Py_True;
+    Py_DECREF(v);
+    return rc;
+}
+
 /* The _px_handle stored in the class or a base, unbound; NULL with an
  * exception when there is none. */
 static PyObject *find_handle(pxpy_http_t *h, PyObject *cls)
@@ -284,7 +300,7 @@ int pxpy_http_config_new(pxpy_state *st, PyObject *cls, PyObject **out)
     if (is_http <= 0)
         return is_http;
     px_http_server_options_t opts = {.on_request = pxpy_http_on_request};
-    if (read_limits(cls, &opts) < 0)
+    if (read_limits(cls, &opts) < 0 || read_stream_body(cls, &opts) < 0)
         return -1;
     pxpy_http_config_t *cfg =
         PyObject_GC_New(pxpy_http_config_t, h->config_type);
@@ -326,6 +342,7 @@ static int protocol_traverse(PyObject *op, visitproc visit, void *arg)
     Py_VISIT(self->config);
     Py_VISIT(self->client);
     Py_VISIT(self->stream);
+    Py_VISIT(self->body);
     return 0;
 }
 
@@ -335,6 +352,7 @@ static int protocol_clear(PyObject *op)
     Py_CLEAR(self->config);
     Py_CLEAR(self->client);
     Py_CLEAR(self->stream);
+    Py_CLEAR(self->body);
     return 0;
 }
 
@@ -363,6 +381,7 @@ static PyObject *protocol_new(PyTypeObject *type, PyObject *args,
         self->request_seq = 0;
         self->callback_thread = 0;
         self->stream = NULL;
+        self->body = NULL;
         self->input_ended = false;
     }
     return (PyObject *)self;
@@ -386,9 +405,11 @@ static PyType_Slot protocol_slots[] = {
      "arguments). _px_handle returns (status, fields, body), bytes or "
      "str (200, text/plain; str as UTF-8 with charset=utf-8) or a "
      "FileResponse. The class attributes max_header_size, max_uri_size, "
-     "max_body_size, max_body_memory (bytes), min_body_rate (bytes/s) and "
+     "max_body_size, max_body_memory (bytes), min_body_rate (bytes/s), "
      "header_timeout, body_timeout, keepalive_timeout (seconds, None: "
-     "none) are read at register()."},
+     "none) and stream_request_body (True: the handler is called once the "
+     "head is complete, and reads the body as it arrives) are read at "
+     "register()."},
     {Py_tp_new, protocol_new},
     {Py_tp_methods, protocol_methods},
     {Py_tp_traverse, protocol_traverse},
@@ -414,6 +435,8 @@ static int add_class_defaults(pxpy_http_t *h, PyTypeObject *type)
         return -1;
     int rc = PyDict_SetItemString(dict, "_px_request_class",
                                   (PyObject *)h->request_type);
+    if (rc == 0)
+        rc = PyDict_SetItemString(dict, "stream_request_body", Py_False);
     for (size_t i = 0; i < LIMIT_COUNT && rc == 0; i++) {
         double value = limits[i].default_value;
         if (value == 0)
@@ -509,6 +532,7 @@ int pxpy_http_exec(PyObject *module, pxpy_state *st)
     if (h->config_type == NULL || h->protocol_type == NULL ||
         pxpy_http_types_exec(module, st) < 0 ||
         pxpy_http_stream_exec(module, st) < 0 ||
+        pxpy_http_body_exec(module, st) < 0 ||
         add_class_defaults(h, h->protocol_type) < 0 ||
         PyModule_AddType(module, h->protocol_type) < 0)
         return -1;
@@ -523,6 +547,7 @@ int pxpy_http_traverse(pxpy_state *st, visitproc visit, void *arg)
     Py_VISIT(h->protocol_type);
     Py_VISIT(h->config_type);
     Py_VISIT(h->stream_type);
+    Py_VISIT(h->body_type);
     return pxpy_http_types_traverse(st, visit, arg);
 }
 
@@ -535,6 +560,7 @@ void pxpy_http_free(pxpy_state *st)
     Py_CLEAR(h->protocol_type);
     Py_CLEAR(h->config_type);
     Py_CLEAR(h->stream_type);
+    Py_CLEAR(h->body_type);
     Py_CLEAR(h->str_px_handle);
     PyMem_Free(h);
     st->http = NULL;

@@ -3,8 +3,9 @@
  * HttpProtocol base class, the configuration of a registered class and the
  * hooks protocol.c calls), answer.c (the request callback and the framing
  * of results), stream.c (streamed bodies, the HttpStream type, and answers
- * that come from a task of the worker loop) and types.c (the HttpRequest
- * and FileResponse types).
+ * that come from a task of the worker loop), body.c (request bodies read
+ * as they arrive: the HttpBody type) and types.c (the HttpRequest and
+ * FileResponse types).
  * binding.h declares what the rest of the binding calls.
  */
 #ifndef PXPY_HTTP_BINDING_H
@@ -20,6 +21,7 @@ struct pxpy_http_s {
     PyTypeObject *request_type;  /* HttpRequest */
     PyTypeObject *file_type;     /* FileResponse */
     PyTypeObject *stream_type;   /* HttpStream */
+    PyTypeObject *body_type;     /* HttpBody */
     PyObject *str_px_handle;     /* "_px_handle" */
     /* Request attributes shared by every request. */
     PyObject *methods[PX_HTTP_METHOD_PATCH + 1]; /* by px_http_method_t;
@@ -59,6 +61,7 @@ typedef struct {
                              its request is still the one being handled */
     unsigned long callback_thread;
     PyObject *stream;
+    PyObject *body;   /* its HttpBody, when its body is streamed (body.c) */
     bool input_ended; /* the client ended its side of the connection */
 } pxpy_http_protocol_t;
 
@@ -88,6 +91,26 @@ typedef struct {
     PyObject *raw_head;
     PyObject *request; /* the Request, for _px_failed */
 } pxpy_http_answer_t;
+
+/* A request answered after its callback (by a task, a work item): what
+ * the answer needs, held until then. */
+typedef struct {
+    pxpy_http_protocol_t *self;
+    px_http_exchange_t *ex;
+    uint64_t seq; /* self->request_seq at the time */
+    PyObject *request;
+    PyObject *raw_head; /* the head, which file answers plan from */
+} pxpy_http_later_t;
+
+/* Holds what answering a's request later needs: 0, or -1 with an
+ * exception (nothing held). */
+int pxpy_http_later_hold(pxpy_http_later_t *l, const pxpy_http_answer_t *a);
+void pxpy_http_later_release(pxpy_http_later_t *l);
+/* Whether l's request still awaits this answer: no other path answered
+ * it, and the connection has not moved on. */
+bool pxpy_http_later_current(const pxpy_http_later_t *l);
+/* What answering l's request needs, now that its callback returned. */
+pxpy_http_answer_t pxpy_http_later_answer(const pxpy_http_later_t *l);
 
 /* Answers with what a handler (or _px_handle) gave, already in wire form:
  * 0 when the exchange is answered or will be (a task, a stream), -1 with
@@ -134,6 +157,21 @@ void pxpy_http_stream_conn_closed(pxpy_http_protocol_t *self);
 PyObject *pxpy_http_protocol_stream(PyObject *self, PyObject *unused);
 int pxpy_http_stream_exec(PyObject *module, pxpy_state *st);
 
+/* ---- body.c ---- */
+
+/* The HttpBody of the request being handled, whose body the C layer
+ * streams (req->body_streamed): made for ex, kept in self->body until the
+ * request is done. NULL with an exception. */
+PyObject *pxpy_http_body_new(pxpy_http_protocol_t *self,
+                             px_http_exchange_t *ex);
+/* The request is done (pxpy_http_request_done): its HttpBody stops
+ * reading, and its waiters are told. */
+void pxpy_http_body_done(pxpy_http_protocol_t *self);
+/* The rest of the body, read whole (waiting for it, detached): bytes, or
+ * NULL with an exception. */
+PyObject *pxpy_http_body_read_all(PyObject *body);
+int pxpy_http_body_exec(PyObject *module, pxpy_state *st);
+
 /* FileResponse(path, content_type, status=200, headers=None). */
 typedef struct {
     PyObject_HEAD
@@ -144,10 +182,14 @@ typedef struct {
 } pxpy_file_response_t;
 
 /* A new request of type (HttpRequest or a subclass without slots of its
- * own) for req, which it copies; NULL with an exception. */
+ * own) for req, which it copies; its body is body_source's (an HttpBody)
+ * when req->body_streamed. NULL with an exception. */
 PyObject *pxpy_http_request_new(pxpy_state *st, PyTypeObject *type,
                                 const px_http_server_request_t *req,
-                                PyObject *client);
+                                PyObject *client, PyObject *body_source);
+
+/* The request's method (borrowed). */
+PyObject *pxpy_http_request_method(PyObject *request);
 
 /* The request's percent-decoded path (a new reference), or NULL with an
  * exception. */

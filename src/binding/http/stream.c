@@ -14,14 +14,15 @@
  *
  * A sync body is pumped in C: items are written while the C layer takes
  * them; when it reports the stream full, the pump parks, and on_drain (on
- * the connection's worker, in its dispatch) carries on. The handler's
- * thread is not held while the client reads, and a parked pump costs
- * nothing. An async body, and awrite(), wait in the worker loop: on_drain
- * wakes them with call_soon_threadsafe, through callables registered with
- * _when_drained(). write() from a thread other than the request
- * callback's waits on a condition variable, detached; inside the callback
- * it cannot wait, since the engine sends the connection's queue only
- * between its callbacks.
+ * the connection's worker, in its dispatch) carries on, or has a work item
+ * of that worker carry on when the request's body is streamed (see
+ * resume_pump). The handler's thread is not held while the client reads,
+ * and a parked pump costs nothing. An async body, and awrite(), wait in the
+ * worker loop: on_drain wakes them with call_soon_threadsafe, through
+ * callables registered with _when_drained(). write() from a thread other
+ * than the request callback's waits on a condition variable, detached;
+ * inside the callback it cannot wait, since the engine sends the
+ * connection's queue only between its callbacks.
  *
  * The stream's flags and waiters are guarded by a pthread mutex, never held
  * while Python code runs (callbacks are called after it is released).
@@ -69,6 +70,8 @@ static void stream_abort_now(stream_t *s);
 void pxpy_http_request_done(pxpy_http_protocol_t *self)
 {
     self->ex = NULL;
+    if (self->body != NULL)
+        pxpy_http_body_done(self);
     stream_t *s = (stream_t *)self->stream;
     if (s == NULL)
         return;
@@ -137,6 +140,52 @@ static void call_waiters(stream_t *s, waiter_t *fire, size_t n)
 static void close_iterator(stream_t *s);
 static void pump(stream_t *s);
 
+static void pump_work(void *arg)
+{
+    bool attached = pxpy_attach();
+    pump(arg);
+    Py_DECREF((PyObject *)arg);
+    pxpy_detach(attached);
+}
+
+static void pump_cancel(void *arg)
+{
+    bool attached = pxpy_attach();
+    stream_t *s = arg;
+    close_iterator(s);
+    stream_abort_now(s);
+    Py_DECREF(s);
+    pxpy_detach(attached);
+}
+
+/* Carries on with a parked pump. From on_drain, which runs in the
+ * connection's dispatch: a body that reads the request's streamed body
+ * (body.c) could wait there for bytes that the connection only receives
+ * between its callbacks, so such a pump goes on in a work item instead. */
+static void resume_pump(stream_t *s, bool closed)
+{
+    pxpy_http_protocol_t *self = s->protocol;
+    pthread_mutex_lock(&s->lock);
+    px_http_exchange_t *ex = s->ex;
+    pthread_mutex_unlock(&s->lock);
+    px_loop_t *loop = NULL;
+    if (!closed && ex != NULL && self != NULL && self->body != NULL)
+        loop = pxpy_loop(s->st);
+    if (loop == NULL) {
+        PyErr_Clear();
+        pump(s);
+        return;
+    }
+    Py_INCREF(s);
+    int worker = px_conn_worker(px_http_exchange_conn(ex));
+    if (px_submit_to(loop, worker, pump_work, pump_cancel, s) < 0) {
+        /* The loop is stopping: the pump cannot go on. */
+        close_iterator(s);
+        stream_abort_now(s);
+        Py_DECREF(s);
+    }
+}
+
 /* on_drain (closed false) and on_close (true): wakes what waits. */
 static void wake(stream_t *s, bool closed)
 {
@@ -153,7 +202,7 @@ static void wake(stream_t *s, bool closed)
     if (fire != NULL)
         call_waiters(s, fire, nfire);
     if (parked)
-        pump(s);
+        resume_pump(s, closed);
 }
 
 static void on_drain(void *arg)
@@ -896,21 +945,16 @@ static PyType_Spec stream_spec = {
 /* ---- awaited answers ---------------------------------------------------- */
 
 typedef struct {
-    pxpy_http_protocol_t *self;
-    px_http_exchange_t *ex;
-    uint64_t seq;
-    PyObject *request;
-    PyObject *raw_head;
+    pxpy_http_later_t later;
     bool raw;
 } awaited_t;
 
 static void awaited(void *arg, PyObject *result)
 {
     awaited_t *w = arg;
-    pxpy_http_protocol_t *self = w->self;
-    /* Still the request being answered: no other path answered it. */
-    bool ours = self->ex == w->ex && self->request_seq == w->seq;
-    pxpy_http_answer_t a = {self, w->ex, NULL, w->raw_head, w->request};
+    pxpy_http_protocol_t *self = w->later.self;
+    bool ours = pxpy_http_later_current(&w->later);
+    pxpy_http_answer_t a = pxpy_http_later_answer(&w->later);
     if (result == NULL) {
         if (!ours) {
             PyErr_Clear();
@@ -918,7 +962,7 @@ static void awaited(void *arg, PyObject *result)
             /* The loop is stopping: nothing will answer. */
             PyErr_Clear();
             pxpy_http_request_done(self);
-            px_http_abort(w->ex);
+            px_http_abort(a.ex);
         } else {
             pxpy_http_answer_failed(&a, "async handler");
         }
@@ -942,9 +986,7 @@ static void awaited(void *arg, PyObject *result)
         else if (rc == 0)
             pxpy_http_request_done(self);
     }
-    Py_DECREF(self);
-    Py_XDECREF(w->request);
-    Py_XDECREF(w->raw_head);
+    pxpy_http_later_release(&w->later);
     PyMem_RawFree(w);
 }
 
@@ -955,23 +997,13 @@ int pxpy_http_await(pxpy_http_answer_t *a, PyObject *awaitable, bool raw)
         PyErr_NoMemory();
         return -1;
     }
-    w->raw_head =
-        a->req ? PyBytes_FromStringAndSize(a->req->raw_head,
-                                           (Py_ssize_t)a->req->raw_head_len)
-               : Py_XNewRef(a->raw_head);
-    if (w->raw_head == NULL) {
+    if (pxpy_http_later_hold(&w->later, a) < 0) {
         PyMem_RawFree(w);
         return -1;
     }
-    w->self = (pxpy_http_protocol_t *)Py_NewRef(a->self);
-    w->ex = a->ex;
-    w->seq = a->self->request_seq;
-    w->request = Py_XNewRef(a->request);
     w->raw = raw;
     if (pxpy_aio_spawn_eager(a->self->config->st, awaitable, awaited, w) < 0) {
-        Py_DECREF(w->self);
-        Py_XDECREF(w->request);
-        Py_DECREF(w->raw_head);
+        pxpy_http_later_release(&w->later);
         PyMem_RawFree(w);
         return -1;
     }

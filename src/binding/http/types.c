@@ -6,8 +6,10 @@
  * An HttpRequest is one allocation: the object, the offsets of its fields
  * and a copy of the request head live in one block, so it stays valid after
  * the callback that made it (a handler may keep it) without pointing into
- * the engine's buffer. The body is a bytes object; the method, the version
- * and the client address are shared objects. The other attributes are made
+ * the engine's buffer. The body is a bytes object, or, for a body the C
+ * layer streams (stream_request_body), an HttpBody (body.c) that `body`
+ * reads whole on first use; the method, the version and the client address
+ * are shared objects. The other attributes are made
  * from the copy on first access and cached, under the object's critical
  * section so that threads reading one request at once agree on the cache.
  *
@@ -33,7 +35,9 @@ typedef struct {
     PyObject *method;
     PyObject *version;
     PyObject *client;
-    PyObject *body;
+    PyObject *body;        /* NULL while a streamed body is not read whole */
+    PyObject *body_source; /* the HttpBody of a streamed body */
+    int body_state;        /* see take_body */
     PyObject *keep_alive;
     /* Made on first access. */
     PyObject *target;
@@ -67,7 +71,7 @@ static PyObject *method_name(pxpy_http_t *h, const px_http_request_t *head)
 
 PyObject *pxpy_http_request_new(pxpy_state *st, PyTypeObject *type,
                                 const px_http_server_request_t *req,
-                                PyObject *client)
+                                PyObject *client, PyObject *body_source)
 {
     pxpy_http_t *h = st->http;
     size_t num_fields = req->head.num_headers;
@@ -107,8 +111,12 @@ PyObject *pxpy_http_request_new(pxpy_state *st, PyTypeObject *type,
     r->query_off = req->query_len ? (uint32_t)(req->query - head) : 0;
     r->query_len = (uint32_t)req->query_len;
     r->method = method_name(h, &req->head);
-    r->body = PyBytes_FromStringAndSize(req->body, (Py_ssize_t)req->body_len);
-    if (r->method == NULL || r->body == NULL) {
+    if (req->body_streamed)
+        r->body_source = Py_NewRef(body_source);
+    else
+        r->body =
+            PyBytes_FromStringAndSize(req->body, (Py_ssize_t)req->body_len);
+    if (r->method == NULL || (r->body == NULL && r->body_source == NULL)) {
         Py_DECREF(r);
         return NULL;
     }
@@ -120,6 +128,7 @@ static int request_traverse(PyObject *op, visitproc visit, void *arg)
     http_request_t *r = (http_request_t *)op;
     Py_VISIT(Py_TYPE(op));
     Py_VISIT(r->client);
+    Py_VISIT(r->body_source);
     Py_VISIT(r->fields);
     Py_VISIT(r->query_cache);
     Py_VISIT(r->headers_cache);
@@ -133,6 +142,7 @@ static int request_clear(PyObject *op)
     Py_CLEAR(r->version);
     Py_CLEAR(r->client);
     Py_CLEAR(r->body);
+    Py_CLEAR(r->body_source);
     Py_CLEAR(r->keep_alive);
     Py_CLEAR(r->target);
     Py_CLEAR(r->raw_path);
@@ -285,6 +295,78 @@ PyObject *pxpy_http_request_path(PyObject *request)
     return get_path(request, NULL);
 }
 
+PyObject *pxpy_http_request_method(PyObject *request)
+{
+    return ((http_request_t *)request)->method;
+}
+
+/* Who has the body. stream() and reader() take it once (TAKEN); `body`
+ * reads a streamed one whole (READ) unless they took it first. */
+enum { BODY_FREE = 0, BODY_TAKEN, BODY_READ };
+
+static PyObject *get_body(PyObject *op, void *Py_UNUSED(c))
+{
+    http_request_t *r = (http_request_t *)op;
+    PyObject *body = NULL, *source = NULL;
+    int state = BODY_FREE;
+    Py_BEGIN_CRITICAL_SECTION(r);
+    body = Py_XNewRef(r->body);
+    state = r->body_state;
+    if (body == NULL && state == BODY_FREE) {
+        r->body_state = BODY_READ;
+        source = Py_NewRef(r->body_source);
+    }
+    Py_END_CRITICAL_SECTION();
+    if (body != NULL)
+        return body;
+    if (source == NULL) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        state == BODY_TAKEN
+                            ? "request.body: the body is being read through "
+                              "request.stream() or request.reader(); read it "
+                              "there"
+                            : "request.body: another thread is reading the "
+                              "body whole");
+        return NULL;
+    }
+    /* Waits for the rest of the body, detached; without the critical
+     * section, which a wait would suspend anyway. */
+    body = pxpy_http_body_read_all(source);
+    Py_DECREF(source);
+    if (body == NULL)
+        return NULL;
+    Py_BEGIN_CRITICAL_SECTION(r);
+    if (r->body == NULL)
+        r->body = Py_NewRef(body);
+    Py_END_CRITICAL_SECTION();
+    return body;
+}
+
+/* The body for stream() or reader(), once: bytes when it is whole (a
+ * buffered body, or a streamed one `body` read), else the HttpBody. */
+static PyObject *take_body(PyObject *op, PyObject *Py_UNUSED(unused))
+{
+    http_request_t *r = (http_request_t *)op;
+    PyObject *taken = NULL;
+    int state;
+    Py_BEGIN_CRITICAL_SECTION(r);
+    state = r->body_state;
+    if (state != BODY_TAKEN && (r->body != NULL || state == BODY_FREE)) {
+        r->body_state = BODY_TAKEN;
+        taken = Py_NewRef(r->body != NULL ? r->body : r->body_source);
+    }
+    Py_END_CRITICAL_SECTION();
+    if (taken == NULL)
+        PyErr_SetString(PyExc_RuntimeError,
+                        state == BODY_TAKEN
+                            ? "the request body was consumed already: "
+                              "stream() and reader() may be called once per "
+                              "request"
+                            : "the request body is being read whole through "
+                              "request.body");
+    return taken;
+}
+
 static PyObject *get_query_string(PyObject *op, void *Py_UNUSED(c))
 {
     http_request_t *r = (http_request_t *)op;
@@ -323,8 +405,6 @@ static PyMemberDef request_members[] = {
      "\"HTTP/1.1\" or \"HTTP/1.0\"."},
     {"client", Py_T_OBJECT_EX, offsetof(http_request_t, client), Py_READONLY,
      "The client's (host, port)."},
-    {"body", Py_T_OBJECT_EX, offsetof(http_request_t, body), Py_READONLY,
-     "The body (bytes; a chunked body decoded)."},
     {"keep_alive", Py_T_OBJECT_EX, offsetof(http_request_t, keep_alive),
      Py_READONLY, "Whether the connection stays open after the response."},
     {"_query", Py_T_OBJECT_EX, offsetof(http_request_t, query_cache), 0,
@@ -346,7 +426,19 @@ static PyGetSetDef request_getset[] = {
     {"header_fields", get_fields, NULL,
      "The header fields: a new list of (name, value), in order, Latin-1.",
      NULL},
+    {"body", get_body, NULL,
+     "The body (bytes; a chunked body decoded). A streamed body "
+     "(stream_request_body) is read whole on first use, waiting for it.",
+     NULL},
     {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef request_methods[] = {
+    {"_px_take_body", take_body, METH_NOARGS,
+     "_px_take_body($self, /)\n--\n\n"
+     "The body for stream() or reader(), once: bytes when it is whole, "
+     "else the HttpBody it arrives through. RuntimeError the second time."},
+    {NULL, NULL, 0, NULL},
 };
 
 static PyType_Slot request_slots[] = {
@@ -357,6 +449,7 @@ static PyType_Slot request_slots[] = {
     {Py_tp_repr, request_repr},
     {Py_tp_members, request_members},
     {Py_tp_getset, request_getset},
+    {Py_tp_methods, request_methods},
     {0, NULL},
 };
 

@@ -90,6 +90,23 @@ async def echo(scope, receive, send):
     await respond(send, body)
 
 
+async def upload(scope, receive, send):
+    """Counts the body's events and bytes; notes the first piece as it
+    comes, so that a test can send the rest only once the app has it."""
+    events = size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        events += 1
+        size += len(message["body"])
+        if events == 1:
+            note(f"first piece {len(message['body'])} more {message.get('more_body', False)}")
+        if not message.get("more_body", False):
+            break
+    await respond(send, json.dumps({"events": events, "size": size}).encode())
+
+
 async def stream(scope, receive, send):
     """Three pieces, chunked, or with a Content-Length (?length)."""
     headers = [(b"content-type", b"text/plain")]
@@ -227,6 +244,7 @@ ROUTES = {
     "/scope": scope_route,
     "/scope/é x": scope_route,
     "/echo": echo,
+    "/upload": upload,
     "/stream": stream,
     "/big": big,
     "/pathsend": pathsend,
