@@ -681,10 +681,14 @@ typedef enum {
 } callback_verdict_t;
 
 /* What the callback that started at `since` is doing, once it has run for
- * a threshold. Blocked means the holder used less than half of the last
- * wall time since the monitor first saw the callback (at least half a
- * threshold) on a CPU, and sleeps in the kernel; otherwise it computes.
- * Between two samples the last verdict stands. */
+ * a threshold, from the holder's CPU time over the last wall time since
+ * the monitor first saw the callback (at least half a threshold): blocked
+ * when it used less than half of it and sleeps in the kernel; computing
+ * when it used at least half. A holder that used less but is runnable
+ * waits for a CPU that others hold (a loaded machine: the workers and the
+ * clients outnumber the cores): another thread would wait alike, and each
+ * new one costs memory, so it is left alone (young). Between two samples
+ * the last verdict stands. */
 static callback_verdict_t judge_callback(px__worker_t *w, uint64_t since,
                                          uint64_t now, uint64_t threshold)
 {
@@ -704,8 +708,10 @@ static callback_verdict_t judge_callback(px__worker_t *w, uint64_t since,
     uint64_t used = cpu > w->mon_cpu ? cpu - w->mon_cpu : 0;
     w->mon_wall = now;
     w->mon_cpu = cpu;
-    w->mon_computing = !(used < wall / 2 && holder_sleeping(w));
-    return w->mon_computing ? CALLBACK_COMPUTING : CALLBACK_BLOCKED;
+    w->mon_computing = used >= wall / 2;
+    if (w->mon_computing)
+        return CALLBACK_COMPUTING;
+    return holder_sleeping(w) ? CALLBACK_BLOCKED : CALLBACK_YOUNG;
 }
 
 /* Whether w has anything for a new holder to serve besides the callback
@@ -797,7 +803,12 @@ static void *monitor_main(void *arg)
                 break;
             case CALLBACK_COMPUTING:
                 computing++;
-                if (has_others(w)) {
+                /* Handed off after twice the threshold: a pause of every
+                 * thread (a collection of free-threaded CPython stops
+                 * them all, for ~10 ms) looks like computing, and a new
+                 * holder could not run meanwhile; each one costs a thread
+                 * and its memory. */
+                if (now - since >= 2 * threshold && has_others(w)) {
                     candidates[ncandidates] = w;
                     held[ncandidates++] = s;
                 }
