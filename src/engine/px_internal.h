@@ -374,6 +374,7 @@ struct px__worker_s {
     /* The monitor's verdict on the callback under way (monitor only): it
      * computes for longer than a threshold. */
     bool mon_computing;
+    bool mon_starved; /* its last verdict: runnable, short of a CPU */
 
     atomic_int nconns;   /* live connections it owns */
     atomic_int adopting; /* accepted, ADOPT not yet handled */

@@ -675,9 +675,11 @@ static bool holder_sleeping(px__worker_t *w)
 }
 
 typedef enum {
-    CALLBACK_YOUNG,    /* not judged yet */
-    CALLBACK_BLOCKED,  /* past a threshold, mostly off the CPU */
-    CALLBACK_COMPUTING /* past a threshold, computing */
+    CALLBACK_YOUNG,     /* not judged yet */
+    CALLBACK_BLOCKED,   /* past a threshold, mostly off the CPU */
+    CALLBACK_COMPUTING, /* past a threshold, computing */
+    CALLBACK_STARVED    /* past a threshold, runnable but mostly waiting
+                           for a CPU that others hold */
 } callback_verdict_t;
 
 /* What the callback that started at `since` is doing, once it has run for
@@ -686,9 +688,10 @@ typedef enum {
  * when it used less than half of it and sleeps in the kernel; computing
  * when it used at least half. A holder that used less but is runnable
  * waits for a CPU that others hold (a loaded machine: the workers and the
- * clients outnumber the cores): another thread would wait alike, and each
- * new one costs memory, so it is left alone (young). Between two samples
- * the last verdict stands. */
+ * clients outnumber the cores) is starved: it wants a core as a computing
+ * one does, but another thread would wait alike, and each new one costs
+ * memory, so its worker is left alone. Between two samples the last
+ * verdict stands. */
 static callback_verdict_t judge_callback(px__worker_t *w, uint64_t since,
                                          uint64_t now, uint64_t threshold)
 {
@@ -696,22 +699,25 @@ static callback_verdict_t judge_callback(px__worker_t *w, uint64_t since,
         w->mon_since = since;
         w->mon_wall = now;
         w->mon_cpu = holder_cpu_ns(w);
-        w->mon_computing = false;
+        w->mon_computing = w->mon_starved = false;
         return CALLBACK_YOUNG;
     }
     uint64_t wall = now - w->mon_wall;
     if (now < since + threshold)
         return CALLBACK_YOUNG;
     if (wall < threshold / 2)
-        return w->mon_computing ? CALLBACK_COMPUTING : CALLBACK_YOUNG;
+        return w->mon_computing ? CALLBACK_COMPUTING
+               : w->mon_starved ? CALLBACK_STARVED
+                                : CALLBACK_YOUNG;
     uint64_t cpu = holder_cpu_ns(w);
     uint64_t used = cpu > w->mon_cpu ? cpu - w->mon_cpu : 0;
     w->mon_wall = now;
     w->mon_cpu = cpu;
     w->mon_computing = used >= wall / 2;
+    w->mon_starved = !w->mon_computing && !holder_sleeping(w);
     if (w->mon_computing)
         return CALLBACK_COMPUTING;
-    return holder_sleeping(w) ? CALLBACK_BLOCKED : CALLBACK_YOUNG;
+    return w->mon_starved ? CALLBACK_STARVED : CALLBACK_BLOCKED;
 }
 
 /* Whether w has anything for a new holder to serve besides the callback
@@ -796,6 +802,9 @@ static void *monitor_main(void *arg)
                 atomic_load_explicit(&w->callback_since, memory_order_relaxed);
             switch (judge_callback(w, since, now, threshold)) {
             case CALLBACK_YOUNG:
+                break;
+            case CALLBACK_STARVED:
+                computing++; /* it holds, or wants, a core */
                 break;
             case CALLBACK_BLOCKED:
                 mark_blocking(w, now);
