@@ -2,9 +2,9 @@
  * http_binding.h - what the HTTP files of the binding share: config.c (the
  * HttpProtocol base class, the configuration of a registered class and the
  * hooks protocol.c calls), answer.c (the request callback and the framing
- * of results), stream.c (streamed bodies, the HttpStream type, and answers
- * that come from a task of the worker loop), body.c (request bodies read
- * as they arrive: the HttpBody type) and types.c (the HttpRequest and
+ * of results), stream.c (streamed bodies and the HttpStream type), await.c
+ * (answers that come from a task of the worker loop), body.c (request bodies
+ * read as they arrive: the HttpBody type) and types.c (the HttpRequest and
  * FileResponse types).
  * binding.h declares what the rest of the binding calls.
  */
@@ -139,6 +139,8 @@ int pxpy_http_stream_body(pxpy_http_answer_t *a, int status, PyObject *fields,
 /* A handler returned the request's HttpStream: checks that it is this
  * exchange's. */
 int pxpy_http_stream_returned(pxpy_http_answer_t *a, PyObject *stream);
+/* ---- await.c ---- */
+
 /* A handler returned an awaitable: runs it as a task of the worker loop
  * and answers with its outcome; raw: it is the handler's own coroutine,
  * whose result still goes through to_wire (and a failure through
