@@ -77,6 +77,11 @@ def pytest_configure(config):
         "markers",
         "shares_objects(reason=None): skipped in mode 'interpreters', where callbacks cannot reach the test's objects",
     )
+    config.addinivalue_line(
+        "markers",
+        "end_to_end: a suite driving outside programs (a database, a browser, a load balancer): run once per mode, "
+        "with io_uring and without a sanitizer; skipped with PYPARALLEL_IO=epoll and in the sanitizer build",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -86,6 +91,15 @@ def pytest_collection_modifyitems(config, items):
             if marker is not None:
                 reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else SHARES_OBJECTS_REASON)
                 item.add_marker(pytest.mark.skip(reason=f"mode 'interpreters': {reason}"))
+    # End-to-end suites spend their time in the outside programs, which
+    # neither the I/O backend nor a sanitizer build changes; the backends and
+    # the sanitizer are covered by the rest of the suite, so these run once
+    # per mode and keep make test within its budget.
+    if os.environ.get("PYPARALLEL_IO") == "epoll" or os.environ.get("PYPARALLEL_SANITIZED"):
+        skip = pytest.mark.skip(reason="end-to-end suites run once per mode: with io_uring, without a sanitizer")
+        for item in items:
+            if item.get_closest_marker("end_to_end") is not None:
+                item.add_marker(skip)
     if os.environ.get("PYPARALLEL_IO") == "uring":
         reason = io_uring_unavailable()
         if reason:
