@@ -6,9 +6,12 @@
 # liburing for the engine; clang, LLVM and the compiler-rt runtimes for the
 # sanitizer builds and libFuzzer; CPython's build dependencies (for
 # tools/build-python.sh when no 3.13t/3.13 is installed); clang-format for
-# `make format`; wrk for the HTTP benchmarks. One dpkg-query call decides what
-# is missing, so on a set-up machine this costs a few milliseconds and needs
-# no root.
+# `make format`; wrk for the HTTP benchmarks; the outside programs of the
+# end-to-end tests: headless Chromium and its WebDriver for the pages a
+# person looks at (tests/python/browser.py), PostgreSQL for the database
+# tests, HAProxy as the load balancer in front of several instances. One
+# dpkg-query call decides what is missing, so on a set-up machine this costs
+# a few milliseconds and needs no root.
 set -euo pipefail
 
 packages=(
@@ -18,6 +21,7 @@ packages=(
   libreadline-dev libncurses-dev uuid-dev libgdbm-dev libgdbm-compat-dev
   libexpat1-dev
   wrk
+  chromium chromium-driver postgresql haproxy
 )
 if [ "$#" -gt 0 ]; then
   packages=("$@")
