@@ -8,7 +8,7 @@ and hooks that pyparallel's own modules call. None of it is public API.
 """
 
 import builtins
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future
 from types import TracebackType
 from typing import ClassVar, Generic, Literal, TypeVar, final
@@ -110,6 +110,8 @@ class HttpRequest:
     @property
     def client(self) -> tuple[str, int] | None: ...
     @property
+    def scheme(self) -> str: ...
+    @property
     def body(self) -> bytes: ...
     @property
     def keep_alive(self) -> bool: ...
@@ -157,6 +159,10 @@ class HttpProtocol:
     # True: the handler is called once the head is complete, and reads the
     # body as it arrives.
     stream_request_body: ClassVar[bool]
+    # The proxies whose X-Forwarded-For/-Proto and Forwarded fields set
+    # request.client and request.scheme: addresses and networks, "*" for
+    # any; None: none.
+    forwarded_allow_ips: ClassVar[str | Sequence[str] | None]
     # The class the C layer makes requests of (an HttpRequest subclass with
     # __slots__ = ()).
     _px_request_class: ClassVar[type[HttpRequest]]
@@ -279,3 +285,13 @@ def _importing_main(flag: bool, /) -> None:
 def _log_in_main(fields: tuple[object, ...], message: str, exc: BaseException | None, /) -> None:
     """Mode "interpreters": log a worker interpreter's record in the main
     interpreter (see pyparallel._interp)."""
+
+# The access log and the request counters (pyparallel.http's _accesslog and
+# _metrics; docs/operations.md).
+def _access_log_open(path: str | None, format: str, /) -> None: ...
+def _access_log_reopen() -> None: ...
+def _access_log_flush() -> None: ...
+def _access_log_close() -> None: ...
+def _http_counters_enable(on: bool, /) -> None: ...
+def _http_counters(workers: int, /) -> list[dict[str, int | list[int]]]: ...
+def _http_duration_bounds() -> tuple[float, ...]: ...

@@ -74,6 +74,7 @@ static void server_unref(px_http_server_t *s)
     if (atomic_fetch_sub(&s->refs, 1) != 1)
         return;
     pthread_mutex_destroy(&s->lock);
+    px__http_trust_free(s->trust);
     free(SERVER_BOX(s));
 }
 
@@ -155,6 +156,11 @@ int px_http_server_new(px_loop_t *loop, const px_http_server_options_t *opts,
         timeout_or(opts->keepalive_timeout_ns, DEFAULT_KEEPALIVE_TIMEOUT_NS);
     px__http_body_limits(s, opts);
     s->stream_request_body = opts->stream_request_body != 0;
+    int trc = px__http_trust_parse(opts->forwarded_allow_ips, &s->trust);
+    if (trc < 0) {
+        free(box);
+        return trc;
+    }
     s->on_request = opts->on_request;
     s->data = opts->data;
     atomic_init(&s->refs, 2); /* the caller's and the timer's */
@@ -165,6 +171,7 @@ int px_http_server_new(px_loop_t *loop, const px_http_server_options_t *opts,
         px_timer_start(loop, period, period, sweep, sweep_done, s, &s->sweep);
     if (rc < 0) {
         pthread_mutex_destroy(&s->lock);
+        px__http_trust_free(s->trust);
         free(box);
         return rc;
     }
@@ -194,6 +201,7 @@ void px__http_conn_unref(px_http_conn_t *hc)
     px__bytebuf_free(&hc->pending);
     px__bytebuf_free(&hc->out);
     px__bytebuf_free(&hc->body);
+    px__http_obs_free(&hc->obs);
     pthread_mutex_destroy(&hc->lock);
     px_conn_unref(hc->conn);
     server_unref(hc->server);
@@ -434,6 +442,7 @@ static bool read_head(px_http_conn_t *hc, pass_t *p)
     }
     hc->last_len = 0;
     p->head_valid = true;
+    px__http_obs_begin(hc, &p->head);
     int frc = px_http_request_framing(&p->head, limits, &hc->framing);
     if (frc < 0) {
         fail(hc, px_http_error_status(frc));

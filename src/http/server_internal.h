@@ -32,6 +32,7 @@
 
 #include "bytebuf.h"
 #include "http_internal.h"
+#include "ops_internal.h"
 #include "px_http_server.h"
 
 #include <pthread.h>
@@ -76,6 +77,7 @@ struct px_http_server_s {
     uint64_t min_body_rate;   /* PX_HTTP_NO_MIN_RATE: none */
     uint64_t max_body_memory; /* PX_HTTP_NO_MEMORY_BOUND: none */
     bool stream_request_body;
+    px__http_trust_t *trust; /* forwarded_allow_ips; NULL: none */
     px_http_request_cb on_request;
     void *data;
     atomic_int refs;       /* the owner's, the timer's, each conn's */
@@ -138,6 +140,7 @@ struct px_http_conn_s {
     void *body_arg;
 
     px_http_exchange_t exchange;
+    px__http_obs_t obs; /* the request's record (ops_internal.h) */
 };
 
 /* A body reader's wait, taken out under hc->lock and told after unlocking

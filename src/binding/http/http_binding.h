@@ -27,6 +27,7 @@ struct pxpy_http_s {
     PyObject *methods[PX_HTTP_METHOD_PATCH + 1]; /* by px_http_method_t;
                                                     [OTHER] unused */
     PyObject *versions[2];                       /* "HTTP/1.0", "HTTP/1.1" */
+    PyObject *schemes[2];                        /* "http", "https" */
 };
 
 /* What register() read from an HttpProtocol subclass; the protocol
@@ -174,6 +175,11 @@ void pxpy_http_body_done(pxpy_http_protocol_t *self);
 PyObject *pxpy_http_body_read_all(PyObject *body);
 int pxpy_http_body_exec(PyObject *module, pxpy_state *st);
 
+/* ---- ops.c ---- */
+
+/* Adds the access log's and the counters' module functions. */
+int pxpy_http_ops_exec(PyObject *module, pxpy_state *st);
+
 /* FileResponse(path, content_type, status=200, headers=None). */
 typedef struct {
     PyObject_HEAD
@@ -185,10 +191,12 @@ typedef struct {
 
 /* A new request of type (HttpRequest or a subclass without slots of its
  * own) for req, which it copies; its body is body_source's (an HttpBody)
- * when req->body_streamed. NULL with an exception. */
+ * when req->body_streamed; its scheme "https" when https, else "http".
+ * NULL with an exception. */
 PyObject *pxpy_http_request_new(pxpy_state *st, PyTypeObject *type,
                                 const px_http_server_request_t *req,
-                                PyObject *client, PyObject *body_source);
+                                PyObject *client, PyObject *body_source,
+                                bool https);
 
 /* The request's method (borrowed). */
 PyObject *pxpy_http_request_method(PyObject *request);
