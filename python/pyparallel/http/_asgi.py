@@ -156,7 +156,8 @@ class _Cycle:
             "asgi": ASGI_VERSION,
             "http_version": _HTTP_VERSIONS.get(request.version, "1.1"),
             "method": request.method,
-            "scheme": server.url_scheme,
+            # request.scheme: https when a trusted proxy said so.
+            "scheme": "https" if request.scheme == "https" else server.url_scheme,
             "path": root_path + request.path,
             "raw_path": (root_path + raw_path).encode("latin-1"),
             "query_string": request.query_string.encode("latin-1"),

@@ -7,6 +7,8 @@
         [--max-header-size N] [--max-uri-size N] [--max-body-size N]
         [--header-timeout S] [--body-timeout S] [--keepalive-timeout S]
         [--graceful-timeout S] [--version]
+        [--access-log [PATH|-]] [--access-log-format common|combined|json]
+        [--forwarded-allow-ips LIST] [--metrics ADDR:PORT]
 
 Without --app it serves the current directory (or --root) the way
 `python -m http.server` does, plus two built-in routes: /plaintext and
@@ -33,6 +35,11 @@ interpreters a worker imports the app once before connections are
 accepted, so that an extension refusing subinterpreters ends the server
 with one line naming it.
 
+--access-log logs every request (docs/operations.md), reopened on
+SIGUSR1; --forwarded-allow-ips names the proxies whose X-Forwarded-For,
+X-Forwarded-Proto and Forwarded fields are believed; --metrics serves
+Prometheus metrics and a live status page from a listener of its own.
+
 The engine starts on first use and reads PYPARALLEL_WORKERS,
 PYPARALLEL_IO, PYPARALLEL_MAX_THREADS and PYPARALLEL_MODE then, so
 --workers, --io, --max-threads and --mode are put into os.environ
@@ -45,6 +52,7 @@ with -m does not import it twice under two names.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import sys
@@ -52,7 +60,7 @@ import sys
 import pyparallel as px
 
 from ..__main__ import version_report
-from . import _apps
+from . import _accesslog, _apps, _metrics
 from ._app import HttpServer
 from ._asgi import start_lifespan
 from ._request import Headers, Request
@@ -175,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds the shutdown after SIGINT or SIGTERM may take before the process exits anyway, "
         "e.g. while a handler has not returned (default: 30); a second signal exits at once",
     )
+    _add_ops_flags(parser)
     for name, kind, help_text in LIMIT_FLAGS:
         metavar = "N" if kind is int else "SECONDS"
         parser.add_argument(
@@ -189,6 +198,62 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _metrics_address(text: str) -> tuple[str, int]:
+    try:
+        return _metrics.parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _allow_ips(text: str) -> str:
+    """A comma-separated list of addresses and networks, or *: checked here
+    for a clear message (the C layer checks it again)."""
+    for entry in text.replace(",", " ").split():
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry.strip("[]"), strict=False)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{entry!r} is not an IP address or network (a.b.c.d, ::1, 10.0.0.0/8) or *"
+            ) from None
+    return text
+
+
+def _add_ops_flags(parser: argparse.ArgumentParser) -> None:
+    """Seeing what the server does: the access log, the proxies believed,
+    the metrics and status page (docs/operations.md)."""
+    parser.add_argument(
+        "--access-log",
+        nargs="?",
+        const="-",
+        metavar="PATH",
+        help="log one line per request to PATH, or to stderr with - or no PATH (default: no access log); "
+        "SIGUSR1 reopens PATH, for logrotate",
+    )
+    parser.add_argument(
+        "--access-log-format",
+        choices=_accesslog.FORMATS,
+        default="combined",
+        help="the access log's lines: Apache's common or combined log format, or JSON objects that also "
+        "carry the duration (default: combined)",
+    )
+    parser.add_argument(
+        "--forwarded-allow-ips",
+        type=_allow_ips,
+        metavar="LIST",
+        help="comma-separated addresses and networks of the proxies whose X-Forwarded-For, "
+        "X-Forwarded-Proto and Forwarded fields set the client address and scheme, * for any "
+        "(default: 127.0.0.1; a Unix socket's peer is always believed)",
+    )
+    parser.add_argument(
+        "--metrics",
+        type=_metrics_address,
+        metavar="ADDR:PORT",
+        help="serve Prometheus metrics (/metrics) and a live status page (/) on a listener of their own",
+    )
+
+
 def load_app(spec: str, interface: str = "auto") -> tuple[object, str, list[str]]:
     """(the application named by "module:attr", its interface, the modules
     whose import enabled the GIL); _apps.AppError when it cannot be served."""
@@ -199,6 +264,8 @@ def load_app(spec: str, interface: str = "auto") -> tuple[object, str, list[str]
 def attributes(args: argparse.Namespace) -> dict[str, Any]:
     """The class attributes the command line sets: the limits, and root."""
     overrides = {name: getattr(args, name) for name, _, _ in LIMIT_FLAGS if getattr(args, name) is not None}
+    if args.forwarded_allow_ips is not None:
+        overrides["forwarded_allow_ips"] = args.forwarded_allow_ips
     root = args.root if args.root is not None else (None if args.app else os.getcwd())
     if root is not None:
         if not os.path.isdir(root):
@@ -333,10 +400,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             px.stop()
             parser.exit(3, f"{parser.prog}: --app {exc}\n")
     px.register(listener, app)
+    metrics = None
+    try:
+        if args.metrics is not None:
+            metrics = _metrics.MetricsServer(*args.metrics)
+            host, port = metrics.address
+            print(f"Metrics on http://{_url_host(host)}:{port}/metrics, status page on /", flush=True)
+        if args.access_log is not None:
+            _accesslog.start(args.access_log, args.access_log_format)
+    except OSError as exc:
+        what = "--metrics" if metrics is None and args.metrics is not None else "--access-log"
+        print(f"{parser.prog}: {what}: {exc}", file=sys.stderr)
+        listener.close()
+        px.stop()
+        return 1
     # Printed from run() on the main thread, so that once the line is out,
     # SIGINT and SIGTERM already stop the server cleanly.
     px.call_from_main_thread(print, startup_line(listener, app, interface), flush=True)
-    px.run(graceful_timeout=args.graceful_timeout)
+    try:
+        px.run(graceful_timeout=args.graceful_timeout)
+    finally:
+        if args.access_log is not None:
+            _accesslog.stop()
+        if metrics is not None:
+            metrics.close()
     return 0
 
 
