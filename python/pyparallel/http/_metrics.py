@@ -32,7 +32,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-_CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
+# The counters' status classes, from index 1 (index 0 counts statuses
+# outside 100..599, which the C layer never answers with).
+_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -98,7 +100,7 @@ def exposition(snap: dict[str, Any]) -> str:
     workers: list[dict[str, Any]] = snap["workers"]
 
     _family(out, "pyparallel_http_requests_total", "counter", "HTTP requests answered, by status class.")
-    for i, cls in enumerate(_CLASSES):
+    for i, cls in enumerate(_CLASSES, 1):
         _line(out, "pyparallel_http_requests_total", sum(c["requests"][i] for c in counters), f'code="{cls}"')
 
     name = "pyparallel_http_request_duration_seconds"
@@ -158,7 +160,9 @@ def status_json(snap: dict[str, Any]) -> bytes:
     """What the status page polls: the snapshot less the raw counters, and
     the requests by status class summed."""
     data = {key: value for key, value in snap.items() if key != "counters"}
-    data["requests_by_class"] = {cls: sum(c["requests"][i] for c in snap["counters"]) for i, cls in enumerate(_CLASSES)}
+    data["requests_by_class"] = {
+        cls: sum(c["requests"][i] for c in snap["counters"]) for i, cls in enumerate(_CLASSES, 1)
+    }
     return json.dumps(data, separators=(",", ":")).encode()
 
 
