@@ -11,6 +11,8 @@ import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -184,3 +186,16 @@ def test_sigusr1_reopens_the_file_after_logrotate_renamed_it(servers, tmp_path):
     server.stop()
     assert [e["request"] for e in parsed(rotated)] == ["GET /hello HTTP/1.1"] * 3
     assert [e["request"] for e in parsed(log)] == ["GET /slow HTTP/1.1"] * 2
+
+
+def test_help_lists_the_operations_flags():
+    out = subprocess.run(
+        [sys.executable, "-m", "pyparallel.http.server", "--help"], capture_output=True, text=True, timeout=60
+    ).stdout
+    for flag in (
+        "--access-log [PATH]",
+        "--access-log-format {common,combined,json}",
+        "--forwarded-allow-ips LIST",
+        "--metrics ADDR:PORT",
+    ):
+        assert flag in out, flag
