@@ -296,7 +296,9 @@ static bool parse_node(const char *s, size_t len, int *family,
     const char *port_text = NULL;
     *ip = s;
     *ip_len = len;
-    if (len > 0 && s[0] == '[') {
+    if (len == 0)
+        return false; /* an element without for= */
+    if (s[0] == '[') {
         const char *close = memchr(s, ']', len);
         if (close == NULL)
             return false;
