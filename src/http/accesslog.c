@@ -291,22 +291,43 @@ void px__http_log_begin(px__http_obs_t *obs, const char *client,
     }
 }
 
+/* Writes v in decimal at p; returns the end. */
+static char *put_u64(char *p, uint64_t v)
+{
+    char digits[20];
+    int n = 0;
+    do {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    while (n > 0)
+        *p++ = digits[--n];
+    return p;
+}
+
 void px__http_log_line(int worker, const px__http_obs_t *obs, int status,
                        uint64_t bytes, uint64_t duration_ns)
 {
     char middle[96];
     int n;
     if (atomic_load_explicit(&log_state.format, memory_order_relaxed) ==
-        PX_HTTP_LOG_JSON)
+        PX_HTTP_LOG_JSON) {
         n = snprintf(middle, sizeof(middle),
                      ",\"status\":%d,\"bytes\":%llu,\"duration_ms\":%.3f",
                      status, (unsigned long long)bytes,
                      (double)duration_ns / 1e6);
-    else if (bytes == 0)
-        n = snprintf(middle, sizeof(middle), " %d -", status);
-    else
-        n = snprintf(middle, sizeof(middle), " %d %llu", status,
-                     (unsigned long long)bytes);
+    } else {
+        /* The common formats' hot path: no snprintf. */
+        char *p = middle;
+        *p++ = ' ';
+        p = put_u64(p, (uint64_t)(status > 0 ? status : 0));
+        *p++ = ' ';
+        if (bytes == 0)
+            *p++ = '-';
+        else
+            p = put_u64(p, bytes);
+        n = (int)(p - middle);
+    }
     pthread_once(&bufs_once, init_bufs);
     logbuf_t *lb = &bufs[(unsigned)worker % PX_MAX_WORKERS];
     pthread_mutex_lock(&lb->lock);
