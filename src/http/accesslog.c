@@ -397,7 +397,10 @@ int px_http_access_log_open(const char *path, px_http_log_format_t format)
         px_http_access_log_close();
         return -rc;
     }
-    atomic_fetch_or(&px__http_ops_on, PX__HTTP_OPS_LOG);
+    atomic_fetch_or(
+        &px__http_ops_on,
+        PX__HTTP_OPS_LOG |
+            (format == PX_HTTP_LOG_JSON ? PX__HTTP_OPS_LOG_DURATION : 0));
     return 0;
 }
 
@@ -429,7 +432,8 @@ void px_http_access_log_flush(void) { flush_all(); }
 
 void px_http_access_log_close(void)
 {
-    atomic_fetch_and(&px__http_ops_on, ~PX__HTTP_OPS_LOG);
+    atomic_fetch_and(&px__http_ops_on,
+                     ~(PX__HTTP_OPS_LOG | PX__HTTP_OPS_LOG_DURATION));
     pthread_mutex_lock(&log_state.lock);
     bool join = log_state.flusher_running;
     log_state.stopping = true;

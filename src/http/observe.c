@@ -47,7 +47,7 @@ void px__http_obs_begin(px_http_conn_t *hc, const px_http_request_t *head)
     obs->line.len = 0;
     if (!on)
         return;
-    obs->start_ns = px_now_ns();
+    obs->start_ns = (on & PX__HTTP_OPS_TIMED) ? px_now_ns() : 0;
     obs->status = 0;
     obs->bytes = 0;
     if (on & PX__HTTP_OPS_LOG) {
@@ -61,7 +61,10 @@ static void finish(px_http_conn_t *hc, int status, uint64_t bytes)
 {
     px__http_obs_t *obs = &hc->obs;
     int on = atomic_load_explicit(&px__http_ops_on, memory_order_relaxed);
-    uint64_t duration = px_now_ns() - obs->start_ns;
+    /* No start: the counters were turned on while it was under way. */
+    uint64_t duration = (on & PX__HTTP_OPS_TIMED) && obs->start_ns != 0
+                            ? px_now_ns() - obs->start_ns
+                            : 0;
     int worker = px_conn_worker(hc->conn);
     if (on & PX__HTTP_OPS_COUNT)
         px__http_count(worker, status, bytes, duration);

@@ -46,6 +46,9 @@ typedef struct {
 /* Bits of px__http_ops_on. */
 #define PX__HTTP_OPS_LOG 1
 #define PX__HTTP_OPS_COUNT 2
+#define PX__HTTP_OPS_LOG_DURATION 4 /* the log's lines show the duration */
+/* What needs the request's duration (two clock reads). */
+#define PX__HTTP_OPS_TIMED (PX__HTTP_OPS_COUNT | PX__HTTP_OPS_LOG_DURATION)
 extern atomic_int px__http_ops_on;
 
 /* ---- observe.c (hc->lock held) ---- */
