@@ -445,6 +445,14 @@ void px_http_access_log_close(void)
     flush_all();
     pthread_mutex_lock(&log_state.lock);
     int fd = atomic_exchange(&log_state.fd, -1);
+    /* A writer loads the descriptor under its buffer's lock: once each
+     * lock was taken after the exchange, none still uses it, and closing
+     * cannot make a late line land in a file opened later under the same
+     * number. */
+    for (int i = 0; i < PX_MAX_WORKERS; i++) {
+        pthread_mutex_lock(&bufs[i].lock);
+        pthread_mutex_unlock(&bufs[i].lock);
+    }
     if (fd >= 0 && log_state.path != NULL)
         close(fd);
     free(log_state.path);

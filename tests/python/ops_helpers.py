@@ -27,7 +27,11 @@ class OpsServer:
             stderr=subprocess.PIPE,
             text=True,
             cwd=cwd,
-            env={**os.environ, "PYTHONPATH": HERE, **(env or {})},
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(filter(None, (HERE, os.environ.get("PYTHONPATH")))),
+                **(env or {}),
+            },
         )
         self.metrics_port = None
         self.lines = []
