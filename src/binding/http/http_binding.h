@@ -4,8 +4,9 @@
  * hooks protocol.c calls), answer.c (the request callback and the framing
  * of results), stream.c (streamed bodies and the HttpStream type), await.c
  * (answers that come from a task of the worker loop), body.c (request bodies
- * read as they arrive: the HttpBody type) and types.c (the HttpRequest and
- * FileResponse types).
+ * read as they arrive: the HttpBody type), types.c (the HttpRequest and
+ * FileResponse types) and ops.c (the access log's and the request
+ * counters' module functions).
  * binding.h declares what the rest of the binding calls.
  */
 #ifndef PXPY_HTTP_BINDING_H
