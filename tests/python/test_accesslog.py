@@ -199,3 +199,8 @@ def test_help_lists_the_operations_flags():
         "--metrics ADDR:PORT",
     ):
         assert flag in out, flag
+
+
+def test_a_log_that_cannot_be_opened_ends_the_server(tmp_path):
+    with pytest.raises(AssertionError, match=r"--access-log: \[Errno 2\] No such file or directory"):
+        OpsServer("--app", "ops_apps:Api", "--access-log", str(tmp_path / "missing" / "access.log"))

@@ -52,6 +52,7 @@ with -m does not import it twice under two names.
 from __future__ import annotations
 
 import argparse
+import atexit
 import ipaddress
 import logging
 import os
@@ -254,6 +255,31 @@ def _add_ops_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def start_ops(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
+    """Starts the metrics listener (its address on stdout) and the access
+    log the command line asks for, each stopped at exit, after the
+    shutdown (atexit runs them before the engine's own exit handler, which
+    was registered first): the log then holds the last requests too.
+    False, said on stderr, when one cannot start."""
+    if args.metrics is not None:
+        try:
+            metrics = _metrics.MetricsServer(*args.metrics)
+        except OSError as exc:
+            print(f"{parser.prog}: --metrics: {exc}", file=sys.stderr)
+            return False
+        atexit.register(metrics.close)
+        host, port = metrics.address
+        print(f"Metrics on http://{_url_host(host)}:{port}/metrics, status page on /", flush=True)
+    if args.access_log is not None:
+        try:
+            _accesslog.start(args.access_log, args.access_log_format)
+        except OSError as exc:
+            print(f"{parser.prog}: --access-log: {exc}", file=sys.stderr)
+            return False
+        atexit.register(_accesslog.stop)
+    return True
+
+
 def load_app(spec: str, interface: str = "auto") -> tuple[object, str, list[str]]:
     """(the application named by "module:attr", its interface, the modules
     whose import enabled the GIL); _apps.AppError when it cannot be served."""
@@ -400,30 +426,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             px.stop()
             parser.exit(3, f"{parser.prog}: --app {exc}\n")
     px.register(listener, app)
-    metrics = None
-    try:
-        if args.metrics is not None:
-            metrics = _metrics.MetricsServer(*args.metrics)
-            host, port = metrics.address
-            print(f"Metrics on http://{_url_host(host)}:{port}/metrics, status page on /", flush=True)
-        if args.access_log is not None:
-            _accesslog.start(args.access_log, args.access_log_format)
-    except OSError as exc:
-        what = "--metrics" if metrics is None and args.metrics is not None else "--access-log"
-        print(f"{parser.prog}: {what}: {exc}", file=sys.stderr)
+    if not start_ops(parser, args):
         listener.close()
         px.stop()
         return 1
     # Printed from run() on the main thread, so that once the line is out,
     # SIGINT and SIGTERM already stop the server cleanly.
     px.call_from_main_thread(print, startup_line(listener, app, interface), flush=True)
-    try:
-        px.run(graceful_timeout=args.graceful_timeout)
-    finally:
-        if args.access_log is not None:
-            _accesslog.stop()
-        if metrics is not None:
-            metrics.close()
+    px.run(graceful_timeout=args.graceful_timeout)
     return 0
 
 
