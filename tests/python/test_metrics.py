@@ -7,6 +7,7 @@ scrape that still answers while every worker is busy."""
 
 import http.client
 import json
+import re
 import socket
 import threading
 import time
@@ -117,6 +118,12 @@ def test_status_json_and_unknown_paths(server):
     assert {"busy_seconds", "requests", "handoffs", "queue_depth", "memory"} <= set(data["workers"][0])
     assert {"connections", "accepted", "bytes_in", "bytes_out", "requests_by_class", "resident_bytes"} <= set(data)
     assert get(server.metrics_port, "/nope")[0] == 404
+    # The status page: one HTML file that loads nothing from elsewhere.
+    status, content_type, page = get(server.metrics_port, "/")
+    assert status == 200 and content_type == "text/html; charset=utf-8"
+    assert b"status.json" in page and b'getContext("2d")' in page  # it polls, and draws on canvases
+    assert not re.search(rb"""(?:src|href)\s*=\s*["'](?!data:)""", page), "the page refers to another resource"
+    assert not re.search(rb"https?://", page)
     # The application's port does not serve the metrics.
     assert get(server.port, "/metrics")[0] == 404
 
