@@ -13,6 +13,10 @@ eternalized objects and memory stay away from the next):
   apps                        bench/apps.py: a Flask and a Starlette app on
                               pyparallel and on gunicorn, granian and uvicorn
                               (servers started the same way)
+  techempower                 bench/techempower.py: TechEmpower's database
+                              tests against a PostgreSQL it starts, the same
+                              servers with asyncpg and psycopg (not with
+                              --quick)
   map, submit_work            on .venv-ft (3.13t, mode threads)
   map, submit_work            on .venv-gil with PYPARALLEL_MODE=interpreters
    (interpreters)
@@ -51,6 +55,7 @@ VENV_GIL = os.path.join(ROOT, ".venv-gil", "bin", "python")
 SCENARIOS = {
     "http": ("http.py", None, None, True),
     "apps": ("apps.py", None, None, True),
+    "techempower": ("techempower.py", None, None, False),
     "map": ("map.py", VENV_FT, None, True),
     "map-interpreters": ("map.py", VENV_GIL, "interpreters", True),
     "submit_work": ("submit_work.py", VENV_FT, None, True),
