@@ -497,11 +497,13 @@ static void sweep(void *arg)
         uint64_t pinged = atomic_load(&wc->ping_sent_ns);
         uint64_t last = atomic_load(&wc->last_input_ns);
         if (pinged == 0 && now - last >= o->ping_interval_ns) {
+            /* Marked before sending, so that an answer arriving at once
+             * (which clears the mark) is not overwritten by it. */
+            atomic_store(&wc->ping_sent_ns, now);
             pthread_mutex_lock(&wc->lock);
             if (!wc->close_sent && !wc->ended)
                 px__ws_send_frame(wc, PX_WS_OP_PING, false, NULL, 0);
             pthread_mutex_unlock(&wc->lock);
-            atomic_store(&wc->ping_sent_ns, now);
         } else if (pinged != 0 && o->ping_timeout_ns != PX_HTTP_NO_TIMEOUT &&
                    now - pinged >= o->ping_timeout_ns) {
             px_conn_close(wc->conn, 1);

@@ -201,13 +201,37 @@ long px_ws_group_broadcast(px_ws_group_t *g, int opcode, const void *data,
     struct iovec iov = {f->bytes, f->len};
 
     long sent = 0;
+    /* Members closed here for reading too slowly leave at once (below,
+     * without the read lock), so that later broadcasts skip them even
+     * while their close lingers. */
+    px_ws_conn_t *stack_dropped[16];
+    px_ws_conn_t **dropped = stack_dropped;
+    size_t num_dropped = 0, cap_dropped = 16;
     pthread_rwlock_rdlock(&g->lock);
     for (size_t i = 0; i < g->num_members; i++) {
         px_ws_conn_t *wc = g->members[i];
         if (wc == except)
             continue;
         pthread_mutex_lock(&wc->lock);
-        if (px__ws_may_send(wc)) {
+        bool was_open = !wc->close_sent && !wc->ended;
+        bool may = px__ws_may_send(wc);
+        if (!may && was_open && wc->close_sent) {
+            if (num_dropped == cap_dropped) {
+                px_ws_conn_t **more = malloc(2 * cap_dropped * sizeof(*more));
+                if (more != NULL) {
+                    memcpy(more, dropped, num_dropped * sizeof(*more));
+                    if (dropped != stack_dropped)
+                        free(dropped);
+                    dropped = more;
+                    cap_dropped *= 2;
+                }
+            }
+            if (num_dropped < cap_dropped) {
+                px_ws_conn_ref(wc);
+                dropped[num_dropped++] = wc;
+            }
+        }
+        if (may) {
             int rc;
             if (lend) {
                 atomic_fetch_add(&f->refs, 1);
@@ -223,5 +247,11 @@ long px_ws_group_broadcast(px_ws_group_t *g, int opcode, const void *data,
     }
     pthread_rwlock_unlock(&g->lock);
     frame_release(f);
+    for (size_t i = 0; i < num_dropped; i++) {
+        px_ws_group_leave(g, dropped[i]);
+        px_ws_conn_unref(dropped[i]);
+    }
+    if (dropped != stack_dropped)
+        free(dropped);
     return sent;
 }
