@@ -382,6 +382,8 @@ class ASGIServer(AppServer):
             answer = self._px_static_file(request)
             if answer is not None:
                 return answer
+        if request.method == "GET" and is_upgrade(request):
+            return websocket_cycle(self, request)  # _asgi_websocket.py
         return _Cycle(self, request, self._px_stream()).run()
 
 
@@ -497,3 +499,7 @@ def start_lifespan(cls: type[ASGIServer]) -> None:
 
 def _workers() -> int:
     return int(px.stats()["workers"])
+
+
+# The websocket scope's cycle lives in its own module, which imports this one.
+from ._asgi_websocket import is_upgrade, websocket_cycle  # noqa: E402

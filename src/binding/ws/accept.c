@@ -397,18 +397,86 @@ static int refuse(pxpy_http_answer_t *a, int code)
     return 0;
 }
 
-/* The request's head, from the callback's request or its raw head. */
-static int request_head(pxpy_http_answer_t *a, px_http_request_t *head,
-                        px_http_header_t *fields)
+/* The request's head rebuilt from a Request object's method, version and
+ * header fields (for an answer given through an HttpStream, which keeps
+ * neither the parsed request nor its raw head); *keep holds the strings
+ * the head points into. */
+static int head_from_request(PyObject *request, px_http_request_t *head,
+                             px_http_header_t *fields, PyObject **keep)
 {
+    PyObject *method = PyObject_GetAttrString(request, "method");
+    PyObject *version =
+        method ? PyObject_GetAttrString(request, "version") : NULL;
+    PyObject *list =
+        version ? PyObject_GetAttrString(request, "header_fields") : NULL;
+    *keep = list ? PyTuple_Pack(3, method, version, list) : NULL;
+    Py_XDECREF(method);
+    Py_XDECREF(version);
+    Py_XDECREF(list);
+    if (*keep == NULL)
+        return -1;
+    method = PyTuple_GET_ITEM(*keep, 0);
+    version = PyTuple_GET_ITEM(*keep, 1);
+    list = PyTuple_GET_ITEM(*keep, 2);
+    Py_ssize_t len;
+    memset(head, 0, sizeof(*head));
+    if ((head->method = PyUnicode_AsUTF8AndSize(method, &len)) == NULL)
+        return -1;
+    head->method_len = (size_t)len;
+    head->method_id = len == 3 && memcmp(head->method, "GET", 3) == 0
+                          ? PX_HTTP_METHOD_GET
+                          : PX_HTTP_METHOD_OTHER;
+    const char *v = PyUnicode_AsUTF8(version);
+    if (v == NULL)
+        return -1;
+    head->minor_version = strcmp(v, "HTTP/1.0") == 0 ? 0 : 1;
+    if (!PyList_Check(list)) {
+        PyErr_SetString(PyExc_TypeError, "header_fields must be a list");
+        return -1;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    if (n > PX_HTTP_SERVER_MAX_HEADERS)
+        n = PX_HTTP_SERVER_MAX_HEADERS;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pair = PyList_GET_ITEM(list, i);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            PyErr_SetString(PyExc_TypeError,
+                            "header_fields must be (name, value) pairs");
+            return -1;
+        }
+        Py_ssize_t nl, vl;
+        fields[i].name =
+            PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 0), &nl);
+        fields[i].value =
+            fields[i].name
+                ? PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(pair, 1), &vl)
+                : NULL;
+        if (fields[i].value == NULL)
+            return -1;
+        fields[i].name_len = (size_t)nl;
+        fields[i].value_len = (size_t)vl;
+    }
+    head->headers = fields;
+    head->num_headers = (size_t)n;
+    return 0;
+}
+
+/* The request's head: from the callback's request, its raw head, or the
+ * accept's Request object; *keep holds what it points into. */
+static int request_head(pxpy_http_answer_t *a, pxpy_ws_accept_t *acc,
+                        px_http_request_t *head, px_http_header_t *fields,
+                        PyObject **keep)
+{
+    *keep = NULL;
     if (a->req != NULL) {
         *head = a->req->head;
         return 0;
     }
+    if (a->raw_head == NULL)
+        return head_from_request(acc->request, head, fields, keep);
     char *data;
     Py_ssize_t len;
-    if (a->raw_head == NULL ||
-        PyBytes_AsStringAndSize(a->raw_head, &data, &len) < 0)
+    if (PyBytes_AsStringAndSize(a->raw_head, &data, &len) < 0)
         return -1;
     px_http_options_t o = {.max_header_size = (size_t)len,
                            .max_uri_size = (size_t)len,
@@ -422,18 +490,11 @@ static int request_head(pxpy_http_answer_t *a, px_http_request_t *head,
     return 0;
 }
 
-int pxpy_ws_answer(pxpy_http_answer_t *a, PyObject *result)
+/* Upgrades once the handshake checked out; returns as pxpy_ws_answer. */
+static int upgrade(pxpy_http_answer_t *a, pxpy_ws_accept_t *acc,
+                   const px_ws_handshake_t *hs)
 {
     pxpy_state *st = a->self->config->st;
-    pxpy_ws_accept_t *acc = (pxpy_ws_accept_t *)result;
-    px_http_request_t head;
-    px_http_header_t raw_fields[PX_HTTP_SERVER_MAX_HEADERS];
-    if (request_head(a, &head, raw_fields) < 0)
-        return -1;
-    px_ws_handshake_t hs;
-    int rc = px_ws_handshake_check(&head, acc->compression, 0, &hs);
-    if (rc < 0)
-        return refuse(a, rc);
     PyObject *chosen = Py_None;
     const char *sp = NULL;
     Py_ssize_t sp_len = 0;
@@ -442,7 +503,7 @@ int pxpy_ws_answer(pxpy_http_answer_t *a, PyObject *result)
         const char *text = PyUnicode_AsUTF8AndSize(p, &sp_len);
         if (text == NULL)
             return -1;
-        if (px_ws_handshake_offers(&hs, text, (size_t)sp_len)) {
+        if (px_ws_handshake_offers(hs, text, (size_t)sp_len)) {
             chosen = p;
             sp = text;
             break;
@@ -466,8 +527,8 @@ int pxpy_ws_answer(pxpy_http_answer_t *a, PyObject *result)
     }
     pxpy_http_request_done(a->self);
     px_ws_conn_t *wc = NULL;
-    rc = px_ws_upgrade(a->ex, server, &hs, sp, (size_t)sp_len, f.fields,
-                       f.count, ws, &wc);
+    int rc = px_ws_upgrade(a->ex, server, hs, sp, (size_t)sp_len, f.fields,
+                           f.count, ws, &wc);
     pxpy_http_fields_free(&f);
     if (rc < 0) {
         Py_DECREF(ws);
@@ -483,6 +544,23 @@ int pxpy_ws_answer(pxpy_http_answer_t *a, PyObject *result)
     }
     Py_DECREF(ws);
     return 0;
+}
+
+int pxpy_ws_answer(pxpy_http_answer_t *a, PyObject *result)
+{
+    pxpy_ws_accept_t *acc = (pxpy_ws_accept_t *)result;
+    px_http_request_t head;
+    px_http_header_t fields[PX_HTTP_SERVER_MAX_HEADERS];
+    PyObject *keep = NULL;
+    if (request_head(a, acc, &head, fields, &keep) < 0) {
+        Py_XDECREF(keep);
+        return -1;
+    }
+    px_ws_handshake_t hs;
+    int rc = px_ws_handshake_check(&head, acc->compression, 0, &hs);
+    rc = rc < 0 ? refuse(a, rc) : upgrade(a, acc, &hs);
+    Py_XDECREF(keep);
+    return rc;
 }
 
 /* ---- module part -------------------------------------------------------- */
