@@ -24,6 +24,9 @@
  *                HttpProtocol and the configuration of a registered class
  *                (config.c), the request callback and the framing of
  *                answers (answer.c), HttpRequest and FileResponse (types.c)
+ *   ws/          WebSockets (ws/ws_binding.h): the WebSocketAccept a
+ *                handler returns and the upgrade (accept.c), the WebSocket
+ *                and WebSocketGroup types (socket.c)
  *   interp/      mode "interpreters", all of it: interp/interp.h is what
  *                the rest of the binding calls, interp_internal.h what its
  *                files share (worker interpreters, cross-interpreter data,
