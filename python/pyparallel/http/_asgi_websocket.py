@@ -32,7 +32,7 @@ import asyncio
 import logging
 
 from .. import _core
-from ._asgi import _HTTP_VERSIONS, _LIFESPANS, ASGI_VERSION, ClientDisconnected, _field
+from ._asgi import ClientDisconnected, _field, connection_scope
 from ._response import INTERNAL_ERROR
 from ._websocket import accept_settings
 
@@ -82,33 +82,15 @@ class _WebSocketCycle:
     def scope(self) -> dict[str, Any]:
         request = self.request
         server = self.server
-        root_path = server.root_path
         protocols = [
             token.strip()
             for value in request.headers.get_all("sec-websocket-protocol")
             for token in value.split(",")
             if token.strip()
         ]
-        scope: dict[str, Any] = {
-            "type": "websocket",
-            "asgi": ASGI_VERSION,
-            "http_version": _HTTP_VERSIONS.get(request.version, "1.1"),
-            "scheme": "wss" if server.url_scheme == "https" else "ws",
-            "path": root_path + request.path,
-            "raw_path": (root_path + request.raw_path).encode("latin-1"),
-            "query_string": request.query_string.encode("latin-1"),
-            "root_path": root_path,
-            "headers": [
-                (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in request.header_fields
-            ],
-            "client": request.client,
-            "server": server._px_address,
-            "subprotocols": protocols,
-            "extensions": _EXTENSIONS,
-        }
-        lifespan = _LIFESPANS.get(server._px_app.name)
-        if lifespan is not None and lifespan.supported:
-            scope["state"] = lifespan.state.copy()
+        scheme = "wss" if server.url_scheme == "https" else "ws"
+        scope = connection_scope(server, request, "websocket", scheme, _EXTENSIONS)
+        scope["subprotocols"] = protocols
         return scope
 
     async def run(self) -> _core.HttpStream:
