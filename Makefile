@@ -53,7 +53,8 @@ NPROC := $(shell nproc 2>/dev/null || echo 2)
 
 # ---- sources ------------------------------------------------------------
 
-ENGINE_SRC := $(sort $(wildcard src/common/*.c src/engine/*.c src/http/*.c))
+ENGINE_SRC := $(sort $(wildcard src/common/*.c src/engine/*.c src/http/*.c \
+                                src/websocket/*.c))
 BINDING_SRC := $(sort $(wildcard src/binding/*.c src/binding/*/*.c))
 C_HEADERS := $(sort $(wildcard include/*.h src/*/*.h src/binding/*/*.h))
 C_TESTS := $(sort $(wildcard tests/c/test_*.c))
@@ -65,8 +66,8 @@ FORMAT_FILES := $(sort $(wildcard include/*.h src/*/*.[ch] src/binding/*/*.[ch] 
                                   fuzz/*.[ch] examples/c/*.[ch]))
 
 C_STD := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror
-C_INCLUDES := -Iinclude -Isrc/common -Isrc/engine -Isrc/http
-C_LIBS := -luring -lpthread
+C_INCLUDES := -Iinclude -Isrc/common -Isrc/engine -Isrc/http -Isrc/websocket
+C_LIBS := -luring -lpthread -lz -lcrypto
 
 ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
               -fno-sanitize-recover=undefined

@@ -252,6 +252,7 @@ void px__http_arm_wait(px_http_conn_t *hc)
         timeout = LINGER_NS;
         break;
     case PX__HC_CLOSING:
+    case PX__HC_UPGRADED:
         break;
     }
     if (want == hc->wait && want != PX__WAIT_BODY)
@@ -291,7 +292,8 @@ void px__http_close_gracefully(px_http_conn_t *hc)
 static void close_if_input_ended(px_http_conn_t *hc)
 {
     if (!hc->read_ended || hc->closed || hc->continuation_queued ||
-        hc->state == PX__HC_HANDLING || hc->state == PX__HC_CLOSING)
+        hc->state == PX__HC_HANDLING || hc->state == PX__HC_CLOSING ||
+        hc->state == PX__HC_UPGRADED)
         return;
     px__http_close_gracefully(hc);
 }
@@ -751,8 +753,10 @@ static void drive(px_http_conn_t *hc, pass_t *p)
  * sets the next deadline; hc->lock held. */
 static void finish_pass(px_http_conn_t *hc, pass_t *p)
 {
-    bool discard =
-        hc->closed || hc->state == PX__HC_LINGER || hc->state == PX__HC_CLOSING;
+    /* Bytes after an upgrade request came before its 101: no client may
+     * send them (RFC 6455 §4.1), so they are dropped. */
+    bool discard = hc->closed || hc->state == PX__HC_LINGER ||
+                   hc->state == PX__HC_CLOSING || hc->state == PX__HC_UPGRADED;
     if (discard) {
         px__bytebuf_reset(&hc->in, KEEP_IN_BYTES);
         px__bytebuf_reset(&hc->pending, KEEP_IN_BYTES);
@@ -928,8 +932,18 @@ static bool feed_body(px_http_conn_t *hc, const char **data, size_t *len,
 
 void px_http_conn_input(px_http_conn_t *hc, const char *data, size_t len)
 {
+    struct px_ws_conn_s *ws = atomic_load(&hc->upgraded);
+    if (ws != NULL) {
+        px__ws_conn_input(ws, data, len);
+        return;
+    }
     px__http_body_waiter_t told = {NULL, NULL};
     pthread_mutex_lock(&hc->lock);
+    if (hc->state == PX__HC_UPGRADED) { /* upgraded since the load above */
+        pthread_mutex_unlock(&hc->lock);
+        px__ws_conn_input(atomic_load(&hc->upgraded), data, len);
+        return;
+    }
     if (hc->closed || hc->state == PX__HC_LINGER ||
         hc->state == PX__HC_CLOSING) {
         pthread_mutex_unlock(&hc->lock);
@@ -977,6 +991,11 @@ void px_http_conn_eof(px_http_conn_t *hc)
 {
     px__http_body_waiter_t told = {NULL, NULL};
     pthread_mutex_lock(&hc->lock);
+    if (hc->state == PX__HC_UPGRADED) {
+        pthread_mutex_unlock(&hc->lock);
+        px__ws_conn_eof(atomic_load(&hc->upgraded));
+        return;
+    }
     hc->read_ended = true;
     if (hc->body_open) {
         /* The rest of the body will not come: its reader learns it (a
@@ -1025,6 +1044,9 @@ void px_http_conn_closed(px_http_conn_t *hc)
         hc->next->prev = hc->prev;
     hc->prev = hc->next = NULL;
     pthread_mutex_unlock(&s->lock);
+    struct px_ws_conn_s *ws = atomic_exchange(&hc->upgraded, NULL);
+    if (ws != NULL)
+        px__ws_conn_closed(ws);
     px__http_conn_unref(hc);
 }
 

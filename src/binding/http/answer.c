@@ -458,6 +458,8 @@ int pxpy_http_answer(pxpy_http_answer_t *a, PyObject *result)
     pxpy_http_config_t *cfg = a->self->config;
     if (PyTuple_Check(result))
         return answer_tuple(a, result);
+    if (pxpy_ws_is_accept(cfg->st, result))
+        return pxpy_ws_answer(a, result);
     if (PyBytes_CheckExact(result) || PyUnicode_CheckExact(result))
         return answer_text(a->ex, result);
     if (Py_IS_TYPE(result, cfg->st->http->file_type))

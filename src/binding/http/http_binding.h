@@ -128,6 +128,14 @@ int pxpy_http_response_error(int rc);
 /* The Content-Type of a handler's bytes (text/plain). */
 extern const px_http_header_t pxpy_http_text_plain_bytes;
 
+/* ---- ws/accept.c ---- */
+
+/* Whether result is a WebSocketAccept, which pxpy_ws_answer answers: the
+ * upgrade to a WebSocket, or the handshake's refusal (400, 426). Returns as
+ * pxpy_http_answer. */
+bool pxpy_ws_is_accept(pxpy_state *st, PyObject *result);
+int pxpy_ws_answer(pxpy_http_answer_t *a, PyObject *result);
+
 /* ---- stream.c ---- */
 
 /* Whether result is a body to stream: a sync or an async iterator. */
