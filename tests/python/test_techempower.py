@@ -51,11 +51,10 @@ REQUEST_TIMEOUT_S = 30.0
 def drivers():
     """The drivers served on this interpreter, in the mode of this run.
 
-    On 3.13t (mode threads) psycopg alone: asyncpg has no 3.13t wheel, and
-    psycopg's asyncio API on the worker's loop leaves an occasional request
-    waiting forever there (docs/techempower.md, "Drivers")."""
+    On 3.13t (mode threads) both of psycopg's APIs: asyncpg has no 3.13t
+    wheel (docs/techempower.md, "Drivers")."""
     if sysconfig.get_config_var("Py_GIL_DISABLED"):
-        return ["psycopg"]
+        return ["psycopg", "psycopg-async"]
     # asyncpg is installed into .venv-gil (tests/requirements-gil.txt): a
     # server that cannot import it fails its tests rather than drop them.
     return ["psycopg", "psycopg-async", "asyncpg"]
