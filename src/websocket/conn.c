@@ -377,6 +377,7 @@ static int hand_over(px_http_exchange_t *ex, const char *head, size_t len,
     }
     if (px__http_exchange_lost(hc)) {
         hc->unanswered = false;
+        px__http_obs_end(hc, 101, 0);
         px__http_body_waiter_t told = px__http_body_answered(hc);
         pthread_mutex_unlock(&hc->lock);
         px__http_body_tell(told);
@@ -389,6 +390,9 @@ static int hand_over(px_http_exchange_t *ex, const char *head, size_t len,
     }
     hc->unanswered = false;
     hc->served = true;
+    /* The upgrade is the request's answer: the access log and the request
+     * counters see it as a 101, the frames after it are not requests. */
+    px__http_obs_end(hc, 101, 0);
     hc->state = PX__HC_UPGRADED;
     hc->wait = PX__WAIT_NONE;
     atomic_store_explicit(&hc->deadline_ns, 0, memory_order_relaxed);

@@ -6,7 +6,7 @@ what it sees of the client: its address and the scheme."""
 import json
 import time
 
-from pyparallel.http import HttpServer, Response, route
+from pyparallel.http import HttpServer, Response, route, websocket
 
 
 class Api(HttpServer):
@@ -29,6 +29,13 @@ class Api(HttpServer):
     @route("/upload", methods=("POST",))
     def upload(self, request):
         return Response(status=201)
+
+    @websocket("/ws")
+    def ws(self, ws):
+        pass
+
+    def message_received(self, ws, message):
+        ws.send(message)
 
 
 def wsgi_app(environ, start_response):

@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 import pytest
+import websockets.sync.client
 
 from conftest import LOCALHOST, wait_for
 from ops_helpers import OpsServer
@@ -90,6 +91,10 @@ def test_every_request_of_an_httpserver_app_is_logged_once(servers, tmp_path):
         port, b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
     assert answer.count(b"HTTP/1.1 200 OK") == 2
+    # A WebSocket upgrade is logged once, as its 101; its messages are not requests.
+    with websockets.sync.client.connect(f"ws://{LOCALHOST}:{port}/ws", open_timeout=10) as ws:
+        ws.send("ping")
+        assert ws.recv(timeout=10) == "ping"
     server.stop()
 
     entries = parsed(log)
@@ -107,6 +112,7 @@ def test_every_request_of_an_httpserver_app_is_logged_once(servers, tmp_path):
             ("-", "400", "12"),
             ("GET /hello HTTP/1.1", "200", "5"),
             ("GET /hello HTTP/1.1", "200", "5"),
+            ("GET /ws HTTP/1.1", "101", "-"),
         ]
     )
     assert all(e["host"] == LOCALHOST for e in entries)
