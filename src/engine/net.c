@@ -171,7 +171,15 @@ int px_listen(px_loop_t *loop, const char *host, int port, int backlog,
               const px_conn_callbacks_t *cbs, void *conn_data,
               px_listener_t **out)
 {
-    if (cbs == NULL || backlog < 0 || port < 0 || port > 65535)
+    return px_listen_ex(loop, host, port, backlog, 0, cbs, conn_data, out);
+}
+
+int px_listen_ex(px_loop_t *loop, const char *host, int port, int backlog,
+                 int flags, const px_conn_callbacks_t *cbs, void *conn_data,
+                 px_listener_t **out)
+{
+    if (cbs == NULL || backlog < 0 || port < 0 || port > 65535 ||
+        (flags & ~PX_LISTEN_REUSEPORT) != 0)
         return -EINVAL;
     if (atomic_load(&loop->stopping))
         return PX_ESTOPPED;
@@ -186,6 +194,12 @@ int px_listen(px_loop_t *loop, const char *host, int port, int backlog,
         return -errno;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if ((flags & PX_LISTEN_REUSEPORT) &&
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
     if (bind(fd, (struct sockaddr *)&addr, len) < 0 ||
         listen(fd, backlog ? backlog : SOMAXCONN) < 0) {
         rc = -errno;
