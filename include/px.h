@@ -203,6 +203,11 @@ int px_listen_ex(px_loop_t *loop, const char *host, int port, int backlog,
 int px_listen_fd(px_loop_t *loop, int fd, const px_conn_callbacks_t *cbs,
                  void *conn_data, px_listener_t **listener);
 
+/* The listening socket's descriptor, to hand to another process (a
+ * reload's new one: see px_listen_fd); -1 once it closed. It stays the
+ * listener's. */
+int px_listener_fd(const px_listener_t *listener);
+
 /* The bound port (useful after listening on port 0); -1 for a Unix
  * socket. */
 int px_listener_port(const px_listener_t *listener);

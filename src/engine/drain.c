@@ -105,3 +105,5 @@ int px_listen_fd(px_loop_t *loop, int fd, const px_conn_callbacks_t *cbs,
     *out = l;
     return 0;
 }
+
+int px_listener_fd(const px_listener_t *l) { return atomic_load(&l->fd); }
