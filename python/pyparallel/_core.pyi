@@ -28,6 +28,7 @@ from pyparallel import call_from_main_thread_and_wait as call_from_main_thread_a
 from pyparallel import client as client
 from pyparallel import cpu_count as cpu_count
 from pyparallel import datagram_endpoint as datagram_endpoint
+from pyparallel import draining as draining
 from pyparallel import eternalize as eternalize
 from pyparallel import gmtime as gmtime
 from pyparallel import is_parallel_thread as is_parallel_thread

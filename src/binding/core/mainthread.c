@@ -9,6 +9,8 @@
  * accepted connections), no work item or timer is pending and the queue is
  * empty. When run() ends, the loop is stopped (pxpy_runtime_shutdown_loop)
  * and the calls that connection_lost and friends queued meanwhile run.
+ * With a graceful_timeout, the stop drains first (drain): the listeners
+ * close and the accepted connections get until the timeout to end.
  * While the loop stops, the signal handlers keep running (the package's
  * ends the process on a second SIGINT or SIGTERM), and run's
  * graceful_timeout bounds how long a callback that does not return can
@@ -300,6 +302,7 @@ static void end_run(pxpy_state *st, uint64_t timeout_ns, bool watch_signals)
     pthread_mutex_lock(&rt->lock);
     rt->stop_requested = false;
     rt->in_run = false;
+    rt->stop_began_ns = 0;
     pthread_mutex_unlock(&rt->lock);
 }
 
@@ -322,6 +325,42 @@ static int parse_graceful_timeout(PyObject *value, uint64_t *out)
     if (*out == 0)
         *out = 1; /* below a nanosecond, but a limit all the same */
     return 0;
+}
+
+/* How often a draining main thread looks at the served connections. */
+#define DRAIN_CHECK_NS (20 * 1000 * 1000)
+
+/* The graceful half of a bounded stop: the loop drains (its listeners
+ * close; see px_loop_drain) while this thread keeps running the queued
+ * calls and the signal handlers, until no accepted connection is left
+ * (an HTTP server closes each at the end of its exchange, or once idle),
+ * timeout_ns has passed, or stop() is called again. An exception a signal
+ * handler raises ends it and is left set. The stop that follows shares the
+ * same timeout (rt->stop_began_ns). */
+static void drain(pxpy_state *st, uint64_t timeout_ns)
+{
+    pxpy_runtime_t *rt = st->runtime;
+    px_loop_t *loop = atomic_load(&rt->loop);
+    uint64_t began = px_now_ns();
+    rt->stop_began_ns = began;
+    if (loop == NULL || px_loop_drain(loop) < 0)
+        return;
+    pthread_mutex_lock(&rt->lock);
+    rt->stop_requested = false;
+    pthread_mutex_unlock(&rt->lock);
+    uint64_t deadline = began + timeout_ns;
+    while (px_loop_served_open(loop) > 0) {
+        run_queued_calls(st);
+        if (PyErr_CheckSignals() < 0)
+            return;
+        uint64_t now = px_now_ns();
+        if (now >= deadline)
+            return;
+        uint64_t until = now + DRAIN_CHECK_NS;
+        if (wait_main(rt, until < deadline ? until : deadline, false) ==
+            WAIT_STOP)
+            return;
+    }
 }
 
 static PyObject *run(PyObject *module, PyObject *args, PyObject *kwargs)
@@ -359,8 +398,15 @@ static PyObject *run(PyObject *module, PyObject *args, PyObject *kwargs)
             break;
         }
         wait_result_t w = wait_main(rt, 0, true);
-        if (w == WAIT_STOP || w == WAIT_IDLE)
+        if (w == WAIT_IDLE)
             break;
+        if (w == WAIT_STOP) {
+            /* With a bound, the stop is graceful: a drain first. */
+            if (timeout_ns != 0)
+                drain(st, timeout_ns);
+            failed = PyErr_Occurred() != NULL;
+            break;
+        }
     }
     end_run(st, timeout_ns, true);
     if (failed || PyErr_Occurred())
@@ -425,6 +471,14 @@ static PyObject *stop(PyObject *module, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* Whether the loop drains: a graceful stop began (see drain), so that a
+ * health route can answer 503 and a load balancer send no more. */
+static PyObject *draining(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    px_loop_t *loop = atomic_load(&pxpy_get_state(module)->runtime->loop);
+    return PyBool_FromLong(loop != NULL && px_loop_draining(loop));
+}
+
 /* atexit: stop the loop before the interpreter finalises, while engine
  * threads can still attach. */
 static PyObject *shutdown(PyObject *module, PyObject *Py_UNUSED(ignored))
@@ -460,15 +514,22 @@ static PyMethodDef mainthread_methods[] = {
     {"run", (PyCFunction)(void (*)(void))run, METH_VARARGS | METH_KEYWORDS,
      "run(*, mode=None, graceful_timeout=None)\n--\n\n"
      "Serve until stop(), SIGINT/SIGTERM, or until nothing is registered and "
-     "no work is pending; then stop the loop. A stop that takes longer than "
-     "graceful_timeout seconds (None: no limit) ends the process."},
+     "no work is pending; then stop the loop. With graceful_timeout, a stop "
+     "drains first (listeners closed, accepted connections left to finish), "
+     "and a drain and stop that take longer than graceful_timeout seconds "
+     "in all end the process."},
     {"run_once", (PyCFunction)(void (*)(void))run_once,
      METH_VARARGS | METH_KEYWORDS,
      "run_once(timeout=None)\n--\n\n"
      "Run the calls queued for the main thread, waiting up to timeout "
      "seconds for one (None: until one arrives). Returns how many ran."},
     {"stop", stop, METH_NOARGS,
-     "stop()\n--\n\nMake run() return (from any thread)."},
+     "stop()\n--\n\nMake run() return (from any thread); with a "
+     "graceful_timeout, after a drain."},
+    {"draining", draining, METH_NOARGS,
+     "draining($module, /)\n--\n\nTrue once a graceful stop began: the "
+     "listeners are "
+     "closed and the connections left finish."},
     {"_shutdown", shutdown, METH_NOARGS,
      "_shutdown()\n--\n\nStop the loop (the package's atexit hook)."},
     {"call_from_main_thread",

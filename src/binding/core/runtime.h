@@ -47,6 +47,9 @@ struct pxpy_runtime_s {
     bool stop_requested;
     bool shutting_down;
     bool loop_stopped; /* the stopping thread's px_loop_stop returned */
+    /* When the graceful stop began (its drain), so that drain and stop
+     * share one graceful_timeout; 0: the stop itself begins it. */
+    uint64_t stop_began_ns;
     bool in_run;
 };
 
