@@ -6,7 +6,8 @@
         [--mode threads|interpreters|gil]
         [--max-header-size N] [--max-uri-size N] [--max-body-size N]
         [--header-timeout S] [--body-timeout S] [--keepalive-timeout S]
-        [--graceful-timeout S] [--version]
+        [--graceful-timeout S] [--ready-file PATH] [--pid-file PATH]
+        [--reuse-port] [--health PATH] [--version]
 
 Without --app it serves the current directory (or --root) the way
 `python -m http.server` does, plus two built-in routes: /plaintext and
@@ -22,9 +23,19 @@ file is removed at shutdown; its mode is 0777 less the umask.
 
 One line on stdout says where it listens, the app and its interface, how
 many workers, which mode and which I/O backend; Ctrl-C or
-SIGTERM shut it down cleanly (px.run() turns both into px.stop()); a
-shutdown that takes longer than --graceful-timeout (a handler that does
-not return) ends the process, and so does a second signal, at once.
+SIGTERM shut it down gracefully (px.run() turns both into px.stop()): the
+listeners close, requests under way finish, idle connections close after a
+second; a shutdown that takes longer than --graceful-timeout (a handler
+that does not return) ends the process, and so does a second signal, at
+once.
+
+Lifecycle (docs/deploy.md): sockets handed over by systemd's socket
+activation (LISTEN_FDS) are served instead of --bind/--port/--uds;
+--ready-file and --pid-file are written once it serves and removed at
+exit, and systemd hears READY=1 and STOPPING=1 (NOTIFY_SOCKET); SIGHUP
+reloads the code without closing the listening sockets (_lifecycle.py);
+--reuse-port lets several instances share a port; --health PATH answers a
+load balancer's health checks, 503 once the shutdown began.
 
 Loading the app is where it can fail to run in the mode asked for: on a
 free-threaded build an import that enables the GIL switches the server
@@ -47,12 +58,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 import pyparallel as px
 
+from .. import _lifecycle
 from ..__main__ import version_report
-from . import _apps
+from . import _apps, _health
 from ._app import HttpServer
 from ._asgi import start_lifespan
 from ._request import Headers, Request
@@ -167,14 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("threads", "interpreters", "gil"),
         help="how workers run Python (default: threads on free-threaded builds, interpreters on GIL builds)",
     )
-    parser.add_argument(
-        "--graceful-timeout",
-        type=_positive(float),
-        default=30.0,
-        metavar="SECONDS",
-        help="seconds the shutdown after SIGINT or SIGTERM may take before the process exits anyway, "
-        "e.g. while a handler has not returned (default: 30); a second signal exits at once",
-    )
+    _add_lifecycle_flags(parser)
     for name, kind, help_text in LIMIT_FLAGS:
         metavar = "N" if kind is int else "SECONDS"
         parser.add_argument(
@@ -187,6 +193,44 @@ def build_parser() -> argparse.ArgumentParser:
         "PYPARALLEL_MODE and PYPARALLEL_IO, or their defaults) select here, then exit",
     )
     return parser
+
+
+def _add_lifecycle_flags(parser: argparse.ArgumentParser) -> None:
+    """Shutdown, readiness, reload and load-balancing flags (docs/deploy.md)."""
+    group = parser.add_argument_group("lifecycle (docs/deploy.md)")
+    group.add_argument(
+        "--graceful-timeout",
+        type=_positive(float),
+        default=30.0,
+        metavar="SECONDS",
+        help="after SIGINT or SIGTERM the listeners close and requests under way get this long to finish "
+        "(idle connections close after a second) before the process exits anyway, e.g. while a handler "
+        "has not returned (default: 30); a second signal exits at once",
+    )
+    group.add_argument(
+        "--ready-file",
+        metavar="PATH",
+        help="write the process's PID to PATH once it serves, remove it at exit (readiness for a supervisor "
+        "without sd_notify; with NOTIFY_SOCKET set, systemd is sent READY=1 and STOPPING=1 anyway)",
+    )
+    group.add_argument(
+        "--pid-file",
+        metavar="PATH",
+        help="write the serving process's PID to PATH (rewritten by the new process after a SIGHUP reload, "
+        "which has a new PID), remove it at exit",
+    )
+    group.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="listen with SO_REUSEPORT, so that several instances share --port (the kernel spreads the "
+        "connections among them)",
+    )
+    group.add_argument(
+        "--health",
+        metavar="PATH",
+        help="answer GET PATH with 200 'ok', and with 503 'draining' once the shutdown began, for a load "
+        "balancer's health checks (before the app sees the request)",
+    )
 
 
 def load_app(spec: str, interface: str = "auto") -> tuple[object, str, list[str]]:
@@ -215,12 +259,22 @@ def configure(args: argparse.Namespace, server: tuple[str, int] | str | None = N
     if not args.app:
         if args.interface not in ("auto", _apps.PYPARALLEL):
             raise _apps.AppError(f"--interface {args.interface} needs --app")
-        return _apps.server_class(FileServer, _apps.PYPARALLEL, **attributes(args))
+        return _apps.server_class(FileServer, _apps.PYPARALLEL, **attributes(args), **_health_attributes(args))
     target, interface, _ = load_app(args.app, args.interface)
     # A WSGI or ASGI app goes by its spec, which mode interpreters' workers
     # import.
-    app = args.app if interface in (_apps.WSGI, _apps.ASGI) else target
-    return _apps.server_class(app, interface, server=server, **attributes(args))
+    if interface in (_apps.WSGI, _apps.ASGI):
+        served, interface = _apps.server_class(args.app, interface, server=server, **attributes(args))
+        # A subclass of the adapter's own making: the health route's
+        # attributes join those of the command line.
+        for name, value in _health_attributes(args).items():
+            setattr(served, name, value)
+        return served, interface
+    return _apps.server_class(target, interface, server=server, **attributes(args), **_health_attributes(args))
+
+
+def _health_attributes(args: argparse.Namespace) -> dict[str, Any]:
+    return _health.attributes(args.health) if args.health else {}
 
 
 def _gil_decision(parser: argparse.ArgumentParser, spec: str, gil_modules: list[str]) -> None:
@@ -275,9 +329,39 @@ def startup_line(listener: _Listener | _UnixListener, app: type, interface: str 
     )
 
 
+def _listen(args: argparse.Namespace, inherited: list[int]) -> list[_Listener | _UnixListener]:
+    """The listeners to serve: the inherited sockets (socket activation, a
+    reload), else the one that --uds or --bind/--port name."""
+    if not inherited:
+        if args.uds is not None:
+            return [px.server(path=args.uds)]
+        return [px.server(args.bind, args.port, reuse_port=args.reuse_port)]
+    listeners = []
+    for fd in inherited:
+        try:
+            listeners.append(px.server(fd=fd))  # serves a duplicate
+        finally:
+            os.close(fd)
+    return listeners
+
+
+def _reload_refusal(args: argparse.Namespace, inherited: list[int]) -> str | None:
+    """Why SIGHUP cannot reload this server, or None."""
+    if args.uds is not None and not inherited:
+        # The old process's listener removes the socket file as it closes,
+        # which would leave the new one serving a socket nobody finds.
+        return "a socket made with --uds is removed by its process at exit; use systemd's socket activation"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        # First: the variables are this process's only (LISTEN_PID).
+        inherited = _lifecycle.listen_fds()
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.uds is not None and (args.bind is not None or args.port is not None):
         parser.error("--uds listens on a Unix domain socket instead of --bind and --port: give one or the other")
     if args.uds is None:
@@ -310,15 +394,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: {exc}\n")
     except ValueError as exc:
         parser.error(str(exc))
-    listener: _Listener | _UnixListener
     try:
-        listener = px.server(path=args.uds) if args.uds is not None else px.server(args.bind, args.port)
+        listeners = _listen(args, inherited)
     except ValueError as exc:  # the engine refuses the mode, or a path too long
         parser.error(str(exc))
     except OSError as exc:
-        where = f"unix:{args.uds}" if args.uds is not None else f"{args.bind or '*'} port {args.port}"
+        where = (
+            "the inherited sockets"
+            if inherited
+            else f"unix:{args.uds}"
+            if args.uds is not None
+            else f"{args.bind or '*'} port {args.port}"
+        )
         print(f"{parser.prog}: cannot listen on {where}: {exc}", file=sys.stderr)
         return 1
+    listener = listeners[0]
     if args.app and px.stats()["mode"] == "interpreters":
         try:
             _apps.check_workers(args.app)
@@ -329,14 +419,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             start_lifespan(app)
         except _apps.AppError as exc:
-            listener.close()
+            for each in listeners:
+                each.close()
             px.stop()
             parser.exit(3, f"{parser.prog}: --app {exc}\n")
-    px.register(listener, app)
+    for each in listeners:
+        px.register(each, app)
+    readiness = _lifecycle.Readiness(args.ready_file, args.pid_file)
+    signal.signal(signal.SIGHUP, _lifecycle.Reloader(listeners, readiness, refusal=_reload_refusal(args, inherited)))
     # Printed from run() on the main thread, so that once the line is out,
-    # SIGINT and SIGTERM already stop the server cleanly.
+    # SIGINT and SIGTERM already stop the server cleanly; then it is ready.
     px.call_from_main_thread(print, startup_line(listener, app, interface), flush=True)
-    px.run(graceful_timeout=args.graceful_timeout)
+    px.call_from_main_thread(readiness.ready)
+    try:
+        px.run(graceful_timeout=args.graceful_timeout)
+    finally:
+        readiness.close()
     return 0
 
 

@@ -1,0 +1,87 @@
+"""The zero-downtime reload on SIGHUP, with a real load: the server starts
+its command line again as a new process, hands it the listening socket,
+and drains once the new one is ready; the load generator sees no failed
+request, and its answers change from the old code's to the new code's. A
+reload to a broken app (a syntax error) leaves the serving process as it
+was, with the error logged, and still no request fails. The new process
+has its own PID, in the --pid-file; the old one exits 0.
+"""
+
+import os
+import signal
+
+import pytest
+
+from conftest import LOCALHOST, wait_for
+from lifecycle_helpers import Load, ServerProcess, failures, kill_pid, process_gone, write_app
+
+
+@pytest.fixture
+def reloadable(tmp_path):
+    pid_file = tmp_path / "server.pid"
+    write_app(tmp_path, "v1")
+    process = ServerProcess(
+        "--app", "lifeapp:App", "--bind", LOCALHOST, "--port", "0", "--pid-file", str(pid_file), cwd=tmp_path
+    )
+    pids = [process.child.pid]
+    yield process, pid_file, pids
+    process.kill()
+    for pid in pids:
+        kill_pid(pid)
+
+
+def serving_pid(pid_file):
+    try:
+        return int(pid_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def test_reload_under_load(reloadable, tmp_path):
+    process, pid_file, pids = reloadable
+    wait_for(lambda: serving_pid(pid_file) == process.child.pid, message="no pid file")
+    load = Load(process.port, clients=4, slow_every=4)
+    try:
+        load.wait_count(30)
+        assert set(load.last_bodies()) <= {"v1", "v1 slow"}
+
+        # A reload to new code: the answers change, the old process goes.
+        write_app(tmp_path, "v2")
+        process.child.send_signal(signal.SIGHUP)
+        new_pid = wait_for(lambda: serving_pid(pid_file) not in (None, process.child.pid) and serving_pid(pid_file))
+        pids.append(new_pid)
+        assert process.child.wait(timeout=20) == 0, process.stderr()
+        wait_for(lambda: "v2" in load.last_bodies(), timeout=20, message="the new code never answered")
+        count = load.count()
+        load.wait_count(count + 20)
+        assert set(load.last_bodies()) <= {"v2", "v2 slow"}
+        assert len(process.lines) == 2  # each process's startup line
+
+        # A reload to a broken app: logged, and the new process serves on.
+        (tmp_path / "lifeapp.py").write_text("def broken(:\n")
+        errors = len(process.errors)
+        os.kill(new_pid, signal.SIGHUP)
+        process.wait_line(lambda line: "reload failed" in line and line, errors=True, after=errors)
+        count = load.count()
+        load.wait_count(count + 20)
+        assert serving_pid(pid_file) == new_pid
+        assert not process_gone(new_pid)
+    finally:
+        outcomes = load.stop()
+    assert failures(outcomes) == []
+    assert {o.body for o in outcomes} >= {"v1", "v2"}
+    assert "SyntaxError" in process.stderr()
+
+
+def test_a_second_reload_while_one_is_under_way_is_ignored(reloadable, tmp_path):
+    process, pid_file, pids = reloadable
+    wait_for(lambda: serving_pid(pid_file) == process.child.pid, message="no pid file")
+    process.child.send_signal(signal.SIGHUP)
+    # Signals of one kind do not queue: the second after the first was seen.
+    process.wait_line(lambda line: "reload: started" in line, errors=True)
+    process.child.send_signal(signal.SIGHUP)
+    new_pid = wait_for(lambda: serving_pid(pid_file) not in (None, process.child.pid) and serving_pid(pid_file))
+    pids.append(new_pid)
+    assert process.child.wait(timeout=20) == 0
+    assert "reload asked while one is under way" in process.stderr()
+    assert sum("Serving HTTP" in line for line in process.lines) == 2
