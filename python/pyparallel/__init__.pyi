@@ -230,15 +230,19 @@ def register(transport: Transport, protocol: type[object]) -> None:
     """
 
 def run(
-    *, mode: Literal["threads", "interpreters", "gil"] | None = None, graceful_timeout: float | None = None
+    *,
+    mode: Literal["threads", "interpreters", "gil"] | None = None,
+    graceful_timeout: float | None = None,
+    drain_delay: float = 0.0,
 ) -> None:
     """Run until stop(), SIGINT/SIGTERM, or nothing is registered or pending.
 
     Main thread only. mode (default: PYPARALLEL_MODE, else the build's own)
     applies when run() starts the loop. With graceful_timeout, a shutdown
-    drains first (listeners closed, accepted connections left to finish),
-    and one that takes longer than graceful_timeout seconds in all ends the
-    process; None: no drain and no limit.
+    drains first (listeners closed, accepted connections left to finish;
+    drain_delay seconds before, draining() is true already), and one that
+    takes longer than graceful_timeout seconds in all ends the process;
+    None: no drain and no limit.
     """
 
 def run_once(timeout: float | None = None) -> int:

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import LOCALHOST, recv_to_eof
+from conftest import LOCALHOST, recv_to_eof, wait_for
 from http_helpers import Client
 from lifecycle_helpers import WSGI_APP, Load, ServerProcess, failures, write_app
 
@@ -137,3 +137,21 @@ def test_open_connections_get_connection_close_and_idle_ones_a_grace(server):
     finally:
         idle.close()
         busy.close()
+
+
+def test_health_route_says_503_during_the_drain_delay(server):
+    process = server("--app", "lifeapp:App", "--health", "/healthz", "--drain-delay", "1")
+    with Client(process.port) as client:
+        response = client.request("GET", "/healthz")
+        assert (response.status, response.body) == (200, b"ok\n")
+    signalled = time.monotonic()
+    process.child.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    # The listener still accepts; the app still answers; health says 503.
+    with Client(process.port) as client:
+        response = client.request("GET", "/healthz")
+        assert (response.status, response.body) == (503, b"draining\n")
+        assert client.request("GET", "/fast").body == b"v1"
+    wait_for(lambda: refused(process.port), timeout=5)
+    assert time.monotonic() - signalled > 0.9
+    assert process.child.wait(timeout=GRACEFUL) == 0

@@ -6,7 +6,7 @@
         [--mode threads|interpreters|gil]
         [--max-header-size N] [--max-uri-size N] [--max-body-size N]
         [--header-timeout S] [--body-timeout S] [--keepalive-timeout S]
-        [--graceful-timeout S] [--ready-file PATH] [--pid-file PATH]
+        [--graceful-timeout S] [--drain-delay S] [--ready-file PATH] [--pid-file PATH]
         [--reuse-port] [--health PATH] [--version]
 
 Without --app it serves the current directory (or --root) the way
@@ -129,6 +129,17 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
     return parse
 
 
+def _seconds(text: str) -> float:
+    """A duration that may be 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1e9:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, not {text}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         port = int(text)
@@ -206,6 +217,14 @@ def _add_lifecycle_flags(parser: argparse.ArgumentParser) -> None:
         help="after SIGINT or SIGTERM the listeners close and requests under way get this long to finish "
         "(idle connections close after a second) before the process exits anyway, e.g. while a handler "
         "has not returned (default: 30); a second signal exits at once",
+    )
+    group.add_argument(
+        "--drain-delay",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="after SIGINT or SIGTERM, serve on for this long with --health answering 503 before the listeners "
+        "close, so that a load balancer stops sending first (default: 0)",
     )
     group.add_argument(
         "--ready-file",
@@ -432,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     px.call_from_main_thread(print, startup_line(listener, app, interface), flush=True)
     px.call_from_main_thread(readiness.ready)
     try:
-        px.run(graceful_timeout=args.graceful_timeout)
+        px.run(graceful_timeout=args.graceful_timeout, drain_delay=args.drain_delay)
     finally:
         readiness.close()
     return 0

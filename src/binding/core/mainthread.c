@@ -303,6 +303,7 @@ static void end_run(pxpy_state *st, uint64_t timeout_ns, bool watch_signals)
     rt->stop_requested = false;
     rt->in_run = false;
     rt->stop_began_ns = 0;
+    atomic_store(&rt->drain_announced, false);
     pthread_mutex_unlock(&rt->lock);
 }
 
@@ -330,48 +331,77 @@ static int parse_graceful_timeout(PyObject *value, uint64_t *out)
 /* How often a draining main thread looks at the served connections. */
 #define DRAIN_CHECK_NS (20 * 1000 * 1000)
 
-/* The graceful half of a bounded stop: the loop drains (its listeners
- * close; see px_loop_drain) while this thread keeps running the queued
- * calls and the signal handlers, until no accepted connection is left
- * (an HTTP server closes each at the end of its exchange, or once idle),
- * timeout_ns has passed, or stop() is called again. An exception a signal
- * handler raises ends it and is left set. The stop that follows shares the
- * same timeout (rt->stop_began_ns). */
-static void drain(pxpy_state *st, uint64_t timeout_ns)
+/* Keeps the main thread's part going (queued calls, signal handlers) until
+ * deadline, or until no accepted connection is left when drained is set;
+ * false when stop() came again or a signal handler raised (its exception
+ * is left set). */
+static bool serve_until(pxpy_state *st, px_loop_t *loop, uint64_t deadline,
+                        bool drained)
 {
     pxpy_runtime_t *rt = st->runtime;
-    px_loop_t *loop = atomic_load(&rt->loop);
-    uint64_t began = px_now_ns();
-    rt->stop_began_ns = began;
-    if (loop == NULL || px_loop_drain(loop) < 0)
-        return;
     pthread_mutex_lock(&rt->lock);
     rt->stop_requested = false;
     pthread_mutex_unlock(&rt->lock);
-    uint64_t deadline = began + timeout_ns;
-    while (px_loop_served_open(loop) > 0) {
+    while (!drained || px_loop_served_open(loop) > 0) {
         run_queued_calls(st);
         if (PyErr_CheckSignals() < 0)
-            return;
+            return false;
         uint64_t now = px_now_ns();
         if (now >= deadline)
-            return;
+            return true;
         uint64_t until = now + DRAIN_CHECK_NS;
         if (wait_main(rt, until < deadline ? until : deadline, false) ==
             WAIT_STOP)
+            return false;
+    }
+    return true;
+}
+
+/* The graceful half of a bounded stop. For delay_ns first, everything
+ * goes on as before except that draining() is true, so that a health
+ * route tells a load balancer to send no more while the listeners still
+ * accept what it sends meanwhile. Then the loop drains (its listeners
+ * close; see px_loop_drain) while this thread keeps running the queued
+ * calls and the signal handlers, until no accepted connection is left (an
+ * HTTP server closes each at the end of its exchange, or once idle),
+ * timeout_ns has passed, or stop() is called again. An exception a signal
+ * handler raises ends it and is left set. The stop that follows shares the
+ * drain's timeout (rt->stop_began_ns). */
+static void drain(pxpy_state *st, uint64_t timeout_ns, uint64_t delay_ns)
+{
+    pxpy_runtime_t *rt = st->runtime;
+    px_loop_t *loop = atomic_load(&rt->loop);
+    if (loop == NULL)
+        return;
+    if (delay_ns != 0) {
+        atomic_store(&rt->drain_announced, true);
+        if (!serve_until(st, loop, px_now_ns() + delay_ns, false) &&
+            PyErr_Occurred())
             return;
     }
+    uint64_t began = px_now_ns();
+    rt->stop_began_ns = began;
+    if (px_loop_drain(loop) == 0)
+        serve_until(st, loop, began + timeout_ns, true);
 }
 
 static PyObject *run(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *const kwlist[] = {"mode", "graceful_timeout", NULL};
+    static char *const kwlist[] = {"mode", "graceful_timeout", "drain_delay",
+                                   NULL};
     PyObject *mode = NULL, *graceful = Py_None;
+    double delay = 0.0;
     uint64_t timeout_ns;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OO:run", kwlist, &mode,
-                                     &graceful) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOd:run", kwlist, &mode,
+                                     &graceful, &delay) ||
         parse_graceful_timeout(graceful, &timeout_ns) < 0)
         return NULL;
+    if (!(delay >= 0.0) || delay > 1e9 || (delay > 0.0 && timeout_ns == 0)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "drain_delay must be a number of seconds >= 0, and "
+                        "needs a graceful_timeout");
+        return NULL;
+    }
     pxpy_state *st = pxpy_get_state(module);
     pxpy_runtime_t *rt = st->runtime;
     if (require_main_thread(st, "run") < 0)
@@ -403,7 +433,7 @@ static PyObject *run(PyObject *module, PyObject *args, PyObject *kwargs)
         if (w == WAIT_STOP) {
             /* With a bound, the stop is graceful: a drain first. */
             if (timeout_ns != 0)
-                drain(st, timeout_ns);
+                drain(st, timeout_ns, (uint64_t)(delay * 1e9));
             failed = PyErr_Occurred() != NULL;
             break;
         }
@@ -471,12 +501,14 @@ static PyObject *stop(PyObject *module, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* Whether the loop drains: a graceful stop began (see drain), so that a
+/* Whether a graceful stop began (see drain), its delay included, so that a
  * health route can answer 503 and a load balancer send no more. */
 static PyObject *draining(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
-    px_loop_t *loop = atomic_load(&pxpy_get_state(module)->runtime->loop);
-    return PyBool_FromLong(loop != NULL && px_loop_draining(loop));
+    pxpy_runtime_t *rt = pxpy_get_state(module)->runtime;
+    px_loop_t *loop = atomic_load(&rt->loop);
+    return PyBool_FromLong(atomic_load(&rt->drain_announced) ||
+                           (loop != NULL && px_loop_draining(loop)));
 }
 
 /* atexit: stop the loop before the interpreter finalises, while engine
@@ -512,12 +544,14 @@ void pxpy_mainthread_free_queue(pxpy_runtime_t *rt)
 
 static PyMethodDef mainthread_methods[] = {
     {"run", (PyCFunction)(void (*)(void))run, METH_VARARGS | METH_KEYWORDS,
-     "run(*, mode=None, graceful_timeout=None)\n--\n\n"
+     "run($module, /, *, mode=None, graceful_timeout=None, drain_delay=0.0)"
+     "\n--\n\n"
      "Serve until stop(), SIGINT/SIGTERM, or until nothing is registered and "
      "no work is pending; then stop the loop. With graceful_timeout, a stop "
-     "drains first (listeners closed, accepted connections left to finish), "
-     "and a drain and stop that take longer than graceful_timeout seconds "
-     "in all end the process."},
+     "drains first (after drain_delay seconds of draining() being true "
+     "while serving on: listeners closed, accepted connections left to "
+     "finish), and a drain and stop that take longer than graceful_timeout "
+     "seconds in all end the process."},
     {"run_once", (PyCFunction)(void (*)(void))run_once,
      METH_VARARGS | METH_KEYWORDS,
      "run_once(timeout=None)\n--\n\n"

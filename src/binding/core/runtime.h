@@ -50,6 +50,9 @@ struct pxpy_runtime_s {
     /* When the graceful stop began (its drain), so that drain and stop
      * share one graceful_timeout; 0: the stop itself begins it. */
     uint64_t stop_began_ns;
+    /* A graceful stop began: draining() is true, also during its delay,
+     * while the listeners still accept. */
+    atomic_bool drain_announced;
     bool in_run;
 };
 
