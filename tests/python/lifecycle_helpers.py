@@ -165,13 +165,15 @@ class Outcome:
 
 class Load:
     """clients threads sending requests over keep-alive connections, one
-    after another; every slow_every-th is /slow. A connection the server
+    after another; every slow_every-th is /slow, the others fast_path. A
+    connection the server
     ends (Connection: close) is replaced by a new one."""
 
-    def __init__(self, port, clients=4, slow_every=5, host=LOCALHOST):
+    def __init__(self, port, clients=4, slow_every=5, host=LOCALHOST, fast_path="/fast"):
         self.port = port
         self.host = host
         self.slow_every = slow_every
+        self.fast_path = fast_path
         self.outcomes = []
         self.lock = threading.Lock()
         self.running = True
@@ -184,7 +186,7 @@ class Load:
         count = index
         while self.running:
             count += 1
-            path = "/slow" if self.slow_every and count % self.slow_every == 0 else "/fast"
+            path = "/slow" if self.slow_every and count % self.slow_every == 0 else self.fast_path
             started = time.monotonic()
             body = error = None
             try:
