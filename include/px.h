@@ -126,6 +126,10 @@ int px_loop_draining(const px_loop_t *loop);
 /* The connections accepted from listeners that are still open (outgoing
  * connections, say to a database, are not counted). */
 uint64_t px_loop_served_open(const px_loop_t *loop);
+/* Whether a drain is complete: every listener it closed has closed its
+ * socket (after taking the backlog, whose connections count as served)
+ * and no accepted connection is left open. */
+int px_loop_drained(px_loop_t *loop);
 
 int px_loop_worker_count(const px_loop_t *loop);
 const char *px_loop_backend_name(const px_loop_t *loop);

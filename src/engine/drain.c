@@ -49,6 +49,23 @@ uint64_t px_loop_served_open(const px_loop_t *loop)
     return atomic_load(&loop->stat_served);
 }
 
+int px_loop_drained(px_loop_t *loop)
+{
+    if (!atomic_load(&loop->draining))
+        return 0;
+    /* A listener still closing may yet take connections from its backlog:
+     * until its socket is closed, none left now does not mean none left. */
+    bool closing = false;
+    pthread_mutex_lock(&loop->listeners_lock);
+    for (px__qnode_t *n = loop->listeners.next;
+         n != &loop->listeners && !closing; n = n->next) {
+        px_listener_t *l = px__container_of(n, px_listener_t, node);
+        closing = atomic_load(&l->closing) && atomic_load(&l->fd) >= 0;
+    }
+    pthread_mutex_unlock(&loop->listeners_lock);
+    return !closing && atomic_load(&loop->stat_served) == 0;
+}
+
 void px__listener_take_backlog(px__worker_t *w, px_listener_t *l, int fd)
 {
     /* A socket inherited from another process may be blocking, and an

@@ -59,8 +59,10 @@ static void test_drain_refuses_new_and_serves_open(int backend)
     /* The established connection is served as before, and counted. */
     echo_roundtrip(f.fd, "during");
     ASSERT_UINT_EQ(px_loop_served_open(f.loop), 1);
+    ASSERT_INT_EQ(px_loop_drained(f.loop), 0);
     engine_fixture_disconnect(&f);
     WAIT_FOR(px_loop_served_open(f.loop) == 0, WAIT_MS);
+    ASSERT_INT_EQ(px_loop_drained(f.loop), 1);
     engine_fixture_stop(&f);
 }
 
@@ -100,6 +102,10 @@ static void test_backlog_is_served_not_reset(int backend)
     for (int i = 0; i < BACKLOG_CLIENTS; i++)
         fds[i] = client_connect(port);
     ASSERT_PX_OK(px_loop_drain(loop));
+    /* Its listener has not closed yet: not drained, although nothing is
+     * served. */
+    ASSERT_UINT_EQ(px_loop_served_open(loop), 0);
+    ASSERT_INT_EQ(px_loop_drained(loop), 0);
     ASSERT_PX_OK(px_loop_start(loop));
     for (int i = 0; i < BACKLOG_CLIENTS; i++)
         echo_roundtrip(fds[i], "waited");

@@ -342,7 +342,7 @@ static bool serve_until(pxpy_state *st, px_loop_t *loop, uint64_t deadline,
     pthread_mutex_lock(&rt->lock);
     rt->stop_requested = false;
     pthread_mutex_unlock(&rt->lock);
-    while (!drained || px_loop_served_open(loop) > 0) {
+    while (!drained || !px_loop_drained(loop)) {
         run_queued_calls(st);
         if (PyErr_CheckSignals() < 0)
             return false;
