@@ -288,3 +288,40 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, 0)
     except ChildProcessError:
         pass
+
+
+# How often watch_memory looks at the resident set, and how long it waits
+# after asking for a reload.
+MEMORY_CHECK_SECONDS = 1.0
+MEMORY_RETRY_SECONDS = 10.0
+
+
+def resident_bytes() -> int:
+    """The process's resident set size."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGESIZE")
+
+
+def watch_memory(limit: int, reloader: Reloader) -> threading.Thread:
+    """A thread that reloads the process (reloader) once its resident set
+    exceeds limit bytes (--max-worker-memory times the workers: the workers
+    of one process share its memory, so it is the process that is
+    measured); it ends once the reload is under way or done."""
+
+    def watch() -> None:
+        while not reloader.reloaded:
+            time.sleep(MEMORY_CHECK_SECONDS)
+            used = resident_bytes()
+            if used > limit and not reloader.under_way and not reloader.reloaded:
+                _log.warning(
+                    "resident memory %d MiB is over %d MiB (--max-worker-memory): reloading the process",
+                    used >> 20,
+                    limit >> 20,
+                )
+                os.kill(os.getpid(), signal.SIGHUP)
+                # A reload that fails is not tried again at once.
+                time.sleep(MEMORY_RETRY_SECONDS)
+
+    thread = threading.Thread(target=watch, name="pyparallel-memory", daemon=True)
+    thread.start()
+    return thread

@@ -1,6 +1,7 @@
 """What the lifecycle tests (test_lifecycle_*.py) share: a server process
 whose output is read as it comes (a reload's new process writes to the same
-pipes, and outlives the process the test started), and a load generator of
+pipes, and outlives the process the test started; all stay in one process
+group, which the test kills at the end), and a load generator of
 keep-alive HTTP clients that records every request's start, end and
 outcome, so that a test can count the failures among the requests started
 before a signal.
@@ -68,8 +69,11 @@ def app(environ, start_response):
 """
 
 
-def write_app(directory, version):
-    (directory / "lifeapp.py").write_text(APP.format(version=version))
+def write_app(directory, version, import_delay=0):
+    """lifeapp.py answering version; its import takes import_delay seconds
+    (a process that loads it is that much slower to be ready)."""
+    delay = f"\ntime.sleep({import_delay})\n" if import_delay else ""
+    (directory / "lifeapp.py").write_text(APP.format(version=version) + delay)
 
 
 class ServerProcess:
@@ -87,6 +91,9 @@ class ServerProcess:
             cwd=cwd,
             env={**os.environ, "PYPARALLEL_WORKERS": "2", **(env or {})},
             pass_fds=pass_fds,
+            # A group of its own, which the processes its reloads start
+            # stay in: kill() ends them all, orphans included.
+            start_new_session=True,
         )
         self.lines = []
         self.errors = []
@@ -127,16 +134,12 @@ class ServerProcess:
             return "\n".join(self.errors)
 
     def kill(self):
-        if self.child.poll() is None:
-            self.child.kill()
+        """Ends the server and every process its reloads started."""
+        try:
+            os.killpg(self.child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.child.wait(timeout=10)
-
-
-def kill_pid(pid):
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def process_gone(pid):

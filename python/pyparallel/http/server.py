@@ -7,7 +7,8 @@
         [--max-header-size N] [--max-uri-size N] [--max-body-size N]
         [--header-timeout S] [--body-timeout S] [--keepalive-timeout S]
         [--graceful-timeout S] [--drain-delay S] [--ready-file PATH] [--pid-file PATH]
-        [--reuse-port] [--health PATH] [--version]
+        [--reuse-port] [--health PATH] [--max-requests N [--max-requests-jitter J]]
+        [--max-worker-memory MIB] [--version]
 
 Without --app it serves the current directory (or --root) the way
 `python -m http.server` does, plus two built-in routes: /plaintext and
@@ -35,7 +36,9 @@ activation (LISTEN_FDS) are served instead of --bind/--port/--uds;
 exit, and systemd hears READY=1 and STOPPING=1 (NOTIFY_SOCKET); SIGHUP
 reloads the code without closing the listening sockets (_lifecycle.py);
 --reuse-port lets several instances share a port; --health PATH answers a
-load balancer's health checks, 503 once the shutdown began.
+load balancer's health checks, 503 once the shutdown began (--drain-delay
+before the listeners close); --max-requests and --max-worker-memory reload
+the process once a worker served that many requests or it grew that large.
 
 Loading the app is where it can fail to run in the mode asked for: on a
 free-threaded build an import that enables the GIL switches the server
@@ -65,7 +68,7 @@ import pyparallel as px
 
 from .. import _lifecycle
 from ..__main__ import version_report
-from . import _apps, _health
+from . import _apps, _frontdoor
 from ._app import HttpServer
 from ._asgi import start_lifespan
 from ._request import Headers, Request
@@ -245,6 +248,27 @@ def _add_lifecycle_flags(parser: argparse.ArgumentParser) -> None:
         "connections among them)",
     )
     group.add_argument(
+        "--max-requests",
+        type=_positive(int),
+        metavar="N",
+        help="reload the process (as SIGHUP does) once a worker has served N requests: in mode interpreters "
+        "each worker counts its own, in modes threads and gil the process counts N times the workers",
+    )
+    group.add_argument(
+        "--max-requests-jitter",
+        type=int,
+        default=0,
+        metavar="J",
+        help="add a random 0..J to --max-requests, drawn per worker, so that workers do not reach it together",
+    )
+    group.add_argument(
+        "--max-worker-memory",
+        type=_positive(int),
+        metavar="MIB",
+        help="reload the process (as SIGHUP does) once its resident memory exceeds MIB mebibytes per worker "
+        "(checked every second)",
+    )
+    group.add_argument(
         "--health",
         metavar="PATH",
         help="answer GET PATH with 200 'ok', and with 503 'draining' once the shutdown began, for a load "
@@ -278,22 +302,22 @@ def configure(args: argparse.Namespace, server: tuple[str, int] | str | None = N
     if not args.app:
         if args.interface not in ("auto", _apps.PYPARALLEL):
             raise _apps.AppError(f"--interface {args.interface} needs --app")
-        return _apps.server_class(FileServer, _apps.PYPARALLEL, **attributes(args), **_health_attributes(args))
+        return _apps.server_class(FileServer, _apps.PYPARALLEL, **attributes(args), **_frontdoor_attributes(args))
     target, interface, _ = load_app(args.app, args.interface)
     # A WSGI or ASGI app goes by its spec, which mode interpreters' workers
     # import.
     if interface in (_apps.WSGI, _apps.ASGI):
         served, interface = _apps.server_class(args.app, interface, server=server, **attributes(args))
-        # A subclass of the adapter's own making: the health route's
-        # attributes join those of the command line.
-        for name, value in _health_attributes(args).items():
+        # A subclass of the adapter's own making: the health route's and
+        # the request count's attributes join those of the command line.
+        for name, value in _frontdoor_attributes(args).items():
             setattr(served, name, value)
         return served, interface
-    return _apps.server_class(target, interface, server=server, **attributes(args), **_health_attributes(args))
+    return _apps.server_class(target, interface, server=server, **attributes(args), **_frontdoor_attributes(args))
 
 
-def _health_attributes(args: argparse.Namespace) -> dict[str, Any]:
-    return _health.attributes(args.health) if args.health else {}
+def _frontdoor_attributes(args: argparse.Namespace) -> dict[str, Any]:
+    return _frontdoor.attributes(args.health, args.max_requests or 0, args.max_requests_jitter)
 
 
 def _gil_decision(parser: argparse.ArgumentParser, spec: str, gil_modules: list[str]) -> None:
@@ -381,6 +405,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         inherited = _lifecycle.listen_fds()
     except ValueError as exc:
         parser.error(str(exc))
+    if args.max_requests_jitter < 0 or (args.max_requests_jitter and not args.max_requests):
+        parser.error("--max-requests-jitter takes a number >= 0, with --max-requests")
     if args.uds is not None and (args.bind is not None or args.port is not None):
         parser.error("--uds listens on a Unix domain socket instead of --bind and --port: give one or the other")
     if args.uds is None:
@@ -442,10 +468,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 each.close()
             px.stop()
             parser.exit(3, f"{parser.prog}: --app {exc}\n")
+    readiness = _lifecycle.Readiness(args.ready_file, args.pid_file)
+    reloader = _lifecycle.Reloader(listeners, readiness, refusal=_reload_refusal(args, inherited))
+    # Before the first request: --max-requests sends SIGHUP from a worker,
+    # whose default action would end the process.
+    signal.signal(signal.SIGHUP, reloader)
     for each in listeners:
         px.register(each, app)
-    readiness = _lifecycle.Readiness(args.ready_file, args.pid_file)
-    signal.signal(signal.SIGHUP, _lifecycle.Reloader(listeners, readiness, refusal=_reload_refusal(args, inherited)))
+    if args.max_worker_memory:
+        _lifecycle.watch_memory(args.max_worker_memory * px.stats()["workers"] << 20, reloader)
     # Printed from run() on the main thread, so that once the line is out,
     # SIGINT and SIGTERM already stop the server cleanly; then it is ready.
     px.call_from_main_thread(print, startup_line(listener, app, interface), flush=True)
