@@ -4,13 +4,13 @@ set, systemd's protocol (a Unix datagram socket the test binds) hears
 READY=1 with the MAINPID, then STOPPING=1 on SIGTERM; a listening socket
 handed over the way systemd's socket activation does (descriptor 3,
 LISTEN_FDS, LISTEN_PID) is served instead of --port, and one meant for
-another PID is not taken; --reuse-port lets two instances share a port.
+another PID is not taken; --reuse-port lets two instances share a port
+(without it, a port in use is refused: test_http_cli.py).
 """
 
 import os
 import signal
 import socket
-import subprocess
 import sys
 
 from conftest import LOCALHOST, wait_for
@@ -144,20 +144,3 @@ def test_reuse_port_shares_a_port_between_instances(tmp_path):
         first.kill()
         if second is not None:
             second.kill()
-
-
-def test_a_taken_port_without_reuse_port_is_refused(tmp_path):
-    first = serve(tmp_path, "--port", "0", "--reuse-port")
-    try:
-        write_app(tmp_path, "v1")
-        result = subprocess.run(
-            [sys.executable, "-m", "pyparallel.http.server", "--bind", LOCALHOST, "--port", str(first.port)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            cwd=tmp_path,
-        )
-        assert result.returncode == 1
-        assert f"cannot listen on {LOCALHOST} port {first.port}" in result.stderr
-    finally:
-        first.kill()
