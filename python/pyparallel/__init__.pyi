@@ -582,6 +582,9 @@ class _Stats(TypedDict):
     pending_work: int
     datagrams_dropped: int
     errors: int
+    # SystemExit escaping a callback in a worker interpreter (mode
+    # "interpreters"; 0 in the others).
+    broken_interpreters: int
     channels: builtins.list[_ChannelStats]
 
 def stats() -> _Stats:

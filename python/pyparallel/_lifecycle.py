@@ -290,10 +290,11 @@ def _reap(pid: int) -> None:
         pass
 
 
-# How often watch_memory looks at the resident set, and how long it waits
-# after asking for a reload.
-MEMORY_CHECK_SECONDS = 1.0
-MEMORY_RETRY_SECONDS = 10.0
+# How often the supervisor looks, and how long it waits after asking for
+# a reload that did not happen (doubling up to the last), so that a new
+# process that keeps failing to start is not started again and again.
+SUPERVISE_SECONDS = 1.0
+RETRY_SECONDS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0)
 
 
 def resident_bytes() -> int:
@@ -302,26 +303,57 @@ def resident_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGESIZE")
 
 
-def watch_memory(limit: int, reloader: Reloader) -> threading.Thread:
-    """A thread that reloads the process (reloader) once its resident set
-    exceeds limit bytes (--max-worker-memory times the workers: the workers
-    of one process share its memory, so it is the process that is
-    measured); it ends once the reload is under way or done."""
+class Supervisor:
+    """A thread that reloads the process (through reloader, as SIGHUP does)
+    once its resident set exceeds memory_limit bytes (--max-worker-memory
+    times the workers: the workers of one process share its memory, so the
+    process is measured), or once a worker interpreter's state is broken
+    (SystemExit escaped one of its callbacks: px.stats()
+    ["broken_interpreters"] grew). Each cause is logged; a reload that does
+    not happen (the new process failed) is asked for again after a pause
+    that doubles each time. The thread ends once a reload succeeded."""
 
-    def watch() -> None:
-        while not reloader.reloaded:
-            time.sleep(MEMORY_CHECK_SECONDS)
+    def __init__(self, reloader: Reloader, memory_limit: int | None = None) -> None:
+        self.reloader = reloader
+        self.memory_limit = memory_limit
+        self.broken_seen = 0
+        self.failures = 0
+        self.thread = threading.Thread(target=self._run, name="pyparallel-supervisor", daemon=True)
+        self.thread.start()
+
+    def _cause(self) -> str | None:
+        broken = int(_core.stats()["broken_interpreters"])
+        if broken > self.broken_seen:
+            self.broken_seen = broken
+            return f"a worker interpreter's state is broken (SystemExit escaped a callback; {broken} so far)"
+        if self.memory_limit is not None:
             used = resident_bytes()
-            if used > limit and not reloader.under_way and not reloader.reloaded:
-                _log.warning(
-                    "resident memory %d MiB is over %d MiB (--max-worker-memory): reloading the process",
-                    used >> 20,
-                    limit >> 20,
-                )
-                os.kill(os.getpid(), signal.SIGHUP)
-                # A reload that fails is not tried again at once.
-                time.sleep(MEMORY_RETRY_SECONDS)
+            if used > self.memory_limit:
+                return f"resident memory {used >> 20} MiB is over {self.memory_limit >> 20} MiB (--max-worker-memory)"
+        return None
 
-    thread = threading.Thread(target=watch, name="pyparallel-memory", daemon=True)
-    thread.start()
-    return thread
+    def _run(self) -> None:
+        pending = None
+        while not self.reloader.reloaded:
+            time.sleep(SUPERVISE_SECONDS)
+            if self.reloader.under_way or self.reloader.reloaded:
+                continue
+            cause = self._cause() or pending
+            if cause is None:
+                continue
+            _log.warning("%s: reloading the process", cause)
+            if self._reload():
+                return
+            # The cause stays: asked for again after a longer pause each time.
+            pending = cause
+            time.sleep(RETRY_SECONDS[min(self.failures, len(RETRY_SECONDS) - 1)])
+            self.failures += 1
+
+    def _reload(self) -> bool:
+        """Asks for a reload (SIGHUP, handled on the main thread) and waits
+        for its outcome: whether it succeeded."""
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(SUPERVISE_SECONDS)
+        while self.reloader.under_way:
+            time.sleep(SUPERVISE_SECONDS / 10)
+        return self.reloader.reloaded

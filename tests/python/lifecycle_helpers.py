@@ -25,6 +25,7 @@ START_TIMEOUT = 30
 APP = """
 import asyncio
 import os
+import sys
 import time
 
 from pyparallel.http import HttpServer
@@ -54,6 +55,9 @@ class App(HttpServer):
 
     def pid(self, request):
         return str(os.getpid())
+
+    def exit(self, request):
+        sys.exit(3)
 """
 
 # A WSGI app whose response is streamed over a second.

@@ -475,8 +475,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGHUP, reloader)
     for each in listeners:
         px.register(each, app)
-    if args.max_worker_memory:
-        _lifecycle.watch_memory(args.max_worker_memory * px.stats()["workers"] << 20, reloader)
+    memory_limit = args.max_worker_memory * px.stats()["workers"] << 20 if args.max_worker_memory else None
+    if memory_limit is not None or px.stats()["mode"] == "interpreters":
+        _lifecycle.Supervisor(reloader, memory_limit)
     # Printed from run() on the main thread, so that once the line is out,
     # SIGINT and SIGTERM already stop the server cleanly; then it is ready.
     px.call_from_main_thread(print, startup_line(listener, app, interface), flush=True)

@@ -602,6 +602,9 @@ static int add_mode_stats(pxpy_state *st, PyObject *d)
         if (set_u64(PyList_GET_ITEM(workers, i), "memory",
                     (uint64_t)(memory[i] > 0 ? memory[i] : 0)) < 0)
             return -1;
+    if (set_u64(d, "broken_interpreters",
+                atomic_load(&st->runtime->broken_interps)) < 0)
+        return -1;
     PyObject *channels = pxpy_channel_stats(st);
     if (channels == NULL)
         return -1;

@@ -38,6 +38,9 @@ struct pxpy_runtime_s {
     _Atomic Py_ssize_t registered;
     _Atomic Py_ssize_t pending;
     _Atomic uint64_t errors;
+    /* SystemExit escaped a callback in a worker interpreter: its state is
+     * not to be trusted (stats()["broken_interpreters"]). */
+    _Atomic uint64_t broken_interps;
 
     pthread_mutex_t lock;
     pthread_cond_t main_cond;     /* the main thread waits for calls */
