@@ -212,6 +212,11 @@ int px_listen_fd(px_loop_t *loop, int fd, const px_conn_callbacks_t *cbs,
  * listener's. */
 int px_listener_fd(const px_listener_t *listener);
 
+/* Leaves a Unix socket's file in place when the listener closes: another
+ * process serves the socket now (a reload's new one, which got it through
+ * px_listener_fd). Any thread; no effect on other listeners. */
+void px_listener_keep_file(px_listener_t *listener);
+
 /* The bound port (useful after listening on port 0); -1 for a Unix
  * socket. */
 int px_listener_port(const px_listener_t *listener);

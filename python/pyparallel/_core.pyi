@@ -220,6 +220,9 @@ class FileResponse:
 def _submit_to(worker: int, func: Callable[..., object], /, *args: object, **kwargs: object) -> Future[object]:
     """submit_work() on the given worker (0 .. workers - 1)."""
 
+def _keep_socket_file(listener: Transport, /) -> None:
+    """Leave a listener's Unix socket file when it closes (a reload)."""
+
 def run(*, mode: _Mode | None = None, graceful_timeout: float | None = None, drain_delay: float = 0.0) -> None:
     """The loop of pyparallel.run(), without its signal handling."""
 

@@ -189,12 +189,10 @@ class Reloader:
         listeners: Sequence[_Listener | _UnixListener],
         readiness: Readiness,
         *,
-        refusal: str | None = None,
         argv: Sequence[str] | None = None,
     ) -> None:
         self.listeners = listeners
         self.readiness = readiness
-        self.refusal = refusal
         self.argv = list(argv) if argv is not None else command_line()
         self.lock = threading.Lock()
         self.under_way = False
@@ -206,9 +204,6 @@ class Reloader:
     def reload(self) -> bool:
         """Starts a reload; False when one is under way already, or the
         server is stopping."""
-        if self.refusal is not None:
-            _log.error("reload refused: %s", self.refusal)
-            return False
         with self.lock:
             if self.under_way or self.reloaded or _core.draining():
                 _log.warning("reload asked while one is under way or the server stops: ignored")
@@ -240,6 +235,10 @@ class Reloader:
             with self.lock:
                 self.reloaded = True
                 self.under_way = False
+            # A Unix socket's file is the new process's now: closing this
+            # process's listener must not remove it.
+            for listener in self.listeners:
+                _core._keep_socket_file(listener)
             # The new process wrote the files and told systemd; the drain
             # is this process's own business.
             _core.stop()

@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -124,3 +125,8 @@ int px_listen_fd(px_loop_t *loop, int fd, const px_conn_callbacks_t *cbs,
 }
 
 int px_listener_fd(const px_listener_t *l) { return atomic_load(&l->fd); }
+
+void px_listener_keep_file(px_listener_t *l)
+{
+    free(atomic_exchange(&l->unix_path, NULL));
+}

@@ -371,7 +371,7 @@ int px_listen_unix(px_loop_t *loop, const char *path, size_t len, int backlog,
         free(keep);
         return rc < 0 ? rc : -ENOMEM;
     }
-    l->unix_path = keep;
+    atomic_store(&l->unix_path, keep);
     l->unix_dev = st.st_dev;
     l->unix_ino = st.st_ino;
     px__listener_publish(l);
@@ -381,10 +381,9 @@ int px_listen_unix(px_loop_t *loop, const char *path, size_t len, int backlog,
 
 void px__listener_unlink(px_listener_t *l)
 {
-    char *path = l->unix_path;
+    char *path = atomic_exchange(&l->unix_path, NULL);
     if (path == NULL)
         return;
-    l->unix_path = NULL;
     struct stat st;
     /* Another server may have replaced the file since (after finding ours
      * stale): its file is not ours to remove. */

@@ -165,7 +165,7 @@ struct px_listener_s {
     void *backend_slot[PX_MAX_WORKERS];
     /* A Unix socket's file, unlinked when the socket closes if it is still
      * the one bound (device and inode); NULL for other listeners. */
-    char *unix_path;
+    char *_Atomic unix_path;
     dev_t unix_dev;
     ino_t unix_ino;
 };

@@ -5,7 +5,8 @@
  * waiting in a listener's backlog when it closes are served, not reset;
  * px_listen_fd serves a socket the test made (as systemd would hand one
  * over) and refuses descriptors that cannot listen; PX_LISTEN_REUSEPORT
- * lets two listeners share a port. Each case runs under both backends.
+ * lets two listeners share a port; px_listener_keep_file leaves a Unix
+ * socket's file in place. Each case runs under both backends.
  */
 #include "engine_util.h"
 
@@ -14,6 +15,7 @@
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void echo_roundtrip(int fd, const char *text)
@@ -209,6 +211,35 @@ static void test_reuseport_shares_a_port(int backend)
     finish_loop(loop);
 }
 
+/* A listener whose socket another process now serves leaves the file. */
+static void test_keep_file_leaves_the_socket_file(int backend)
+{
+    px_loop_t *loop = start_loop(backend, NULL);
+    conn_log_t log = CONN_LOG_INIT;
+    char dir[] = "/tmp/px-test-drain-XXXXXX";
+    ASSERT_TRUE(mkdtemp(dir) != NULL);
+    char path[64];
+    snprintf(path, sizeof(path), "%s/sock", dir);
+    px_listener_t *kept = NULL, *removed = NULL;
+    ASSERT_PX_OK(px_listen_unix(loop, path, strlen(path), 16, &echo_callbacks,
+                                &log, &kept));
+    px_listener_keep_file(kept);
+    px_listener_close(kept);
+    WAIT_FOR(px_listener_fd(kept) < 0, WAIT_MS);
+    struct stat st;
+    ASSERT_INT_EQ(stat(path, &st), 0);
+    ASSERT_TRUE(S_ISSOCK(st.st_mode));
+    /* Without it, the file goes with the socket (a stale one is replaced
+     * first). */
+    ASSERT_PX_OK(px_listen_unix(loop, path, strlen(path), 16, &echo_callbacks,
+                                &log, &removed));
+    px_listener_close(removed);
+    WAIT_FOR(px_listener_fd(removed) < 0, WAIT_MS);
+    ASSERT_INT_EQ(stat(path, &st), -1);
+    ASSERT_INT_EQ(rmdir(dir), 0);
+    finish_loop(loop);
+}
+
 static const test_case_t cases[] = {
     ENGINE_CASE(test_drain_refuses_new_and_serves_open),
     ENGINE_CASE(test_outgoing_connections_are_not_served_ones),
@@ -216,6 +247,7 @@ static const test_case_t cases[] = {
     ENGINE_CASE(test_drain_after_stop_is_refused),
     ENGINE_CASE(test_listen_fd_serves_an_inherited_socket),
     ENGINE_CASE(test_reuseport_shares_a_port),
+    ENGINE_CASE(test_keep_file_leaves_the_socket_file),
 };
 
 TEST_MAIN(cases)

@@ -18,7 +18,7 @@ import time
 
 from conftest import LOCALHOST
 
-STARTUP = re.compile(r"^Serving HTTP on (?P<where>\S+) port (?P<port>\d+) ")
+STARTUP = re.compile(r"^Serving HTTP on (?P<where>\S+?):? (port (?P<port>\d+) )?")
 START_TIMEOUT = 30
 
 # An app whose version the tests change, and whose /slow takes a second.
@@ -109,7 +109,7 @@ class ServerProcess:
         for reader in self.readers:
             reader.start()
         match = self.wait_line(STARTUP.match, START_TIMEOUT)
-        self.port = int(match.group("port"))
+        self.port = int(match.group("port")) if match.group("port") else None  # None: a Unix socket
 
     def _read(self, stream, into):
         for line in stream:

@@ -9,10 +9,11 @@ has its own PID, in the --pid-file; the old one exits 0.
 
 import os
 import signal
+import socket
 
 import pytest
 
-from conftest import LOCALHOST, wait_for
+from conftest import LOCALHOST, recv_to_eof, wait_for
 from lifecycle_helpers import Load, ServerProcess, failures, process_gone, write_app
 
 
@@ -81,3 +82,29 @@ def test_a_second_reload_while_one_is_under_way_is_ignored(reloadable, tmp_path)
     assert process.child.wait(timeout=20) == 0
     assert "reload asked while one is under way" in process.stderr()
     assert sum("Serving HTTP" in line for line in process.lines) == 2
+
+
+def unix_get(path, target):
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(path)
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+        return recv_to_eof(sock).split(b"\r\n\r\n", 1)[1].decode()
+
+
+def test_reload_keeps_a_unix_socket(tmp_path):
+    """With --uds the socket file stays across the reload, served by the
+    new process."""
+    write_app(tmp_path, "v1")
+    path, pid_file = str(tmp_path / "http.sock"), tmp_path / "server.pid"
+    process = ServerProcess("--app", "lifeapp:App", "--uds", path, "--pid-file", str(pid_file), cwd=tmp_path)
+    try:
+        assert unix_get(path, "/fast") == "v1"
+        write_app(tmp_path, "v2")
+        process.child.send_signal(signal.SIGHUP)
+        wait_for(lambda: serving_pid(pid_file) not in (None, process.child.pid), message="no reload")
+        assert process.child.wait(timeout=20) == 0
+        assert unix_get(path, "/fast") == "v2"
+        assert unix_get(path, "/pid") == str(serving_pid(pid_file))
+    finally:
+        process.kill()

@@ -388,15 +388,6 @@ def _listen(args: argparse.Namespace, inherited: list[int]) -> list[_Listener | 
     return listeners
 
 
-def _reload_refusal(args: argparse.Namespace, inherited: list[int]) -> str | None:
-    """Why SIGHUP cannot reload this server, or None."""
-    if args.uds is not None and not inherited:
-        # The old process's listener removes the socket file as it closes,
-        # which would leave the new one serving a socket nobody finds.
-        return "a socket made with --uds is removed by its process at exit; use systemd's socket activation"
-    return None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -469,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             px.stop()
             parser.exit(3, f"{parser.prog}: --app {exc}\n")
     readiness = _lifecycle.Readiness(args.ready_file, args.pid_file)
-    reloader = _lifecycle.Reloader(listeners, readiness, refusal=_reload_refusal(args, inherited))
+    reloader = _lifecycle.Reloader(listeners, readiness)
     # Before the first request: --max-requests sends SIGHUP from a worker,
     # whose default action would end the process.
     signal.signal(signal.SIGHUP, reloader)

@@ -373,6 +373,24 @@ static PyObject *server(PyObject *module, PyObject *args, PyObject *kwargs)
     return publish_listener(st, t, listener);
 }
 
+/* _keep_socket_file(listener): a reload handed the listener's socket to
+ * another process, which serves it from now on: the file stays when this
+ * process's listener closes. Nothing for a TCP listener. */
+static PyObject *keep_socket_file(PyObject *module, PyObject *arg)
+{
+    pxpy_state *st = pxpy_get_state(module);
+    if (!PyObject_TypeCheck(arg, st->transport_type) ||
+        ((pxpy_transport_t *)arg)->kind != PXPY_TRANSPORT_LISTENER) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_keep_socket_file() takes a listener (server())");
+        return NULL;
+    }
+    px_listener_t *listener = atomic_load(&((pxpy_transport_t *)arg)->listener);
+    if (listener != NULL)
+        px_listener_keep_file(listener);
+    Py_RETURN_NONE;
+}
+
 static PyObject *client(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *const kwlist[] = {"host", "port", "path", NULL};
@@ -545,6 +563,10 @@ static PyMethodDef transport_module_methods[] = {
      "Listen on host:port (reuse_port: with SO_REUSEPORT), on the Unix "
      "domain socket at path, or on the listening socket fd (a duplicate); "
      "returns the listening Transport."},
+    {"_keep_socket_file", keep_socket_file, METH_O,
+     "_keep_socket_file($module, listener, /)\n--\n\n"
+     "Leave the listener's Unix socket file when it closes: another process "
+     "serves the socket now (a reload)."},
     {"client", (PyCFunction)(void (*)(void))client,
      METH_VARARGS | METH_KEYWORDS,
      "client($module, /, host=None, port=None, *, path=None)\n--\n\n"
