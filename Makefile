@@ -17,7 +17,8 @@
 # (PYTHON_FT / PYTHON_GIL if given, else python3.13t/3.14t and python3.13/3.14
 # on PATH, else built into ~/.cache/pyparallel by tools/build-python.sh), the
 # venvs .venv-ft and .venv-gil with tools/requirements-dev.txt and the web
-# frameworks of the WSGI tests (tests/requirements-apps.txt), and an
+# frameworks and drivers of the tests (tests/requirements-apps.txt, and
+# tests/requirements-gil.txt for .venv-gil only), and an
 # editable install of pyparallel that is redone when a C source, header,
 # setup.py or pyproject.toml changes.
 #
@@ -52,7 +53,8 @@ NPROC := $(shell nproc 2>/dev/null || echo 2)
 
 # ---- sources ------------------------------------------------------------
 
-ENGINE_SRC := $(sort $(wildcard src/common/*.c src/engine/*.c src/http/*.c))
+ENGINE_SRC := $(sort $(wildcard src/common/*.c src/engine/*.c src/http/*.c \
+                                src/websocket/*.c))
 BINDING_SRC := $(sort $(wildcard src/binding/*.c src/binding/*/*.c))
 C_HEADERS := $(sort $(wildcard include/*.h src/*/*.h src/binding/*/*.h))
 C_TESTS := $(sort $(wildcard tests/c/test_*.c))
@@ -64,8 +66,8 @@ FORMAT_FILES := $(sort $(wildcard include/*.h src/*/*.[ch] src/binding/*/*.[ch] 
                                   fuzz/*.[ch] examples/c/*.[ch]))
 
 C_STD := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror
-C_INCLUDES := -Iinclude -Isrc/common -Isrc/engine -Isrc/http
-C_LIBS := -luring -lpthread
+C_INCLUDES := -Iinclude -Isrc/common -Isrc/engine -Isrc/http -Isrc/websocket
+C_LIBS := -luring -lpthread -lz -lcrypto
 
 ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
               -fno-sanitize-recover=undefined
@@ -138,17 +140,19 @@ $(APT_STAMP): tools/setup-apt.sh
 	@if [ -z "$(SKIP_APT)" ]; then tools/setup-apt.sh; fi
 	@touch $@
 
-# $(call venv_rules,DIR,FLAVOUR,PYTHON[,VERSION]) - the venv, its PyPI
+# $(call venv_rules,DIR,FLAVOUR,PYTHON[,VERSION[,EXTRA]]) - the venv, its PyPI
 # packages, and pyparallel installed editable (rebuilt when the extension's
-# inputs change). VERSION pins the interpreter's (find-python.sh).
+# inputs change). VERSION pins the interpreter's (find-python.sh); EXTRA is a
+# requirements file of packages that ship wheels for that build only.
 define venv_rules
 $(1)/pyvenv.cfg: | $(APT_STAMP)
 	@python=$$$$(tools/find-python.sh $(2) "$(3)" $(4)) && \
 	  echo "venv $(1): $$$$python" && \
 	  "$$$$python" -m venv --clear $(1)
 
-$(1)/.deps-stamp: $(1)/pyvenv.cfg tools/requirements-dev.txt tests/requirements-apps.txt
-	$(1)/bin/python -m pip install -q -r tools/requirements-dev.txt -r tests/requirements-apps.txt
+$(1)/.deps-stamp: $(1)/pyvenv.cfg tools/requirements-dev.txt tests/requirements-apps.txt $(5)
+	$(1)/bin/python -m pip install -q -r tools/requirements-dev.txt -r tests/requirements-apps.txt \
+	  $(if $(5),-r $(5))
 	@touch $$@
 
 $(1)/.pyparallel-stamp: $(1)/.deps-stamp pyproject.toml setup.py \
@@ -158,7 +162,7 @@ $(1)/.pyparallel-stamp: $(1)/.deps-stamp pyproject.toml setup.py \
 endef
 
 $(eval $(call venv_rules,$(VENV_FT),ft,$(PYTHON_FT)))
-$(eval $(call venv_rules,$(VENV_GIL),gil,$(PYTHON_GIL)))
+$(eval $(call venv_rules,$(VENV_GIL),gil,$(PYTHON_GIL),,tests/requirements-gil.txt))
 
 .PHONY: setup setup-ft setup-gil
 setup-ft: $(VENV_FT)/.pyparallel-stamp

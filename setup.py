@@ -2,8 +2,9 @@
 
 Everything else about the package is declared in pyproject.toml; only the
 extension needs code, because its sources are globbed: the engine
-(src/engine), the HTTP parser and server layer (src/http), what those two
-share (src/common) and the CPython binding (src/binding and its folders, one
+(src/engine), the HTTP parser and server layer (src/http), WebSocket
+(src/websocket, with zlib and OpenSSL's libcrypto), what those share
+(src/common) and the CPython binding (src/binding and its folders, one
 per concern: core, shared, http, interp) are compiled into one shared
 object. The binding's files include each other's headers by their path
 under src/binding ("interp/interp.h"). The engine's symbols are hidden so that only
@@ -14,7 +15,7 @@ from glob import glob
 
 from setuptools import Extension, setup
 
-C_DIRS = ["src/common", "src/engine", "src/http", "src/binding"]
+C_DIRS = ["src/common", "src/engine", "src/http", "src/websocket", "src/binding"]
 BINDING_DIRS = sorted(glob("src/binding/*/"))
 
 sources = sorted(path for d in C_DIRS + BINDING_DIRS for path in glob(f"{d}/*.c"))
@@ -25,7 +26,7 @@ core = Extension(
     sources=sources,
     depends=headers,
     include_dirs=["include"] + C_DIRS,
-    libraries=["uring", "pthread"],
+    libraries=["uring", "pthread", "z", "crypto"],
     extra_compile_args=[
         "-std=c11",
         "-D_GNU_SOURCE",

@@ -3,7 +3,7 @@
 `make bench` runs this on .venv-bench (the GIL-build venv with the Python
 peers and matplotlib); `make bench-quick` adds --quick (about two minutes:
 one round, 1 s wrk runs, 1000 idle connections, no p99 for the apps, and
-neither shared_dict nor echo). Each scenario script runs in a subprocess of
+neither shared_dict, echo nor ws). Each scenario script runs in a subprocess of
 its own, on the interpreter it measures (so one scenario's worker threads,
 eternalized objects and memory stay away from the next):
 
@@ -13,6 +13,10 @@ eternalized objects and memory stay away from the next):
   apps                        bench/apps.py: a Flask and a Starlette app on
                               pyparallel and on gunicorn, granian and uvicorn
                               (servers started the same way)
+  techempower                 bench/techempower.py: TechEmpower's database
+                              tests against a PostgreSQL it starts, the same
+                              servers with asyncpg and psycopg (not with
+                              --quick)
   map, submit_work            on .venv-ft (3.13t, mode threads)
   map, submit_work            on .venv-gil with PYPARALLEL_MODE=interpreters
    (interpreters)
@@ -20,6 +24,10 @@ eternalized objects and memory stay away from the next):
                               (px.dict shared by every interpreter against
                               multiprocessing's Manager().dict())
   shared_dict, echo           on .venv-ft (not with --quick)
+  ws                          bench/ws.py: WebSocket echo and a broadcast
+                              room on pyparallel (.venv-ft, .venv-gil) and
+                              on uvicorn, granian and the websockets
+                              library (not with --quick)
 
 Every script prints its table with ratios against pyparallel as it goes and
 writes its report as JSON; this collects them into bench/results/latest.json,
@@ -51,6 +59,7 @@ VENV_GIL = os.path.join(ROOT, ".venv-gil", "bin", "python")
 SCENARIOS = {
     "http": ("http.py", None, None, True),
     "apps": ("apps.py", None, None, True),
+    "techempower": ("techempower.py", None, None, False),
     "map": ("map.py", VENV_FT, None, True),
     "map-interpreters": ("map.py", VENV_GIL, "interpreters", True),
     "submit_work": ("submit_work.py", VENV_FT, None, True),
@@ -58,6 +67,7 @@ SCENARIOS = {
     "shared_kv": ("shared_kv.py", VENV_GIL, "interpreters", True),
     "shared_dict": ("shared_dict.py", VENV_FT, None, False),
     "echo": ("echo.py", VENV_FT, None, False),
+    "ws": ("ws.py", None, None, False),
 }
 
 _running = None

@@ -447,6 +447,9 @@ typedef struct {
     uint64_t handoffs;    /* times its thread was replaced while blocked,
                            * or while computing, in one callback */
     uint64_t steals;      /* work items it took from a busy worker */
+    uint64_t busy_ns;     /* time in callbacks, counted as each returns
+                           * (one whose worker was handed off meanwhile
+                           * is not: the worker went on without it) */
 } px_worker_stats_t;
 
 typedef struct {

@@ -130,6 +130,11 @@ typedef struct {
     /* Call on_request once a head is complete, with a body that did not
      * arrive whole with it left to px_http_body_read (see below). */
     int stream_request_body;
+    /* The peers whose proxy headers set a request's client and scheme
+     * (px_http_ops.h): addresses and networks separated by commas, "*"
+     * for any; NULL or "": none. px_http_server_new fails with -EINVAL
+     * for an entry that is neither. */
+    const char *forwarded_allow_ips;
     px_http_request_cb on_request; /* required */
     void *data;                    /* px_http_server_data() */
 } px_http_server_options_t;

@@ -553,6 +553,8 @@ class _WorkerStats(TypedDict):
     queue_depth: int
     handoffs: int
     steals: int
+    # Nanoseconds spent in callbacks.
+    busy_ns: int
     # Mode "interpreters" only: how much the resident set grew while the
     # worker's interpreter was created and set up (bytes).
     memory: NotRequired[int]

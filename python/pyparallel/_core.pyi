@@ -8,10 +8,10 @@ and hooks that pyparallel's own modules call. None of it is public API.
 """
 
 import builtins
-from collections.abc import Callable, Coroutine
+from collections.abc import Buffer, Callable, Coroutine, Sequence
 from concurrent.futures import Future
 from types import TracebackType
-from typing import ClassVar, Generic, Literal, TypeVar, final
+from typing import Any, ClassVar, Generic, Literal, TypeVar, final
 
 from _typeshed import WriteableBuffer
 from typing_extensions import disjoint_base
@@ -111,6 +111,8 @@ class HttpRequest:
     @property
     def client(self) -> tuple[str, int] | None: ...
     @property
+    def scheme(self) -> str: ...
+    @property
     def body(self) -> bytes: ...
     @property
     def keep_alive(self) -> bool: ...
@@ -158,6 +160,10 @@ class HttpProtocol:
     # True: the handler is called once the head is complete, and reads the
     # body as it arrives.
     stream_request_body: ClassVar[bool]
+    # The proxies whose X-Forwarded-For/-Proto and Forwarded fields set
+    # request.client and request.scheme: addresses and networks, "*" for
+    # any; None: none.
+    forwarded_allow_ips: ClassVar[str | Sequence[str] | None]
     # The class the C layer makes requests of (an HttpRequest subclass with
     # __slots__ = ()).
     _px_request_class: ClassVar[type[HttpRequest]]
@@ -186,7 +192,11 @@ class HttpStream:
     def awrite(self, data: bytes | bytearray | memoryview | str, /) -> Coroutine[object, None, bool]: ...
     def end(self, /) -> None: ...
     def respond(
-        self, answer: tuple[int, list[tuple[str, str]], bytes | bytearray | memoryview | str] | FileResponse, /
+        self,
+        answer: tuple[int, list[tuple[str, str]], bytes | bytearray | memoryview | str]
+        | FileResponse
+        | WebSocketAccept,
+        /,
     ) -> None: ...
     def abort(self, /) -> None: ...
     def wait_disconnected(self, /) -> Coroutine[object, None, None]: ...
@@ -214,6 +224,61 @@ class FileResponse:
     def status(self) -> int: ...
     @property
     def headers(self) -> list[tuple[str, str]] | None: ...
+
+@final
+class WebSocketAccept:
+    """What a handler returns to upgrade its request to a WebSocket (see
+    pyparallel.http.websocket)."""
+
+    def __init__(
+        self,
+        target: object,
+        opened: Callable[[WebSocket], object] | None = None,
+        request: object = None,
+        subprotocols: Sequence[str] = (),
+        headers: list[tuple[str, str]] | None = None,
+        *,
+        max_message_size: int = 1048576,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
+        close_timeout: float | None = 5.0,
+        max_send_buffer: int = 4194304,
+        compression: bool = True,
+    ) -> None: ...
+
+@final
+class WebSocket:
+    """A WebSocket connection, made by the upgrade of a request."""
+
+    def send(self, message: str | Buffer, /) -> bool: ...
+    def ping(self, data: Buffer = b"", /) -> bool: ...
+    def close(self, code: int = 1000, reason: str = "") -> None: ...
+    @property
+    def request(self) -> Any: ...
+    @property
+    def subprotocol(self) -> str | None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def close_code(self) -> int | None: ...
+    @property
+    def close_reason(self) -> str | None: ...
+    @property
+    def buffered_amount(self) -> int: ...
+    def __getattr__(self, name: str) -> Any: ...
+    def __setattr__(self, name: str, value: Any) -> None: ...
+
+@final
+class WebSocketGroup:
+    """The process-wide group of WebSockets called name."""
+
+    def __init__(self, name: str) -> None: ...
+    def join(self, ws: WebSocket, /) -> bool: ...
+    def leave(self, ws: WebSocket, /) -> None: ...
+    def broadcast(self, message: str | Buffer, exclude: WebSocket | None = None) -> int: ...
+    def __len__(self) -> int: ...
+    @property
+    def name(self) -> str: ...
 
 # ---- the runtime ---------------------------------------------------------------
 
@@ -283,3 +348,13 @@ def _importing_main(flag: bool, /) -> None:
 def _log_in_main(fields: tuple[object, ...], message: str, exc: BaseException | None, /) -> None:
     """Mode "interpreters": log a worker interpreter's record in the main
     interpreter (see pyparallel._interp)."""
+
+# The access log and the request counters (pyparallel.http's _accesslog and
+# _metrics; docs/operations.md).
+def _access_log_open(path: str | None, format: str, /) -> None: ...
+def _access_log_reopen() -> None: ...
+def _access_log_flush() -> None: ...
+def _access_log_close() -> None: ...
+def _http_counters_enable(on: bool, /) -> None: ...
+def _http_counters(workers: int, /) -> list[dict[str, int | list[int]]]: ...
+def _http_duration_bounds() -> tuple[float, ...]: ...

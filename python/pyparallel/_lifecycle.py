@@ -42,7 +42,7 @@ from . import _core
 # typing is imported for the type checker only (see http/_request.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from . import _Listener, _UnixListener
 
@@ -190,9 +190,15 @@ class Reloader:
         readiness: Readiness,
         *,
         argv: Sequence[str] | None = None,
+        on_spawn: Callable[[], None] | None = None,
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
         self.listeners = listeners
         self.readiness = readiness
+        # What gives way to the new process (a listener of another port
+        # that it binds again) and what takes it back after a failure.
+        self.on_spawn = on_spawn
+        self.on_failure = on_failure
         self.argv = list(argv) if argv is not None else command_line()
         self.lock = threading.Lock()
         self.under_way = False
@@ -212,13 +218,15 @@ class Reloader:
         try:
             fds = [listener.fileno() for listener in self.listeners]
             read_end, write_end = os.pipe2(os.O_CLOEXEC)
+            if self.on_spawn is not None:
+                self.on_spawn()
             try:
                 pid = _spawn(self.argv, fds, write_end)
             finally:
                 os.close(write_end)
         except (OSError, ValueError) as exc:
             _log.error("reload failed: cannot start a new process: %s; this one serves on", exc)
-            self.under_way = False
+            self._failed()
             return False
         notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
         _log.info("reload: started process %d with the listening sockets; waiting until it is ready", pid)
@@ -244,6 +252,11 @@ class Reloader:
             _core.stop()
             return
         notify("READY=1")  # the reload is over: this process serves on
+        self._failed()
+
+    def _failed(self) -> None:
+        if self.on_failure is not None:
+            self.on_failure()
         with self.lock:
             self.under_way = False
 

@@ -24,6 +24,9 @@
  *                HttpProtocol and the configuration of a registered class
  *                (config.c), the request callback and the framing of
  *                answers (answer.c), HttpRequest and FileResponse (types.c)
+ *   ws/          WebSockets (ws/ws_binding.h): the WebSocketAccept a
+ *                handler returns and the upgrade (accept.c), the WebSocket
+ *                and WebSocketGroup types (socket.c)
  *   interp/      mode "interpreters", all of it: interp/interp.h is what
  *                the rest of the binding calls, interp_internal.h what its
  *                files share (worker interpreters, cross-interpreter data,
@@ -109,6 +112,7 @@ typedef struct pxpy_shared_s pxpy_shared_t;   /* shared/shared.h */
 typedef struct pxpy_xistate_s pxpy_xistate_t; /* interp/xi.c */
 typedef struct pxpy_interps_s pxpy_interps_t; /* interp/interp.c */
 typedef struct pxpy_http_s pxpy_http_t;       /* http/http_binding.h */
+typedef struct pxpy_ws_s pxpy_ws_t;           /* ws/ws_binding.h */
 typedef struct pxpy_aio_s pxpy_aio_t;         /* core/aio.c */
 
 typedef struct {
@@ -138,6 +142,7 @@ typedef struct {
     pxpy_shared_t *shared;
     pxpy_xistate_t *xi;
     pxpy_http_t *http;
+    pxpy_ws_t *ws;
     pxpy_aio_t *aio;
     pxpy_mode_t mode;
     /* -1: the main interpreter's module; otherwise the worker whose
@@ -422,6 +427,11 @@ extern const px_conn_callbacks_t pxpy_conn_callbacks;
 int pxpy_http_exec(PyObject *module, pxpy_state *st);
 int pxpy_http_traverse(pxpy_state *st, visitproc visit, void *arg);
 void pxpy_http_free(pxpy_state *st);
+/* WebSocket (ws/): the types, and the answer of an HTTP request whose
+ * handler returned a WebSocketAccept (answer.c asks pxpy_ws_is_accept). */
+int pxpy_ws_exec(PyObject *module, pxpy_state *st);
+int pxpy_ws_traverse(pxpy_state *st, visitproc visit, void *arg);
+void pxpy_ws_free(pxpy_state *st);
 /* For the protocol cache: when cls subclasses HttpProtocol, *config
  * receives what its connections are served with (its limits, _px_handle,
  * an engine HTTP server); otherwise NULL. 0, or -1 with an exception. */

@@ -315,6 +315,8 @@ static int module_exec(PyObject *module)
         pxpy_aio_exec(module, st) < 0 || pxpy_interp_exec(module, st) < 0 ||
         pxpy_scont_exec(module, st) < 0)
         return -1;
+    if (pxpy_ws_exec(module, st) < 0)
+        return -1;
     return 0;
 }
 
@@ -344,6 +346,8 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     if (rc == 0)
         rc = pxpy_http_traverse(st, visit, arg);
     if (rc == 0)
+        rc = pxpy_ws_traverse(st, visit, arg);
+    if (rc == 0)
         rc = pxpy_interp_traverse(st, visit, arg);
     if (rc)
         return rc;
@@ -361,6 +365,7 @@ static int module_clear(PyObject *module)
     pxpy_future_free(st);
     pxpy_shared_free(st);
     pxpy_http_free(st);
+    pxpy_ws_free(st);
     pxpy_aio_free(st);
     pxpy_interp_free(st);
     Py_CLEAR(st->transport_type);

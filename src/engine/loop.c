@@ -389,6 +389,7 @@ void px_loop_stats(px_loop_t *loop, px_stats_t *st)
         st->worker[i].callbacks = atomic_load(&w->stat_callbacks);
         st->worker[i].handoffs = atomic_load(&w->stat_handoffs);
         st->worker[i].steals = atomic_load(&w->stat_steals);
+        st->worker[i].busy_ns = atomic_load(&w->stat_busy_ns);
         st->worker[i].queue_depth =
             atomic_load(&w->work_count) + atomic_load(&w->inbox_count);
         st->pending_work += atomic_load(&w->work_count);

@@ -386,6 +386,7 @@ struct px__worker_s {
     atomic_uint_fast64_t stat_handoffs;
     atomic_uint_fast64_t stat_steals;
     atomic_uint_fast64_t stat_events;
+    atomic_uint_fast64_t stat_busy_ns;
 };
 
 typedef struct px__thread_s {

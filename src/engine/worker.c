@@ -173,8 +173,14 @@ bool px__callback_leave(px__worker_t *w)
 {
     px__thread_t *t = current_thread;
     uint64_t expected = t->epoch | PX__IN_CALLBACK;
-    if (atomic_compare_exchange_strong(&w->state, &expected, t->epoch))
+    if (atomic_compare_exchange_strong(&w->state, &expected, t->epoch)) {
+        /* Only the holder writes the worker's busy time: relaxed. */
+        uint64_t since =
+            atomic_load_explicit(&w->callback_since, memory_order_relaxed);
+        atomic_fetch_add_explicit(&w->stat_busy_ns, px_now_ns() - since,
+                                  memory_order_relaxed);
         return true;
+    }
     /* The monitor gave the worker to another thread while we were inside
      * the callback (or we gave it away as the callback started): we no
      * longer hold it. A callback given away early that blocked (it ran

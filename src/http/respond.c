@@ -172,6 +172,7 @@ void px__http_put_error(px_http_conn_t *hc, int status)
         px__bytebuf_append(&hc->out, reason, reason_len) < 0 ||
         px__bytebuf_append(&hc->out, "\n", 1) < 0)
         hc->out.len = mark; /* out of memory: the close still happens */
+    px__http_obs_error(hc, status, hc->out.len > mark ? reason_len + 1 : 0);
 }
 
 void px__http_put_continue(px_http_conn_t *hc)
@@ -310,6 +311,7 @@ static int respond(px_http_exchange_t *ex, int status,
     if (px__http_exchange_lost(hc)) {
         rc = PX_ECLOSED;
         hc->unanswered = false;
+        px__http_obs_end(hc, status, 0);
         told = px__http_body_answered(hc);
     } else {
         bool keep_alive = ex->keep_alive && !f.close &&
@@ -329,9 +331,10 @@ static int respond(px_http_exchange_t *ex, int status,
         hc->unanswered = false;
         hc->state = keep_alive ? PX__HC_HEAD : PX__HC_CLOSING;
         /* A body that cannot be queued closed the connection. */
-        if (!ex->head_only && !no_content && body->length > 0 &&
-            queue_body(hc, body) < 0)
+        bool with_body = !ex->head_only && !no_content && body->length > 0;
+        if (with_body && queue_body(hc, body) < 0)
             rc = PX_ECLOSED;
+        px__http_obs_end(hc, status, with_body ? body->length : 0);
         told = px__http_body_answered(hc);
         px__http_after_response(hc);
     }

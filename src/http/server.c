@@ -78,6 +78,7 @@ static void server_unref(px_http_server_t *s)
     if (atomic_fetch_sub(&s->refs, 1) != 1)
         return;
     pthread_mutex_destroy(&s->lock);
+    px__http_trust_free(s->trust);
     free(SERVER_BOX(s));
 }
 
@@ -162,6 +163,11 @@ int px_http_server_new(px_loop_t *loop, const px_http_server_options_t *opts,
         timeout_or(opts->keepalive_timeout_ns, DEFAULT_KEEPALIVE_TIMEOUT_NS);
     px__http_body_limits(s, opts);
     s->stream_request_body = opts->stream_request_body != 0;
+    int trc = px__http_trust_parse(opts->forwarded_allow_ips, &s->trust);
+    if (trc < 0) {
+        free(box);
+        return trc;
+    }
     s->on_request = opts->on_request;
     s->data = opts->data;
     atomic_init(&s->refs, 2); /* the caller's and the timer's */
@@ -172,6 +178,7 @@ int px_http_server_new(px_loop_t *loop, const px_http_server_options_t *opts,
         px_timer_start(loop, period, period, sweep, sweep_done, s, &s->sweep);
     if (rc < 0) {
         pthread_mutex_destroy(&s->lock);
+        px__http_trust_free(s->trust);
         free(box);
         return rc;
     }
@@ -201,6 +208,7 @@ void px__http_conn_unref(px_http_conn_t *hc)
     px__bytebuf_free(&hc->pending);
     px__bytebuf_free(&hc->out);
     px__bytebuf_free(&hc->body);
+    px__http_obs_free(&hc->obs);
     pthread_mutex_destroy(&hc->lock);
     px_conn_unref(hc->conn);
     server_unref(hc->server);
@@ -251,6 +259,7 @@ void px__http_arm_wait(px_http_conn_t *hc)
         timeout = LINGER_NS;
         break;
     case PX__HC_CLOSING:
+    case PX__HC_UPGRADED:
         break;
     }
     if (want == hc->wait && want != PX__WAIT_BODY)
@@ -292,7 +301,8 @@ void px__http_close_gracefully(px_http_conn_t *hc)
 static void close_if_input_ended(px_http_conn_t *hc)
 {
     if (!hc->read_ended || hc->closed || hc->continuation_queued ||
-        hc->state == PX__HC_HANDLING || hc->state == PX__HC_CLOSING)
+        hc->state == PX__HC_HANDLING || hc->state == PX__HC_CLOSING ||
+        hc->state == PX__HC_UPGRADED)
         return;
     px__http_close_gracefully(hc);
 }
@@ -446,6 +456,7 @@ static bool read_head(px_http_conn_t *hc, pass_t *p)
     }
     hc->last_len = 0;
     p->head_valid = true;
+    px__http_obs_begin(hc, &p->head);
     int frc = px_http_request_framing(&p->head, limits, &hc->framing);
     if (frc < 0) {
         fail(hc, px_http_error_status(frc));
@@ -754,8 +765,10 @@ static void drive(px_http_conn_t *hc, pass_t *p)
  * sets the next deadline; hc->lock held. */
 static void finish_pass(px_http_conn_t *hc, pass_t *p)
 {
-    bool discard =
-        hc->closed || hc->state == PX__HC_LINGER || hc->state == PX__HC_CLOSING;
+    /* Bytes after an upgrade request came before its 101: no client may
+     * send them (RFC 6455 §4.1), so they are dropped. */
+    bool discard = hc->closed || hc->state == PX__HC_LINGER ||
+                   hc->state == PX__HC_CLOSING || hc->state == PX__HC_UPGRADED;
     if (discard) {
         px__bytebuf_reset(&hc->in, KEEP_IN_BYTES);
         px__bytebuf_reset(&hc->pending, KEEP_IN_BYTES);
@@ -931,8 +944,18 @@ static bool feed_body(px_http_conn_t *hc, const char **data, size_t *len,
 
 void px_http_conn_input(px_http_conn_t *hc, const char *data, size_t len)
 {
+    struct px_ws_conn_s *ws = atomic_load(&hc->upgraded);
+    if (ws != NULL) {
+        px__ws_conn_input(ws, data, len);
+        return;
+    }
     px__http_body_waiter_t told = {NULL, NULL};
     pthread_mutex_lock(&hc->lock);
+    if (hc->state == PX__HC_UPGRADED) { /* upgraded since the load above */
+        pthread_mutex_unlock(&hc->lock);
+        px__ws_conn_input(atomic_load(&hc->upgraded), data, len);
+        return;
+    }
     if (hc->closed || hc->state == PX__HC_LINGER ||
         hc->state == PX__HC_CLOSING) {
         pthread_mutex_unlock(&hc->lock);
@@ -980,6 +1003,11 @@ void px_http_conn_eof(px_http_conn_t *hc)
 {
     px__http_body_waiter_t told = {NULL, NULL};
     pthread_mutex_lock(&hc->lock);
+    if (hc->state == PX__HC_UPGRADED) {
+        pthread_mutex_unlock(&hc->lock);
+        px__ws_conn_eof(atomic_load(&hc->upgraded));
+        return;
+    }
     hc->read_ended = true;
     if (hc->body_open) {
         /* The rest of the body will not come: its reader learns it (a
@@ -1028,6 +1056,9 @@ void px_http_conn_closed(px_http_conn_t *hc)
         hc->next->prev = hc->prev;
     hc->prev = hc->next = NULL;
     pthread_mutex_unlock(&s->lock);
+    struct px_ws_conn_s *ws = atomic_exchange(&hc->upgraded, NULL);
+    if (ws != NULL)
+        px__ws_conn_closed(ws);
     px__http_conn_unref(hc);
 }
 

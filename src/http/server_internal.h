@@ -32,6 +32,7 @@
 
 #include "bytebuf.h"
 #include "http_internal.h"
+#include "ops_internal.h"
 #include "px_http_server.h"
 
 #include <pthread.h>
@@ -45,6 +46,7 @@ typedef enum {
     PX__HC_DISCARD,  /* answered: the rest of its streamed body is dropped */
     PX__HC_LINGER,   /* an error was answered: discard input, then close */
     PX__HC_CLOSING,  /* closing: input is dropped */
+    PX__HC_UPGRADED, /* a WebSocket now: input goes to "upgraded" */
 } px__hc_state_t;
 
 /* What the connection's deadline is for. */
@@ -57,6 +59,7 @@ typedef enum {
 } px__wait_t;
 
 typedef struct px__http_stream_s px__http_stream_t;
+struct px_ws_conn_s;
 
 struct px_http_exchange_s {
     px_http_conn_t *hc;
@@ -76,6 +79,7 @@ struct px_http_server_s {
     uint64_t min_body_rate;   /* PX_HTTP_NO_MIN_RATE: none */
     uint64_t max_body_memory; /* PX_HTTP_NO_MEMORY_BOUND: none */
     bool stream_request_body;
+    px__http_trust_t *trust; /* forwarded_allow_ips; NULL: none */
     px_http_request_cb on_request;
     void *data;
     atomic_int refs;       /* the owner's, the timer's, each conn's */
@@ -140,6 +144,10 @@ struct px_http_conn_s {
     void *body_arg;
 
     px_http_exchange_t exchange;
+    px__http_obs_t obs; /* the request's record (ops_internal.h) */
+    /* The WebSocket the connection was upgraded to (src/websocket), set
+     * once with the state UPGRADED; it holds a reference. */
+    _Atomic(struct px_ws_conn_s *) upgraded;
 };
 
 /* A body reader's wait, taken out under hc->lock and told after unlocking
@@ -285,5 +293,12 @@ void px__http_send_continue(px_http_conn_t *hc, bool body_started);
 /* The connection closed (px_http_conn_closed, hc->lock not held): tells a
  * stream under way. */
 void px__http_stream_closed(px_http_conn_t *hc);
+
+/* ---- src/websocket/conn.c ---------------------------------------------- */
+
+/* An upgraded connection's input, end of input and close, handed on. */
+void px__ws_conn_input(struct px_ws_conn_s *wc, const char *data, size_t len);
+void px__ws_conn_eof(struct px_ws_conn_s *wc);
+void px__ws_conn_closed(struct px_ws_conn_s *wc);
 
 #endif /* PX_HTTP_SERVER_INTERNAL_H */

@@ -136,6 +136,7 @@ int px_http_stream_start(px_http_exchange_t *ex, int status,
     }
     if (px__http_exchange_lost(hc)) {
         hc->unanswered = false;
+        px__http_obs_end(hc, status, 0);
         px__http_body_waiter_t told = px__http_body_answered(hc);
         pthread_mutex_unlock(&hc->lock);
         free(s);
@@ -152,6 +153,7 @@ int px_http_stream_start(px_http_exchange_t *ex, int status,
     }
     hc->unanswered = false;
     ex->stream = s;
+    hc->obs.status = status;
     /* The head leaves now, with the responses gathered before it: a
      * stream's first bytes may be long in coming. A failure closes the
      * connection; on_close tells the owner. */
@@ -220,6 +222,7 @@ int px_http_stream_write(px_http_exchange_t *ex, const void *data, size_t len)
         pthread_mutex_unlock(&hc->lock);
         return 0;
     }
+    hc->obs.bytes += len;
     block_t *b = make_block(s, data, len);
     int rc = b == NULL ? -ENOMEM : px__http_flush(hc);
     if (rc < 0) {
@@ -278,6 +281,7 @@ int px_http_stream_end(px_http_exchange_t *ex)
     }
     px__http_body_waiter_t told;
     int rc = 0;
+    px__http_obs_end(hc, hc->obs.status, hc->obs.bytes);
     if (hc->closed || s->broken || hc->state == PX__HC_CLOSING) {
         rc = PX_ECLOSED;
         told = px__http_body_answered(hc);
@@ -315,6 +319,7 @@ void px_http_stream_abort(px_http_exchange_t *ex)
     hc->state = PX__HC_CLOSING;
     if (!hc->closed)
         px_conn_close(hc->conn, 1);
+    px__http_obs_end(hc, hc->obs.status, hc->obs.bytes);
     px__http_body_waiter_t told = px__http_body_answered(hc);
     pthread_mutex_unlock(&hc->lock);
     px__http_body_tell(told);

@@ -125,6 +125,38 @@ def _field(pair: object) -> tuple[str, str]:
     return field
 
 
+def connection_scope(
+    server: ASGIServer, request: Request, kind: str, extensions: dict[str, dict[str, object]]
+) -> dict[str, Any]:
+    """The fields an http and a websocket scope share (spec 2.4), and the
+    lifespan's state when it has one. The scheme is the secure one when the
+    server's is, or when a trusted proxy said so (request.scheme)."""
+    secure = request.scheme == "https" or server.url_scheme == "https"
+    if kind == "http":
+        scheme = "https" if secure else "http"
+    else:
+        scheme = "wss" if secure else "ws"
+    root_path = server.root_path
+    scope: dict[str, Any] = {
+        "type": kind,
+        "asgi": ASGI_VERSION,
+        "http_version": _HTTP_VERSIONS.get(request.version, "1.1"),
+        "scheme": scheme,
+        "path": root_path + request.path,
+        "raw_path": (root_path + request.raw_path).encode("latin-1"),
+        "query_string": request.query_string.encode("latin-1"),
+        "root_path": root_path,
+        "headers": [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in request.header_fields],
+        "client": request.client,
+        "server": server._px_address,
+        "extensions": extensions,
+    }
+    lifespan = _LIFESPANS.get(server._px_app.name)
+    if lifespan is not None and lifespan.supported:
+        scope["state"] = lifespan.state.copy()
+    return scope
+
+
 class ClientDisconnected(OSError):
     """Raised by send() once the client has closed the connection."""
 
@@ -147,30 +179,9 @@ class _Cycle:
         self.body: AsyncIterator[bytes] | tuple[()] | None = None
 
     def scope(self) -> dict[str, Any]:
-        request = self.request
         server = self.server
-        raw_path = request.raw_path
-        root_path = server.root_path
-        scope: dict[str, Any] = {
-            "type": "http",
-            "asgi": ASGI_VERSION,
-            "http_version": _HTTP_VERSIONS.get(request.version, "1.1"),
-            "method": request.method,
-            "scheme": server.url_scheme,
-            "path": root_path + request.path,
-            "raw_path": (root_path + raw_path).encode("latin-1"),
-            "query_string": request.query_string.encode("latin-1"),
-            "root_path": root_path,
-            "headers": [
-                (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in request.header_fields
-            ],
-            "client": request.client,
-            "server": server._px_address,
-            "extensions": _EXTENSIONS,
-        }
-        lifespan = _LIFESPANS.get(server._px_app.name)
-        if lifespan is not None and lifespan.supported:
-            scope["state"] = lifespan.state.copy()
+        scope = connection_scope(server, self.request, "http", _EXTENSIONS)
+        scope["method"] = self.request.method
         return scope
 
     async def run(self) -> _core.HttpStream:
@@ -382,6 +393,8 @@ class ASGIServer(AppServer):
             answer = self._px_static_file(request)
             if answer is not None:
                 return answer
+        if request.method == "GET" and is_upgrade(request):
+            return websocket_cycle(self, request)  # _asgi_websocket.py
         return _Cycle(self, request, self._px_stream()).run()
 
 
@@ -497,3 +510,7 @@ def start_lifespan(cls: type[ASGIServer]) -> None:
 
 def _workers() -> int:
     return int(px.stats()["workers"])
+
+
+# The websocket scope's cycle lives in its own module, which imports this one.
+from ._asgi_websocket import is_upgrade, websocket_cycle  # noqa: E402

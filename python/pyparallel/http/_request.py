@@ -230,7 +230,12 @@ class Request(_core.HttpRequest):
     version     "HTTP/1.1" or "HTTP/1.0"
     keep_alive  True when the connection stays open after the response
     client      the client's (host, port); None over a Unix domain socket,
-                which has no network peer (as uvicorn's scope gives)
+                which has no network peer (as uvicorn's scope gives). From
+                a peer in the class's forwarded_allow_ips, the client its
+                X-Forwarded-For or Forwarded field names (port 0 when the
+                proxy gives none)
+    scheme      "http", or "https" when such a proxy's X-Forwarded-Proto
+                or Forwarded proto= says so
 
     The C layer makes requests itself, for each request it parses; they
     cannot be made from Python. Everything but query and headers is the C

@@ -17,6 +17,7 @@ return:
     an awaitable        (an async def handler) its outcome, once ready
     the HttpStream      of the request (HttpProtocol._px_stream()): the
                         answer is what was done through it
+    a WebSocketAccept   (a @websocket route's) the upgrade to a WebSocket
 Anything else is a TypeError, answered like any failing handler (500).
 Streams, awaitables and HttpStream objects pass through to_wire as they
 are; the C layer runs them (src/binding/http/stream.c), with the
@@ -301,7 +302,7 @@ def to_wire(result: Any) -> Wire:
 
 
 # What the C layer takes as it is (see the top of this file).
-_PASS_THROUGH = (_core.HttpStream, Iterator, AsyncIterator)
+_PASS_THROUGH = (_core.HttpStream, _core.WebSocketAccept, Iterator, AsyncIterator)
 
 
 async def stream_async_body(

@@ -46,6 +46,8 @@ PROTOCOL_MEMBERS = frozenset(
         "initial_bytes_to_send",
         "next_bytes_to_send",
         "lines_mode",
+        "message_received",  # WebSocket callbacks (_websocket.py)
+        "websocket_closed",
     }
 )
 

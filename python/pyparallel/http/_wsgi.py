@@ -154,6 +154,9 @@ class _Exchange:
         request = self.request
         server = self.server
         client = request.client
+        # A trusted proxy's X-Forwarded-Proto (or Forwarded proto=) says
+        # https: the C layer set request.scheme (forwarded_allow_ips).
+        scheme = "https" if request.scheme == "https" else server.url_scheme
         environ: dict[str, Any] = {
             "REQUEST_METHOD": request.method,
             "SCRIPT_NAME": "",
@@ -161,7 +164,7 @@ class _Exchange:
             "QUERY_STRING": request.query_string,
             "SERVER_PROTOCOL": request.version,
             "wsgi.version": (1, 0),
-            "wsgi.url_scheme": server.url_scheme,
+            "wsgi.url_scheme": scheme,
             # Read as it arrives, not buffered whole: a read may wait for
             # the client. It ends with the body (chunked ones too), hence
             # input_terminated.
@@ -174,8 +177,8 @@ class _Exchange:
             "wsgi.file_wrapper": FileWrapper,
         }
         # Over a Unix domain socket the peer has no address: REMOTE_ADDR is
-        # "" and REMOTE_PORT is left out, as gunicorn does (a proxy in front
-        # passes the real client in X-Forwarded-For).
+        # "" and REMOTE_PORT is left out, as gunicorn does. A trusted
+        # proxy's X-Forwarded-For is already in request.client.
         if client is None:
             environ["REMOTE_ADDR"] = ""
         else:
@@ -205,7 +208,7 @@ class _Exchange:
             host = environ.get("HTTP_HOST", "")
             name, _, port = host.rpartition(":") if host.rpartition(":")[2].isdigit() else (host, "", "")
             environ["SERVER_NAME"] = name or "localhost"
-            environ["SERVER_PORT"] = port or ("443" if server.url_scheme == "https" else "80")
+            environ["SERVER_PORT"] = port or ("443" if scheme == "https" else "80")
         else:
             environ["SERVER_NAME"] = server_name
             environ["SERVER_PORT"] = server.server_port

@@ -9,6 +9,8 @@
         [--graceful-timeout S] [--drain-delay S] [--ready-file PATH] [--pid-file PATH]
         [--reuse-port] [--health PATH] [--max-requests N [--max-requests-jitter J]]
         [--max-worker-memory MIB] [--version]
+        [--access-log [PATH|-]] [--access-log-format common|combined|json]
+        [--forwarded-allow-ips LIST] [--metrics ADDR:PORT]
 
 Without --app it serves the current directory (or --root) the way
 `python -m http.server` does, plus two built-in routes: /plaintext and
@@ -47,6 +49,11 @@ interpreters a worker imports the app once before connections are
 accepted, so that an extension refusing subinterpreters ends the server
 with one line naming it.
 
+--access-log logs every request (docs/operations.md), reopened on
+SIGUSR1; --forwarded-allow-ips names the proxies whose X-Forwarded-For,
+X-Forwarded-Proto and Forwarded fields are believed; --metrics serves
+Prometheus metrics and a live status page from a listener of its own.
+
 The engine starts on first use and reads PYPARALLEL_WORKERS,
 PYPARALLEL_IO, PYPARALLEL_MAX_THREADS and PYPARALLEL_MODE then, so
 --workers, --io, --max-threads and --mode are put into os.environ
@@ -59,6 +66,8 @@ with -m does not import it twice under two names.
 from __future__ import annotations
 
 import argparse
+import atexit
+import ipaddress
 import logging
 import os
 import signal
@@ -68,7 +77,7 @@ import pyparallel as px
 
 from .. import _lifecycle
 from ..__main__ import version_report
-from . import _apps, _frontdoor
+from . import _accesslog, _apps, _frontdoor, _metrics
 from ._app import HttpServer
 from ._asgi import start_lifespan
 from ._request import Headers, Request
@@ -195,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how workers run Python (default: threads on free-threaded builds, interpreters on GIL builds)",
     )
     _add_lifecycle_flags(parser)
+    _add_ops_flags(parser)
     for name, kind, help_text in LIMIT_FLAGS:
         metavar = "N" if kind is int else "SECONDS"
         parser.add_argument(
@@ -276,6 +286,111 @@ def _add_lifecycle_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _metrics_address(text: str) -> tuple[str, int]:
+    try:
+        return _metrics.parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _allow_ips(text: str) -> str:
+    """A comma-separated list of addresses and networks, or *: checked here
+    for a clear message (the C layer checks it again)."""
+    for entry in text.replace(",", " ").split():
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry.strip("[]"), strict=False)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{entry!r} is not an IP address or network (a.b.c.d, ::1, 10.0.0.0/8) or *"
+            ) from None
+    return text
+
+
+def _add_ops_flags(parser: argparse.ArgumentParser) -> None:
+    """Seeing what the server does: the access log, the proxies believed,
+    the metrics and status page (docs/operations.md)."""
+    parser.add_argument(
+        "--access-log",
+        nargs="?",
+        const="-",
+        metavar="PATH",
+        help="log one line per request to PATH, or to stderr with - or no PATH (default: no access log); "
+        "SIGUSR1 reopens PATH, for logrotate",
+    )
+    parser.add_argument(
+        "--access-log-format",
+        choices=_accesslog.FORMATS,
+        default="combined",
+        help="the access log's lines: Apache's common or combined log format, or JSON objects that also "
+        "carry the duration (default: combined)",
+    )
+    parser.add_argument(
+        "--forwarded-allow-ips",
+        type=_allow_ips,
+        metavar="LIST",
+        help="comma-separated addresses and networks of the proxies whose X-Forwarded-For, "
+        "X-Forwarded-Proto and Forwarded fields set the client address and scheme, * for any "
+        "(default: 127.0.0.1; a Unix socket's peer is always believed)",
+    )
+    parser.add_argument(
+        "--metrics",
+        type=_metrics_address,
+        metavar="ADDR:PORT",
+        help="serve Prometheus metrics (/metrics) and a live status page (/) on a listener of their own",
+    )
+
+
+class Ops:
+    """The metrics listener the command line started, which a reload moves
+    to the new process: released just before that one starts (it binds the
+    same address), restored when the reload failed."""
+
+    def __init__(self, address: tuple[str, int] | None) -> None:
+        self.address = address
+        self.metrics: _metrics.MetricsServer | None = None
+
+    def release(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+
+    def restore(self) -> None:
+        if self.address is None or self.metrics is not None:
+            return
+        try:
+            self.metrics = _metrics.MetricsServer(*self.address)
+        except OSError as exc:
+            logging.getLogger("pyparallel").error("--metrics: cannot listen again after a failed reload: %s", exc)
+
+
+def start_ops(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Ops | None:
+    """Starts the metrics listener (its address on stdout) and the access
+    log the command line asks for, each stopped at exit, after the
+    shutdown (atexit runs them before the engine's own exit handler, which
+    was registered first): the log then holds the last requests too.
+    None, said on stderr, when one cannot start."""
+    ops = Ops(args.metrics)
+    if args.metrics is not None:
+        try:
+            ops.metrics = _metrics.MetricsServer(*args.metrics)
+        except OSError as exc:
+            print(f"{parser.prog}: --metrics: {exc}", file=sys.stderr)
+            return None
+        atexit.register(ops.release)
+        host, port = ops.metrics.address
+        print(f"Metrics on http://{_url_host(host)}:{port}/metrics, status page on /", flush=True)
+    if args.access_log is not None:
+        try:
+            _accesslog.start(args.access_log, args.access_log_format)
+        except OSError as exc:
+            print(f"{parser.prog}: --access-log: {exc}", file=sys.stderr)
+            return None
+        atexit.register(_accesslog.stop)
+    return ops
+
+
 def load_app(spec: str, interface: str = "auto") -> tuple[object, str, list[str]]:
     """(the application named by "module:attr", its interface, the modules
     whose import enabled the GIL); _apps.AppError when it cannot be served."""
@@ -286,6 +401,8 @@ def load_app(spec: str, interface: str = "auto") -> tuple[object, str, list[str]
 def attributes(args: argparse.Namespace) -> dict[str, Any]:
     """The class attributes the command line sets: the limits, and root."""
     overrides = {name: getattr(args, name) for name, _, _ in LIMIT_FLAGS if getattr(args, name) is not None}
+    if args.forwarded_allow_ips is not None:
+        overrides["forwarded_allow_ips"] = args.forwarded_allow_ips
     root = args.root if args.root is not None else (None if args.app else os.getcwd())
     if root is not None:
         if not os.path.isdir(root):
@@ -460,7 +577,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             px.stop()
             parser.exit(3, f"{parser.prog}: --app {exc}\n")
     readiness = _lifecycle.Readiness(args.ready_file, args.pid_file)
-    reloader = _lifecycle.Reloader(listeners, readiness)
+    ops = start_ops(parser, args)
+    if ops is None:
+        for each in listeners:
+            each.close()
+        px.stop()
+        return 1
+    reloader = _lifecycle.Reloader(listeners, readiness, on_spawn=ops.release, on_failure=ops.restore)
     # Before the first request: --max-requests sends SIGHUP from a worker,
     # whose default action would end the process.
     signal.signal(signal.SIGHUP, reloader)

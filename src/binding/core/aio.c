@@ -56,8 +56,11 @@ typedef struct aio_s {
     /* Touched by the running thread only (run()). */
     px_timer_t *timer; /* the pending wake-up, our reference */
     uint64_t timer_due;
-    bool watch_armed;
     bool closed;
+    /* The watch is armed and has not fired. Atomic: on_watch_ready clears
+     * it on the worker's holder while, after a hand-off, the thread that
+     * runs the loop may be another one, arming it. */
+    atomic_bool watch_armed;
     atomic_bool running;
     atomic_bool again;
     atomic_bool work_queued;
@@ -103,7 +106,7 @@ static void on_timer_done(void *arg) { aio_unref(arg); }
 static void on_watch_ready(void *arg)
 {
     aio_t *a = arg;
-    a->watch_armed = false;
+    atomic_store(&a->watch_armed, false);
     run(a);
 }
 
@@ -165,8 +168,15 @@ static void schedule(aio_t *a, double delay)
             }
         }
     }
-    if (!a->watch_armed && px_watch_arm(a->watch) == 0)
-        a->watch_armed = true;
+    /* Marked armed before arming: the watch may fire, and on_watch_ready
+     * clear the mark on another thread, before px_watch_arm returns. Marked
+     * after, that report would be overwritten, and every later iteration
+     * would skip its poll while nothing re-arms the watch. */
+    if (!atomic_load(&a->watch_armed)) {
+        atomic_store(&a->watch_armed, true);
+        if (px_watch_arm(a->watch) != 0)
+            atomic_store(&a->watch_armed, false);
+    }
 }
 
 static void step(aio_t *a)
@@ -174,8 +184,8 @@ static void step(aio_t *a)
     /* While the watch is armed the selector has nothing to report (the
      * watch fires, and runs an iteration, once it has): the iteration
      * skips its poll, a system call per request otherwise. */
-    PyObject *r =
-        PyObject_CallOneArg(a->step, a->watch_armed ? Py_False : Py_True);
+    PyObject *r = PyObject_CallOneArg(
+        a->step, atomic_load(&a->watch_armed) ? Py_False : Py_True);
     double delay = -1;
     if (r == NULL) {
         pxpy_report_callback_error(a->st, "the worker's asyncio loop");
@@ -286,7 +296,7 @@ static aio_t *create(pxpy_state *st, px_loop_t *loop, int worker)
         discard(a);
         return expected;
     }
-    a->watch_armed = true; /* px_watch_start arms it */
+    atomic_store(&a->watch_armed, true); /* px_watch_start arms it */
     int rc = px_watch_start(loop, worker, fd, on_watch_ready, on_watch_done, a,
                             &a->watch);
     if (rc < 0) {

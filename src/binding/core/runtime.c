@@ -570,7 +570,8 @@ static int set_str(PyObject *d, const char *key, const char *v)
     return rc;
 }
 
-/* One dict per worker: callbacks, queue_depth, handoffs, steals. */
+/* One dict per worker: callbacks, queue_depth, handoffs, steals,
+ * busy_ns. */
 static PyObject *worker_stats(const px_stats_t *s)
 {
     PyObject *list = PyList_New(s->workers);
@@ -581,7 +582,8 @@ static PyObject *worker_stats(const px_stats_t *s)
         if (d == NULL || set_u64(d, "callbacks", s->worker[i].callbacks) < 0 ||
             set_u64(d, "queue_depth", s->worker[i].queue_depth) < 0 ||
             set_u64(d, "handoffs", s->worker[i].handoffs) < 0 ||
-            set_u64(d, "steals", s->worker[i].steals) < 0) {
+            set_u64(d, "steals", s->worker[i].steals) < 0 ||
+            set_u64(d, "busy_ns", s->worker[i].busy_ns) < 0) {
             Py_XDECREF(d);
             Py_DECREF(list);
             return NULL;

@@ -25,6 +25,7 @@
  */
 #include "binding.h"
 #include "http/http_binding.h"
+#include "px_http_ops.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -457,6 +458,8 @@ int pxpy_http_answer(pxpy_http_answer_t *a, PyObject *result)
     pxpy_http_config_t *cfg = a->self->config;
     if (PyTuple_Check(result))
         return answer_tuple(a, result);
+    if (pxpy_ws_is_accept(cfg->st, result))
+        return pxpy_ws_answer(a, result);
     if (PyBytes_CheckExact(result) || PyUnicode_CheckExact(result))
         return answer_text(a->ex, result);
     if (Py_IS_TYPE(result, cfg->st->http->file_type))
@@ -728,14 +731,21 @@ void pxpy_http_on_request(px_http_exchange_t *ex,
     self->ex = ex;
     self->request_seq++;
     pxpy_http_answer_t a = {self, ex, req, NULL, NULL};
-    PyObject *client = client_address(self);
+    const char *fwd_host;
+    int fwd_port, https;
+    PyObject *client;
+    if (px_http_exchange_forwarded(ex, &fwd_host, &fwd_port, &https))
+        client = Py_BuildValue("(si)", fwd_host, fwd_port);
+    else
+        client = Py_XNewRef(client_address(self));
     PyObject *body = NULL;
     if (client != NULL && req->body_streamed)
         body = pxpy_http_body_new(self, ex);
     if (client != NULL && (body != NULL || !req->body_streamed))
         a.request = pxpy_http_request_new(cfg->st, cfg->request_type, req,
-                                          client, body);
+                                          client, body, https != 0);
     Py_XDECREF(body);
+    Py_XDECREF(client);
     if (a.request == NULL) {
         answer_failure(&a, "_px_handle");
     } else if (req->body_streamed) {

@@ -205,6 +205,39 @@ static int read_stream_body(PyObject *cls, px_http_server_options_t *opts)
     return rc;
 }
 
+/* forwarded_allow_ips: a str of addresses and networks separated by
+ * commas, an iterable of them, or None; *text (a new reference, or NULL
+ * for none) keeps the comma-separated list alive for the server's
+ * parsing, which says whether each entry is an address. */
+static int read_forwarded(PyObject *cls, PyObject **text)
+{
+    *text = NULL;
+    PyObject *v = PyObject_GetAttrString(cls, "forwarded_allow_ips");
+    if (v == NULL)
+        return -1;
+    if (v == Py_None) {
+        Py_DECREF(v);
+        return 0;
+    }
+    if (PyUnicode_Check(v)) {
+        *text = PyUnicode_AsUTF8String(v);
+    } else {
+        PyObject *sep = PyUnicode_FromString(",");
+        PyObject *joined = sep ? PyUnicode_Join(sep, v) : NULL;
+        Py_XDECREF(sep);
+        if (joined == NULL && PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Format(PyExc_TypeError,
+                         "%.200s.forwarded_allow_ips must be a str, an "
+                         "iterable of str or None, not %R",
+                         ((PyTypeObject *)cls)->tp_name, v);
+        }
+        *text = joined ? PyUnicode_AsUTF8String(joined) : NULL;
+        Py_XDECREF(joined);
+    }
+    Py_DECREF(v);
+    return *text ? 0 : -1;
+}
+
 /* The _px_handle stored in the class or a base, unbound; NULL with an
  * exception when there is none. */
 static PyObject *find_handle(pxpy_http_t *h, PyObject *cls)
@@ -300,12 +333,17 @@ int pxpy_http_config_new(pxpy_state *st, PyObject *cls, PyObject **out)
     if (is_http <= 0)
         return is_http;
     px_http_server_options_t opts = {.on_request = pxpy_http_on_request};
-    if (read_limits(cls, &opts) < 0 || read_stream_body(cls, &opts) < 0)
+    PyObject *forwarded = NULL;
+    if (read_limits(cls, &opts) < 0 || read_stream_body(cls, &opts) < 0 ||
+        read_forwarded(cls, &forwarded) < 0)
         return -1;
+    opts.forwarded_allow_ips = forwarded ? PyBytes_AS_STRING(forwarded) : NULL;
     pxpy_http_config_t *cfg =
         PyObject_GC_New(pxpy_http_config_t, h->config_type);
-    if (cfg == NULL)
+    if (cfg == NULL) {
+        Py_XDECREF(forwarded);
         return -1;
+    }
     cfg->st = st;
     cfg->server = NULL;
     cfg->handle = NULL;
@@ -322,13 +360,24 @@ int pxpy_http_config_new(pxpy_state *st, PyObject *cls, PyObject **out)
         goto error;
     opts.data = cfg;
     int rc = px_http_server_new(loop, &opts, &cfg->server);
+    if (rc == -EINVAL && forwarded != NULL) {
+        PyErr_Format(PyExc_ValueError,
+                     "%.200s.forwarded_allow_ips: '%.200s' is not a list of "
+                     "IP addresses and networks (a.b.c.d, ::1, 10.0.0.0/8) "
+                     "or *",
+                     ((PyTypeObject *)cls)->tp_name,
+                     PyBytes_AS_STRING(forwarded));
+        goto error;
+    }
     if (rc < 0) {
         pxpy_raise_engine_error(st, rc, "starting the HTTP server");
         goto error;
     }
+    Py_XDECREF(forwarded);
     *out = (PyObject *)cfg;
     return 0;
 error:
+    Py_XDECREF(forwarded);
     Py_DECREF(cfg);
     return -1;
 }
@@ -407,8 +456,10 @@ static PyType_Slot protocol_slots[] = {
      "FileResponse. The class attributes max_header_size, max_uri_size, "
      "max_body_size, max_body_memory (bytes), min_body_rate (bytes/s), "
      "header_timeout, body_timeout, keepalive_timeout (seconds, None: "
-     "none) and stream_request_body (True: the handler is called once the "
-     "head is complete, and reads the body as it arrives) are read at "
+     "none), stream_request_body (True: the handler is called once the "
+     "head is complete, and reads the body as it arrives) and "
+     "forwarded_allow_ips (the proxies whose X-Forwarded-For, "
+     "X-Forwarded-Proto and Forwarded fields are believed) are read at "
      "register()."},
     {Py_tp_new, protocol_new},
     {Py_tp_methods, protocol_methods},
@@ -437,6 +488,10 @@ static int add_class_defaults(pxpy_http_t *h, PyTypeObject *type)
                                   (PyObject *)h->request_type);
     if (rc == 0)
         rc = PyDict_SetItemString(dict, "stream_request_body", Py_False);
+    PyObject *loopback = rc == 0 ? PyUnicode_FromString("127.0.0.1") : NULL;
+    rc = loopback ? PyDict_SetItemString(dict, "forwarded_allow_ips", loopback)
+                  : -1;
+    Py_XDECREF(loopback);
     for (size_t i = 0; i < LIMIT_COUNT && rc == 0; i++) {
         double value = limits[i].default_value;
         if (value == 0)
@@ -533,6 +588,7 @@ int pxpy_http_exec(PyObject *module, pxpy_state *st)
         pxpy_http_types_exec(module, st) < 0 ||
         pxpy_http_stream_exec(module, st) < 0 ||
         pxpy_http_body_exec(module, st) < 0 ||
+        pxpy_http_ops_exec(module, st) < 0 ||
         add_class_defaults(h, h->protocol_type) < 0 ||
         PyModule_AddType(module, h->protocol_type) < 0)
         return -1;

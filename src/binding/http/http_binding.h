@@ -4,8 +4,9 @@
  * hooks protocol.c calls), answer.c (the request callback and the framing
  * of results), stream.c (streamed bodies and the HttpStream type), await.c
  * (answers that come from a task of the worker loop), body.c (request bodies
- * read as they arrive: the HttpBody type) and types.c (the HttpRequest and
- * FileResponse types).
+ * read as they arrive: the HttpBody type), types.c (the HttpRequest and
+ * FileResponse types) and ops.c (the access log's and the request
+ * counters' module functions).
  * binding.h declares what the rest of the binding calls.
  */
 #ifndef PXPY_HTTP_BINDING_H
@@ -27,6 +28,7 @@ struct pxpy_http_s {
     PyObject *methods[PX_HTTP_METHOD_PATCH + 1]; /* by px_http_method_t;
                                                     [OTHER] unused */
     PyObject *versions[2];                       /* "HTTP/1.0", "HTTP/1.1" */
+    PyObject *schemes[2];                        /* "http", "https" */
 };
 
 /* What register() read from an HttpProtocol subclass; the protocol
@@ -126,6 +128,14 @@ int pxpy_http_response_error(int rc);
 /* The Content-Type of a handler's bytes (text/plain). */
 extern const px_http_header_t pxpy_http_text_plain_bytes;
 
+/* ---- ws/accept.c ---- */
+
+/* Whether result is a WebSocketAccept, which pxpy_ws_answer answers: the
+ * upgrade to a WebSocket, or the handshake's refusal (400, 426). Returns as
+ * pxpy_http_answer. */
+bool pxpy_ws_is_accept(pxpy_state *st, PyObject *result);
+int pxpy_ws_answer(pxpy_http_answer_t *a, PyObject *result);
+
 /* ---- stream.c ---- */
 
 /* Whether result is a body to stream: a sync or an async iterator. */
@@ -174,6 +184,11 @@ void pxpy_http_body_done(pxpy_http_protocol_t *self);
 PyObject *pxpy_http_body_read_all(PyObject *body);
 int pxpy_http_body_exec(PyObject *module, pxpy_state *st);
 
+/* ---- ops.c ---- */
+
+/* Adds the access log's and the counters' module functions. */
+int pxpy_http_ops_exec(PyObject *module, pxpy_state *st);
+
 /* FileResponse(path, content_type, status=200, headers=None). */
 typedef struct {
     PyObject_HEAD
@@ -185,10 +200,12 @@ typedef struct {
 
 /* A new request of type (HttpRequest or a subclass without slots of its
  * own) for req, which it copies; its body is body_source's (an HttpBody)
- * when req->body_streamed. NULL with an exception. */
+ * when req->body_streamed; its scheme "https" when https, else "http".
+ * NULL with an exception. */
 PyObject *pxpy_http_request_new(pxpy_state *st, PyTypeObject *type,
                                 const px_http_server_request_t *req,
-                                PyObject *client, PyObject *body_source);
+                                PyObject *client, PyObject *body_source,
+                                bool https);
 
 /* The request's method (borrowed). */
 PyObject *pxpy_http_request_method(PyObject *request);

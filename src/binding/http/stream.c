@@ -794,7 +794,9 @@ static PyObject *stream_end(PyObject *op, PyObject *unused)
 static PyObject *stream_respond(PyObject *op, PyObject *answer)
 {
     stream_t *s = (stream_t *)op;
-    bool is_file = Py_IS_TYPE(answer, s->st->http->file_type);
+    /* A file, or (ASGI's websocket.accept) the upgrade to a WebSocket. */
+    bool is_file = Py_IS_TYPE(answer, s->st->http->file_type) ||
+                   pxpy_ws_is_accept(s->st, answer);
     if (!is_file && (!PyTuple_Check(answer) || PyTuple_GET_SIZE(answer) != 3 ||
                      pxpy_http_is_stream_body(PyTuple_GET_ITEM(answer, 2)))) {
         PyErr_Format(PyExc_TypeError,

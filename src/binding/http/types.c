@@ -35,6 +35,7 @@ typedef struct {
     PyObject *method;
     PyObject *version;
     PyObject *client;
+    PyObject *scheme;      /* "http", or "https" from a trusted proxy */
     PyObject *body;        /* NULL while a streamed body is not read whole */
     PyObject *body_source; /* the HttpBody of a streamed body */
     int body_state;        /* see take_body */
@@ -71,7 +72,8 @@ static PyObject *method_name(pxpy_http_t *h, const px_http_request_t *head)
 
 PyObject *pxpy_http_request_new(pxpy_state *st, PyTypeObject *type,
                                 const px_http_server_request_t *req,
-                                PyObject *client, PyObject *body_source)
+                                PyObject *client, PyObject *body_source,
+                                bool https)
 {
     pxpy_http_t *h = st->http;
     size_t num_fields = req->head.num_headers;
@@ -88,6 +90,7 @@ PyObject *pxpy_http_request_new(pxpy_state *st, PyTypeObject *type,
         return NULL;
     r->version = Py_NewRef(h->versions[req->head.minor_version ? 1 : 0]);
     r->client = Py_NewRef(client);
+    r->scheme = Py_NewRef(h->schemes[https ? 1 : 0]);
     r->keep_alive = Py_NewRef(req->keep_alive ? Py_True : Py_False);
     r->target = r->raw_path = r->path = r->query_string = r->fields = NULL;
     r->query_cache = r->headers_cache = NULL;
@@ -141,6 +144,7 @@ static int request_clear(PyObject *op)
     Py_CLEAR(r->method);
     Py_CLEAR(r->version);
     Py_CLEAR(r->client);
+    Py_CLEAR(r->scheme);
     Py_CLEAR(r->body);
     Py_CLEAR(r->body_source);
     Py_CLEAR(r->keep_alive);
@@ -404,7 +408,11 @@ static PyMemberDef request_members[] = {
     {"version", Py_T_OBJECT_EX, offsetof(http_request_t, version), Py_READONLY,
      "\"HTTP/1.1\" or \"HTTP/1.0\"."},
     {"client", Py_T_OBJECT_EX, offsetof(http_request_t, client), Py_READONLY,
-     "The client's (host, port)."},
+     "The client's (host, port), or the one a trusted proxy names "
+     "(forwarded_allow_ips)."},
+    {"scheme", Py_T_OBJECT_EX, offsetof(http_request_t, scheme), Py_READONLY,
+     "\"http\", or \"https\" when a trusted proxy says the client used "
+     "it."},
     {"keep_alive", Py_T_OBJECT_EX, offsetof(http_request_t, keep_alive),
      Py_READONLY, "Whether the connection stays open after the response."},
     {"_query", Py_T_OBJECT_EX, offsetof(http_request_t, query_cache), 0,
@@ -596,7 +604,9 @@ int pxpy_http_types_exec(PyObject *module, pxpy_state *st)
         if ((h->methods[i] = PyUnicode_InternFromString(methods[i])) == NULL)
             return -1;
     if ((h->versions[0] = PyUnicode_InternFromString("HTTP/1.0")) == NULL ||
-        (h->versions[1] = PyUnicode_InternFromString("HTTP/1.1")) == NULL)
+        (h->versions[1] = PyUnicode_InternFromString("HTTP/1.1")) == NULL ||
+        (h->schemes[0] = PyUnicode_InternFromString("http")) == NULL ||
+        (h->schemes[1] = PyUnicode_InternFromString("https")) == NULL)
         return -1;
     h->request_type =
         (PyTypeObject *)PyType_FromModuleAndSpec(module, &request_spec, NULL);
@@ -626,4 +636,6 @@ void pxpy_http_types_free(pxpy_state *st)
         Py_CLEAR(h->methods[i]);
     Py_CLEAR(h->versions[0]);
     Py_CLEAR(h->versions[1]);
+    Py_CLEAR(h->schemes[0]);
+    Py_CLEAR(h->schemes[1]);
 }
