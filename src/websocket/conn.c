@@ -2,7 +2,8 @@
  * conn.c - WebSocket connections: the upgrade of an HTTP exchange, input
  * through the receiver, automatic pongs, the closing handshake, sends from
  * any thread with a bounded send buffer, and the sweep that pings idle
- * peers and drops those that do not answer.
+ * peers and drops those that do not answer, and closes every connection
+ * (1001, going away) once the loop drains.
  *
  * The HTTP server keeps owning the engine connection's callbacks: after
  * the upgrade it hands every input, end of input and close to this file
@@ -377,7 +378,6 @@ static int hand_over(px_http_exchange_t *ex, const char *head, size_t len,
     }
     if (px__http_exchange_lost(hc)) {
         hc->unanswered = false;
-        px__http_obs_end(hc, 101, 0);
         px__http_body_waiter_t told = px__http_body_answered(hc);
         pthread_mutex_unlock(&hc->lock);
         px__http_body_tell(told);
@@ -390,9 +390,6 @@ static int hand_over(px_http_exchange_t *ex, const char *head, size_t len,
     }
     hc->unanswered = false;
     hc->served = true;
-    /* The upgrade is the request's answer: the access log and the request
-     * counters see it as a 101, the frames after it are not requests. */
-    px__http_obs_end(hc, 101, 0);
     hc->state = PX__HC_UPGRADED;
     hc->wait = PX__WAIT_NONE;
     atomic_store_explicit(&hc->deadline_ns, 0, memory_order_relaxed);
@@ -494,6 +491,13 @@ static void sweep(void *arg)
         if (close_deadline != 0) {
             if (now >= close_deadline)
                 px_conn_close(wc->conn, 1);
+            continue;
+        }
+        if (px_loop_draining(s->loop)) {
+            /* A graceful shutdown (px_loop_drain): the closing handshake,
+             * after which the client reconnects, to another server. */
+            static const char why[] = "the server is shutting down";
+            px_ws_close(wc, PX_WS_CLOSE_GOING_AWAY, why, sizeof(why) - 1);
             continue;
         }
         if (o->ping_interval_ns == PX_HTTP_NO_TIMEOUT)

@@ -6,12 +6,14 @@ in flight finish whatever they are (a blocking handler, an async one, a
 streamed response, a streamed WSGI response); a request that reaches an
 open connection during the drain is answered with "Connection: close", and
 an idle keep-alive connection is closed once it has been idle for the
-grace (about a second), not at once.
+grace (about a second), not at once; a WebSocket gets the closing
+handshake (1001, going away).
 """
 
 import http.client
 import signal
 import socket
+import struct
 import threading
 import time
 
@@ -20,6 +22,7 @@ import pytest
 from conftest import LOCALHOST, recv_to_eof, wait_for
 from http_helpers import Client
 from lifecycle_helpers import WSGI_APP, Load, ServerProcess, failures, write_app
+from ws_helpers import CLOSE, TEXT, RawWebSocket, close_payload, frame
 
 GRACEFUL = 8
 
@@ -155,3 +158,35 @@ def test_health_route_says_503_during_the_drain_delay(server):
     wait_for(lambda: refused(process.port), timeout=5)
     assert time.monotonic() - signalled > 0.9
     assert process.child.wait(timeout=GRACEFUL) == 0
+
+
+WS_APP = """
+from pyparallel.http import HttpServer, websocket
+
+
+class App(HttpServer):
+    @websocket("/echo")
+    def echo(self, ws):
+        pass
+
+    def message_received(self, ws, message):
+        ws.send(message)
+"""
+
+
+def test_websockets_are_closed_going_away(server, tmp_path):
+    """A WebSocket is not idle HTTP: the drain closes it with the closing
+    handshake (1001), and the process exits once the client answered."""
+    (tmp_path / "wsapp.py").write_text(WS_APP)
+    process = server("--app", "wsapp:App")
+    with RawWebSocket(process.port) as ws:
+        ws.send(frame(TEXT, b"hi"))
+        assert ws.read_frame() == (True, TEXT, b"hi")
+        signalled = time.monotonic()
+        process.child.send_signal(signal.SIGTERM)
+        fin, opcode, payload = ws.read_frame()
+        assert opcode == CLOSE and struct.unpack(">H", payload[:2])[0] == 1001
+        ws.send(frame(CLOSE, close_payload(1001)))
+        assert ws.sock.recv(1) == b""
+    assert process.child.wait(timeout=GRACEFUL) == 0
+    assert time.monotonic() - signalled < 3
