@@ -10,6 +10,7 @@ has its own PID, in the --pid-file; the old one exits 0.
 import os
 import signal
 import socket
+import urllib.request
 
 import pytest
 
@@ -108,3 +109,40 @@ def test_reload_keeps_a_unix_socket(tmp_path):
         assert unix_get(path, "/pid") == str(serving_pid(pid_file))
     finally:
         process.kill()
+
+
+def test_reload_moves_the_metrics_listener(reloadable_metrics):
+    """--metrics binds its own port, which the new process binds again: the
+    old process gives it up as the new one starts."""
+    process, pid_file, metrics_port = reloadable_metrics
+    process.child.send_signal(signal.SIGHUP)
+    wait_for(lambda: serving_pid(pid_file) not in (None, process.child.pid), message="no reload")
+    assert process.child.wait(timeout=20) == 0
+    assert "reload failed" not in process.stderr()
+    with urllib.request.urlopen(f"http://{LOCALHOST}:{metrics_port}/metrics", timeout=10) as answer:
+        assert answer.status == 200
+
+
+@pytest.fixture
+def reloadable_metrics(tmp_path):
+    with socket.socket() as probe:
+        probe.bind((LOCALHOST, 0))
+        metrics_port = probe.getsockname()[1]
+    write_app(tmp_path, "v1")
+    pid_file = tmp_path / "server.pid"
+    process = ServerProcess(
+        "--app",
+        "lifeapp:App",
+        "--bind",
+        LOCALHOST,
+        "--port",
+        "0",
+        "--pid-file",
+        str(pid_file),
+        "--metrics",
+        f"{LOCALHOST}:{metrics_port}",
+        cwd=tmp_path,
+    )
+    wait_for(lambda: serving_pid(pid_file) == process.child.pid, message="no pid file")
+    yield process, pid_file, metrics_port
+    process.kill()
