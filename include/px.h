@@ -110,6 +110,27 @@ int px_loop_stop(px_loop_t *loop);
 /* Frees a stopped (or never started) loop. */
 void px_loop_free(px_loop_t *loop);
 
+/* Graceful drain, the first half of a graceful shutdown (drain.c): closes
+ * every listener, so that new connections are refused, after taking the
+ * connections already waiting in their backlogs, and marks the loop
+ * draining. Everything else carries on: established connections, work,
+ * timers. The owner lets its connections finish (an HTTP server answers
+ * with "Connection: close" and closes idle keep-alive connections once a
+ * short grace passed), waits until px_loop_served_open reaches 0, then
+ * calls px_loop_stop, which aborts what is left. Listeners made after the
+ * call are not closed by it. Any thread; idempotent; PX_ESTOPPED once the
+ * loop stops. */
+int px_loop_drain(px_loop_t *loop);
+/* Whether px_loop_drain was called. */
+int px_loop_draining(const px_loop_t *loop);
+/* The connections accepted from listeners that are still open (outgoing
+ * connections, say to a database, are not counted). */
+uint64_t px_loop_served_open(const px_loop_t *loop);
+/* Whether a drain is complete: every listener it closed has closed its
+ * socket (after taking the backlog, whose connections count as served)
+ * and no accepted connection is left open. */
+int px_loop_drained(px_loop_t *loop);
+
 int px_loop_worker_count(const px_loop_t *loop);
 const char *px_loop_backend_name(const px_loop_t *loop);
 /* The index of the worker the calling thread runs for, or -1 when the
@@ -169,6 +190,33 @@ int px_listen(px_loop_t *loop, const char *host, int port, int backlog,
 int px_listen_unix(px_loop_t *loop, const char *path, size_t len, int backlog,
                    const px_conn_callbacks_t *cbs, void *conn_data,
                    px_listener_t **listener);
+/* px_listen with flags: PX_LISTEN_REUSEPORT sets SO_REUSEPORT, so that
+ * several processes listen on one port and the kernel spreads the new
+ * connections among them. */
+#define PX_LISTEN_REUSEPORT 1
+int px_listen_ex(px_loop_t *loop, const char *host, int port, int backlog,
+                 int flags, const px_conn_callbacks_t *cbs, void *conn_data,
+                 px_listener_t **listener);
+
+/* Accepts on a socket that already listens (a stream socket, TCP or Unix
+ * domain), such as one inherited through systemd's socket activation or
+ * from the process that started this one: the listener owns fd from then
+ * on, even when the call fails, and closes it with the listener. A Unix
+ * socket's file is left in place. -ENOTSOCK for a descriptor that is not
+ * a socket, -EINVAL for one that is not a listening stream socket. */
+int px_listen_fd(px_loop_t *loop, int fd, const px_conn_callbacks_t *cbs,
+                 void *conn_data, px_listener_t **listener);
+
+/* The listening socket's descriptor, to hand to another process (a
+ * reload's new one: see px_listen_fd); -1 once it closed. It stays the
+ * listener's. */
+int px_listener_fd(const px_listener_t *listener);
+
+/* Leaves a Unix socket's file in place when the listener closes: another
+ * process serves the socket now (a reload's new one, which got it through
+ * px_listener_fd). Any thread; no effect on other listeners. */
+void px_listener_keep_file(px_listener_t *listener);
+
 /* The bound port (useful after listening on port 0); -1 for a Unix
  * socket. */
 int px_listener_port(const px_listener_t *listener);

@@ -32,6 +32,7 @@ from ._core import (
     client,
     cpu_count,
     datagram_endpoint,
+    draining,
     eternalize,
     gmtime,
     is_parallel_thread,
@@ -71,6 +72,7 @@ __all__ = [
     "cpu_count",
     "datagram_endpoint",
     "dict",
+    "draining",
     "eternalize",
     "gmtime",
     "is_parallel_thread",
@@ -110,6 +112,9 @@ class _SignalStop:
     def __call__(self, signum, frame):
         if not self.signalled:
             self.signalled = True
+            from ._lifecycle import notify
+
+            notify("STOPPING=1")  # to systemd, when it runs the process
             _core.stop()
             return
         name = _signal.Signals(signum).name
@@ -121,7 +126,7 @@ class _SignalStop:
         _os._exit(128 + signum)
 
 
-def run(*, mode=None, graceful_timeout=None):
+def run(*, mode=None, graceful_timeout=None, drain_delay=0.0):
     """Serve until stop() is called, SIGINT or SIGTERM arrives, or nothing
     is registered and no work is pending; then shut down cleanly (every
     connection closed, pending work cancelled, threads joined).
@@ -130,13 +135,21 @@ def run(*, mode=None, graceful_timeout=None):
     subinterpreter with its own GIL per worker) or "gil"; by default
     PYPARALLEL_MODE, else the build's natural mode.
 
-    graceful_timeout: seconds the shutdown may take (None: no limit). A
-    callback that has not returned by then cannot be joined, so the process
-    exits with status 1 and a line on stderr. A second SIGINT or SIGTERM
-    during the shutdown exits at once (status 128 + the signal's number).
+    graceful_timeout: seconds the shutdown may take (None: no limit, and
+    no drain). With it, the shutdown is graceful: the listeners close at
+    once (new connections are refused; draining() is True), the accepted
+    connections get until then to end (an HTTP server answers the requests
+    that reach them with "Connection: close" and closes them once idle for
+    a second), then what is left is closed. drain_delay: seconds before
+    the drain during which everything goes on except that draining() is
+    already true (a load balancer's health checks see 503 and stop sending
+    while the listeners still accept). A callback that has not returned
+    by then cannot be joined, so the process exits with status 1 and a line
+    on stderr. A second SIGINT or SIGTERM during the shutdown exits at once
+    (status 128 + the signal's number).
     """
     if _threading.current_thread() is not _threading.main_thread():
-        return _core.run(mode=mode, graceful_timeout=graceful_timeout)  # raises: main thread only
+        return _core.run(mode=mode, graceful_timeout=graceful_timeout, drain_delay=drain_delay)  # raises
     # Ctrl-C and SIGTERM stop the run instead of raising or killing the
     # process, unless the application installed handlers of its own.
     handler = _SignalStop()
@@ -145,7 +158,7 @@ def run(*, mode=None, graceful_timeout=None):
         if _signal.getsignal(signum) is default:
             previous[signum] = _signal.signal(signum, handler)
     try:
-        _core.run(mode=mode, graceful_timeout=graceful_timeout)
+        _core.run(mode=mode, graceful_timeout=graceful_timeout, drain_delay=drain_delay)
     finally:
         for signum, previous_handler in previous.items():
             _signal.signal(signum, previous_handler)

@@ -54,6 +54,7 @@ __all__ = [
     "cpu_count",
     "datagram_endpoint",
     "dict",
+    "draining",
     "eternalize",
     "gmtime",
     "is_parallel_thread",
@@ -117,6 +118,10 @@ class Transport:
     def is_closing(self) -> bool:
         """True once close() was called or the connection ended."""
 
+    def fileno(self) -> int:
+        """A listener's socket descriptor (it stays the listener's), to hand
+        to another process; ValueError for a connection or once closed."""
+
     def sendfile(self, before: _Chunk, path: _StrOrBytesPath, after: _Chunk, /) -> int:
         """Send before, the whole file, and after as one send; return its id."""
 
@@ -177,13 +182,37 @@ class _UnixListener(Transport):
 _UnixPath: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 @overload
-def server(host: str, port: int, *, backlog: int = 1024, path: None = None) -> _Listener:
-    """Listen on host:port; connections are accepted once registered."""
+def server(
+    host: str, port: int, *, backlog: int = 1024, path: None = None, reuse_port: bool = False, fd: None = None
+) -> _Listener:
+    """Listen on host:port; connections are accepted once registered.
+    reuse_port sets SO_REUSEPORT: several processes listen on one port."""
 
 @overload
-def server(host: None = None, port: None = None, *, backlog: int = 1024, path: _UnixPath) -> _UnixListener:
+def server(
+    host: None = None,
+    port: None = None,
+    *,
+    backlog: int = 1024,
+    path: _UnixPath,
+    reuse_port: Literal[False] = False,
+    fd: None = None,
+) -> _UnixListener:
     """Listen on the Unix domain socket at path (a stale socket file is
     replaced, and the file is removed at close)."""
+
+@overload
+def server(
+    host: None = None,
+    port: None = None,
+    *,
+    backlog: int = 1024,
+    path: None = None,
+    reuse_port: Literal[False] = False,
+    fd: int,
+) -> _Listener | _UnixListener:
+    """Serve a socket that already listens (systemd's socket activation,
+    a reload's parent), through a duplicate of fd: fd stays the caller's."""
 
 @overload
 def client(host: str, port: int, *, path: None = None) -> Transport:
@@ -201,20 +230,31 @@ def register(transport: Transport, protocol: type[object]) -> None:
     """
 
 def run(
-    *, mode: Literal["threads", "interpreters", "gil"] | None = None, graceful_timeout: float | None = None
+    *,
+    mode: Literal["threads", "interpreters", "gil"] | None = None,
+    graceful_timeout: float | None = None,
+    drain_delay: float = 0.0,
 ) -> None:
     """Run until stop(), SIGINT/SIGTERM, or nothing is registered or pending.
 
     Main thread only. mode (default: PYPARALLEL_MODE, else the build's own)
-    applies when run() starts the loop. A shutdown that takes longer than
-    graceful_timeout seconds (None: no limit) ends the process.
+    applies when run() starts the loop. With graceful_timeout, a shutdown
+    drains first (listeners closed, accepted connections left to finish;
+    drain_delay seconds before, draining() is true already), and one that
+    takes longer than graceful_timeout seconds in all ends the process;
+    None: no drain and no limit.
     """
 
 def run_once(timeout: float | None = None) -> int:
     """Run the main thread's queued calls once; return how many ran."""
 
 def stop() -> None:
-    """Ask run() to return (from any thread); shutdown is clean."""
+    """Ask run() to return (from any thread); shutdown is clean. With a
+    graceful_timeout, the first call drains and a second one ends the drain."""
+
+def draining() -> bool:
+    """True once a graceful shutdown began (its listeners are closed): a
+    health route answers 503 then, so that a load balancer sends no more."""
 
 # ---- datagram endpoints --------------------------------------------------
 
@@ -544,6 +584,9 @@ class _Stats(TypedDict):
     pending_work: int
     datagrams_dropped: int
     errors: int
+    # SystemExit escaping a callback in a worker interpreter (mode
+    # "interpreters"; 0 in the others).
+    broken_interpreters: int
     channels: builtins.list[_ChannelStats]
 
 def stats() -> _Stats:

@@ -28,6 +28,7 @@ from pyparallel import call_from_main_thread_and_wait as call_from_main_thread_a
 from pyparallel import client as client
 from pyparallel import cpu_count as cpu_count
 from pyparallel import datagram_endpoint as datagram_endpoint
+from pyparallel import draining as draining
 from pyparallel import eternalize as eternalize
 from pyparallel import gmtime as gmtime
 from pyparallel import is_parallel_thread as is_parallel_thread
@@ -284,7 +285,10 @@ class WebSocketGroup:
 def _submit_to(worker: int, func: Callable[..., object], /, *args: object, **kwargs: object) -> Future[object]:
     """submit_work() on the given worker (0 .. workers - 1)."""
 
-def run(*, mode: _Mode | None = None, graceful_timeout: float | None = None) -> None:
+def _keep_socket_file(listener: Transport, /) -> None:
+    """Leave a listener's Unix socket file when it closes (a reload)."""
+
+def run(*, mode: _Mode | None = None, graceful_timeout: float | None = None, drain_delay: float = 0.0) -> None:
     """The loop of pyparallel.run(), without its signal handling."""
 
 # ---- mode "interpreters": containers every interpreter shares -------------------

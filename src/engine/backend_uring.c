@@ -477,7 +477,11 @@ static void handle_accept(px__worker_t *w, uring_op_t *op,
     px_listener_t *l = op->object;
     uring_listen_t *s = l->backend_slot[w->index];
     if (cqe->res >= 0) {
-        if (s->stopping)
+        /* A connection the accept took as it was being cancelled: a drain
+         * serves it (the client completed its connect before the listener
+         * closed); otherwise it is refused. */
+        if (s->stopping && !(atomic_load(&w->loop->draining) &&
+                             !atomic_load(&w->loop->stopping)))
             close(cqe->res);
         else
             px__on_accept(w, l, cqe->res);

@@ -275,6 +275,8 @@ static void finalize(px__worker_t *w, px_conn_t *c)
     px__q_remove(&c->all_node);
     atomic_fetch_sub(&w->nconns, 1);
     atomic_fetch_sub(&c->loop->stat_connections, 1);
+    if (atomic_load(&c->flags) & PX__CONN_ACCEPTED)
+        atomic_fetch_sub(&c->loop->stat_served, 1);
     px_conn_unref(c);
 }
 
@@ -451,6 +453,10 @@ void px__on_accept(px__worker_t *w, px_listener_t *l, int fd)
         close(fd); /* refuse the connection rather than half-serve it */
         return;
     }
+    /* Counted from here, not from adoption, so that a drain waiting for
+     * the served connections to end cannot miss one being handed over. */
+    atomic_fetch_or(&c->flags, PX__CONN_ACCEPTED);
+    atomic_fetch_add(&w->loop->stat_served, 1);
     /* Adopted from the inbox, right after this poll: backends must not be
      * called from inside their own event reports. */
     atomic_fetch_add(&target->adopting, 1);

@@ -249,13 +249,16 @@ void px_listener_close(px_listener_t *l)
 }
 
 /* Closes the listening socket once no worker accepts on it any more. */
-static void listener_maybe_close(px_listener_t *l)
+static void listener_maybe_close(px__worker_t *w, px_listener_t *l)
 {
     if (atomic_load(&l->closing) && atomic_load(&l->workers_armed) == 0) {
         /* No lock: this runs from backends while px__listeners_stop_all
          * holds listeners_lock. */
         int fd = atomic_exchange(&l->fd, -1);
         if (fd >= 0) {
+            if (atomic_load(&l->loop->draining) &&
+                !atomic_load(&l->loop->stopping))
+                px__listener_take_backlog(w, l, fd);
             close(fd);
             px__listener_unlink(l);
         }
@@ -279,7 +282,7 @@ void px__listener_stop(px__worker_t *w, px_listener_t *l)
         l->armed[w->index] = 2; /* stopping */
         w->backend_ops->listen_stop(w, l);
     } else {
-        listener_maybe_close(l);
+        listener_maybe_close(w, l);
     }
 }
 
@@ -288,7 +291,7 @@ void px__on_listen_stopped(px__worker_t *w, px_listener_t *l)
     l->armed[w->index] = 0;
     w->listeners_armed--;
     atomic_fetch_sub(&l->workers_armed, 1);
-    listener_maybe_close(l);
+    listener_maybe_close(w, l);
 }
 
 void px__listeners_stop_all(px__worker_t *w)

@@ -171,7 +171,15 @@ int px_listen(px_loop_t *loop, const char *host, int port, int backlog,
               const px_conn_callbacks_t *cbs, void *conn_data,
               px_listener_t **out)
 {
-    if (cbs == NULL || backlog < 0 || port < 0 || port > 65535)
+    return px_listen_ex(loop, host, port, backlog, 0, cbs, conn_data, out);
+}
+
+int px_listen_ex(px_loop_t *loop, const char *host, int port, int backlog,
+                 int flags, const px_conn_callbacks_t *cbs, void *conn_data,
+                 px_listener_t **out)
+{
+    if (cbs == NULL || backlog < 0 || port < 0 || port > 65535 ||
+        (flags & ~PX_LISTEN_REUSEPORT) != 0)
         return -EINVAL;
     if (atomic_load(&loop->stopping))
         return PX_ESTOPPED;
@@ -186,6 +194,12 @@ int px_listen(px_loop_t *loop, const char *host, int port, int backlog,
         return -errno;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if ((flags & PX_LISTEN_REUSEPORT) &&
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
     if (bind(fd, (struct sockaddr *)&addr, len) < 0 ||
         listen(fd, backlog ? backlog : SOMAXCONN) < 0) {
         rc = -errno;
@@ -357,7 +371,7 @@ int px_listen_unix(px_loop_t *loop, const char *path, size_t len, int backlog,
         free(keep);
         return rc < 0 ? rc : -ENOMEM;
     }
-    l->unix_path = keep;
+    atomic_store(&l->unix_path, keep);
     l->unix_dev = st.st_dev;
     l->unix_ino = st.st_ino;
     px__listener_publish(l);
@@ -367,10 +381,9 @@ int px_listen_unix(px_loop_t *loop, const char *path, size_t len, int backlog,
 
 void px__listener_unlink(px_listener_t *l)
 {
-    char *path = l->unix_path;
+    char *path = atomic_exchange(&l->unix_path, NULL);
     if (path == NULL)
         return;
-    l->unix_path = NULL;
     struct stat st;
     /* Another server may have replaced the file since (after finding ours
      * stale): its file is not ours to remove. */

@@ -165,7 +165,7 @@ struct px_listener_s {
     void *backend_slot[PX_MAX_WORKERS];
     /* A Unix socket's file, unlinked when the socket closes if it is still
      * the one bound (device and inode); NULL for other listeners. */
-    char *unix_path;
+    char *_Atomic unix_path;
     dev_t unix_dev;
     ino_t unix_ino;
 };
@@ -187,6 +187,8 @@ enum {
     PX__CONN_RESOLVING = 1u << 13,  /* its name is being resolved: no
                                      * worker has it yet */
     PX__CONN_ADOPTED = 1u << 14,    /* its worker took it (adopt) */
+    PX__CONN_ACCEPTED = 1u << 15,   /* from a listener: counted in
+                                     * stat_served until finalized */
 };
 
 /* One entry of a connection's send queue. */
@@ -412,6 +414,7 @@ struct px_loop_s {
     const px__backend_ops_t *backend_ops;
     atomic_bool stopping;
     atomic_bool started;
+    atomic_bool draining;    /* px_loop_drain: listeners closed (drain.c) */
     atomic_uint next_worker; /* round-robin for new work */
 
     pthread_mutex_t threads_lock; /* guards the thread lists */
@@ -437,6 +440,7 @@ struct px_loop_s {
 
     atomic_uint_fast64_t stat_connections;
     atomic_uint_fast64_t stat_accepted;
+    atomic_uint_fast64_t stat_served; /* accepted connections open now */
     atomic_uint_fast64_t stat_bytes_in;
     atomic_uint_fast64_t stat_bytes_out;
     atomic_uint_fast64_t stat_hogs;
@@ -543,6 +547,10 @@ int px__format_addr(const struct sockaddr_storage *addr, socklen_t len,
                     char *host, size_t hostlen, int *port);
 /* Removes a Unix listener's file if it is still the one it bound. */
 void px__listener_unlink(px_listener_t *l);
+/* A draining loop's listener about to close its socket fd: takes the
+ * connections already waiting in its backlog, which closing would reset
+ * (drain.c; holder of w). */
+void px__listener_take_backlog(px__worker_t *w, px_listener_t *l, int fd);
 
 /* The resolver threads (net.c): created with the loop; detached when it
  * stops (every connection still waiting for its name then fails with

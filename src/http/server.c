@@ -36,6 +36,10 @@
  * long enough for the answer to reach a client still sending, short
  * enough that a bad client costs little. */
 #define LINGER_NS (2 * NS_PER_S)
+/* While the loop drains, how long a connection may stay idle before it
+ * is closed: a request the client sent just before that is on the wire,
+ * and is answered (with "Connection: close") rather than lost. */
+#define DRAIN_IDLE_GRACE_NS (1 * NS_PER_S)
 #define SWEEP_MIN_NS (5 * NS_PER_MS)
 #define SWEEP_MAX_NS (250 * NS_PER_MS)
 /* Input buffered beyond a request that waits for a late response, before
@@ -97,23 +101,26 @@ static uint64_t sweep_period(const px_http_server_t *s)
     return period > SWEEP_MAX_NS ? SWEEP_MAX_NS : period;
 }
 
-static void expire(px_http_conn_t *hc, uint64_t now, bool server_closed);
+static void expire(px_http_conn_t *hc, uint64_t now, bool server_closed,
+                   bool draining);
 static void resume_output(px_http_conn_t *hc);
 
 /* The timer's run. Once the server is freed it also closes idle
  * connections at once (requests under way finish, their responses say
- * "Connection: close"), and it stops itself after the last connection. */
+ * "Connection: close"), and it stops itself after the last connection.
+ * While the loop drains, it closes those idle for DRAIN_IDLE_GRACE_NS. */
 static void sweep(void *arg)
 {
     px_http_server_t *s = arg;
     uint64_t now = px_now_ns();
     bool closed = atomic_load(&s->closed);
+    bool draining = !closed && px_loop_draining(s->loop);
     pthread_mutex_lock(&s->lock);
     for (px_http_conn_t *hc = s->conns; hc != NULL; hc = hc->next) {
         uint64_t deadline =
             atomic_load_explicit(&hc->deadline_ns, memory_order_relaxed);
-        if ((deadline != 0 && deadline <= now) || closed)
-            expire(hc, now, closed);
+        if ((deadline != 0 && deadline <= now) || closed || draining)
+            expire(hc, now, closed, draining);
         if (atomic_load_explicit(&hc->output_full, memory_order_relaxed))
             resume_output(hc);
     }
@@ -259,6 +266,8 @@ void px__http_arm_wait(px_http_conn_t *hc)
         return;
     hc->wait = want;
     hc->unsent_seen = 0;
+    if (want == PX__WAIT_IDLE)
+        hc->idle_since_ns = px_now_ns();
     uint64_t deadline = 0;
     if (want == PX__WAIT_BODY) {
         uint64_t now = px_now_ns();
@@ -298,14 +307,17 @@ static void close_if_input_ended(px_http_conn_t *hc)
     px__http_close_gracefully(hc);
 }
 
-/* A deadline passed, or the server is closed and the connection may be
- * idle (the sweep, server lock held). */
-static void expire(px_http_conn_t *hc, uint64_t now, bool server_closed)
+/* A deadline passed, or the server is closed or its loop drains and the
+ * connection may be idle (the sweep, server lock held). */
+static void expire(px_http_conn_t *hc, uint64_t now, bool server_closed,
+                   bool draining)
 {
     pthread_mutex_lock(&hc->lock);
     uint64_t deadline = atomic_load(&hc->deadline_ns);
-    bool due = (deadline != 0 && deadline <= now) ||
-               (server_closed && hc->wait == PX__WAIT_IDLE);
+    bool idle = hc->wait == PX__WAIT_IDLE;
+    bool due =
+        (deadline != 0 && deadline <= now) || (server_closed && idle) ||
+        (draining && idle && now - hc->idle_since_ns >= DRAIN_IDLE_GRACE_NS);
     /* A driving thread will set a new deadline when its pass ends. */
     if (hc->closed || hc->driving || !due) {
         pthread_mutex_unlock(&hc->lock);

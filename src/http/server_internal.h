@@ -111,6 +111,8 @@ struct px_http_conn_s {
                                 requests received are answered */
     size_t unsent_seen;      /* response bytes still queued when the idle
                                 deadline last passed */
+    uint64_t idle_since_ns;  /* when the current idle wait began (a
+                                draining loop closes it after a grace) */
     atomic_bool output_full; /* too many responses queued: parsing and
                                 reading wait until the client reads */
     px__bytebuf_t in;        /* input from the current request on */
@@ -276,6 +278,12 @@ void px__http_update_reading(px_http_conn_t *hc);
 void px__http_arm_wait(px_http_conn_t *hc);
 /* Closes after what is queued was sent; hc->lock held. */
 void px__http_close_gracefully(px_http_conn_t *hc);
+/* Whether responses end their connection ("Connection: close"): the server
+ * was freed, or its loop drains for a graceful shutdown (px_loop_drain). */
+static inline bool px__http_winding_down(px_http_server_t *s)
+{
+    return atomic_load(&s->closed) || px_loop_draining(s->loop);
+}
 /* Sends "100 Continue" when the client waits for it before sending a
  * body that is wanted now; hc->lock held. */
 void px__http_send_continue(px_http_conn_t *hc, bool body_started);

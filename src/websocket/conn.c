@@ -2,7 +2,8 @@
  * conn.c - WebSocket connections: the upgrade of an HTTP exchange, input
  * through the receiver, automatic pongs, the closing handshake, sends from
  * any thread with a bounded send buffer, and the sweep that pings idle
- * peers and drops those that do not answer.
+ * peers and drops those that do not answer, and closes every connection
+ * (1001, going away) once the loop drains.
  *
  * The HTTP server keeps owning the engine connection's callbacks: after
  * the upgrade it hands every input, end of input and close to this file
@@ -494,6 +495,13 @@ static void sweep(void *arg)
         if (close_deadline != 0) {
             if (now >= close_deadline)
                 px_conn_close(wc->conn, 1);
+            continue;
+        }
+        if (px_loop_draining(s->loop)) {
+            /* A graceful shutdown (px_loop_drain): the closing handshake,
+             * after which the client reconnects, to another server. */
+            static const char why[] = "the server is shutting down";
+            px_ws_close(wc, PX_WS_CLOSE_GOING_AWAY, why, sizeof(why) - 1);
             continue;
         }
         if (o->ping_interval_ns == PX_HTTP_NO_TIMEOUT)

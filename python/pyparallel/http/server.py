@@ -6,7 +6,9 @@
         [--mode threads|interpreters|gil]
         [--max-header-size N] [--max-uri-size N] [--max-body-size N]
         [--header-timeout S] [--body-timeout S] [--keepalive-timeout S]
-        [--graceful-timeout S] [--version]
+        [--graceful-timeout S] [--drain-delay S] [--ready-file PATH] [--pid-file PATH]
+        [--reuse-port] [--health PATH] [--max-requests N [--max-requests-jitter J]]
+        [--max-worker-memory MIB] [--version]
         [--access-log [PATH|-]] [--access-log-format common|combined|json]
         [--forwarded-allow-ips LIST] [--metrics ADDR:PORT]
 
@@ -24,9 +26,21 @@ file is removed at shutdown; its mode is 0777 less the umask.
 
 One line on stdout says where it listens, the app and its interface, how
 many workers, which mode and which I/O backend; Ctrl-C or
-SIGTERM shut it down cleanly (px.run() turns both into px.stop()); a
-shutdown that takes longer than --graceful-timeout (a handler that does
-not return) ends the process, and so does a second signal, at once.
+SIGTERM shut it down gracefully (px.run() turns both into px.stop()): the
+listeners close, requests under way finish, idle connections close after a
+second; a shutdown that takes longer than --graceful-timeout (a handler
+that does not return) ends the process, and so does a second signal, at
+once.
+
+Lifecycle (docs/deploy.md): sockets handed over by systemd's socket
+activation (LISTEN_FDS) are served instead of --bind/--port/--uds;
+--ready-file and --pid-file are written once it serves and removed at
+exit, and systemd hears READY=1 and STOPPING=1 (NOTIFY_SOCKET); SIGHUP
+reloads the code without closing the listening sockets (_lifecycle.py);
+--reuse-port lets several instances share a port; --health PATH answers a
+load balancer's health checks, 503 once the shutdown began (--drain-delay
+before the listeners close); --max-requests and --max-worker-memory reload
+the process once a worker served that many requests or it grew that large.
 
 Loading the app is where it can fail to run in the mode asked for: on a
 free-threaded build an import that enables the GIL switches the server
@@ -56,12 +70,14 @@ import atexit
 import ipaddress
 import logging
 import os
+import signal
 import sys
 
 import pyparallel as px
 
+from .. import _lifecycle
 from ..__main__ import version_report
-from . import _accesslog, _apps, _metrics
+from . import _accesslog, _apps, _frontdoor, _metrics
 from ._app import HttpServer
 from ._asgi import start_lifespan
 from ._request import Headers, Request
@@ -125,6 +141,17 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
     return parse
 
 
+def _seconds(text: str) -> float:
+    """A duration that may be 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1e9:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, not {text}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         port = int(text)
@@ -176,14 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("threads", "interpreters", "gil"),
         help="how workers run Python (default: threads on free-threaded builds, interpreters on GIL builds)",
     )
-    parser.add_argument(
-        "--graceful-timeout",
-        type=_positive(float),
-        default=30.0,
-        metavar="SECONDS",
-        help="seconds the shutdown after SIGINT or SIGTERM may take before the process exits anyway, "
-        "e.g. while a handler has not returned (default: 30); a second signal exits at once",
-    )
+    _add_lifecycle_flags(parser)
     _add_ops_flags(parser)
     for name, kind, help_text in LIMIT_FLAGS:
         metavar = "N" if kind is int else "SECONDS"
@@ -197,6 +217,73 @@ def build_parser() -> argparse.ArgumentParser:
         "PYPARALLEL_MODE and PYPARALLEL_IO, or their defaults) select here, then exit",
     )
     return parser
+
+
+def _add_lifecycle_flags(parser: argparse.ArgumentParser) -> None:
+    """Shutdown, readiness, reload and load-balancing flags (docs/deploy.md)."""
+    group = parser.add_argument_group("lifecycle (docs/deploy.md)")
+    group.add_argument(
+        "--graceful-timeout",
+        type=_positive(float),
+        default=30.0,
+        metavar="SECONDS",
+        help="after SIGINT or SIGTERM the listeners close and requests under way get this long to finish "
+        "(idle connections close after a second) before the process exits anyway, e.g. while a handler "
+        "has not returned (default: 30); a second signal exits at once",
+    )
+    group.add_argument(
+        "--drain-delay",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="after SIGINT or SIGTERM, serve on for this long with --health answering 503 before the listeners "
+        "close, so that a load balancer stops sending first (default: 0)",
+    )
+    group.add_argument(
+        "--ready-file",
+        metavar="PATH",
+        help="write the process's PID to PATH once it serves, remove it at exit (readiness for a supervisor "
+        "without sd_notify; with NOTIFY_SOCKET set, systemd is sent READY=1 and STOPPING=1 anyway)",
+    )
+    group.add_argument(
+        "--pid-file",
+        metavar="PATH",
+        help="write the serving process's PID to PATH (rewritten by the new process after a SIGHUP reload, "
+        "which has a new PID), remove it at exit",
+    )
+    group.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="listen with SO_REUSEPORT, so that several instances share --port (the kernel spreads the "
+        "connections among them)",
+    )
+    group.add_argument(
+        "--max-requests",
+        type=_positive(int),
+        metavar="N",
+        help="reload the process (as SIGHUP does) once a worker has served N requests: in mode interpreters "
+        "each worker counts its own, in modes threads and gil the process counts N times the workers",
+    )
+    group.add_argument(
+        "--max-requests-jitter",
+        type=int,
+        default=0,
+        metavar="J",
+        help="add a random 0..J to --max-requests, drawn per worker, so that workers do not reach it together",
+    )
+    group.add_argument(
+        "--max-worker-memory",
+        type=_positive(int),
+        metavar="MIB",
+        help="reload the process (as SIGHUP does) once its resident memory exceeds MIB mebibytes per worker "
+        "(checked every second)",
+    )
+    group.add_argument(
+        "--health",
+        metavar="PATH",
+        help="answer GET PATH with 200 'ok', and with 503 'draining' once the shutdown began, for a load "
+        "balancer's health checks (before the app sees the request)",
+    )
 
 
 def _metrics_address(text: str) -> tuple[str, int]:
@@ -255,29 +342,53 @@ def _add_ops_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def start_ops(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
+class Ops:
+    """The metrics listener the command line started, which a reload moves
+    to the new process: released just before that one starts (it binds the
+    same address), restored when the reload failed."""
+
+    def __init__(self, address: tuple[str, int] | None) -> None:
+        self.address = address
+        self.metrics: _metrics.MetricsServer | None = None
+
+    def release(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+
+    def restore(self) -> None:
+        if self.address is None or self.metrics is not None:
+            return
+        try:
+            self.metrics = _metrics.MetricsServer(*self.address)
+        except OSError as exc:
+            logging.getLogger("pyparallel").error("--metrics: cannot listen again after a failed reload: %s", exc)
+
+
+def start_ops(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Ops | None:
     """Starts the metrics listener (its address on stdout) and the access
     log the command line asks for, each stopped at exit, after the
     shutdown (atexit runs them before the engine's own exit handler, which
     was registered first): the log then holds the last requests too.
-    False, said on stderr, when one cannot start."""
+    None, said on stderr, when one cannot start."""
+    ops = Ops(args.metrics)
     if args.metrics is not None:
         try:
-            metrics = _metrics.MetricsServer(*args.metrics)
+            ops.metrics = _metrics.MetricsServer(*args.metrics)
         except OSError as exc:
             print(f"{parser.prog}: --metrics: {exc}", file=sys.stderr)
-            return False
-        atexit.register(metrics.close)
-        host, port = metrics.address
+            return None
+        atexit.register(ops.release)
+        host, port = ops.metrics.address
         print(f"Metrics on http://{_url_host(host)}:{port}/metrics, status page on /", flush=True)
     if args.access_log is not None:
         try:
             _accesslog.start(args.access_log, args.access_log_format)
         except OSError as exc:
             print(f"{parser.prog}: --access-log: {exc}", file=sys.stderr)
-            return False
+            return None
         atexit.register(_accesslog.stop)
-    return True
+    return ops
 
 
 def load_app(spec: str, interface: str = "auto") -> tuple[object, str, list[str]]:
@@ -308,12 +419,22 @@ def configure(args: argparse.Namespace, server: tuple[str, int] | str | None = N
     if not args.app:
         if args.interface not in ("auto", _apps.PYPARALLEL):
             raise _apps.AppError(f"--interface {args.interface} needs --app")
-        return _apps.server_class(FileServer, _apps.PYPARALLEL, **attributes(args))
+        return _apps.server_class(FileServer, _apps.PYPARALLEL, **attributes(args), **_frontdoor_attributes(args))
     target, interface, _ = load_app(args.app, args.interface)
     # A WSGI or ASGI app goes by its spec, which mode interpreters' workers
     # import.
-    app = args.app if interface in (_apps.WSGI, _apps.ASGI) else target
-    return _apps.server_class(app, interface, server=server, **attributes(args))
+    if interface in (_apps.WSGI, _apps.ASGI):
+        served, interface = _apps.server_class(args.app, interface, server=server, **attributes(args))
+        # A subclass of the adapter's own making: the health route's and
+        # the request count's attributes join those of the command line.
+        for name, value in _frontdoor_attributes(args).items():
+            setattr(served, name, value)
+        return served, interface
+    return _apps.server_class(target, interface, server=server, **attributes(args), **_frontdoor_attributes(args))
+
+
+def _frontdoor_attributes(args: argparse.Namespace) -> dict[str, Any]:
+    return _frontdoor.attributes(args.health, args.max_requests or 0, args.max_requests_jitter)
 
 
 def _gil_decision(parser: argparse.ArgumentParser, spec: str, gil_modules: list[str]) -> None:
@@ -368,9 +489,32 @@ def startup_line(listener: _Listener | _UnixListener, app: type, interface: str 
     )
 
 
+def _listen(args: argparse.Namespace, inherited: list[int]) -> list[_Listener | _UnixListener]:
+    """The listeners to serve: the inherited sockets (socket activation, a
+    reload), else the one that --uds or --bind/--port name."""
+    if not inherited:
+        if args.uds is not None:
+            return [px.server(path=args.uds)]
+        return [px.server(args.bind, args.port, reuse_port=args.reuse_port)]
+    listeners = []
+    for fd in inherited:
+        try:
+            listeners.append(px.server(fd=fd))  # serves a duplicate
+        finally:
+            os.close(fd)
+    return listeners
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        # First: the variables are this process's only (LISTEN_PID).
+        inherited = _lifecycle.listen_fds()
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.max_requests_jitter < 0 or (args.max_requests_jitter and not args.max_requests):
+        parser.error("--max-requests-jitter takes a number >= 0, with --max-requests")
     if args.uds is not None and (args.bind is not None or args.port is not None):
         parser.error("--uds listens on a Unix domain socket instead of --bind and --port: give one or the other")
     if args.uds is None:
@@ -403,15 +547,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: {exc}\n")
     except ValueError as exc:
         parser.error(str(exc))
-    listener: _Listener | _UnixListener
     try:
-        listener = px.server(path=args.uds) if args.uds is not None else px.server(args.bind, args.port)
+        listeners = _listen(args, inherited)
     except ValueError as exc:  # the engine refuses the mode, or a path too long
         parser.error(str(exc))
     except OSError as exc:
-        where = f"unix:{args.uds}" if args.uds is not None else f"{args.bind or '*'} port {args.port}"
+        where = (
+            "the inherited sockets"
+            if inherited
+            else f"unix:{args.uds}"
+            if args.uds is not None
+            else f"{args.bind or '*'} port {args.port}"
+        )
         print(f"{parser.prog}: cannot listen on {where}: {exc}", file=sys.stderr)
         return 1
+    listener = listeners[0]
     if args.app and px.stats()["mode"] == "interpreters":
         try:
             _apps.check_workers(args.app)
@@ -422,18 +572,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             start_lifespan(app)
         except _apps.AppError as exc:
-            listener.close()
+            for each in listeners:
+                each.close()
             px.stop()
             parser.exit(3, f"{parser.prog}: --app {exc}\n")
-    px.register(listener, app)
-    if not start_ops(parser, args):
-        listener.close()
+    readiness = _lifecycle.Readiness(args.ready_file, args.pid_file)
+    ops = start_ops(parser, args)
+    if ops is None:
+        for each in listeners:
+            each.close()
         px.stop()
         return 1
+    reloader = _lifecycle.Reloader(listeners, readiness, on_spawn=ops.release, on_failure=ops.restore)
+    # Before the first request: --max-requests sends SIGHUP from a worker,
+    # whose default action would end the process.
+    signal.signal(signal.SIGHUP, reloader)
+    for each in listeners:
+        px.register(each, app)
+    memory_limit = args.max_worker_memory * px.stats()["workers"] << 20 if args.max_worker_memory else None
+    if memory_limit is not None or px.stats()["mode"] == "interpreters":
+        _lifecycle.Supervisor(reloader, memory_limit)
     # Printed from run() on the main thread, so that once the line is out,
-    # SIGINT and SIGTERM already stop the server cleanly.
+    # SIGINT and SIGTERM already stop the server cleanly; then it is ready.
     px.call_from_main_thread(print, startup_line(listener, app, interface), flush=True)
-    px.run(graceful_timeout=args.graceful_timeout)
+    px.call_from_main_thread(readiness.ready)
+    try:
+        px.run(graceful_timeout=args.graceful_timeout, drain_delay=args.drain_delay)
+    finally:
+        readiness.close()
     return 0
 
 

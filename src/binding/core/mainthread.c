@@ -9,6 +9,8 @@
  * accepted connections), no work item or timer is pending and the queue is
  * empty. When run() ends, the loop is stopped (pxpy_runtime_shutdown_loop)
  * and the calls that connection_lost and friends queued meanwhile run.
+ * With a graceful_timeout, the stop drains first (drain): the listeners
+ * close and the accepted connections get until the timeout to end.
  * While the loop stops, the signal handlers keep running (the package's
  * ends the process on a second SIGINT or SIGTERM), and run's
  * graceful_timeout bounds how long a callback that does not return can
@@ -300,6 +302,8 @@ static void end_run(pxpy_state *st, uint64_t timeout_ns, bool watch_signals)
     pthread_mutex_lock(&rt->lock);
     rt->stop_requested = false;
     rt->in_run = false;
+    rt->stop_began_ns = 0;
+    atomic_store(&rt->drain_announced, false);
     pthread_mutex_unlock(&rt->lock);
 }
 
@@ -324,15 +328,80 @@ static int parse_graceful_timeout(PyObject *value, uint64_t *out)
     return 0;
 }
 
+/* How often a draining main thread looks at the served connections. */
+#define DRAIN_CHECK_NS (20 * 1000 * 1000)
+
+/* Keeps the main thread's part going (queued calls, signal handlers) until
+ * deadline, or until no accepted connection is left when drained is set;
+ * false when stop() came again or a signal handler raised (its exception
+ * is left set). */
+static bool serve_until(pxpy_state *st, px_loop_t *loop, uint64_t deadline,
+                        bool drained)
+{
+    pxpy_runtime_t *rt = st->runtime;
+    pthread_mutex_lock(&rt->lock);
+    rt->stop_requested = false;
+    pthread_mutex_unlock(&rt->lock);
+    while (!drained || !px_loop_drained(loop)) {
+        run_queued_calls(st);
+        if (PyErr_CheckSignals() < 0)
+            return false;
+        uint64_t now = px_now_ns();
+        if (now >= deadline)
+            return true;
+        uint64_t until = now + DRAIN_CHECK_NS;
+        if (wait_main(rt, until < deadline ? until : deadline, false) ==
+            WAIT_STOP)
+            return false;
+    }
+    return true;
+}
+
+/* The graceful half of a bounded stop. For delay_ns first, everything
+ * goes on as before except that draining() is true, so that a health
+ * route tells a load balancer to send no more while the listeners still
+ * accept what it sends meanwhile. Then the loop drains (its listeners
+ * close; see px_loop_drain) while this thread keeps running the queued
+ * calls and the signal handlers, until no accepted connection is left (an
+ * HTTP server closes each at the end of its exchange, or once idle),
+ * timeout_ns has passed, or stop() is called again. An exception a signal
+ * handler raises ends it and is left set. The stop that follows shares the
+ * drain's timeout (rt->stop_began_ns). */
+static void drain(pxpy_state *st, uint64_t timeout_ns, uint64_t delay_ns)
+{
+    pxpy_runtime_t *rt = st->runtime;
+    px_loop_t *loop = atomic_load(&rt->loop);
+    if (loop == NULL)
+        return;
+    if (delay_ns != 0) {
+        atomic_store(&rt->drain_announced, true);
+        if (!serve_until(st, loop, px_now_ns() + delay_ns, false) &&
+            PyErr_Occurred())
+            return;
+    }
+    uint64_t began = px_now_ns();
+    rt->stop_began_ns = began;
+    if (px_loop_drain(loop) == 0)
+        serve_until(st, loop, began + timeout_ns, true);
+}
+
 static PyObject *run(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *const kwlist[] = {"mode", "graceful_timeout", NULL};
+    static char *const kwlist[] = {"mode", "graceful_timeout", "drain_delay",
+                                   NULL};
     PyObject *mode = NULL, *graceful = Py_None;
+    double delay = 0.0;
     uint64_t timeout_ns;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OO:run", kwlist, &mode,
-                                     &graceful) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$OOd:run", kwlist, &mode,
+                                     &graceful, &delay) ||
         parse_graceful_timeout(graceful, &timeout_ns) < 0)
         return NULL;
+    if (!(delay >= 0.0) || delay > 1e9 || (delay > 0.0 && timeout_ns == 0)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "drain_delay must be a number of seconds >= 0, and "
+                        "needs a graceful_timeout");
+        return NULL;
+    }
     pxpy_state *st = pxpy_get_state(module);
     pxpy_runtime_t *rt = st->runtime;
     if (require_main_thread(st, "run") < 0)
@@ -359,8 +428,15 @@ static PyObject *run(PyObject *module, PyObject *args, PyObject *kwargs)
             break;
         }
         wait_result_t w = wait_main(rt, 0, true);
-        if (w == WAIT_STOP || w == WAIT_IDLE)
+        if (w == WAIT_IDLE)
             break;
+        if (w == WAIT_STOP) {
+            /* With a bound, the stop is graceful: a drain first. */
+            if (timeout_ns != 0)
+                drain(st, timeout_ns, (uint64_t)(delay * 1e9));
+            failed = PyErr_Occurred() != NULL;
+            break;
+        }
     }
     end_run(st, timeout_ns, true);
     if (failed || PyErr_Occurred())
@@ -425,6 +501,16 @@ static PyObject *stop(PyObject *module, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* Whether a graceful stop began (see drain), its delay included, so that a
+ * health route can answer 503 and a load balancer send no more. */
+static PyObject *draining(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    pxpy_runtime_t *rt = pxpy_get_state(module)->runtime;
+    px_loop_t *loop = atomic_load(&rt->loop);
+    return PyBool_FromLong(atomic_load(&rt->drain_announced) ||
+                           (loop != NULL && px_loop_draining(loop)));
+}
+
 /* atexit: stop the loop before the interpreter finalises, while engine
  * threads can still attach. */
 static PyObject *shutdown(PyObject *module, PyObject *Py_UNUSED(ignored))
@@ -458,17 +544,26 @@ void pxpy_mainthread_free_queue(pxpy_runtime_t *rt)
 
 static PyMethodDef mainthread_methods[] = {
     {"run", (PyCFunction)(void (*)(void))run, METH_VARARGS | METH_KEYWORDS,
-     "run(*, mode=None, graceful_timeout=None)\n--\n\n"
+     "run($module, /, *, mode=None, graceful_timeout=None, drain_delay=0.0)"
+     "\n--\n\n"
      "Serve until stop(), SIGINT/SIGTERM, or until nothing is registered and "
-     "no work is pending; then stop the loop. A stop that takes longer than "
-     "graceful_timeout seconds (None: no limit) ends the process."},
+     "no work is pending; then stop the loop. With graceful_timeout, a stop "
+     "drains first (after drain_delay seconds of draining() being true "
+     "while serving on: listeners closed, accepted connections left to "
+     "finish), and a drain and stop that take longer than graceful_timeout "
+     "seconds in all end the process."},
     {"run_once", (PyCFunction)(void (*)(void))run_once,
      METH_VARARGS | METH_KEYWORDS,
      "run_once(timeout=None)\n--\n\n"
      "Run the calls queued for the main thread, waiting up to timeout "
      "seconds for one (None: until one arrives). Returns how many ran."},
     {"stop", stop, METH_NOARGS,
-     "stop()\n--\n\nMake run() return (from any thread)."},
+     "stop()\n--\n\nMake run() return (from any thread); with a "
+     "graceful_timeout, after a drain."},
+    {"draining", draining, METH_NOARGS,
+     "draining($module, /)\n--\n\nTrue once a graceful stop began: the "
+     "listeners are "
+     "closed and the connections left finish."},
     {"_shutdown", shutdown, METH_NOARGS,
      "_shutdown()\n--\n\nStop the loop (the package's atexit hook)."},
     {"call_from_main_thread",

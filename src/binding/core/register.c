@@ -13,7 +13,10 @@
  * on a worker, whose other connections must not wait for a name server.
  *
  * Both take either host and port (TCP) or path (a Unix domain socket); a
- * Transport of a Unix socket keeps its port at -1 (transport.c).
+ * Transport of a Unix socket keeps its port at -1 (transport.c). server()
+ * also takes reuse_port (SO_REUSEPORT: several processes on one port), or
+ * fd, a socket that already listens (systemd's socket activation, a
+ * reload's parent), which it serves through a duplicate of its own.
  */
 #include "interp/interp.h"
 
@@ -23,7 +26,10 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <fcntl.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 /* ---- addresses ---------------------------------------------------------- */
 
@@ -234,17 +240,100 @@ static PyObject *server_unix(pxpy_state *st, PyObject *path, int backlog)
     return publish_listener(st, t, listener);
 }
 
+/* The address fd is bound to, as a Transport keeps it: a numeric host and
+ * a port, or a Unix socket's path and -1 (empty for an unnamed one). */
+static void sockname_of_fd(int fd, char *host, size_t hostlen, int *port)
+{
+    struct sockaddr_storage addr;
+    socklen_t len = sizeof(addr);
+    host[0] = '\0';
+    *port = -1;
+    if (getsockname(fd, (struct sockaddr *)&addr, &len) < 0)
+        return;
+    if (addr.ss_family == AF_UNIX) {
+        const struct sockaddr_un *sun = (const struct sockaddr_un *)&addr;
+        size_t n = len > offsetof(struct sockaddr_un, sun_path)
+                       ? len - offsetof(struct sockaddr_un, sun_path)
+                       : 0;
+        n = strnlen(sun->sun_path, n < hostlen - 1 ? n : hostlen - 1);
+        memcpy(host, sun->sun_path, n);
+        host[n] = '\0';
+        return;
+    }
+    if (getnameinfo((struct sockaddr *)&addr, len, host, (socklen_t)hostlen,
+                    NULL, 0, NI_NUMERICHOST) != 0) {
+        host[0] = '\0';
+        return;
+    }
+    *port = ntohs(addr.ss_family == AF_INET6
+                      ? ((struct sockaddr_in6 *)&addr)->sin6_port
+                      : ((struct sockaddr_in *)&addr)->sin_port);
+}
+
+/* server(fd=N): a socket that already listens (socket activation, a
+ * reload's parent), served as it is; its address is read from it. */
+static PyObject *server_fd(pxpy_state *st, int fd)
+{
+    px_loop_t *loop = pxpy_loop(st);
+    pxpy_transport_t *t =
+        loop ? pxpy_transport_alloc(st, PXPY_TRANSPORT_LISTENER) : NULL;
+    if (t == NULL)
+        return NULL;
+    /* The engine owns fd whatever happens: a duplicate keeps the caller's
+     * descriptor theirs, as socket.socket(fileno=) users expect. */
+    int own = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (own < 0) {
+        Py_DECREF(t);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    px_listener_t *listener = NULL;
+    int rc = px_listen_fd(loop, own, &pxpy_conn_callbacks, t, &listener);
+    if (rc < 0) {
+        Py_DECREF(t);
+        char where[32];
+        snprintf(where, sizeof(where), "fd %d", fd);
+        return pxpy_raise_engine_error(st, rc, where);
+    }
+    sockname_of_fd(fd, t->sock_host, sizeof(t->sock_host), &t->sock_port);
+    return publish_listener(st, t, listener);
+}
+
 static PyObject *server(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *const kwlist[] = {"host", "port", "backlog", "path", NULL};
+    static char *const kwlist[] = {"host",       "port", "backlog", "path",
+                                   "reuse_port", "fd",   NULL};
     PyObject *host_obj = Py_None, *port_obj = Py_None, *path = Py_None;
-    int backlog = 1024, port;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OO$iO:server", kwlist,
-                                     &host_obj, &port_obj, &backlog, &path))
+    PyObject *fd_obj = Py_None;
+    int backlog = 1024, port, reuse_port = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|OO$iOpO:server", kwlist,
+                                     &host_obj, &port_obj, &backlog, &path,
+                                     &reuse_port, &fd_obj))
         return NULL;
+    if (fd_obj != Py_None) {
+        int fd = PyLong_Check(fd_obj) ? PyLong_AsInt(fd_obj) : -1;
+        if (fd < 0 || host_obj != Py_None || port_obj != Py_None ||
+            path != Py_None || reuse_port) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError,
+                                "server(fd=) takes a listening socket's file "
+                                "descriptor (an int >= 0) instead of host, "
+                                "port, path and reuse_port");
+            return NULL;
+        }
+        pxpy_state *st = pxpy_get_state(module);
+        if (pxpy_in_worker_interp(st))
+            return pxpy_not_in_worker_interp(st, "server()");
+        return server_fd(st, fd);
+    }
     int unix_socket = wants_path(host_obj, port_obj, path, "server");
     if (unix_socket < 0)
         return NULL;
+    if (unix_socket && reuse_port) {
+        PyErr_SetString(PyExc_ValueError,
+                        "server() reuse_port is for TCP: a Unix domain socket "
+                        "is shared by its path");
+        return NULL;
+    }
     const char *host = unix_socket ? "" : host_str(host_obj, "server");
     if (host == NULL ||
         (!unix_socket && parse_port(port_obj, "server", &port) < 0))
@@ -268,8 +357,9 @@ static PyObject *server(PyObject *module, PyObject *args, PyObject *kwargs)
     if (t == NULL)
         return NULL;
     px_listener_t *listener = NULL;
-    int rc = px_listen(loop, numeric, port, backlog, &pxpy_conn_callbacks, t,
-                       &listener);
+    int rc = px_listen_ex(loop, numeric, port, backlog,
+                          reuse_port ? PX_LISTEN_REUSEPORT : 0,
+                          &pxpy_conn_callbacks, t, &listener);
     if (rc < 0) {
         Py_DECREF(t);
         char where[PXPY_HOST_MAX + 16];
@@ -281,6 +371,24 @@ static PyObject *server(PyObject *module, PyObject *args, PyObject *kwargs)
              numeric[0] ? numeric : "0.0.0.0");
     t->sock_port = px_listener_port(listener);
     return publish_listener(st, t, listener);
+}
+
+/* _keep_socket_file(listener): a reload handed the listener's socket to
+ * another process, which serves it from now on: the file stays when this
+ * process's listener closes. Nothing for a TCP listener. */
+static PyObject *keep_socket_file(PyObject *module, PyObject *arg)
+{
+    pxpy_state *st = pxpy_get_state(module);
+    if (!PyObject_TypeCheck(arg, st->transport_type) ||
+        ((pxpy_transport_t *)arg)->kind != PXPY_TRANSPORT_LISTENER) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_keep_socket_file() takes a listener (server())");
+        return NULL;
+    }
+    px_listener_t *listener = atomic_load(&((pxpy_transport_t *)arg)->listener);
+    if (listener != NULL)
+        px_listener_keep_file(listener);
+    Py_RETURN_NONE;
 }
 
 static PyObject *client(PyObject *module, PyObject *args, PyObject *kwargs)
@@ -451,9 +559,14 @@ static PyMethodDef transport_module_methods[] = {
     {"server", (PyCFunction)(void (*)(void))server,
      METH_VARARGS | METH_KEYWORDS,
      "server($module, /, host=None, port=None, *, backlog=1024, "
-     "path=None)\n--\n\n"
-     "Listen on host:port, or on the Unix domain socket at path; returns "
-     "the listening Transport."},
+     "path=None, reuse_port=False, fd=None)\n--\n\n"
+     "Listen on host:port (reuse_port: with SO_REUSEPORT), on the Unix "
+     "domain socket at path, or on the listening socket fd (a duplicate); "
+     "returns the listening Transport."},
+    {"_keep_socket_file", keep_socket_file, METH_O,
+     "_keep_socket_file($module, listener, /)\n--\n\n"
+     "Leave the listener's Unix socket file when it closes: another process "
+     "serves the socket now (a reload)."},
     {"client", (PyCFunction)(void (*)(void))client,
      METH_VARARGS | METH_KEYWORDS,
      "client($module, /, host=None, port=None, *, path=None)\n--\n\n"

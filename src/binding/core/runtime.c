@@ -379,6 +379,8 @@ px_loop_t *pxpy_loop(pxpy_state *st)
 /* How often the main thread, waiting for the loop to stop, runs the signal
  * handlers and looks at the clock. */
 #define STOP_CHECK_NS (100 * 1000 * 1000)
+/* The least time a bounded stop gets after its drain. */
+#define STOP_AFTER_DRAIN_NS (500 * 1000 * 1000)
 
 typedef struct {
     pxpy_runtime_t *rt;
@@ -448,7 +450,17 @@ static void stop_loop_bounded(pxpy_runtime_t *rt, px_loop_t *loop,
         return;
     }
     PyObject *exc = PyErr_GetRaisedException();
-    uint64_t deadline = timeout_ns ? px_now_ns() + timeout_ns : 0;
+    /* After a drain that used the budget up, the stop still gets a moment
+     * to abort the connections left, which takes no time unless a callback
+     * does not return. */
+    uint64_t now = px_now_ns();
+    uint64_t began = rt->stop_began_ns ? rt->stop_began_ns : now;
+    uint64_t deadline = 0;
+    if (timeout_ns) {
+        deadline = began + timeout_ns;
+        if (deadline < now + STOP_AFTER_DRAIN_NS)
+            deadline = now + STOP_AFTER_DRAIN_NS;
+    }
     for (;;) {
         uint64_t until = px_now_ns() + STOP_CHECK_NS;
         if (deadline && deadline < until)
@@ -592,6 +604,9 @@ static int add_mode_stats(pxpy_state *st, PyObject *d)
         if (set_u64(PyList_GET_ITEM(workers, i), "memory",
                     (uint64_t)(memory[i] > 0 ? memory[i] : 0)) < 0)
             return -1;
+    if (set_u64(d, "broken_interpreters",
+                atomic_load(&st->runtime->broken_interps)) < 0)
+        return -1;
     PyObject *channels = pxpy_channel_stats(st);
     if (channels == NULL)
         return -1;

@@ -38,6 +38,9 @@ struct pxpy_runtime_s {
     _Atomic Py_ssize_t registered;
     _Atomic Py_ssize_t pending;
     _Atomic uint64_t errors;
+    /* SystemExit escaped a callback in a worker interpreter: its state is
+     * not to be trusted (stats()["broken_interpreters"]). */
+    _Atomic uint64_t broken_interps;
 
     pthread_mutex_t lock;
     pthread_cond_t main_cond;     /* the main thread waits for calls */
@@ -47,6 +50,12 @@ struct pxpy_runtime_s {
     bool stop_requested;
     bool shutting_down;
     bool loop_stopped; /* the stopping thread's px_loop_stop returned */
+    /* When the graceful stop began (its drain), so that drain and stop
+     * share one graceful_timeout; 0: the stop itself begins it. */
+    uint64_t stop_began_ns;
+    /* A graceful stop began: draining() is true, also during its delay,
+     * while the listeners still accept. */
+    atomic_bool drain_announced;
     bool in_run;
 };
 

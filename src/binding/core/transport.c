@@ -292,6 +292,22 @@ static PyObject *transport_sendfile(PyObject *op, PyObject *args)
                                    0, 0, true);
 }
 
+/* A listener's socket, for a reload to hand to its new process. */
+static PyObject *transport_fileno(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    pxpy_transport_t *t = (pxpy_transport_t *)op;
+    px_listener_t *listener =
+        t->kind == PXPY_TRANSPORT_LISTENER ? atomic_load(&t->listener) : NULL;
+    int fd = listener != NULL ? px_listener_fd(listener) : -1;
+    if (fd < 0) {
+        PyErr_SetString(PyExc_ValueError, listener != NULL
+                                              ? "the listener is closed"
+                                              : "fileno() is a listener's");
+        return NULL;
+    }
+    return PyLong_FromLong(fd);
+}
+
 static PyObject *transport_sendfile_ranged(PyObject *op, PyObject *args)
 {
     PyObject *before, *path, *after;
@@ -311,6 +327,9 @@ static PyMethodDef transport_methods[] = {
     {"close", transport_close, METH_NOARGS,
      "close($self, /)\n--\n\nClose once queued data is sent (a listener: stop "
      "accepting)."},
+    {"fileno", transport_fileno, METH_NOARGS,
+     "fileno($self, /)\n--\n\nA listener's socket descriptor (it stays the "
+     "listener's): what a reload hands to its new process."},
     {"is_closing", transport_is_closing, METH_NOARGS,
      "is_closing($self, /)\n--\n\nTrue once close() was called or the "
      "connection "

@@ -478,6 +478,11 @@ PyObject *pxpy_not_in_worker_interp(pxpy_state *st, const char *what)
 void pxpy_interp_report_error(pxpy_state *st, const char *where)
 {
     pxpy_runtime_t *rt = st->runtime;
+    /* sys.exit() in a handler asked for this interpreter's end, which
+     * cannot happen under the engine's feet: counted, so that a supervisor
+     * (the HTTP command line) replaces it. */
+    if (PyErr_ExceptionMatches(PyExc_SystemExit))
+        atomic_fetch_add(&rt->broken_interps, 1);
     pxpy_xi_t *xi = pxpy_xi_encode_exception(st);
     pxpy_entered_t e = pxpy_interp_enter(rt, PXPY_MAIN);
     pxpy_state *main_st = rt->st;
