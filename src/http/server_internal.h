@@ -38,6 +38,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 typedef enum {
     PX__HC_HEAD = 0, /* reading a request head (or waiting for one) */
@@ -264,20 +265,52 @@ static inline void px__http_body_tell(px__http_body_waiter_t w)
         w.cb(w.arg);
 }
 
-/* ---- server.c ----------------------------------------------------------- */
+/* ---- lifetime.c and server.c -------------------------------------------- */
 
+/* The server and a connection are allocated in boxes whose first field
+ * tells them apart: conn_data of an accepted connection is the server until
+ * on_open replaces it with the connection. */
+#define SERVER_MAGIC 0x48545053u /* "HTPS" */
+#define CONN_MAGIC 0x48545043u   /* "HTPC" */
+
+typedef struct {
+    uint32_t magic;
+    px_http_server_t server;
+} server_box_t;
+
+typedef struct {
+    uint32_t magic;
+    px_http_conn_t conn;
+} conn_box_t;
+
+#define SERVER_BOX(s) px__container_of_http(s, server_box_t, server)
+#define CONN_BOX(hc) px__container_of_http(hc, conn_box_t, conn)
+#define px__container_of_http(ptr, type, member)                               \
+    ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* lifetime.c: references, waits and deadlines. */
 void px__http_conn_ref(px_http_conn_t *hc);
 void px__http_conn_unref(px_http_conn_t *hc);
-/* After a response, with hc->lock held and the state set: closes, or
- * continues with pipelined input when no thread is driving. */
-void px__http_after_response(px_http_conn_t *hc);
 /* Reading pauses or resumes as the connection's state asks; hc->lock
  * held. */
 void px__http_update_reading(px_http_conn_t *hc);
 /* Sets the deadline for what the connection waits for; hc->lock held. */
 void px__http_arm_wait(px_http_conn_t *hc);
+/* The connection waits for nothing, and has no deadline; hc->lock held. */
+void px__http_set_no_wait(px_http_conn_t *hc);
 /* Closes after what is queued was sent; hc->lock held. */
 void px__http_close_gracefully(px_http_conn_t *hc);
+/* After the peer's end of input, closes once no request is being answered
+ * or waits to be parsed; hc->lock held. */
+void px__http_close_if_input_ended(px_http_conn_t *hc);
+
+/* server.c: the drive loop. */
+/* After a response, with hc->lock held and the state set: closes, or
+ * continues with pipelined input when no thread is driving. */
+void px__http_after_response(px_http_conn_t *hc);
+/* The sweep (server lock held): a connection stopped by unread responses
+ * carries on once the client read most of them. */
+void px__http_resume_output(px_http_conn_t *hc);
 /* Whether responses end their connection ("Connection: close"): the server
  * was freed, or its loop drains for a graceful shutdown (px_loop_drain). */
 static inline bool px__http_winding_down(px_http_server_t *s)
