@@ -7,6 +7,7 @@ Counters are totals of the running loop (errors: of the process), so each
 test compares them with a snapshot it took before acting.
 """
 
+import os
 import time
 
 import pytest
@@ -221,7 +222,11 @@ def test_stats_worker_memory_in_mode_interpreters_only():
     assert len(stats["worker"]) == stats["workers"]
     if expected_mode() == "interpreters":
         memory = [worker["memory"] for worker in stats["worker"]]
-        assert all(isinstance(m, int) and 0 < m < 1 << 30 for m in memory), memory
+        # Under a sanitizer (make test's ASan step) freed memory sits in
+        # ASan's quarantine and an interpreter may be made from it: its
+        # resident growth can be 0 there (see memory_not_under_sanitizer).
+        least = 0 if os.environ.get("PYPARALLEL_SANITIZED") else 1
+        assert all(isinstance(m, int) and least <= m < 1 << 30 for m in memory), memory
     else:
         assert all("memory" not in worker for worker in stats["worker"]), stats["worker"]
 
