@@ -131,6 +131,22 @@ uint64_t px_loop_served_open(const px_loop_t *loop);
  * and no accepted connection is left open. */
 int px_loop_drained(px_loop_t *loop);
 
+/* Retiring one worker, which is how an owner replaces what serves on it
+ * (the binding, a worker's interpreter) without stopping the loop. While
+ * a worker retires, no accepted or outgoing connection is placed on it and
+ * work without a worker goes to the others; its own connections, work and
+ * timers carry on, and its owner lets those connections end (an HTTP
+ * server answers with "Connection: close", as during a drain), waits until
+ * px_worker_served_open and px_worker_connections reach 0, and un-retires
+ * it. Retiring the only worker that is not retiring is refused (-EBUSY):
+ * a connection always has somewhere to go. Any thread; -EINVAL for another
+ * index, PX_ESTOPPED once the loop stops. */
+int px_worker_retire(px_loop_t *loop, int worker, int retiring);
+int px_worker_retiring(const px_loop_t *loop, int worker);
+/* The accepted connections a worker serves, and all its connections. */
+uint64_t px_worker_served_open(const px_loop_t *loop, int worker);
+uint64_t px_worker_connections(const px_loop_t *loop, int worker);
+
 int px_loop_worker_count(const px_loop_t *loop);
 const char *px_loop_backend_name(const px_loop_t *loop);
 /* The index of the worker the calling thread runs for, or -1 when the

@@ -25,6 +25,7 @@
 #include "px_internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -275,8 +276,10 @@ static void finalize(px__worker_t *w, px_conn_t *c)
     px__q_remove(&c->all_node);
     atomic_fetch_sub(&w->nconns, 1);
     atomic_fetch_sub(&c->loop->stat_connections, 1);
-    if (atomic_load(&c->flags) & PX__CONN_ACCEPTED)
+    if (atomic_load(&c->flags) & PX__CONN_ACCEPTED) {
         atomic_fetch_sub(&c->loop->stat_served, 1);
+        atomic_fetch_sub(&w->nserved, 1);
+    }
     px_conn_unref(c);
 }
 
@@ -420,18 +423,24 @@ int px__conn_outgoing(px_loop_t *loop, int fd, int error,
 }
 
 /* The worker a new connection goes to: the one with the fewest live
- * connections, the accepting worker on a tie. The kernel tends to wake the
- * same ring or epoll set for every accept, so without this most
- * connections would land on one worker and one core. Adoption counts
- * connections when the ADOPT message is handled, so a burst of accepts in
- * one poll is spread by the pending count as well. */
+ * connections, the accepting worker on a tie, never a retiring one (when
+ * the accepting worker retires, px_worker_retire made sure another does
+ * not). The kernel tends to wake the same ring or epoll set for every
+ * accept, so without this most connections would land on one worker and
+ * one core. Adoption counts connections when the ADOPT message is handled,
+ * so a burst of accepts in one poll is spread by the pending count as
+ * well. */
 static px__worker_t *balance(px__worker_t *w)
 {
     px_loop_t *loop = w->loop;
     px__worker_t *best = w;
-    int best_load = atomic_load(&w->nconns) + atomic_load(&w->adopting);
+    int best_load = atomic_load(&w->retiring)
+                        ? INT_MAX
+                        : atomic_load(&w->nconns) + atomic_load(&w->adopting);
     for (int i = 0; i < loop->nworkers; i++) {
         px__worker_t *o = &loop->workers[i];
+        if (atomic_load(&o->retiring))
+            continue;
         int load = atomic_load(&o->nconns) + atomic_load(&o->adopting);
         if (load < best_load) {
             best = o;
@@ -457,6 +466,7 @@ void px__on_accept(px__worker_t *w, px_listener_t *l, int fd)
      * the served connections to end cannot miss one being handed over. */
     atomic_fetch_or(&c->flags, PX__CONN_ACCEPTED);
     atomic_fetch_add(&w->loop->stat_served, 1);
+    atomic_fetch_add(&target->nserved, 1);
     /* Adopted from the inbox, right after this poll: backends must not be
      * called from inside their own event reports. */
     atomic_fetch_add(&target->adopting, 1);

@@ -1,6 +1,6 @@
 /*
- * drain.c - the graceful half of a shutdown, and listening on sockets the
- * process did not open.
+ * drain.c - the graceful half of a shutdown, retiring one worker, and
+ * listening on sockets the process did not open.
  *
  * A drain closes the loop's listeners and nothing else: connections, work
  * and timers carry on, and the owner (the HTTP layer, the binding) lets
@@ -65,6 +65,56 @@ int px_loop_drained(px_loop_t *loop)
     }
     pthread_mutex_unlock(&loop->listeners_lock);
     return !closing && atomic_load(&loop->stat_served) == 0;
+}
+
+/* Retiring a worker is a drain of that worker alone: its connections end
+ * as they would in a drain, and the others take the new ones. The count of
+ * retiring workers is what keeps one worker serving; a compare-and-swap,
+ * so that two threads retiring two workers at once cannot both pass. */
+int px_worker_retire(px_loop_t *loop, int worker, int retiring)
+{
+    if (worker < 0 || worker >= loop->nworkers)
+        return -EINVAL;
+    if (atomic_load(&loop->stopping))
+        return PX_ESTOPPED;
+    px__worker_t *w = &loop->workers[worker];
+    if (!retiring) {
+        if (atomic_exchange(&w->retiring, false))
+            atomic_fetch_sub(&loop->nretiring, 1);
+        return 0;
+    }
+    int n = atomic_load(&loop->nretiring);
+    do {
+        if (n + 1 >= loop->nworkers)
+            return -EBUSY;
+    } while (!atomic_compare_exchange_weak(&loop->nretiring, &n, n + 1));
+    if (atomic_exchange(&w->retiring, true))
+        atomic_fetch_sub(&loop->nretiring, 1); /* it was already */
+    return 0;
+}
+
+int px_worker_retiring(const px_loop_t *loop, int worker)
+{
+    if (worker < 0 || worker >= loop->nworkers)
+        return 0;
+    return atomic_load(&loop->workers[worker].retiring) ? 1 : 0;
+}
+
+uint64_t px_worker_served_open(const px_loop_t *loop, int worker)
+{
+    if (worker < 0 || worker >= loop->nworkers)
+        return 0;
+    int n = atomic_load(&loop->workers[worker].nserved);
+    return n > 0 ? (uint64_t)n : 0;
+}
+
+uint64_t px_worker_connections(const px_loop_t *loop, int worker)
+{
+    if (worker < 0 || worker >= loop->nworkers)
+        return 0;
+    const px__worker_t *w = &loop->workers[worker];
+    int n = atomic_load(&w->nconns) + atomic_load(&w->adopting);
+    return n > 0 ? (uint64_t)n : 0;
 }
 
 void px__listener_take_backlog(px__worker_t *w, px_listener_t *l, int fd)

@@ -323,6 +323,8 @@ px__worker_t *px__pick_worker(px_loop_t *loop)
     for (int i = 0; i < loop->nworkers; i++) {
         px__worker_t *w =
             &loop->workers[(start + (unsigned)i) % (unsigned)loop->nworkers];
+        if (atomic_load(&w->retiring))
+            continue;
         size_t load = atomic_load(&w->work_count) +
                       (atomic_load(&w->state) & PX__IN_CALLBACK);
         if (load < best_load) {
@@ -332,7 +334,9 @@ px__worker_t *px__pick_worker(px_loop_t *loop)
                 break;
         }
     }
-    return best;
+    /* px_worker_retire leaves one worker that does not retire; this only
+     * covers a retire racing with the scan. */
+    return best != NULL ? best : &loop->workers[start % loop->nworkers];
 }
 
 /* ---- work ------------------------------------------------------------- */

@@ -380,6 +380,8 @@ struct px__worker_s {
 
     atomic_int nconns;   /* live connections it owns */
     atomic_int adopting; /* accepted, ADOPT not yet handled */
+    atomic_int nserved;  /* of nconns and adopting, the accepted ones */
+    atomic_bool retiring; /* px_worker_retire: no new connections */
 
     /* Statistics (relaxed atomics). */
     atomic_uint_fast64_t stat_callbacks;
@@ -415,6 +417,7 @@ struct px_loop_s {
     atomic_bool stopping;
     atomic_bool started;
     atomic_bool draining;    /* px_loop_drain: listeners closed (drain.c) */
+    atomic_int nretiring; /* workers retiring (px_worker_retire) */
     atomic_uint next_worker; /* round-robin for new work */
 
     pthread_mutex_t threads_lock; /* guards the thread lists */

@@ -70,17 +70,21 @@ static void expire(px_http_conn_t *hc, uint64_t now, bool server_closed,
 /* The timer's run. Once the server is freed it also closes idle
  * connections at once (requests under way finish, their responses say
  * "Connection: close"), and it stops itself after the last connection.
- * While the loop drains, it closes those idle for DRAIN_IDLE_GRACE_NS. */
+ * While the loop drains, or a connection's worker retires, it closes those
+ * idle for DRAIN_IDLE_GRACE_NS. */
 static void sweep(void *arg)
 {
     px_http_server_t *s = arg;
     uint64_t now = px_now_ns();
     bool closed = atomic_load(&s->closed);
-    bool draining = !closed && px_loop_draining(s->loop);
+    bool loop_draining = !closed && px_loop_draining(s->loop);
     pthread_mutex_lock(&s->lock);
     for (px_http_conn_t *hc = s->conns; hc != NULL; hc = hc->next) {
         uint64_t deadline =
             atomic_load_explicit(&hc->deadline_ns, memory_order_relaxed);
+        bool draining =
+            loop_draining ||
+            (!closed && px_worker_retiring(s->loop, px_conn_worker(hc->conn)));
         if ((deadline != 0 && deadline <= now) || closed || draining)
             expire(hc, now, closed, draining);
         if (atomic_load_explicit(&hc->output_full, memory_order_relaxed))

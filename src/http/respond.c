@@ -218,7 +218,7 @@ int px__http_put_answer_head(px_http_conn_t *hc, const px_http_exchange_t *ex,
     if (rc < 0)
         return rc;
     bool keep_alive = keep && ex->keep_alive && !f.close &&
-                      !px__http_winding_down(hc->server) &&
+                      !px__http_winding_down(hc) &&
                       px__http_body_allows_keep(hc);
     size_t mark = hc->out.len;
     rc = put_head(hc, status, ex->minor_version, keep_alive, f.fields, f.count,
@@ -315,7 +315,7 @@ static int respond(px_http_exchange_t *ex, int status,
         told = px__http_body_answered(hc);
     } else {
         bool keep_alive = ex->keep_alive && !f.close &&
-                          !px__http_winding_down(hc->server) &&
+                          !px__http_winding_down(hc) &&
                           px__http_body_allows_keep(hc);
         size_t mark = hc->out.len;
         rc = put_head(

@@ -311,11 +311,14 @@ void px__http_after_response(px_http_conn_t *hc);
 /* The sweep (server lock held): a connection stopped by unread responses
  * carries on once the client read most of them. */
 void px__http_resume_output(px_http_conn_t *hc);
-/* Whether responses end their connection ("Connection: close"): the server
- * was freed, or its loop drains for a graceful shutdown (px_loop_drain). */
-static inline bool px__http_winding_down(px_http_server_t *s)
+/* Whether the connection's responses end it ("Connection: close"): the
+ * server was freed, its loop drains for a graceful shutdown
+ * (px_loop_drain), or the connection's worker retires (px_worker_retire). */
+static inline bool px__http_winding_down(px_http_conn_t *hc)
 {
-    return atomic_load(&s->closed) || px_loop_draining(s->loop);
+    px_http_server_t *s = hc->server;
+    return atomic_load(&s->closed) || px_loop_draining(s->loop) ||
+           px_worker_retiring(s->loop, px_conn_worker(hc->conn));
 }
 /* Sends "100 Continue" when the client waits for it before sending a
  * body that is wanted now; hc->lock held. */

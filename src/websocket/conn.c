@@ -497,9 +497,11 @@ static void sweep(void *arg)
                 px_conn_close(wc->conn, 1);
             continue;
         }
-        if (px_loop_draining(s->loop)) {
-            /* A graceful shutdown (px_loop_drain): the closing handshake,
-             * after which the client reconnects, to another server. */
+        if (px_loop_draining(s->loop) ||
+            px_worker_retiring(s->loop, px_conn_worker(wc->conn))) {
+            /* A graceful shutdown (px_loop_drain), or its worker retires:
+             * the closing handshake, after which the client reconnects, to
+             * another server or worker. */
             static const char why[] = "the server is shutting down";
             px_ws_close(wc, PX_WS_CLOSE_GOING_AWAY, why, sizeof(why) - 1);
             continue;
