@@ -328,6 +328,14 @@ int px_submit(px_loop_t *loop, px_work_fn fn, px_work_fn cancel, void *arg);
  * state that lives on one worker. -EINVAL for another index. */
 int px_submit_to(px_loop_t *loop, int worker, px_work_fn fn, px_work_fn cancel,
                  void *arg);
+/* Runs fn(arg) once on each of the loop's threads (those that exist now;
+ * later ones start after it), soon: a thread runs it between callbacks, a
+ * spare wakes for it, a thread inside a long callback runs it after. For
+ * per-thread state of the owner's (its thread-local Python thread states)
+ * that only the thread itself may drop. One visit at a time: -EBUSY while
+ * the previous one has not reached every thread; PX_ESTOPPED once the
+ * loop stops. */
+int px_loop_visit_threads(px_loop_t *loop, px_work_fn fn, void *arg);
 
 /* Runs fn(arg) on a worker after delay_ns, then every period_ns if that is
  * not zero. done(arg) runs exactly once when the timer is done: after a

@@ -40,12 +40,31 @@
 /* Capacity of a handed-over input buffer kept for the next bytes. */
 #define SPARE_KEEP_BYTES (64u << 10)
 
+static px__worker_t *balance(px__worker_t *w);
+
+px__worker_t *px__place(px_loop_t *loop, px__worker_t *accepting)
+{
+    for (;;) {
+        px__worker_t *w =
+            accepting ? balance(accepting) : px__pick_worker(loop);
+        atomic_fetch_add(&w->adopting, 1);
+        /* Counted first and checked after: px_worker_retire sets the flag
+         * and its owner then reads the counts, so either this sees the
+         * flag or the owner sees the count (sequentially consistent). */
+        if (!atomic_load(&w->retiring))
+            return w;
+        atomic_fetch_sub(&w->adopting, 1);
+    }
+}
+
 px_conn_t *px__conn_new(px_loop_t *loop, px__worker_t *w, int fd,
                         const px_conn_callbacks_t *cbs, void *data)
 {
     px_conn_t *c = calloc(1, sizeof(*c));
-    if (c == NULL)
+    if (c == NULL) {
+        atomic_fetch_sub(&w->adopting, 1); /* px__place counted it */
         return NULL;
+    }
     c->loop = loop;
     c->worker = w;
     c->fd = fd;
@@ -65,6 +84,8 @@ void px_conn_unref(px_conn_t *c)
 {
     if (atomic_fetch_sub(&c->refs, 1) != 1)
         return;
+    if (!(atomic_load(&c->flags) & PX__CONN_ADOPTED))
+        atomic_fetch_sub(&c->worker->adopting, 1); /* see px__place */
     px__conn_free_sendq_locked(c);
     /* Dispatch gives owned sends back before on_close; a connection that
      * never got that far gives them back here. */
@@ -375,9 +396,8 @@ void px__on_connected(px__worker_t *w, px_conn_t *c, int error)
 static void adopt(px__worker_t *w, px_conn_t *c)
 {
     atomic_fetch_or(&c->flags, PX__CONN_ADOPTED);
-    if (!(atomic_load(&c->flags) & PX__CONN_CONNECTING))
-        atomic_fetch_sub(&w->adopting, 1); /* counted by px__on_accept */
-    px_conn_ref(c);                        /* the list's reference */
+    atomic_fetch_sub(&w->adopting, 1); /* counted by px__place */
+    px_conn_ref(c);                    /* the list's reference */
     px__q_push(&w->conns, &c->all_node);
     atomic_fetch_add(&w->nconns, 1);
     atomic_fetch_add(&c->loop->stat_connections, 1);
@@ -405,7 +425,7 @@ int px__conn_outgoing(px_loop_t *loop, int fd, int error,
                       px_conn_t **out)
 {
     px_conn_t *c =
-        px__conn_new(loop, px__pick_worker(loop), fd, cbs, conn_data);
+        px__conn_new(loop, px__place(loop, NULL), fd, cbs, conn_data);
     if (c == NULL) {
         if (fd >= 0)
             close(fd);
@@ -453,13 +473,14 @@ static px__worker_t *balance(px__worker_t *w)
 void px__on_accept(px__worker_t *w, px_listener_t *l, int fd)
 {
     atomic_fetch_add(&w->loop->stat_accepted, 1);
-    int rc = px__set_nonblocking(fd);
-    px__worker_t *target = balance(w);
-    px_conn_t *c =
-        rc < 0 ? NULL
-               : px__conn_new(w->loop, target, fd, &l->cbs, l->conn_data);
-    if (c == NULL) {
+    if (px__set_nonblocking(fd) < 0) {
         close(fd); /* refuse the connection rather than half-serve it */
+        return;
+    }
+    px__worker_t *target = px__place(w->loop, w);
+    px_conn_t *c = px__conn_new(w->loop, target, fd, &l->cbs, l->conn_data);
+    if (c == NULL) {
+        close(fd);
         return;
     }
     /* Counted from here, not from adoption, so that a drain waiting for
@@ -469,7 +490,6 @@ void px__on_accept(px__worker_t *w, px_listener_t *l, int fd)
     atomic_fetch_add(&target->nserved, 1);
     /* Adopted from the inbox, right after this poll: backends must not be
      * called from inside their own event reports. */
-    atomic_fetch_add(&target->adopting, 1);
     px__worker_post(target, PX__MSG_CONN_ADOPT, c);
     px_conn_unref(c);
 }

@@ -83,6 +83,8 @@ int px_worker_retire(px_loop_t *loop, int worker, int retiring)
             atomic_fetch_sub(&loop->nretiring, 1);
         return 0;
     }
+    if (atomic_load(&w->retiring))
+        return 0;
     int n = atomic_load(&loop->nretiring);
     do {
         if (n + 1 >= loop->nworkers)

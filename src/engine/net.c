@@ -549,7 +549,7 @@ static int resolver_submit(px_loop_t *loop, const char *host, int port,
     size_t hostlen = strlen(host) + 1;
     resolve_req_t *req = malloc(sizeof(*req) + hostlen);
     px_conn_t *c =
-        req ? px__conn_new(loop, px__pick_worker(loop), -1, cbs, conn_data)
+        req ? px__conn_new(loop, px__place(loop, NULL), -1, cbs, conn_data)
             : NULL;
     if (c == NULL) {
         free(req);

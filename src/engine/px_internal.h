@@ -378,9 +378,9 @@ struct px__worker_s {
     bool mon_computing;
     bool mon_starved; /* its last verdict: runnable, short of a CPU */
 
-    atomic_int nconns;   /* live connections it owns */
-    atomic_int adopting; /* accepted, ADOPT not yet handled */
-    atomic_int nserved;  /* of nconns and adopting, the accepted ones */
+    atomic_int nconns;    /* live connections it owns */
+    atomic_int adopting;  /* placed on it (px__place), not adopted yet */
+    atomic_int nserved;   /* of nconns and adopting, the accepted ones */
     atomic_bool retiring; /* px_worker_retire: no new connections */
 
     /* Statistics (relaxed atomics). */
@@ -407,6 +407,7 @@ typedef struct px__thread_s {
     pthread_cond_t wake; /* spare waiting for a worker */
     struct px__thread_s *next_spare;
     struct px__thread_s *next_all;
+    uint64_t visit_seen; /* the last visit it ran (visit.c) */
 } px__thread_t;
 
 struct px_loop_s {
@@ -417,7 +418,7 @@ struct px_loop_s {
     atomic_bool stopping;
     atomic_bool started;
     atomic_bool draining;    /* px_loop_drain: listeners closed (drain.c) */
-    atomic_int nretiring; /* workers retiring (px_worker_retire) */
+    atomic_int nretiring;    /* workers retiring (px_worker_retire) */
     atomic_uint next_worker; /* round-robin for new work */
 
     pthread_mutex_t threads_lock; /* guards the thread lists */
@@ -427,6 +428,12 @@ struct px_loop_s {
     int workers_finished;
     pthread_cond_t finished_cond;
     bool threads_exit; /* spares exit instead of waiting */
+    /* px_loop_visit_threads (visit.c): the visit, and the threads that
+     * have not run it yet (threads_lock). */
+    _Atomic uint64_t visit_epoch;
+    px_work_fn visit_fn;
+    void *visit_arg;
+    int visits_left;
     /* Threads still computing in the callback their worker was taken from:
      * together with the holders computing past a threshold, the cores that
      * long computations occupy (worker.c). */
@@ -461,7 +468,11 @@ void px__worker_wake(px__worker_t *w);
  * a callback; NULL otherwise. */
 px__worker_t *px__held_worker(void);
 
-/* Connection internals (conn.c, send.c). */
+/* Connection internals (conn.c, send.c). The worker a new connection goes
+ * to (accepting: the worker that accepted it; NULL: an outgoing one), never
+ * a retiring one, counted in its adopting until adopted; px__conn_new then
+ * takes over that count. */
+px__worker_t *px__place(px_loop_t *loop, px__worker_t *accepting);
 px_conn_t *px__conn_new(px_loop_t *loop, px__worker_t *w, int fd,
                         const px_conn_callbacks_t *cbs, void *data);
 /* Puts c on its worker's ready list, or posts it there when the calling
@@ -502,6 +513,10 @@ int px__worker_init(px_loop_t *loop, px__worker_t *w, int index);
 void px__worker_destroy(px__worker_t *w);
 int px__worker_submit(px__worker_t *w, px__work_t *work);
 int px__threads_start(px_loop_t *loop);
+/* visit.c: whether a visit waits for t, and running it (t's own thread,
+ * outside callbacks). */
+bool px__thread_visit_due(const px__thread_t *t);
+void px__thread_visit(px__thread_t *t);
 int px__monitor_start(px_loop_t *loop);
 void px__threads_join(px_loop_t *loop);
 void px__dispatch_enter(px__worker_t *w);

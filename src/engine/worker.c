@@ -509,6 +509,7 @@ static bool worker_done(px__worker_t *w)
 static bool run_worker(px__thread_t *t, px__worker_t *w)
 {
     for (;;) {
+        px__thread_visit(t);
         drain_inbox(w);
         bool lost = false, entered = false;
         if (w->stopping &&
@@ -542,7 +543,6 @@ static bool run_worker(px__thread_t *t, px__worker_t *w)
             w->stopping = true;
             px__conn_close_all(w);
         }
-        (void)t;
     }
 }
 
@@ -551,7 +551,8 @@ static void spare_wait(px_loop_t *loop, px__thread_t *t)
     pthread_mutex_lock(&loop->threads_lock);
     t->next_spare = loop->spares;
     loop->spares = t;
-    while (atomic_load(&t->worker) == NULL && !loop->threads_exit)
+    while (atomic_load(&t->worker) == NULL && !loop->threads_exit &&
+           !px__thread_visit_due(t))
         pthread_cond_wait(&t->wake, &loop->threads_lock);
     /* Whoever gave us a worker took us off the spare list. */
     if (atomic_load(&t->worker) == NULL) {
@@ -576,10 +577,11 @@ static void *thread_main(void *arg)
     for (;;) {
         px__worker_t *w = atomic_load(&t->worker);
         if (w == NULL) {
+            px__thread_visit(t);
             spare_wait(loop, t);
-            if (atomic_load(&t->worker) == NULL)
-                break; /* the loop is exiting */
-            continue;
+            if (atomic_load(&t->worker) != NULL || px__thread_visit_due(t))
+                continue;
+            break; /* the loop is exiting */
         }
         t->last_worker = w->index;
         t->epoch = atomic_load(&w->state) & ~(uint64_t)PX__IN_CALLBACK;
@@ -589,6 +591,7 @@ static void *thread_main(void *arg)
             px__loop_worker_finished(loop, w);
         }
     }
+    px__thread_visit(t);
     if (o->on_thread_stop)
         o->on_thread_stop(o->hook_data, t->last_worker);
     current_thread = NULL;
@@ -603,6 +606,7 @@ static int spawn_thread_locked(px_loop_t *loop, px__worker_t *w)
         return -ENOMEM;
     t->loop = loop;
     t->last_worker = w ? w->index : -1;
+    t->visit_seen = atomic_load(&loop->visit_epoch); /* see visit.c */
     atomic_store(&t->worker, w);
     pthread_cond_init(&t->wake, NULL);
     pthread_attr_t attr;
