@@ -349,3 +349,16 @@ def decode_exception(payload: bytes | None, text: str, fallback: Callable[[str],
         exc = fallback(f"{last} (raised in another interpreter; the exception could not be pickled)")
     exc.__cause__ = RemoteTraceback(text)
     return exc
+
+
+def own_threads() -> list[str]:
+    """The threads that this worker interpreter's code started and that
+    still run (their names): its replacement (--max-requests) ends it only
+    once there are none, since ending an interpreter waits for them. The
+    engine's threads (seen here as dummy threads) are not among them."""
+    main = threading.main_thread()
+    return [
+        t.name
+        for t in threading.enumerate()
+        if t is not main and t.is_alive() and not isinstance(t, threading._DummyThread)
+    ]

@@ -1,5 +1,7 @@
 """pyparallel._lifecycle: what a serving process does for whoever runs it:
-readiness, inherited sockets and the zero-downtime reload.
+readiness, inherited sockets, the zero-downtime reload, and the supervision
+that replaces a worker's interpreter (mode interpreters) or reloads the
+process.
 
 Readiness: once the process serves, it writes --pid-file and --ready-file
 (each holds its PID; both are removed at exit, unless a newer process wrote
@@ -30,6 +32,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import queue
 import select
 import signal
 import socket
@@ -302,11 +305,26 @@ def _reap(pid: int) -> None:
         pass
 
 
-# How often the supervisor looks, and how long it waits after asking for
-# a reload that did not happen (doubling up to the last), so that a new
-# process that keeps failing to start is not started again and again.
+# How often the supervisor looks, and how long it waits after a reload or a
+# replacement that did not happen (doubling up to the last), so that one
+# that keeps failing is not tried again and again.
 SUPERVISE_SECONDS = 1.0
 RETRY_SECONDS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0)
+# How much memory the replaced interpreters may leave behind (see
+# Supervisor) before the process is reloaded: this much at least, or twice
+# what the workers' interpreters took when they were made.
+RETAINED_MIN = 64 << 20
+
+# The replacements that workers asked for (request_recycle), as (worker,
+# cause), for the supervisor's thread.
+_RECYCLE_REQUESTS: queue.SimpleQueue[tuple[int, str]] = queue.SimpleQueue()
+
+
+def request_recycle(worker: int, cause: str) -> None:
+    """Asks the supervisor to replace worker's interpreter (mode
+    interpreters). A worker's interpreter calls it in the main one, through
+    call_from_main_thread, when it reached --max-requests."""
+    _RECYCLE_REQUESTS.put((worker, cause))
 
 
 def resident_bytes() -> int:
@@ -315,21 +333,72 @@ def resident_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGESIZE")
 
 
-class Supervisor:
-    """A thread that reloads the process (through reloader, as SIGHUP does)
-    once its resident set exceeds memory_limit bytes (--max-worker-memory
-    times the workers: the workers of one process share its memory, so the
-    process is measured), or once a worker interpreter's state is broken
-    (SystemExit escaped one of its callbacks: px.stats()
-    ["broken_interpreters"] grew). Each cause is logged; a reload that does
-    not happen (the new process failed) is asked for again after a pause
-    that doubles each time. The thread ends once a reload succeeded."""
+class Recycler:
+    """Replaces one worker's interpreter in place (mode interpreters): the
+    worker stops taking connections while those it has finish on the old
+    interpreter, which is then ended (_core._recycle_worker, within timeout
+    seconds), start(worker) has the new interpreter ready the application
+    (import, ASGI lifespan startup), and the worker takes connections
+    again. A worker whose new interpreter cannot ready the application
+    takes none until a later replacement succeeds."""
 
-    def __init__(self, reloader: Reloader, memory_limit: int | None = None) -> None:
+    def __init__(self, start: Callable[[int], None], timeout: float) -> None:
+        self.start = start
+        self.timeout = timeout
+
+    def replace(self, worker: int, cause: str) -> bool:
+        """Whether worker's interpreter was replaced; each step is logged."""
+        _log.warning("worker %d: %s: replacing its interpreter", worker, cause)
+        began = time.monotonic()
+        try:
+            kept = _core._recycle_worker(worker, self.timeout)
+            self.start(worker)
+        except Exception as exc:
+            _log.error("worker %d: its interpreter was not replaced: %s", worker, exc)
+            return False
+        _core._retire_worker(worker, False)
+        if kept:
+            _log.warning("worker %d: %s", worker, kept)
+        _log.info("worker %d serves with a new interpreter (%.2f s)", worker, time.monotonic() - began)
+        return True
+
+
+class Supervisor:
+    """A thread that keeps the workers' interpreters sound.
+
+    The process is reloaded (through reloader, as SIGHUP does) once its
+    resident set exceeds memory_limit bytes (--max-worker-memory times the
+    workers: the workers share the process's memory, so the process is
+    measured). In mode interpreters (a recycler given), a worker's
+    interpreter is replaced in place, one worker at a time, when the worker
+    asked for it (--max-requests: request_recycle) or when its state is
+    broken (SystemExit escaped one of its callbacks:
+    _core._broken_workers()). CPython keeps part of the memory of every
+    interpreter it ends (about the interpreter's own size: its allocator's
+    arenas stay when any block in them outlived it), so the growth of the
+    resident set across each replacement is added up, and once it passes
+    RETAINED_MIN or twice the workers' interpreters' size, the process is
+    reloaded instead, which gives all of it back. In modes
+    threads and gil, where the workers share the process's interpreter,
+    each cause reloads the process. Each cause is logged; a replacement or
+    a reload that fails is tried again after a pause that doubles each
+    time. The thread ends once a reload succeeded."""
+
+    def __init__(self, reloader: Reloader, memory_limit: int | None = None, recycler: Recycler | None = None) -> None:
         self.reloader = reloader
         self.memory_limit = memory_limit
+        self.recycler = recycler
         self.broken_seen = 0
         self.failures = 0
+        # Mode interpreters: the workers to replace and why, when each may
+        # be tried again, and how much the process may grow by replacements.
+        self.wanted: dict[int, str] = {}
+        self.retry_at: dict[int, float] = {}
+        self.worker_failures: dict[int, int] = {}
+        self.retained = 0
+        if recycler is not None:
+            made = sum(int(w.get("memory", 0)) for w in _core.stats()["worker"])
+            self.retained_limit = max(RETAINED_MIN, 2 * made)
         self.thread = threading.Thread(target=self._run, name="pyparallel-supervisor", daemon=True)
         self.thread.start()
 
@@ -338,19 +407,61 @@ class Supervisor:
         if broken > self.broken_seen:
             self.broken_seen = broken
             return f"a worker interpreter's state is broken (SystemExit escaped a callback; {broken} so far)"
+        return self._memory_over()
+
+    def _memory_over(self) -> str | None:
         if self.memory_limit is not None:
             used = resident_bytes()
             if used > self.memory_limit:
                 return f"resident memory {used >> 20} MiB is over {self.memory_limit >> 20} MiB (--max-worker-memory)"
         return None
 
+    def _recycle(self, recycler: Recycler) -> str | None:
+        """One look in mode interpreters: replaces at most one worker's
+        interpreter; returns the cause of a reload when one is needed."""
+        while True:
+            try:
+                worker, cause = _RECYCLE_REQUESTS.get_nowait()
+            except queue.Empty:
+                break
+            self.wanted.setdefault(worker, cause)
+        for worker in _core._broken_workers():
+            self.wanted[worker] = "its state is broken (SystemExit escaped a callback)"
+        over = self._memory_over()
+        if over is not None:
+            return over
+        if self.wanted and self.retained > self.retained_limit:
+            self.wanted.clear()
+            return (
+                f"replaced interpreters left {self.retained >> 20} MiB behind, over {self.retained_limit >> 20} MiB "
+                "(CPython keeps part of each one's memory)"
+            )
+        now = time.monotonic()
+        for worker, cause in sorted(self.wanted.items()):
+            if self.retry_at.get(worker, 0.0) > now:
+                continue
+            before = resident_bytes()
+            replaced = recycler.replace(worker, cause)
+            self.retained += max(0, resident_bytes() - before)
+            if replaced:
+                del self.wanted[worker]
+                self.retry_at.pop(worker, None)
+                self.worker_failures.pop(worker, None)
+            else:
+                failed = self.worker_failures.get(worker, 0)
+                self.worker_failures[worker] = failed + 1
+                self.retry_at[worker] = now + RETRY_SECONDS[min(failed, len(RETRY_SECONDS) - 1)]
+            break
+        return None
+
     def _run(self) -> None:
         pending = None
         while not self.reloader.reloaded:
             time.sleep(SUPERVISE_SECONDS)
-            if self.reloader.under_way or self.reloader.reloaded:
+            if self.reloader.under_way or self.reloader.reloaded or _core.draining():
                 continue
-            cause = self._cause() or pending
+            cause = self._recycle(self.recycler) if self.recycler is not None else self._cause()
+            cause = cause or pending
             if cause is None:
                 continue
             _log.warning("%s: reloading the process", cause)

@@ -55,6 +55,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "px.h"
@@ -149,6 +150,10 @@ typedef struct {
      * interpreter this is (mode "interpreters"; the runtime is then the
      * main state's, shared). */
     int interp_index;
+    /* The work, timers and file reads started in this interpreter that
+     * have not ended (a part of the runtime's pending count): a worker
+     * interpreter is replaced only once it has none (interp/recycle.c). */
+    _Atomic Py_ssize_t pending;
 } pxpy_state;
 
 /* State lookups: from the module, from a type defined by the module, and
@@ -289,6 +294,10 @@ bool pxpy_is_awaitable(PyObject *obj);
 /* Whether the exception set (which stays set) is asyncio.CancelledError:
  * a task that the stopping loop cancelled, not a failure to report. */
 bool pxpy_aio_cancelled(void);
+/* Closes the calling worker's loop in st's interpreter, at once (its
+ * on_close coroutines, such as an ASGI app's lifespan shutdown, run
+ * first), before that interpreter is replaced; on the worker, attached. */
+void pxpy_aio_close_worker(pxpy_state *st);
 typedef void (*pxpy_aio_done_fn)(void *arg, PyObject *result);
 /* Runs awaitable as a task of the calling worker's asyncio loop (created on
  * first use); done(arg, outcome) runs exactly once when it ends. 0, or -1

@@ -56,6 +56,11 @@ class App(HttpServer):
     def pid(self, request):
         return str(os.getpid())
 
+    def interp(self, request):
+        import _interpreters
+
+        return str(_interpreters.get_current()[0])
+
     def exit(self, request):
         sys.exit(3)
 """

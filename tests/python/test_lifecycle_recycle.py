@@ -1,16 +1,11 @@
-"""Recycling and supervision with real processes: --max-requests N reloads
-the process once a worker (mode interpreters) or the process (N times the
-workers, modes threads and gil) has served that many requests,
---max-worker-memory once the process's resident memory is over the limit
-per worker, and in mode interpreters a SystemExit escaping a handler (its
-interpreter's state is broken) reloads it too, trying again after a pause
-while the new process fails to start; the reload is the SIGHUP one, so the
-load generator sees no failure and the process serving afterwards has a
-new PID.
+"""Recycling and supervision with real processes, by reloading: in modes
+threads and gil --max-requests N reloads the process once it has served N
+times the workers requests, and in every mode --max-worker-memory once the
+process's resident memory is over the limit per worker; the reload is the
+SIGHUP one, so the load generator sees no failure and the process serving
+afterwards has a new PID. (Mode interpreters replaces a worker's
+interpreter in place instead: test_lifecycle_inplace.py.)
 """
-
-import urllib.error
-import urllib.request
 
 import pytest
 
@@ -52,6 +47,7 @@ def reloaded(process, pid_file):
         return False
 
 
+@pytest.mark.skipif(interpreters_mode(), reason="mode interpreters replaces interpreters in place")
 def test_max_requests_reloads_without_failures(recycled):
     start, pid_file = recycled
     process = start("--max-requests", "40", "--max-requests-jitter", "10")
@@ -78,29 +74,3 @@ def test_jitter_needs_max_requests(recycled, tmp_path):
     start, _ = recycled
     with pytest.raises(AssertionError, match="--max-requests-jitter takes"):
         start("--max-requests-jitter", "5")
-
-
-@pytest.mark.skipif(not interpreters_mode(), reason="worker interpreters are mode interpreters'")
-def test_a_broken_worker_interpreter_reloads_the_process(recycled, tmp_path):
-    start, pid_file = recycled
-    process = start()
-    load = Load(process.port, clients=2, slow_every=0)
-    try:
-        load.wait_count(20)
-        # The first reload will fail: the code on disk is broken by then.
-        (tmp_path / "lifeapp.py").write_text("def broken(:\n")
-        with pytest.raises(urllib.error.HTTPError) as answer:
-            urllib.request.urlopen(f"http://{LOCALHOST}:{process.port}/exit", timeout=10)
-        assert answer.value.code == 500
-        process.wait_line(lambda line: "reload failed" in line, errors=True)
-        write_app(tmp_path, "v2")
-        # Tried again after a pause, and then it takes.
-        wait_for(lambda: reloaded(process, pid_file), timeout=30, message="no second reload")
-        assert process.child.wait(timeout=20) == 0
-        load.wait_count(load.count() + 10)
-    finally:
-        outcomes = load.stop()
-    assert failures(outcomes) == [], process.stderr()
-    stderr = process.stderr()
-    assert "state is broken (SystemExit escaped a callback; 1 so far): reloading the process" in stderr
-    assert stderr.count("state is broken") == 2, stderr

@@ -59,7 +59,7 @@ from ._response import FRAMING_FIELDS, INTERNAL_ERROR, check_field
 # typing is imported for the type checker only (see _request.py).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Generator, MutableMapping
+    from collections.abc import AsyncIterator, Awaitable, Callable, Generator, MutableMapping, Sequence
     from typing import Any, ClassVar
 
     from ._request import Request
@@ -484,13 +484,15 @@ async def lifespan_startup(name: str, app: object) -> str | None:
     return failure
 
 
-def start_lifespan(cls: type[ASGIServer]) -> None:
+def start_lifespan(cls: type[ASGIServer], workers: Sequence[int] | None = None) -> None:
     """Runs the lifespan startup of cls's app before it is registered: once
-    per worker interpreter in mode interpreters, else once per process
-    (see the module's docstring). AppError with the app's message when it
-    sent lifespan.startup.failed."""
+    per worker interpreter in mode interpreters (in those of workers, when
+    given: a worker's new interpreter), else once per process (see the
+    module's docstring). AppError with the app's message when it sent
+    lifespan.startup.failed."""
     ref = cls._px_app
     if px.stats()["mode"] == "interpreters":
+        on = range(_workers()) if workers is None else workers
         # Each worker imports the app by its "module:attr", or finds a
         # function or class by name as it crosses.
         app = ref.spec if ref.spec is not None else ref.app
@@ -498,9 +500,9 @@ def start_lifespan(cls: type[ASGIServer]) -> None:
             # Imported first by a plain work item: the app's module may do
             # synchronous work at import that refuses a running loop
             # (Django's ORM does).
-            for future in [_core._submit_to(worker, check_in_worker, ref.spec) for worker in range(_workers())]:
+            for future in [_core._submit_to(worker, check_in_worker, ref.spec) for worker in on]:
                 future.result(timeout=120)
-        futures = [_core._submit_to(worker, lifespan_startup, ref.name, app) for worker in range(_workers())]
+        futures = [_core._submit_to(worker, lifespan_startup, ref.name, app) for worker in on]
     else:
         futures = [_core._submit_to(0, lifespan_startup, ref.name, ref.app)]
     failures = {future.result(timeout=120) for future in futures} - {None}

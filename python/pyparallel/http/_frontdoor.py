@@ -16,9 +16,11 @@ _app.py), a small cost on every request, paid only with --health or
 mode interpreters is one worker's and in modes threads and gil the whole
 process's (where the limit is N times the workers). Past the limit (plus a
 random part of --max-requests-jitter, drawn once per interpreter, so that
-workers do not all reach it together) it sends the process SIGHUP: the
-reload (pyparallel._lifecycle) replaces the process, with every worker and
-interpreter fresh, dropping no request.
+workers do not all reach it together), in mode interpreters it asks the
+supervisor (pyparallel._lifecycle) to replace this worker's interpreter
+with a fresh one, in place, while the other workers serve; in modes
+threads and gil, where the workers share one interpreter, it sends the
+process SIGHUP: the reload replaces the process. Neither drops a request.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import os
 import random
 import signal
 
-from .. import _core
+from .. import _core, _lifecycle
 from ._response import Response
 
 # typing is imported for the type checker only (see _request.py).
@@ -60,8 +62,13 @@ def _limit_of(cls: object) -> int:
 def _count(cls: object) -> None:
     limit = _limit or _limit_of(cls)
     if limit and next(_served) == limit:
-        _log.warning("%d requests served here (--max-requests): reloading the process", limit)
-        os.kill(os.getpid(), signal.SIGHUP)
+        worker = _core._worker_index()
+        if _core.stats()["mode"] == "interpreters" and worker >= 0:
+            cause = f"{limit} requests served by its interpreter (--max-requests)"
+            _core.call_from_main_thread(_lifecycle.request_recycle, worker, cause)
+        else:
+            _log.warning("%d requests served here (--max-requests): reloading the process", limit)
+            os.kill(os.getpid(), signal.SIGHUP)
 
 
 def _px_handle(self: object, request: Request) -> object:

@@ -31,8 +31,9 @@
  * wake-up is lost. The running loop (asyncio's per-thread one) is set for
  * the thread of each iteration only (_run_forever_setup/_cleanup).
  *
- * Closing. When the engine stops, it stops the watch; its on_done marks the
- * loop closing and the next run() (that one, or the iteration that is under
+ * Closing. When the engine stops (or the worker's interpreter is about
+ * to be replaced: pxpy_aio_close_worker), it stops the watch; its on_done marks
+ * the loop closing and the next run() (that one, or the iteration that is under
  * way when it ends) closes it: tasks are cancelled and let finish, async
  * generators and the default executor shut down (_px_close). The C struct
  * is reference counted by what may still call into it (the watch, a queued
@@ -42,6 +43,7 @@
 #include "binding.h"
 
 #include <stdatomic.h>
+#include <unistd.h>
 
 typedef struct aio_s {
     pxpy_state *st; /* of the interpreter the loop lives in */
@@ -57,6 +59,7 @@ typedef struct aio_s {
     px_timer_t *timer; /* the pending wake-up, our reference */
     uint64_t timer_due;
     bool closed;
+    atomic_bool close_done; /* close_loop returned */
     /* The watch is armed and has not fired. Atomic: on_watch_ready clears
      * it on the worker's holder while, after a hand-off, the thread that
      * runs the loop may be another one, arming it. */
@@ -217,6 +220,7 @@ static void close_loop(aio_t *a)
     Py_CLEAR(a->spawn);
     Py_CLEAR(a->spawn_eager);
     Py_CLEAR(a->pyloop);
+    atomic_store(&a->close_done, true);
 }
 
 /* One iteration (or the close), on one thread at a time; see the top. */
@@ -324,6 +328,24 @@ static aio_t *current(pxpy_state *st)
         return a;
     px_loop_t *loop = pxpy_loop(st);
     return loop ? create(st, loop, worker) : NULL;
+}
+
+void pxpy_aio_close_worker(pxpy_state *st)
+{
+    int worker = px_current_worker();
+    aio_t *a = worker >= 0 ? atomic_load(&st->aio->worker[worker]) : NULL;
+    if (a == NULL)
+        return;
+    atomic_fetch_add(&a->refs, 1);
+    /* The engine stops watching the selector before the loop closes it;
+     * the watch's on_done then finds the loop closed. */
+    px_watch_stop(a->watch);
+    atomic_store(&a->closing, true);
+    /* run() closes it here, or has the thread that runs an iteration now
+     * (after a hand-off) close it before that one leaves. */
+    run(a);
+    Py_BEGIN_ALLOW_THREADS while (!atomic_load(&a->close_done)) usleep(1000);
+    Py_END_ALLOW_THREADS aio_unref(a);
 }
 
 /* ---- tasks ----------------------------------------------------------------

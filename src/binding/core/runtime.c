@@ -39,6 +39,16 @@
 #include <unistd.h>
 
 static _Thread_local PyThreadState *thread_tstate;
+/* Mode "interpreters": the runtime (NULL in the other modes), the worker
+ * the thread last ran for, whether it dispatches now, and how deep the
+ * attaches outside a dispatch are nested. A thread is counted in the
+ * interpreter it runs (interp.c's hold) while it dispatches, and while it
+ * is attached outside a dispatch (a done callback after a close), so that
+ * the interpreter is not replaced under it. */
+static _Thread_local pxpy_runtime_t *thread_interps_rt;
+static _Thread_local int thread_worker = -1;
+static _Thread_local bool thread_dispatching;
+static _Thread_local int thread_attach_depth;
 
 /* ---- attaching --------------------------------------------------------- */
 
@@ -46,6 +56,10 @@ bool pxpy_attach(void)
 {
     if (PyThreadState_GetUnchecked() != NULL)
         return false;
+    pxpy_runtime_t *rt = thread_interps_rt;
+    if (rt != NULL && !thread_dispatching && thread_worker >= 0 &&
+        thread_attach_depth++ == 0)
+        thread_tstate = pxpy_interp_hold(rt, thread_worker);
     if (thread_tstate == NULL)
         Py_FatalError("pyparallel: an engine callback ran on a thread "
                       "without a Python thread state");
@@ -55,8 +69,12 @@ bool pxpy_attach(void)
 
 void pxpy_detach(bool attached)
 {
-    if (attached)
-        PyEval_SaveThread();
+    if (!attached)
+        return;
+    PyEval_SaveThread();
+    if (thread_interps_rt != NULL && !thread_dispatching &&
+        thread_worker >= 0 && --thread_attach_depth == 0)
+        pxpy_interp_unhold();
 }
 
 pxpy_blocking_t pxpy_blocking_begin(void)
@@ -80,8 +98,10 @@ static void on_thread_start(void *data, int worker)
 {
     pxpy_runtime_t *rt = data;
     if (rt->interps != NULL) {
-        thread_tstate =
-            worker >= 0 ? pxpy_interp_thread_tstate(rt, worker) : NULL;
+        /* Made, and counted, as the thread dispatches. */
+        thread_interps_rt = rt;
+        thread_worker = worker;
+        thread_tstate = NULL;
         return;
     }
     /* Created on the thread itself: on free-threaded builds a thread state
@@ -99,6 +119,7 @@ static void on_thread_stop(void *data, int worker)
     if (rt->interps != NULL) {
         pxpy_interp_thread_stop(rt);
         thread_tstate = NULL;
+        thread_interps_rt = NULL;
         return;
     }
     PyEval_RestoreThread(thread_tstate);
@@ -110,16 +131,23 @@ static void on_thread_stop(void *data, int worker)
 static void on_dispatch_enter(void *data, int worker)
 {
     pxpy_runtime_t *rt = data;
-    if (rt->interps != NULL)
-        thread_tstate = pxpy_interp_thread_tstate(rt, worker);
+    if (rt->interps != NULL) {
+        thread_worker = worker;
+        thread_dispatching = true;
+        thread_tstate = pxpy_interp_hold(rt, worker);
+    }
     PyEval_RestoreThread(thread_tstate);
 }
 
 static void on_dispatch_leave(void *data, int worker)
 {
-    (void)data;
+    pxpy_runtime_t *rt = data;
     (void)worker;
     PyEval_SaveThread();
+    if (rt->interps != NULL) {
+        thread_dispatching = false;
+        pxpy_interp_unhold();
+    }
 }
 
 /* ---- bookkeeping --------------------------------------------------------- */
@@ -156,6 +184,7 @@ void pxpy_registered_add(pxpy_state *st, Py_ssize_t delta)
 void pxpy_pending_add(pxpy_state *st, Py_ssize_t delta)
 {
     pxpy_runtime_t *rt = st->runtime;
+    atomic_fetch_add(&st->pending, delta);
     if (atomic_fetch_add(&rt->pending, delta) + delta == 0)
         wake_main(rt);
 }
@@ -605,7 +634,11 @@ static int add_mode_stats(pxpy_state *st, PyObject *d)
                     (uint64_t)(memory[i] > 0 ? memory[i] : 0)) < 0)
             return -1;
     if (set_u64(d, "broken_interpreters",
-                atomic_load(&st->runtime->broken_interps)) < 0)
+                atomic_load(&st->runtime->broken_interps)) < 0 ||
+        set_u64(d, "recycled_interpreters",
+                atomic_load(&st->runtime->recycled_interps)) < 0 ||
+        set_u64(d, "recycle_failures",
+                atomic_load(&st->runtime->recycle_failures)) < 0)
         return -1;
     PyObject *channels = pxpy_channel_stats(st);
     if (channels == NULL)

@@ -41,6 +41,14 @@ struct pxpy_runtime_s {
     /* SystemExit escaped a callback in a worker interpreter: its state is
      * not to be trusted (stats()["broken_interpreters"]). */
     _Atomic uint64_t broken_interps;
+    /* interp/: the generations handed out to worker interpreters; the
+     * replacements of one (recycle.c), done and failed, and the lock that
+     * keeps one at a time and the loop's end from meeting one half done. */
+    _Atomic uint64_t interp_generations;
+    _Atomic uint64_t recycled_interps;
+    atomic_bool broken_worker[PX_MAX_WORKERS]; /* read by _broken_workers */
+    _Atomic uint64_t recycle_failures;
+    PyMutex recycle_lock;
 
     pthread_mutex_t lock;
     pthread_cond_t main_cond;     /* the main thread waits for calls */

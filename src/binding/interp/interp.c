@@ -44,12 +44,31 @@
  * has run Python in. Thread-local like runtime.c's thread state, for the
  * same reason: a thread state belongs to one OS thread. */
 typedef struct {
+    PyThreadState *ts;
+    pxpy_worker_interp_t *w; /* the interpreter it was made in */
+} cached_tstate_t;
+
+typedef struct {
     PyThreadState *main;
+    /* Made in interpreters replaced since, to delete once detached. */
+    cached_tstate_t *replaced;
+    int nreplaced, replaced_cap;
     int count;
-    PyThreadState *worker[];
+    cached_tstate_t worker[];
 } thread_states_t;
 
 static _Thread_local thread_states_t *thread_states;
+
+/* The interpreter the calling engine thread is counted in while it
+ * dispatches a worker's callbacks or is attached outside them
+ * (pxpy_interp_hold), and how many holds are open. */
+static _Thread_local pxpy_worker_interp_t *held;
+static _Thread_local int held_index;
+static _Thread_local int holding;
+/* The worker interpreter pxpy_interp_enter switched the thread to last
+ * (its leave restores the previous one). */
+static _Thread_local pxpy_worker_interp_t *entered;
+static _Thread_local int entered_index;
 
 /* ---- memory ------------------------------------------------------------- */
 
@@ -148,16 +167,6 @@ static int setup_worker(pxpy_state *main_st, int index, setup_t *s,
     return r ? 0 : -1;
 }
 
-static const PyInterpreterConfig worker_config = {
-    .use_main_obmalloc = 0,
-    .allow_fork = 0,
-    .allow_exec = 0,
-    .allow_threads = 1,
-    .allow_daemon_threads = 0,
-    .check_multi_interp_extensions = 1,
-    .gil = PyInterpreterConfig_OWN_GIL,
-};
-
 /* Ends worker interpreter w from the calling thread (attached to the main
  * interpreter, which it is again afterwards). */
 static void end_interpreter(pxpy_worker_interp_t *w)
@@ -173,8 +182,32 @@ static void end_interpreter(pxpy_worker_interp_t *w)
     w->st = NULL;
 }
 
-/* Creates worker interpreter index; on failure, raises (in the calling,
- * main interpreter) what went wrong in the new one. */
+static pxpy_worker_interp_t *record_new(void)
+{
+    pxpy_worker_interp_t *w = PyMem_RawCalloc(1, sizeof(*w));
+    if (w == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    atomic_init(&w->active, 0);
+    atomic_init(&w->tstates, 0);
+    return w;
+}
+
+static void record_free(pxpy_worker_interp_t *w) { PyMem_RawFree(w); }
+
+static const PyInterpreterConfig worker_config = {
+    .use_main_obmalloc = 0,
+    .allow_fork = 0,
+    .allow_exec = 0,
+    .allow_threads = 1,
+    .allow_daemon_threads = 0,
+    .check_multi_interp_extensions = 1,
+    .gil = PyInterpreterConfig_OWN_GIL,
+};
+
+/* Creates worker interpreter index in w; on failure, raises (in the
+ * calling, main interpreter) what went wrong in the new one. */
 static int create_interpreter(pxpy_state *st, int index, setup_t *s,
                               pxpy_worker_interp_t *w)
 {
@@ -232,7 +265,7 @@ static int refresh_parked(pxpy_state *st, pxpy_interps_t *interps)
     }
     int rc = 0;
     for (int i = 0; i < interps->count && rc == 0; i++) {
-        pxpy_worker_interp_t *w = &interps->w[i];
+        pxpy_worker_interp_t *w = atomic_load(&interps->w[i]);
         PyThreadState *ts = PyThreadState_New(w->interp);
         if (ts == NULL) {
             PyErr_NoMemory();
@@ -262,8 +295,18 @@ static int refresh_parked(pxpy_state *st, pxpy_interps_t *interps)
 
 static void end_all(pxpy_interps_t *interps)
 {
-    for (int i = 0; i < interps->count; i++)
-        end_interpreter(&interps->w[i]);
+    for (int i = 0; i < interps->count; i++) {
+        pxpy_worker_interp_t *w = atomic_load(&interps->w[i]);
+        end_interpreter(w);
+        record_free(w);
+    }
+    while (interps->retired != NULL) {
+        pxpy_worker_interp_t *w = interps->retired;
+        interps->retired = w->next_retired;
+        if (!w->ended)
+            end_interpreter(w);
+        record_free(w);
+    }
     PyMem_RawFree(interps);
 }
 
@@ -293,9 +336,14 @@ int pxpy_interps_start(pxpy_state *st, int workers)
     setup_t s;
     int rc = setup_gather(st, &s);
     for (int i = 0; i < workers && rc == 0; i++) {
-        rc = create_interpreter(st, i, &s, &interps->w[i]);
-        if (rc == 0)
+        pxpy_worker_interp_t *w = record_new();
+        rc = w ? create_interpreter(st, i, &s, w) : -1;
+        if (rc == 0) {
+            atomic_init(&interps->w[i], w);
             interps->count = i + 1;
+        } else if (w != NULL) {
+            record_free(w);
+        }
     }
     setup_free(&s);
     if (rc < 0) {
@@ -308,7 +356,42 @@ int pxpy_interps_start(pxpy_state *st, int workers)
     return 0;
 }
 
+pxpy_worker_interp_t *pxpy_interp_create(pxpy_state *st, int index)
+{
+    pxpy_worker_interp_t *w = record_new();
+    if (w == NULL)
+        return NULL;
+    setup_t s;
+    int rc = setup_gather(st, &s);
+    if (rc == 0)
+        rc = create_interpreter(st, index, &s, w);
+    setup_free(&s);
+    if (rc < 0) {
+        record_free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void pxpy_interp_discard(pxpy_worker_interp_t *w)
+{
+    end_interpreter(w);
+    record_free(w);
+}
+
+static void interps_stop(pxpy_state *st, bool loop_locked);
+
 void pxpy_interps_stop(pxpy_state *st, bool loop_locked)
+{
+    pxpy_runtime_t *rt = st->runtime;
+    /* A replacement under way gives up or finishes first (the loop has
+     * stopped), and none starts meanwhile. */
+    PyMutex_Lock(&rt->recycle_lock);
+    interps_stop(st, loop_locked);
+    PyMutex_Unlock(&rt->recycle_lock);
+}
+
+static void interps_stop(pxpy_state *st, bool loop_locked)
 {
     pxpy_runtime_t *rt = st->runtime;
     /* The engine's threads are gone; stats() may still be looking. */
@@ -332,7 +415,7 @@ void pxpy_interps_stop(pxpy_state *st, bool loop_locked)
         xprotos[k] =
             ((pxpy_transport_t *)PyList_GET_ITEM(rt->listeners, k))->xproto;
     for (int i = 0; i < interps->count; i++) {
-        pxpy_worker_interp_t *w = &interps->w[i];
+        pxpy_worker_interp_t *w = atomic_load(&interps->w[i]);
         PyThreadState *ts = PyThreadState_New(w->interp);
         if (ts == NULL)
             Py_FatalError("pyparallel: out of memory stopping a worker "
@@ -368,14 +451,101 @@ int pxpy_interps_memory(pxpy_state *st, int64_t *memory, int n)
     pxpy_interps_t *interps = rt->interps;
     int count = interps ? interps->count : 0;
     for (int i = 0; i < count && i < n; i++)
-        memory[i] = interps->w[i].rss_bytes;
+        memory[i] = atomic_load(&interps->w[i])->rss_bytes;
     PyMutex_Unlock(&rt->loop_lock);
     return count;
 }
 
 pxpy_state *pxpy_interp_state(pxpy_runtime_t *rt, int index)
 {
-    return index == PXPY_MAIN ? rt->st : rt->interps->w[index].st;
+    if (index == PXPY_MAIN)
+        return rt->st;
+    /* The one the calling thread is counted in, when it is: while a
+     * replacement waits for the thread to leave it, the worker's is
+     * already the new one. */
+    if (entered != NULL && entered_index == index)
+        return entered->st;
+    if (held != NULL && held_index == index)
+        return held->st;
+    return atomic_load(&rt->interps->w[index])->st;
+}
+
+/* ---- counting the threads in an interpreter ---------------------------- */
+
+/* Counts the calling thread in worker index's interpreter. Counted first
+ * and checked after: a replacement stores the new record and then waits
+ * for the old one's count to fall to zero, so either this thread sees the
+ * new record, or the replacement sees it counted in the old one. */
+static pxpy_worker_interp_t *acquire(pxpy_interps_t *interps, int index)
+{
+    for (;;) {
+        pxpy_worker_interp_t *w = atomic_load(&interps->w[index]);
+        atomic_fetch_add(&w->active, 1);
+        if (atomic_load(&interps->w[index]) == w)
+            return w;
+        atomic_fetch_sub(&w->active, 1);
+    }
+}
+
+static void release(pxpy_worker_interp_t *w)
+{
+    atomic_fetch_sub(&w->active, 1);
+}
+
+pxpy_worker_interp_t *pxpy_interp_swap(pxpy_runtime_t *rt, int index,
+                                       pxpy_worker_interp_t *w)
+{
+    pxpy_worker_interp_t *old = atomic_exchange(&rt->interps->w[index], w);
+    Py_BEGIN_ALLOW_THREADS while (atomic_load(&old->active) != 0) usleep(1000);
+    Py_END_ALLOW_THREADS return old;
+}
+
+/* The threads that old's own code started and that still run (their
+ * names), which Py_EndInterpreter would wait for; NULL with an exception
+ * (attached to old). */
+static PyObject *own_threads(pxpy_worker_interp_t *old)
+{
+    (void)old;
+    PyObject *f = pxpy_import_attr("pyparallel._interp", "own_threads");
+    PyObject *r = f ? PyObject_CallNoArgs(f) : NULL;
+    Py_XDECREF(f);
+    return r;
+}
+
+const char *pxpy_interp_end_replaced(pxpy_state *st, pxpy_worker_interp_t *old,
+                                     uint64_t timeout_ns)
+{
+    pxpy_runtime_t *rt = st->runtime;
+    uint64_t deadline = px_now_ns() + timeout_ns;
+    Py_BEGIN_ALLOW_THREADS while (atomic_load(&old->tstates) != 0 &&
+                                  px_now_ns() < deadline) usleep(1000);
+    Py_END_ALLOW_THREADS old->next_retired = rt->interps->retired;
+    rt->interps->retired = old;
+    if (atomic_load(&old->tstates) != 0)
+        return "an engine thread is still in a long callback";
+    PyThreadState *ts = PyThreadState_New(old->interp);
+    if (ts == NULL)
+        Py_FatalError("pyparallel: out of memory ending a worker interpreter");
+    PyThreadState *main_ts = PyThreadState_Swap(ts);
+    PyObject *threads = own_threads(old);
+    bool alone = threads != NULL && PyList_Check(threads) &&
+                 PyList_GET_SIZE(threads) == 0;
+    if (threads == NULL)
+        PyErr_Clear();
+    Py_XDECREF(threads);
+    if (!alone) {
+        PyThreadState_Clear(ts);
+        PyThreadState_Swap(main_ts);
+        PyThreadState_Delete(ts);
+        return "threads its code started still run";
+    }
+    Py_CLEAR(old->module);
+    Py_EndInterpreter(ts);
+    PyThreadState_Swap(main_ts);
+    old->interp = NULL;
+    old->st = NULL;
+    old->ended = true;
+    return NULL;
 }
 
 /* ---- thread states ------------------------------------------------------ */
@@ -385,7 +555,7 @@ static thread_states_t *states_of_thread(pxpy_runtime_t *rt)
     if (thread_states == NULL) {
         int n = rt->interps->count;
         thread_states = PyMem_RawCalloc(
-            1, sizeof(thread_states_t) + (size_t)n * sizeof(PyThreadState *));
+            1, sizeof(thread_states_t) + (size_t)n * sizeof(cached_tstate_t));
         if (thread_states == NULL)
             Py_FatalError("pyparallel: out of memory for an engine thread's "
                           "thread states");
@@ -403,31 +573,96 @@ static PyThreadState *new_tstate(PyInterpreterState *interp)
     return ts;
 }
 
-static PyThreadState *tstate_for(pxpy_runtime_t *rt, int index)
+/* Deletes a thread state of the calling thread (detached); uncounted
+ * after, so that its interpreter is not ended under it. */
+static void delete_own(cached_tstate_t c)
+{
+    PyEval_RestoreThread(c.ts);
+    PyThreadState_Clear(c.ts);
+    PyThreadState_DeleteCurrent();
+    if (c.w != NULL)
+        atomic_fetch_sub(&c.w->tstates, 1);
+}
+
+/* Deletes the thread states this thread made in interpreters replaced
+ * since (detached). */
+static void drop_replaced(thread_states_t *ts, pxpy_runtime_t *rt)
+{
+    if (rt->interps != NULL)
+        for (int i = 0; i < ts->count; i++) {
+            cached_tstate_t *c = &ts->worker[i];
+            if (c->ts != NULL && c->w != atomic_load(&rt->interps->w[i])) {
+                delete_own(*c);
+                c->ts = NULL;
+            }
+        }
+    for (int i = 0; i < ts->nreplaced; i++)
+        delete_own(ts->replaced[i]);
+    ts->nreplaced = 0;
+}
+
+void pxpy_interp_drop_replaced(void *arg)
+{
+    if (thread_states != NULL && PyThreadState_GetUnchecked() == NULL)
+        drop_replaced(thread_states, arg);
+}
+
+/* The calling thread's thread state in w (worker index's interpreter, the
+ * thread counted in it), made on first use. One made in an interpreter
+ * that was replaced since is set aside, to delete once detached. */
+static PyThreadState *tstate_in(pxpy_runtime_t *rt, int index,
+                                pxpy_worker_interp_t *w)
 {
     thread_states_t *ts = states_of_thread(rt);
-    if (index == PXPY_MAIN) {
-        if (ts->main == NULL)
-            ts->main = new_tstate(rt->interp);
-        return ts->main;
+    cached_tstate_t *c = &ts->worker[index];
+    if (c->ts != NULL && c->w != w) {
+        if (ts->nreplaced == ts->replaced_cap) {
+            int cap = ts->replaced_cap ? 2 * ts->replaced_cap : 4;
+            cached_tstate_t *grown =
+                PyMem_RawRealloc(ts->replaced, (size_t)cap * sizeof(*grown));
+            if (grown == NULL)
+                Py_FatalError("pyparallel: out of memory for an engine "
+                              "thread's thread states");
+            ts->replaced = grown;
+            ts->replaced_cap = cap;
+        }
+        ts->replaced[ts->nreplaced++] = *c;
+        c->ts = NULL;
     }
-    if (ts->worker[index] == NULL)
-        ts->worker[index] = new_tstate(rt->interps->w[index].interp);
-    return ts->worker[index];
+    if (c->ts == NULL) {
+        c->ts = new_tstate(w->interp);
+        c->w = w;
+        atomic_fetch_add(&w->tstates, 1);
+    }
+    return c->ts;
 }
 
-PyThreadState *pxpy_interp_thread_tstate(pxpy_runtime_t *rt, int worker)
+static PyThreadState *main_tstate(pxpy_runtime_t *rt)
 {
-    return tstate_for(rt, worker);
+    thread_states_t *ts = states_of_thread(rt);
+    if (ts->main == NULL)
+        ts->main = new_tstate(rt->interp);
+    return ts->main;
 }
 
-static void delete_tstate(PyThreadState *ts)
+PyThreadState *pxpy_interp_hold(pxpy_runtime_t *rt, int worker)
 {
-    if (ts == NULL)
-        return;
-    PyEval_RestoreThread(ts);
-    PyThreadState_Clear(ts);
-    PyThreadState_DeleteCurrent();
+    if (holding++ == 0) {
+        if (thread_states != NULL && thread_states->nreplaced > 0 &&
+            PyThreadState_GetUnchecked() == NULL)
+            drop_replaced(thread_states, rt);
+        held = acquire(rt->interps, worker);
+        held_index = worker;
+    }
+    return tstate_in(rt, held_index, held);
+}
+
+void pxpy_interp_unhold(void)
+{
+    if (--holding == 0) {
+        release(held);
+        held = NULL;
+    }
 }
 
 void pxpy_interp_thread_stop(pxpy_runtime_t *rt)
@@ -437,30 +672,56 @@ void pxpy_interp_thread_stop(pxpy_runtime_t *rt)
     if (ts == NULL)
         return;
     for (int i = 0; i < ts->count; i++)
-        delete_tstate(ts->worker[i]);
-    delete_tstate(ts->main);
+        if (ts->worker[i].ts != NULL)
+            delete_own(ts->worker[i]);
+    for (int i = 0; i < ts->nreplaced; i++)
+        delete_own(ts->replaced[i]);
+    if (ts->main != NULL)
+        delete_own((cached_tstate_t){ts->main, NULL});
     thread_states = NULL;
+    PyMem_RawFree(ts->replaced);
     PyMem_RawFree(ts);
 }
 
 pxpy_entered_t pxpy_interp_enter(pxpy_runtime_t *rt, int index)
 {
     PyThreadState *cur = PyThreadState_GetUnchecked();
-    PyInterpreterState *target =
-        index == PXPY_MAIN ? rt->interp : rt->interps->w[index].interp;
-    if (cur != NULL && PyThreadState_GetInterpreter(cur) == target)
-        return (pxpy_entered_t){NULL, false};
     if (px_current_worker() < 0 && thread_states == NULL)
         Py_FatalError("pyparallel: a thread that is not the engine's "
                       "tried to enter a worker interpreter");
-    PyThreadState *want = tstate_for(rt, index);
-    return (pxpy_entered_t){PyThreadState_Swap(want), true};
+    pxpy_entered_t e = {.previous = NULL, .switched = false};
+    if (index == PXPY_MAIN) {
+        if (cur == NULL || PyThreadState_GetInterpreter(cur) != rt->interp) {
+            e.previous = PyThreadState_Swap(main_tstate(rt));
+            e.switched = true;
+        }
+        return e;
+    }
+    pxpy_worker_interp_t *w = acquire(rt->interps, index);
+    if (cur != NULL && PyThreadState_GetInterpreter(cur) == w->interp) {
+        release(w);
+        return e;
+    }
+    PyThreadState *want = tstate_in(rt, index, w);
+    e = (pxpy_entered_t){.previous = PyThreadState_Swap(want),
+                         .switched = true,
+                         .counted = w,
+                         .outer = entered,
+                         .outer_index = entered_index};
+    entered = w;
+    entered_index = index;
+    return e;
 }
 
 void pxpy_interp_leave(pxpy_entered_t e)
 {
     if (e.switched)
         PyThreadState_Swap(e.previous);
+    if (e.counted != NULL) {
+        entered = e.outer;
+        entered_index = e.outer_index;
+        release(e.counted);
+    }
 }
 
 /* ---- errors ------------------------------------------------------------- */
@@ -481,8 +742,10 @@ void pxpy_interp_report_error(pxpy_state *st, const char *where)
     /* sys.exit() in a handler asked for this interpreter's end, which
      * cannot happen under the engine's feet: counted, so that a supervisor
      * (the HTTP command line) replaces it. */
-    if (PyErr_ExceptionMatches(PyExc_SystemExit))
+    if (PyErr_ExceptionMatches(PyExc_SystemExit)) {
         atomic_fetch_add(&rt->broken_interps, 1);
+        atomic_store(&rt->broken_worker[st->interp_index], true);
+    }
     pxpy_xi_t *xi = pxpy_xi_encode_exception(st);
     pxpy_entered_t e = pxpy_interp_enter(rt, PXPY_MAIN);
     pxpy_state *main_st = rt->st;
@@ -504,7 +767,7 @@ void pxpy_interp_report_error(pxpy_state *st, const char *where)
 int pxpy_interp_exec(PyObject *module, pxpy_state *st)
 {
     if (pxpy_xi_exec(module, st) < 0 || pxpy_sharedbuf_exec(module, st) < 0 ||
-        pxpy_xwork_exec(module, st) < 0)
+        pxpy_xwork_exec(module, st) < 0 || pxpy_recycle_exec(module, st) < 0)
         return -1;
     return pxpy_channel_exec(module, st);
 }

@@ -56,8 +56,13 @@ void pxpy_interps_end_parked(pxpy_state *st);
  * interp.c); returns how many there are (0 outside this mode). */
 int pxpy_interps_memory(pxpy_state *st, int64_t *memory, int n);
 
-/* Engine thread hooks of this mode (runtime.c calls them). */
-PyThreadState *pxpy_interp_thread_tstate(pxpy_runtime_t *rt, int worker);
+/* Engine thread hooks of this mode (runtime.c calls them). hold counts
+ * the calling thread in worker's interpreter (see interp_internal.h) and
+ * returns its thread state there, to attach; unhold ends the count, once
+ * detached. Holds nest: an inner one returns the outer one's thread
+ * state. */
+PyThreadState *pxpy_interp_hold(pxpy_runtime_t *rt, int worker);
+void pxpy_interp_unhold(void);
 void pxpy_interp_thread_stop(pxpy_runtime_t *rt);
 
 /* Attaches the calling engine thread to interpreter index (PXPY_MAIN or a
@@ -66,6 +71,9 @@ void pxpy_interp_thread_stop(pxpy_runtime_t *rt);
 typedef struct {
     PyThreadState *previous;
     bool switched;
+    struct pxpy_worker_interp_s *counted; /* the thread is counted in */
+    struct pxpy_worker_interp_s *outer;   /* entered before, restored */
+    int outer_index;
 } pxpy_entered_t;
 pxpy_entered_t pxpy_interp_enter(pxpy_runtime_t *rt, int index);
 void pxpy_interp_leave(pxpy_entered_t e);

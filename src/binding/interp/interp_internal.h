@@ -29,21 +29,61 @@
 
 /* ---- worker interpreters (interp.c) ------------------------------------- */
 
-typedef struct {
+/* One worker interpreter. A worker's interpreter can be replaced while the
+ * loop runs (recycle.c), so a thread that enters it is counted in it
+ * (active) for as long as it may run Python there, and the engine threads'
+ * thread states in it are counted too (tstates): the replacement ends it
+ * once both are zero. Only its own thread may delete a thread state (CPython
+ * binds it to that OS thread), so each engine thread deletes its own in a
+ * replaced interpreter: when it next enters the worker's, or when the
+ * replacement visits the threads (px_loop_visit_threads). The record of a
+ * replaced interpreter is kept until the interpreters end, since a thread
+ * may still be reading it. */
+typedef struct pxpy_worker_interp_s pxpy_worker_interp_t;
+struct pxpy_worker_interp_s {
     PyInterpreterState *interp;
-    PyObject *module;  /* its pyparallel._core (its own object) */
-    pxpy_state *st;    /* that module's state */
-    int64_t id;        /* the interpreter's id */
-    int64_t rss_bytes; /* RSS growth while it was created */
-} pxpy_worker_interp_t;
+    PyObject *module;   /* its pyparallel._core (its own object) */
+    pxpy_state *st;     /* that module's state */
+    int64_t id;         /* the interpreter's id */
+    int64_t rss_bytes;  /* RSS growth while it was created */
+    atomic_int active;  /* engine threads counted in it */
+    atomic_int tstates; /* engine threads' thread states in it */
+    bool ended;         /* replaced, and then ended */
+    pxpy_worker_interp_t *next_retired;
+};
 
 struct pxpy_interps_s {
     int count;
-    pxpy_worker_interp_t w[];
+    /* Replaced ones, kept (see above); those not ended yet (threads of
+     * their own still ran) end with the others. */
+    pxpy_worker_interp_t *retired;
+    pxpy_worker_interp_t *_Atomic w[];
 };
 
 /* The state of pyparallel._core in interpreter index. */
 pxpy_state *pxpy_interp_state(pxpy_runtime_t *rt, int index);
+
+/* For recycle.c. A new interpreter for worker index, set up as at the
+ * loop's start (main interpreter, attached); NULL with an exception. */
+pxpy_worker_interp_t *pxpy_interp_create(pxpy_state *st, int index);
+/* Makes w worker index's interpreter; returns the one it replaces once no
+ * thread is counted in that one any more (detached while it waits). */
+pxpy_worker_interp_t *pxpy_interp_swap(pxpy_runtime_t *rt, int index,
+                                       pxpy_worker_interp_t *w);
+/* What each engine thread runs when a replacement visits it (arg: the
+ * runtime): deletes its thread states in replaced interpreters. */
+void pxpy_interp_drop_replaced(void *arg);
+/* Ends a replaced interpreter once no engine thread has a thread state in
+ * it any more (main interpreter, attached; waits detached, up to
+ * timeout_ns), unless threads of its own still run; either way its record
+ * joins the retired ones, and one not ended then ends with the others.
+ * NULL once ended, else why it was kept. */
+const char *pxpy_interp_end_replaced(pxpy_state *st, pxpy_worker_interp_t *old,
+                                     uint64_t timeout_ns);
+/* Ends a new interpreter that never served (main interpreter, attached). */
+void pxpy_interp_discard(pxpy_worker_interp_t *w);
+/* Adds _recycle_worker() and _retire_worker() (recycle.c). */
+int pxpy_recycle_exec(PyObject *module, pxpy_state *st);
 
 /* ---- cross-interpreter data (xi.c) -------------------------------------- */
 

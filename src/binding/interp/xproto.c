@@ -68,8 +68,12 @@ static PyObject *resolve_protocol(pxpy_state *wst, pxpy_xproto_t *x)
 }
 
 /* The listener's protocol cache in worker index's interpreter (borrowed),
- * made on first use; NULL with an exception. */
-static PyObject *worker_protocol(pxpy_state *wst, pxpy_xproto_t *x)
+ * made on first use; NULL with an exception. A prewarm (its loop given)
+ * does not fill the cache once the worker retires: the worker's
+ * interpreter may be replaced, and recycle.c clears the caches there
+ * first, under the same GIL, so a cache filled after would outlive it. */
+static PyObject *worker_protocol(pxpy_state *wst, pxpy_xproto_t *x,
+                                 px_loop_t *prewarming)
 {
     int index = wst->interp_index;
     if (x->per_worker[index] != NULL)
@@ -77,6 +81,10 @@ static PyObject *worker_protocol(pxpy_state *wst, pxpy_xproto_t *x)
     PyObject *protocol = resolve_protocol(wst, x);
     if (protocol == NULL)
         return NULL;
+    if (prewarming != NULL && px_worker_retiring(prewarming, index)) {
+        Py_DECREF(protocol);
+        return Py_None;
+    }
     /* Resolving may have released the GIL to another thread of this
      * worker that resolved it too. */
     if (x->per_worker[index] == NULL)
@@ -92,6 +100,7 @@ static PyObject *worker_protocol(pxpy_state *wst, pxpy_xproto_t *x)
  * once, so that the first connections do not wait for it. */
 typedef struct {
     pxpy_runtime_t *rt;
+    px_loop_t *loop;
     pxpy_xproto_t *x; /* the listener's: alive until the loop stops */
     int index;
 } prewarm_t;
@@ -103,7 +112,8 @@ static void prewarm_run(void *arg)
     pxpy_entered_t e = pxpy_interp_enter(p->rt, p->index);
     /* An error comes again, and is reported, with the first connection
      * this worker accepts. */
-    if (worker_protocol(pxpy_interp_state(p->rt, p->index), p->x) == NULL)
+    if (worker_protocol(pxpy_interp_state(p->rt, p->index), p->x, p->loop) ==
+        NULL)
         PyErr_Clear();
     pxpy_interp_leave(e);
     pxpy_detach(attached);
@@ -118,7 +128,7 @@ void pxpy_xproto_prewarm(pxpy_state *st, pxpy_xproto_t *x, px_loop_t *loop)
         prewarm_t *p = PyMem_RawMalloc(sizeof(*p));
         if (p == NULL)
             return; /* only an optimisation: connections resolve it too */
-        *p = (prewarm_t){st->runtime, x, index};
+        *p = (prewarm_t){st->runtime, loop, x, index};
         if (px_submit(loop, prewarm_run, prewarm_cancel, p) < 0)
             PyMem_RawFree(p);
     }
@@ -160,5 +170,5 @@ pxpy_transport_t *pxpy_xproto_client_open(pxpy_transport_t *main_t,
 PyObject *pxpy_xproto_accept(pxpy_state **st, pxpy_xproto_t *x)
 {
     *st = pxpy_interp_state((*st)->runtime, px_current_worker());
-    return worker_protocol(*st, x);
+    return worker_protocol(*st, x, NULL);
 }
