@@ -143,6 +143,16 @@ int http_header_count(const http_response_t *r, const char *name)
     return count;
 }
 
+void http_expect_connection(const http_response_t *r, const char *value)
+{
+    char found[32];
+    bool present = http_header(r, "Connection", found, sizeof(found));
+    if (value == NULL && present)
+        TEST_FAIL("Connection: %s, where none was expected", found);
+    if (value != NULL && (!present || strcasecmp(found, value) != 0))
+        TEST_FAIL("Connection: %s, not %s", present ? found : "(none)", value);
+}
+
 void http_expect_eof(http_client_t *c, int ms)
 {
     if (c->len > 0)

@@ -39,6 +39,8 @@ bool http_header(const http_response_t *r, const char *name, char *value,
                  size_t cap);
 /* How many fields are named name. */
 int http_header_count(const http_response_t *r, const char *name);
+/* Fails unless the response's Connection field is value (NULL: absent). */
+void http_expect_connection(const http_response_t *r, const char *value);
 /* Fails unless the server closes within ms with no further bytes. */
 void http_expect_eof(http_client_t *c, int ms);
 /* Fails if anything (bytes or EOF) arrives within ms. */

@@ -45,12 +45,7 @@ static void get(http_client_t *c, const char *path, const char *connection,
     http_read_response(c, &r, false);
     ASSERT_INT_EQ(r.status, 200);
     ASSERT_STR_EQ(r.body, body);
-    char value[32];
-    if (connection == NULL)
-        ASSERT_TRUE(!http_header(&r, "Connection", value, sizeof(value)));
-    else
-        ASSERT_TRUE(http_header(&r, "Connection", value, sizeof(value)) &&
-                    strcmp(value, connection) == 0);
+    http_expect_connection(&r, connection);
     http_response_free(&r);
 }
 

@@ -31,12 +31,7 @@ static int get(http_client_t *c, const char *connection)
     http_response_t r;
     http_read_response(c, &r, false);
     ASSERT_INT_EQ(r.status, 200);
-    char value[32];
-    if (connection == NULL)
-        ASSERT_TRUE(!http_header(&r, "Connection", value, sizeof(value)));
-    else
-        ASSERT_TRUE(http_header(&r, "Connection", value, sizeof(value)) &&
-                    strcmp(value, connection) == 0);
+    http_expect_connection(&r, connection);
     int worker = worker_index(atoi(r.body));
     http_response_free(&r);
     return worker;

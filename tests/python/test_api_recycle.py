@@ -7,6 +7,7 @@ threads and gil have no worker interpreter to replace)."""
 
 import http.client
 import threading
+import time
 
 import pytest
 
@@ -21,6 +22,15 @@ class WhoServes(HttpServer):
         import _interpreters
 
         return str(_interpreters.get_current()[0])
+
+    def worker(self, request):
+        from pyparallel import _core
+
+        return str(_core._worker_index())
+
+    def slow(self, request):
+        time.sleep(2)
+        return "slow"
 
 
 def get(conn):
@@ -67,6 +77,30 @@ def test_replacement_under_load_fails_no_request(rt):
     assert [o for o in outcomes if o[0] != 200] == []
     # Workers' first interpreters are 1 and 2: new ones served too.
     assert max(int(body) for _, body in outcomes) > 2
+
+
+@pytest.mark.skipif(not interpreters_mode(), reason="worker interpreters are mode interpreters'")
+def test_a_worker_whose_connections_do_not_end_keeps_its_interpreter(rt):
+    port = rt.serve(WhoServes)
+    answers = {}
+
+    def driver():
+        conn = http.client.HTTPConnection(LOCALHOST, port, timeout=10)
+        conn.request("GET", "/worker")
+        worker = int(conn.getresponse().read())
+        conn.request("GET", "/slow")
+        time.sleep(0.2)  # under way
+        failures = px.stats()["recycle_failures"]
+        with pytest.raises(TimeoutError, match=f"worker {worker}'s interpreter was not replaced: its connections"):
+            _core._recycle_worker(worker, 0.5)
+        assert px.stats()["recycle_failures"] == failures + 1
+        # The request under way was answered, by the worker's interpreter.
+        response = conn.getresponse()
+        answers["slow"] = (response.status, response.read())
+        conn.close()
+
+    rt.run(driver, timeout=30)
+    assert answers["slow"] == (200, b"slow")
 
 
 @pytest.mark.skipif(not interpreters_mode(), reason="worker interpreters are mode interpreters'")

@@ -75,17 +75,24 @@ def replacements(process):
     return process.stderr().count(REPLACED)
 
 
+def load_until_replaced(process, count, **load):
+    """The outcomes of a load (Load's arguments) that ran until count
+    replacements were logged; none of them may have failed."""
+    running = Load(process.port, **load)
+    try:
+        wait_for(lambda: replacements(process) >= count, timeout=60, message=f"no {count} replacements")
+    finally:
+        outcomes = running.stop()
+    assert failures(outcomes) == [], process.stderr()
+    return outcomes
+
+
 def test_max_requests_replaces_interpreters_in_place(serve, tmp_path):
     write_app(tmp_path, "v1")
     process = serve("--max-requests", "40")
     # Some requests take a second: they are under way on a worker whose
     # interpreter is being replaced, and must finish there.
-    load = Load(process.port, clients=3, slow_every=9, fast_path="/interp")
-    try:
-        wait_for(lambda: replacements(process) >= 3, timeout=60, message="no 3 replacements")
-    finally:
-        outcomes = load.stop()
-    assert failures(outcomes) == [], process.stderr()
+    outcomes = load_until_replaced(process, 3, clients=3, slow_every=9, fast_path="/interp")
     served_by = {o.body for o in outcomes if o.path == "/interp"}
     stderr = process.stderr()
     assert "40 requests served by its interpreter (--max-requests): replacing its interpreter" in stderr
@@ -104,12 +111,7 @@ def test_max_requests_replaces_interpreters_in_place(serve, tmp_path):
 def test_asgi_lifespan_moves_to_the_new_interpreter(serve, tmp_path):
     (tmp_path / "asgiapp.py").write_text(ASGI_APP)
     process = serve("--max-requests", "30", app="asgiapp:app")
-    load = Load(process.port, clients=2, slow_every=0, fast_path="/")
-    try:
-        wait_for(lambda: replacements(process) >= 2, timeout=60, message="no 2 replacements")
-    finally:
-        outcomes = load.stop()
-    assert failures(outcomes) == [], process.stderr()
+    outcomes = load_until_replaced(process, 2, clients=2, slow_every=0, fast_path="/")
     if SANITIZED and "reloading the process" in process.stderr():
         return
     # Each request saw the state its own interpreter's startup stored.

@@ -261,8 +261,9 @@ def _add_lifecycle_flags(parser: argparse.ArgumentParser) -> None:
         "--max-requests",
         type=_positive(int),
         metavar="N",
-        help="reload the process (as SIGHUP does) once a worker has served N requests: in mode interpreters "
-        "each worker counts its own, in modes threads and gil the process counts N times the workers",
+        help="recycle once a worker has served N requests: in mode interpreters that worker's interpreter is "
+        "replaced in place while the others serve; in modes threads and gil the process reloads (as SIGHUP "
+        "does) once it served N times the workers",
     )
     group.add_argument(
         "--max-requests-jitter",

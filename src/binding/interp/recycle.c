@@ -146,12 +146,16 @@ static PyObject *gave_up(pxpy_state *st, waited_t why, int index,
                      "worker %d's interpreter was not replaced: the server "
                      "is stopping",
                      index);
-    else
+    else {
+        /* PyErr_Format has no %f. */
+        char seconds[32];
+        PyOS_snprintf(seconds, sizeof(seconds), "%.1f", timeout);
         PyErr_Format(PyExc_TimeoutError,
-                     "worker %d's interpreter was not replaced: %s after "
-                     "%.1f s; it serves on, and the replacement can be "
-                     "asked for again",
-                     index, what, timeout);
+                     "worker %d's interpreter was not replaced: %s after %s "
+                     "s; it serves on, and the replacement can be asked for "
+                     "again",
+                     index, what, seconds);
+    }
     return NULL;
 }
 
