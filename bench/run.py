@@ -28,6 +28,9 @@ eternalized objects and memory stay away from the next):
                               room on pyparallel (.venv-ft, .venv-gil) and
                               on uvicorn, granian and the websockets
                               library (not with --quick)
+  recycle                     bench/recycle.py: Flask under load with
+                              --max-requests, each pyparallel mode against
+                              gunicorn gthread (not with --quick)
 
 Every script prints its table with ratios against pyparallel as it goes and
 writes its report as JSON; this collects them into bench/results/latest.json,
@@ -68,6 +71,7 @@ SCENARIOS = {
     "shared_dict": ("shared_dict.py", VENV_FT, None, False),
     "echo": ("echo.py", VENV_FT, None, False),
     "ws": ("ws.py", None, None, False),
+    "recycle": ("recycle.py", None, None, False),
 }
 
 _running = None

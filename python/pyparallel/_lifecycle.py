@@ -335,14 +335,17 @@ def resident_bytes() -> int:
 
 class Recycler:
     """Replaces one worker's interpreter in place (mode interpreters): the
-    worker stops taking connections while those it has finish on the old
-    interpreter, which is then ended (_core._recycle_worker, within timeout
-    seconds), start(worker) has the new interpreter ready the application
-    (import, ASGI lifespan startup), and the worker takes connections
-    again. A worker whose new interpreter cannot ready the application
+    new interpreter runs prepare (a function and its arguments: the
+    application's import) while the worker still serves; then the worker
+    stops taking connections while those it has finish on the old
+    interpreter, which is ended (_core._recycle_worker, within timeout
+    seconds), start(worker) finishes readying the application on the worker
+    (an ASGI app's lifespan startup), and the worker takes connections
+    again. A worker whose new interpreter cannot start the application
     takes none until a later replacement succeeds."""
 
-    def __init__(self, start: Callable[[int], None], timeout: float) -> None:
+    def __init__(self, prepare: tuple[object, ...], start: Callable[[int], None], timeout: float) -> None:
+        self.prepare = prepare
         self.start = start
         self.timeout = timeout
 
@@ -351,7 +354,7 @@ class Recycler:
         _log.warning("worker %d: %s: replacing its interpreter", worker, cause)
         began = time.monotonic()
         try:
-            kept = _core._recycle_worker(worker, self.timeout)
+            kept = _core._recycle_worker(worker, self.timeout, *self.prepare)
             self.start(worker)
         except Exception as exc:
             _log.error("worker %d: its interpreter was not replaced: %s", worker, exc)
@@ -457,7 +460,8 @@ class Supervisor:
     def _run(self) -> None:
         pending = None
         while not self.reloader.reloaded:
-            time.sleep(SUPERVISE_SECONDS)
+            # Replacements that wait take their turn soon, one after another.
+            time.sleep(SUPERVISE_SECONDS / 10 if self.wanted else SUPERVISE_SECONDS)
             if self.reloader.under_way or self.reloader.reloaded or _core.draining():
                 continue
             cause = self._recycle(self.recycler) if self.recycler is not None else self._cause()

@@ -24,6 +24,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* How long after a worker stops retiring the others give it connections
+ * back (px_worker_overloaded). */
+#define REBALANCE_NS (2 * 1000000000ull)
+
 int px_loop_drain(px_loop_t *loop)
 {
     if (atomic_load(&loop->stopping))
@@ -79,8 +83,10 @@ int px_worker_retire(px_loop_t *loop, int worker, int retiring)
         return PX_ESTOPPED;
     px__worker_t *w = &loop->workers[worker];
     if (!retiring) {
-        if (atomic_exchange(&w->retiring, false))
+        if (atomic_exchange(&w->retiring, false)) {
             atomic_fetch_sub(&loop->nretiring, 1);
+            atomic_store(&loop->rebalance_until_ns, px_now_ns() + REBALANCE_NS);
+        }
         return 0;
     }
     if (atomic_load(&w->retiring))
@@ -92,6 +98,26 @@ int px_worker_retire(px_loop_t *loop, int worker, int retiring)
     } while (!atomic_compare_exchange_weak(&loop->nretiring, &n, n + 1));
     if (atomic_exchange(&w->retiring, true))
         atomic_fetch_sub(&loop->nretiring, 1); /* it was already */
+    return 0;
+}
+
+int px_worker_overloaded(px_loop_t *loop, int worker)
+{
+    uint64_t until =
+        atomic_load_explicit(&loop->rebalance_until_ns, memory_order_relaxed);
+    if (until == 0 || worker < 0 || worker >= loop->nworkers)
+        return 0;
+    if (px_now_ns() > until) {
+        atomic_compare_exchange_strong(&loop->rebalance_until_ns, &until, 0);
+        return 0;
+    }
+    int mine = atomic_load(&loop->workers[worker].nserved);
+    for (int i = 0; i < loop->nworkers; i++) {
+        const px__worker_t *o = &loop->workers[i];
+        if (i != worker && !atomic_load(&o->retiring) &&
+            mine > atomic_load(&o->nserved) + 1)
+            return 1;
+    }
     return 0;
 }
 

@@ -417,8 +417,10 @@ struct px_loop_s {
     const px__backend_ops_t *backend_ops;
     atomic_bool stopping;
     atomic_bool started;
-    atomic_bool draining;    /* px_loop_drain: listeners closed (drain.c) */
-    atomic_int nretiring;    /* workers retiring (px_worker_retire) */
+    atomic_bool draining; /* px_loop_drain: listeners closed (drain.c) */
+    atomic_int nretiring; /* workers retiring (px_worker_retire) */
+    /* Until when px_worker_overloaded may be true (0: not now). */
+    _Atomic uint64_t rebalance_until_ns;
     atomic_uint next_worker; /* round-robin for new work */
 
     pthread_mutex_t threads_lock; /* guards the thread lists */

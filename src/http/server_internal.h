@@ -313,12 +313,16 @@ void px__http_after_response(px_http_conn_t *hc);
 void px__http_resume_output(px_http_conn_t *hc);
 /* Whether the connection's responses end it ("Connection: close"): the
  * server was freed, its loop drains for a graceful shutdown
- * (px_loop_drain), or the connection's worker retires (px_worker_retire). */
+ * (px_loop_drain), the connection's worker retires (px_worker_retire), or
+ * it serves more than its share while a worker back from retiring has
+ * fewer (px_worker_overloaded: the client reconnects, to that one). */
 static inline bool px__http_winding_down(px_http_conn_t *hc)
 {
     px_http_server_t *s = hc->server;
+    int worker = px_conn_worker(hc->conn);
     return atomic_load(&s->closed) || px_loop_draining(s->loop) ||
-           px_worker_retiring(s->loop, px_conn_worker(hc->conn));
+           px_worker_retiring(s->loop, worker) ||
+           px_worker_overloaded(s->loop, worker);
 }
 /* Sends "100 Continue" when the client waits for it before sending a
  * body that is wanted now; hc->lock held. */

@@ -5,8 +5,9 @@
  * with "Connection: close" and the connection ends with it, and an idle one
  * is closed once idle for the grace, as in a drain, until it serves nothing
  * (px_worker_served_open); the last worker that does not retire cannot;
- * once un-retired, the worker takes connections again. Each case runs under
- * both backends.
+ * once un-retired, the worker takes connections again, and for a while the
+ * others end their surplus keep-alive connections (px_worker_overloaded)
+ * so that clients come back to it. Each case runs under both backends.
  */
 #include "http_fixture.h"
 
@@ -63,11 +64,10 @@ static void test_retiring_worker_hands_its_connections_over(int backend)
     ASSERT_INT_EQ(px_worker_retiring(f.loop, TEST_WORKERS - 1), 0);
     uint64_t began = px_now_ns();
     /* New connections go elsewhere, even with worker 0 the least loaded. */
+    http_client_t moved[4];
     for (int i = 0; i < 4; i++) {
-        http_client_t c;
-        http_client_open(&c, f.port);
-        ASSERT_INT_CMP(get(&c, NULL), !=, 0);
-        http_client_close(&c);
+        http_client_open(&moved[i], f.port);
+        ASSERT_INT_CMP(get(&moved[i], NULL), !=, 0);
     }
     /* Worker 0's busy connection is answered and ends with it. */
     ASSERT_INT_EQ(get(on_zero[0], "close"), 0);
@@ -83,13 +83,21 @@ static void test_retiring_worker_hands_its_connections_over(int backend)
         if (&clients[i] != on_zero[0] && &clients[i] != on_zero[1])
             ASSERT_INT_CMP(get(&clients[i], NULL), !=, 0);
 
-    /* Back in service: the least loaded again, it takes the next one. */
+    ASSERT_INT_EQ(px_worker_overloaded(f.loop, 1), 0);
+    /* Back in service: the least loaded again, it takes the next one; the
+     * other ends a connection of its surplus at its next response. */
     ASSERT_PX_OK(px_worker_retire(f.loop, 0, 0));
     ASSERT_INT_EQ(px_worker_retiring(f.loop, 0), 0);
+    ASSERT_INT_EQ(px_worker_overloaded(f.loop, 1), 1);
+    ASSERT_INT_EQ(px_worker_overloaded(f.loop, 0), 0);
+    ASSERT_INT_CMP(get(&moved[0], "close"), !=, 0);
+    http_expect_eof(&moved[0], WAIT_MS);
     http_client_t again;
     http_client_open(&again, f.port);
     ASSERT_INT_EQ(get(&again, NULL), 0);
     http_client_close(&again);
+    for (int i = 0; i < 4; i++)
+        http_client_close(&moved[i]);
     for (int i = 0; i < opened; i++)
         http_client_close(&clients[i]);
     ASSERT_INT_EQ(px_worker_retire(f.loop, TEST_WORKERS, 1), -EINVAL);

@@ -6,6 +6,7 @@ says what to do instead (the main thread must not wait for it; modes
 threads and gil have no worker interpreter to replace)."""
 
 import http.client
+import importlib
 import threading
 import time
 
@@ -111,8 +112,13 @@ def test_misuse_is_refused_with_what_to_do(rt):
     def driver():
         with pytest.raises(ValueError, match="out of range"):
             _core._recycle_worker(99, 1.0)
-        with pytest.raises(TypeError, match="worker index and a timeout"):
+        with pytest.raises(TypeError, match="a worker index, a timeout in seconds"):
             _core._recycle_worker(0)
+        # What fails in the new interpreter before it serves changes nothing.
+        recycled = px.stats()["recycled_interpreters"]
+        with pytest.raises(ModuleNotFoundError, match="no_such_module"):
+            _core._recycle_worker(0, 1.0, importlib.import_module, "no_such_module")
+        assert px.stats()["recycled_interpreters"] == recycled
         # Main-thread calls wait for run()'s own thread: refused.
         try:
             px.call_from_main_thread_and_wait(_core._recycle_worker, 0, 1.0)

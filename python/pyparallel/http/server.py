@@ -75,7 +75,7 @@ import sys
 
 import pyparallel as px
 
-from .. import _core, _lifecycle
+from .. import _lifecycle
 from ..__main__ import version_report
 from . import _accesslog, _apps, _frontdoor, _metrics
 from ._app import HttpServer
@@ -412,18 +412,18 @@ def attributes(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def worker_starter(app: type, interface: str, spec: str | None) -> Callable[[int], None]:
-    """What a worker's new interpreter (--max-requests and the other causes
-    of a replacement, mode interpreters) does before it takes connections:
-    import the application, and run an ASGI app's lifespan startup."""
+def recycler(app: type, interface: str, spec: str | None, timeout: float) -> _lifecycle.Recycler:
+    """What replaces a worker's interpreter in place (--max-requests and the
+    other causes, mode interpreters): the new interpreter imports the
+    application before the worker retires, and an ASGI app's lifespan
+    starts on the worker before it takes connections again."""
 
     def start(worker: int) -> None:
         if interface == _apps.ASGI:
             start_lifespan(app, [worker])  # type: ignore[arg-type]
-        elif spec is not None:
-            _core._submit_to(worker, _apps.check_in_worker, spec).result(timeout=120)
 
-    return start
+    prepare = (_apps.check_in_worker, spec) if spec is not None else ()
+    return _lifecycle.Recycler(prepare, start, timeout)
 
 
 def configure(args: argparse.Namespace, server: tuple[str, int] | str | None = None) -> tuple[type, str]:
@@ -607,11 +607,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     memory_limit = args.max_worker_memory * px.stats()["workers"] << 20 if args.max_worker_memory else None
     # A worker's interpreter is replaced in place when others serve meanwhile.
     in_place = px.stats()["mode"] == "interpreters" and px.stats()["workers"] > 1
-    recycler = (
-        _lifecycle.Recycler(worker_starter(app, interface, args.app), args.graceful_timeout) if in_place else None
-    )
+    replacer = recycler(app, interface, args.app, args.graceful_timeout) if in_place else None
     if memory_limit is not None or px.stats()["mode"] == "interpreters":
-        _lifecycle.Supervisor(reloader, memory_limit, recycler)
+        _lifecycle.Supervisor(reloader, memory_limit, replacer)
     # Printed from run() on the main thread, so that once the line is out,
     # SIGINT and SIGTERM already stop the server cleanly; then it is ready.
     px.call_from_main_thread(print, startup_line(listener, app, interface), flush=True)

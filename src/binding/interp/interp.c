@@ -373,6 +373,34 @@ pxpy_worker_interp_t *pxpy_interp_create(pxpy_state *st, int index)
     return w;
 }
 
+int pxpy_interp_prepare(pxpy_state *st, pxpy_worker_interp_t *w,
+                        struct pxpy_xcall_s *xc)
+{
+    PyThreadState *ts = PyThreadState_New(w->interp);
+    if (ts == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    PyThreadState *main_ts = PyThreadState_Swap(ts);
+    PyObject *r = pxpy_xcall_invoke(w->st, xc);
+    /* What went wrong there is carried here encoded (its objects stay). */
+    pxpy_xi_t *failure = r == NULL ? pxpy_xi_encode_exception(w->st) : NULL;
+    Py_XDECREF(r);
+    PyThreadState_Clear(ts);
+    PyThreadState_Swap(main_ts);
+    PyThreadState_Delete(ts);
+    if (r != NULL)
+        return 0;
+    PyObject *exc = failure ? pxpy_xi_decode(st, failure) : NULL;
+    pxpy_xi_free(failure);
+    if (exc != NULL)
+        PyErr_SetRaisedException(exc);
+    else if (!PyErr_Occurred())
+        PyErr_SetString(st->async_error,
+                        "preparing the new interpreter failed");
+    return -1;
+}
+
 void pxpy_interp_discard(pxpy_worker_interp_t *w)
 {
     end_interpreter(w);

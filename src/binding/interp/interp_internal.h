@@ -80,6 +80,11 @@ void pxpy_interp_drop_replaced(void *arg);
  * NULL once ended, else why it was kept. */
 const char *pxpy_interp_end_replaced(pxpy_state *st, pxpy_worker_interp_t *old,
                                      uint64_t timeout_ns);
+/* Runs xc in w, a new interpreter not serving yet, on the calling thread
+ * (main interpreter, attached, which it is again after): 0, or -1 with
+ * the exception it raised there, decoded here. */
+int pxpy_interp_prepare(pxpy_state *st, pxpy_worker_interp_t *w,
+                        struct pxpy_xcall_s *xc);
 /* Ends a new interpreter that never served (main interpreter, attached). */
 void pxpy_interp_discard(pxpy_worker_interp_t *w);
 /* Adds _recycle_worker() and _retire_worker() (recycle.c). */

@@ -6,9 +6,12 @@
  *
  * Objects never cross interpreters, so a worker's connections cannot move
  * to the new interpreter: they finish on the old one, while the other
- * workers take the new connections. _recycle_worker(worker, timeout):
- *   1. creates the new interpreter, as the loop's start does, so that a
- *      failure there changes nothing;
+ * workers take the new connections. _recycle_worker(worker, timeout,
+ * [prepare, *args]):
+ *   1. creates the new interpreter, as the loop's start does, and runs
+ *      prepare(*args) in it (the application's import: the slow part, done
+ *      while the worker still serves), so that a failure there changes
+ *      nothing;
  *   2. retires the worker (px_worker_retire): new connections go to the
  *      others; its own are answered with "Connection: close", closed once
  *      idle for the drain's grace, WebSockets with 1001; it waits until
@@ -242,12 +245,13 @@ static PyObject *recycle_worker(PyObject *module, PyObject *const *args,
     pxpy_runtime_t *rt = st->runtime;
     int index;
     double timeout;
-    if (nargs != 2 || (index = PyLong_AsInt(args[0])) == -1 ||
+    if (nargs < 2 || (index = PyLong_AsInt(args[0])) == -1 ||
         (timeout = PyFloat_AsDouble(args[1])) < 0) {
-        if (!PyErr_Occurred() || nargs != 2)
+        if (!PyErr_Occurred() || nargs < 2)
             PyErr_SetString(PyExc_TypeError,
-                            "_recycle_worker(worker, timeout): a worker "
-                            "index and a timeout in seconds (>= 0)");
+                            "_recycle_worker(worker, timeout, [prepare, "
+                            "*args]): a worker index, a timeout in seconds "
+                            "(>= 0), and what to run in the new interpreter");
         return NULL;
     }
     if (pxpy_in_worker_interp(st))
@@ -271,7 +275,20 @@ static PyObject *recycle_worker(PyObject *module, PyObject *const *args,
                      "_recycle_worker(): worker %d out of range 0..%d", index,
                      rt->interps->count - 1);
     } else {
-        pxpy_worker_interp_t *fresh = pxpy_interp_create(st, index);
+        struct pxpy_xcall_s *prepare =
+            nargs > 2 ? pxpy_xcall_new(st, "_recycle_worker() prepare", args[2],
+                                       args + 3, nargs - 3)
+                      : NULL;
+        pxpy_worker_interp_t *fresh =
+            nargs > 2 && prepare == NULL ? NULL : pxpy_interp_create(st, index);
+        if (fresh != NULL && prepare != NULL &&
+            pxpy_interp_prepare(st, fresh, prepare) < 0) {
+            PyObject *exc = PyErr_GetRaisedException();
+            pxpy_interp_discard(fresh);
+            PyErr_SetRaisedException(exc);
+            fresh = NULL;
+        }
+        pxpy_xcall_free(prepare);
         if (fresh != NULL) {
             result = replace(st, loop, index, timeout, fresh);
             if (result == NULL) {
@@ -337,10 +354,11 @@ static PyObject *broken_workers(PyObject *module, PyObject *Py_UNUSED(ignored))
 static PyMethodDef recycle_methods[] = {
     {"_recycle_worker", (PyCFunction)(void (*)(void))recycle_worker,
      METH_FASTCALL,
-     "_recycle_worker($module, worker, timeout, /)\n--\n\n"
+     "_recycle_worker($module, worker, timeout, /, *prepare)\n--\n\n"
      "Replaces the worker's interpreter with a fresh one (mode "
-     "'interpreters'), its connections finishing on the old one; leaves the "
-     "worker retired. TimeoutError when they did not end within timeout."},
+     "'interpreters'), in which prepare[0](*prepare[1:]) runs first, its "
+     "connections finishing on the old one; leaves the worker retired. "
+     "TimeoutError when they did not end within timeout."},
     {"_retire_worker", (PyCFunction)(void (*)(void))retire_worker,
      METH_FASTCALL,
      "_retire_worker($module, worker, retiring, /)\n--\n\n"
