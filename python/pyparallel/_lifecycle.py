@@ -310,21 +310,25 @@ def _reap(pid: int) -> None:
 # that keeps failing is not tried again and again.
 SUPERVISE_SECONDS = 1.0
 RETRY_SECONDS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0)
+# A worker whose interpreter breaks again within this many seconds of its
+# replacement gets its next one after a pause (RETRY_SECONDS, doubling).
+BROKEN_AGAIN_SECONDS = 10.0
 # How much memory the replaced interpreters may leave behind (see
 # Supervisor) before the process is reloaded: this much at least, or twice
 # what the workers' interpreters took when they were made.
 RETAINED_MIN = 64 << 20
 
 # The replacements that workers asked for (request_recycle), as (worker,
-# cause), for the supervisor's thread.
-_RECYCLE_REQUESTS: queue.SimpleQueue[tuple[int, str]] = queue.SimpleQueue()
+# cause, broken), for the supervisor's thread.
+_RECYCLE_REQUESTS: queue.SimpleQueue[tuple[int, str, bool]] = queue.SimpleQueue()
 
 
-def request_recycle(worker: int, cause: str) -> None:
+def request_recycle(worker: int, cause: str, broken: bool = False) -> None:
     """Asks the supervisor to replace worker's interpreter (mode
     interpreters). A worker's interpreter calls it in the main one, through
-    call_from_main_thread, when it reached --max-requests."""
-    _RECYCLE_REQUESTS.put((worker, cause))
+    call_from_main_thread, when it reached --max-requests, or (broken) when
+    its state is in doubt (an ASGI lifespan that failed)."""
+    _RECYCLE_REQUESTS.put((worker, cause, broken))
 
 
 def resident_bytes() -> int:
@@ -398,6 +402,11 @@ class Supervisor:
         self.wanted: dict[int, str] = {}
         self.retry_at: dict[int, float] = {}
         self.worker_failures: dict[int, int] = {}
+        # When each worker's interpreter was last replaced, and how many
+        # times in a row it broke again soon after.
+        self.replaced_at: dict[int, float] = {}
+        self.broke_again: dict[int, int] = {}
+        self.broken: set[int] = set()  # of the wanted, those that broke
         self.retained = 0
         if recycler is not None:
             made = sum(int(w.get("memory", 0)) for w in _core.stats()["worker"])
@@ -419,17 +428,37 @@ class Supervisor:
                 return f"resident memory {used >> 20} MiB is over {self.memory_limit >> 20} MiB (--max-worker-memory)"
         return None
 
+    def _back_off_broken_again(self) -> None:
+        """A worker whose new interpreter broke too, soon after its
+        replacement, waits for its next one, longer each time."""
+        now = time.monotonic()
+        for worker in self.broken:
+            if worker in self.retry_at or worker not in self.replaced_at:
+                continue
+            since = now - self.replaced_at.pop(worker)
+            if since >= BROKEN_AGAIN_SECONDS:
+                self.broke_again.pop(worker, None)
+                continue
+            streak = self.broke_again[worker] = self.broke_again.get(worker, 0) + 1
+            pause = RETRY_SECONDS[min(streak, len(RETRY_SECONDS)) - 1]
+            self.retry_at[worker] = now + pause
+            _log.warning("worker %d broke again %.1f s after its replacement: next one in %g s", worker, since, pause)
+
     def _recycle(self, recycler: Recycler) -> str | None:
         """One look in mode interpreters: replaces at most one worker's
         interpreter; returns the cause of a reload when one is needed."""
         while True:
             try:
-                worker, cause = _RECYCLE_REQUESTS.get_nowait()
+                worker, cause, broken = _RECYCLE_REQUESTS.get_nowait()
             except queue.Empty:
                 break
             self.wanted.setdefault(worker, cause)
+            if broken:
+                self.broken.add(worker)
         for worker in _core._broken_workers():
             self.wanted[worker] = "its state is broken (SystemExit escaped a callback)"
+            self.broken.add(worker)
+        self._back_off_broken_again()
         over = self._memory_over()
         if over is not None:
             return over
@@ -450,6 +479,8 @@ class Supervisor:
                 del self.wanted[worker]
                 self.retry_at.pop(worker, None)
                 self.worker_failures.pop(worker, None)
+                self.broken.discard(worker)
+                self.replaced_at[worker] = time.monotonic()
             else:
                 failed = self.worker_failures.get(worker, 0)
                 self.worker_failures[worker] = failed + 1

@@ -12,6 +12,7 @@ while the new one cannot import the app.
 import os
 import re
 import signal
+import time
 import urllib.error
 import urllib.request
 
@@ -157,3 +158,39 @@ def test_broken_interpreter_is_replaced_and_retried(serve, tmp_path):
     # other one): its new interpreter (the workers' first two are 1 and 2).
     with urllib.request.urlopen(f"http://{LOCALHOST}:{process.port}/interp", timeout=10) as answer:
         assert int(answer.read()) > 2
+
+
+# An ASGI app whose lifespan fails half a second after its startup, in every
+# interpreter: each is replaced, and the replacements back off.
+FAILING_LIFESPAN = """
+import asyncio
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        await asyncio.sleep(0.5)
+        raise RuntimeError("the lifespan died")
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+"""
+
+
+def test_a_failed_lifespan_replaces_the_interpreter_with_backoff(serve, tmp_path):
+    (tmp_path / "dying.py").write_text(FAILING_LIFESPAN)
+    process = serve(app="dying:app")
+    load = Load(process.port, clients=2, slow_every=0, fast_path="/")
+    try:
+        process.wait_line(lambda line: "broke again" in line, errors=True, timeout=30)
+        time.sleep(3)
+    finally:
+        outcomes = load.stop()
+    assert failures(outcomes) == [], process.stderr()
+    stderr = process.stderr()
+    assert "its ASGI lifespan failed after its startup: replacing its interpreter" in stderr
+    assert process.child.poll() is None, stderr
+    # Without the pauses the two workers' interpreters, each dying half a
+    # second after it started, would be replaced about ten times in 3 s.
+    later = stderr[stderr.index("broke again") :]
+    assert later.count(REPLACED) <= 4, stderr

@@ -39,7 +39,9 @@ in mode interpreters (objects do not cross interpreters, so each has its
 own app and its own state). Its shutdown runs as each loop closes. What
 startup stored in scope["state"] is given, a shallow copy per request, in
 every request's scope. An app that raises on the lifespan scope before
-startup completes does not support lifespan: it is served without.
+startup completes does not support lifespan: it is served without; one
+whose lifespan fails after its startup has, in mode interpreters, its
+worker's interpreter replaced (as for a SystemExit).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ import os
 
 import pyparallel as px
 
-from .. import _core
+from .. import _core, _lifecycle
 from ._adapter import AppServer, file_answer
 from ._apps import AppError, check_in_worker, resolve_spec
 from ._request import RequestBodyError, _arriving
@@ -419,6 +421,7 @@ class _Lifespan:
         self.started: asyncio.Future[str | None] = loop.create_future()
         self.stopped: asyncio.Future[str | None] = loop.create_future()
         self.task: asyncio.Task[None] | None = None
+        self.stopping = False  # the shutdown was asked for
 
     async def startup(self) -> str | None:
         """Runs the startup: None once complete (or when the app does not
@@ -440,6 +443,8 @@ class _Lifespan:
                 self.started.set_result(None)
             else:
                 _log.error("ASGI app %s failed in its lifespan", self.name, exc_info=error)
+                if not self.stopping:
+                    _broken_lifespan()
             if isinstance(error, (KeyboardInterrupt, SystemExit)):
                 raise
         finally:
@@ -461,6 +466,7 @@ class _Lifespan:
         future.set_result(str(message.get("message", "")) or "(no message)" if failed else None)
 
     async def shutdown(self) -> None:
+        self.stopping = True
         if not self.supported or self.task is None or self.task.done():
             return
         self.events.put_nowait({"type": "lifespan.shutdown"})
@@ -468,6 +474,16 @@ class _Lifespan:
         if failure is not None:
             _log.error("ASGI app %s: lifespan shutdown failed: %s", self.name, failure)
         await asyncio.wait([self.task], timeout=1.0)
+
+
+def _broken_lifespan() -> None:
+    """A lifespan that failed after its startup leaves its interpreter's
+    state in doubt: in mode interpreters, the supervisor replaces that
+    worker's interpreter (pyparallel._lifecycle), as for a SystemExit."""
+    worker = _core._worker_index()
+    if _core.stats()["mode"] == "interpreters" and worker >= 0:
+        cause = "its ASGI lifespan failed after its startup"
+        _core.call_from_main_thread(_lifecycle.request_recycle, worker, cause, True)
 
 
 async def lifespan_startup(name: str, app: object) -> str | None:
