@@ -587,6 +587,10 @@ class _Stats(TypedDict):
     # SystemExit escaping a callback in a worker interpreter (mode
     # "interpreters"; 0 in the others).
     broken_interpreters: int
+    # Worker interpreters replaced in place while the loop ran, and
+    # replacements that did not happen (mode "interpreters").
+    recycled_interpreters: int
+    recycle_failures: int
     channels: builtins.list[_ChannelStats]
 
 def stats() -> _Stats:

@@ -338,6 +338,23 @@ def _eternalize_here[T](obj: T, /) -> T:
 def _worker_count() -> int:
     """The number of workers (starting the loop if needed)."""
 
+def _recycle_worker(worker: int, timeout: float, /, *prepare: object) -> str | None:
+    """Mode "interpreters": replace the worker's interpreter with a fresh one,
+    in which prepare[0](*prepare[1:]) runs first, its connections finishing
+    on the old one; the worker is left retired. None, or why the old
+    interpreter is kept until the loop stops. TimeoutError when the
+    worker's connections did not end within timeout."""
+
+def _retire_worker(worker: int, retiring: bool, /) -> None:
+    """Keep new connections off the worker, or give them to it again."""
+
+def _worker_index() -> int:
+    """The worker this interpreter serves (mode "interpreters"), or that the
+    calling thread runs for; -1 off the workers."""
+
+def _broken_workers() -> list[int]:
+    """The workers whose interpreter's state broke since the last call."""
+
 def _shutdown() -> None:
     """Stop the loop and join its threads; registered with atexit."""
 

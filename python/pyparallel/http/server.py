@@ -420,7 +420,7 @@ def recycler(app: type, interface: str, spec: str | None, timeout: float) -> _li
 
     def start(worker: int) -> None:
         if interface == _apps.ASGI:
-            start_lifespan(app, [worker])  # type: ignore[arg-type]
+            start_lifespan(app, [worker])
 
     prepare = (_apps.check_in_worker, spec) if spec is not None else ()
     return _lifecycle.Recycler(prepare, start, timeout)
