@@ -1,8 +1,8 @@
 /*
  * recycle.c - replacing one worker's interpreter with a fresh one while
- * the loop serves (mode "interpreters"): what --max-requests,
- * --max-worker-memory and a broken interpreter ask of the HTTP command
- * line's supervisor (pyparallel._lifecycle).
+ * the loop serves (mode "interpreters"): what --max-requests and a broken
+ * interpreter ask of the HTTP command line's supervisor
+ * (pyparallel._lifecycle).
  *
  * Objects never cross interpreters, so a worker's connections cannot move
  * to the new interpreter: they finish on the old one, while the other
@@ -22,19 +22,19 @@
  *   4. waits for the work, timers and file reads the old interpreter
  *      started to end, makes the new interpreter the worker's, and waits
  *      until no thread is left in the old one (interp.c counts them);
- *   5. ends the old interpreter.
+ *   5. has each engine thread delete its own thread state in the old one
+ *      (px_loop_visit_threads), then ends it.
  * _recycle_worker returns None, or why the old interpreter could not be
  * ended yet (threads its code started still run, or an engine thread is
  * in a long callback): it then ends with the others, when the loop stops.
- * The worker stays retired: the caller has the new interpreter import the
- * application (and run its lifespan startup) with _submit_to before it
- * calls _retire_worker(worker, False). When step 2 or the first wait of 4
- * takes longer than the timeout (a long stream, a work item that does not
- * end), the worker is un-retired, the new interpreter ended, and
- * TimeoutError raised: nothing changed, and the caller may try again
- * later. A second replacement waits for the first (recycle_lock), and the
- * loop's end waits for one under way, which gives up at once when the
- * loop drains.
+ * The worker stays retired: the caller runs an ASGI app's lifespan startup
+ * in the new interpreter (with _submit_to) before it calls
+ * _retire_worker(worker, False). When step 2 or the first wait of 4 takes
+ * longer than the timeout (a long stream, a work item that does not end),
+ * the worker is un-retired, the new interpreter ended, and TimeoutError
+ * raised: nothing changed, and the caller may try again later. A second
+ * replacement waits for the first (recycle_lock), and the loop's end waits
+ * for one under way, which gives up at once when the loop drains.
  */
 #include "core/runtime.h"
 #include "interp/interp_internal.h"
