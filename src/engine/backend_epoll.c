@@ -338,7 +338,8 @@ static void handle_readable(px__worker_t *w, px_conn_t *c, ep_conn_t *s)
         size_t want = READ_BUDGET - total;
         ssize_t n = recv(c->fd, ep->read_buf, want, 0);
         if (n > 0) {
-            px__on_data(w, c, ep->read_buf, (size_t)n);
+            if (!px__on_data(w, c, ep->read_buf, (size_t)n))
+                return; /* reading stopped */
             total += (size_t)n;
             if ((size_t)n < want)
                 return; /* drained for now */

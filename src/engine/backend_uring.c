@@ -554,8 +554,14 @@ static int uring_conn_read_stop(px__worker_t *w, px_conn_t *c)
         return 0;
     s->want_read = false;
     op_undefer(&s->recv);
-    if (s->recv.state == OP_INFLIGHT)
+    if (s->recv.state == OP_INFLIGHT) {
+        /* Submitted now, not at the next poll: this may run amid a batch
+         * of completions, and the multishot receive goes on filling the
+         * buffers handed back during the batch (the batch then goes on
+         * with them) until the kernel sees the cancellation. */
         op_submit(w, &s->recv_cancel);
+        io_uring_submit(&((uring_worker_t *)w->backend)->ring);
+    }
     return 0;
 }
 

@@ -342,13 +342,25 @@ void px_conn_close(px_conn_t *c, int abort)
 
 /* ---- events from backends (holder, inside poll: no backend calls) ------ */
 
-void px__on_data(px__worker_t *w, px_conn_t *c, const char *data, size_t len)
+/* Whether the backend should read for c: open, not paused, its input not
+ * ended, and its backlog below the throttle's level (which, once reached,
+ * drops to the low level before reading resumes); c->lock held. */
+static bool wants_input_locked(const px_conn_t *c, unsigned f)
+{
+    return !(f & (PX__CONN_CLOSING | PX__CONN_RELEASING)) &&
+           (f & PX__CONN_OPEN) &&
+           !(f & (PX__CONN_PAUSED | PX__CONN_READ_ENDED)) &&
+           c->in.len < (c->throttled ? INPUT_LOW_WATER : INPUT_HIGH_WATER);
+}
+
+bool px__on_data(px__worker_t *w, px_conn_t *c, const char *data, size_t len)
 {
     atomic_fetch_add_explicit(&c->loop->stat_bytes_in, len,
                               memory_order_relaxed);
     atomic_fetch_add_explicit(&w->stat_events, 1, memory_order_relaxed);
     pthread_mutex_lock(&c->lock);
     unsigned f = atomic_load(&c->flags);
+    bool stop = false;
     if (!(f & (PX__CONN_CLOSING | PX__CONN_RELEASING))) {
         if (px__bytebuf_append(&c->in, data, len) < 0) {
             /* Out of memory for input: fail the connection rather than
@@ -356,9 +368,23 @@ void px__on_data(px__worker_t *w, px_conn_t *c, const char *data, size_t len)
             atomic_fetch_or(&c->flags, PX__CONN_READ_ENDED);
             c->read_error = -ENOMEM;
         }
+        /* Paused or backlogged: reading stops here, not at the next
+         * dispatch. A holder busy in callbacks, or an io_uring multishot
+         * receive that runs until its cancellation is submitted, would
+         * otherwise go on filling c->in (and a paused owner's buffers)
+         * far past the level that asked to stop. */
+        f = atomic_load(&c->flags);
+        if ((f & PX__CONN_READING) && !wants_input_locked(c, f)) {
+            atomic_fetch_and(&c->flags, ~(unsigned)PX__CONN_READING);
+            c->throttled = c->in.len >= INPUT_LOW_WATER;
+            stop = true;
+        }
         px__conn_ready_locked(w, c);
     }
     pthread_mutex_unlock(&c->lock);
+    if (stop)
+        w->backend_ops->conn_read_stop(w, c);
+    return !stop;
 }
 
 void px__on_read_end(px__worker_t *w, px_conn_t *c, int error)
@@ -581,10 +607,7 @@ static void reconcile(px__worker_t *w, px_conn_t *c)
     pthread_mutex_lock(&c->lock);
     unsigned f = atomic_load(&c->flags);
     bool closing = f & (PX__CONN_CLOSING | PX__CONN_RELEASING);
-    bool want_read =
-        !closing && (f & PX__CONN_OPEN) &&
-        !(f & (PX__CONN_PAUSED | PX__CONN_READ_ENDED)) &&
-        c->in.len < (c->throttled ? INPUT_LOW_WATER : INPUT_HIGH_WATER);
+    bool want_read = wants_input_locked(c, f);
     c->throttled = !closing && c->in.len >= INPUT_LOW_WATER &&
                    (c->throttled || c->in.len >= INPUT_HIGH_WATER);
     bool reading = f & PX__CONN_READING;

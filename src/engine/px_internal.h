@@ -133,8 +133,9 @@ bool px__uring_available(void);
 /* Called by backends on the thread holding w. */
 void px__on_accept(px__worker_t *w, px_listener_t *l, int fd);
 void px__on_listen_stopped(px__worker_t *w, px_listener_t *l);
-/* len > 0: bytes received; the core copies them. */
-void px__on_data(px__worker_t *w, px_conn_t *c, const char *data, size_t len);
+/* len > 0: bytes received; the core copies them. false when the core
+ * stopped reading (conn_read_stop was called): read no more now. */
+bool px__on_data(px__worker_t *w, px_conn_t *c, const char *data, size_t len);
 /* Reading ended: error 0 for an orderly end of stream, else -errno. */
 void px__on_read_end(px__worker_t *w, px_conn_t *c, int error);
 void px__on_writable(px__worker_t *w, px_conn_t *c);
