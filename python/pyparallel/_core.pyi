@@ -127,6 +127,17 @@ class HttpRequest:
     @property
     def header_fields(self) -> list[tuple[str, str]]: ...
     def _px_take_body(self, /) -> bytes | HttpBody: ...
+    def _px_asgi_scope(
+        self,
+        type: str,
+        asgi: dict[str, str],
+        scheme: str,
+        root_path: str,
+        server: tuple[str, int] | None,
+        extensions: dict[str, dict[str, object]],
+        /,
+    ) -> dict[str, Any]: ...
+    def _px_asks_websocket(self, /) -> bool: ...
     # Storage for what a subclass builds on first use; unset until then.
     _query: object
     _headers: object

@@ -23,11 +23,15 @@ import os
 import signal
 import socket
 import time
+from urllib.parse import unquote
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conftest import LOCALHOST, expected_mode, parallel_python, wait_for
 from http_helpers import Client, build_request, fetch
+from test_http_properties import FIELD_VALUES, PATHS, QUERIES, SETTINGS, TOKEN
 from test_wsgi import AppServer, _run_cli, two_workers_ratio
 
 WORKERS = 2
@@ -90,6 +94,57 @@ def test_http_scope_has_every_field(raw):
     assert scope["types"]["raw_path"] == "bytes" and scope["types"]["query_string"] == "bytes"
     assert scope["types"]["state"] == "dict"
     assert scope["header_types"] == ["bytes"]
+
+
+# Field values with obs-text too (Latin-1 bytes 0xA0-0xFF), which the
+# scope gives as the bytes received.
+OBS_VALUES = st.one_of(
+    FIELD_VALUES,
+    st.tuples(FIELD_VALUES, st.text(alphabet=st.characters(min_codepoint=0xA0, max_codepoint=0xFF), min_size=1)).map(
+        "".join
+    ),
+)
+
+
+@given(
+    path=PATHS,
+    query=QUERIES,
+    fields=st.lists(st.tuples(TOKEN.map(lambda t: "X-" + t), OBS_VALUES), max_size=8),
+)
+@SETTINGS
+def test_generated_requests_give_their_scope(raw, path, query, fields):
+    """The scope's path (percent-decoded, as urllib's unquote), raw_path,
+    query_string and headers (names lowered, values as received, in order)
+    for generated requests, sent under /scope/, which the app answers with
+    its scope."""
+    target = "/scope" + path + ("?" + query if query else "")
+    with Client(raw.port) as client:
+        client.send(build_request("GET", target, fields))
+        response = client.read_response()
+    assert response.status == 200, response.body
+    scope = json.loads(response.body)
+    raw_path = "/scope" + path
+    assert scope["raw_path"] == raw_path
+    assert scope["path"] == unquote(raw_path, errors="replace")
+    assert scope["query_string"] == query
+    assert scope["headers"] == [["host", "test"]] + [[name.lower(), value] for name, value in fields]
+
+
+def test_root_path_prefixes_path_and_raw_path(tmp_path):
+    """An app mounted under a root path (the ASGIServer class attribute):
+    path and raw_path start with it (spec 2.4), raw_path's bytes in
+    Latin-1."""
+    server = AppServer("apps.asgi_rooted:Rooted", str(tmp_path))
+    try:
+        response = server.get("/scope/%C3%A9?q=1")
+        assert response.status == 200
+        scope = json.loads(response.body)
+        assert scope["root_path"] == "/mnt/\u00e9"
+        assert scope["path"] == "/mnt/\u00e9/scope/\u00e9"
+        assert scope["raw_path"] == "/mnt/\u00e9/scope/%C3%A9"  # the bytes, shown as Latin-1
+        assert scope["query_string"] == "q=1"
+    finally:
+        server.kill()
 
 
 def test_http_1_0_and_head(raw):

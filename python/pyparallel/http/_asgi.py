@@ -80,7 +80,6 @@ _EXTENSIONS: dict[str, dict[str, object]] = {"http.response.pathsend": {}}
 # Statuses HttpStream.start() refuses: they have no body, so the answer is
 # always given whole.
 _NO_BODY = frozenset({204, 304})
-_HTTP_VERSIONS = {"HTTP/1.1": "1.1", "HTTP/1.0": "1.0"}
 
 # The states of a cycle's response.
 _NEW, _HEAD, _STREAMING, _DONE = range(4)
@@ -130,29 +129,17 @@ def _field(pair: object) -> tuple[str, str]:
 def connection_scope(
     server: ASGIServer, request: Request, kind: str, extensions: dict[str, dict[str, object]]
 ) -> dict[str, Any]:
-    """The fields an http and a websocket scope share (spec 2.4), and the
-    lifespan's state when it has one. The scheme is the secure one when the
-    server's is, or when a trusted proxy said so (request.scheme)."""
+    """The fields an http and a websocket scope share (spec 2.4; an http
+    scope's method too), and the lifespan's state when it has one. The
+    scheme is the secure one when the server's is, or when a trusted proxy
+    said so (request.scheme). The C layer cuts the path, the query and the
+    header pairs from the request's head."""
     secure = request.scheme == "https" or server.url_scheme == "https"
     if kind == "http":
         scheme = "https" if secure else "http"
     else:
         scheme = "wss" if secure else "ws"
-    root_path = server.root_path
-    scope: dict[str, Any] = {
-        "type": kind,
-        "asgi": ASGI_VERSION,
-        "http_version": _HTTP_VERSIONS.get(request.version, "1.1"),
-        "scheme": scheme,
-        "path": root_path + request.path,
-        "raw_path": (root_path + request.raw_path).encode("latin-1"),
-        "query_string": request.query_string.encode("latin-1"),
-        "root_path": root_path,
-        "headers": [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in request.header_fields],
-        "client": request.client,
-        "server": server._px_address,
-        "extensions": extensions,
-    }
+    scope = request._px_asgi_scope(kind, ASGI_VERSION, scheme, server.root_path, server._px_address, extensions)
     lifespan = _LIFESPANS.get(server._px_app.name)
     if lifespan is not None and lifespan.supported:
         scope["state"] = lifespan.state.copy()
@@ -181,10 +168,7 @@ class _Cycle:
         self.body: AsyncIterator[bytes] | tuple[()] | None = None
 
     def scope(self) -> dict[str, Any]:
-        server = self.server
-        scope = connection_scope(server, self.request, "http", _EXTENSIONS)
-        scope["method"] = self.request.method
-        return scope
+        return connection_scope(self.server, self.request, "http", _EXTENSIONS)
 
     async def run(self) -> _core.HttpStream:
         app = self.server._px_app.app
@@ -395,7 +379,7 @@ class ASGIServer(AppServer):
             answer = self._px_static_file(request)
             if answer is not None:
                 return answer
-        if request.method == "GET" and is_upgrade(request):
+        if request.method == "GET" and request._px_asks_websocket():
             return websocket_cycle(self, request)  # _asgi_websocket.py
         return _Cycle(self, request, self._px_stream()).run()
 
@@ -531,4 +515,4 @@ def _workers() -> int:
 
 
 # The websocket scope's cycle lives in its own module, which imports this one.
-from ._asgi_websocket import is_upgrade, websocket_cycle  # noqa: E402
+from ._asgi_websocket import websocket_cycle  # noqa: E402

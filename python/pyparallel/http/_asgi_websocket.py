@@ -54,17 +54,6 @@ _FORBIDDEN = (403, [("Content-Type", "text/plain; charset=utf-8")], b"Forbidden\
 _CONNECTING, _DENYING, _CONNECTED, _CLOSED = range(4)
 
 
-def is_upgrade(request: Request) -> bool:
-    """Whether request asks for a WebSocket (the C layer checks the rest
-    of the handshake when it is accepted)."""
-    # The fields as received, not request.headers: that mapping is built
-    # on first use, which every other GET would then pay for.
-    for name, value in request.header_fields:
-        if len(name) == 7 and name.lower() == "upgrade":
-            return value.strip().lower() == "websocket"
-    return False
-
-
 class _WebSocketCycle:
     """One WebSocket connection's ASGI call; see the module's docstring."""
 

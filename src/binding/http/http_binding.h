@@ -5,8 +5,8 @@
  * of results), stream.c (streamed bodies and the HttpStream type), await.c
  * (answers that come from a task of the worker loop), body.c (request bodies
  * read as they arrive: the HttpBody type), types.c (the HttpRequest and
- * FileResponse types) and ops.c (the access log's and the request
- * counters' module functions).
+ * FileResponse types), asgi.c (ASGI scopes made from a request's head) and
+ * ops.c (the access log's and the request counters' module functions).
  * binding.h declares what the rest of the binding calls.
  */
 #ifndef PXPY_HTTP_BINDING_H
@@ -29,6 +29,10 @@ struct pxpy_http_s {
                                                     [OTHER] unused */
     PyObject *versions[2];                       /* "HTTP/1.0", "HTTP/1.1" */
     PyObject *schemes[2];                        /* "http", "https" */
+    /* ASGI scopes' keys, and their "http_version"s (asgi.c). */
+#define PXPY_HTTP_ASGI_KEYS 13
+    PyObject *asgi_keys[PXPY_HTTP_ASGI_KEYS];
+    PyObject *asgi_versions[2]; /* "1.0", "1.1" */
 };
 
 /* What register() read from an HttpProtocol subclass; the protocol
@@ -222,5 +226,13 @@ void pxpy_http_on_request(px_http_exchange_t *ex,
 int pxpy_http_types_exec(PyObject *module, pxpy_state *st);
 int pxpy_http_types_traverse(pxpy_state *st, visitproc visit, void *arg);
 void pxpy_http_types_free(pxpy_state *st);
+
+/* asgi.c: HttpRequest's _px_asgi_scope and _px_asks_websocket methods,
+ * and the interned objects they use (made and freed with the types). */
+PyObject *pxpy_http_request_asgi_scope(PyObject *self, PyObject *const *args,
+                                       Py_ssize_t nargs);
+PyObject *pxpy_http_request_asks_websocket(PyObject *self, PyObject *unused);
+int pxpy_http_asgi_init(pxpy_http_t *h);
+void pxpy_http_asgi_free(pxpy_http_t *h);
 
 #endif /* PXPY_HTTP_BINDING_H */

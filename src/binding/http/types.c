@@ -21,45 +21,10 @@
  * so requests are tracked by the garbage collector like any container.
  */
 #include "http/http_binding.h"
+#include "http/request.h"
 
 #include <stddef.h>
 #include <string.h>
-
-/* Where a field's name and value are in the copied head. */
-typedef struct {
-    uint32_t name_off, name_len, value_off, value_len;
-} field_span_t;
-
-typedef struct {
-    PyObject_VAR_HEAD
-    PyObject *method;
-    PyObject *version;
-    PyObject *client;
-    PyObject *scheme;      /* "http", or "https" from a trusted proxy */
-    PyObject *body;        /* NULL while a streamed body is not read whole */
-    PyObject *body_source; /* the HttpBody of a streamed body */
-    int body_state;        /* see take_body */
-    PyObject *keep_alive;
-    /* Made on first access. */
-    PyObject *target;
-    PyObject *raw_path;
-    PyObject *path; /* percent-decoded, when raw_path has escapes */
-    PyObject *query_string;
-    PyObject *fields;
-    /* Kept for the Python subclass (_query, _headers). */
-    PyObject *query_cache;
-    PyObject *headers_cache;
-    uint32_t target_off, target_len;
-    uint32_t path_off, path_len; /* path_len 0: the path is "/" */
-    uint32_t query_off, query_len;
-    uint32_t num_fields;
-    uint32_t head_len;
-    /* num_fields field_span_t, then the head's head_len bytes. */
-    _Alignas(field_span_t) char data[];
-} http_request_t;
-
-#define FIELDS(r) ((field_span_t *)(r)->data)
-#define HEAD(r) ((r)->data + (r)->num_fields * sizeof(field_span_t))
 
 static PyObject *method_name(pxpy_http_t *h, const px_http_request_t *head)
 {
@@ -235,8 +200,9 @@ static PyObject *build_query(http_request_t *r)
     return ascii_text(HEAD(r) + r->query_off, r->query_len);
 }
 
-/* Field values may hold obs-text: Latin-1, as RFC 9110 §5.5 suggests. */
-static PyObject *build_fields(http_request_t *r)
+PyObject *pxpy_http_field_pairs(const http_request_t *r,
+                                pxpy_http_span_fn name_of,
+                                pxpy_http_span_fn value_of)
 {
     PyObject *list = PyList_New(r->num_fields);
     if (list == NULL)
@@ -244,10 +210,9 @@ static PyObject *build_fields(http_request_t *r)
     const char *head = HEAD(r);
     for (uint32_t i = 0; i < r->num_fields; i++) {
         const field_span_t *f = &FIELDS(r)[i];
-        PyObject *name = ascii_text(head + f->name_off, f->name_len);
-        PyObject *value = name ? PyUnicode_DecodeLatin1(head + f->value_off,
-                                                        f->value_len, NULL)
-                               : NULL;
+        PyObject *name = name_of(head + f->name_off, f->name_len);
+        PyObject *value =
+            name ? value_of(head + f->value_off, f->value_len) : NULL;
         PyObject *pair = value ? PyTuple_Pack(2, name, value) : NULL;
         Py_XDECREF(name);
         Py_XDECREF(value);
@@ -258,6 +223,17 @@ static PyObject *build_fields(http_request_t *r)
         PyList_SET_ITEM(list, i, pair);
     }
     return list;
+}
+
+/* Field values may hold obs-text: Latin-1, as RFC 9110 §5.5 suggests. */
+static PyObject *latin1_text(const char *s, uint32_t len)
+{
+    return PyUnicode_DecodeLatin1(s, len, NULL);
+}
+
+static PyObject *build_fields(http_request_t *r)
+{
+    return pxpy_http_field_pairs(r, ascii_text, latin1_text);
 }
 
 /* The cached attribute in *slot, made by build on first access. */
@@ -446,6 +422,15 @@ static PyMethodDef request_methods[] = {
      "_px_take_body($self, /)\n--\n\n"
      "The body for stream() or reader(), once: bytes when it is whole, "
      "else the HttpBody it arrives through. RuntimeError the second time."},
+    {"_px_asgi_scope",
+     (PyCFunction)(void (*)(void))pxpy_http_request_asgi_scope, METH_FASTCALL,
+     "_px_asgi_scope($self, type, asgi, scheme, root_path, server, "
+     "extensions, /)\n--\n\n"
+     "A new ASGI connection scope for this request (with its method for "
+     "type \"http\"): the given values, and the ones the request has."},
+    {"_px_asks_websocket", pxpy_http_request_asks_websocket, METH_NOARGS,
+     "_px_asks_websocket($self, /)\n--\n\n"
+     "Whether the request's first Upgrade field names websocket."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -606,7 +591,8 @@ int pxpy_http_types_exec(PyObject *module, pxpy_state *st)
     if ((h->versions[0] = PyUnicode_InternFromString("HTTP/1.0")) == NULL ||
         (h->versions[1] = PyUnicode_InternFromString("HTTP/1.1")) == NULL ||
         (h->schemes[0] = PyUnicode_InternFromString("http")) == NULL ||
-        (h->schemes[1] = PyUnicode_InternFromString("https")) == NULL)
+        (h->schemes[1] = PyUnicode_InternFromString("https")) == NULL ||
+        pxpy_http_asgi_init(h) < 0)
         return -1;
     h->request_type =
         (PyTypeObject *)PyType_FromModuleAndSpec(module, &request_spec, NULL);
@@ -638,4 +624,5 @@ void pxpy_http_types_free(pxpy_state *st)
     Py_CLEAR(h->versions[1]);
     Py_CLEAR(h->schemes[0]);
     Py_CLEAR(h->schemes[1]);
+    pxpy_http_asgi_free(h);
 }

@@ -73,8 +73,10 @@ async def app(scope, receive, send):
         await lifespan(scope, receive, send)
         return
     assert scope["type"] == "http"
-    path = scope["path"]
-    route = ROUTES.get(path)
+    # Routed below the root path (a proxy's mount point), as frameworks
+    # do; anything under /scope/ shows its scope.
+    path = scope["path"][len(scope["root_path"]) :]
+    route = ROUTES.get(path) or (scope_route if path.startswith("/scope/") else None)
     if route is None:
         await respond(send, b"not found", status=404)
         return
@@ -242,7 +244,6 @@ async def short_length(scope, receive, send):
 
 ROUTES = {
     "/scope": scope_route,
-    "/scope/é x": scope_route,
     "/echo": echo,
     "/upload": upload,
     "/stream": stream,
