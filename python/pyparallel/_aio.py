@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import selectors
+import sys
 import time
+from asyncio import events
+from threading import get_ident
 
 # typing is imported for the type checker only (see _interp.py).
 TYPE_CHECKING = False
@@ -72,10 +75,18 @@ class WorkerEventLoop(asyncio.SelectorEventLoop):
         _ready: collections.deque[asyncio.Handle]
         _scheduled: list[asyncio.TimerHandle]
 
+        _closed: bool
+        _debug: bool
+        _stopping: bool
+        _old_agen_hooks: sys._asyncgen_hooks | None
+        _coroutine_origin_tracking_enabled: bool
+
         def _write_to_self(self) -> None: ...
         def _run_once(self) -> None: ...
         def _run_forever_setup(self) -> None: ...
         def _run_forever_cleanup(self) -> None: ...
+        def _asyncgen_firstiter_hook(self, agen: object) -> None: ...
+        def _asyncgen_finalizer_hook(self, agen: object) -> None: ...
 
     def __init__(self) -> None:
         super().__init__(_PollingSelector())
@@ -116,6 +127,33 @@ class WorkerEventLoop(asyncio.SelectorEventLoop):
             self._write_to_self()
         return handle
 
+    # Every iteration and every eager first step runs as the thread's running
+    # loop: _run_forever_setup and _cleanup, which a server pays for on each
+    # request. _px_enter and _px_leave do the same with fewer calls; the
+    # cases where those do more (debug mode's coroutine origin tracking, the
+    # errors of a closed or already running loop) take asyncio's own path.
+
+    def _px_enter(self) -> None:
+        if self._debug or self._closed or self._thread_id is not None or events._get_running_loop() is not None:
+            self._run_forever_setup()  # tracks origins, or raises as asyncio does
+            return
+        self._old_agen_hooks = sys.get_asyncgen_hooks()
+        self._thread_id = get_ident()
+        sys.set_asyncgen_hooks(self._asyncgen_firstiter_hook, self._asyncgen_finalizer_hook)
+        events._set_running_loop(self)
+
+    def _px_leave(self) -> None:
+        if self._coroutine_origin_tracking_enabled:
+            self._run_forever_cleanup()
+            return
+        self._stopping = False
+        self._thread_id = None
+        events._set_running_loop(None)
+        hooks = self._old_agen_hooks
+        if hooks is not None:
+            sys.set_asyncgen_hooks(*hooks)
+            self._old_agen_hooks = None
+
     def _px_fileno(self) -> int:
         return self._selector.fileno()
 
@@ -128,11 +166,11 @@ class WorkerEventLoop(asyncio.SelectorEventLoop):
         until the next timer is due, or None when only I/O can wake it.
         """
         self._selector.skip = not poll
-        self._run_forever_setup()
+        self._px_enter()
         try:
             self._run_once()
         finally:
-            self._run_forever_cleanup()
+            self._px_leave()
         if self._ready:
             return 0.0
         if self._scheduled:
@@ -190,13 +228,13 @@ def spawn_eager(
     if not asyncio.iscoroutine(awaitable):
         return spawn(loop, awaitable, on_done)
     try:
-        loop._run_forever_setup()
+        loop._px_enter()
     except RuntimeError:  # a loop runs on this thread already
         return spawn(loop, awaitable, on_done)
     try:
         task = asyncio.Task(awaitable, loop=loop, eager_start=True)
     finally:
-        loop._run_forever_cleanup()
+        loop._px_leave()
     if task.done():
         on_done(task)
         return None

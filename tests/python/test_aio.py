@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import statistics
+import sys
 import threading
 import time
 
@@ -44,6 +45,38 @@ async def nap(seconds, tag):
 async def fail_later(message):
     await asyncio.sleep(0.01)
     raise ValueError(message)
+
+
+async def observe_running_state():
+    """What each step of a coroutine sees of the thread's asyncio state: the
+    first step (eager), then iterations with the loop's debug mode on and
+    off again."""
+    loop = asyncio.get_running_loop()
+
+    def seen():
+        hooks = sys.get_asyncgen_hooks()
+        return (
+            hooks.firstiter == loop._asyncgen_firstiter_hook and hooks.finalizer == loop._asyncgen_finalizer_hook,
+            sys.get_coroutine_origin_tracking_depth(),
+            asyncio.get_running_loop() is loop,
+        )
+
+    steps = [seen()]
+    loop.set_debug(True)
+    await asyncio.sleep(0)
+    steps.append(seen())
+    loop.set_debug(False)
+    await asyncio.sleep(0)
+    steps.append(seen())
+    return steps
+
+
+def test_aio_steps_run_as_the_running_loop_with_its_hooks_and_debug_mode(rt):
+    """Every step runs with the loop as the running loop and its async
+    generator hooks set; in debug mode, with coroutine origin tracking,
+    which ends with it."""
+    steps = rt.run(lambda: px.submit_work(observe_running_state).result(timeout=10))
+    assert steps == [(True, 0, True), (True, asyncio.constants.DEBUG_STACK_DEPTH, True), (True, 0, True)]
 
 
 def test_aio_many_sleeping_coroutines_share_two_workers(rt):

@@ -277,7 +277,12 @@ class _Cycle:
         for pair in message.get("headers", ()):
             field = checked.get(pair) if type(pair) is tuple else None
             if field is None:
-                field = _field(pair)
+                # Content-Length is not kept (its value changes), but it is
+                # what frameworks send most: told by its name first.
+                if type(pair) is tuple and len(pair) == 2 and pair[0] == b"content-length" and type(pair[1]) is bytes:
+                    field = _LENGTH
+                else:
+                    field = _field(pair)
                 if type(pair) is tuple and field is not _LENGTH:
                     if len(checked) >= _CHECKED_MAX:
                         checked.clear()
