@@ -202,6 +202,18 @@ def test_a_list_body_is_sent_whole_and_an_iterator_streamed(conformance):
     assert given.body == expected
 
 
+@pytest.mark.parametrize("query", ["", "extra"])
+def test_an_iterator_whose_first_piece_has_the_whole_length_is_sent_whole(conformance, query):
+    """A framework's response iterator gives its body in one piece, with
+    its Content-Length: head and body go out together once the iterable
+    ended (its rest noted before the client has the response), cut to the
+    Content-Length when it gives more."""
+    response = conformance.get(f"/complete?{query}")
+    assert (response.status, response.body, response.header("Content-Length")) == (200, b"whole", "5")
+    assert response.header("Transfer-Encoding") is None
+    assert f"after the body ?{query}" in conformance.events()
+
+
 def test_no_body_means_no_content_length(conformance):
     fields = json.loads(conformance.get("/environ").body)["fields"]
     assert "CONTENT_LENGTH" not in fields

@@ -16,11 +16,13 @@ request:
   2. app(environ, start_response) called: the app may call write();
   3. the iterable it returned consumed through _respond, the one place
      where body data leaves the app: a list or tuple (what most apps
-     return) is joined and sent whole with its Content-Length; any other
-     iterable is streamed as it produces (chunked, or with the app's
-     Content-Length), at the pace the client reads: _respond takes its
-     first piece of body (the app's status is known by then, and a failure
-     there is still a 500) and hands the C layer a generator of the rest;
+     return), or an iterable whose first piece of body has the whole
+     Content-Length (a framework's response object), is joined and sent
+     whole with its Content-Length; any other iterable is streamed as it
+     produces (chunked, or with the app's Content-Length), at the pace the
+     client reads: _respond takes its first piece of body (the app's
+     status is known by then, and a failure there is still a 500) and
+     hands the C layer a generator of the rest;
   4. the iterable's close() called whatever happened (a failing app, a
      failing close(), a bad status or header, the client going away in the
      middle of a streamed body), once the answer is done.
@@ -316,8 +318,13 @@ class _Exchange:
                 chunks = iter(())
             if self.status is None:
                 raise RuntimeError("the WSGI app returned without calling start_response()")
-            if self.chunks:
-                return (self.status, self.fields, self._rest(chunks, result), self.length)
+            # A body that its Content-Length says is complete (a framework's
+            # response, which its iterator gives in one piece) is sent whole,
+            # head and body at once, after the rest of the iterable (nothing
+            # more, by the PEP; cut to the length if it gives more).
+            length = self.length
+            if self.chunks and (length is None or sum(map(len, self.chunks)) < length):
+                return (self.status, self.fields, self._rest(chunks, result), length)
         for chunk in chunks:
             self._body(chunk)
         if self.status is None:

@@ -233,7 +233,26 @@ def streamed(environ, start_response):
     return (bytes([index % 256]) * (1 << 16) for index in range(pieces))
 
 
+def complete_first(environ, start_response):
+    """A generator whose first piece is its whole Content-Length (as a
+    framework's response iterator gives); /complete?extra then gives more
+    bytes, which the PEP says are not sent. Its note after the body comes
+    0.3 s later: a server that sends the response whole notes it before
+    the client has the response; one that streams it, after."""
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+
+    def body():
+        yield b"whole"
+        time.sleep(0.3)
+        note(f"after the body ?{environ['QUERY_STRING']}")
+        if environ["QUERY_STRING"] == "extra":
+            yield b" and more"
+
+    return body()
+
+
 ROUTES = {
+    "complete": complete_first,
     "validated": validated,
     "environ": environ_dump,
     "exc-info-before-body": exc_info_before_body,
