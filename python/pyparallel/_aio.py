@@ -162,8 +162,7 @@ class WorkerEventLoop(asyncio.SelectorEventLoop):
         poll False: without polling the selector (the binding knows it has
         nothing).
 
-        Returns 0.0 when callbacks are ready (run again soon), the seconds
-        until the next timer is due, or None when only I/O can wake it.
+        Returns what the loop waits for then (_px_wait).
         """
         self._selector.skip = not poll
         self._px_enter()
@@ -171,6 +170,12 @@ class WorkerEventLoop(asyncio.SelectorEventLoop):
             self._run_once()
         finally:
             self._px_leave()
+        return self._px_wait()
+
+    def _px_wait(self) -> float | None:
+        """What the loop waits for: 0.0 when callbacks are ready (run again
+        soon), the seconds until the next timer is due, or None when only
+        I/O can wake it."""
         if self._ready:
             return 0.0
         if self._scheduled:

@@ -52,6 +52,7 @@ typedef struct aio_s {
     atomic_int refs;
     PyObject *pyloop;      /* the WorkerEventLoop, until closed */
     PyObject *step;        /* its _px_step */
+    PyObject *wait;        /* its _px_wait */
     PyObject *spawn;       /* pyparallel._aio.spawn */
     PyObject *spawn_eager; /* pyparallel._aio.spawn_eager */
     px_watch_t *watch;
@@ -182,13 +183,10 @@ static void schedule(aio_t *a, double delay)
     }
 }
 
-static void step(aio_t *a)
+/* What _px_step or _px_wait returned (a new reference, or NULL with an
+ * exception, which is reported) as schedule() takes it. */
+static double delay_of(aio_t *a, PyObject *r)
 {
-    /* While the watch is armed the selector has nothing to report (the
-     * watch fires, and runs an iteration, once it has): the iteration
-     * skips its poll, a system call per request otherwise. */
-    PyObject *r = PyObject_CallOneArg(
-        a->step, atomic_load(&a->watch_armed) ? Py_False : Py_True);
     double delay = -1;
     if (r == NULL) {
         pxpy_report_callback_error(a->st, "the worker's asyncio loop");
@@ -200,7 +198,18 @@ static void step(aio_t *a)
         }
     }
     Py_XDECREF(r);
-    schedule(a, delay);
+    return delay;
+}
+
+static void step(aio_t *a)
+{
+    /* While the watch is armed the selector has nothing to report (the
+     * watch fires, and runs an iteration, once it has): the iteration
+     * skips its poll, a system call per request otherwise. */
+    schedule(
+        a, delay_of(a, PyObject_CallOneArg(a->step, atomic_load(&a->watch_armed)
+                                                        ? Py_False
+                                                        : Py_True)));
 }
 
 static void close_loop(aio_t *a)
@@ -217,6 +226,7 @@ static void close_loop(aio_t *a)
         pxpy_report_callback_error(a->st, "closing the worker's asyncio loop");
     Py_XDECREF(r);
     Py_CLEAR(a->step);
+    Py_CLEAR(a->wait);
     Py_CLEAR(a->spawn);
     Py_CLEAR(a->spawn_eager);
     Py_CLEAR(a->pyloop);
@@ -252,6 +262,7 @@ static void discard(aio_t *a)
         PyErr_Clear();
     Py_XDECREF(r);
     Py_CLEAR(a->step);
+    Py_CLEAR(a->wait);
     Py_CLEAR(a->spawn);
     Py_CLEAR(a->spawn_eager);
     Py_CLEAR(a->pyloop);
@@ -279,7 +290,8 @@ static aio_t *create(pxpy_state *st, px_loop_t *loop, int worker)
         return NULL;
     }
     a->step = PyObject_GetAttrString(a->pyloop, "_px_step");
-    a->spawn = a->step ? pxpy_import_attr("pyparallel._aio", "spawn") : NULL;
+    a->wait = a->step ? PyObject_GetAttrString(a->pyloop, "_px_wait") : NULL;
+    a->spawn = a->wait ? pxpy_import_attr("pyparallel._aio", "spawn") : NULL;
     a->spawn_eager =
         a->spawn ? pxpy_import_attr("pyparallel._aio", "spawn_eager") : NULL;
     PyObject *fdobj = a->spawn_eager
@@ -415,11 +427,27 @@ bool pxpy_is_awaitable(PyObject *obj)
 static PyObject *start_task(aio_t *a, PyObject *awaitable, PyObject *cb,
                             bool eager)
 {
-    if (!eager || atomic_exchange(&a->running, true))
-        return PyObject_CallFunctionObjArgs(a->spawn, a->pyloop, awaitable, cb,
-                                            NULL);
+    if (!eager || atomic_exchange(&a->running, true)) {
+        PyObject *task = PyObject_CallFunctionObjArgs(a->spawn, a->pyloop,
+                                                      awaitable, cb, NULL);
+        /* spawn() does not wake the loop through its self-pipe (a write,
+         * then a read and a poll): the task's first step is queued here. */
+        if (task != NULL)
+            step_soon(a);
+        return task;
+    }
     PyObject *task = PyObject_CallFunctionObjArgs(a->spawn_eager, a->pyloop,
                                                   awaitable, cb, NULL);
+    if (task != NULL && task != Py_None) {
+        /* The task waits. Still the loop's runner, this thread tells the
+         * engine what the loop waits for now (a handler's sleep is a timer
+         * of it) rather than queueing an iteration that would find only
+         * that, one per request that waits. */
+        if (a->closed || atomic_load(&a->closing))
+            step_soon(a);
+        else
+            schedule(a, delay_of(a, PyObject_CallNoArgs(a->wait)));
+    }
     atomic_store(&a->running, false);
     /* Another thread came to run an iteration meanwhile and left it to the
      * runner (see run()): queued now. */
@@ -466,11 +494,6 @@ static int spawn_on(pxpy_state *st, PyObject *awaitable, pxpy_aio_done_fn done,
         Py_DECREF(capsule);
         return -1;
     }
-    /* spawn() does not wake the loop through its self-pipe (a write, then
-     * a read and a poll): the task's next step is queued here, unless it
-     * finished already. */
-    if (task != Py_None)
-        step_soon(a);
     Py_DECREF(task);
     Py_DECREF(capsule);
     return 0;
