@@ -89,6 +89,7 @@ typedef struct {
     int epfd;
     ep_handle_t wake;
     px__qnode_t paused; /* ep_listen_t waiting to accept again */
+    bool no_pwait2;     /* epoll_pwait2 refused: milliseconds it is */
     char read_buf[READ_BUDGET];
 } ep_worker_t;
 
@@ -106,6 +107,7 @@ static int ep_init(px__worker_t *w)
         return rc;
     }
     ep->wake = (ep_handle_t){EP_WAKE, w};
+    ep->no_pwait2 = false;
     px__q_init(&ep->paused);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &ep->wake};
     if (epoll_ctl(ep->epfd, EPOLL_CTL_ADD, w->wake_fd, &ev) < 0) {
@@ -185,13 +187,13 @@ static void pause_accepting(px__worker_t *w, px_listener_t *l, ep_listen_t *s)
     px__q_push(&ep->paused, &s->paused_node);
 }
 
-/* Re-registers paused listeners that are due; returns the milliseconds
+/* Re-registers paused listeners that are due; returns the nanoseconds
  * until the next one is (-1: none paused). */
-static int resume_accepting(px__worker_t *w)
+static int64_t resume_accepting(px__worker_t *w)
 {
     ep_worker_t *ep = w->backend;
     uint64_t now = px_now_ns();
-    int next_ms = -1;
+    int64_t next_ns = -1;
     px__qnode_t *n = ep->paused.next;
     while (n != &ep->paused) {
         ep_listen_t *s = px__container_of(n, ep_listen_t, paused_node);
@@ -203,11 +205,11 @@ static int resume_accepting(px__worker_t *w)
                 pause_accepting(w, l, s);
             continue;
         }
-        int ms = (int)((s->retry_at_ns - now + 999999u) / 1000000u);
-        if (next_ms < 0 || ms < next_ms)
-            next_ms = ms;
+        int64_t ns = (int64_t)(s->retry_at_ns - now);
+        if (next_ns < 0 || ns < next_ns)
+            next_ns = ns;
     }
-    return next_ms;
+    return next_ns;
 }
 
 static void handle_accept(px__worker_t *w, px_listener_t *l)
@@ -420,14 +422,33 @@ static void ep_watch_stop(px__worker_t *w, px_watch_t *x)
 
 /* ---- poll ------------------------------------------------------------- */
 
-static int ep_poll(px__worker_t *w, int timeout_ms)
+/* epoll_wait for up to timeout_ns (-1: no limit): with epoll_pwait2's
+ * nanoseconds (Linux 5.11), or in milliseconds rounded up where the kernel
+ * or a seccomp filter refuses it. */
+static int wait_events(ep_worker_t *ep, struct epoll_event *events,
+                       int64_t timeout_ns)
+{
+    if (timeout_ns > 0 && !ep->no_pwait2) {
+        struct timespec ts = {.tv_sec = timeout_ns / 1000000000,
+                              .tv_nsec = timeout_ns % 1000000000};
+        int n = epoll_pwait2(ep->epfd, events, MAX_EVENTS, &ts, NULL);
+        if (n >= 0 || errno != ENOSYS)
+            return n;
+        ep->no_pwait2 = true;
+    }
+    int timeout_ms =
+        timeout_ns < 0 ? -1 : (int)((timeout_ns + 999999) / 1000000);
+    return epoll_wait(ep->epfd, events, MAX_EVENTS, timeout_ms);
+}
+
+static int ep_poll(px__worker_t *w, int64_t timeout_ns)
 {
     ep_worker_t *ep = w->backend;
-    int retry_ms = resume_accepting(w);
-    if (retry_ms >= 0 && (timeout_ms < 0 || retry_ms < timeout_ms))
-        timeout_ms = retry_ms;
+    int64_t retry_ns = resume_accepting(w);
+    if (retry_ns >= 0 && (timeout_ns < 0 || retry_ns < timeout_ns))
+        timeout_ns = retry_ns;
     struct epoll_event events[MAX_EVENTS];
-    int n = epoll_wait(ep->epfd, events, MAX_EVENTS, timeout_ms);
+    int n = wait_events(ep, events, timeout_ns);
     if (n < 0)
         return errno == EINTR ? 0 : -errno;
     for (int i = 0; i < n; i++) {

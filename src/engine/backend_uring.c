@@ -61,7 +61,7 @@
 #define ACCEPT_RETRY_NS (100u * 1000000u)
 /* Longest wait while some op could not be submitted (the next poll retries
  * it). */
-#define DEFERRED_RETRY_MS 10
+#define DEFERRED_RETRY_NS (10 * (int64_t)1000000)
 
 typedef enum {
     OP_WAKE,          /* multishot poll of w->wake_fd */
@@ -774,23 +774,22 @@ static void handle_cqe(px__worker_t *w, struct io_uring_cqe *cqe)
     }
 }
 
-static int uring_poll(px__worker_t *w, int timeout_ms)
+static int uring_poll(px__worker_t *w, int64_t timeout_ns)
 {
     uring_worker_t *u = w->backend;
     submit_deferred(w);
     if (!px__q_empty(&u->deferred) &&
-        (timeout_ms < 0 || timeout_ms > DEFERRED_RETRY_MS))
-        timeout_ms = DEFERRED_RETRY_MS;
+        (timeout_ns < 0 || timeout_ns > DEFERRED_RETRY_NS))
+        timeout_ns = DEFERRED_RETRY_NS;
     struct io_uring_cqe *cqe;
     int rc;
-    if (timeout_ms == 0) {
+    if (timeout_ns == 0) {
         rc = io_uring_submit(&u->ring);
-    } else if (timeout_ms < 0) {
+    } else if (timeout_ns < 0) {
         rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, NULL, NULL);
     } else {
-        struct __kernel_timespec ts = {
-            .tv_sec = timeout_ms / 1000,
-            .tv_nsec = (long long)(timeout_ms % 1000) * 1000000};
+        struct __kernel_timespec ts = {.tv_sec = timeout_ns / 1000000000,
+                                       .tv_nsec = timeout_ns % 1000000000};
         rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
     }
     /* Timeouts and interruptions are ordinary; -EBUSY and -EAGAIN mean the

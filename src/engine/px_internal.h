@@ -119,10 +119,12 @@ typedef struct {
     /* Forgets the watch; when nothing refers to it any more the backend
      * calls px__on_watch_released(w, x). */
     void (*watch_stop)(px__worker_t *w, px_watch_t *x);
-    /* Waits up to timeout_ms (-1: no limit, 0: don't wait) and reports what
+    /* Waits up to timeout_ns (-1: no limit, 0: don't wait) and reports what
      * happened through the px__on_* functions. Returns the number of events
-     * handled or a negative errno. */
-    int (*poll)(px__worker_t *w, int timeout_ms);
+     * handled or a negative errno. Nanoseconds, not milliseconds: a timer
+     * due in 0.2 ms must not wait a whole millisecond (a server with many
+     * short sleeps would add that to every one). */
+    int (*poll)(px__worker_t *w, int64_t timeout_ns);
 } px__backend_ops_t;
 
 extern const px__backend_ops_t px__backend_uring;
@@ -506,9 +508,9 @@ void px__watches_stop_all(px__worker_t *w);
 void px__timers_add(px__worker_t *w, px_timer_t *t);
 void px__timers_remove(px__worker_t *w, px_timer_t *t);
 /* Fires due timers, entering the dispatch bracket first if *entered is
- * false; returns ms until the next one (-1: none). *lost is set when the
- * thread lost the worker in a timer callback. */
-int px__timers_run(px__worker_t *w, bool *entered, bool *lost);
+ * false; returns ns until the next one (-1: none; at most a minute). *lost
+ * is set when the thread lost the worker in a timer callback. */
+int64_t px__timers_run(px__worker_t *w, bool *entered, bool *lost);
 void px__timers_cancel_all(px__worker_t *w);
 
 /* Worker and threads (worker.c). */

@@ -167,14 +167,18 @@ void px__timers_cancel_all(px__worker_t *w)
     }
 }
 
-int px__timers_run(px__worker_t *w, bool *entered, bool *lost)
+/* The longest wait for the next timer: a clock jump cannot make a poll
+ * sleep longer. */
+#define TIMERS_MAX_WAIT_NS (60 * (int64_t)1000000000)
+
+int64_t px__timers_run(px__worker_t *w, bool *entered, bool *lost)
 {
     uint64_t now = px_now_ns();
     while (w->timer_count > 0) {
         px_timer_t *t = w->timers[0];
         if (t->due_ns > now) {
-            uint64_t ms = (t->due_ns - now + 999999u) / 1000000u;
-            return ms > 60000 ? 60000 : (int)ms;
+            uint64_t ns = t->due_ns - now;
+            return ns > TIMERS_MAX_WAIT_NS ? TIMERS_MAX_WAIT_NS : (int64_t)ns;
         }
         heap_remove(w, 0);
         if (!*entered) {

@@ -521,7 +521,7 @@ static bool run_worker(px__thread_t *t, px__worker_t *w)
             px__timers_cancel_all(w);
             cancel_work(w);
         }
-        int timer_ms = px__timers_run(w, &entered, &lost);
+        int64_t timer_ns = px__timers_run(w, &entered, &lost);
         if (!lost)
             lost = !dispatch(w, &entered);
         if (entered)
@@ -531,7 +531,7 @@ static bool run_worker(px__thread_t *t, px__worker_t *w)
         if (worker_done(w))
             return true;
 
-        int timeout = timer_ms;
+        int64_t timeout = timer_ns;
         atomic_store(&w->sleeping, true);
         if (has_pending(w))
             timeout = 0;

@@ -1,12 +1,14 @@
 /*
  * test_timer.c - timers: one-shot, periodic, cancelled before firing,
- * cancelled from their own callback, and many at once. A timer's done
+ * cancelled from their own callback, many at once, and short ones (well
+ * under a millisecond) on time. A timer's done
  * callback runs exactly once, after its last run. Each case runs under both
  * backends (timers share the worker loop with I/O).
  */
 #include "engine_util.h"
 
 #include <errno.h>
+#include <stdlib.h>
 
 #define MAX_RUNS 64
 
@@ -176,7 +178,37 @@ static void test_many_timers(int backend)
     finish_loop(loop);
 }
 
+static int compare_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* A timer due in 0.2 ms fires after 0.2 ms and well before 1 ms: polls
+ * wait in nanoseconds, not in milliseconds rounded up (which made every
+ * short wait a whole millisecond). The median of 21, so that a loaded
+ * machine's odd late wake-up does not count. */
+static void test_sub_millisecond(int backend)
+{
+    enum { ROUNDS = 21 };
+    px_loop_t *loop = start_loop(backend, NULL);
+    static tick_t t[ROUNDS];
+    uint64_t waited[ROUNDS];
+    for (int i = 0; i < ROUNDS; i++) {
+        t[i].started_ns = px_now_ns();
+        ASSERT_PX_OK(
+            px_timer_start(loop, 200000u, 0, tick, tick_done, &t[i], NULL));
+        WAIT_FOR(atomic_load(&t[i].dones) == 1, WAIT_MS);
+        waited[i] = t[i].run_ns[0] - t[i].started_ns;
+        ASSERT_UINT_CMP(waited[i], >=, 200000u);
+    }
+    qsort(waited, ROUNDS, sizeof(waited[0]), compare_u64);
+    ASSERT_UINT_CMP(waited[ROUNDS / 2], <, 900000u);
+    finish_loop(loop);
+}
+
 static const test_case_t cases[] = {
+    ENGINE_CASE(test_sub_millisecond),
     ENGINE_CASE(test_one_shot),
     ENGINE_CASE(test_periodic),
     ENGINE_CASE(test_cancel_before_firing),
