@@ -151,14 +151,6 @@ int px_worker_retiring(const px_loop_t *loop, int worker);
  * "Connection: close", and their clients come back through the balance of
  * new connections. Any thread. */
 int px_worker_overloaded(px_loop_t *loop, int worker);
-/* For REBALANCE_NS after a worker stops retiring, whether a worker serves
- * more accepted connections than the least loaded other (one more is
- * allowed): keep-alive connections stay where they are, so the clients
- * that moved away from a retiring worker would otherwise leave it idle
- * once back. The HTTP server answers such a worker's next responses with
- * "Connection: close", and their clients come back through the balance of
- * new connections. Any thread. */
-int px_worker_overloaded(px_loop_t *loop, int worker);
 /* The accepted connections a worker serves, and all its connections. */
 uint64_t px_worker_served_open(const px_loop_t *loop, int worker);
 uint64_t px_worker_connections(const px_loop_t *loop, int worker);
