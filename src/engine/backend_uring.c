@@ -559,8 +559,9 @@ static int uring_conn_read_stop(px__worker_t *w, px_conn_t *c)
          * of completions, and the multishot receive goes on filling the
          * buffers handed back during the batch (the batch then goes on
          * with them) until the kernel sees the cancellation. */
+        uring_worker_t *u = w->backend;
         op_submit(w, &s->recv_cancel);
-        io_uring_submit(&((uring_worker_t *)w->backend)->ring);
+        io_uring_submit(&u->ring);
     }
     return 0;
 }
