@@ -253,14 +253,18 @@ static void listener_maybe_close(px__worker_t *w, px_listener_t *l)
 {
     if (atomic_load(&l->closing) && atomic_load(&l->workers_armed) == 0) {
         /* No lock: this runs from backends while px__listeners_stop_all
-         * holds listeners_lock. */
+         * holds listeners_lock. The socket's file goes first (unlinking is
+         * claimed by itself, so twice is harmless): whoever sees
+         * px_listener_fd() < 0 must find it gone. */
+        if (atomic_load(&l->fd) < 0)
+            return;
+        px__listener_unlink(l);
         int fd = atomic_exchange(&l->fd, -1);
         if (fd >= 0) {
             if (atomic_load(&l->loop->draining) &&
                 !atomic_load(&l->loop->stopping))
                 px__listener_take_backlog(w, l, fd);
             close(fd);
-            px__listener_unlink(l);
         }
     }
 }
