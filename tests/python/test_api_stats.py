@@ -38,6 +38,7 @@ STATS_KEYS = {
     "io_hogs",
     "pending_work",
     "errors",
+    "gc_paced",
     "channels",
 }
 

@@ -335,6 +335,13 @@ static px_loop_t *start_loop(pxpy_state *st, pxpy_mode_t mode)
         return NULL;
     }
     st->mode = mode;
+    if (mode != PXPY_MODE_INTERPRETERS && !rt->gcpace_probed) {
+        rt->gcpace_probed = true;
+        if (pxpy_gcpace_new(&rt->gcpace) < 0) {
+            px_loop_free(loop);
+            return NULL;
+        }
+    }
     if (mode == PXPY_MODE_INTERPRETERS &&
         pxpy_interps_start(st, px_loop_worker_count(loop)) < 0) {
         px_loop_free(loop);
@@ -344,6 +351,8 @@ static px_loop_t *start_loop(pxpy_state *st, pxpy_mode_t mode)
      * while this thread waits for nothing but thread creation. */
     pxpy_blocking_t b = pxpy_blocking_begin();
     rc = px_loop_start(loop);
+    if (rc == 0 && mode != PXPY_MODE_INTERPRETERS)
+        rc = pxpy_gcpace_start(rt->gcpace, loop);
     if (rc < 0) {
         px_loop_stop(loop);
         px_loop_free(loop);
@@ -675,7 +684,9 @@ static PyObject *stats(PyObject *module, PyObject *Py_UNUSED(ignored))
         set_u64(d, "io_hogs", s->io_hogs) < 0 ||
         set_u64(d, "pending_work", s->pending_work) < 0 ||
         set_u64(d, "datagrams_dropped", s->datagrams_dropped) < 0 ||
-        set_u64(d, "errors", atomic_load(&st->runtime->errors)) < 0) {
+        set_u64(d, "errors", atomic_load(&st->runtime->errors)) < 0 ||
+        set_u64(d, "gc_paced", pxpy_gcpace_collections(st->runtime->gcpace)) <
+            0) {
         Py_XDECREF(workers);
         Py_XDECREF(d);
         PyMem_Free(s);
@@ -772,6 +783,8 @@ void pxpy_runtime_free(pxpy_state *st)
         px_loop_free(rt->retired);
     pxpy_mainthread_free_queue(rt);
     pxpy_channel_free_list(rt);
+    pxpy_gcpace_free(rt->gcpace);
+    rt->gcpace = NULL;
     Py_CLEAR(rt->listeners);
     pthread_cond_destroy(&rt->protocol_cond);
     pthread_cond_destroy(&rt->done_cond);

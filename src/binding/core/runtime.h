@@ -15,6 +15,7 @@
 #define PXPY_RUNTIME_H
 
 #include "binding.h"
+#include "core/gcpace.h"
 #include "core/mainthread.h"
 
 #include <pthread.h>
@@ -27,9 +28,14 @@ struct pxpy_runtime_s {
 
     PyMutex loop_lock;
     px_loop_t *_Atomic loop;
-    px_loop_t *retired;               /* the previous, stopped loop */
-    pxpy_interps_t *interps;          /* mode "interpreters": the workers'
-                                         interpreters while the loop runs */
+    px_loop_t *retired;      /* the previous, stopped loop */
+    pxpy_interps_t *interps; /* mode "interpreters": the workers'
+                                interpreters while the loop runs */
+    /* Mode threads or gil on a free-threaded interpreter whose collector
+     * falls behind: the workers pace it (gcpace.c); NULL otherwise. Made
+     * with the first such loop, kept for the runtime's life. */
+    pxpy_gcpace_t *gcpace;
+    bool gcpace_probed;
     pxpy_interps_t *parked_interps;   /* the same between loops: kept for
                                          the next loop (interp/interp.c) */
     struct pxpy_chanlist_s *channels; /* channel.c: the live channels */
