@@ -119,18 +119,17 @@ static PyMethodDef on_collected_def = {
 static int counts_frees_against_allocations(pxpy_gcpace_t *p)
 {
     /* Disabled meanwhile, so that no automatic collection takes part of
-     * the probe's garbage; gc.collect() collects all the same. */
+     * the probe's garbage; gc.collect() collects all the same. One
+     * collection is enough: it sets the count to 0 before it frees. */
     int enabled = PyGC_Disable();
     int64_t young = -1;
-    PyObject *r = PyObject_CallNoArgs(p->collect);
-    bool ok = r != NULL;
-    Py_XDECREF(r);
+    bool ok = true;
     for (int i = 0; ok && i < PROBE_CYCLES; i++) {
         PyObject *cycle = PyList_New(0);
         ok = cycle != NULL && PyList_Append(cycle, cycle) == 0;
         Py_XDECREF(cycle);
     }
-    r = ok ? PyObject_CallNoArgs(p->collect) : NULL;
+    PyObject *r = ok ? PyObject_CallNoArgs(p->collect) : NULL;
     if (r != NULL) {
         Py_DECREF(r);
         young = first_of(p->get_count);

@@ -31,8 +31,8 @@ struct pxpy_runtime_s {
     px_loop_t *retired;      /* the previous, stopped loop */
     pxpy_interps_t *interps; /* mode "interpreters": the workers'
                                 interpreters while the loop runs */
-    /* Mode threads or gil on a free-threaded interpreter whose collector
-     * falls behind: the workers pace it (gcpace.c); NULL otherwise. Made
+    /* Mode threads or gil on a free-threaded interpreter whose collector's
+     * pacing drifts: the workers pace it (gcpace.c); NULL otherwise. Made
      * with the first such loop, kept for the runtime's life. */
     pxpy_gcpace_t *gcpace;
     bool gcpace_probed;
