@@ -64,6 +64,7 @@ PROGRAM = """
         make_garbage_for(1.5)
         print("paced_with_garbage", px.stats()["gc_paced"])
         gc.disable()
+        time.sleep(0.2)  # a check under way as it was disabled ends first
         before = px.stats()["gc_paced"]
         make_garbage_for(0.5)
         print("paced_while_disabled", px.stats()["gc_paced"] - before)
