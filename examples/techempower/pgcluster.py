@@ -204,12 +204,13 @@ class Cluster:
         return found
 
     def cpu_seconds(self):
-        """User and system CPU time of the server's live processes.
-
-        A backend that exits takes its time with it, so the benchmark reads
-        this around runs whose connections (the servers' pools) stay open.
-        """
+        """User and system CPU time the server has used: its live processes',
+        and that of the backends which exited, which the postmaster reaped
+        (its children's times). Without the latter a connection closed during
+        a run would take its backend's time out of the total, and a run's
+        difference could come out below zero."""
         ticks = os.sysconf("SC_CLK_TCK")
+        root = self.postmaster_pid()
         total = 0.0
         for pid in self.pids():
             try:
@@ -218,8 +219,10 @@ class Cluster:
             except OSError:
                 continue
             fields = stat[stat.rindex(b")") + 2 :].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-        return total
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+            if pid == root:
+                total += int(fields[13]) + int(fields[14])  # cutime, cstime
+        return total / ticks
 
     def close(self):
         """Stops the server (if it runs) and removes its directory."""

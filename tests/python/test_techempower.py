@@ -110,6 +110,21 @@ def rows_in_database(postgres, ids):
     return {int(i): int(n) for i, n in (line.split("|") for line in out.split())}
 
 
+def test_database_cpu_keeps_the_time_of_a_backend_that_exited(postgres):
+    """The benchmark's database CPU per request is the difference of two
+    readings: a backend that exits between them (a pool's connection
+    closed) must not take its time out of the second."""
+    import psycopg
+
+    conninfo = {k.lower().removeprefix("pg").replace("database", "dbname"): v for k, v in postgres.env().items()}
+    with psycopg.connect(**conninfo) as conn:
+        backend = conn.info.backend_pid
+        conn.execute("SELECT count(*) FROM generate_series(1, 3000000)").fetchone()
+        before = postgres.cpu_seconds()
+    wait_for(lambda: not os.path.exists(f"/proc/{backend}"), message=f"backend {backend} did not exit")
+    assert postgres.cpu_seconds() >= before
+
+
 # ---- the six test types --------------------------------------------------------------
 
 
