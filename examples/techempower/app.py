@@ -20,15 +20,17 @@ hello_world schema serves (pgcluster.py makes one).
 
 The driver, and with it the interface, is chosen by TFB_DRIVER:
 
-  psycopg        (the default) a WSGI app on psycopg 3's blocking API,
-                 queries and updates in pipeline mode; the blocking hand-off
-                 serves a worker's other connections while a request waits
-                 on the database. The fastest on pyparallel in every mode
-                 (docs/techempower.md has the figures)
+  psycopg        a WSGI app on psycopg 3's blocking API, queries and
+                 updates in pipeline mode; the blocking hand-off serves a
+                 worker's other connections while a request waits on the
+                 database
   asyncpg        an ASGI app on the worker's asyncio loop; a pool per loop
   psycopg-async  an ASGI app on psycopg 3's asyncio API, queries and updates
-                 in pipeline mode; a pool per loop (not in pyparallel's mode
-                 threads: there an occasional request's wait is never woken)
+                 in pipeline mode; a pool per loop
+
+Unset, it is the fastest measured in pyparallel's mode (docs/techempower.md
+has the figures): asyncpg in mode interpreters (psycopg-async where asyncpg
+is not installed), psycopg in modes threads and gil and under other servers.
 
 asyncpg has no wheel for free-threaded CPython (3.13t); psycopg's C speed-ups
 (psycopg-binary) have no 3.13t wheel either and refuse subinterpreters, so
@@ -63,6 +65,7 @@ import json
 import logging
 import os
 import random
+import sys
 import threading
 from urllib.parse import parse_qs
 
@@ -91,8 +94,26 @@ TEMPLATE = jinja2.Environment(autoescape=True).from_string(
 )
 
 
+# The fastest driver in each of pyparallel's modes, as bench/techempower.py
+# measured them on an idle machine: in mode interpreters psycopg runs without
+# its C speed-ups (they refuse subinterpreters) while asyncpg's Cython code
+# loads; in mode gil one GIL serves both workers, and the blocking path costs
+# it less CPU per request than the asyncio loop's wake-ups; in mode threads
+# asyncpg has no wheel and psycopg's asyncio API measured slower.
+FASTEST = {"interpreters": "asyncpg", "gil": "psycopg", "threads": "psycopg"}
+
+
+def _pyparallel_mode():
+    """pyparallel's mode when a pyparallel server imports the app, else None."""
+    px = sys.modules.get("pyparallel")
+    try:
+        return px.stats()["mode"] if px is not None else None
+    except RuntimeError:
+        return None
+
+
 def _driver():
-    chosen = os.environ.get("TFB_DRIVER", "psycopg")
+    chosen = os.environ.get("TFB_DRIVER") or FASTEST.get(_pyparallel_mode(), "psycopg")
     if chosen not in ("asyncpg", "psycopg", "psycopg-async"):
         raise RuntimeError(f"TFB_DRIVER={chosen!r}: expected asyncpg, psycopg or psycopg-async")
     return chosen

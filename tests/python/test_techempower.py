@@ -133,6 +133,23 @@ def test_startup_line_names_the_interface_the_driver_needs(server):
     assert server.info["mode"] == expected_mode()
 
 
+def test_without_tfb_driver_the_mode_gets_its_fastest_driver(postgres, tmp_path):
+    """Unset (empty here, whatever the caller's environment says), TFB_DRIVER
+    is the driver measured fastest in the mode: asyncpg's ASGI app in mode
+    interpreters, psycopg's WSGI app in modes threads and gil."""
+    env = {
+        **postgres.env(),
+        "TFB_DRIVER": "",
+        "PYTHONPATH": os.pathsep.join(p for p in (os.path.abspath(EXAMPLE), os.environ.get("PYTHONPATH")) if p),
+    }
+    app = AppServer("app:app", tmp_path, env=env)
+    try:
+        assert app.info["interface"] == ("asgi" if expected_mode() == "interpreters" else "wsgi")
+        check_world(get_json(app, "/db"))
+    finally:
+        app.kill()
+
+
 def test_json(server):
     assert get_json(server, "/json") == {"message": "Hello, World!"}
 
