@@ -51,6 +51,12 @@ typedef struct {
 #define PX__HTTP_OPS_TIMED (PX__HTTP_OPS_COUNT | PX__HTTP_OPS_LOG_DURATION)
 extern atomic_int px__http_ops_on;
 
+/* The status logged for a request whose connection the server closed
+ * without answering it (the loop stopped under a pending handler, or no
+ * answer could be made): nginx's code for that, which log analysers know,
+ * where a number of three digits is expected. */
+#define PX__HTTP_STATUS_NO_RESPONSE 444
+
 /* ---- observe.c (hc->lock held) ---- */
 
 struct px_http_conn_s;
@@ -58,8 +64,7 @@ struct px_http_conn_s;
  * with the log on, writes the line's request part. */
 void px__http_obs_begin(struct px_http_conn_s *hc,
                         const px_http_request_t *head);
-/* The request's answer is out (status 0: none will be): counted and
- * logged, once. */
+/* The request's answer is out: counted and logged, once. */
 void px__http_obs_end(struct px_http_conn_s *hc, int status, uint64_t bytes);
 /* The server answers an error itself: ends the request under way, or
  * logs one whose head was never read. */

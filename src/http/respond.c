@@ -383,6 +383,7 @@ void px_http_abort(px_http_exchange_t *ex)
         return;
     }
     hc->unanswered = false;
+    px__http_obs_end(hc, PX__HTTP_STATUS_NO_RESPONSE, 0);
     /* After the server answered a failed streamed body itself, that
      * answer is left to reach the client. */
     if (hc->state != PX__HC_LINGER) {

@@ -3,7 +3,9 @@ test_proxy_headers.py, test_metrics.py, test_status_page.py), one per
 interface, served by the command line from this directory. Each tells
 what it sees of the client: its address and the scheme."""
 
+import asyncio
 import json
+import os
 import time
 
 from pyparallel.http import HttpServer, Response, route, websocket
@@ -22,6 +24,14 @@ class Api(HttpServer):
 
     def boom(self, request):
         raise RuntimeError("boom, on purpose")
+
+    async def hang(self, request):
+        """Never answers in time: creates the file OPS_HANG_MARK names, so
+        that a test knows it is under way, and waits."""
+        with open(os.environ["OPS_HANG_MARK"], "w"):
+            pass
+        await asyncio.sleep(60)
+        return "too late"
 
     def who(self, request):
         return {"client": list(request.client) if request.client else None, "scheme": request.scheme}

@@ -121,6 +121,22 @@ def test_every_request_of_an_httpserver_app_is_logged_once(servers, tmp_path):
     assert first["request"] == "GET /hello HTTP/1.1"
 
 
+def test_a_request_the_server_stopped_under_is_logged_as_closed_without_response(servers, tmp_path):
+    """A handler still waiting when the shutdown's grace runs out gets no
+    answer, and its connection is closed: logged with nginx's 444."""
+    log = tmp_path / "access.log"
+    mark = tmp_path / "hang-started"
+    server = servers(
+        "--app", "ops_apps:Api", "--access-log", str(log), "--graceful-timeout", "1", env={"OPS_HANG_MARK": str(mark)}
+    )
+    with socket.create_connection((LOCALHOST, server.port), timeout=10) as sock:
+        sock.sendall(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_for(mark.exists, message="the handler did not start")
+        server.stop()
+        assert sock.recv(65536) == b""  # closed, nothing answered
+    assert [(e["request"], e["status"], e["bytes"]) for e in parsed(log)] == [("GET /hang HTTP/1.1", "444", "-")]
+
+
 @pytest.mark.parametrize("interface", ["wsgi", "asgi"])
 def test_wsgi_and_asgi_requests_are_logged(servers, tmp_path, interface):
     log = tmp_path / "access.log"
