@@ -528,12 +528,11 @@ pxpy_worker_interp_t *pxpy_interp_swap(pxpy_runtime_t *rt, int index,
     Py_END_ALLOW_THREADS return old;
 }
 
-/* The threads that old's own code started and that still run (their
- * names), which Py_EndInterpreter would wait for; NULL with an exception
- * (attached to old). */
-static PyObject *own_threads(pxpy_worker_interp_t *old)
+/* The threads that the code of the interpreter the caller is attached to
+ * started and that still run (their names), which Py_EndInterpreter would
+ * wait for; NULL with an exception. */
+static PyObject *own_threads(void)
 {
-    (void)old;
     PyObject *f = pxpy_import_attr("pyparallel._interp", "own_threads");
     PyObject *r = f ? PyObject_CallNoArgs(f) : NULL;
     Py_XDECREF(f);
@@ -555,7 +554,7 @@ const char *pxpy_interp_end_replaced(pxpy_state *st, pxpy_worker_interp_t *old,
     if (ts == NULL)
         Py_FatalError("pyparallel: out of memory ending a worker interpreter");
     PyThreadState *main_ts = PyThreadState_Swap(ts);
-    PyObject *threads = own_threads(old);
+    PyObject *threads = own_threads(); /* old's: attached to it */
     bool alone = threads != NULL && PyList_Check(threads) &&
                  PyList_GET_SIZE(threads) == 0;
     if (threads == NULL)
