@@ -275,6 +275,10 @@ int px_ws_server_new(px_loop_t *loop, const px_ws_server_options_t *opts,
                      px_ws_server_t **server);
 /* Drops the caller's reference; open connections keep it alive. */
 void px_ws_server_free(px_ws_server_t *server);
+/* 1 while server's loop runs its sweep (the pings and timeouts), 0 once that
+ * loop stopped: a holder outlives its loop, and one kept for a later loop
+ * would leave that loop's connections neither pinged nor timed out. */
+int px_ws_server_running(px_ws_server_t *server);
 
 /*
  * Answers ex (whose request passed px_ws_handshake_check into hs) with 101

@@ -99,6 +99,14 @@ int px_ws_server_new(px_loop_t *loop, const px_ws_server_options_t *opts,
     return 0;
 }
 
+int px_ws_server_running(px_ws_server_t *s)
+{
+    pthread_mutex_lock(&s->lock);
+    int running = s->sweep != NULL; /* sweep_done clears it */
+    pthread_mutex_unlock(&s->lock);
+    return running;
+}
+
 void px_ws_server_free(px_ws_server_t *s)
 {
     if (s == NULL)

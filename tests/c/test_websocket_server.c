@@ -267,6 +267,20 @@ static void test_idle_peer_pinged_then_dropped(int backend)
     stop(&f);
 }
 
+/* The binding keeps holders across loops: it must be able to tell one
+ * whose loop stopped, which pings nobody. */
+static void test_server_stops_running_with_its_loop(int backend)
+{
+    http_fixture_t f;
+    start(&f, backend, 100 * 1000000u, 0);
+    px_ws_server_t *s = atomic_load(&ws_server);
+    ASSERT_INT_EQ(px_ws_server_running(s), 1);
+    http_fixture_stop(&f);
+    ASSERT_INT_EQ(px_ws_server_running(s), 0);
+    px_ws_server_free(atomic_exchange(&ws_server, NULL));
+    px_ws_group_unref(group);
+}
+
 typedef struct {
     int count;
     atomic_bool done;
@@ -319,6 +333,7 @@ static const test_case_t cases[] = {
     ENGINE_CASE(test_echo_ping_and_close),
     ENGINE_CASE(test_protocol_error_fails_with_1002),
     ENGINE_CASE(test_idle_peer_pinged_then_dropped),
+    ENGINE_CASE(test_server_stops_running_with_its_loop),
     ENGINE_CASE(test_broadcast_past_a_reader_that_never_reads),
 };
 

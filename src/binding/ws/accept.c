@@ -321,10 +321,15 @@ static px_ws_server_t *server_for(pxpy_state *st, pxpy_ws_accept_t *acc)
         return NULL;
     }
     if (capsule != NULL) {
-        Py_DECREF(key);
         px_ws_server_t *s = PyCapsule_GetPointer(capsule, "px_ws_server");
         Py_DECREF(capsule);
-        return s;
+        /* A loop that stopped may have been freed and its address given to
+         * this one: its holder's sweep has ended with it, and is replaced
+         * below. */
+        if (px_ws_server_running(s)) {
+            Py_DECREF(key);
+            return s;
+        }
     }
     px_ws_server_options_t o = {
         .max_message_size = acc->max_message_size,
