@@ -103,17 +103,18 @@ TEMPLATE = jinja2.Environment(autoescape=True).from_string(
 FASTEST = {"interpreters": "asyncpg", "gil": "psycopg", "threads": "psycopg"}
 
 
-def _pyparallel_mode():
-    """pyparallel's mode when a pyparallel server imports the app, else None."""
+def _pyparallel_stats():
+    """px.stats() when a pyparallel server imports the app, else None."""
     px = sys.modules.get("pyparallel")
     try:
-        return px.stats()["mode"] if px is not None else None
+        return px.stats() if px is not None else None
     except RuntimeError:
         return None
 
 
 def _driver():
-    chosen = os.environ.get("TFB_DRIVER") or FASTEST.get(_pyparallel_mode(), "psycopg")
+    stats = _pyparallel_stats()
+    chosen = os.environ.get("TFB_DRIVER") or FASTEST.get(stats and stats["mode"], "psycopg")
     if chosen not in ("asyncpg", "psycopg", "psycopg-async"):
         raise RuntimeError(f"TFB_DRIVER={chosen!r}: expected asyncpg, psycopg or psycopg-async")
     return chosen
@@ -411,13 +412,8 @@ def _workers_here():
     """How many workers share this module: pyparallel's in modes threads and
     gil (one import serves them all), else 1 (mode interpreters imports it
     per worker, gunicorn per process)."""
-    try:
-        import pyparallel as px
-
-        stats = px.stats()
-    except (ImportError, RuntimeError):
-        return 1
-    return 1 if stats["mode"] == "interpreters" else stats["workers"]
+    stats = _pyparallel_stats()
+    return 1 if stats is None or stats["mode"] == "interpreters" else stats["workers"]
 
 
 class BlockingPool:
